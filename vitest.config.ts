@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['tests/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    // WebGPU (lavapipe) and MNIST suites are heavy; keep the 2-core CI machine responsive.
+    pool: 'forks',
+    fileParallelism: true,
+  },
+});
