@@ -1,0 +1,245 @@
+// JavaScript codegen: one plain-loop function per kernel, sizes and strides baked in as constants.
+// Each scalar op's JavaScript spelling lives in the two tables below (the JS kernel templates).
+
+import type { DType } from '../../ir/dtype.ts';
+import type { Expr, Kernel, KernelSpec } from '../../ir/kernel.ts';
+import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
+import type { View } from '../../ir/view.ts';
+
+export const jsUnary: { [U in UnaryOp]: (x: string) => string } = {
+  neg: (x) => `(-${x})`,
+  abs: (x) => `Math.abs(${x})`,
+  sign: (x) => `Math.sign(${x})`,
+  exp: (x) => `Math.exp(${x})`,
+  log: (x) => `Math.log(${x})`,
+  sqrt: (x) => `Math.sqrt(${x})`,
+  rsqrt: (x) => `(1 / Math.sqrt(${x}))`,
+  sin: (x) => `Math.sin(${x})`,
+  cos: (x) => `Math.cos(${x})`,
+  tanh: (x) => `Math.tanh(${x})`,
+  sigmoid: (x) => `(1 / (1 + Math.exp(-${x})))`,
+  relu: (x) => `(${x} < 0 ? 0 : ${x})`,
+  copy: (x) => x,
+};
+
+export const jsBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string) => string } = {
+  add: (a, b) => `(${a} + ${b})`,
+  sub: (a, b) => `(${a} - ${b})`,
+  mul: (a, b) => `(${a} * ${b})`,
+  div: (a, b) => `(${a} / ${b})`,
+  pow: (a, b) => `Math.pow(${a}, ${b})`,
+  maximum: (a, b) => `Math.max(${a}, ${b})`,
+  minimum: (a, b) => `Math.min(${a}, ${b})`,
+  eq: (a, b) => `(${a} === ${b} ? 1 : 0)`,
+  ne: (a, b) => `(${a} !== ${b} ? 1 : 0)`,
+  lt: (a, b) => `(${a} < ${b} ? 1 : 0)`,
+  le: (a, b) => `(${a} <= ${b} ? 1 : 0)`,
+  gt: (a, b) => `(${a} > ${b} ? 1 : 0)`,
+  ge: (a, b) => `(${a} >= ${b} ? 1 : 0)`,
+};
+
+function jsCast(x: string, from: DType, to: DType): string {
+  if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
+  if (to === 'int32' && from === 'float32') return `Math.trunc(${x})`;
+  return x;
+}
+
+function jsConst(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return 'Infinity';
+  if (value === -Infinity) return '-Infinity';
+  return Object.is(value, -0) ? '-0' : String(value);
+}
+
+/** Merges adjacent loop dims that every view walks contiguously, and drops size-1 dims. */
+export function collapseDims(shape: readonly number[], views: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const dims = shape.map((_, i) => i).filter((i) => shape[i] !== 1);
+  const out: number[] = [];
+  const strides: number[][] = views.map(() => []);
+  for (const d of dims) {
+    const last = out.length - 1;
+    if (last >= 0 && views.every((s, v) => strides[v][last] === s[d] * shape[d])) {
+      out[last] *= shape[d];
+      views.forEach((s, v) => (strides[v][last] = s[d]));
+    } else {
+      out.push(shape[d]);
+      views.forEach((s, v) => strides[v].push(s[d]));
+    }
+  }
+  return { shape: out, strides };
+}
+
+/** Emits the statements that evaluate expression DAGs; shared sub-expressions are computed once. */
+class ExprEmitter {
+  lines: string[] = [];
+  private names = new Map<Expr, string>();
+  private n = 0;
+  constructor(private pos: (view: View) => string, private acc = 'acc') {}
+  emit(e: Expr): string {
+    const known = this.names.get(e);
+    if (known) return known;
+    let code: string;
+    switch (e.kind) {
+      case 'load': code = `b${e.arg}[${this.pos(e.view)}]`; break;
+      case 'const': return jsConst(e.value);
+      case 'acc': return this.acc;
+      case 'param': return `p[${e.index}]`;
+      case 'unary': code = jsUnary[e.op](this.emit(e.x)); break;
+      case 'binary': code = jsBinary[e.op](this.emit(e.a), this.emit(e.b)); break;
+      case 'where': code = `(${this.emit(e.c)} !== 0 ? ${this.emit(e.a)} : ${this.emit(e.b)})`; break;
+      case 'cast': code = jsCast(this.emit(e.x), exprSourceDtype(e.x), e.dtype); break;
+    }
+    const name = `v${this.n++}`;
+    this.lines.push(`const ${name} = ${code};`);
+    this.names.set(e, name);
+    return name;
+  }
+}
+const exprSourceDtype = (e: Expr): DType => e.dtype;
+
+/** Every view that an expression loads through. */
+export function loadViews(e: Expr, out: View[] = [], seen = new Set<Expr>()): View[] {
+  if (seen.has(e)) return out;
+  seen.add(e);
+  switch (e.kind) {
+    case 'load': out.push(e.view); break;
+    case 'unary': case 'cast': loadViews(e.x, out, seen); break;
+    case 'binary': loadViews(e.a, out, seen); loadViews(e.b, out, seen); break;
+    case 'where': loadViews(e.c, out, seen); loadViews(e.a, out, seen); loadViews(e.b, out, seen); break;
+    default: break;
+  }
+  return out;
+}
+
+/** Index expression of `view` given the loop variable of each of its dims (null: dim not looped / size 1). */
+function indexOf(view: View, vars: readonly (string | null)[]): string {
+  const terms = [String(view.offset)];
+  view.strides.forEach((s, d) => {
+    if (s !== 0 && vars[d] !== null) terms.push(s === 1 ? vars[d]! : `${vars[d]} * ${s}`);
+  });
+  return terms.length > 1 && terms[0] === '0' ? terms.slice(1).join(' + ') : terms.join(' + ');
+}
+
+function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
+  const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
+  const uniq = [...new Set(views)];
+  const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
+  const vars = shape.map((_, d) => `i${d}`);
+  const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
+  const em = new ExprEmitter((v) => indexOf(collapsed.get(v)!, vars));
+  const values = k.exprs.map((e) => em.emit(e));
+  const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
+  return nest(shape, vars, body).join('\n');
+}
+
+function nest(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
+  let lines = body;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    lines = [`for (let ${vars[d]} = 0; ${vars[d]} < ${shape[d]}; ${vars[d]}++) {`, ...lines.map((l) => '  ' + l), '}'];
+  }
+  return lines;
+}
+
+function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
+  const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
+  const red = k.axes.filter((i) => k.inShape[i] !== 1);
+  const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
+  const keptVars = k.inShape.map((_, i) => (kept.includes(i) ? `i${i}` : null));
+  const inner = new ExprEmitter((v) => indexOf(v, vars));
+  const value = inner.emit(k.body);
+  const outer = new ExprEmitter((v) => indexOf(v, keptVars));
+  const result = outer.emit(k.epilogue);
+  const init = k.op === 'sum' ? 'let acc = 0;' : k.op === 'max' ? 'let acc = -Infinity;' : 'let acc = 0, best = -Infinity, n = 0;';
+  const update = k.op === 'sum' ? [`acc += ${value};`]
+    : k.op === 'max' ? [`if (${value} > acc || ${value} !== ${value}) acc = ${value};`]
+    : [`if (${value} > best || (${value} !== ${value} && best === best)) { best = ${value}; acc = n; }`, 'n++;'];
+  // argmax counts positions along its single axis; `n` runs over the flattened reduced loops.
+  const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), [...inner.lines, ...update]), ...outer.lines,
+    `b${k.output.arg}[${indexOf(k.output.view, keptVars)}] = ${result};`];
+  return nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body).join('\n');
+}
+
+function asLoad(e: Expr, what: string): Extract<Expr, { kind: 'load' }> {
+  if (e.kind !== 'load') throw new Error(`js codegen: matmul operand ${what} must be a load`);
+  return e;
+}
+
+function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
+  const a = asLoad(k.a, 'a'), b = asLoad(k.b, 'b');
+  const nb = k.batch.length;
+  const bv = k.batch.map((_, i) => `i${i}`);
+  const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
+  const baseA = indexOf({ ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv);
+  const baseB = indexOf({ ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
+  const outVars = [...bv, 'i', 'j'];
+  const epi = new ExprEmitter((v) => indexOf(v, outVars));
+  const result = epi.emit(k.epilogue);
+  const store = [...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, outVars)}] = ${result};`];
+  const A = `b${a.arg}`, B = `b${b.arg}`;
+  let inner: string[];
+  if (sbn !== 1 && sak === 1 && sbk === 1) {
+    // Both operands run along k contiguously: dot products.
+    inner = [
+      `const pa = ${baseA} + i * ${sam};`,
+      `for (let j = 0; j < ${k.n}; j++) {`,
+      `  const pb = ${baseB} + j * ${sbn};`,
+      `  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, kk = 0;`,
+      `  for (; kk + 3 < ${k.k}; kk += 4) { s0 += ${A}[pa + kk] * ${B}[pb + kk]; s1 += ${A}[pa + kk + 1] * ${B}[pb + kk + 1]; s2 += ${A}[pa + kk + 2] * ${B}[pb + kk + 2]; s3 += ${A}[pa + kk + 3] * ${B}[pb + kk + 3]; }`,
+      `  for (; kk < ${k.k}; kk++) s0 += ${A}[pa + kk] * ${B}[pb + kk];`,
+      `  const acc = (s0 + s1) + (s2 + s3);`,
+      ...store.map((l) => '  ' + l),
+      '}',
+    ];
+  } else {
+    // Rows of b are contiguous (or nothing is): accumulate a row of the output at a time.
+    inner = [
+      `row.fill(0);`,
+      `for (let kk = 0; kk < ${k.k}; kk++) {`,
+      `  const aik = ${A}[${baseA} + i * ${sam} + kk * ${sak}];`,
+      `  const pb = ${baseB} + kk * ${sbk};`,
+      `  for (let j = 0; j < ${k.n}; j++) row[j] += aik * ${B}[pb + j${sbn === 1 ? '' : ` * ${sbn}`}];`,
+      '}',
+      `for (let j = 0; j < ${k.n}; j++) {`,
+      `  const acc = row[j];`,
+      ...store.map((l) => '  ' + l),
+      '}',
+    ];
+  }
+  const body = nest(k.batch, bv, nest([k.m], ['i'], inner));
+  return [`const row = new Float64Array(${k.n});`, ...body].join('\n');
+}
+
+function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
+  const vars = k.shape.map((_, i) => `i${i}`);
+  const em = new ExprEmitter((v) => indexOf(v, vars));
+  const idx = em.emit(k.index);
+  const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
+  const body = [...em.lines, `const g = ${idx};`,
+    `b${k.output.arg}[${indexOf(k.output.view, vars)}] = b${k.src.arg}[${indexOf({ ...k.src.view, shape: k.shape }, srcVars)}];`];
+  return nest(k.shape, vars, body).join('\n');
+}
+
+function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
+  const vars = k.srcShape.map((_, i) => `i${i}`);
+  const em = new ExprEmitter((v) => indexOf(v, vars));
+  const idx = em.emit(k.index), src = em.emit(k.src);
+  const outVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
+  const o = k.output;
+  const body = [...em.lines, `const g = ${idx};`, `b${o.arg}[${indexOf({ ...o.view, shape: k.srcShape }, outVars)}] += ${src};`];
+  return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
+}
+
+export function jsSource(spec: KernelSpec): string {
+  const k = spec.kernel;
+  const body = k.kind === 'map' ? genMap(k) : k.kind === 'reduce' ? genReduce(k) : k.kind === 'matmul' ? genMatmul(k)
+    : k.kind === 'gather' ? genGather(k) : genScatterAdd(k);
+  const args = spec.args.map((_, i) => `b${i}`).join(', ');
+  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${body.split('\n').map((l) => '  ' + l).join('\n')}\n}`;
+}
+
+export type JsKernelFn = (...args: unknown[]) => void;
+
+export function compileJs(spec: KernelSpec): JsKernelFn {
+  const src = jsSource(spec);
+  return new Function(`"use strict"; return (${src});`)() as JsKernelFn;
+}

@@ -1,0 +1,2 @@
+// kiln's public API (API.md). Re-exports only.
+export * from './runtime/index.ts';

@@ -1,0 +1,43 @@
+// The CPU device: storages are typed arrays; kernels are generated JavaScript, compiled once per spec.
+
+import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import type { KernelSpec } from '../ir/kernel.ts';
+import { compileJs, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
+
+export interface CpuStorage extends Storage { readonly data: TypedArray }
+
+const cache = new Map<string, JsKernelFn>();
+
+/** The compiled function of a kernel, cached by the kernel's structure (its name is only a label). */
+export function cpuKernel(spec: KernelSpec): JsKernelFn {
+  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',');
+  let fn = cache.get(key);
+  if (!fn) {
+    fn = compileJs(spec);
+    cache.set(key, fn);
+  }
+  return fn;
+}
+
+const wrap = (data: TypedArray, dtype: DType): CpuStorage => ({ device: 'cpu', dtype, size: data.length, data });
+
+export const cpuBackend: Backend = {
+  name: 'cpu',
+  alloc: (dtype, size) => wrap(typedArrayFor(dtype, size), dtype),
+  upload(data) {
+    const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
+    return wrap(data, dtype);
+  },
+  run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
+    const arrays = args.map((a) => {
+      const d = (a.storage as CpuStorage).data;
+      return a.offset === 0 ? d : d.subarray(a.offset);
+    });
+    for (const spec of specs) cpuKernel(spec)(...arrays, params);
+  },
+  async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
+  readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
+};
+
+registerBackend(cpuBackend);

@@ -1,0 +1,46 @@
+// The backend interface: what a device must do for eager ops and compiled steps (a handful of methods).
+
+import type { DType, TypedArray } from '../ir/dtype.ts';
+import type { KernelSpec } from '../ir/kernel.ts';
+
+export type DeviceName = 'cpu' | 'webgpu';
+export const DEVICES: readonly DeviceName[] = ['cpu', 'webgpu'];
+
+/** Device memory. `size` counts elements. */
+export interface Storage { readonly device: DeviceName; readonly dtype: DType; readonly size: number }
+
+/** A storage bound to a kernel argument, starting `offset` elements in. */
+export interface BoundArg { storage: Storage; offset: number }
+
+export interface Backend {
+  readonly name: DeviceName;
+  alloc(dtype: DType, size: number): Storage;
+  upload(data: TypedArray): Storage;
+  /** Runs kernels in order over the bound arguments (indices as in each spec's args). */
+  run(specs: readonly KernelSpec[], args: readonly BoundArg[], params?: readonly number[]): void;
+  read(storage: Storage, offset: number, size: number): Promise<TypedArray>;
+  /** Synchronous read; devices that cannot read synchronously throw an error naming the async reader. */
+  readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
+}
+
+const backends = new Map<DeviceName, Backend>();
+let defaultDevice: DeviceName = 'cpu';
+
+export function registerBackend(b: Backend): void { backends.set(b.name, b); }
+
+export function backendFor(device: DeviceName): Backend {
+  const b = backends.get(device);
+  if (b) return b;
+  if (device === 'webgpu') {
+    throw new Error("WebGPU is not initialised: call `await kiln.webgpu.init()` (or `await kiln.webgpu.available()`) before creating tensors on device 'webgpu'");
+  }
+  throw new Error(`unknown device '${device}' (expected one of ${DEVICES.join(', ')})`);
+}
+
+export function checkDevice(device: string): DeviceName {
+  if (!(DEVICES as readonly string[]).includes(device)) throw new Error(`unknown device '${device}' (expected one of ${DEVICES.join(', ')})`);
+  return device as DeviceName;
+}
+
+export function setDefaultDevice(device: DeviceName): void { defaultDevice = checkDevice(device); }
+export const getDefaultDevice = (): DeviceName => defaultDevice;

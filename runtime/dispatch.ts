@@ -1,0 +1,91 @@
+// The one dispatch path (DESIGN principle 2): every Tensor operation ends here. The primitive's shape
+// rule validates and types the result; then it is either recorded by the active tracer (inside
+// `compile`) or run now on the tensors' device; finally the tape records it for autograd.
+
+import { vjpRules } from '../compiler/autodiff/vjp.ts';
+import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
+import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { shapeRules } from '../ir/primitives.ts';
+import { numel } from '../ir/shape.ts';
+import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
+import { isGradEnabled, type GradNode } from './autograd.ts';
+import { backendFor, type DeviceName } from './device.ts';
+import { Tensor } from './tensor.ts';
+
+/** Hooks a tracer installs to turn dispatches into IR (compiler/trace.ts). */
+export interface Tracer {
+  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor;
+  /** `target`'s value is replaced by `value` (an in-place op). */
+  assign(target: Tensor, value: Tensor): void;
+  /** Code tried to read values of `t` (item(), data(), ...). */
+  read(t: Tensor, method: string): never;
+  /** `t.grad` is about to be replaced (the tracer remembers the value to restore). */
+  gradWrite?(t: Tensor): void;
+}
+let tracer: Tracer | null = null;
+export const activeTracer = (): Tracer | null => tracer;
+export function setTracer(t: Tracer | null): Tracer | null {
+  const prev = tracer;
+  tracer = t;
+  return prev;
+}
+
+const gradNames: Partial<Record<Primitive, string>> = { matmul: 'MmBackward', copy: 'CloneBackward', full: 'FullBackward', scatterAdd: 'ScatterAddBackward' };
+const gradName = (p: Primitive): string => gradNames[p] ?? p[0].toUpperCase() + p.slice(1) + 'Backward';
+
+export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAttrs[P], device: DeviceName = inputs[0]?.device ?? 'cpu'): Tensor {
+  for (const x of inputs) {
+    if (x.device !== device) throw new Error(`${prim}: expected all tensors to be on the same device, but found at least two devices, ${device} and ${x.device}`);
+  }
+  const out = shapeRules[prim](inputs, attrs);
+  const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
+  if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
+    const rule = vjpRules[prim];
+    const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
+    const node: GradNode = { name: gradName(prim), inputs, vjp: (g) => rule(g, ctx) };
+    result._setGradNode(node);
+  }
+  return result;
+}
+
+function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
+  // Views share storage; only a reshape of a non-viewable layout copies.
+  const x = inputs[0];
+  switch (prim) {
+    case 'reshape': {
+      const v = reshapeView(x._view, out.shape);
+      if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
+      const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
+      return Tensor._fromStorage(copy._storage!, contiguousView(out.shape), out.dtype);
+    }
+    case 'permute': return Tensor._fromStorage(x._storage!, permuteView(x._view, (attrs as PrimAttrs['permute']).perm), out.dtype);
+    case 'expand': return Tensor._fromStorage(x._storage!, expandView(x._view, out.shape), out.dtype);
+    case 'slice': {
+      const a = attrs as PrimAttrs['slice'];
+      return Tensor._fromStorage(x._storage!, sliceView(x._view, a.starts, a.steps, a.shape), out.dtype);
+    }
+    default: {
+      const backend = backendFor(device);
+      const storage = backend.alloc(out.dtype, numel(out.shape));
+      const specs = lowerPrimitive(prim, attrs, inputs.map((t) => ({ view: { ...t._view, offset: 0 }, dtype: t.dtype })), out);
+      backend.run(specs, [...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
+      return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
+    }
+  }
+}
+
+/** A tensor whose storage is laid out contiguously from offset 0 (a copy unless it already is). */
+export function contiguous(x: Tensor): Tensor {
+  if (isContiguous(x._view) && x._view.offset === 0 && x._storage && x._storage.size === numel(x.shape)) return x;
+  return dispatch('copy', [x], {});
+}
+
+/** Writes `value` (already broadcast to target's shape) into `target`'s storage through its view. */
+export function writeInto(target: Tensor, value: Tensor): void {
+  if (tracer) return tracer.assign(target, value);
+  const backend = backendFor(target.device);
+  const spec = copyKernel({ view: { ...value._view, offset: 0 }, dtype: value.dtype }, { view: { ...target._view, offset: 0 }, dtype: target.dtype });
+  backend.run([spec], [{ storage: value._storage!, offset: value._view.offset }, { storage: target._storage!, offset: target._view.offset }]);
+}
+
+export type { View };

@@ -1,0 +1,514 @@
+// Tensor: the user-facing array type. Every operation goes through `dispatch` (one path for eager
+// execution and tracing); composite ops (softmax, mean, clamp, indexing, ...) are written here in
+// terms of primitives, so autodiff and fusion cover them for free.
+
+import { type DType, type TypedArray } from '../ir/dtype.ts';
+import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
+import { contiguousView, type View } from '../ir/view.ts';
+import { isGradEnabled, noGrad, runBackward, type BackwardOptions, type GradNode } from './autograd.ts';
+import { backendFor, checkDevice, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
+import { activeTracer, contiguous, dispatch, writeInto } from './dispatch.ts';
+
+export type TensorLike = Tensor | number | boolean;
+/** One entry of `index(...)`: a number selects, null keeps a dimension, [start?, end?, step?] slices. */
+export type IndexEntry = number | null | undefined | readonly [(number | null | undefined)?, (number | null | undefined)?, (number | null | undefined)?];
+export type Dims = number | readonly number[];
+
+export class Tensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: DeviceName;
+  /** device memory; null for a symbolic (traced) tensor */
+  _storage: Storage | null;
+  _view: View;
+  /** the tracer's handle for a symbolic tensor */
+  _sym: unknown = null;
+  _ctx: GradNode | null = null;
+  _requiresGrad = false;
+  _grad: Tensor | null = null;
+  _version = 0;
+
+  private constructor(shape: readonly number[], dtype: DType, device: DeviceName, storage: Storage | null, view: View) {
+    this.shape = [...shape];
+    this.dtype = dtype;
+    this.device = device;
+    this._storage = storage;
+    this._view = view;
+  }
+
+  static _fromStorage(storage: Storage, view: View, dtype: DType): Tensor {
+    return new Tensor(view.shape, dtype, storage.device, storage, view);
+  }
+  static _symbolic(shape: readonly number[], dtype: DType, device: DeviceName, sym: unknown): Tensor {
+    const t = new Tensor(shape, dtype, device, null, contiguousView(shape));
+    t._sym = sym;
+    return t;
+  }
+  /** Shares this tensor's value (storage or trace handle) without its autograd history. */
+  _alias(): Tensor {
+    const t = new Tensor(this.shape, this.dtype, this.device, this._storage, this._view);
+    t._sym = this._sym;
+    return t;
+  }
+  _setGradNode(node: GradNode): void {
+    this._ctx = node;
+    this._requiresGrad = true;
+  }
+
+  // ---- properties ----
+  get requiresGrad(): boolean { return this._requiresGrad; }
+  set requiresGrad(flag: boolean) {
+    if (!flag && this._ctx) throw new Error('requiresGrad: you can only change requiresGrad flags of leaf tensors (use detach() to get a tensor without history)');
+    if (flag && this.dtype !== 'float32') throw new Error(`requiresGrad: only float32 tensors can require gradients, got ${this.dtype}`);
+    this._requiresGrad = flag;
+  }
+  requiresGrad_(flag = true): this { this.requiresGrad = flag; return this; }
+  get isLeaf(): boolean { return this._ctx === null; }
+  get gradFn(): string | null { return this._ctx?.name ?? null; }
+  get grad(): Tensor | null { return this._grad; }
+  set grad(g: Tensor | null) {
+    if (g && !sameShape(g.shape, this.shape)) throw new Error(`grad: assigned grad of shape ${fmt(g.shape)} to a tensor of shape ${fmt(this.shape)}`);
+    activeTracer()?.gradWrite?.(this);
+    this._grad = g;
+  }
+  get ndim(): number { return this.shape.length; }
+  numel(): number { return numel(this.shape); }
+  size(dim?: number): number | number[] { return dim === undefined ? [...this.shape] : this.shape[normDim('size', dim, this.ndim)]; }
+  get T(): Tensor { return this.ndim < 2 ? this : this.permute(this.shape.map((_, i) => this.ndim - 1 - i)); }
+
+  // ---- reading values ----
+  private _readable(method: string): void {
+    if (this._storage === null) activeTracer()!.read(this, method);
+  }
+  async data(): Promise<TypedArray> {
+    this._readable('data()');
+    const c = noGrad(() => contiguous(this));
+    return backendFor(this.device).read(c._storage!, c._view.offset, this.numel());
+  }
+  dataSync(): TypedArray {
+    this._readable('dataSync()');
+    const c = noGrad(() => contiguous(this));
+    return backendFor(this.device).readSync(c._storage!, c._view.offset, this.numel(), 'data()');
+  }
+  async array(): Promise<NestedArray> { return nest(await this.data(), this.shape, this.dtype); }
+  arraySync(): NestedArray {
+    this._readable('arraySync()');
+    if (this.device !== 'cpu') backendFor(this.device).readSync(this._storage!, 0, 0, 'array()');
+    return nest(this.dataSync(), this.shape, this.dtype);
+  }
+  async item(): Promise<number> { this._checkItem(); return Number((await this.data())[0]); }
+  itemSync(): number {
+    this._readable('itemSync()');
+    this._checkItem();
+    if (this.device !== 'cpu') backendFor(this.device).readSync(this._storage!, 0, 0, 'item()');
+    return Number(this.dataSync()[0]);
+  }
+  private _checkItem(): void {
+    this._readable('item()');
+    if (this.numel() !== 1) throw new Error(`item: a Tensor with ${this.numel()} elements cannot be converted to a number (only one-element tensors can)`);
+  }
+  toString(): string {
+    const extras: string[] = [];
+    if (this.dtype !== 'float32') extras.push(`dtype=${this.dtype}`);
+    if (this.device !== 'cpu') extras.push(`device='${this.device}'`);
+    if (this._ctx) extras.push(`gradFn=<${this._ctx.name}>`);
+    else if (this._requiresGrad) extras.push('requiresGrad=true');
+    let body: string;
+    if (this._storage === null) body = `<symbolic ${fmt(this.shape)}>`;
+    else if (this.device !== 'cpu') body = `<${fmt(this.shape)} on ${this.device}; await data() to read>`;
+    else body = formatValues(this.dataSync(), this.shape, this.dtype);
+    return `tensor(${[body, ...extras].join(', ')})`;
+  }
+
+  // ---- autograd ----
+  backward(gradient?: Tensor | BackwardOptions, opts: BackwardOptions = {}): void {
+    if (gradient !== undefined && !(gradient instanceof Tensor)) { opts = gradient; gradient = undefined; }
+    if (!this._requiresGrad) throw new Error('backward: element 0 of tensors does not require grad and does not have a gradFn');
+    if (gradient === undefined && this.numel() !== 1) {
+      throw new Error(`backward: grad can be implicitly created only for scalar outputs (this tensor has shape ${fmt(this.shape)}); pass a gradient`);
+    }
+    if (gradient && !sameShape(gradient.shape, this.shape)) {
+      throw new Error(`backward: gradient has shape ${fmt(gradient.shape)} but the tensor has shape ${fmt(this.shape)}`);
+    }
+    const g = gradient ?? noGrad(() => full(this.shape, 1, { dtype: this.dtype, device: this.device }));
+    runBackward([this], [g], opts);
+  }
+  /** Leaf accumulation (PyTorch's AccumulateGrad): a fresh contiguous gradient, or the sum with the old one. */
+  _accumulateGrad(g: Tensor, createGraph: boolean): void {
+    const gd = createGraph ? g : g.detach();
+    this.grad = this._grad ? this._grad.add(gd) : gd.clone();
+  }
+  detach(): Tensor { return this._alias(); }
+
+  // ---- elementwise ----
+  add(o: TensorLike): Tensor { return binary('add', this, o); }
+  sub(o: TensorLike): Tensor { return binary('sub', this, o); }
+  mul(o: TensorLike): Tensor { return binary('mul', this, o); }
+  div(o: TensorLike): Tensor { return binary('div', this, o); }
+  pow(o: TensorLike): Tensor { return binary('pow', this, o); }
+  maximum(o: TensorLike): Tensor { return binary('maximum', this, o); }
+  minimum(o: TensorLike): Tensor { return binary('minimum', this, o); }
+  eq(o: TensorLike): Tensor { return binary('eq', this, o); }
+  ne(o: TensorLike): Tensor { return binary('ne', this, o); }
+  lt(o: TensorLike): Tensor { return binary('lt', this, o); }
+  le(o: TensorLike): Tensor { return binary('le', this, o); }
+  gt(o: TensorLike): Tensor { return binary('gt', this, o); }
+  ge(o: TensorLike): Tensor { return binary('ge', this, o); }
+  neg(): Tensor { return dispatch('neg', [this], {}); }
+  abs(): Tensor { return dispatch('abs', [this], {}); }
+  sign(): Tensor { return dispatch('sign', [this], {}); }
+  exp(): Tensor { return dispatch('exp', [this], {}); }
+  log(): Tensor { return dispatch('log', [this], {}); }
+  sqrt(): Tensor { return dispatch('sqrt', [this], {}); }
+  rsqrt(): Tensor { return dispatch('rsqrt', [this], {}); }
+  sin(): Tensor { return dispatch('sin', [this], {}); }
+  cos(): Tensor { return dispatch('cos', [this], {}); }
+  tanh(): Tensor { return dispatch('tanh', [this], {}); }
+  sigmoid(): Tensor { return dispatch('sigmoid', [this], {}); }
+  relu(): Tensor { return dispatch('relu', [this], {}); }
+  square(): Tensor { return this.mul(this); }
+  /** clamp(min?, max?); values exactly at a bound pass the gradient (PyTorch). */
+  clamp(min?: number | null, max?: number | null): Tensor {
+    if (min == null && max == null) throw new Error('clamp: at least one of min and max must be given');
+    let y: Tensor = this;
+    if (min != null) y = where(this.lt(min), min, y);
+    if (max != null) y = where(this.gt(max), max, y);
+    return y;
+  }
+  logicalNot(): Tensor { return this.eq(0); }
+  logicalAnd(o: Tensor): Tensor { return where(this.ne(0), o.ne(0), false); }
+  /** Zero where `mask` is true (a gradient-masking helper). */
+  where0(mask: Tensor): Tensor { return where(mask, 0, this); }
+  float(): Tensor { return this.dtype === 'float32' ? this : dispatch('cast', [this], { dtype: 'float32' }); }
+  int(): Tensor { return this.dtype === 'int32' ? this : dispatch('cast', [this], { dtype: 'int32' }); }
+  bool(): Tensor { return this.dtype === 'bool' ? this : dispatch('cast', [this], { dtype: 'bool' }); }
+  clone(): Tensor { return dispatch('copy', [this], {}); }
+  contiguous(): Tensor { return contiguous(this); }
+
+  // ---- reductions ----
+  sum(dim?: Dims, keepdim = false): Tensor {
+    const axes = normAxes('sum', dim, this.ndim);
+    return renamed(dropAxes(dispatch('sum', [this], { axes }), axes, keepdim), 'SumBackward');
+  }
+  mean(dim?: Dims, keepdim = false): Tensor {
+    const axes = normAxes('mean', dim, this.ndim);
+    if (this.dtype !== 'float32') throw new Error(`mean: expected a float32 input, got ${this.dtype}`);
+    const count = axes.reduce((n, a) => n * this.shape[a], 1);
+    return renamed(this.sum(axes, keepdim).div(count), 'MeanBackward');
+  }
+  max(dim?: Dims, keepdim = false): Tensor {
+    const axes = normAxes('max', dim, this.ndim);
+    if (this.numel() === 0) throw new Error('max: cannot reduce an empty tensor');
+    return renamed(dropAxes(dispatch('max', [this], { axes }), axes, keepdim), 'MaxBackward');
+  }
+  min(dim?: Dims, keepdim = false): Tensor { return renamed(this.neg().max(dim, keepdim).neg(), 'MinBackward'); }
+  argmax(dim?: number, keepdim = false): Tensor {
+    if (dim === undefined) return dispatch('argmax', [this.reshape([-1])], { axis: 0 }).reshape([]);
+    const axis = normDim('argmax', dim, this.ndim);
+    return dropAxes(dispatch('argmax', [this], { axis }), [axis], keepdim);
+  }
+  argmin(dim?: number, keepdim = false): Tensor { return this.neg().argmax(dim, keepdim); }
+  logsumexp(dim: Dims, keepdim = false): Tensor {
+    const axes = normAxes('logsumexp', dim, this.ndim);
+    // Shift by the (detached) max for stability; an infinite max shifts by 0 instead.
+    const m = this.max(axes, true).detach();
+    const shift = where(m.abs().eq(Infinity), 0, m);
+    const r = this.sub(shift).exp().sum(axes, true).log().add(shift);
+    return dropAxes(r, axes, keepdim);
+  }
+  softmax(dim: number): Tensor {
+    const d = normDim('softmax', dim, this.ndim);
+    const e = this.sub(this.max(d, true).detach()).exp();
+    return renamed(e.div(e.sum(d, true)), 'SoftmaxBackward');
+  }
+  logSoftmax(dim: number): Tensor {
+    const d = normDim('logSoftmax', dim, this.ndim);
+    return renamed(this.sub(this.logsumexp(d, true)), 'LogSoftmaxBackward');
+  }
+
+  // ---- linear algebra ----
+  matmul(o: Tensor): Tensor { return matmul(this, o); }
+  mm(o: Tensor): Tensor {
+    if (this.ndim !== 2 || o.ndim !== 2) throw new Error(`mm: expected 2-D tensors, got shapes ${fmt(this.shape)} and ${fmt(o.shape)}`);
+    return matmul(this, o);
+  }
+
+  // ---- shape ----
+  reshape(shape: readonly number[]): Tensor {
+    const s = inferShape('reshape', this.shape, shape);
+    return sameShape(s, this.shape) ? this : dispatch('reshape', [this], { shape: s });
+  }
+  view(shape: readonly number[]): Tensor { return this.reshape(shape); }
+  flatten(startDim = 0, endDim = -1): Tensor {
+    if (this.ndim === 0) return this.reshape([1]);
+    const s = normDim('flatten', startDim, this.ndim), e = normDim('flatten', endDim, this.ndim);
+    if (s > e) throw new Error(`flatten: startDim ${startDim} cannot come after endDim ${endDim}`);
+    return this.reshape([...this.shape.slice(0, s), numel(this.shape.slice(s, e + 1)), ...this.shape.slice(e + 1)]);
+  }
+  squeeze(dim?: Dims): Tensor {
+    const axes = dim === undefined ? this.shape.map((_, i) => i) : normAxes('squeeze', dim, this.ndim);
+    return this.reshape(this.shape.filter((d, i) => !(d === 1 && axes.includes(i))));
+  }
+  unsqueeze(dim: number): Tensor {
+    const d = normDim('unsqueeze', dim, this.ndim, 1);
+    return this.reshape([...this.shape.slice(0, d), 1, ...this.shape.slice(d)]);
+  }
+  transpose(dim0: number, dim1: number): Tensor {
+    const a = normDim('transpose', dim0, this.ndim), b = normDim('transpose', dim1, this.ndim);
+    if (a === b) return this;
+    const perm = this.shape.map((_, i) => i);
+    [perm[a], perm[b]] = [perm[b], perm[a]];
+    return dispatch('permute', [this], { perm });
+  }
+  permute(dims: readonly number[]): Tensor {
+    if (dims.length !== this.ndim) throw new Error(`permute: expected ${this.ndim} dims for a tensor of shape ${fmt(this.shape)}, got ${fmt(dims)}`);
+    const perm = dims.map((d) => normDim('permute', d, this.ndim));
+    return perm.every((p, i) => p === i) ? this : dispatch('permute', [this], { perm });
+  }
+  expand(shape: readonly number[]): Tensor {
+    const lead = shape.length - this.ndim;
+    const s = shape.map((d, i) => (d === -1 ? (i < lead ? NaN : this.shape[i - lead]) : d));
+    if (s.some((d) => Number.isNaN(d))) throw new Error(`expand: -1 is not allowed for a new leading dimension in ${fmt(shape)}`);
+    return sameShape(s, this.shape) ? this : dispatch('expand', [this], { shape: s });
+  }
+  broadcastTo(shape: readonly number[]): Tensor { return this.expand(shape); }
+
+  // ---- indexing ----
+  index(...idx: IndexEntry[]): Tensor {
+    if (idx.length > this.ndim) throw new Error(`index: too many indices for tensor of dimension ${this.ndim} (got ${idx.length})`);
+    const starts: number[] = [], steps: number[] = [], shape: number[] = [], keep: boolean[] = [];
+    this.shape.forEach((size, d) => {
+      const e = idx[d];
+      if (typeof e === 'number') {
+        if (!Number.isInteger(e) || e < -size || e >= size) throw new Error(`index: index ${e} is out of bounds for dimension ${d} with size ${size}`);
+        starts.push(e < 0 ? e + size : e); steps.push(1); shape.push(1); keep.push(false);
+        return;
+      }
+      const [s0, e0, st0] = e ?? [];
+      const step = st0 ?? 1;
+      if (!Number.isInteger(step) || step <= 0) throw new Error(`index: slice step must be a positive integer, got ${step} (dimension ${d})`);
+      const clampI = (v: number) => Math.min(Math.max(v < 0 ? v + size : v, 0), size);
+      const start = s0 == null ? 0 : clampI(s0), end = e0 == null ? size : clampI(e0);
+      starts.push(start); steps.push(step); shape.push(Math.max(0, Math.ceil((end - start) / step))); keep.push(true);
+    });
+    const whole = starts.every((s, i) => s === 0 && steps[i] === 1 && shape[i] === this.shape[i]);
+    const sliced = whole ? this : dispatch('slice', [this], { starts, steps, shape });
+    return sliced.reshape(shape.filter((_, i) => keep[i]));
+  }
+  indexSelect(dim: number, indices: Tensor): Tensor {
+    const d = normDim('indexSelect', dim, this.ndim);
+    if (indices.dtype !== 'int32') throw new Error(`indexSelect: expected indices of dtype int32, got ${indices.dtype}`);
+    if (indices.ndim > 1) throw new Error(`indexSelect: indices must be 0-D or 1-D, got shape ${fmt(indices.shape)}`);
+    checkIndexRange('indexSelect', indices, this.shape[d], d);
+    const n = indices.numel();
+    const outShape = this.shape.map((s, i) => (i === d ? n : s));
+    const idx = indices.reshape(this.shape.map((_, i) => (i === d ? n : 1))).expand(outShape);
+    return dispatch('gather', [this, idx], { axis: d });
+  }
+  gather(dim: number, index: Tensor): Tensor {
+    const d = normDim('gather', dim, this.ndim);
+    if (index.dtype !== 'int32') throw new Error(`gather: expected index of dtype int32, got ${index.dtype}`);
+    if (index.ndim !== this.ndim) throw new Error(`gather: index ${fmt(index.shape)} must have as many dimensions as input ${fmt(this.shape)}`);
+    index.shape.forEach((s, i) => {
+      if (i !== d && s > this.shape[i]) throw new Error(`gather: index ${fmt(index.shape)} is larger than input ${fmt(this.shape)} in dimension ${i}`);
+    });
+    checkIndexRange('gather', index, this.shape[d], d);
+    const src = index.shape.every((s, i) => i === d || s === this.shape[i]) ? this
+      : dispatch('slice', [this], { starts: this.shape.map(() => 0), steps: this.shape.map(() => 1), shape: this.shape.map((s, i) => (i === d ? s : index.shape[i])) });
+    return dispatch('gather', [src, index], { axis: d });
+  }
+
+  // ---- in place ----
+  private _inplace(op: string, value: Tensor): this {
+    if (!sameShape(value.shape, this.shape)) {
+      throw new Error(`${op}: output with shape ${fmt(this.shape)} doesn't match the broadcast shape ${fmt(value.shape)}`);
+    }
+    const v = value.dtype === this.dtype ? value : noGrad(() => dispatch('cast', [value], { dtype: this.dtype }));
+    writeInto(this, v);
+    if (v._ctx) this._setGradNode(v._ctx);
+    this._version++;
+    return this;
+  }
+  private _checkInplace(op: string): void {
+    if (this.isLeaf && this._requiresGrad && isGradEnabled()) {
+      throw new Error(`${op}: a leaf tensor that requires grad is being used in an in-place operation (wrap the update in kiln.noGrad(() => ...))`);
+    }
+  }
+  add_(o: TensorLike): this { this._checkInplace('add_'); return this._inplace('add_', this.add(o)); }
+  sub_(o: TensorLike): this { this._checkInplace('sub_'); return this._inplace('sub_', this.sub(o)); }
+  mul_(o: TensorLike): this { this._checkInplace('mul_'); return this._inplace('mul_', this.mul(o)); }
+  div_(o: TensorLike): this { this._checkInplace('div_'); return this._inplace('div_', this.div(o)); }
+  clamp_(min?: number | null, max?: number | null): this { this._checkInplace('clamp_'); return this._inplace('clamp_', this.clamp(min, max)); }
+  fill_(value: number | Tensor): this {
+    this._checkInplace('fill_');
+    const v = value instanceof Tensor ? value : scalar(value, this);
+    if (v.numel() !== 1) throw new Error(`fill_: expected a one-element value, got shape ${fmt(v.shape)}`);
+    return this._inplace('fill_', v.reshape([]).expand(this.shape));
+  }
+  zero_(): this { return this.fill_(0); }
+  copy_(src: Tensor): this {
+    this._checkInplace('copy_');
+    const s = src.device === this.device ? src : src.to(this.device);
+    return this._inplace('copy_', expandTo('copy_', s, this.shape));
+  }
+
+  // ---- devices ----
+  to(device: DeviceName): Tensor {
+    if (device === this.device) return this;
+    this._readable('to()');
+    const host = backendFor(this.device).readSync(noGrad(() => contiguous(this))._storage!, 0, this.numel(), 'toAsync()');
+    const t = Tensor._fromStorage(backendFor(device).upload(host), contiguousView(this.shape), this.dtype);
+    t._requiresGrad = this._requiresGrad && this.isLeaf;
+    return t;
+  }
+  /** Moves to another device, waiting for the device if needed (works from webgpu to cpu). */
+  async toAsync(device: DeviceName): Promise<Tensor> {
+    if (device === this.device) return this;
+    const t = Tensor._fromStorage(backendFor(device).upload(await this.data()), contiguousView(this.shape), this.dtype);
+    t._requiresGrad = this._requiresGrad && this.isLeaf;
+    return t;
+  }
+  cpu(): Tensor { return this.to('cpu'); }
+}
+
+// ---- helpers used by the methods above ----
+
+export type NestedArray = number | boolean | NestedArray[];
+
+function nest(data: TypedArray, shape: readonly number[], dtype: DType): NestedArray {
+  const conv = (v: number): number | boolean => (dtype === 'bool' ? v !== 0 : v);
+  if (shape.length === 0) return conv(data[0]);
+  const rec = (off: number, d: number): NestedArray[] => {
+    const n = shape[d], inner = numel(shape.slice(d + 1));
+    return Array.from({ length: n }, (_, i) => (d === shape.length - 1 ? conv(data[off + i]) : rec(off + i * inner, d + 1)));
+  };
+  return rec(0, 0);
+}
+
+function formatValues(data: TypedArray, shape: readonly number[], dtype: DType): string {
+  const vals = Array.from(data, Number);
+  const integral = vals.every((v) => Number.isInteger(v) || !Number.isFinite(v));
+  const fmtOne = (v: number): string => {
+    if (dtype === 'bool') return v ? 'True' : 'False';
+    if (dtype === 'int32') return String(v);
+    if (!Number.isFinite(v)) return Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf';
+    return integral ? `${v}.` : v.toFixed(4);
+  };
+  const strs = vals.map(fmtOne);
+  const width = Math.max(0, ...strs.map((s) => s.length));
+  const pad = (s: string) => s.padStart(width);
+  if (shape.length === 0) return strs[0];
+  const rec = (off: number, d: number, indent: number): string => {
+    const n = shape[d], inner = numel(shape.slice(d + 1));
+    if (d === shape.length - 1) return `[${Array.from({ length: n }, (_, i) => pad(strs[off + i])).join(', ')}]`;
+    const sep = ',' + '\n'.repeat(shape.length - 1 - d) + ' '.repeat(indent + 1);
+    return `[${Array.from({ length: n }, (_, i) => rec(off + i * inner, d + 1, indent + 1)).join(sep)}]`;
+  };
+  return rec(0, 0, 'tensor('.length);
+}
+
+function renamed(t: Tensor, name: string): Tensor {
+  if (t._ctx) (t._ctx as { name: string }).name = name;
+  return t;
+}
+
+function dropAxes(t: Tensor, axes: readonly number[], keepdim: boolean): Tensor {
+  return keepdim ? t : t.reshape(t.shape.filter((_, i) => !axes.includes(i)));
+}
+
+/** A 0-d constant for a number operand: int32 for integers next to int tensors, else float32. */
+export function scalar(v: number | boolean, like: Tensor): Tensor {
+  const n = Number(v);
+  const dtype: DType = typeof v === 'boolean' ? 'bool' : like.dtype === 'float32' || !Number.isInteger(n) ? 'float32' : 'int32';
+  return full([], n, { dtype, device: like.device });
+}
+
+export function expandTo(op: string, t: Tensor, shape: readonly number[]): Tensor {
+  if (sameShape(t.shape, shape)) return t;
+  broadcastShapes(op, t.shape, shape);
+  if (t.ndim > shape.length || t.shape.some((d, i) => d !== 1 && d !== shape[shape.length - t.ndim + i])) {
+    throw new Error(`${op}: the shape ${fmt(t.shape)} cannot be broadcast to ${fmt(shape)}`);
+  }
+  return dispatch('expand', [t], { shape: [...shape] });
+}
+
+function binary(prim: Primitive, a: Tensor, b: TensorLike): Tensor {
+  const bt = b instanceof Tensor ? b : scalar(b, a);
+  const shape = broadcastShapes(prim, a.shape, bt.shape);
+  return dispatch(prim, [expandTo(prim, a, shape), expandTo(prim, bt, shape)], {} as PrimAttrs[typeof prim]);
+}
+
+function checkIndexRange(op: string, index: Tensor, size: number, dim: number): void {
+  if (index._storage === null || index.device !== 'cpu') return; // symbolic or on the GPU: checked by shape only
+  const data = index.dataSync();
+  for (const v of data) {
+    if (v < 0 || v >= size) throw new Error(`${op}: index ${v} is out of bounds for dimension ${dim} with size ${size}`);
+  }
+}
+
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (a.ndim === 0 || b.ndim === 0) throw new Error(`matmul: both arguments need at least 1 dimension, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
+  const ka = a.shape[a.ndim - 1], kb = b.shape[b.ndim === 1 ? 0 : b.ndim - 2];
+  if (ka !== kb) throw new Error(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied (${ka} != ${kb})`);
+  const a2 = a.ndim === 1 ? a.unsqueeze(0) : a;
+  const b2 = b.ndim === 1 ? b.unsqueeze(-1) : b;
+  const batch = broadcastShapes('matmul', a2.shape.slice(0, -2), b2.shape.slice(0, -2));
+  const ae = expandTo('matmul', a2, [...batch, ...a2.shape.slice(-2)]);
+  const be = expandTo('matmul', b2, [...batch, ...b2.shape.slice(-2)]);
+  let out = dispatch('matmul', [ae, be], {});
+  if (a.ndim === 1) out = out.squeeze(-2);
+  if (b.ndim === 1) out = out.squeeze(-1);
+  return out;
+}
+
+export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  if (cond.dtype !== 'bool') throw new Error(`where: expected condition of dtype bool, got ${cond.dtype}`);
+  const like = a instanceof Tensor ? a : b instanceof Tensor ? b : cond;
+  const ta = a instanceof Tensor ? a : scalar(a, like.dtype === 'bool' ? full([], 0, { device: cond.device }) : like);
+  const tb = b instanceof Tensor ? b : scalar(b, ta);
+  const shape = broadcastShapes('where', cond.shape, ta.shape, tb.shape);
+  return dispatch('where', [expandTo('where', cond, shape), expandTo('where', ta, shape), expandTo('where', tb, shape)], {});
+}
+
+export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
+  if (tensors.length === 0) throw new Error('cat: expected a non-empty list of tensors');
+  const first = tensors[0];
+  const d = normDim('cat', dim, first.ndim);
+  for (const t of tensors) {
+    if (t.ndim !== first.ndim || t.shape.some((s, i) => i !== d && s !== first.shape[i])) {
+      throw new Error(`cat: sizes of tensors must match except in dimension ${d}: got ${fmt(first.shape)} and ${fmt(t.shape)}`);
+    }
+  }
+  if (tensors.length === 1) return first;
+  const total = tensors.reduce((n, t) => n + t.shape[d], 0);
+  const shape = first.shape.map((s, i) => (i === d ? total : s));
+  let offset = 0;
+  let out: Tensor | null = null;
+  for (const t of tensors) {
+    const padded = dispatch('pad', [t], { starts: shape.map((_, i) => (i === d ? offset : 0)), steps: shape.map(() => 1), shape });
+    offset += t.shape[d];
+    out = out ? out.add(padded) : padded;
+  }
+  return renamed(out!, 'CatBackward');
+}
+
+export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
+  if (tensors.length === 0) throw new Error('stack: expected a non-empty list of tensors');
+  const d = normDim('stack', dim, tensors[0].ndim, 1);
+  for (const t of tensors) {
+    if (!sameShape(t.shape, tensors[0].shape)) throw new Error(`stack: expects each tensor to be equal size, but got ${fmt(tensors[0].shape)} and ${fmt(t.shape)}`);
+  }
+  return renamed(cat(tensors.map((t) => t.unsqueeze(d)), d), 'StackBackward');
+}
+
+export interface CreationOptions { dtype?: DType; device?: DeviceName; requiresGrad?: boolean }
+
+/** Creates a filled tensor (through the dispatcher, so tracing records a constant). */
+export function full(shape: readonly number[], value: number | boolean, opts: CreationOptions = {}): Tensor {
+  const dtype = opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32');
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`full: invalid shape ${fmt(shape)}`);
+  const t = noGrad(() => dispatch('full', [], { shape: [...shape], value: Number(value), dtype }, checkDevice(opts.device ?? getDefaultDevice())));
+  if (opts.requiresGrad) t.requiresGrad = true;
+  return t;
+}
