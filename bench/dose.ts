@@ -1,0 +1,118 @@
+// Benchmark 1: one epoch of the StatQuest dose network (seeds/000).
+// w00=1.7 b00=-0.85 w01=-40.8 w10=12.6 b10=0 w11=2.7 fixed, final_bias trained;
+// inputs [0, 0.5, 1], labels [0, 1, 0]. One epoch = for each sample: forward,
+// squared error, backward (gradients accumulate), read the loss; then one SGD
+// step (lr 0.1) and zero grad. Every row returns the epoch's total loss as a
+// number, so the work is really done.
+import { finishTable, measure, rowFrom, skipped, tryRow, type Row, type Table } from './timing.ts';
+import { kilnMissing, loadKiln, type Kiln, type KTensor } from './peers/kiln.ts';
+import { torchBench, torchMissing } from './peers/torch.ts';
+
+const OPTS = { budgetMs: 2500, warmupMs: 500 };
+
+function kilnDose(kiln: Kiln) {
+  const { tensor, optim, F } = kiln;
+  const s = (v: number) => tensor(v);
+  const w00 = s(1.7), b00 = s(-0.85), w01 = s(-40.8);
+  const w10 = s(12.6), b10 = s(0.0), w11 = s(2.7);
+  const finalBias = new kiln.nn.Parameter(tensor(0.0));
+  const inputs = tensor([0, 0.5, 1]);
+  const labels = tensor([0, 1, 0]);
+  const opt = new optim.SGD([finalBias], { lr: 0.1 });
+  const forward = (x: KTensor) => {
+    const top = F.relu(x.mul(w00).add(b00)).mul(w01);
+    const bottom = F.relu(x.mul(w10).add(b10)).mul(w11);
+    return F.relu(top.add(bottom).add(finalBias));
+  };
+  return { inputs, labels, opt, forward, finalBias };
+}
+
+export async function runDose(): Promise<Table> {
+  const table: Table = {
+    id: 'dose',
+    title: 'dose epoch (StatQuest dose network: 3 samples fwd+bwd, 1 SGD step; median per epoch)',
+    unit: 'us',
+    rows: [],
+    notes: [],
+    baseline: '',
+    showFirstValue: true,
+  };
+  const load = await loadKiln();
+  const rows: Row[] = table.rows;
+
+  // compiled kiln: the whole epoch (3 forwards, 3 backwards, step, zeroGrad) in one compile().
+  const compiledMissing = kilnMissing(load, 'compiled');
+  if (compiledMissing) rows.push(skipped('kiln compiled (cpu)', compiledMissing));
+  else
+    rows.push(
+      await tryRow('kiln compiled (cpu)', async () => {
+        const kiln = load.kiln!;
+        const { inputs, labels, opt, forward } = kilnDose(kiln);
+        const epoch = kiln.compile!((xs: KTensor, ys: KTensor) => {
+          let total: KTensor | null = null;
+          for (let i = 0; i < 3; i++) {
+            const loss = forward(xs.index(i)).sub(ys.index(i)).pow(2);
+            loss.backward();
+            total = total ? total.add(loss) : loss;
+          }
+          opt.step();
+          opt.zeroGrad();
+          return total!;
+        });
+        const run = async () => ((await epoch(inputs, labels)) as KTensor).item();
+        return rowFrom('kiln compiled (cpu)', await measure(run, OPTS), 'first call includes trace + compile');
+      }),
+    );
+
+  const eagerMissing = kilnMissing(load, 'eager');
+  if (eagerMissing) rows.push(skipped('kiln eager (cpu)', eagerMissing));
+  else
+    rows.push(
+      await tryRow('kiln eager (cpu)', async () => {
+        const { inputs, labels, opt, forward } = kilnDose(load.kiln!);
+        const run = () => {
+          let total = 0;
+          for (let i = 0; i < 3; i++) {
+            const loss = forward(inputs.index(i)).sub(labels.index(i)).pow(2);
+            loss.backward();
+            total += loss.itemSync();
+          }
+          opt.step();
+          opt.zeroGrad();
+          return total;
+        };
+        return rowFrom('kiln eager (cpu)', await measure(run, OPTS));
+      }),
+    );
+
+  rows.push(
+    await tryRow('tfjs (cpu)', async () => {
+      const tfjs = await import('./peers/tfjs.ts');
+      const run = await tfjs.doseEpoch();
+      const r = rowFrom('tfjs (cpu)', await measure(run, OPTS), 'tf.variableGrads per sample, summed');
+      tfjs.disposeAll();
+      return r;
+    }),
+  );
+
+  rows.push(
+    await tryRow('jax-js jit (wasm)', async () => {
+      const jax = await import('./peers/jax.ts');
+      const { run, note } = await jax.doseEpoch('wasm');
+      return rowFrom('jax-js jit (wasm)', await measure(run, OPTS), note);
+    }),
+  );
+
+  const tm = await torchMissing();
+  if (tm) rows.push(skipped('PyTorch eager', tm));
+  else
+    rows.push(
+      await tryRow('PyTorch eager', async () => {
+        const r = await torchBench('dose', OPTS.budgetMs / 1000);
+        return rowFrom('PyTorch eager', r, `torch ${r.torch}, python loop as in the tutorial`);
+      }),
+    );
+
+  table.notes.push('reference numbers from the brief (same kind of machine): PyTorch 55 µs, js-pytorch 89 µs, jax-js jit 171 µs, tfjs 258 µs');
+  return finishTable(table, ['kiln compiled (cpu)', 'kiln eager (cpu)'], ['PyTorch eager']);
+}

@@ -1,0 +1,53 @@
+// WebGPU in Node through the `webgpu` npm package (Dawn). One GPU instance is
+// created and exposed as the browser-like globals that the peers look for
+// (`navigator.gpu`, `GPUBufferUsage`, ...). On a machine without a GPU, Dawn
+// finds Mesa's lavapipe (Vulkan on the CPU) if it is installed
+// (scripts/install-lavapipe.sh).
+
+export interface GpuEnv {
+  gpu: GPU;
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  info: string;
+}
+
+let envPromise: Promise<GpuEnv | string> | null = null;
+
+/** Returns the environment, or a string saying why there is no WebGPU. */
+export function webgpuEnv(): Promise<GpuEnv | string> {
+  envPromise ??= (async () => {
+    if (!process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = '/tmp';
+    let mod: { create(o: string[]): GPU; globals: object };
+    try {
+      mod = (await import('webgpu')) as unknown as typeof mod;
+    } catch (e) {
+      return `the webgpu npm package did not load: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    Object.assign(globalThis, mod.globals);
+    const gpu = mod.create([]);
+    const g = globalThis as unknown as { navigator?: Record<string, unknown> };
+    if (g.navigator) {
+      try {
+        Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+      } catch {
+        /* read-only navigator: peers will not see it */
+      }
+    } else {
+      // jax-js reads navigator.userAgent as well as navigator.gpu.
+      g.navigator = { gpu, userAgent: `Node.js/${process.versions.node}`, hardwareConcurrency: 2 };
+    }
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return 'no WebGPU adapter (on a CPU-only machine install lavapipe: scripts/install-lavapipe.sh)';
+    const device = await adapter.requestDevice({
+      requiredLimits: {
+        maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      },
+    });
+    const ai = adapter.info;
+    const info = [ai.vendor, ai.architecture, ai.device, ai.description].filter((s) => s).join(' / ');
+    return { gpu, adapter, device, info: info || 'unknown adapter' };
+  })();
+  return envPromise;
+}

@@ -1,0 +1,146 @@
+// Benchmark 3: WebGPU. (a) the MLP training step of mlp.ts on the webgpu
+// device; (b) a 1024×1024×1024 f32 matmul in GFLOP/s: kiln's matmul against
+// two hand-written reference WGSL kernels (reference-matmul.ts) and the peers.
+// In Node, WebGPU is the `webgpu` npm package (Dawn); without a GPU, Dawn runs
+// on Mesa's lavapipe (Vulkan on the CPU), so these numbers measure lavapipe.
+import { finishTable, measure, rowFrom, skipped, tryRow, rng, uniformArray, errorMessage, type Row, type Table } from './timing.ts';
+import { kilnMissing, loadKiln, type KTensor } from './peers/kiln.ts';
+import { webgpuEnv } from './peers/webgpu-env.ts';
+import { referenceMatmul, checkMatmul, type RefKernel } from './reference-matmul.ts';
+import { mlpData, MLP_BATCH, MLP_SIZES } from './mlp-data.ts';
+import { kilnCompiledMlpRow } from './mlp.ts';
+
+const N = 1024;
+const MLP_OPTS = { budgetMs: 1500, warmupMs: 300, minWarmup: 1, minSamples: 3 };
+const MM_OPTS = { budgetMs: 1500, warmupMs: 0, minWarmup: 1, minSamples: 3, sampleMs: 0 };
+/** Largest acceptable max relative error of a sampled matmul entry. */
+const TOL = 1e-4;
+
+export async function runWebgpu(): Promise<Table[]> {
+  const mlpTable: Table = {
+    id: 'webgpu-mlp',
+    title: `WebGPU MLP training step (${MLP_SIZES.join('-')}, batch ${MLP_BATCH}; median per step)`,
+    unit: 'ms',
+    rows: [],
+    notes: [],
+    baseline: '',
+    showFirstValue: true,
+  };
+  const mmTable: Table = {
+    id: 'webgpu-matmul',
+    title: `WebGPU matmul ${N}×${N}×${N} f32 (median per product, GFLOP/s = 2n³ / time)`,
+    unit: 'ms',
+    rows: [],
+    notes: [],
+    baseline: '',
+    showGflops: true,
+  };
+
+  const env = await webgpuEnv().catch((e: unknown) => `webgpu setup failed: ${errorMessage(e)}`);
+  if (typeof env === 'string') {
+    for (const t of [mlpTable, mmTable]) t.notes.push(`skipped: ${env}`);
+    return [mlpTable, mmTable];
+  }
+  mlpTable.notes.push(`adapter: ${env.info}`);
+  mmTable.notes.push(`adapter: ${env.info}`);
+
+  const load = await loadKiln();
+  let kilnGpu: string | null = kilnMissing(load, 'webgpu');
+  if (!kilnGpu) {
+    try {
+      if (!(await load.kiln!.webgpu!.available())) kilnGpu = 'not available (kiln.webgpu.available() is false)';
+    } catch (e) {
+      kilnGpu = `not available (kiln.webgpu.available() threw: ${errorMessage(e)})`;
+    }
+  }
+
+  // The matmul runs first: it is the cleaner measurement, before the MLP peers
+  // have filled the device with their pipelines and buffers.
+  // (b) matmul.
+  const next = rng(42);
+  const a = uniformArray(N * N, -1, 1, next);
+  const b = uniformArray(N * N, -1, 1, next);
+  const flop = 2 * N ** 3;
+  const rows: Row[] = mmTable.rows;
+  const withGflops = (r: Row, err: number): Row => {
+    r.gflops = r.ms ? flop / (r.ms * 1e6) : null;
+    const e = `max rel err ${err.toExponential(1)}`;
+    r.note = r.note ? `${r.note}; ${e}` : e;
+    if (err > TOL) r.note += ' (WRONG RESULT)';
+    return r;
+  };
+
+  if (kilnGpu) rows.push(skipped('kiln matmul (webgpu)', kilnGpu));
+  else
+    rows.push(
+      await tryRow('kiln matmul (webgpu)', async () => {
+        const kiln = load.kiln!;
+        const A = kiln.tensor(a, { shape: [N, N], device: 'webgpu' });
+        const B = kiln.tensor(b, { shape: [N, N], device: 'webgpu' });
+        const mm = (x: KTensor, y: KTensor) => (kiln.matmul ? kiln.matmul(x, y) : x.matmul(y));
+        const c = (await mm(A, B).data()) as Float32Array;
+        const err = checkMatmul(c, a, b, N);
+        // One element read back forces the product without a 4 MB copy.
+        const run = () => mm(A, B).index(N - 1, N - 1).item();
+        return withGflops(rowFrom('kiln matmul (webgpu)', await measure(run, MM_OPTS), 'eager matmul, one element read back'), err);
+      }),
+    );
+
+  for (const kind of ['register-blocked', 'tiled'] as RefKernel[]) {
+    const name = `reference WGSL ${kind}`;
+    rows.push(
+      await tryRow(name, async () => {
+        const m = await referenceMatmul(env.device, kind, N, a, b);
+        const err = checkMatmul(await m.result(), a, b, N);
+        const r = rowFrom(name, await measure(() => m.run(), MM_OPTS), kind === 'tiled' ? '64×64 tile, 16-deep k slices in workgroup memory, 4×4 per invocation' : '4×4 per invocation, vec4 loads, no workgroup memory');
+        m.destroy();
+        return withGflops(r, err);
+      }),
+    );
+  }
+
+  rows.push(
+    await tryRow('tfjs (webgpu)', async () => {
+      const tfjs = await import('./peers/tfjs.ts');
+      const m = await tfjs.matmul('webgpu', N, a, b);
+      const err = checkMatmul(await m.check(), a, b, N);
+      return withGflops(rowFrom('tfjs (webgpu)', await measure(m.run, MM_OPTS), `${m.note}, 1×1 slice read back`), err);
+    }),
+  );
+  rows.push(
+    await tryRow('jax-js jit (webgpu)', async () => {
+      const jax = await import('./peers/jax.ts');
+      const m = await jax.matmul('webgpu', N, a, b);
+      const err = checkMatmul(await m.check(), a, b, N);
+      return withGflops(rowFrom('jax-js jit (webgpu)', await measure(m.run, MM_OPTS), `${m.note}, blockUntilReady`), err);
+    }),
+  );
+  finishTable(mmTable, ['kiln matmul (webgpu)'], ['reference WGSL register-blocked']);
+
+  // (a) MLP step.
+  const d = mlpData();
+  const mrows: Row[] = mlpTable.rows;
+  const compiledMissing = kilnGpu ?? kilnMissing(load, 'compiled');
+  if (compiledMissing) mrows.push(skipped('kiln compiled (webgpu)', compiledMissing));
+  else mrows.push(await tryRow('kiln compiled (webgpu)', () => kilnCompiledMlpRow(load.kiln!, d, 'webgpu', 'kiln compiled (webgpu)', MLP_OPTS)));
+
+  mrows.push(
+    await tryRow('tfjs (webgpu)', async () => {
+      const tfjs = await import('./peers/tfjs.ts');
+      const { step, note } = await tfjs.mlpStep('webgpu', d);
+      const r = rowFrom('tfjs (webgpu)', await measure(step, MLP_OPTS), note);
+      tfjs.disposeAll();
+      return r;
+    }),
+  );
+  mrows.push(
+    await tryRow('jax-js jit (webgpu)', async () => {
+      const jax = await import('./peers/jax.ts');
+      const { run, note } = await jax.mlpStep('webgpu', d);
+      return rowFrom('jax-js jit (webgpu)', await measure(run, MLP_OPTS), note);
+    }),
+  );
+  finishTable(mlpTable, ['kiln compiled (webgpu)'], ['jax-js jit (webgpu)']);
+
+  return [mlpTable, mmTable];
+}
