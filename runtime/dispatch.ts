@@ -21,6 +21,8 @@ export interface Tracer {
   read(t: Tensor, method: string): never;
   /** `t.grad` is about to be replaced (the tracer remembers the value to restore). */
   gradWrite?(t: Tensor): void;
+  /** A number read from the host on every call of the compiled step (runtime/host.ts). */
+  hostScalar(read: () => number): Tensor;
 }
 let tracer: Tracer | null = null;
 export const activeTracer = (): Tracer | null => tracer;

@@ -1,0 +1,11 @@
+// Host values that change between calls of a compiled step (a learning rate a scheduler changes,
+// hyper-parameters the user edits). Eagerly they are plain numbers; while tracing they become
+// scalar inputs of the graph that the compiled step re-reads on every call, never stale constants.
+
+import { activeTracer } from './dispatch.ts';
+import type { Tensor } from './tensor.ts';
+
+export function hostScalar(read: () => number): number | Tensor {
+  const tracer = activeTracer();
+  return tracer ? tracer.hostScalar(read) : read();
+}
