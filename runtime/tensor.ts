@@ -224,7 +224,9 @@ export class Tensor {
   }
   logSoftmax(dim: number): Tensor {
     const d = normDim('logSoftmax', dim, this.ndim);
-    return renamed(this.sub(this.logsumexp(d, true)), 'LogSoftmaxBackward');
+    // (x - max) - log(sum(exp(x - max))), as PyTorch, keeps precision for large inputs.
+    const shifted = this.sub(this.max(d, true).detach());
+    return renamed(shifted.sub(shifted.exp().sum(d, true).log()), 'LogSoftmaxBackward');
   }
 
   // ---- linear algebra ----
