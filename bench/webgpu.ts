@@ -42,6 +42,7 @@ export async function runWebgpu(): Promise<Table[]> {
     return [mlpTable, mmTable];
   }
   mlpTable.notes.push(`adapter: ${env.info}`);
+  mlpTable.notes.push('first call includes WGSL pipeline creation; Mesa caches compiled shaders on disk (~/.cache/mesa_shader_cache), so it is seconds on a cold cache and far less on later runs');
   mmTable.notes.push(`adapter: ${env.info}`);
 
   const load = await loadKiln();
