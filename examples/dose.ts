@@ -1,0 +1,114 @@
+// Seed 000 (StatQuest, "张量与PyTorch"): the dose/effectiveness network
+// BasicNN_train. Every weight and bias is already optimal except final_bias,
+// which starts at 0 and is the only parameter that trains; SGD (lr 0.1) should
+// bring it to about -16. Training stops once an epoch's total loss < 0.0001.
+//
+//   npx tsx examples/dose.ts
+
+import { pathToFileURL } from 'node:url';
+import * as kiln from '../index.ts';
+import type { Tensor } from '../index.ts';
+
+const { tensor, nn, F, optim } = kiln;
+
+export class BasicNNTrain extends nn.Module {
+  w00: kiln.nn.Parameter;
+  b00: kiln.nn.Parameter;
+  w01: kiln.nn.Parameter;
+  w10: kiln.nn.Parameter;
+  b10: kiln.nn.Parameter;
+  w11: kiln.nn.Parameter;
+  finalBias: kiln.nn.Parameter;
+
+  constructor() {
+    super();
+    this.w00 = new nn.Parameter(tensor(1.7), { requiresGrad: false });
+    this.b00 = new nn.Parameter(tensor(-0.85), { requiresGrad: false });
+    this.w01 = new nn.Parameter(tensor(-40.8), { requiresGrad: false });
+
+    this.w10 = new nn.Parameter(tensor(12.6), { requiresGrad: false });
+    this.b10 = new nn.Parameter(tensor(0.0), { requiresGrad: false });
+    this.w11 = new nn.Parameter(tensor(2.7), { requiresGrad: false });
+
+    // requiresGrad: true means this parameter is optimized.
+    this.finalBias = new nn.Parameter(tensor(0.0), { requiresGrad: true });
+  }
+
+  forward(input: Tensor): Tensor {
+    const inputToTopRelu = input.mul(this.w00).add(this.b00);
+    const topReluOutput = F.relu(inputToTopRelu);
+    const scaledTopReluOutput = topReluOutput.mul(this.w01);
+
+    const inputToBottomRelu = input.mul(this.w10).add(this.b10);
+    const bottomReluOutput = F.relu(inputToBottomRelu);
+    const scaledBottomReluOutput = bottomReluOutput.mul(this.w11);
+
+    const inputToFinalRelu = scaledTopReluOutput.add(scaledBottomReluOutput).add(this.finalBias);
+    return F.relu(inputToFinalRelu);
+  }
+}
+
+export interface DoseResult {
+  /** The epoch at which the total loss fell below 0.0001 (null: never within maxEpochs). */
+  stoppedAtEpoch: number | null;
+  finalBias: number;
+  /** Total loss of every epoch that ran, in order. */
+  losses: number[];
+  /** Effectiveness predicted for doses 0, 0.1, ..., 1 after training. */
+  doses: number[];
+  effectiveness: number[];
+}
+
+export async function run(options: { maxEpochs?: number; log?: boolean } = {}): Promise<DoseResult> {
+  const { maxEpochs = 100, log = true } = options;
+  const print = (...args: unknown[]): void => {
+    if (log) console.log(...args);
+  };
+
+  const model = new BasicNNTrain();
+  const inputs = tensor([0, 0.5, 1]);
+  const labels = tensor([0, 1, 0]);
+  const optimizer = new optim.SGD(model.parameters(), { lr: 0.1 });
+  print(`final_bias before optimization: ${model.finalBias.detach().toString()}\n`);
+
+  const losses: number[] = [];
+  let stoppedAtEpoch: number | null = null;
+  for (let epoch = 0; epoch < maxEpochs; epoch++) {
+    let totalLoss = 0; // the loss of every sample of this epoch, summed
+    for (let iteration = 0; iteration < inputs.shape[0]; iteration++) {
+      const inputI = inputs.index(iteration);
+      const labelI = labels.index(iteration);
+
+      const outputI = model.forward(inputI); // forward pass
+      const loss = outputI.sub(labelI).pow(2);
+
+      loss.backward(); // backward pass: accumulates into finalBias.grad
+      totalLoss += await loss.item();
+    }
+    losses.push(totalLoss);
+    if (totalLoss < 0.0001) {
+      stoppedAtEpoch = epoch;
+      print(`Epoch ${epoch}: total_loss < 0.0001, stopping.`);
+      break;
+    }
+    optimizer.step(); // update the parameters that require grad
+    optimizer.zeroGrad(); // and clear their gradients
+    print(`Epoch ${epoch}: final_bias = ${model.finalBias.detach().toString()}, total_loss = ${totalLoss}`);
+  }
+  const finalBias = await model.finalBias.item();
+  print(`final_bias after optimization: ${finalBias}`);
+
+  // The seed draws effectiveness against dose with seaborn; a text table instead.
+  const inputDoses = kiln.linspace(0, 1, 11);
+  const outputValues = kiln.noGrad(() => model.forward(inputDoses));
+  const doses = Array.from(await inputDoses.data());
+  const effectiveness = Array.from(await outputValues.detach().data());
+  print('\n  Dose | Effectiveness');
+  print('  -----+--------------');
+  doses.forEach((d, i) => print(`  ${d.toFixed(1).padStart(4)} | ${effectiveness[i].toFixed(4).padStart(12)}`));
+  return { stoppedAtEpoch, finalBias, losses, doses, effectiveness };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await run();
+}
