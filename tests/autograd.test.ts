@@ -293,7 +293,7 @@ describeEachDevice('autograd', (device) => {
       const x = t([1, 2, 3], { requiresGrad: true });
       const y = x.mul(x).sum();
       const [gx] = kiln.autograd.grad([y], [x]);
-      expectValues(await values(gx), [2, 4, 6], EXACT, 'dy/dx');
+      expectValues(await values(gx!), [2, 4, 6], EXACT, 'dy/dx');
       expect(x.grad, 'x.grad after autograd.grad').toBeNull();
     });
 

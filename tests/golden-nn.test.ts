@@ -60,7 +60,7 @@ describeEachDevice('golden nn: double backward', (device) => {
         const x = toTensor(c.inputs.x, device, true);
         const y = toTensor(c.inputs.y, device, true);
         const z = makeZ(x, y);
-        const [gx] = kiln.autograd.grad([z], [x], { createGraph: true });
+        const gx = kiln.autograd.grad([z], [x], { createGraph: true })[0]!;
         await expectTensor(gx, c.autogradGrad.gx, c.tol, `${label}: gx = dz/dx`);
         if (!gx.requiresGrad) throw new Error(`${label}: gx should require grad (createGraph: true)`);
         const [gxx, gxy] = kiln.autograd.grad([gx.sum()], [x, y]);
