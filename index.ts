@@ -1,2 +1,5 @@
 // kiln's public API (API.md). Re-exports only.
 export * from './runtime/index.ts';
+export * as nn from './nn/index.ts';
+export * as F from './nn/functional.ts';
+export * as optim from './optim/index.ts';

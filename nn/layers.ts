@@ -1,0 +1,136 @@
+// Layers: Linear, activations, Flatten, Dropout, and the containers Sequential and ModuleList.
+
+import { uniform, type DeviceName, type Tensor } from '../runtime/index.ts';
+import * as F from './functional.ts';
+import { Module, Parameter } from './module.ts';
+
+export interface LinearOptions {
+  /** default true */
+  bias?: boolean;
+  device?: DeviceName;
+}
+
+/**
+ * `y = x W^T + b` with weight `[outFeatures, inFeatures]` and bias `[outFeatures]`, initialised like
+ * PyTorch (kaiming_uniform with a = sqrt(5)): both uniform in ±1/sqrt(inFeatures).
+ */
+export class Linear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  weight: Tensor;
+  bias: Tensor | null;
+
+  constructor(inFeatures: number, outFeatures: number, opts: LinearOptions = {}) {
+    super();
+    for (const [n, v] of [['inFeatures', inFeatures], ['outFeatures', outFeatures]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new Error(`Linear: ${n} must be a non-negative integer, got ${v}`);
+    }
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    const bound = inFeatures > 0 ? 1 / Math.sqrt(inFeatures) : 0;
+    const device = opts.device;
+    this.weight = new Parameter(uniform([outFeatures, inFeatures], -bound, bound, { device }));
+    this.bias = (opts.bias ?? true) ? new Parameter(uniform([outFeatures], -bound, bound, { device })) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.linear(x, this.weight, this.bias);
+  }
+
+  extraRepr(): string {
+    return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, bias=${this.bias !== null}`;
+  }
+}
+
+export class Identity extends Module {
+  forward(x: Tensor): Tensor { return x; }
+}
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor { return x.relu(); }
+}
+
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor { return x.sigmoid(); }
+}
+
+export class Tanh extends Module {
+  forward(x: Tensor): Tensor { return x.tanh(); }
+}
+
+export class Softmax extends Module {
+  constructor(readonly dim: number) { super(); }
+  forward(x: Tensor): Tensor { return x.softmax(this.dim); }
+  extraRepr(): string { return `dim=${this.dim}`; }
+}
+
+export class LogSoftmax extends Module {
+  constructor(readonly dim: number) { super(); }
+  forward(x: Tensor): Tensor { return x.logSoftmax(this.dim); }
+  extraRepr(): string { return `dim=${this.dim}`; }
+}
+
+/** Flattens dims startDim..endDim (default 1..-1: keeps the batch dimension, unlike Tensor.flatten). */
+export class Flatten extends Module {
+  constructor(readonly startDim = 1, readonly endDim = -1) { super(); }
+  forward(x: Tensor): Tensor { return x.flatten(this.startDim, this.endDim); }
+  extraRepr(): string { return `startDim=${this.startDim}, endDim=${this.endDim}`; }
+}
+
+/** Inverted dropout in training mode (zero with probability p, scale the rest by 1/(1-p)); identity in eval mode. */
+export class Dropout extends Module {
+  readonly p: number;
+  constructor(p = 0.5) {
+    super();
+    if (!(p >= 0 && p <= 1)) throw new Error(`Dropout: probability has to be between 0 and 1, but got ${p}`);
+    this.p = p;
+  }
+  forward(x: Tensor): Tensor { return F.dropout(x, this.p, this.training); }
+  extraRepr(): string { return `p=${this.p}`; }
+}
+
+function checkModules(op: string, modules: readonly Module[]): void {
+  modules.forEach((m, i) => {
+    if (!(m instanceof Module)) throw new Error(`${op}: argument ${i} is not an nn.Module`);
+  });
+}
+
+/** Holds sub-modules in a list; children are named '0', '1', ... (the same module may appear twice). */
+export class ModuleList extends Module {
+  constructor(modules: Iterable<Module> = []) {
+    super();
+    const list = [...modules];
+    checkModules('ModuleList', list);
+    list.forEach((m) => this.append(m));
+  }
+  /** The modules in order, duplicates included (children() lists each module once). */
+  items(): Module[] {
+    const self = this as unknown as Record<string, unknown>;
+    return Object.keys(this).filter((k) => /^\d+$/.test(k)).map((k) => self[k]).filter((m): m is Module => m instanceof Module);
+  }
+  get length(): number { return this.items().length; }
+  at(i: number): Module {
+    const n = this.length;
+    const k = i < 0 ? i + n : i;
+    if (!Number.isInteger(k) || k < 0 || k >= n) throw new Error(`${this.constructor.name}: index ${i} is out of range for ${n} modules`);
+    return this.items()[k];
+  }
+  append(m: Module): this {
+    checkModules(this.constructor.name, [m]);
+    (this as unknown as Record<string, Module>)[String(this.length)] = m;
+    return this;
+  }
+  [Symbol.iterator](): Iterator<Module> { return this.items()[Symbol.iterator](); }
+}
+
+/** Runs its modules in order, each on the previous one's output; children are named '0', '1', ... */
+export class Sequential extends ModuleList {
+  constructor(...modules: Module[]) {
+    super(modules);
+  }
+  forward(x: Tensor): Tensor {
+    let y = x;
+    for (const m of this.items()) y = m.forward(y);
+    return y;
+  }
+}

@@ -1,0 +1,338 @@
+// nn.Module and nn.Parameter (API.md "nn"). A Module discovers its Parameters and sub-Modules by
+// walking its own enumerable properties in assignment order, as PyTorch's __setattr__ registers
+// them; everything else a subclass stores (plain tensors, numbers, caches) is ignored. Buffers
+// (tensors that move with the module and are saved in stateDict but are not trained) are declared
+// with registerBuffer.
+
+import { noGrad, Tensor, type DeviceName } from '../runtime/index.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Parameter
+
+const parameters = new WeakSet<Tensor>();
+
+export interface ParameterOptions {
+  /** default true */
+  requiresGrad?: boolean;
+}
+
+/** The type of `nn.Parameter`: `new nn.Parameter(t)` returns a Tensor (a leaf sharing t's storage). */
+export interface ParameterConstructor {
+  new (data: Tensor, opts?: ParameterOptions): Tensor;
+  [Symbol.hasInstance](x: unknown): boolean;
+}
+
+/** True for tensors made by `new nn.Parameter(...)`. */
+export function isParameter(x: unknown): x is Tensor {
+  return x instanceof Tensor && parameters.has(x);
+}
+
+function makeParameter(data: Tensor, opts: ParameterOptions): Tensor {
+  if (!(data instanceof Tensor)) {
+    throw new Error(`Parameter: expected a Tensor, got ${data === null ? 'null' : typeof data}`);
+  }
+  const p = data.detach();
+  const flag = opts.requiresGrad ?? true;
+  if (flag && p.dtype !== 'float32') {
+    throw new Error(`Parameter: only float32 tensors can require gradients, got dtype ${p.dtype} (pass { requiresGrad: false } for a frozen ${p.dtype} parameter)`);
+  }
+  p.requiresGrad = flag;
+  parameters.add(p);
+  return p;
+}
+
+class ParameterImpl {
+  constructor(data: Tensor, opts: ParameterOptions = {}) {
+    // A constructor may return an object: `new Parameter(t)` is a real Tensor (instanceof Tensor).
+    return makeParameter(data, opts) as unknown as ParameterImpl;
+  }
+  static [Symbol.hasInstance](x: unknown): boolean {
+    return isParameter(x);
+  }
+}
+
+/**
+ * `new nn.Parameter(t, { requiresGrad = true })`: a leaf Tensor sharing `t`'s storage that Modules
+ * register when it is assigned to one of their fields. `x instanceof nn.Parameter` works.
+ */
+export const Parameter = ParameterImpl as unknown as ParameterConstructor;
+/** A Parameter is a Tensor. */
+export type Parameter = Tensor;
+
+// ---------------------------------------------------------------------------------------------
+// moving a tensor's storage in place (Module.to keeps the same Parameter objects)
+
+/** Replaces `t`'s storage by a copy on `device`, keeping the same Tensor object (and its grad). */
+export function moveTensorInPlace(t: Tensor, device: DeviceName): void {
+  if (t.device !== device) {
+    if (t._storage === null) throw new Error(`Module.to: cannot move a symbolic (traced) tensor to '${device}'; move the module before compiling`);
+    const moved = noGrad(() => t.to(device));
+    t._storage = moved._storage;
+    t._view = moved._view;
+    (t as unknown as { device: DeviceName }).device = device;
+    t._version++;
+  }
+  const g = t.grad;
+  if (g && g.device !== device) t.grad = noGrad(() => g.to(device));
+}
+
+async function moveTensorInPlaceAsync(t: Tensor, device: DeviceName): Promise<void> {
+  if (t.device !== device) {
+    const moved = await t.toAsync(device);
+    t._storage = moved._storage;
+    t._view = moved._view;
+    (t as unknown as { device: DeviceName }).device = device;
+    t._version++;
+  }
+  const g = t.grad;
+  if (g && g.device !== device) t.grad = await g.toAsync(device);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module
+
+/** A state dict: names (`fc1.weight`) to tensors, in module order. */
+export type StateDict = Record<string, Tensor>;
+
+export interface LoadStateDictResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+const bufferNames = new WeakMap<Module, Set<string>>();
+
+function fmtShape(s: readonly number[]): string {
+  return `[${s.join(', ')}]`;
+}
+
+export class Module {
+  /** Training mode (Dropout is active); set recursively by train() and eval(). */
+  training = true;
+
+  /**
+   * The computation. Subclasses implement it with their own signature; `module.call(...)` is the
+   * same. (The base signature is open because every Module chooses its own arguments.)
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  forward(...args: any[]): any {
+    void args;
+    throw new Error(`Module [${this.constructor.name}] is missing the required "forward" function`);
+  }
+
+  /** `module.call(x)` is `module.forward(x)` (PyTorch's `module(x)`). */
+  call(...args: Parameters<this['forward']>): ReturnType<this['forward']> {
+    return (this.forward as (...a: unknown[]) => ReturnType<this['forward']>)(...args);
+  }
+
+  // ---- discovery ----
+  private _fields(): [string, unknown][] {
+    return Object.keys(this).map((k) => [k, (this as unknown as Record<string, unknown>)[k]]);
+  }
+
+  /** Registers a tensor that moves with the module and is saved in stateDict but is not a Parameter. */
+  registerBuffer(name: string, t: Tensor | null): void {
+    if (t !== null && !(t instanceof Tensor)) throw new Error(`registerBuffer: '${name}' must be a Tensor or null`);
+    if (isParameter(t)) throw new Error(`registerBuffer: '${name}' is a Parameter; assign it as a field instead`);
+    let names = bufferNames.get(this);
+    if (!names) bufferNames.set(this, (names = new Set()));
+    names.add(name);
+    (this as unknown as Record<string, unknown>)[name] = t;
+  }
+
+  /** Direct Parameters of this module (not of its children), in assignment order. */
+  private _ownParameters(): [string, Tensor][] {
+    return this._fields().filter((e): e is [string, Tensor] => isParameter(e[1]));
+  }
+
+  private _ownBuffers(): [string, Tensor][] {
+    const names = bufferNames.get(this);
+    if (!names) return [];
+    return this._fields().filter((e): e is [string, Tensor] => names.has(e[0]) && e[1] instanceof Tensor && !isParameter(e[1]));
+  }
+
+  namedChildren(): [string, Module][] {
+    const seen = new Set<Module>();
+    const out: [string, Module][] = [];
+    for (const [k, v] of this._fields()) {
+      if (v instanceof Module && !seen.has(v)) {
+        seen.add(v);
+        out.push([k, v]);
+      }
+    }
+    return out;
+  }
+
+  children(): Module[] {
+    return this.namedChildren().map(([, m]) => m);
+  }
+
+  /** This module and all its descendants, pre-order, each once, with dotted names ('' for this one). */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [];
+    const seen = new Set<Module>();
+    const visit = (m: Module, name: string): void => {
+      if (seen.has(m)) return;
+      seen.add(m);
+      out.push([name, m]);
+      for (const [k, c] of m.namedChildren()) visit(c, name ? `${name}.${k}` : k);
+    };
+    visit(this, prefix);
+    return out;
+  }
+
+  modules(): Module[] {
+    return this.namedModules().map(([, m]) => m);
+  }
+
+  /** `[name, parameter]` pairs with dotted names like `fc1.weight`, in assignment order, each parameter once. */
+  namedParameters(prefix = '', recurse = true): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    const seen = new Set<Tensor>();
+    const mods: [string, Module][] = recurse ? this.namedModules(prefix) : [[prefix, this]];
+    for (const [mname, m] of mods) {
+      for (const [k, p] of m._ownParameters()) {
+        if (seen.has(p)) continue;
+        seen.add(p);
+        out.push([mname ? `${mname}.${k}` : k, p]);
+      }
+    }
+    return out;
+  }
+
+  parameters(recurse = true): Tensor[] {
+    return this.namedParameters('', recurse).map(([, p]) => p);
+  }
+
+  namedBuffers(prefix = '', recurse = true): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    const seen = new Set<Tensor>();
+    const mods: [string, Module][] = recurse ? this.namedModules(prefix) : [[prefix, this]];
+    for (const [mname, m] of mods) {
+      for (const [k, b] of m._ownBuffers()) {
+        if (seen.has(b)) continue;
+        seen.add(b);
+        out.push([mname ? `${mname}.${k}` : k, b]);
+      }
+    }
+    return out;
+  }
+
+  buffers(recurse = true): Tensor[] {
+    return this.namedBuffers('', recurse).map(([, b]) => b);
+  }
+
+  /** Calls fn on every submodule (children first) and on this module; returns this. */
+  apply(fn: (m: Module) => void): this {
+    for (const c of this.children()) c.apply(fn);
+    fn(this);
+    return this;
+  }
+
+  // ---- modes ----
+  train(mode = true): this {
+    for (const m of this.modules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  requiresGrad_(flag = true): this {
+    for (const p of this.parameters()) p.requiresGrad = flag;
+    return this;
+  }
+
+  /** Sets every parameter's grad to null (PyTorch 2.x's default set_to_none). */
+  zeroGrad(): void {
+    for (const p of this.parameters()) p.grad = null;
+  }
+
+  // ---- devices ----
+  /** Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this. */
+  to(device: DeviceName): this {
+    for (const t of [...this.parameters(), ...this.buffers()]) moveTensorInPlace(t, device);
+    return this;
+  }
+
+  /** Like to(), but can also move from WebGPU to the CPU (reading a GPU buffer is asynchronous). */
+  async toAsync(device: DeviceName): Promise<this> {
+    for (const t of [...this.parameters(), ...this.buffers()]) await moveTensorInPlaceAsync(t, device);
+    return this;
+  }
+
+  // ---- state ----
+  /** `name → tensor` (parameters, then buffers, module by module): detached copies of the current values. */
+  stateDict(): StateDict {
+    const out: StateDict = {};
+    noGrad(() => {
+      for (const [name, t] of this._stateEntries()) out[name] = t.detach().clone();
+    });
+    return out;
+  }
+
+  private _stateEntries(): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    const seen = new Set<Tensor>();
+    for (const [mname, m] of this.namedModules()) {
+      for (const [k, t] of [...m._ownParameters(), ...m._ownBuffers()]) {
+        if (seen.has(t)) continue;
+        seen.add(t);
+        out.push([mname ? `${mname}.${k}` : k, t]);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Copies the values of `dict` into this module's parameters and buffers in place (under noGrad).
+   * Missing or unexpected keys (when strict, the default) and shape mismatches throw an error that
+   * names them, and then nothing has been changed.
+   */
+  loadStateDict(dict: StateDict | Map<string, Tensor>, opts: { strict?: boolean } = {}): LoadStateDictResult {
+    const strict = opts.strict ?? true;
+    const given = dict instanceof Map ? dict : new Map(Object.entries(dict));
+    const own = new Map(this._stateEntries());
+    const missingKeys = [...own.keys()].filter((k) => !given.has(k));
+    const unexpectedKeys = [...given.keys()].filter((k) => !own.has(k));
+    const problems: string[] = [];
+    if (strict && missingKeys.length) problems.push(`Missing key(s) in state dict: ${missingKeys.map((k) => `"${k}"`).join(', ')}.`);
+    if (strict && unexpectedKeys.length) problems.push(`Unexpected key(s) in state dict: ${unexpectedKeys.map((k) => `"${k}"`).join(', ')}.`);
+    for (const [k, target] of own) {
+      if (!given.has(k)) continue;
+      const v = given.get(k);
+      if (!(v instanceof Tensor)) {
+        problems.push(`value for "${k}" is not a Tensor.`);
+      } else if (v.shape.length !== target.shape.length || v.shape.some((d, i) => d !== target.shape[i])) {
+        problems.push(`size mismatch for ${k}: copying a param with shape ${fmtShape(v.shape)} from the state dict, the shape in the current model is ${fmtShape(target.shape)}.`);
+      }
+    }
+    if (problems.length) {
+      throw new Error(`loadStateDict: Error(s) in loading state dict for ${this.constructor.name} (nothing was changed):\n\t${problems.join('\n\t')}`);
+    }
+    noGrad(() => {
+      for (const [k, target] of own) {
+        const v = given.get(k);
+        if (v) target.copy_(v);
+      }
+    });
+    return { missingKeys, unexpectedKeys };
+  }
+
+  // ---- printing ----
+  /** Extra text inside `Name(...)` when printing (e.g. `inFeatures=4, outFeatures=2, bias=true`). */
+  extraRepr(): string {
+    return '';
+  }
+
+  toString(): string {
+    const name = this.constructor.name;
+    const extra = this.extraRepr();
+    const kids = this.namedChildren();
+    if (kids.length === 0) return `${name}(${extra})`;
+    const lines: string[] = [];
+    if (extra) lines.push(...extra.split('\n'));
+    for (const [k, m] of kids) lines.push(`(${k}): ${String(m).split('\n').join('\n  ')}`);
+    return `${name}(\n  ${lines.join('\n  ')}\n)`;
+  }
+}

@@ -1,0 +1,101 @@
+// The optimizer base class. Written so that `compile` can trace `step()` once and replay it:
+//  - all state (momentum buffers, Adam moments, the step count) is created eagerly in the
+//    constructor and only updated with in-place ops under noGrad;
+//  - no JavaScript branch depends on a value that changes from step to step (first-step and
+//    bias-correction logic is tensor arithmetic on the 0-d step-count tensor);
+//  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
+// Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
+
+import { enableGrad, full, hostScalar, noGrad, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
+import { moveTensorInPlace } from '../nn/module.ts';
+
+/** A host number or (while tracing) a 0-d tensor read on every call. */
+export type Scalar = number | Tensor;
+
+export function checkOptions(name: string, opts: object, allowed: readonly string[]): void {
+  if (opts === null || typeof opts !== 'object') throw new Error(`${name}: expected an options object, got ${opts === null ? 'null' : typeof opts}`);
+  for (const k of Object.keys(opts)) {
+    if (!allowed.includes(k)) throw new Error(`${name}: unknown option '${k}' (expected ${allowed.join(', ')})`);
+  }
+}
+
+export function checkNumber(name: string, what: string, v: unknown, ok: (x: number) => boolean, range: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new Error(`${name}: invalid ${what}: ${String(v)} (expected ${range})`);
+  return v;
+}
+
+export abstract class Optimizer {
+  /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
+  readonly params: Tensor[];
+  /** The number of steps taken, as a 0-d float32 tensor on the parameters' device (updated in place). */
+  readonly stepCount: Tensor;
+  protected readonly name: string;
+  private _lr: number;
+
+  constructor(name: string, params: Iterable<Tensor>, lr: number) {
+    this.name = name;
+    if (params === null || params === undefined || typeof (params as Iterable<Tensor>)[Symbol.iterator] !== 'function') {
+      throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()), got ${params === null ? 'null' : typeof params}`);
+    }
+    const list: Tensor[] = [];
+    for (const p of params) {
+      if (!(p instanceof Tensor)) throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : typeof p}`);
+      if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
+      if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
+      if (!list.includes(p)) list.push(p);
+    }
+    if (list.length === 0) throw new Error(`${name}: got an empty parameter list`);
+    this.params = list;
+    this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
+    this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
+  }
+
+  /** The learning rate (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
+  get lr(): number {
+    return this._lr;
+  }
+  set lr(v: number) {
+    this._lr = checkNumber(this.name, 'learning rate', v, (x) => x >= 0, 'a number >= 0');
+  }
+
+  /** Sets every parameter's grad to null (PyTorch 2.x's set_to_none). */
+  zeroGrad(): void {
+    for (const p of this.params) p.grad = null;
+  }
+
+  /**
+   * One update of every parameter whose grad is not null. With a closure, calls it first (with
+   * gradients enabled) and returns its loss.
+   */
+  step(closure?: () => Tensor): Tensor | undefined {
+    const loss = closure ? enableGrad(closure) : undefined;
+    noGrad(() => {
+      this._syncDevices();
+      this._update(hostScalar(() => this._lr));
+    });
+    return loss;
+  }
+
+  /** The update itself, under noGrad; `lr` is a number eagerly and a per-call scalar while tracing. */
+  protected abstract _update(lr: Scalar): void;
+
+  /** State tensors, one list per parameter (moved with their parameter if the model moved). */
+  protected abstract _state(): (Tensor | null)[][];
+
+  /** Zero state of a parameter's shape on its device. */
+  protected static zerosFor(p: Tensor): Tensor {
+    return noGrad(() => zerosLike(p, { requiresGrad: false }));
+  }
+
+  /** The device all parameters are on (state follows it). */
+  private _syncDevices(): void {
+    const device: DeviceName = this.params[0].device;
+    const other = this.params.find((p) => p.device !== device);
+    if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
+    if (this.stepCount.device !== device) moveTensorInPlace(this.stepCount, device);
+    this._state().forEach((ts, i) => {
+      const d = this.params[i].device;
+      for (const t of ts) if (t && t.device !== d) moveTensorInPlace(t, d);
+    });
+  }
+}
