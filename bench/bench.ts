@@ -23,6 +23,31 @@ function cpuModel(): string {
   return os.cpus()[0]?.model ?? 'unknown CPU';
 }
 
+/** Cores' worth of CPU used by processes other than this one over the last 0.5 s (Linux; 0 elsewhere). */
+function otherCpuLoad(): number {
+  try {
+    const read = () => {
+      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+      const idle = f[3]! + (f[4] ?? 0);
+      const total = f.reduce((a, b) => a + b, 0);
+      return { busy: total - idle, total };
+    };
+    const a = read();
+    const u0 = process.cpuUsage();
+    const t0 = Date.now();
+    while (Date.now() - t0 < 500) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500 - (Date.now() - t0));
+    const b = read();
+    const u = process.cpuUsage(u0);
+    const hz = 100; // USER_HZ
+    const ours = ((u.user + u.system) / 1e6) * hz;
+    const cores = os.cpus().length;
+    const elapsedCores = (b.total - a.total) / cores; // jiffies per core in the window
+    return Math.max(0, (b.busy - a.busy - ours) / Math.max(elapsedCores, 1));
+  } catch {
+    return 0;
+  }
+}
+
 async function main() {
   const args = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const bad = args.filter((a) => !(ALL as readonly string[]).includes(a));
@@ -57,11 +82,14 @@ async function main() {
   console.log(`adapter : ${machine.adapter}`);
   console.log(`kiln    : ${machine.kiln}`);
   console.log(`date    : ${machine.date}`);
+  const load0 = otherCpuLoad();
+  console.log(`load    : other processes use ~${load0.toFixed(1)} of ${machine.cores} cores right now${load0 > 0.3 ? ' (busy: timings will be pessimistic)' : ''}`);
   console.log('');
 
   const tables: Table[] = [];
   for (const name of which) {
     const t0 = performance.now();
+    const busy = otherCpuLoad();
     let got: Table[];
     try {
       if (name === 'dose') got = [await (await import('./dose.ts')).runDose()];
@@ -70,7 +98,11 @@ async function main() {
     } catch (e) {
       got = [{ id: name, title: name, unit: 'ms', rows: [], notes: [`benchmark crashed: ${errorMessage(e)}`], baseline: '' }];
     }
+    const busyAfter = otherCpuLoad();
     for (const table of got) {
+      const worst = Math.max(busy, busyAfter);
+      if (worst > 0.3)
+        table.notes.push(`machine busy: other processes used ~${worst.toFixed(1)} of ${os.cpus().length} cores around this benchmark; numbers are pessimistic, rerun on a quiet machine`);
       tables.push(table);
       console.log(formatTable(table));
       console.log('');

@@ -53,17 +53,20 @@ export async function measure(
   // Warm-up, and estimate the per-iteration time from it.
   let warm = 0;
   t0 = now();
-  while (warm < minWarmup || now() - t0 < warmupMs) {
+  // A very slow iteration (seconds) cuts the warm-up short and takes fewer samples,
+  // so one slow row cannot blow the benchmark's time budget.
+  while ((warm < minWarmup || now() - t0 < warmupMs) && !(warm >= 1 && now() - t0 > budgetMs / 3)) {
     await fn();
     warm++;
   }
-  const estimate = (now() - t0) / warm;
+  const estimate = warm ? (now() - t0) / warm : firstCallMs;
   const k = Math.max(1, Math.ceil(sampleMs / Math.max(estimate, 1e-6)));
+  const needSamples = estimate * minSamples > 2 * budgetMs ? Math.min(minSamples, 3) : minSamples;
 
   const perIter: number[] = [];
   const start = now();
   while (
-    perIter.length < minSamples ||
+    perIter.length < needSamples ||
     (perIter.length < maxSamples && now() - start < budgetMs)
   ) {
     const s = now();
