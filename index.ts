@@ -3,3 +3,5 @@ export * from './runtime/index.ts';
 export * as nn from './nn/index.ts';
 export * as F from './nn/functional.ts';
 export * as optim from './optim/index.ts';
+export * as webgpu from './runtime/webgpu/index.ts';
+export { compile, TraceError, type CompileOptions, type CompiledFunction, type Lowered } from './compiler/compile.ts';

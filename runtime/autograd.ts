@@ -3,6 +3,7 @@
 // symbolic tensors and so records the backward IR.
 
 import { fmt, sameShape } from '../ir/shape.ts';
+import { activeTracer } from './dispatch.ts';
 import type { Tensor } from './tensor.ts';
 
 let gradEnabled = true;
@@ -77,6 +78,8 @@ export function runBackward(roots: readonly Tensor[], rootGrads: readonly Tensor
         'Saved intermediate values of the graph are freed when you call backward(). Specify retainGraph: true if you need to backward through the graph a second time.');
     }
   }
+  const tracer = activeTracer();
+  tracer?.setPhase?.('backward');
   withGradMode(createGraph, () => {
     roots.forEach((r, i) => accumulate(r, rootGrads[i]));
     const ready = [...pending.keys()].filter((n) => pending.get(n) === 0);
@@ -103,5 +106,6 @@ export function runBackward(roots: readonly Tensor[], rootGrads: readonly Tensor
     }
     if (!retainGraph) for (const n of visited) n.vjp = null;
   });
+  tracer?.setPhase?.('update');
   return captured;
 }

@@ -36,6 +36,12 @@ export const cpuBackend: Backend = {
     });
     for (const spec of specs) cpuKernel(spec)(...arrays, params);
   },
+  prepare(spec) {
+    const fn = cpuKernel(spec);
+    const noParams: number[] = [];
+    return (args) => fn(...args.map((a) => (a.offset === 0 ? (a.storage as CpuStorage).data : (a.storage as CpuStorage).data.subarray(a.offset))), noParams);
+  },
+  write(s, data) { (s as CpuStorage).data.set(data); },
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
 };

@@ -21,6 +21,10 @@ export interface Backend {
   read(storage: Storage, offset: number, size: number): Promise<TypedArray>;
   /** Synchronous read; devices that cannot read synchronously throw an error naming the async reader. */
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
+  /** A launcher for one kernel, compiled once (compiled steps call it on every step). */
+  prepare?(spec: KernelSpec): (args: readonly BoundArg[]) => void;
+  /** Overwrites a storage from host data (host scalars of compiled steps). */
+  write?(storage: Storage, data: TypedArray): void;
 }
 
 const backends = new Map<DeviceName, Backend>();

@@ -19,8 +19,14 @@ export interface Tracer {
   assign(target: Tensor, value: Tensor): void;
   /** Code tried to read values of `t` (item(), data(), ...). */
   read(t: Tensor, method: string): never;
-  /** `t.grad` is about to be replaced (the tracer remembers the value to restore). */
-  gradWrite?(t: Tensor): void;
+  /** `t.grad` of a concrete tensor while tracing: the traced value (symbolic, captured or null). */
+  gradRead(t: Tensor): Tensor | null;
+  /** `t.grad = g` on a concrete tensor while tracing: becomes a write-back after the step. */
+  gradWrite(t: Tensor, g: Tensor | null): void;
+  /** A JavaScript branch depends on `check()` staying true (e.g. a module's training flag). */
+  guard(check: () => boolean, label: string): void;
+  /** Labels the nodes recorded from now on (forward, backward, update) for the listings. */
+  setPhase?(phase: 'forward' | 'backward' | 'update'): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
   hostScalar(read: () => number): Tensor;
 }
@@ -40,6 +46,9 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     if (x.device !== device) throw new Error(`${prim}: expected all tensors to be on the same device, but found at least two devices, ${device} and ${x.device}`);
   }
   const out = shapeRules[prim](inputs, attrs);
+  if (!tracer) {
+    for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
+  }
   const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];

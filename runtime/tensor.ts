@@ -66,11 +66,15 @@ export class Tensor {
   requiresGrad_(flag = true): this { this.requiresGrad = flag; return this; }
   get isLeaf(): boolean { return this._ctx === null; }
   get gradFn(): string | null { return this._ctx?.name ?? null; }
-  get grad(): Tensor | null { return this._grad; }
+  get grad(): Tensor | null {
+    const tracer = activeTracer();
+    return tracer && this._storage ? tracer.gradRead(this) : this._grad;
+  }
   set grad(g: Tensor | null) {
     if (g && !sameShape(g.shape, this.shape)) throw new Error(`grad: assigned grad of shape ${fmt(g.shape)} to a tensor of shape ${fmt(this.shape)}`);
-    activeTracer()?.gradWrite?.(this);
-    this._grad = g;
+    const tracer = activeTracer();
+    if (tracer && this._storage) tracer.gradWrite(this, g);
+    else this._grad = g;
   }
   get ndim(): number { return this.shape.length; }
   numel(): number { return numel(this.shape); }
@@ -137,7 +141,8 @@ export class Tensor {
   /** Leaf accumulation (PyTorch's AccumulateGrad): a fresh contiguous gradient, or the sum with the old one. */
   _accumulateGrad(g: Tensor, createGraph: boolean): void {
     const gd = createGraph ? g : g.detach();
-    this.grad = this._grad ? this._grad.add(gd) : gd.clone();
+    const old = this.grad;
+    this.grad = old ? old.add(gd) : gd.clone();
   }
   detach(): Tensor { return this._alias(); }
 
@@ -326,9 +331,12 @@ export class Tensor {
     if (!sameShape(value.shape, this.shape)) {
       throw new Error(`${op}: output with shape ${fmt(this.shape)} doesn't match the broadcast shape ${fmt(value.shape)}`);
     }
-    const v = value.dtype === this.dtype ? value : noGrad(() => dispatch('cast', [value], { dtype: this.dtype }));
+    let v = value.dtype === this.dtype ? value : noGrad(() => dispatch('cast', [value], { dtype: this.dtype }));
+    // Under grad mode the tensor takes over the history of its new value (PyTorch rebases it).
+    const tracked = isGradEnabled() && v._requiresGrad;
+    if (tracked && !v._ctx) v = v.clone();
     writeInto(this, v);
-    if (v._ctx) this._setGradNode(v._ctx);
+    if (tracked) this._setGradNode(v._ctx!);
     this._version++;
     return this;
   }

@@ -1,0 +1,601 @@
+// WGSL codegen: one compute shader per kernel spec, with the same semantics as the JavaScript codegen
+// (js.ts). Sizes and strides are baked in as constants; what changes from launch to launch (each
+// argument's element offset into its buffer, and the launch's scalar params) comes in a uniform, so
+// eager slicing reuses the shader.
+//
+// Layout of every shader:
+//   @binding(0)      var<uniform> U: { off: array<vec4<i32>, A4>, pf: array<vec4<f32>, P4>, pi: array<vec4<i32>, P4> }
+//                    off[i/4][i%4] = element offset of argument i; pf/pi = param i as f32 and as i32.
+//   @binding(1 + k)  var<storage, read|read_write> b<arg>: array<f32 | i32> for each buffer the kernel uses.
+// Storage types: float32 -> f32, int32 -> i32, bool -> i32 holding 0/1 (so bool<->int32 casts are free
+// and a bool value is the same 0/1 number it is in js.ts). Every expression value has the WGSL type of
+// its dtype (f32 or i32). When two arguments are bound to the same buffer (an in-place write through a
+// view of an input), `opts.alias` maps them to one binding: WebGPU forbids binding one buffer both
+// read-only and writable in a dispatch.
+//
+// Kernel strategies:
+//   map        one invocation per output element; a 2-D grid of workgroups past 65535 groups.
+//   reduce     a serial loop per output element when the reduced extent is small or there are many
+//              outputs; otherwise one workgroup per output element: strided partials, then a tree in
+//              workgroup memory (sum / NaN-propagating max / first-position argmax).
+//   matmul     register blocking: each invocation computes a 4x4 block of the output (8x8 invocations
+//              per workgroup, so a 32x32 tile), no workgroup memory; the epilogue runs per element.
+//   gather     one invocation per output element.
+//   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
+//              positions along the axis that could land on it, in increasing order (so the float32
+//              rounding sequence equals js.ts's). Elements of the output buffer outside the output view
+//              are not zeroed (js.ts zero-fills the whole buffer from the offset).
+
+import type { DType } from '../../ir/dtype.ts';
+import type { Expr, Kernel, KernelOutput, KernelSpec } from '../../ir/kernel.ts';
+import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
+import type { View } from '../../ir/view.ts';
+import { collapseDims, loadViews } from './js.ts';
+
+export type WType = 'f32' | 'i32';
+export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
+
+export interface WgslLimits {
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeWorkgroupsPerDimension: number;
+}
+
+export const DEFAULT_LIMITS: WgslLimits = {
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeWorkgroupsPerDimension: 65535,
+};
+
+export interface WgslOptions {
+  limits?: Partial<WgslLimits>;
+  /** alias[i] = the lowest argument index bound to the same buffer as argument i (absent: no sharing) */
+  alias?: readonly number[];
+}
+
+export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write' }
+
+export interface WgslKernel {
+  name: string;
+  code: string;
+  workgroups: [number, number, number];
+  /** storage bindings (binding 0 is always the uniform) */
+  bindings: WgslBinding[];
+  /** bytes of the uniform (see packUniform) */
+  uniformBytes: number;
+}
+
+// ---- scalar op templates -------------------------------------------------------------------------
+// Literals are abstract (`0`, `1`), so one spelling serves f32 and i32 operands alike.
+
+export const wgslUnary: { [U in UnaryOp]: (x: string) => string } = {
+  neg: (x) => `(-${x})`,
+  abs: (x) => `abs(${x})`,
+  // Math.sign: NaN, 0 and -0 map to themselves
+  sign: (x) => `select(select(${x}, 1, ${x} > 0), -1, ${x} < 0)`,
+  exp: (x) => `exp(${x})`,
+  log: (x) => `log(${x})`,
+  sqrt: (x) => `sqrt(${x})`,
+  rsqrt: (x) => `(1.0 / sqrt(${x}))`,
+  sin: (x) => `sin(${x})`,
+  cos: (x) => `cos(${x})`,
+  tanh: (x) => `k_tanh(${x})`,
+  sigmoid: (x) => `(1.0 / (1.0 + exp(-${x})))`,
+  // x < 0 ? 0 : x  (NaN and -0 pass through, as in js.ts)
+  relu: (x) => `select(${x}, 0, ${x} < 0)`,
+  copy: (x) => x,
+};
+
+const FLOAT_ONLY = new Set<UnaryOp>(['exp', 'log', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid']);
+
+export const wgslBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t: WType) => string } = {
+  add: (a, b) => `(${a} + ${b})`,
+  sub: (a, b) => `(${a} - ${b})`,
+  mul: (a, b) => `(${a} * ${b})`,
+  div: (a, b) => `(${a} / ${b})`,
+  pow: (a, b, t) => (t === 'f32' ? `k_pow(${a}, ${b})` : `k_powi(${a}, ${b})`),
+  maximum: (a, b, t) => (t === 'f32' ? `k_max(${a}, ${b})` : `max(${a}, ${b})`),
+  minimum: (a, b, t) => (t === 'f32' ? `k_min(${a}, ${b})` : `min(${a}, ${b})`),
+  eq: (a, b) => `select(0i, 1i, ${a} == ${b})`,
+  ne: (a, b) => `select(0i, 1i, ${a} != ${b})`,
+  lt: (a, b) => `select(0i, 1i, ${a} < ${b})`,
+  le: (a, b) => `select(0i, 1i, ${a} <= ${b})`,
+  gt: (a, b) => `select(0i, 1i, ${a} > ${b})`,
+  ge: (a, b) => `select(0i, 1i, ${a} >= ${b})`,
+};
+
+const COMPARE = new Set<string>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
+
+/** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
+const PRELUDE = `
+fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
+fn k_nan() -> f32 { let b = 0x7fc00000u; return bitcast<f32>(b); }
+fn k_max(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a > b); }
+fn k_min(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a < b); }
+fn k_tanh(x: f32) -> f32 {
+  if (abs(x) > 9.1) { return sign(x); }
+  if (abs(x) < 0.0004) { return x - x * x * x / 3.0; }
+  return tanh(x);
+}
+fn k_pow(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
+  if (k_isnan(a) || k_isnan(b)) { return k_nan(); }
+  if (b == 1.0) { return a; }
+  if (b == 2.0) { return a * a; }
+  if (b == -1.0) { return 1.0 / a; }
+  if (b == 0.5 && a >= 0.0) { return sqrt(a); }
+  let integral = b == floor(b);
+  let m = abs(a);
+  var r: f32;
+  if (integral && abs(b) <= 32.0) {
+    var e = u32(abs(b));
+    var base = m;
+    r = 1.0;
+    loop {
+      if ((e & 1u) != 0u) { r = r * base; }
+      e = e >> 1u;
+      if (e == 0u) { break; }
+      base = base * base;
+    }
+    if (b < 0.0) { r = 1.0 / r; }
+  } else if (m == 0.0) {
+    r = select(k_inf(), 0.0, b > 0.0);
+  } else if (abs(b) > 3.0e38) {
+    if (m == 1.0) { return k_nan(); }
+    r = select(0.0, k_inf(), (m > 1.0) == (b > 0.0));
+  } else {
+    r = exp2(b * log2(m));
+  }
+  if (a < 0.0) {
+    if (!integral) { return k_nan(); }
+    let half = b * 0.5;
+    if (abs(b) < 16777216.0 && half != floor(half)) { return -r; }
+  }
+  return r;
+}
+fn k_powi(a: i32, b: i32) -> i32 {
+  if (b < 0) {
+    if (a == 1) { return 1; }
+    if (a == -1) { return select(1, -1, (b & 1) != 0); }
+    return 0;
+  }
+  var e = u32(b);
+  var base = a;
+  var r = 1i;
+  loop {
+    if (e == 0u) { break; }
+    if ((e & 1u) != 0u) { r = r * base; }
+    e = e >> 1u;
+    base = base * base;
+  }
+  return r;
+}
+`;
+
+function conv(x: string, from: DType, to: DType): string {
+  const f = wtype(from), t = wtype(to);
+  if (f === t) return x;
+  return t === 'f32' ? `f32(${x})` : `i32(${x})`;
+}
+
+function constant(value: number, dtype: DType): string {
+  if (dtype !== 'float32') return `i32(${dtype === 'bool' ? (value !== 0 ? 1 : 0) : Math.trunc(value) | 0})`;
+  const v = Math.fround(value);
+  if (Number.isNaN(v)) return 'k_nan()';
+  if (v === Infinity) return 'k_inf()';
+  if (v === -Infinity) return '(-k_inf())';
+  if (Object.is(v, -0)) return '(-0.0f)';
+  const s = String(v);
+  return s.startsWith('-') ? `(${s}f)` : `${s}f`;
+}
+
+/** Which buffers a kernel uses, and how it names them. */
+class Args {
+  private used = new Map<number, boolean>(); // canonical arg -> written
+  readonly offs = new Set<number>();
+  constructor(private spec: KernelSpec, private alias: readonly number[] | undefined) {}
+  canon(arg: number): number {
+    if (arg < 0 || arg >= this.spec.args.length) throw new Error(`wgsl codegen: kernel '${this.spec.name}' uses argument ${arg} but has ${this.spec.args.length}`);
+    return this.alias?.[arg] ?? arg;
+  }
+  buf(arg: number, write = false): string {
+    const c = this.canon(arg);
+    this.used.set(c, (this.used.get(c) ?? false) || write);
+    this.offs.add(arg);
+    return `b${c}`;
+  }
+  off(arg: number): string { this.offs.add(arg); return `ofs${arg}`; }
+  storage(arg: number): DType { return this.spec.args[this.canon(arg)].dtype; }
+  bindings(): WgslBinding[] {
+    return [...this.used.keys()].sort((a, b) => a - b).map((arg, i) => ({ binding: i + 1, arg, access: this.used.get(arg) ? 'read_write' as const : 'read' as const }));
+  }
+}
+
+/** Index expression (i32) of `view` in argument `arg`'s buffer, given loop variables per dim (null: not looped). */
+function indexOf(off: string, view: View, vars: readonly (string | null)[]): string {
+  const terms = [off];
+  if (view.offset !== 0) terms.push(String(view.offset));
+  view.strides.forEach((s, d) => {
+    if (s !== 0 && vars[d] !== null && vars[d] !== undefined && view.shape[d] !== 1) terms.push(s === 1 ? vars[d]! : `${vars[d]} * ${s}`);
+  });
+  return terms.join(' + ');
+}
+
+/** Emits `let` statements evaluating expression DAGs; shared sub-expressions are computed once. */
+class Emitter {
+  lines: string[] = [];
+  private names = new Map<Expr, string>();
+  private n = 0;
+  constructor(private args: Args, private pos: (view: View, arg: number) => string, private prefix: string,
+    private acc?: { name: string; dtype: DType }) {}
+  emit(e: Expr): string {
+    const known = this.names.get(e);
+    if (known) return known;
+    let code: string;
+    switch (e.kind) {
+      case 'load': {
+        const b = this.args.buf(e.arg);
+        code = conv(`${b}[${this.pos(e.view, e.arg)}]`, this.args.storage(e.arg), e.dtype);
+        break;
+      }
+      case 'const': return constant(e.value, e.dtype);
+      case 'acc': {
+        if (!this.acc) throw new Error('wgsl codegen: `acc` outside an epilogue');
+        return conv(this.acc.name, this.acc.dtype, e.dtype);
+      }
+      case 'param': code = e.dtype === 'float32' ? `U.pf[${e.index >> 2}][${e.index & 3}]` : `U.pi[${e.index >> 2}][${e.index & 3}]`; break;
+      case 'unary': {
+        if (FLOAT_ONLY.has(e.op)) code = conv(wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, 'float32')), 'float32', e.dtype);
+        else code = wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, e.dtype));
+        break;
+      }
+      case 'binary': {
+        if (COMPARE.has(e.op)) {
+          const ct: DType = e.a.dtype === 'float32' || e.b.dtype === 'float32' ? 'float32' : 'int32';
+          code = wgslBinary[e.op](conv(this.emit(e.a), e.a.dtype, ct), conv(this.emit(e.b), e.b.dtype, ct), wtype(ct));
+          code = conv(code, 'bool', e.dtype);
+        } else {
+          code = wgslBinary[e.op](conv(this.emit(e.a), e.a.dtype, e.dtype), conv(this.emit(e.b), e.b.dtype, e.dtype), wtype(e.dtype));
+        }
+        break;
+      }
+      case 'where': {
+        const c = this.emit(e.c);
+        code = `select(${conv(this.emit(e.b), e.b.dtype, e.dtype)}, ${conv(this.emit(e.a), e.a.dtype, e.dtype)}, ${c} != 0)`;
+        break;
+      }
+      case 'cast': {
+        const x = this.emit(e.x);
+        if (e.dtype === 'bool') code = `select(0i, 1i, ${x} != 0)`;
+        else code = conv(x, e.x.dtype, e.dtype);
+        break;
+      }
+    }
+    const name = `${this.prefix}${this.n++}`;
+    this.lines.push(`let ${name} = ${code};`);
+    this.names.set(e, name);
+    return name;
+  }
+}
+
+/** A store of `value` (of dtype `from`) into output `o`. */
+function store(args: Args, o: KernelOutput, idx: string, value: string, from: DType): string {
+  const b = args.buf(o.arg, true);
+  const to = args.storage(o.arg);
+  const v = to === 'bool' && from === 'float32' ? `select(0i, 1i, ${value} != 0)` : conv(value, from, to);
+  return `${b}[${idx}] = ${v};`;
+}
+
+/** Splits flat index `flat` over `sizes` (row-major) into the variables `vars`. */
+function decompose(flat: string, sizes: readonly number[], vars: readonly string[], tmp: string): string[] {
+  const lines: string[] = [];
+  if (sizes.length === 0) return lines;
+  let r = flat;
+  for (let d = sizes.length - 1; d >= 1; d--) {
+    lines.push(`let ${vars[d]} = ${r} % ${sizes[d]};`);
+    lines.push(`let ${tmp}${d} = ${r} / ${sizes[d]};`);
+    r = `${tmp}${d}`;
+  }
+  lines.push(`let ${vars[0]} = ${r};`);
+  return lines;
+}
+
+function grid1d(groups: number, lim: WgslLimits, name: string): [number, number, number] {
+  if (groups <= 0) return [0, 1, 1];
+  const max = lim.maxComputeWorkgroupsPerDimension;
+  const x = Math.min(groups, max);
+  const y = Math.ceil(groups / x);
+  if (y > max) throw new Error(`kiln: WebGPU kernel '${name}' needs ${groups} workgroups, more than this device can launch (${max} x ${max})`);
+  return [x, y, 1];
+}
+
+const indent = (lines: readonly string[], by = '  '): string[] => lines.map((l) => by + l);
+
+interface Body { decls: string[]; wg: number | [number, number]; main: string[]; workgroups: [number, number, number] }
+
+function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLimits, name: string): Body {
+  const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
+  const uniq = [...new Set(views)];
+  const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
+  const vars = shape.map((_, d) => `i${d}`);
+  const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
+  const total = shape.reduce((a, b) => a * b, 1);
+  const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
+  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
+  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), collapsed.get(v)!, vars), 'v');
+  const values = k.exprs.map((e) => em.emit(e));
+  const stores = k.outputs.map((o, j) => store(args, o, indexOf(args.off(o.arg), collapsed.get(o.view)!, vars), values[j], k.exprs[j].dtype));
+  const main = [
+    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
+    `if (gi >= ${total}) { return; }`,
+    ...decompose('gi', shape, vars, 'q'),
+    ...em.lines,
+    ...stores,
+  ];
+  return { decls: [], wg, main, workgroups };
+}
+
+function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: WgslLimits, name: string): Body {
+  const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
+  const red = k.axes.filter((i) => k.inShape[i] !== 1);
+  const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
+  const keptVars = k.inShape.map((_, i) => (kept.includes(i) ? `i${i}` : null));
+  const keptSizes = kept.map((d) => k.inShape[d]);
+  const redSizes = red.map((d) => k.inShape[d]);
+  const nOut = keptSizes.reduce((a, b) => a * b, 1);
+  const R = redSizes.reduce((a, b) => a * b, 1);
+  const vt = wtype(k.body.dtype);
+  const isF = vt === 'f32';
+  const accType: DType = k.op === 'argmax' ? 'int32' : k.body.dtype === 'bool' ? 'int32' : k.body.dtype;
+  const at = wtype(accType);
+
+  const inner = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, vars), 'v');
+  const value = inner.emit(k.body);
+  const outer = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, keptVars), 'e', { name: 'acc', dtype: accType });
+  const result = outer.emit(k.epilogue);
+  const storeLine = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, keptVars), result, k.epilogue.dtype);
+  const lowest = isF ? '(-k_inf())' : '(-2147483647 - 1)';
+  const nan = (x: string) => (isF ? `k_isnan(${x})` : 'false');
+
+  const maxWg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
+  const bytesPer = 4 * (k.op === 'argmax' ? 2 : 1);
+  let wg = 1;
+  while (wg * 2 <= maxWg && wg * 2 * bytesPer <= lim.maxComputeWorkgroupStorageSize && wg * 2 <= Math.max(32, R / 8)) wg *= 2;
+  const tree = R > 64 && nOut < 16384 && wg >= 16;
+
+  if (!tree) {
+    const init = k.op === 'sum' ? [`var acc: ${at} = 0;`] : k.op === 'max' ? [`var acc: ${at} = ${lowest};`]
+      : [`var acc: i32 = 0;`, `var best: ${vt} = ${lowest};`, `var n: i32 = 0;`];
+    const update = k.op === 'sum' ? [`acc = acc + ${conv(value, k.body.dtype, accType)};`]
+      : k.op === 'max' ? [`if (${value} > acc || ${nan(value)}) { acc = ${value}; }`]
+      : [`if (n == 0 || ${value} > best || (${nan(value)} && !${nan('best')})) { best = ${value}; acc = n; }`, 'n = n + 1;'];
+    let loop = [...inner.lines, ...update];
+    for (let j = red.length - 1; j >= 0; j--) {
+      const v = vars[red[j]]!;
+      loop = [`for (var ${v} = 0; ${v} < ${redSizes[j]}; ${v} = ${v} + 1) {`, ...indent(loop), '}'];
+    }
+    const wgs = Math.min(64, maxWg);
+    const workgroups = grid1d(Math.ceil(nOut / wgs), lim, name);
+    const main = [
+      `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wgs}u + lid);`,
+      `if (gi >= ${nOut}) { return; }`,
+      ...decompose('gi', keptSizes, kept.map((d) => vars[d]!), 'q'),
+      ...init, ...loop, ...outer.lines, storeLine,
+    ];
+    return { decls: [], wg: wgs, main, workgroups };
+  }
+
+  // One workgroup per output element: strided partials, then a tree in workgroup memory.
+  const workgroups = grid1d(nOut, lim, name);
+  const decls = [`var<workgroup> sv: array<${k.op === 'argmax' ? vt : at}, ${wg}>;`];
+  if (k.op === 'argmax') decls.push(`var<workgroup> si: array<i32, ${wg}>;`);
+  const init = k.op === 'sum' ? [`var acc: ${at} = 0;`] : k.op === 'max' ? [`var acc: ${at} = ${lowest};`]
+    : [`var acc: i32 = -1;`, `var best: ${vt} = ${lowest};`];
+  const update = k.op === 'sum' ? [`acc = acc + ${conv(value, k.body.dtype, accType)};`]
+    : k.op === 'max' ? [`if (${value} > acc || ${nan(value)}) { acc = ${value}; }`]
+    : [`if (acc < 0 || ${value} > best || (${nan(value)} && !${nan('best')})) { best = ${value}; acc = r; }`];
+  const loop = [
+    `for (var r = i32(lid); r < ${R}; r = r + ${wg}) {`,
+    ...indent([...decompose('r', redSizes, red.map((d) => vars[d]!), 'rq'), ...inner.lines, ...update]),
+    '}',
+  ];
+  const combine: string[] = [];
+  for (let s = wg >> 1; s >= 1; s >>= 1) {
+    let step: string[];
+    if (k.op === 'sum') step = [`sv[lid] = sv[lid] + sv[lid + ${s}u];`];
+    else if (k.op === 'max') step = [`let b = sv[lid + ${s}u];`, `if (b > sv[lid] || ${nan('b')}) { sv[lid] = b; }`];
+    else {
+      step = [
+        `let bi = si[lid + ${s}u];`,
+        `let ai = si[lid];`,
+        `if (bi >= 0) {`,
+        `  let bv = sv[lid + ${s}u];`,
+        `  let av = sv[lid];`,
+        `  let take = ai < 0 || (${nan('bv')} && (!${nan('av')} || bi < ai)) || (!${nan('av')} && !${nan('bv')} && (bv > av || (bv == av && bi < ai)));`,
+        `  if (take) { sv[lid] = bv; si[lid] = bi; }`,
+        `}`,
+      ];
+    }
+    combine.push(`if (lid < ${s}u) {`, ...indent(step), '}', 'workgroupBarrier();');
+  }
+  const main = [
+    `let gi = i32(wid.y * ${workgroups[0]}u + wid.x);`,
+    `if (gi >= ${nOut}) { return; }`,
+    ...decompose('gi', keptSizes, kept.map((d) => vars[d]!), 'q'),
+    ...init, ...loop,
+    k.op === 'argmax' ? 'sv[lid] = best;' : 'sv[lid] = acc;',
+    ...(k.op === 'argmax' ? ['si[lid] = acc;'] : []),
+    'workgroupBarrier();',
+    ...combine,
+    'if (lid == 0u) {',
+    ...indent([k.op === 'argmax' ? 'let acc = max(si[0], 0);' : 'let acc = sv[0];', ...outer.lines, storeLine]),
+    '}',
+  ];
+  return { decls, wg, main, workgroups };
+}
+
+function asLoad(e: Expr, what: string, name: string): Extract<Expr, { kind: 'load' }> {
+  if (e.kind !== 'load') throw new Error(`wgsl codegen: kernel '${name}': matmul operand ${what} must be a load`);
+  return e;
+}
+
+const BM = 4, BN = 4, WG_X = 8, WG_Y = 8;
+
+function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: WgslLimits, name: string): Body {
+  const a = asLoad(k.a, 'a', name), b = asLoad(k.b, 'b', name);
+  const nb = k.batch.length;
+  const bv = k.batch.map((_, i) => `z${i}`);
+  const batch = k.batch.reduce((x, y) => x * y, 1);
+  const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
+  const baseA = indexOf(args.off(a.arg), { ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv);
+  const baseB = indexOf(args.off(b.arg), { ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
+  const accType: DType = a.dtype === 'float32' || b.dtype === 'float32' ? 'float32' : 'int32';
+  const at = wtype(accType);
+  const A = args.buf(a.arg), B = args.buf(b.arg);
+  const ld = (buf: string, arg: number, dt: DType, idx: string) => conv(`${buf}[${idx}]`, args.storage(arg), dt === 'bool' ? 'int32' : accType);
+  const outVars = [...bv, 'i', 'j'];
+  const max = lim.maxComputeWorkgroupsPerDimension;
+  const workgroups: [number, number, number] = [Math.ceil(k.n / (BN * WG_X)), Math.ceil(k.m / (BM * WG_Y)), batch];
+  if (k.m === 0 || k.n === 0 || batch === 0) workgroups[0] = 0;
+  if (workgroups.some((g) => g > max)) throw new Error(`kiln: WebGPU kernel '${name}' needs a ${workgroups.join(' x ')} grid, more than this device's ${max} workgroups per dimension`);
+  const main = [
+    `let j0 = i32(gid.x) * ${BN};`,
+    `let i0 = i32(gid.y) * ${BM};`,
+    `if (i0 >= ${k.m} || j0 >= ${k.n}) { return; }`,
+    `let zz = i32(gid.z);`,
+    ...decompose('zz', k.batch, bv, 'zq'),
+    `let pa = ${baseA};`,
+    `let pb = ${baseB};`,
+  ];
+  for (let r = 0; r < BM; r++) main.push(`var pa${r} = pa + min(i0 + ${r}, ${k.m - 1}) * ${sam};`);
+  for (let c = 0; c < BN; c++) main.push(`var pb${c} = pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn};`);
+  for (let r = 0; r < BM; r++) for (let c = 0; c < BN; c++) main.push(`var c${r}${c}: ${at} = 0;`);
+  const body: string[] = [];
+  for (let r = 0; r < BM; r++) body.push(`let xa${r} = ${ld(A, a.arg, a.dtype, `pa${r}`)};`);
+  for (let c = 0; c < BN; c++) body.push(`let yb${c} = ${ld(B, b.arg, b.dtype, `pb${c}`)};`);
+  for (let r = 0; r < BM; r++) for (let c = 0; c < BN; c++) body.push(`c${r}${c} = c${r}${c} + xa${r} * yb${c};`);
+  for (let r = 0; r < BM; r++) body.push(`pa${r} = pa${r} + ${sak};`);
+  for (let c = 0; c < BN; c++) body.push(`pb${c} = pb${c} + ${sbk};`);
+  main.push(`for (var kk = 0; kk < ${k.k}; kk = kk + 1) {`, ...indent(body), '}');
+  for (let r = 0; r < BM; r++) {
+    for (let c = 0; c < BN; c++) {
+      const epi = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, outVars), 'e', { name: 'acc', dtype: accType });
+      const result = epi.emit(k.epilogue);
+      const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
+      main.push(`if (i0 + ${r} < ${k.m} && j0 + ${c} < ${k.n}) {`,
+        ...indent([`let i = i0 + ${r};`, `let j = j0 + ${c};`, `let acc = c${r}${c};`, ...epi.lines, st]), '}');
+    }
+  }
+  return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
+}
+
+function gatherKernel(k: Extract<Kernel, { kind: 'gather' }>, args: Args, lim: WgslLimits, name: string): Body {
+  const vars = k.shape.map((d, i) => (d === 1 ? null : `i${i}`));
+  const live = k.shape.map((_, i) => i).filter((i) => k.shape[i] !== 1);
+  const total = k.shape.reduce((a, b) => a * b, 1);
+  const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
+  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
+  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, vars), 'v');
+  const idx = conv(em.emit(k.index), k.index.dtype, 'int32');
+  const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
+  const srcView: View = { ...k.src.view, shape: k.shape.map((d, i) => (i === k.axis ? 2 : d)) };
+  const srcBuf = args.buf(k.src.arg);
+  const value = conv(`${srcBuf}[${indexOf(args.off(k.src.arg), srcView, srcVars)}]`, args.storage(k.src.arg), k.src.dtype);
+  const main = [
+    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
+    `if (gi >= ${total}) { return; }`,
+    ...decompose('gi', live.map((d) => k.shape[d]), live.map((d) => vars[d]!), 'q'),
+    ...em.lines,
+    `let g = ${idx};`,
+    store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, vars), value, k.src.dtype),
+  ];
+  return { decls: [], wg, main, workgroups };
+}
+
+function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args, lim: WgslLimits, name: string): Body {
+  const outShape = k.output.view.shape;
+  if (outShape.length !== k.srcShape.length) throw new Error(`wgsl codegen: kernel '${name}': scatterAdd output and source ranks differ`);
+  const ovars = outShape.map((d, i) => (d === 1 ? null : `o${i}`));
+  const live = outShape.map((_, i) => i).filter((i) => outShape[i] !== 1);
+  const total = outShape.reduce((a, b) => a * b, 1);
+  const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
+  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
+  // source position: the output's indices with the axis running over the source's extent
+  const svars = k.srcShape.map((d, i) => (i === k.axis ? (d === 1 ? null : 'j') : d === 1 ? null : (ovars[i] ?? '0')));
+  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, svars), 'v');
+  const idx = conv(em.emit(k.index), k.index.dtype, 'int32');
+  const src = em.emit(k.src);
+  const dt: DType = k.src.dtype === 'bool' ? 'int32' : k.src.dtype;
+  const inRange = k.srcShape.map((d, i) => (i !== k.axis && d < outShape[i] ? `${ovars[i] ?? '0'} < ${d}` : null)).filter((c): c is string => c !== null);
+  const axisVar = ovars[k.axis] ?? '0';
+  const loop = [
+    `for (var j = 0; j < ${k.srcShape[k.axis]}; j = j + 1) {`,
+    ...indent([...em.lines, `if (${idx} == ${axisVar}) { acc = acc + ${conv(src, k.src.dtype, dt)}; }`]),
+    '}',
+  ];
+  const main = [
+    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
+    `if (gi >= ${total}) { return; }`,
+    ...decompose('gi', live.map((d) => outShape[d]), live.map((d) => ovars[d]!), 'q'),
+    `var acc: ${wtype(dt)} = 0;`,
+    ...(inRange.length ? [`if (${inRange.join(' && ')}) {`, ...indent(loop), '}'] : loop),
+    store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, ovars), 'acc', dt),
+  ];
+  return { decls: [], wg, main, workgroups };
+}
+
+/** Bytes of the launch uniform of a kernel with `nargs` arguments and `nparams` params. */
+export function uniformLayout(nargs: number, nparams: number): { a4: number; p4: number; bytes: number } {
+  const a4 = Math.max(1, Math.ceil(nargs / 4)), p4 = Math.max(1, Math.ceil(nparams / 4));
+  return { a4, p4, bytes: 16 * (a4 + 2 * p4) };
+}
+
+/** Writes a launch's uniform (argument offsets in elements, then params as f32 and as i32) into `out` at byte `at`. */
+export function packUniform(out: ArrayBuffer, at: number, nargs: number, nparams: number, offsets: readonly number[], params: readonly number[]): void {
+  const { a4, p4 } = uniformLayout(nargs, nparams);
+  const i32 = new Int32Array(out, at, 4 * (a4 + 2 * p4));
+  const f32 = new Float32Array(out, at, 4 * (a4 + 2 * p4));
+  for (let i = 0; i < nargs; i++) i32[i] = offsets[i] ?? 0;
+  for (let i = 0; i < nparams; i++) {
+    const v = params[i] ?? 0;
+    f32[4 * a4 + i] = v;
+    i32[4 * (a4 + p4) + i] = Number.isFinite(v) ? Math.trunc(v) | 0 : 0;
+  }
+}
+
+/** The WGSL compute shader of one kernel spec. Throws an Error naming the kernel when it cannot fit the device. */
+export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel {
+  const lim: WgslLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const args = new Args(spec, opts.alias);
+  const k = spec.kernel;
+  const body = k.kind === 'map' ? mapKernel(k, args, lim, spec.name) : k.kind === 'reduce' ? reduceKernel(k, args, lim, spec.name)
+    : k.kind === 'matmul' ? matmulKernel(k, args, lim, spec.name) : k.kind === 'gather' ? gatherKernel(k, args, lim, spec.name)
+    : scatterAddKernel(k, args, lim, spec.name);
+  const bindings = args.bindings();
+  if (bindings.length > lim.maxStorageBuffersPerShaderStage) {
+    throw new Error(`kiln: WebGPU kernel '${spec.name}' needs ${bindings.length} storage buffers, but this device allows ${lim.maxStorageBuffersPerShaderStage} per shader stage (maxStorageBuffersPerShaderStage); the kernel must be split`);
+  }
+  const { a4, p4, bytes } = uniformLayout(spec.args.length, spec.params);
+  const wg = typeof body.wg === 'number' ? [body.wg, 1] : body.wg;
+  if (wg[0] * wg[1] > lim.maxComputeInvocationsPerWorkgroup) {
+    throw new Error(`kiln: WebGPU kernel '${spec.name}' needs ${wg[0] * wg[1]} invocations per workgroup, but this device allows ${lim.maxComputeInvocationsPerWorkgroup}`);
+  }
+  const offLines = [...args.offs].sort((x, y) => x - y).map((i) => `let ofs${i} = U.off[${i >> 2}][${i & 3}];`);
+  const code = [
+    `// kiln kernel ${spec.name} (${k.kind})`,
+    `struct Launch { off: array<vec4<i32>, ${a4}>, pf: array<vec4<f32>, ${p4}>, pi: array<vec4<i32>, ${p4}> };`,
+    `@group(0) @binding(0) var<uniform> U: Launch;`,
+    ...bindings.map((b) => `@group(0) @binding(${b.binding}) var<storage, ${b.access}> b${b.arg}: array<${wtype(spec.args[b.arg].dtype)}>;`),
+    ...body.decls,
+    PRELUDE,
+    `@compute @workgroup_size(${wg[0]}, ${wg[1]})`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(global_invocation_id) gid: vec3<u32>) {`,
+    ...indent([...offLines, ...body.main]),
+    '}',
+    '',
+  ].join('\n');
+  return { name: spec.name, code, workgroups: body.workgroups, bindings, uniformBytes: bytes };
+}

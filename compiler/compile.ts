@@ -1,0 +1,146 @@
+// compile(): trace a step once per signature, differentiate and optimize it, fuse it into kernels,
+// plan its memory, and from then on run only the generated kernels (DESIGN.md, API.md "compile").
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { formatNode, type Graph, type InputSource, type Node, type Phase } from '../ir/graph.ts';
+import { contiguousView, type View } from '../ir/view.ts';
+import { isGradEnabled } from '../runtime/autograd.ts';
+import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
+import { Executable } from '../runtime/executor.ts';
+import { Tensor } from '../runtime/tensor.ts';
+import { jsSource } from './codegen/js.ts';
+import { cse } from './passes/cse.ts';
+import { dce } from './passes/dce.ts';
+import { schedule, type Schedule } from './passes/fusion.ts';
+import { planMemory, type MemoryPlan } from './passes/memory.ts';
+import { simplify } from './passes/simplify.ts';
+import { trace, TraceError, type Guard } from './trace.ts';
+
+export interface CompileOptions {
+  /** run on this device (arguments are moved there) */
+  device?: DeviceName;
+  /** false: one kernel per op, for debugging */
+  fuse?: boolean;
+}
+
+/** A readable IR listing (`toString()`), one node per line. */
+export class GraphListing {
+  constructor(readonly title: string, readonly graph: Graph, readonly nodes: readonly Node[], private showOutputs: boolean) {}
+  toString(): string {
+    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(formatNode)];
+    if (this.showOutputs) for (const o of this.graph.outputs) lines.push(`  ${o.kind.padEnd(6)} ${o.label} <- ${o.node === null ? 'null' : '%' + o.node}`);
+    return lines.join('\n');
+  }
+}
+
+export interface KernelListing { name: string; language: 'wgsl' | 'js'; source: string; ops: string[] }
+
+export interface Lowered {
+  forward: GraphListing;
+  backward: GraphListing;
+  update: GraphListing;
+  optimized: GraphListing;
+  kernels: KernelListing[];
+  /** bytes of pooled intermediate buffers */
+  peakBytes: number;
+}
+
+interface Entry { key: string; guards: Guard[]; exec: Executable; lowered: Lowered }
+
+export type CompiledFunction<A extends Tensor[], R> = ((...args: A) => Promise<R>) & {
+  lower(...args: A): Promise<Lowered>;
+  /** how many signatures have been traced */
+  readonly traces: number;
+};
+
+/** Kernel sources by language; the WebGPU backend registers its WGSL generator here. */
+const kernelSourceFor: { [D in DeviceName]?: (spec: Schedule['kernels'][number]['spec']) => string } = { cpu: jsSource };
+export function registerKernelSource(device: DeviceName, gen: (spec: Schedule['kernels'][number]['spec']) => string): void {
+  kernelSourceFor[device] = gen;
+}
+
+let dumpCount = 0;
+
+function signature(args: readonly Tensor[], device: DeviceName): string {
+  return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}`).join(';');
+}
+
+function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
+  const traced = trace(fn, args);
+  const g0 = traced.graph;
+  let g = dce(simplify(cse(simplify(g0))));
+  g = dce(cse(g));
+  const inputViews = new Map<number, View>();
+  for (const n of g.nodes) {
+    if (n.op !== 'input') continue;
+    const src = n.attrs as InputSource;
+    inputViews.set(n.id, src.kind === 'capture' ? (src.ref as Tensor)._view : contiguousView(n.shape));
+  }
+  const maxArgs = device === 'webgpu' ? webgpuMaxArgs() : Infinity;
+  const sched = schedule(g, { fuse, inputViews, maxArgs });
+  const plan = planMemory(g, sched);
+  const exec = new Executable(g, sched, plan, device, traced.returns);
+  const lowered = listings(g0, g, sched, plan, device);
+  const dir = typeof process !== 'undefined' ? process.env.KILN_DUMP : undefined;
+  if (dir) dump(dir, lowered);
+  return { key, guards: traced.guards, exec, lowered };
+}
+
+let webgpuMaxArgs = (): number => 8;
+export function setWebgpuMaxArgs(f: () => number): void { webgpuMaxArgs = f; }
+
+function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device: DeviceName): Lowered {
+  const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
+  const gen = kernelSourceFor[device] ?? jsSource;
+  const language = device === 'webgpu' ? 'wgsl' : 'js';
+  const comment = language === 'js' ? '//' : '//';
+  const kernels = sched.kernels.map((k) => {
+    const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
+    const header = [`${comment} kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `${comment}   ${o}`)].join('\n');
+    return { name: k.spec.name, language, source: `${header}\n${gen(k.spec)}`, ops } as KernelListing;
+  });
+  return {
+    forward: new GraphListing('forward', g0, [...g0.inputNodes, ...phase('forward')], false),
+    backward: new GraphListing('backward', g0, phase('backward'), false),
+    update: new GraphListing('update', g0, phase('update'), true),
+    optimized: new GraphListing(`optimized (${sched.kernels.length} kernels, ${plan.peakBytes} bytes of temporaries)`, g, g.nodes, true),
+    kernels,
+    peakBytes: plan.peakBytes,
+  };
+}
+
+function dump(dir: string, l: Lowered): void {
+  mkdirSync(dir, { recursive: true });
+  const n = dumpCount++;
+  for (const part of ['forward', 'backward', 'update', 'optimized'] as const) writeFileSync(join(dir, `step${n}.${part}.txt`), l[part].toString() + '\n');
+  l.kernels.forEach((k, i) => writeFileSync(join(dir, `step${n}.kernel${i}.${k.name}.${k.language}`), k.source + '\n'));
+}
+
+export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: CompileOptions = {}): CompiledFunction<A, R> {
+  const entries: Entry[] = [];
+  const fuse = options.fuse ?? true;
+  const entryFor = (rawArgs: A): { entry: Entry; args: Tensor[] } => {
+    rawArgs.forEach((a, i) => {
+      if (!(a instanceof Tensor)) throw new TypeError(`compile: argument ${i} must be a Tensor (got ${typeof a})`);
+    });
+    const device = options.device ?? rawArgs[0]?.device ?? getDefaultDevice();
+    const args = rawArgs.map((a) => (a.device === device ? a : a.to(device)));
+    const key = signature(args, device);
+    let entry = entries.find((e) => e.key === key && e.guards.every((g) => g.check()));
+    if (!entry) {
+      entry = build(fn as (...args: Tensor[]) => unknown, args, key, device, fuse);
+      entries.push(entry);
+    }
+    return { entry, args };
+  };
+  const step = (async (...rawArgs: A): Promise<R> => {
+    const { entry, args } = entryFor(rawArgs);
+    return entry.exec.run(args) as R;
+  }) as CompiledFunction<A, R>;
+  step.lower = async (...rawArgs: A) => entryFor(rawArgs).entry.lowered;
+  Object.defineProperty(step, 'traces', { get: () => entries.length });
+  return step;
+}
+
+export { TraceError };

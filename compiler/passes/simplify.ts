@@ -1,0 +1,80 @@
+// Constant folding and algebraic simplification: x*1, x+0, x-0, x/1, x^1, neg(neg x), copies and
+// identity casts/views disappear; ops on constants and broadcasts of constants become constants.
+
+import type { Graph, Node } from '../../ir/graph.ts';
+import type { DType } from '../../ir/dtype.ts';
+import { BINARY_OPS, COMPARE_OPS, UNARY_OPS, type PrimAttrs } from '../../ir/primitives.ts';
+import { sameShape } from '../../ir/shape.ts';
+import { jsBinary, jsUnary } from '../codegen/js.ts';
+import { rewrite, type NodeInit } from './rewrite.ts';
+
+const evaluators = new Map<string, (...xs: number[]) => number>();
+/** Evaluates one scalar op with the JS kernel template, so folding agrees with generated code. */
+function evaluate(op: string, xs: number[]): number {
+  let f = evaluators.get(op);
+  if (!f) {
+    const body = (UNARY_OPS as readonly string[]).includes(op) ? jsUnary[op as (typeof UNARY_OPS)[number]]('a')
+      : op === 'where' ? '(a !== 0 ? b : c)' : jsBinary[op as (typeof BINARY_OPS)[number]]('a', 'b');
+    f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
+    evaluators.set(op, f);
+  }
+  return f(...xs);
+}
+
+function roundTo(dtype: DType, v: number): number {
+  if (dtype === 'float32') return Math.fround(v);
+  if (dtype === 'int32') return v | 0;
+  return v !== 0 ? 1 : 0;
+}
+
+const isElementwiseOp = (op: string): boolean =>
+  (UNARY_OPS as readonly string[]).includes(op) || (BINARY_OPS as readonly string[]).includes(op) || (COMPARE_OPS as readonly string[]).includes(op) || op === 'where' || op === 'cast';
+
+export function simplify(g: Graph): Graph {
+  return rewrite(g, (n, out) => {
+    const inp = (i: number): Node => out.node(n.inputs[i]);
+    const fullValue = (node: Node): number | null => (node.op === 'full' ? (node.attrs as PrimAttrs['full']).value : null);
+    const constant = (value: number): number => out.add({ ...n, op: 'full', inputs: [], attrs: { shape: [...n.shape], value: roundTo(n.dtype, value), dtype: n.dtype } }).id;
+    /** `x` can stand for this node when it has the same shape and dtype. */
+    const same = (x: Node): boolean => sameShape(x.shape, n.shape) && x.dtype === n.dtype;
+
+    if (n.op === 'input' || n.op === 'full') return out.add(n).id;
+    if (n.op === 'copy' && same(inp(0))) return n.inputs[0];
+    if (n.op === 'cast' && same(inp(0))) return n.inputs[0];
+
+    // Views: identities vanish, views of views compose, views of constants are constants.
+    if (n.op === 'reshape' || n.op === 'permute' || n.op === 'expand' || n.op === 'slice') {
+      const x = inp(0);
+      if (fullValue(x) !== null) return constant(fullValue(x)!);
+      if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || (n.attrs as PrimAttrs['permute']).perm.every((p, i) => p === i))) return x.id;
+      if (n.op === 'reshape' && x.op === 'reshape') return out.add({ ...n, inputs: x.inputs }).id;
+      if (n.op === 'permute' && x.op === 'permute') {
+        const inner = (x.attrs as PrimAttrs['permute']).perm, outer = (n.attrs as PrimAttrs['permute']).perm;
+        const perm = outer.map((p) => inner[p]);
+        if (perm.every((p, i) => p === i)) return x.inputs[0];
+        return out.add({ ...n, inputs: x.inputs, attrs: { perm } }).id;
+      }
+      return out.add(n).id;
+    }
+
+    if (isElementwiseOp(n.op)) {
+      const xs = n.inputs.map((_, i) => inp(i));
+      const values = xs.map(fullValue);
+      if (values.every((v) => v !== null)) {
+        return constant(n.op === 'cast' ? values[0]! : evaluate(n.op, values as number[]));
+      }
+      const [a, b] = xs;
+      const [va, vb] = values;
+      switch (n.op) {
+        case 'add': if (vb === 0 && same(a)) return a.id; if (va === 0 && same(b)) return b.id; break;
+        case 'sub': if (vb === 0 && same(a)) return a.id; break;
+        case 'mul': if (vb === 1 && same(a)) return a.id; if (va === 1 && same(b)) return b.id; break;
+        case 'div': if (vb === 1 && same(a)) return a.id; break;
+        case 'pow': if (vb === 1 && same(a)) return a.id; break;
+        case 'neg': if (a.op === 'neg' && same(out.node(a.inputs[0]))) return a.inputs[0]; break;
+        case 'where': if (va !== null) { const pick = va !== 0 ? xs[1] : xs[2]; if (same(pick)) return pick.id; } break;
+      }
+    }
+    return out.add(n as NodeInit).id;
+  });
+}

@@ -1,0 +1,89 @@
+// The IR: a static graph of primitive applications. A compiled step is one Graph whose inputs are
+// the step's arguments, captured tensors (parameters, optimizer state, their .grad) and host scalars,
+// and whose outputs are returned values plus write-backs to captured tensors.
+
+import type { DType } from './dtype.ts';
+import type { PrimAttrs, Primitive } from './primitives.ts';
+import { fmt } from './shape.ts';
+
+export type Phase = 'forward' | 'backward' | 'update';
+
+/** Where an input node's value comes from at call time. `ref` is a runtime object the IR does not inspect. */
+export type InputSource =
+  | { kind: 'arg'; index: number }
+  | { kind: 'capture'; ref: unknown; label: string }
+  | { kind: 'grad'; ref: unknown; label: string }
+  | { kind: 'host'; read: () => number; label: string };
+
+export type NodeOp = Primitive | 'input';
+
+export interface Node {
+  readonly id: number;
+  readonly op: NodeOp;
+  readonly attrs: PrimAttrs[Primitive] | InputSource;
+  readonly inputs: readonly number[];
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly phase: Phase;
+  /** the user source line that created it ("file:line  code") */
+  readonly source?: string;
+}
+
+/** What happens with an output after a call: returned, written into a captured tensor, or set as its .grad. */
+export type OutputKind = 'return' | 'write' | 'grad';
+export interface GraphOutput {
+  kind: OutputKind;
+  /** the node whose value is the output; null for a grad set to null */
+  node: number | null;
+  /** the runtime object written to (write, grad) */
+  ref?: unknown;
+  label: string;
+}
+
+export class Graph {
+  nodes: Node[] = [];
+  outputs: GraphOutput[] = [];
+
+  add(n: Omit<Node, 'id'>): Node {
+    const node = { ...n, id: this.nodes.length };
+    this.nodes.push(node);
+    return node;
+  }
+  node(id: number): Node { return this.nodes[id]; }
+  get inputNodes(): Node[] { return this.nodes.filter((n) => n.op === 'input'); }
+
+  /** Consumers of each node (by id), outputs not counted. */
+  users(): number[][] {
+    const u: number[][] = this.nodes.map(() => []);
+    for (const n of this.nodes) for (const i of n.inputs) u[i].push(n.id);
+    return u;
+  }
+
+  /** A readable listing: one node per line with op, shape, dtype, inputs and source line. */
+  toString(filter?: (n: Node) => boolean, title = 'graph'): string {
+    const nodes = filter ? this.nodes.filter(filter) : this.nodes;
+    const lines = [`${title}: ${nodes.length} nodes`];
+    for (const n of nodes) lines.push(formatNode(n));
+    const outs = this.outputs.filter((o) => o.node === null || !filter || filter(this.nodes[o.node]));
+    for (const o of outs) lines.push(`  ${o.kind.padEnd(6)} ${o.label} <- ${o.node === null ? 'null' : '%' + o.node}`);
+    return lines.join('\n');
+  }
+}
+
+function formatAttrs(n: Node): string {
+  if (n.op === 'input') {
+    const s = n.attrs as InputSource;
+    return s.kind === 'arg' ? `arg ${s.index}` : `${s.kind} ${s.label}`;
+  }
+  const entries = Object.entries(n.attrs as object);
+  return entries.map(([k, v]) => `${k}=${Array.isArray(v) ? fmt(v) : String(v)}`).join(' ');
+}
+
+export function formatNode(n: Node): string {
+  const args = n.inputs.map((i) => '%' + i).join(', ');
+  const attrs = formatAttrs(n);
+  const call = `${n.op}(${[args, attrs].filter(Boolean).join('; ')})`;
+  const type = `${n.dtype}${fmt(n.shape)}`;
+  const head = `  %${n.id} = ${call}`.padEnd(48) + ` : ${type}`;
+  return n.source ? `${head.padEnd(72)}  # ${n.source}` : head;
+}

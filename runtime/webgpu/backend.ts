@@ -1,0 +1,338 @@
+// The WebGPU backend: storages are GPUBuffers, kernels are WGSL shaders generated per spec
+// (compiler/codegen/wgsl.ts) and cached by source.
+//
+// Launches are encoded into one pending command encoder that is submitted when a value is read, when
+// data is uploaded into a buffer the pending work may still use, or after MAX_PENDING launches; nothing
+// waits for the GPU until a read. Each launch gets its own slot of a per-batch uniform buffer holding the
+// arguments' element offsets and the launch params, so slicing and new params never compile a shader.
+//
+// Errors: WebGPU reports shader and validation errors asynchronously. Every new pipeline is created
+// inside a 'validation' error scope and its compilation info is collected; every submit is wrapped the
+// same way. The outcomes are kept as promises, and the next `read` (e.g. `await t.data()`) awaits them
+// and rejects with an Error naming the kernel and carrying the WGSL compiler's messages. A pipeline
+// known to be bad makes later `run` calls with the same kernel throw synchronously.
+//
+// Bool storage: i32 0/1 on the device (see wgsl.ts); `upload` widens a Uint8Array and `read` narrows back.
+
+import type { DType, TypedArray } from '../../ir/dtype.ts';
+import type { KernelSpec } from '../../ir/kernel.ts';
+import { packUniform, uniformLayout, wgslSource, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
+import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
+import { getDeviceSync, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
+
+export class WebGPUStorage implements Storage {
+  readonly device = 'webgpu' as const;
+  constructor(readonly dtype: DType, readonly size: number, readonly buffer: GPUBuffer) {}
+}
+
+/** After this many launches the pending encoder is submitted (work is queued; nothing waits). */
+const MAX_PENDING = 128;
+const UNIFORM_ALIGN = 256;
+const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
+
+interface Pipeline {
+  name: string;
+  kernel: WgslKernel;
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  /** set once the pipeline's error scope resolved with an error */
+  error: Error | null;
+}
+
+let device: GPUDevice | null = null;
+const pipelines = new Map<string, Pipeline>();
+const sourceCache = new Map<string, WgslKernel>();
+/** outcomes of error scopes not yet inspected by a read */
+let pendingChecks: Promise<Error | null>[] = [];
+const asyncErrors: Error[] = [];
+
+let encoder: GPUCommandEncoder | null = null;
+let pass: GPUComputePassEncoder | null = null;
+let pendingLaunches = 0;
+/** buffers the pending encoder uses (an upload into one of them flushes first) */
+let pendingBuffers = new Set<GPUBuffer>();
+let uniformChunk: GPUBuffer | null = null;
+let uniformHost: ArrayBuffer | null = null;
+let uniformUsed = 0;
+const freeChunks: GPUBuffer[] = [];
+
+/** Test hook: rewrites every generated shader before compilation (null: off). */
+let shaderTransform: ((code: string, spec: KernelSpec) => string) | null = null;
+export function setShaderTransform(fn: ((code: string, spec: KernelSpec) => string) | null): void {
+  shaderTransform = fn;
+  sourceCache.clear();
+}
+
+function dev(): GPUDevice {
+  if (!isInitialized()) {
+    throw new Error("kiln: WebGPU is not initialised: call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) before using device 'webgpu'");
+  }
+  const d = getDeviceSync();
+  if (d !== device) {
+    // A new device (first use, or after a loss): everything cached belongs to the old one.
+    device = d;
+    pipelines.clear();
+    sourceCache.clear();
+    encoder = null;
+    pass = null;
+    pendingLaunches = 0;
+    pendingBuffers = new Set();
+    uniformChunk = null;
+    uniformHost = null;
+    uniformUsed = 0;
+    freeChunks.length = 0;
+    unsubscribe?.();
+    unsubscribe = onUncapturedError((e) => {
+      asyncErrors.push(new Error(`kiln: WebGPU error: ${e.message}`));
+    });
+  }
+  return d;
+}
+let unsubscribe: (() => void) | null = null;
+
+function wgslLimits(): WgslLimits {
+  const l = deviceLimits();
+  return {
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+  };
+}
+
+function messageOf(e: unknown): string { return e instanceof Error ? e.message : String(e); }
+
+function compileError(name: string, detail: string, code: string): Error {
+  return new Error(`kiln: WebGPU kernel '${name}' failed to compile: ${detail}\n--- WGSL ---\n${code}`);
+}
+
+function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined): Pipeline {
+  const d = dev();
+  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '');
+  let kernel = sourceCache.get(key);
+  if (!kernel) {
+    kernel = wgslSource(spec, { limits: wgslLimits(), alias });
+    if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
+    sourceCache.set(key, kernel);
+  }
+  const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
+  let p = pipelines.get(pkey);
+  if (p) return p;
+  const name = spec.name;
+  d.pushErrorScope('validation');
+  d.pushErrorScope('internal');
+  const module = d.createShaderModule({ code: kernel.code, label: name });
+  const layout = d.createBindGroupLayout({
+    label: name,
+    entries: [
+      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+      ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
+    ],
+  });
+  const pipeline = d.createComputePipeline({
+    label: name,
+    layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
+    compute: { module, entryPoint: 'main' },
+  });
+  const internal = d.popErrorScope();
+  const validation = d.popErrorScope();
+  const entry: Pipeline = { name, kernel, pipeline, layout, error: null };
+  const code = kernel.code;
+  const check = (async (): Promise<Error | null> => {
+    const [ie, ve] = await Promise.all([internal, validation]);
+    const err = ve ?? ie;
+    if (!err) return null;
+    let detail = err.message;
+    try {
+      const info = await module.getCompilationInfo();
+      const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`);
+      if (msgs.length) detail = msgs.join('\n');
+    } catch {
+      // keep the scope's message
+    }
+    entry.error = compileError(name, detail, code);
+    return entry.error;
+  })().catch((e: unknown) => compileError(name, messageOf(e), code));
+  pendingChecks.push(check);
+  pipelines.set(pkey, entry);
+  return entry;
+}
+
+function takeChunk(d: GPUDevice): void {
+  uniformChunk = freeChunks.pop() ?? d.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
+  uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
+  uniformUsed = 0;
+}
+
+/** Submits the pending launches (without waiting for them). */
+export function flush(): void {
+  if (!encoder || !device) return;
+  const d = device;
+  pass?.end();
+  pass = null;
+  if (uniformChunk && uniformUsed > 0) d.queue.writeBuffer(uniformChunk, 0, uniformHost!, 0, uniformUsed);
+  d.pushErrorScope('validation');
+  d.queue.submit([encoder.finish()]);
+  const scope = d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null));
+  pendingChecks.push(scope);
+  const chunk = uniformChunk;
+  if (chunk) void d.queue.onSubmittedWorkDone().then(() => { if (device === d) freeChunks.push(chunk); });
+  encoder = null;
+  uniformChunk = null;
+  uniformHost = null;
+  uniformUsed = 0;
+  pendingLaunches = 0;
+  pendingBuffers = new Set();
+}
+
+function encoderFor(d: GPUDevice, uniformBytes: number): GPUComputePassEncoder {
+  const need = Math.ceil(uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+  if (encoder && (pendingLaunches >= MAX_PENDING || uniformUsed + need > UNIFORM_CHUNK)) flush();
+  if (!encoder) {
+    encoder = d.createCommandEncoder({ label: 'kiln' });
+    takeChunk(d);
+  }
+  if (!pass) pass = encoder.beginComputePass();
+  return pass;
+}
+
+/** Throws the first error recorded by error scopes or uncaptured-error events so far (awaits pending checks). */
+async function surfaceErrors(): Promise<void> {
+  while (pendingChecks.length) {
+    const checks = pendingChecks;
+    pendingChecks = [];
+    const results = await Promise.all(checks);
+    for (const r of results) if (r) asyncErrors.push(r);
+  }
+  if (asyncErrors.length) {
+    const [first] = asyncErrors.splice(0, asyncErrors.length);
+    throw first;
+  }
+}
+
+function writtenArgs(spec: KernelSpec): Set<number> {
+  const k = spec.kernel;
+  return new Set(k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
+}
+
+const align4 = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
+
+function bufferFor(d: GPUDevice, size: number): GPUBuffer {
+  return d.createBuffer({ size: align4(size * 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+}
+
+function asStorage(s: Storage): WebGPUStorage {
+  if (!(s instanceof WebGPUStorage)) throw new Error(`kiln: webgpu backend got a storage on device '${s.device}'`);
+  return s;
+}
+
+export const webgpuBackend: Backend = {
+  name: 'webgpu',
+  alloc(dtype, size) {
+    const d = dev();
+    return new WebGPUStorage(dtype, size, bufferFor(d, size));
+  },
+  upload(data) {
+    const d = dev();
+    const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
+    const buffer = bufferFor(d, data.length);
+    if (data.length > 0) {
+      const src = dtype === 'bool' ? Int32Array.from(data) : data;
+      d.queue.writeBuffer(buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+    }
+    return new WebGPUStorage(dtype, data.length, buffer);
+  },
+  run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
+    const d = dev();
+    const storages = args.map((a) => asStorage(a.storage));
+    // Arguments bound to the same buffer share one binding when the kernel writes one of them
+    // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
+    const alias = storages.map((s) => storages.findIndex((t) => t.buffer === s.buffer));
+    for (const spec of specs) {
+      if (spec.args.length > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${spec.args.length} arguments, got ${args.length}`);
+      const written = writtenArgs(spec);
+      const n = spec.args.length;
+      const conflict = alias.slice(0, n).some((a, i) => a !== i && (written.has(i) || written.has(a) || alias.slice(0, n).some((b, j) => b === a && written.has(j))));
+      const specAlias = conflict ? alias.slice(0, n) : undefined;
+      const p = pipelineFor(spec, specAlias);
+      if (p.error) throw p.error;
+      const wg = p.kernel.workgroups;
+      if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) continue;
+      const cp = encoderFor(d, p.kernel.uniformBytes);
+      const at = uniformUsed;
+      packUniform(uniformHost!, at, spec.args.length, spec.params, args.slice(0, spec.args.length).map((a) => a.offset), params);
+      uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+      const bind = d.createBindGroup({
+        layout: p.layout,
+        entries: [
+          { binding: 0, resource: { buffer: uniformChunk!, offset: at, size: p.kernel.uniformBytes } },
+          ...p.kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: storages[b.arg].buffer } })),
+        ],
+      });
+      for (const b of p.kernel.bindings) pendingBuffers.add(storages[b.arg].buffer);
+      cp.setPipeline(p.pipeline);
+      cp.setBindGroup(0, bind);
+      cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+      pendingLaunches++;
+    }
+  },
+  async read(s, offset, size) {
+    const st = asStorage(s);
+    const d = dev();
+    const out = (n: number): TypedArray => (st.dtype === 'float32' ? new Float32Array(n) : st.dtype === 'int32' ? new Int32Array(n) : new Uint8Array(n));
+    if (size <= 0) {
+      flush();
+      await surfaceErrors();
+      return out(0);
+    }
+    if (offset < 0 || offset + size > st.size) throw new Error(`kiln: webgpu read of [${offset}, ${offset + size}) is outside a storage of ${st.size} elements`);
+    const bytes = size * 4;
+    const staging = d.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    if (!encoder) {
+      encoder = d.createCommandEncoder({ label: 'kiln read' });
+    }
+    pass?.end();
+    pass = null;
+    encoder.copyBufferToBuffer(st.buffer, offset * 4, staging, 0, bytes);
+    flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      await surfaceErrors();
+      throw new Error(`kiln: reading a WebGPU buffer failed: ${messageOf(e)}`, { cause: e });
+    }
+    const raw = staging.getMappedRange().slice(0);
+    staging.unmap();
+    staging.destroy();
+    await surfaceErrors();
+    if (st.dtype === 'float32') return new Float32Array(raw);
+    const ints = new Int32Array(raw);
+    return st.dtype === 'int32' ? ints : Uint8Array.from(ints);
+  },
+  readSync(_s, _offset, _size, method) {
+    throw new Error(`kiln: WebGPU tensors cannot be read synchronously; use \`await t.${method}\` instead`);
+  },
+};
+
+/** Waits until all queued WebGPU work has finished, and surfaces any error it raised. */
+export async function sync(): Promise<void> {
+  if (!isInitialized()) return;
+  const d = dev();
+  flush();
+  await d.queue.onSubmittedWorkDone();
+  await surfaceErrors();
+}
+
+/** Registers the backend (its methods acquire nothing: they need `init()` to have completed). */
+export function registerWebGPUBackend(): void {
+  registerBackend(webgpuBackend);
+}
+
+registerWebGPUBackend();
+
+/** The WGSL source a spec compiles to on this device (for inspection and `step.lower()`). */
+export function wgslFor(spec: KernelSpec): WgslKernel {
+  return wgslSource(spec, { limits: isInitialized() ? wgslLimits() : undefined });
+}
+
+export { uniformLayout };

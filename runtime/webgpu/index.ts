@@ -1,0 +1,28 @@
+// kiln.webgpu: the public WebGPU entry points (API.md "Devices").
+//
+//   await kiln.webgpu.available()   whether an adapter exists (acquires the device; never throws)
+//   await kiln.webgpu.init()        acquires the device (throws a clear Error where there is none)
+//   kiln.webgpu.adapterInfo(), kiln.webgpu.limits()
+//
+// The 'webgpu' backend is registered when this module loads; its methods need the device to have been
+// acquired by init() or available() first, and say so otherwise.
+
+import { available as deviceAvailable, init as deviceInit } from './device.ts';
+import { registerWebGPUBackend } from './backend.ts';
+
+export { adapterInfo, limits, hasFeature, destroy, type AdapterInfo } from './device.ts';
+export { sync, flush } from './backend.ts';
+
+/** Whether a WebGPU device can be acquired here. Never throws. */
+export async function available(): Promise<boolean> {
+  return deviceAvailable();
+}
+
+/** Acquires the WebGPU device and registers the 'webgpu' backend. */
+export async function init(): Promise<void> {
+  await deviceInit();
+  registerWebGPUBackend();
+}
+
+/** Same as init() (the name the brief's runtime uses). */
+export const initWebGPU = init;
