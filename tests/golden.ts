@@ -169,7 +169,8 @@ export function expectValues(got: ArrayLike<number | boolean | bigint>, expected
 }
 
 /** Read a tensor's values as plain numbers (async; works on every device). */
-export async function values(t: kiln.Tensor): Promise<number[]> {
+export async function values(t: kiln.Tensor | null | undefined): Promise<number[]> {
+  if (t === null || t === undefined) throw new Error(`expected a tensor to read, got ${t} (e.g. a .grad that was never set)`);
   return Array.from((await t.data()) as ArrayLike<unknown>, (v) => Number(v));
 }
 

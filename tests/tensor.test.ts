@@ -250,11 +250,14 @@ describeEachDevice('tensor', (device) => {
       expect(i.dtype).toBe('int32');
     });
 
-    it('to(device) on a tensor requiring grad: gradient flows back', async () => {
-      const x = t([1, 2, 3], { requiresGrad: true });
-      x.to('cpu').mul(2).sum().backward();
+    it('to(device) on a tensor requiring grad: gradient flows back to the source device', async () => {
+      const x = kiln.tensor([1, 2, 3], { requiresGrad: true }); // cpu
+      const y = x.to(device);
+      expect(y.device).toBe(device);
+      y.mul(2).sum().backward();
+      expect(x.grad, 'x.grad after backward through x.to(device)').not.toBeNull();
       expectValues(await values(x.grad!), [2, 2, 2], 'exact', 'x.grad through to()');
-      expect(x.grad!.device).toBe(device);
+      expect(x.grad!.device).toBe('cpu');
     });
 
     it('clone copies: same values, independent storage, gradient flows', async () => {
