@@ -2,6 +2,7 @@
 // tiny cases with values derived by hand (PyTorch's numerics are covered by the golden suites).
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
+import { describeEachDevice } from './devices.ts';
 
 const { nn, F } = kiln;
 type Tensor = kiln.Tensor;
@@ -388,5 +389,45 @@ describe('nn.init', () => {
     nn.init.zeros_(p);
     expect(vals(p)).toEqual([0, 0, 0, 0]);
     expect(p.isLeaf && p.requiresGrad).toBe(true);
+  });
+});
+
+describeEachDevice('nn on a device', (device) => {
+  const data = async (x: Tensor | null): Promise<number[]> => Array.from(await x!.data(), Number);
+
+  it('Linear({ device }) and Module.to(device) move parameters in place (the same objects)', async () => {
+    const lin = new nn.Linear(3, 2, { device });
+    expect(lin.weight.device).toBe(device);
+    kiln.manualSeed(5);
+    const net = new Net();
+    const before = net.parameters();
+    const values = await Promise.all(before.map(data));
+    expect(net.to(device)).toBe(net);
+    net.parameters().forEach((p, i) => {
+      expect(p).toBe(before[i]);
+      expect(p.device).toBe(device);
+      expect(p.isLeaf && p.requiresGrad).toBe(true);
+    });
+    expect(await Promise.all(net.parameters().map(data))).toEqual(values);
+    const x = kiln.ones([2, 4], { device });
+    net.forward(x).sum().backward();
+    expect(net.fc1.weight.grad!.device).toBe(device);
+    await net.toAsync('cpu');
+    expect(net.parameters().every((p) => p.device === 'cpu' && p.grad!.device === 'cpu')).toBe(true);
+    expect(await Promise.all(net.parameters().map(data))).toEqual(values);
+  });
+
+  it('losses and Dropout on the device', async () => {
+    const x = kiln.tensor([[1, 1, 1], [2, 2, 2]], { device, requiresGrad: true });
+    const y = kiln.tensor(Int32Array.from([0, 2]), { device });
+    const loss = F.crossEntropy(x, y);
+    expectClose(await data(loss), [Math.log(3)]);
+    loss.backward();
+    expectClose(await data(x.grad), [(1 / 3 - 1) / 2, 1 / 6, 1 / 6, 1 / 6, 1 / 6, (1 / 3 - 1) / 2]);
+    expectClose(await data(F.binaryCrossEntropyWithLogits(kiln.tensor([0, 100], { device }), kiln.tensor([1, 0], { device }), { reduction: 'none' })), [Math.log(2), 100]);
+    kiln.manualSeed(7);
+    const d = await data(F.dropout(kiln.ones([64], { device }), 0.5));
+    expect(d.every((v) => v === 0 || v === 2)).toBe(true);
+    expect(d.some((v) => v === 0) && d.some((v) => v === 2)).toBe(true);
   });
 });

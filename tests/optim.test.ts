@@ -3,6 +3,7 @@
 // (PyTorch's trajectories are covered by golden-optim.test.ts).
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
+import { describeEachDevice } from './devices.ts';
 
 const { nn, optim } = kiln;
 type Tensor = kiln.Tensor;
@@ -193,5 +194,40 @@ describe('hand-derived trajectories (gradient 1 at every step)', () => {
     expect(run((ps) => new optim.AdamW(ps, { lr: 0.1, weightDecay: 0.1 }), 1)).toBeCloseTo(0.89, 5);
     // AdamW's default weight decay is 0.01
     expect(run((ps) => new optim.AdamW(ps, { lr: 0.1 }), 1)).toBeCloseTo(0.999 - 0.1, 5);
+  });
+});
+
+describeEachDevice('optim on a device', (device) => {
+  const data = async (x: Tensor | null): Promise<number[]> => Array.from(await x!.data(), Number);
+
+  it('state created before model.to(device) follows the parameters', async () => {
+    const model = new nn.Linear(2, 1);
+    kiln.noGrad(() => {
+      model.weight.copy_(kiln.tensor([[1, 2]]));
+      model.bias!.copy_(kiln.tensor([0]));
+    });
+    const opt = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+    model.to(device);
+    for (let i = 0; i < 2; i++) {
+      opt.zeroGrad();
+      model.forward(kiln.tensor([[1, 1]], { device })).sum().backward(); // grads: w [1, 1], b [1]
+      opt.step();
+    }
+    expect(opt.stepCount.device).toBe(device);
+    expect(opt.momentumBuffers[0]!.device).toBe(device);
+    // buf: 1 then 1.9; w: 1 - 0.1 - 0.19
+    expectClose(await data(model.weight), [0.71, 1.71]);
+    expectClose(await data(model.bias), [-0.29]);
+  });
+
+  it('Adam on the device', async () => {
+    const p = new nn.Parameter(kiln.tensor([1, -1], { device }));
+    const opt = new optim.Adam([p], { lr: 0.1 });
+    for (let i = 0; i < 2; i++) {
+      opt.zeroGrad();
+      p.mul(kiln.tensor([2, -3], { device })).sum().backward();
+      opt.step();
+    }
+    expectClose(await data(p), [0.8, -0.8], 1e-5);
   });
 });
