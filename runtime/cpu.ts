@@ -2,7 +2,7 @@
 
 import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import { compileJs, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { compileJs, compileJsProgram, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
 
 export interface CpuStorage extends Storage { readonly data: TypedArray }
@@ -40,6 +40,14 @@ export const cpuBackend: Backend = {
     const fn = cpuKernel(spec);
     const noParams: number[] = [];
     return (args) => fn(...args.map((a) => (a.offset === 0 ? (a.storage as CpuStorage).data : (a.storage as CpuStorage).data.subarray(a.offset))), noParams);
+  },
+  prepareProgram(specs, bindings) {
+    const program = compileJsProgram(specs, bindings);
+    const arrays: TypedArray[] = [];
+    return (table) => {
+      for (let i = 0; i < table.length; i++) arrays[i] = (table[i] as CpuStorage).data;
+      program(arrays);
+    };
   },
   write(s, data) { (s as CpuStorage).data.set(data); },
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },

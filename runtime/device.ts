@@ -23,6 +23,11 @@ export interface Backend {
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
   /** A launcher for one kernel, compiled once (compiled steps call it on every step). */
   prepare?(spec: KernelSpec): (args: readonly BoundArg[]) => void;
+  /**
+   * A launcher for a whole kernel list (a compiled step): `bindings[k][a]` is the index in the
+   * storage table passed at launch that kernel k's argument a binds.
+   */
+  prepareProgram?(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (table: readonly Storage[]) => void;
   /** Overwrites a storage from host data (host scalars of compiled steps). */
   write?(storage: Storage, data: TypedArray): void;
 }

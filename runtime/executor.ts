@@ -1,8 +1,10 @@
 // Runs a compiled step: binds the step's inputs (arguments, captured tensors, their .grad, host
-// scalars), launches the planned kernels in order over the planned buffers, then performs the
-// write-backs (in-place updates, .grad assignments) and wraps returned values as tensors.
+// scalars) into a storage table, launches the planned kernels over it (on the CPU as one generated
+// function), then performs the write-backs (in-place updates, .grad assignments) and wraps returned
+// values as tensors. Everything that does not change between calls is worked out once, here.
 
 import type { Graph, InputSource } from '../ir/graph.ts';
+import { numel } from '../ir/shape.ts';
 import { contiguousView } from '../ir/view.ts';
 import { copyKernel } from '../compiler/lower.ts';
 import type { Schedule } from '../compiler/passes/fusion.ts';
@@ -15,23 +17,63 @@ import { Tensor } from './tensor.ts';
 
 type Launch = (args: readonly BoundArg[]) => void;
 
+/** How a table entry is filled on each call. */
+type Binding =
+  | { kind: 'arg'; slot: number; index: number }
+  | { kind: 'capture'; slot: number; tensor: Tensor }
+  | { kind: 'grad'; slot: number; tensor: Tensor }
+  | { kind: 'host'; slot: number; read: () => number; storage: Storage | null }
+  | { kind: 'fresh'; slot: number; dtype: Tensor['dtype']; size: number };
+
 export class Executable {
   private backend: Backend;
-  private launches: { run: Launch; argNodes: number[]; bound: BoundArg[] }[];
-  private slots: Storage[] | null = null;
-  private hostStorage = new Map<number, Storage>();
+  private table: Storage[] = [];
+  private slotOfNode = new Map<number, number>();
+  private dynamic: Binding[] = [];
+  private program: (table: readonly Storage[]) => void;
   private copies = new Map<number, Launch>();
-  private bind: (Storage | null)[];
+  private hostValue = new Float32Array(1);
+  private pooledReady = false;
 
   constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree) {
-    this.backend = backendFor(device);
-    const b = this.backend;
-    this.launches = sched.kernels.map((k) => ({
-      run: b.prepare ? b.prepare(k.spec) : (args: readonly BoundArg[]) => b.run([k.spec], args),
-      argNodes: k.args,
-      bound: k.args.map(() => ({ storage: null as unknown as Storage, offset: 0 })),
-    }));
-    this.bind = g.nodes.map(() => null);
+    const b = (this.backend = backendFor(device));
+    const slotOf = (node: number): number => {
+      let s = this.slotOfNode.get(node);
+      if (s === undefined) { s = this.slotOfNode.size; this.slotOfNode.set(node, s); }
+      return s;
+    };
+    for (const n of g.nodes) {
+      if (n.op === 'input') {
+        const src = n.attrs as InputSource;
+        const slot = slotOf(n.id);
+        if (src.kind === 'arg') this.dynamic.push({ kind: 'arg', slot, index: src.index });
+        else if (src.kind === 'capture') this.dynamic.push({ kind: 'capture', slot, tensor: src.ref as Tensor });
+        else if (src.kind === 'grad') this.dynamic.push({ kind: 'grad', slot, tensor: src.ref as Tensor });
+        else this.dynamic.push({ kind: 'host', slot, read: src.read, storage: null });
+      } else if (plan.inPlace.has(n.id)) {
+        this.dynamic.push({ kind: 'capture', slot: slotOf(n.id), tensor: plan.inPlace.get(n.id) as Tensor });
+      } else if (plan.fresh.has(n.id)) {
+        this.dynamic.push({ kind: 'fresh', slot: slotOf(n.id), dtype: n.dtype, size: numel(n.shape) });
+      } else if (plan.slotOf.has(n.id)) {
+        slotOf(n.id);
+      }
+    }
+    const bindings = sched.kernels.map((k) => k.args.map(slotOf));
+    if (b.prepareProgram) {
+      this.program = b.prepareProgram(sched.kernels.map((k) => k.spec), bindings);
+    } else {
+      const launches = sched.kernels.map((k, i) => ({
+        run: b.prepare ? b.prepare(k.spec) : (args: readonly BoundArg[]) => b.run([k.spec], args),
+        slots: bindings[i],
+        bound: bindings[i].map(() => ({ storage: null as unknown as Storage, offset: 0 })),
+      }));
+      this.program = (table) => {
+        for (const l of launches) {
+          for (let i = 0; i < l.slots.length; i++) l.bound[i].storage = table[l.slots[i]];
+          l.run(l.bound);
+        }
+      };
+    }
   }
 
   private copyLaunch(node: number): Launch {
@@ -48,56 +90,52 @@ export class Executable {
   }
 
   run(args: readonly Tensor[]): unknown {
-    const { g, plan, backend, bind } = this;
-    if (!this.slots) this.slots = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
-    const inputs = args.map((a) => (a._view.offset === 0 && a._storage!.size === a.numel() ? a : noGrad(() => contiguous(a))));
-    const earlyReturns = new Map<number, Tensor>();
-    for (const n of g.nodes) {
-      if (n.op === 'input') {
-        const src = n.attrs as InputSource;
-        switch (src.kind) {
-          case 'arg': bind[n.id] = inputs[src.index]._storage; break;
-          case 'capture': bind[n.id] = (src.ref as Tensor)._storage; break;
-          case 'grad': bind[n.id] = (src.ref as Tensor)._grad!._storage; break;
-          case 'host': {
-            let s = this.hostStorage.get(n.id);
-            if (!s) { s = backend.alloc('float32', 1); this.hostStorage.set(n.id, s); }
-            const value = Float32Array.of(src.read());
-            if (backend.write) backend.write(s, value);
-            else s = backend.upload(value);
-            bind[n.id] = s;
-            break;
-          }
-        }
-      } else if (plan.slotOf.has(n.id)) bind[n.id] = this.slots[plan.slotOf.get(n.id)!];
-      else if (plan.inPlace.has(n.id)) bind[n.id] = (plan.inPlace.get(n.id) as Tensor)._storage;
-      else if (plan.fresh.has(n.id)) bind[n.id] = backend.alloc(n.dtype, n.shape.reduce((a, b) => a * b, 1));
+    const { g, plan, backend, table } = this;
+    if (!this.pooledReady) {
+      const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
+      for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
+      this.pooledReady = true;
     }
-    // Returned inputs are copied before anything writes to them.
-    for (const o of g.outputs) {
-      if (o.kind === 'return' && o.node !== null && g.node(o.node).op === 'input' && !earlyReturns.has(o.node)) {
-        const src = g.node(o.node).attrs as InputSource;
-        const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? (src.ref as Tensor)._grad! : this.tensorOf(o.node);
-        earlyReturns.set(o.node, noGrad(() => t.detach().clone()));
+    const inputs = args.map((a) => (a._view.offset === 0 && a._storage!.size === a.numel() ? a : noGrad(() => contiguous(a))));
+    for (const d of this.dynamic) {
+      switch (d.kind) {
+        case 'arg': table[d.slot] = inputs[d.index]._storage!; break;
+        case 'capture': table[d.slot] = d.tensor._storage!; break;
+        case 'grad': table[d.slot] = d.tensor._grad!._storage!; break;
+        case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size); break;
+        case 'host': {
+          this.hostValue[0] = d.read();
+          if (!d.storage) d.storage = backend.alloc('float32', 1);
+          if (backend.write) backend.write(d.storage, this.hostValue);
+          else d.storage = backend.upload(this.hostValue.slice());
+          table[d.slot] = d.storage;
+          break;
+        }
       }
     }
-    for (const l of this.launches) {
-      for (let i = 0; i < l.argNodes.length; i++) l.bound[i].storage = bind[l.argNodes[i]]!;
-      l.run(l.bound);
+    // Returned inputs are copied before anything writes to them.
+    let early: Map<number, Tensor> | null = null;
+    for (const o of g.outputs) {
+      if (o.kind !== 'return' || o.node === null || g.node(o.node).op !== 'input') continue;
+      early ??= new Map();
+      const src = g.node(o.node).attrs as InputSource;
+      const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? (src.ref as Tensor)._grad! : this.tensorOf(o.node);
+      early.set(o.node, noGrad(() => t.detach().clone()));
     }
+    this.program(table);
     for (const o of g.outputs) {
       if (o.kind === 'write' && o.node !== null && !plan.inPlace.has(o.node)) {
-        this.copyLaunch(o.node)([{ storage: bind[o.node]!, offset: 0 }, { storage: (o.ref as Tensor)._storage!, offset: 0 }]);
+        this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: (o.ref as Tensor)._storage!, offset: 0 }]);
       } else if (o.kind === 'grad') {
         const target = o.ref instanceof Tensor ? o.ref : args[(o.ref as { arg: number }).arg];
         if (o.node === null) { target._grad = null; continue; }
         const old = target._grad;
         if (old && old._storage && old._view.offset === 0 && old._storage.size === old.numel() && old.device === target.device) {
-          this.copyLaunch(o.node)([{ storage: bind[o.node]!, offset: 0 }, { storage: old._storage, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
         } else {
           const n = g.node(o.node);
           const fresh = backend.alloc(n.dtype, target.numel());
-          this.copyLaunch(o.node)([{ storage: bind[o.node]!, offset: 0 }, { storage: fresh, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
           target._grad = Tensor._fromStorage(fresh, contiguousView(n.shape), n.dtype);
         }
       }
@@ -106,7 +144,7 @@ export class Executable {
       if (t === null) return undefined;
       if (typeof t === 'number') {
         const node = g.outputs[t].node!;
-        return earlyReturns.get(node) ?? this.tensorOf(node);
+        return early?.get(node) ?? this.tensorOf(node);
       }
       if (Array.isArray(t)) return t.map(build);
       return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, build(v)]));
@@ -114,8 +152,10 @@ export class Executable {
     return build(this.returns);
   }
 
+  private storageOf(node: number): Storage { return this.table[this.slotOfNode.get(node)!]; }
+
   private tensorOf(node: number): Tensor {
     const n = this.g.node(node);
-    return Tensor._fromStorage(this.bind[node]!, contiguousView(n.shape), n.dtype);
+    return Tensor._fromStorage(this.storageOf(node), contiguousView(n.shape), n.dtype);
   }
 }

@@ -206,7 +206,7 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
     ];
   }
   const body = nest(k.batch, bv, nest([k.m], ['i'], inner));
-  return [`const row = new Float64Array(${k.n});`, ...body].join('\n');
+  return (inner[0].startsWith('row') ? [`const row = new Float64Array(${k.n});`, ...body] : body).join('\n');
 }
 
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
@@ -229,12 +229,35 @@ function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
   return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
 }
 
-export function jsSource(spec: KernelSpec): string {
+function jsBody(spec: KernelSpec): string {
   const k = spec.kernel;
-  const body = k.kind === 'map' ? genMap(k) : k.kind === 'reduce' ? genReduce(k) : k.kind === 'matmul' ? genMatmul(k)
+  return k.kind === 'map' ? genMap(k) : k.kind === 'reduce' ? genReduce(k) : k.kind === 'matmul' ? genMatmul(k)
     : k.kind === 'gather' ? genGather(k) : genScatterAdd(k);
+}
+
+const indent = (text: string, by = '  '): string => text.split('\n').map((l) => by + l).join('\n');
+
+export function jsSource(spec: KernelSpec): string {
   const args = spec.args.map((_, i) => `b${i}`).join(', ');
-  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${body.split('\n').map((l) => '  ' + l).join('\n')}\n}`;
+  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${indent(jsBody(spec))}\n}`;
+}
+
+/**
+ * One function running a whole list of kernels in order (a compiled step on the CPU): each kernel
+ * becomes a block whose `b0, b1, ...` name entries of the buffer table `B`.
+ */
+export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): string {
+  const blocks = specs.map((spec, i) => {
+    const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
+    return `// ${spec.name}\n{\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
+  });
+  return `function program(B, p) {\n${indent(blocks.join('\n'))}\n}`;
+}
+
+export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
+  const fn = new Function(`"use strict"; return (${jsProgramSource(specs, bindings)});`)() as (B: unknown[], p: number[]) => void;
+  const noParams: number[] = [];
+  return (buffers) => fn(buffers, noParams);
 }
 
 export type JsKernelFn = (...args: unknown[]) => void;

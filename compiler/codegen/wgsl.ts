@@ -99,7 +99,8 @@ export const wgslBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t
   maximum: (a, b, t) => (t === 'f32' ? `k_max(${a}, ${b})` : `max(${a}, ${b})`),
   minimum: (a, b, t) => (t === 'f32' ? `k_min(${a}, ${b})` : `min(${a}, ${b})`),
   eq: (a, b) => `select(0i, 1i, ${a} == ${b})`,
-  ne: (a, b) => `select(0i, 1i, ${a} != ${b})`,
+  // `!=` must be true when either side is NaN; some drivers (lavapipe) compile it as an ordered compare
+  ne: (a, b, t) => (t === 'f32' ? `select(0i, 1i, ${a} != ${b} || k_isnan(${a}) || k_isnan(${b}))` : `select(0i, 1i, ${a} != ${b})`),
   lt: (a, b) => `select(0i, 1i, ${a} < ${b})`,
   le: (a, b) => `select(0i, 1i, ${a} <= ${b})`,
   gt: (a, b) => `select(0i, 1i, ${a} > ${b})`,
@@ -150,7 +151,7 @@ fn k_pow(a: f32, b: f32) -> f32 {
     r = exp2(b * log2(m));
   }
   if (a < 0.0) {
-    if (!integral) { return k_nan(); }
+    if (!integral) { return select(k_nan(), r, m > 3.4028234e38); }
     let half = b * 0.5;
     if (abs(b) < 16777216.0 && half != floor(half)) { return -r; }
   }
@@ -269,7 +270,7 @@ class Emitter {
       }
       case 'cast': {
         const x = this.emit(e.x);
-        if (e.dtype === 'bool') code = `select(0i, 1i, ${x} != 0)`;
+        if (e.dtype === 'bool') code = e.x.dtype === 'float32' ? `select(0i, 1i, ${x} != 0 || k_isnan(${x}))` : `select(0i, 1i, ${x} != 0)`;
         else code = conv(x, e.x.dtype, e.dtype);
         break;
       }
@@ -285,7 +286,7 @@ class Emitter {
 function store(args: Args, o: KernelOutput, idx: string, value: string, from: DType): string {
   const b = args.buf(o.arg, true);
   const to = args.storage(o.arg);
-  const v = to === 'bool' && from === 'float32' ? `select(0i, 1i, ${value} != 0)` : conv(value, from, to);
+  const v = to === 'bool' && from === 'float32' ? `select(0i, 1i, ${value} != 0 || k_isnan(${value}))` : conv(value, from, to);
   return `${b}[${idx}] = ${v};`;
 }
 
@@ -472,11 +473,12 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   ];
   for (let r = 0; r < BM; r++) main.push(`var pa${r} = pa + min(i0 + ${r}, ${k.m - 1}) * ${sam};`);
   for (let c = 0; c < BN; c++) main.push(`var pb${c} = pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn};`);
-  for (let r = 0; r < BM; r++) for (let c = 0; c < BN; c++) main.push(`var c${r}${c}: ${at} = 0;`);
+  // accumulators: one vec4 per row of the 4x4 block
+  for (let r = 0; r < BM; r++) main.push(`var c${r} = vec4<${at}>(0);`);
   const body: string[] = [];
   for (let r = 0; r < BM; r++) body.push(`let xa${r} = ${ld(A, a.arg, a.dtype, `pa${r}`)};`);
-  for (let c = 0; c < BN; c++) body.push(`let yb${c} = ${ld(B, b.arg, b.dtype, `pb${c}`)};`);
-  for (let r = 0; r < BM; r++) for (let c = 0; c < BN; c++) body.push(`c${r}${c} = c${r}${c} + xa${r} * yb${c};`);
+  body.push(`let yb = vec4<${at}>(${Array.from({ length: BN }, (_, c) => ld(B, b.arg, b.dtype, `pb${c}`)).join(', ')});`);
+  for (let r = 0; r < BM; r++) body.push(`c${r} = c${r} + xa${r} * yb;`);
   for (let r = 0; r < BM; r++) body.push(`pa${r} = pa${r} + ${sak};`);
   for (let c = 0; c < BN; c++) body.push(`pb${c} = pb${c} + ${sbk};`);
   main.push(`for (var kk = 0; kk < ${k.k}; kk = kk + 1) {`, ...indent(body), '}');
@@ -486,7 +488,7 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
       const result = epi.emit(k.epilogue);
       const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
       main.push(`if (i0 + ${r} < ${k.m} && j0 + ${c} < ${k.n}) {`,
-        ...indent([`let i = i0 + ${r};`, `let j = j0 + ${c};`, `let acc = c${r}${c};`, ...epi.lines, st]), '}');
+        ...indent([`let i = i0 + ${r};`, `let j = j0 + ${c};`, `let acc = c${r}.${'xyzw'[c]};`, ...epi.lines, st]), '}');
     }
   }
   return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
