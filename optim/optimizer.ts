@@ -24,6 +24,12 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
   return v;
 }
 
+/** What Optimizer.stateDict() returns. */
+export interface OptimizerStateDict {
+  lr: number;
+  tensors: Record<string, Tensor>;
+}
+
 export abstract class Optimizer {
   /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
   readonly params: Tensor[];
@@ -81,6 +87,38 @@ export abstract class Optimizer {
 
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
   protected abstract _state(): (Tensor | null)[][];
+
+  /**
+   * A snapshot of the optimizer: the learning rate, the step count and every state tensor (detached
+   * copies), keyed like `state.<param index>.<slot>` (e.g. `state.0.0` is param 0's first buffer).
+   */
+  stateDict(): OptimizerStateDict {
+    const tensors: Record<string, Tensor> = {};
+    noGrad(() => {
+      tensors.stepCount = this.stepCount.clone();
+      this._state().forEach((ts, i) => ts.forEach((t, j) => { if (t) tensors[`state.${i}.${j}`] = t.clone(); }));
+    });
+    return { lr: this._lr, tensors };
+  }
+
+  /** Restores a stateDict() of an optimizer of the same kind over parameters of the same shapes, in place. */
+  loadStateDict(dict: OptimizerStateDict): void {
+    const own: [string, Tensor][] = [['stepCount', this.stepCount]];
+    this._state().forEach((ts, i) => ts.forEach((t, j) => { if (t) own.push([`state.${i}.${j}`, t]); }));
+    const given = dict?.tensors ?? {};
+    const ownKeys = new Set(own.map(([k]) => k));
+    const problems: string[] = [];
+    for (const [k, t] of own) {
+      const v = given[k];
+      if (!(v instanceof Tensor)) problems.push(`missing "${k}"`);
+      else if (v.shape.length !== t.shape.length || v.shape.some((d, i) => d !== t.shape[i])) problems.push(`size mismatch for "${k}": [${v.shape.join(', ')}] vs [${t.shape.join(', ')}]`);
+    }
+    for (const k of Object.keys(given)) if (!ownKeys.has(k)) problems.push(`unexpected "${k}"`);
+    if (problems.length) throw new Error(`${this.name}.loadStateDict: the state dict does not fit this optimizer (nothing was changed): ${problems.join('; ')}`);
+    const lr = checkNumber(this.name, 'learning rate', dict.lr, (x) => x >= 0, 'a number >= 0');
+    noGrad(() => { for (const [k, t] of own) t.copy_(given[k]); });
+    this._lr = lr;
+  }
 
   /** Zero state of a parameter's shape on its device. */
   protected static zerosFor(p: Tensor): Tensor {

@@ -231,3 +231,29 @@ describeEachDevice('optim on a device', (device) => {
     expectClose(await data(p), [0.8, -0.8], 1e-5);
   });
 });
+
+describe('Optimizer.stateDict / loadStateDict', () => {
+  it('round trip continues the same trajectory; a mismatched dict throws and changes nothing', () => {
+    const make = () => {
+      const p = param([1, 2]);
+      return { p, opt: new optim.Adam([p], { lr: 0.1 }) };
+    };
+    const a = make();
+    linearStep(a.opt, [a.p], [[1, -1]]);
+    const sd = a.opt.stateDict();
+    expect(Object.keys(sd.tensors)).toEqual(['stepCount', 'state.0.0', 'state.0.1']);
+    const b = make();
+    kiln.noGrad(() => b.p.copy_(a.p));
+    b.opt.lr = 0.5;
+    b.opt.loadStateDict(sd);
+    expect(b.opt.lr).toBe(0.1);
+    linearStep(a.opt, [a.p], [[2, 3]]);
+    linearStep(b.opt, [b.p], [[2, 3]]);
+    expect(vals(b.p)).toEqual(vals(a.p));
+    const c = new optim.Adam([param([1, 2, 3])]);
+    const before = vals(c.expAvg[0]);
+    expect(() => c.loadStateDict(sd)).toThrow(/size mismatch.*state\.0\.0/);
+    expect(vals(c.expAvg[0])).toEqual(before);
+    expect(() => new optim.SGD([param([1, 2])], { lr: 0.1 }).loadStateDict(sd)).toThrow(/unexpected "state\.0\.0"/);
+  });
+});
