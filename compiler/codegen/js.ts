@@ -164,6 +164,10 @@ function asLoad(e: Expr, what: string): Extract<Expr, { kind: 'load' }> {
   return e;
 }
 
+/**
+ * Matmul as 4x4 register blocks: each step of k loads 4 values of a and 4 of b and updates 16
+ * accumulators (strides baked in), with scalar loops for the edges. The epilogue runs per element.
+ */
 function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
   const a = asLoad(k.a, 'a'), b = asLoad(k.b, 'b');
   const nb = k.batch.length;
@@ -171,42 +175,45 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
   const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
   const baseA = indexOf({ ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv);
   const baseB = indexOf({ ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
-  const outVars = [...bv, 'i', 'j'];
-  const epi = new ExprEmitter((v) => indexOf(v, outVars));
+  const epi = new ExprEmitter((v) => indexOf(v, [...bv, 'ii', 'jj']));
   const result = epi.emit(k.epilogue);
-  const store = [...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, outVars)}] = ${result};`];
+  const storeLines = [...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, [...bv, 'ii', 'jj'])}] = ${result};`].join(' ');
+  const store = (acc: string, di: number | string, dj: number | string): string =>
+    `{ const ii = i + ${di}, jj = j + ${dj}, acc = ${acc}; ${storeLines} }`;
   const A = `b${a.arg}`, B = `b${b.arg}`;
-  let inner: string[];
-  if (sbn !== 1 && sak === 1 && sbk === 1) {
-    // Both operands run along k contiguously: dot products.
-    inner = [
-      `const pa = ${baseA} + i * ${sam};`,
-      `for (let j = 0; j < ${k.n}; j++) {`,
-      `  const pb = ${baseB} + j * ${sbn};`,
-      `  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, kk = 0;`,
-      `  for (; kk + 3 < ${k.k}; kk += 4) { s0 += ${A}[pa + kk] * ${B}[pb + kk]; s1 += ${A}[pa + kk + 1] * ${B}[pb + kk + 1]; s2 += ${A}[pa + kk + 2] * ${B}[pb + kk + 2]; s3 += ${A}[pa + kk + 3] * ${B}[pb + kk + 3]; }`,
-      `  for (; kk < ${k.k}; kk++) s0 += ${A}[pa + kk] * ${B}[pb + kk];`,
-      `  const acc = (s0 + s1) + (s2 + s3);`,
-      ...store.map((l) => '  ' + l),
-      '}',
-    ];
-  } else {
-    // Rows of b are contiguous (or nothing is): accumulate a row of the output at a time.
-    inner = [
-      `row.fill(0);`,
-      `for (let kk = 0; kk < ${k.k}; kk++) {`,
-      `  const aik = ${A}[${baseA} + i * ${sam} + kk * ${sak}];`,
-      `  const pb = ${baseB} + kk * ${sbk};`,
-      `  for (let j = 0; j < ${k.n}; j++) row[j] += aik * ${B}[pb + j${sbn === 1 ? '' : ` * ${sbn}`}];`,
-      '}',
-      `for (let j = 0; j < ${k.n}; j++) {`,
-      `  const acc = row[j];`,
-      ...store.map((l) => '  ' + l),
-      '}',
-    ];
-  }
-  const body = nest(k.batch, bv, nest([k.m], ['i'], inner));
-  return (inner[0].startsWith('row') ? [`const row = new Float64Array(${k.n});`, ...body] : body).join('\n');
+  const mul = (s: number, v: string): string => (s === 0 ? '0' : s === 1 ? v : `${v} * ${s}`);
+  const R = [0, 1, 2, 3];
+  const block = [
+    `const pa = ${baseA} + ${mul(sam, 'i')}, pb = ${baseB} + ${mul(sbn, 'j')};`,
+    `let ${R.flatMap((r) => R.map((c) => `c${r}${c} = 0`)).join(', ')};`,
+    `for (let kk = 0; kk < ${k.k}; kk++) {`,
+    `  const qa = pa + ${mul(sak, 'kk')}, qb = pb + ${mul(sbk, 'kk')};`,
+    `  const ${R.map((r) => `a${r} = ${A}[qa + ${r * sam}]`).join(', ')};`,
+    `  const ${R.map((c) => `v${c} = ${B}[qb + ${c * sbn}]`).join(', ')};`,
+    ...R.map((r) => `  ${R.map((c) => `c${r}${c} += a${r} * v${c};`).join(' ')}`),
+    '}',
+    ...R.flatMap((r) => R.map((c) => store(`c${r}${c}`, r, c))),
+  ];
+  const single = (rows: string, cols: string): string[] => [
+    `for (let i = ${rows}; i < ${k.m}; i++) for (let j = ${cols}; j < ${k.n}; j++) {`,
+    `  const pa = ${baseA} + ${mul(sam, 'i')}, pb = ${baseB} + ${mul(sbn, 'j')};`,
+    `  let s = 0;`,
+    `  for (let kk = 0; kk < ${k.k}; kk++) s += ${A}[pa + ${mul(sak, 'kk')}] * ${B}[pb + ${mul(sbk, 'kk')}];`,
+    `  ${store('s', 0, 0)}`,
+    '}',
+  ];
+  const m4 = k.m - (k.m % 4), n4 = k.n - (k.n % 4);
+  const inner = [
+    `for (let i = 0; i < ${m4}; i += 4) {`,
+    `  for (let j = 0; j < ${n4}; j += 4) {`,
+    ...block.map((l) => '    ' + l),
+    '  }',
+    '}',
+    // Right edge (columns past the last full block) for the blocked rows, then the bottom rows.
+    ...(n4 < k.n ? single('0', String(n4)).map((l) => l.replace(`i < ${k.m}`, `i < ${m4}`)) : []),
+    ...(m4 < k.m ? single(String(m4), '0') : []),
+  ];
+  return nest(k.batch, bv, inner).join('\n');
 }
 
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
