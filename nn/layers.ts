@@ -58,14 +58,18 @@ export class Tanh extends Module {
   forward(x: Tensor): Tensor { return x.tanh(); }
 }
 
+function checkDim(name: string, dim: unknown): void {
+  if (!Number.isInteger(dim)) throw new Error(`${name}: dim must be an integer (the dimension to normalise over), got ${String(dim)}`);
+}
+
 export class Softmax extends Module {
-  constructor(readonly dim: number) { super(); }
+  constructor(readonly dim: number) { super(); checkDim('Softmax', dim); }
   forward(x: Tensor): Tensor { return x.softmax(this.dim); }
   extraRepr(): string { return `dim=${this.dim}`; }
 }
 
 export class LogSoftmax extends Module {
-  constructor(readonly dim: number) { super(); }
+  constructor(readonly dim: number) { super(); checkDim('LogSoftmax', dim); }
   forward(x: Tensor): Tensor { return x.logSoftmax(this.dim); }
   extraRepr(): string { return `dim=${this.dim}`; }
 }
