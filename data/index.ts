@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { tensor, type Tensor } from '../runtime/index.ts';
+import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
 
 export { mulberry32, permutation } from './random.ts';
 import { mulberry32, permutation } from './random.ts';
@@ -70,7 +70,8 @@ export interface DataLoaderOptions {
 /**
  * Iterates over a TensorDataset in batches: `for (const [x, y] of loader)`.
  * With `shuffle`, each new iteration (epoch) draws a new permutation from the
- * loader's own PRNG (mulberry32), seeded by `seed` when given.
+ * loader's own PRNG (mulberry32), seeded by `seed` when given, else from kiln's
+ * global generator (so `manualSeed` makes it reproducible).
  * On WebGPU datasets use `for await (const [x, y] of loader)`.
  */
 export class DataLoader implements Iterable<Tensor[]>, AsyncIterable<Tensor[]> {
@@ -90,7 +91,8 @@ export class DataLoader implements Iterable<Tensor[]>, AsyncIterable<Tensor[]> {
     this.batchSize = batchSize;
     this.shuffle = shuffle;
     this.dropLast = dropLast;
-    this.rng = mulberry32(seed ?? Math.floor(Math.random() * 0x1_0000_0000));
+    // Without a seed, the PRNG is seeded from kiln's global generator, so manualSeed() makes shuffling reproducible too.
+    this.rng = mulberry32(seed ?? Math.floor(nextUniform() * 0x100_0000) * 0x100 + Math.floor(nextUniform() * 0x100));
   }
 
   /** Number of batches per epoch. */
