@@ -53,9 +53,11 @@ export interface WgslOptions {
   limits?: Partial<WgslLimits>;
   /** alias[i] = the lowest argument index bound to the same buffer as argument i (absent: no sharing) */
   alias?: readonly number[];
+  /** aligned[i]: argument i's launch offset is a multiple of 4 elements (lets matmul use vec4 loads) */
+  aligned?: readonly boolean[];
 }
 
-export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write' }
+export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write'; vec4: boolean }
 
 export interface WgslKernel {
   name: string;
@@ -196,14 +198,25 @@ function constant(value: number, dtype: DType): string {
 /** Which buffers a kernel uses, and how it names them. */
 class Args {
   private used = new Map<number, boolean>(); // canonical arg -> written
+  private vec = new Set<number>(); // canonical args read as array<vec4<T>>
   readonly offs = new Set<number>();
-  constructor(private spec: KernelSpec, private alias: readonly number[] | undefined) {}
+  constructor(private spec: KernelSpec, private alias: readonly number[] | undefined, readonly aligned: readonly boolean[] | undefined) {}
+  /** the buffer of `arg` typed as array<vec4<T>> (read only) */
+  bufVec4(arg: number): string {
+    const c = this.canon(arg);
+    if (this.used.has(c) && !this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
+    this.used.set(c, this.used.get(c) ?? false);
+    this.vec.add(c);
+    this.offs.add(arg);
+    return `b${c}`;
+  }
   canon(arg: number): number {
     if (arg < 0 || arg >= this.spec.args.length) throw new Error(`wgsl codegen: kernel '${this.spec.name}' uses argument ${arg} but has ${this.spec.args.length}`);
     return this.alias?.[arg] ?? arg;
   }
   buf(arg: number, write = false): string {
     const c = this.canon(arg);
+    if (this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
     this.used.set(c, (this.used.get(c) ?? false) || write);
     this.offs.add(arg);
     return `b${c}`;
@@ -211,7 +224,7 @@ class Args {
   off(arg: number): string { this.offs.add(arg); return `ofs${arg}`; }
   storage(arg: number): DType { return this.spec.args[this.canon(arg)].dtype; }
   bindings(): WgslBinding[] {
-    return [...this.used.keys()].sort((a, b) => a - b).map((arg, i) => ({ binding: i + 1, arg, access: this.used.get(arg) ? 'read_write' as const : 'read' as const }));
+    return [...this.used.keys()].sort((a, b) => a - b).map((arg, i) => ({ binding: i + 1, arg, access: this.used.get(arg) ? 'read_write' as const : 'read' as const, vec4: this.vec.has(arg) }));
   }
 }
 
@@ -455,13 +468,21 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   const baseB = indexOf(args.off(b.arg), { ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
   const accType: DType = a.dtype === 'float32' || b.dtype === 'float32' ? 'float32' : 'int32';
   const at = wtype(accType);
-  const A = args.buf(a.arg), B = args.buf(b.arg);
-  const ld = (buf: string, arg: number, dt: DType, idx: string) => conv(`${buf}[${idx}]`, args.storage(arg), dt === 'bool' ? 'int32' : accType);
   const outVars = [...bv, 'i', 'j'];
   const max = lim.maxComputeWorkgroupsPerDimension;
   const workgroups: [number, number, number] = [Math.ceil(k.n / (BN * WG_X)), Math.ceil(k.m / (BM * WG_Y)), batch];
   if (k.m === 0 || k.n === 0 || batch === 0) workgroups[0] = 0;
   if (workgroups.some((g) => g > max)) throw new Error(`kiln: WebGPU kernel '${name}' needs a ${workgroups.join(' x ')} grid, more than this device's ${max} workgroups per dimension`);
+  const epiArgs = new Set(loadArgs(k.epilogue).map((x) => args.canon(x)));
+  const four = (xs: readonly number[]) => xs.every((x) => x % 4 === 0);
+  const vecOk = a.dtype === 'float32' && b.dtype === 'float32' && args.storage(a.arg) === 'float32' && args.storage(b.arg) === 'float32'
+    && !epiArgs.has(args.canon(a.arg)) && !epiArgs.has(args.canon(b.arg)) && args.canon(k.output.arg) !== args.canon(a.arg) && args.canon(k.output.arg) !== args.canon(b.arg)
+    && args.aligned?.[a.arg] === true && args.aligned?.[b.arg] === true && k.k % 4 === 0 && sak === 1
+    && four([sam, a.view.offset, ...a.view.strides.slice(0, nb)]) && four([b.view.offset, ...b.view.strides.slice(0, nb)])
+    && ((sbn === 1 && four([sbk])) || (sbk === 1 && four([sbn])));
+  if (vecOk) return matmulVec4(k, a, b, args, workgroups, baseA, baseB, bv, name);
+  const A = args.buf(a.arg), B = args.buf(b.arg);
+  const ld = (buf: string, arg: number, dt: DType, idx: string) => conv(`${buf}[${idx}]`, args.storage(arg), dt === 'bool' ? 'int32' : accType);
   const main = [
     `let j0 = i32(gid.x) * ${BN};`,
     `let i0 = i32(gid.y) * ${BM};`,
@@ -482,15 +503,75 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   for (let r = 0; r < BM; r++) body.push(`pa${r} = pa${r} + ${sak};`);
   for (let c = 0; c < BN; c++) body.push(`pb${c} = pb${c} + ${sbk};`);
   main.push(`for (var kk = 0; kk < ${k.k}; kk = kk + 1) {`, ...indent(body), '}');
+  main.push(...blockStores(k, args, outVars, accType));
+  return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
+}
+
+/** Arguments an expression loads from. */
+function loadArgs(e: Expr, out: number[] = [], seen = new Set<Expr>()): number[] {
+  if (seen.has(e)) return out;
+  seen.add(e);
+  switch (e.kind) {
+    case 'load': out.push(e.arg); break;
+    case 'unary': case 'cast': loadArgs(e.x, out, seen); break;
+    case 'binary': loadArgs(e.a, out, seen); loadArgs(e.b, out, seen); break;
+    case 'where': loadArgs(e.c, out, seen); loadArgs(e.a, out, seen); loadArgs(e.b, out, seen); break;
+    default: break;
+  }
+  return out;
+}
+
+/** The epilogue stores of a 4x4 register block held in vec4 rows c0..c3. */
+function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars: string[], accType: DType): string[] {
+  const lines: string[] = [];
   for (let r = 0; r < BM; r++) {
     for (let c = 0; c < BN; c++) {
       const epi = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, outVars), 'e', { name: 'acc', dtype: accType });
       const result = epi.emit(k.epilogue);
       const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
-      main.push(`if (i0 + ${r} < ${k.m} && j0 + ${c} < ${k.n}) {`,
+      lines.push(`if (i0 + ${r} < ${k.m} && j0 + ${c} < ${k.n}) {`,
         ...indent([`let i = i0 + ${r};`, `let j = j0 + ${c};`, `let acc = c${r}.${'xyzw'[c]};`, ...epi.lines, st]), '}');
     }
   }
+  return lines;
+}
+
+/**
+ * The vec4 matmul: float32 operands read 4 elements at a time along k (a) and along n or k (b), like
+ * the hand-written register-blocked reference kernel. Needs k % 4 == 0 and every base index aligned.
+ */
+function matmulVec4(k: Extract<Kernel, { kind: 'matmul' }>, a: Extract<Expr, { kind: 'load' }>, b: Extract<Expr, { kind: 'load' }>, args: Args,
+  workgroups: [number, number, number], baseA: string, baseB: string, bv: string[], _name: string): Body {
+  const nb = k.batch.length;
+  const sam = a.view.strides[nb], [sbk, sbn] = b.view.strides.slice(nb);
+  const A = args.bufVec4(a.arg), B = args.bufVec4(b.arg);
+  const main = [
+    `let j0 = i32(gid.x) * ${BN};`,
+    `let i0 = i32(gid.y) * ${BM};`,
+    `if (i0 >= ${k.m} || j0 >= ${k.n}) { return; }`,
+    `let zz = i32(gid.z);`,
+    ...decompose('zz', k.batch, bv, 'zq'),
+    `let pa = ${baseA};`,
+    `let pb = ${baseB};`,
+  ];
+  for (let r = 0; r < BM; r++) main.push(`var pa${r} = (pa + min(i0 + ${r}, ${k.m - 1}) * ${sam}) / 4;`);
+  for (let r = 0; r < BM; r++) main.push(`var c${r} = vec4<f32>(0);`);
+  const body: string[] = [];
+  for (let r = 0; r < BM; r++) body.push(`let xa${r} = ${A}[pa${r}];`);
+  if (sbn === 1) {
+    main.push(`var pb0 = (pb + j0) / 4;`);
+    for (let q = 0; q < 4; q++) body.push(`let yb${q} = ${B}[pb0${q ? ` + ${(q * sbk) / 4}` : ''}];`);
+    for (let r = 0; r < BM; r++) body.push(`c${r} = c${r} + xa${r}.x * yb0 + xa${r}.y * yb1 + xa${r}.z * yb2 + xa${r}.w * yb3;`);
+    body.push(`pb0 = pb0 + ${sbk};`);
+  } else {
+    for (let c = 0; c < BN; c++) main.push(`var pb${c} = (pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn}) / 4;`);
+    for (let c = 0; c < BN; c++) body.push(`let yb${c} = ${B}[pb${c}];`);
+    for (let r = 0; r < BM; r++) body.push(`c${r} = c${r} + vec4<f32>(dot(xa${r}, yb0), dot(xa${r}, yb1), dot(xa${r}, yb2), dot(xa${r}, yb3));`);
+    for (let c = 0; c < BN; c++) body.push(`pb${c} = pb${c} + 1;`);
+  }
+  for (let r = 0; r < BM; r++) body.push(`pa${r} = pa${r} + 1;`);
+  main.push(`for (var kk = 0; kk < ${k.k / 4}; kk = kk + 1) {`, ...indent(body), '}');
+  main.push(...blockStores(k, args, [...bv, 'i', 'j'], 'float32'));
   return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
 }
 
@@ -571,7 +652,7 @@ export function packUniform(out: ArrayBuffer, at: number, nargs: number, nparams
 /** The WGSL compute shader of one kernel spec. Throws an Error naming the kernel when it cannot fit the device. */
 export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel {
   const lim: WgslLimits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const args = new Args(spec, opts.alias);
+  const args = new Args(spec, opts.alias, opts.aligned);
   const k = spec.kernel;
   const body = k.kind === 'map' ? mapKernel(k, args, lim, spec.name) : k.kind === 'reduce' ? reduceKernel(k, args, lim, spec.name)
     : k.kind === 'matmul' ? matmulKernel(k, args, lim, spec.name) : k.kind === 'gather' ? gatherKernel(k, args, lim, spec.name)
@@ -590,7 +671,7 @@ export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel
     `// kiln kernel ${spec.name} (${k.kind})`,
     `struct Launch { off: array<vec4<i32>, ${a4}>, pf: array<vec4<f32>, ${p4}>, pi: array<vec4<i32>, ${p4}> };`,
     `@group(0) @binding(0) var<uniform> U: Launch;`,
-    ...bindings.map((b) => `@group(0) @binding(${b.binding}) var<storage, ${b.access}> b${b.arg}: array<${wtype(spec.args[b.arg].dtype)}>;`),
+    ...bindings.map((b) => `@group(0) @binding(${b.binding}) var<storage, ${b.access}> b${b.arg}: array<${b.vec4 ? `vec4<${wtype(spec.args[b.arg].dtype)}>` : wtype(spec.args[b.arg].dtype)}>;`),
     ...body.decls,
     PRELUDE,
     `@compute @workgroup_size(${wg[0]}, ${wg[1]})`,

@@ -30,8 +30,13 @@ function roundTo(dtype: DType, v: number): number {
 const isElementwiseOp = (op: string): boolean =>
   (UNARY_OPS as readonly string[]).includes(op) || (BINARY_OPS as readonly string[]).includes(op) || (COMPARE_OPS as readonly string[]).includes(op) || op === 'where' || op === 'cast';
 
+/** True when `perm` swaps the last two dims and keeps the others. */
+const swapsLastTwo = (perm: readonly number[]): boolean =>
+  perm.length >= 2 && perm.every((p, i) => (i < perm.length - 2 ? p === i : p === (i === perm.length - 1 ? perm.length - 2 : perm.length - 1)));
+
 export function simplify(g: Graph): Graph {
-  return rewrite(g, (n, out) => {
+  const users = g.users();
+  return rewrite(g, (n, out, old) => {
     const inp = (i: number): Node => out.node(n.inputs[i]);
     const fullValue = (node: Node): number | null => (node.op === 'full' ? (node.attrs as PrimAttrs['full']).value : null);
     const constant = (value: number): number => out.add({ ...n, op: 'full', inputs: [], attrs: { shape: [...n.shape], value: roundTo(n.dtype, value), dtype: n.dtype } }).id;
@@ -48,6 +53,13 @@ export function simplify(g: Graph): Graph {
       if (fullValue(x) !== null) return constant(fullValue(x)!);
       if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || (n.attrs as PrimAttrs['permute']).perm.every((p, i) => p === i))) return x.id;
       if (n.op === 'reshape' && x.op === 'reshape') return out.add({ ...n, inputs: x.inputs }).id;
+      // (a @ b)^T = b^T @ a^T: computing the transposed product directly lets its consumer fuse
+      // into the matmul's epilogue (the weight gradient of a Linear layer and its update).
+      if (n.op === 'permute' && x.op === 'matmul' && swapsLastTwo((n.attrs as PrimAttrs['permute']).perm) && users[old.inputs[0]].length === 1) {
+        const [a, b] = x.inputs.map((i) => out.node(i));
+        const t = (y: Node): number => out.add({ ...n, op: 'permute', inputs: [y.id], shape: [...y.shape.slice(0, -2), y.shape.at(-1)!, y.shape.at(-2)!], dtype: y.dtype }).id;
+        return out.add({ ...x, inputs: [t(b), t(a)], shape: n.shape, phase: n.phase, source: n.source }).id;
+      }
       if (n.op === 'permute' && x.op === 'permute') {
         const inner = (x.attrs as PrimAttrs['permute']).perm, outer = (n.attrs as PrimAttrs['permute']).perm;
         const perm = outer.map((p) => inner[p]);
