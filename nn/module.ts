@@ -139,6 +139,18 @@ export class Module {
     (this as unknown as Record<string, unknown>)[name] = t;
   }
 
+  /** Assigns a Parameter (or null) as the field `name` (PyTorch's register_parameter). */
+  registerParameter(name: string, p: Tensor | null): void {
+    if (p !== null && !isParameter(p)) throw new Error(`registerParameter: '${name}' must be an nn.Parameter or null (wrap the tensor in new nn.Parameter(...))`);
+    (this as unknown as Record<string, unknown>)[name] = p;
+  }
+
+  /** Assigns a sub-module (or null) as the field `name` (PyTorch's add_module / register_module). */
+  addModule(name: string, m: Module | null): void {
+    if (m !== null && !(m instanceof Module)) throw new Error(`addModule: '${name}' must be an nn.Module or null`);
+    (this as unknown as Record<string, unknown>)[name] = m;
+  }
+
   /** Direct Parameters of this module (not of its children), in assignment order. */
   private _ownParameters(): [string, Tensor][] {
     return this._fields().filter((e): e is [string, Tensor] => isParameter(e[1]));

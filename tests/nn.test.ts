@@ -150,6 +150,17 @@ describe('Module discovery', () => {
     net.parameters().forEach((p, i) => expect(p).toBe(before[i]));
   });
 
+  it('registerParameter, addModule and registerBuffer', () => {
+    const m = new nn.Module();
+    m.addModule('lin', new nn.Linear(2, 2));
+    m.registerParameter('alpha', new nn.Parameter(kiln.ones([1])));
+    m.registerBuffer('runningMean', kiln.zeros([2]));
+    expect(m.namedParameters().map(([n]) => n)).toEqual(['alpha', 'lin.weight', 'lin.bias']);
+    expect(m.namedBuffers().map(([n]) => n)).toEqual(['runningMean']);
+    expect(Object.keys(m.stateDict())).toEqual(['alpha', 'runningMean', 'lin.weight', 'lin.bias']);
+    expect(() => m.registerParameter('beta', kiln.ones([1]))).toThrow(/nn\.Parameter/);
+  });
+
   it('a Module without forward says so; toString prints the tree', () => {
     expect(() => new nn.Module().forward()).toThrow(/forward/);
     const s = String(new Net());
