@@ -50,7 +50,7 @@ interface Entry {
   key: string;
   device: DeviceName;
   gradEnabled: boolean;
-  args: { shape: number[]; dtype: Tensor['dtype']; requiresGrad: boolean }[];
+  args: { shape: number[]; dtype: Tensor['dtype']; requiresGrad: boolean; hasGrad: boolean }[];
   guards: Guard[];
   exec: Executable;
   lowered: Lowered;
@@ -60,7 +60,7 @@ function sameSignature(e: Entry, args: readonly Tensor[]): boolean {
   if (args.length !== e.args.length || e.gradEnabled !== isGradEnabled()) return false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i], s = e.args[i];
-    if (!(a instanceof Tensor) || a.device !== e.device || a.dtype !== s.dtype || a.requiresGrad !== s.requiresGrad || a.shape.length !== s.shape.length) return false;
+    if (!(a instanceof Tensor) || a.device !== e.device || a.dtype !== s.dtype || a.requiresGrad !== s.requiresGrad || (a._grad !== null) !== s.hasGrad || a.shape.length !== s.shape.length) return false;
     for (let d = 0; d < s.shape.length; d++) if (a.shape[d] !== s.shape[d]) return false;
   }
   return true;
@@ -81,7 +81,7 @@ export function registerKernelSource(device: DeviceName, gen: (spec: Schedule['k
 let dumpCount = 0;
 
 function signature(args: readonly Tensor[], device: DeviceName): string {
-  return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}`).join(';');
+  return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}${a._grad ? 'G' : ''}`).join(';');
 }
 
 function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
@@ -104,7 +104,7 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   if (dir) dump(dir, lowered);
   return {
     key, device, gradEnabled: isGradEnabled(), guards: traced.guards, exec, lowered,
-    args: args.map((a) => ({ shape: [...a.shape], dtype: a.dtype, requiresGrad: a.requiresGrad })),
+    args: args.map((a) => ({ shape: [...a.shape], dtype: a.dtype, requiresGrad: a.requiresGrad, hasGrad: a._grad !== null })),
   };
 }
 

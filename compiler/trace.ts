@@ -61,8 +61,12 @@ class Recorder implements Tracer {
   argument(t: Tensor, index: number): Tensor {
     const sym = this.symbolic(this.input({ kind: 'arg', index }, t), t.device);
     if (t.requiresGrad) sym._requiresGrad = true;
+    // An argument's existing .grad is read at call time (the signature records whether there is one).
+    if (t._grad) sym._grad = this.symbolic(this.input({ kind: 'grad', ref: { arg: index }, label: `arg${index}.grad` }, t._grad), t.device);
+    this.argGrads.push(sym._grad);
     return sym;
   }
+  readonly argGrads: (Tensor | null)[] = [];
 
   /** The node of a tensor's value: its own for symbolic tensors, a captured input for concrete ones. */
   valueOf(t: Tensor): number {
@@ -94,17 +98,26 @@ class Recorder implements Tracer {
       return;
     }
     if (!isContiguous(target._view) || target._view.offset !== 0 || target._storage.size !== target.numel()) {
-      throw new TraceError(`an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) cannot be compiled; write the whole tensor${where()}`);
+      throw this.fail(`an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) cannot be compiled; write the whole tensor${where()}`);
     }
     this.valueOf(target);
     this.values.set(target, id);
     this.written.add(target);
   }
 
+  /** The first TraceError raised while tracing (async code may have swallowed it). */
+  failure: TraceError | null = null;
+
   read(t: Tensor, method: string): never {
     const loc = userFrame();
-    throw new TraceError(`${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${loc ? ` at ${describeLocation(loc)}` : ''}. ` +
+    throw this.fail(`${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${loc ? ` at ${describeLocation(loc)}` : ''}. ` +
       'Compiled code cannot branch on tensor values: return the tensor from the compiled function and read it outside, or express the choice with kiln.where().');
+  }
+
+  private fail(message: string): TraceError {
+    const e = new TraceError(message);
+    this.failure ??= e;
+    return e;
   }
 
   gradRead(t: Tensor): Tensor | null {
@@ -182,11 +195,13 @@ export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[
   } finally {
     setTracer(prev);
   }
+  if (result instanceof Promise) result.catch(() => {});
+  if (rec.failure) throw rec.failure;
   if (result instanceof Promise) throw new TraceError('the function passed to compile() must be synchronous (it returned a Promise)');
   const returns = flatten(result, rec);
   // Gradients that backward() left on symbolic arguments go back to the real arguments.
   symArgs.forEach((s, i) => {
-    if (s._grad) rec.graph.outputs.push({ kind: 'grad', node: rec.valueOf(s._grad), ref: { arg: i }, label: `arg${i}.grad` });
+    if (s._grad && s._grad !== rec.argGrads[i]) rec.graph.outputs.push({ kind: 'grad', node: rec.valueOf(s._grad), ref: { arg: i }, label: `arg${i}.grad` });
   });
   rec.finish();
   return { graph: rec.graph, guards: rec.guards, returns };

@@ -21,7 +21,7 @@ type Launch = (args: readonly BoundArg[]) => void;
 type Binding =
   | { kind: 'arg'; slot: number; index: number }
   | { kind: 'capture'; slot: number; tensor: Tensor }
-  | { kind: 'grad'; slot: number; tensor: Tensor }
+  | { kind: 'grad'; slot: number; tensor: Tensor | { arg: number } }
   | { kind: 'host'; slot: number; read: () => number; storage: Storage | null }
   | { kind: 'fresh'; slot: number; dtype: Tensor['dtype']; size: number };
 
@@ -48,7 +48,7 @@ export class Executable {
         const slot = slotOf(n.id);
         if (src.kind === 'arg') this.dynamic.push({ kind: 'arg', slot, index: src.index });
         else if (src.kind === 'capture') this.dynamic.push({ kind: 'capture', slot, tensor: src.ref as Tensor });
-        else if (src.kind === 'grad') this.dynamic.push({ kind: 'grad', slot, tensor: src.ref as Tensor });
+        else if (src.kind === 'grad') this.dynamic.push({ kind: 'grad', slot, tensor: src.ref as Tensor | { arg: number } });
         else this.dynamic.push({ kind: 'host', slot, read: src.read, storage: null });
       } else if (plan.inPlace.has(n.id)) {
         this.dynamic.push({ kind: 'capture', slot: slotOf(n.id), tensor: plan.inPlace.get(n.id) as Tensor });
@@ -101,7 +101,7 @@ export class Executable {
       switch (d.kind) {
         case 'arg': table[d.slot] = inputs[d.index]._storage!; break;
         case 'capture': table[d.slot] = d.tensor._storage!; break;
-        case 'grad': table[d.slot] = d.tensor._grad!._storage!; break;
+        case 'grad': table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!; break;
         case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size); break;
         case 'host': {
           this.hostValue[0] = d.read();
@@ -119,7 +119,8 @@ export class Executable {
       if (o.kind !== 'return' || o.node === null || g.node(o.node).op !== 'input') continue;
       early ??= new Map();
       const src = g.node(o.node).attrs as InputSource;
-      const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? (src.ref as Tensor)._grad! : this.tensorOf(o.node);
+      const gradOf = (ref: unknown): Tensor => (ref instanceof Tensor ? ref : args[(ref as { arg: number }).arg])._grad!;
+      const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? gradOf(src.ref) : this.tensorOf(o.node);
       early.set(o.node, noGrad(() => t.detach().clone()));
     }
     this.program(table);

@@ -106,12 +106,12 @@ function compileError(name: string, detail: string, code: string): Error {
   return new Error(`kiln: WebGPU kernel '${name}' failed to compile: ${detail}\n--- WGSL ---\n${code}`);
 }
 
-function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined): Pipeline {
+function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
   const d = dev();
-  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '');
+  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
   let kernel = sourceCache.get(key);
   if (!kernel) {
-    kernel = wgslSource(spec, { limits: wgslLimits(), alias });
+    kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned });
     if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
     sourceCache.set(key, kernel);
   }
@@ -254,7 +254,9 @@ export const webgpuBackend: Backend = {
       const n = spec.args.length;
       const conflict = alias.slice(0, n).some((a, i) => a !== i && (written.has(i) || written.has(a) || alias.slice(0, n).some((b, j) => b === a && written.has(j))));
       const specAlias = conflict ? alias.slice(0, n) : undefined;
-      const p = pipelineFor(spec, specAlias);
+      // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
+      const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
+      const p = pipelineFor(spec, specAlias, aligned);
       if (p.error) throw p.error;
       const wg = p.kernel.workgroups;
       if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) continue;
