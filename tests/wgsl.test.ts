@@ -220,6 +220,21 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
       expectExact((await runBoth([spec2], [{ data: x }, { data: new Float32Array(n) }]))[0], 'constants');
     });
 
+    it("counter-based random numbers equal the JS codegen's bit for bit", async () => {
+      const shp = [3, 5, 7];
+      const seed: Expr = { kind: 'load', arg: 0, view: { shape: shp, strides: [0, 0, 0], offset: 0 }, dtype: 'int32' };
+      const rand = { kind: 'random', seed, dtype: 'float32' } as unknown as Expr;
+      const out = permuteView(contiguousView([7, 5, 3]), [2, 1, 0]); // written transposed: the counter follows the iteration order
+      const spec: KernelSpec = { name: 'random_3x5x7', params: 0, args: [{ dtype: 'int32', size: 1 }, { dtype: 'float32', size: 105 }],
+        kernel: { kind: 'map', shape: shp, exprs: [rand], outputs: [{ arg: 1, view: out, dtype: 'float32' }] } };
+      let cpuSupports = true;
+      try { cpuBackend.run([spec], [{ storage: cpuBackend.upload(new Int32Array([1])), offset: 0 }, { storage: cpuBackend.alloc('float32', 105), offset: 0 }]); } catch { cpuSupports = false; }
+      if (!cpuSupports) return; // the JS codegen of this checkout has no 'random' expression yet
+      const r = (await runBoth([spec], [{ data: new Int32Array([-123456789]) }, { data: new Float32Array(105) }]))[0];
+      expectExact(r, 'random');
+      expect(new Set(r.gpu).size).toBeGreaterThan(100);
+    });
+
     it('a map over more than 65535 workgroups uses a 2-D grid', async () => {
       const big = 65536 * 256 + 77;
       const specs = lowerOne('full', { shape: [big], value: 2.5, dtype: 'float32' }, [], { shape: [big], dtype: 'float32' });

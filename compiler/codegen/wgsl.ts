@@ -159,6 +159,13 @@ fn k_pow(a: f32, b: f32) -> f32 {
   }
   return r;
 }
+fn k_rnd(seed: i32, i: i32) -> f32 {
+  var h = ((bitcast<u32>(seed) ^ 0x2545f491u) * 0x9e3779b9u) ^ (bitcast<u32>(i + 1) * 0x85ebca6bu);
+  h = (h ^ (h >> 16u)) * 0x85ebca6bu;
+  h = (h ^ (h >> 13u)) * 0xc2b2ae35u;
+  h = h ^ (h >> 16u);
+  return f32(h >> 8u) / 16777216.0;
+}
 fn k_powi(a: i32, b: i32) -> i32 {
   if (b < 0) {
     if (a == 1) { return 1; }
@@ -244,7 +251,7 @@ class Emitter {
   private names = new Map<Expr, string>();
   private n = 0;
   constructor(private args: Args, private pos: (view: View, arg: number) => string, private prefix: string,
-    private acc?: { name: string; dtype: DType }) {}
+    private acc?: { name: string; dtype: DType }, private lin?: string) {}
   emit(e: Expr): string {
     const known = this.names.get(e);
     if (known) return known;
@@ -279,6 +286,15 @@ class Emitter {
       case 'where': {
         const c = this.emit(e.c);
         code = `select(${conv(this.emit(e.b), e.b.dtype, e.dtype)}, ${conv(this.emit(e.a), e.a.dtype, e.dtype)}, ${c} != 0)`;
+        break;
+      }
+      default: {
+        // 'random': a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM, counted by
+        // the row-major position in a map kernel's iteration space.
+        const r = e as unknown as { kind: string; seed?: Expr; dtype: DType };
+        if (r.kind !== 'random' || !r.seed) throw new Error(`wgsl codegen: unsupported expression kind '${r.kind}'`);
+        if (!this.lin) throw new Error('wgsl codegen: random numbers are only supported in map kernels');
+        code = conv(`k_rnd(${conv(this.emit(r.seed), r.seed.dtype, 'int32')}, ${this.lin})`, 'float32', r.dtype);
         break;
       }
       case 'cast': {
@@ -333,13 +349,17 @@ interface Body { decls: string[]; wg: number | [number, number]; main: string[];
 function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLimits, name: string): Body {
   const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
   const uniq = [...new Set(views)];
-  const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
+  // a view of lower rank than the iteration (a 0-d seed, say) is broadcast: its missing leading dims get stride 0
+  const rank = k.shape.length;
+  const full = (v: View): number[] => [...new Array<number>(Math.max(0, rank - v.strides.length)).fill(0), ...v.strides];
+  const { shape, strides } = collapseDims(k.shape, uniq.map(full));
   const vars = shape.map((_, d) => `i${d}`);
   const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
   const total = shape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
   const workgroups = grid1d(Math.ceil(total / wg), lim, name);
-  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), collapsed.get(v)!, vars), 'v');
+  // `gi` is the row-major position in k.shape (collapsing dims keeps row-major order): random's counter
+  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), collapsed.get(v)!, vars), 'v', undefined, 'gi');
   const values = k.exprs.map((e) => em.emit(e));
   const stores = k.outputs.map((o, j) => store(args, o, indexOf(args.off(o.arg), collapsed.get(o.view)!, vars), values[j], k.exprs[j].dtype));
   const main = [
