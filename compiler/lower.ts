@@ -6,7 +6,7 @@ import type { Expr, Kernel, KernelSpec } from '../ir/kernel.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { BINARY_OPS, COMPARE_OPS, UNARY_OPS } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
-import { contiguousView, sliceView, type View } from '../ir/view.ts';
+import { contiguousView, expandView, sliceView, type View } from '../ir/view.ts';
 
 export interface LowerInput { view: View; dtype: DType }
 
@@ -70,6 +70,8 @@ export function lowerPrimitive<P extends Primitive>(prim: P, attrs: PrimAttrs[P]
         spec(name, inputs, out, { kind: 'map', shape: [...inputs[0].view.shape], exprs: [load(0, inputs[0])], outputs: [{ ...output, view: inner }] }),
       ];
     }
+    case 'random':
+      return [spec(name, inputs, out, { kind: 'map', shape: [...out.shape], exprs: [{ kind: 'random', seed: load(0, { ...inputs[0], view: expandView(inputs[0].view, out.shape) }), dtype: 'float32' }], outputs: [output] })];
     case 'reshape': case 'permute': case 'expand': case 'slice':
       throw new Error(`lower: ${prim} is a view and has no kernel`);
     default: {

@@ -17,7 +17,9 @@ export type Expr =
   /** the value a reduce or matmul computed at this output point (epilogues only) */
   | { kind: 'acc'; dtype: DType }
   /** a scalar passed at launch (a host value such as a learning rate) */
-  | { kind: 'param'; index: number; dtype: DType };
+  | { kind: 'param'; index: number; dtype: DType }
+  /** a uniform number in [0, 1) hashed from `seed` and the position in a map kernel's iteration (counter-based) */
+  | { kind: 'random'; seed: Expr; dtype: DType };
 
 /** One output of a kernel: written at `view` (contiguous unless an in-place write into a view). */
 export interface KernelOutput { arg: number; view: View; dtype: DType }
@@ -46,4 +48,58 @@ export interface KernelSpec {
   kernel: Kernel;
   /** number of scalar params the launch passes (see Expr 'param') */
   params: number;
+}
+
+export type LoadExpr = Extract<Expr, { kind: 'load' }>;
+
+/** The sub-expressions of an expression (the one place that knows each kind's children). */
+export function exprChildren(e: Expr): Expr[] {
+  switch (e.kind) {
+    case 'unary': case 'cast': return [e.x];
+    case 'binary': return [e.a, e.b];
+    case 'where': return [e.c, e.a, e.b];
+    case 'random': return [e.seed];
+    default: return [];
+  }
+}
+
+function withChildren(e: Expr, k: Expr[]): Expr {
+  switch (e.kind) {
+    case 'unary': case 'cast': return { ...e, x: k[0] };
+    case 'binary': return { ...e, a: k[0], b: k[1] };
+    case 'where': return { ...e, c: k[0], a: k[1], b: k[2] };
+    case 'random': return { ...e, seed: k[0] };
+    default: return e;
+  }
+}
+
+/**
+ * Rebuilds an expression DAG bottom-up, replacing each load by `f(load)` (null aborts the whole
+ * rewrite). Shared sub-expressions stay shared.
+ */
+export function mapLoads(e: Expr, f: (l: LoadExpr) => Expr | null, memo = new Map<Expr, Expr | null>()): Expr | null {
+  if (memo.has(e)) return memo.get(e)!;
+  let r: Expr | null;
+  if (e.kind === 'load') r = f(e);
+  else {
+    const kids = exprChildren(e);
+    const mapped = kids.map((k) => mapLoads(k, f, memo));
+    r = mapped.some((m) => m === null) ? null : mapped.every((m, i) => m === kids[i]) ? e : withChildren(e, mapped as Expr[]);
+  }
+  memo.set(e, r);
+  return r;
+}
+
+/** Every load of an expression DAG, each once. */
+export function exprLoads(e: Expr): LoadExpr[] {
+  const out: LoadExpr[] = [];
+  const seen = new Set<Expr>();
+  const walk = (x: Expr): void => {
+    if (seen.has(x)) return;
+    seen.add(x);
+    if (x.kind === 'load') out.push(x);
+    exprChildren(x).forEach(walk);
+  };
+  walk(e);
+  return out;
 }

@@ -39,6 +39,8 @@ export interface PrimAttrs {
   scatterAdd: { axis: number; shape: number[] };
   // a tensor filled with one value (constants fold into kernels)
   full: { shape: number[]; value: number; dtype: DType };
+  // uniform numbers in [0, 1), counter-based: hashed from the 0-d seed input and each element's position
+  random: { shape: number[] };
 }
 export type Primitive = keyof PrimAttrs;
 
@@ -113,6 +115,10 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
     return { shape: a.shape, dtype: src.dtype };
   },
   full: (_, a) => ({ shape: a.shape, dtype: a.dtype }),
+  random: (x, a) => {
+    if (x[0].shape.length !== 0) throw new Error(`random: expected a 0-d seed, got shape ${fmt(x[0].shape)}`);
+    return { shape: a.shape, dtype: 'float32' };
+  },
 };
 
 export const isElementwise = (p: Primitive): boolean =>

@@ -4,7 +4,7 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
-import { noGrad, Tensor, type DeviceName } from '../runtime/index.ts';
+import { noGrad, Tensor, traceGuard, type DeviceName } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameter
@@ -106,8 +106,17 @@ function fmtShape(s: readonly number[]): string {
 }
 
 export class Module {
-  /** Training mode (Dropout is active); set recursively by train() and eval(). */
-  training = true;
+  private _training = true;
+  /**
+   * Training mode (Dropout is active); set recursively by train() and eval(). Reading it while
+   * `compile` traces makes the traced step valid only for this mode (a switch retraces).
+   */
+  get training(): boolean {
+    const mode = this._training;
+    traceGuard(() => this._training === mode, `${this.constructor.name}.training === ${mode}`);
+    return mode;
+  }
+  set training(mode: boolean) { this._training = mode; }
 
   /**
    * The computation. Subclasses implement it with their own signature; `module.call(...)` is the

@@ -4,6 +4,9 @@ import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/
 import { fmt, numel } from '../ir/shape.ts';
 import { contiguousView } from '../ir/view.ts';
 import { backendFor, checkDevice, getDefaultDevice } from './device.ts';
+import { noGrad } from './autograd.ts';
+import { dispatch } from './dispatch.ts';
+import { hostScalar } from './host.ts';
 import { full, Tensor, type CreationOptions } from './tensor.ts';
 
 export type NestedData = number | boolean | readonly NestedData[];
@@ -113,33 +116,44 @@ export function nextUniform(): number {
   return (result >>> 8) / 16777216;
 }
 
+/** A fresh 24-bit seed from the global generator (reproducible after manualSeed). */
+export const nextSeed = (): number => Math.floor(nextUniform() * 16777216);
+
+/**
+ * Uniform [0, 1) numbers from the counter-based `random` primitive. The seed comes from the global
+ * generator through hostScalar, so inside `compile` every call draws new numbers.
+ */
 export function rand(shape: readonly number[], opts: CreationOptions = {}): Tensor {
-  const arr = new Float32Array(numel(shape));
-  for (let i = 0; i < arr.length; i++) arr[i] = nextUniform();
-  return fromTyped(arr, shape, opts);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`rand: invalid shape ${fmt(shape)}`);
+  const device = checkDevice(opts.device ?? getDefaultDevice());
+  const t = noGrad(() => {
+    const seed = hostScalar(nextSeed);
+    const seedT = typeof seed === 'number' ? full([], seed, { device }) : seed;
+    return dispatch('random', [seedT], { shape: [...shape] });
+  });
+  if (opts.requiresGrad) t.requiresGrad = true;
+  return t;
 }
 
+/** Standard normal numbers (Box-Muller over two uniform draws). */
 export function randn(shape: readonly number[], opts: CreationOptions = {}): Tensor {
-  const arr = new Float32Array(numel(shape));
-  for (let i = 0; i < arr.length; i += 2) {
-    const u1 = 1 - nextUniform(), u2 = nextUniform();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    arr[i] = r * Math.cos(2 * Math.PI * u2);
-    if (i + 1 < arr.length) arr[i + 1] = r * Math.sin(2 * Math.PI * u2);
-  }
-  return fromTyped(arr, shape, opts);
+  const t = noGrad(() => {
+    const u1 = rand(shape, { device: opts.device }), u2 = rand(shape, { device: opts.device });
+    return u1.neg().add(1).log().mul(-2).sqrt().mul(u2.mul(2 * Math.PI).cos());
+  });
+  if (opts.requiresGrad) t.requiresGrad = true;
+  return t;
 }
 
 export function randint(low: number, high: number, shape: readonly number[], opts: CreationOptions = {}): Tensor {
-  if (!(high > low)) throw new Error(`randint: expected low < high, got low=${low}, high=${high}`);
-  const arr = new Int32Array(numel(shape));
-  for (let i = 0; i < arr.length; i++) arr[i] = low + Math.floor(nextUniform() * (high - low));
-  return fromTyped(arr, shape, { dtype: 'int32', ...opts });
+  if (!(high > low) || !Number.isInteger(low) || !Number.isInteger(high)) throw new Error(`randint: expected integers low < high, got low=${low}, high=${high}`);
+  // u * (high - low) is non-negative, so truncation is floor.
+  return noGrad(() => rand(shape, { device: opts.device }).mul(high - low).int().add(low));
 }
 
 /** Uniform in [low, high) of a given shape (used by nn.init). */
 export function uniform(shape: readonly number[], low: number, high: number, opts: CreationOptions = {}): Tensor {
-  const arr = new Float32Array(numel(shape));
-  for (let i = 0; i < arr.length; i++) arr[i] = low + (high - low) * nextUniform();
-  return fromTyped(arr, shape, opts);
+  const t = noGrad(() => rand(shape, { device: opts.device }).mul(high - low).add(low));
+  if (opts.requiresGrad) t.requiresGrad = true;
+  return t;
 }

@@ -9,3 +9,8 @@ export function hostScalar(read: () => number): number | Tensor {
   const tracer = activeTracer();
   return tracer ? tracer.hostScalar(read) : read();
 }
+
+/** Registers that a JavaScript branch taken while tracing depends on `check()` staying true. */
+export function traceGuard(check: () => boolean, label: string): void {
+  activeTracer()?.guard(check, label);
+}

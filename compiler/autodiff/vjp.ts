@@ -77,4 +77,5 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   gather: (g, { inputs: [x, index], attrs, prim }) => [prim('scatterAdd', [index, g], { axis: attrs.axis, shape: [...x.shape] }), null],
   scatterAdd: (g, { inputs: [index], attrs, prim }) => [null, prim('gather', [g, index], { axis: attrs.axis })],
   full: none,
+  random: none,
 };

@@ -2,7 +2,8 @@
 // Each scalar op's JavaScript spelling lives in the two tables below (the JS kernel templates).
 
 import type { DType } from '../../ir/dtype.ts';
-import type { Expr, Kernel, KernelSpec } from '../../ir/kernel.ts';
+import { exprChildren, exprLoads, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
+import { contiguousView } from '../../ir/view.ts';
 import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
 import type { View } from '../../ir/view.ts';
 
@@ -88,6 +89,7 @@ class ExprEmitter {
       case 'binary': code = jsBinary[e.op](this.emit(e.a), this.emit(e.b)); break;
       case 'where': code = `(${this.emit(e.c)} !== 0 ? ${this.emit(e.a)} : ${this.emit(e.b)})`; break;
       case 'cast': code = jsCast(this.emit(e.x), exprSourceDtype(e.x), e.dtype); break;
+      case 'random': code = `rnd(${this.emit(e.seed)}, lin)`; break;
     }
     const name = `v${this.n++}`;
     this.lines.push(`const ${name} = ${code};`);
@@ -97,19 +99,8 @@ class ExprEmitter {
 }
 const exprSourceDtype = (e: Expr): DType => e.dtype;
 
-/** Every view that an expression loads through. */
-export function loadViews(e: Expr, out: View[] = [], seen = new Set<Expr>()): View[] {
-  if (seen.has(e)) return out;
-  seen.add(e);
-  switch (e.kind) {
-    case 'load': out.push(e.view); break;
-    case 'unary': case 'cast': loadViews(e.x, out, seen); break;
-    case 'binary': loadViews(e.a, out, seen); loadViews(e.b, out, seen); break;
-    case 'where': loadViews(e.c, out, seen); loadViews(e.a, out, seen); loadViews(e.b, out, seen); break;
-    default: break;
-  }
-  return out;
-}
+/** Every view an expression loads through. */
+export const loadViews = (e: Expr): View[] => exprLoads(e).map((l) => l.view);
 
 /** Index expression of `view` given the loop variable of each of its dims (null: dim not looped / size 1). */
 function indexOf(view: View, vars: readonly (string | null)[]): string {
@@ -120,8 +111,23 @@ function indexOf(view: View, vars: readonly (string | null)[]): string {
   return terms.length > 1 && terms[0] === '0' ? terms.slice(1).join(' + ') : terms.join(' + ');
 }
 
+/**
+ * A uniform float in [0, 1) from a seed and a counter: PCG's output hash applied to
+ * pcg(seed) + counter (Jarzynski & Olano, "Hash Functions for GPU Rendering"); 24 bits.
+ * The WGSL backend computes the same numbers.
+ */
+export const JS_RANDOM = `function rnd(seed, i) {
+  const pcg = (x) => { const s = (Math.imul(x, 747796405) + 2891336453) >>> 0; const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0; return ((w >>> 22) ^ w) >>> 0; };
+  return (pcg((pcg(seed >>> 0) + i) >>> 0) >>> 8) / 16777216;
+}`;
+
+const usesRandom = (e: Expr): boolean => e.kind === 'random' || exprChildren(e).some(usesRandom);
+
 function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
-  const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
+  const random = k.exprs.some(usesRandom);
+  // `lin` (the row-major position in the iteration space) is what random numbers are counted by.
+  const linear = contiguousView(k.shape);
+  const views = [...k.exprs.flatMap((e) => exprLoads(e).map((l) => l.view)), ...k.outputs.map((o) => o.view), ...(random ? [linear] : [])];
   const uniq = [...new Set(views)];
   const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
   const vars = shape.map((_, d) => `i${d}`);
@@ -129,7 +135,8 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const em = new ExprEmitter((v) => indexOf(collapsed.get(v)!, vars));
   const values = k.exprs.map((e) => em.emit(e));
   const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
-  return nest(shape, vars, body).join('\n');
+  if (random) body.unshift(`const lin = ${indexOf(collapsed.get(linear)!, vars)};`);
+  return [...(random ? [JS_RANDOM] : []), ...nest(shape, vars, body)].join('\n');
 }
 
 function nest(shape: readonly number[], vars: readonly string[], body: string[]): string[] {

@@ -11,11 +11,10 @@
 
 import type { DType } from '../../ir/dtype.ts';
 import type { Graph, Node } from '../../ir/graph.ts';
-import type { Expr, Kernel, KernelSpec } from '../../ir/kernel.ts';
+import { exprLoads, mapLoads, type Expr, type Kernel, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
 import { isElementwise, type PrimAttrs } from '../../ir/primitives.ts';
 import { numel, sameShape } from '../../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../../ir/view.ts';
-import { loadViews } from '../codegen/js.ts';
 import { elementwiseExpr } from '../lower.ts';
 
 export interface ScheduledKernel {
@@ -44,58 +43,16 @@ export interface FusionOptions {
 
 class NeedRealize { constructor(readonly id: number) {} }
 
-const barrierOps = new Set(['sum', 'max', 'argmax', 'matmul', 'gather', 'scatterAdd', 'pad']);
+const barrierOps = new Set(['sum', 'max', 'argmax', 'matmul', 'gather', 'scatterAdd', 'pad', 'random']);
 const isView = (op: string): boolean => op === 'reshape' || op === 'permute' || op === 'expand' || op === 'slice';
 
 /** Applies a view transform to every load of an expression (elementwise ops commute with views). */
-function mapLoads(e: Expr, f: (v: View) => View | null, memo = new Map<Expr, Expr>()): Expr | null {
-  const hit = memo.get(e);
-  if (hit) return hit;
-  let r: Expr | null;
-  switch (e.kind) {
-    case 'load': { const v = f(e.view); r = v && { ...e, view: v }; break; }
-    case 'unary': case 'cast': { const x = mapLoads(e.x, f, memo); r = x && { ...e, x }; break; }
-    case 'binary': { const a = mapLoads(e.a, f, memo), b = mapLoads(e.b, f, memo); r = a && b && { ...e, a, b }; break; }
-    case 'where': { const c = mapLoads(e.c, f, memo), a = mapLoads(e.a, f, memo), b = mapLoads(e.b, f, memo); r = c && a && b && { ...e, c, a, b }; break; }
-    default: r = e;
-  }
-  if (r) memo.set(e, r);
-  return r;
-}
+const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => mapLoads(e, (l) => { const v = f(l.view); return v && { ...l, view: v }; });
 
-/** Replaces loads of argument `arg` through `view` by `by` (epilogue `acc` or an inlined producer). */
-function substitute(e: Expr, match: (l: Extract<Expr, { kind: 'load' }>) => boolean, by: Expr, memo = new Map<Expr, Expr>()): Expr {
-  const hit = memo.get(e);
-  if (hit) return hit;
-  let r: Expr;
-  switch (e.kind) {
-    case 'load': r = match(e) ? by : e; break;
-    case 'unary': case 'cast': r = { ...e, x: substitute(e.x, match, by, memo) }; break;
-    case 'binary': r = { ...e, a: substitute(e.a, match, by, memo), b: substitute(e.b, match, by, memo) }; break;
-    case 'where': r = { ...e, c: substitute(e.c, match, by, memo), a: substitute(e.a, match, by, memo), b: substitute(e.b, match, by, memo) }; break;
-    default: r = e;
-  }
-  memo.set(e, r);
-  return r;
-}
+/** Replaces the loads that `match` by `by` (epilogue `acc` or an inlined producer). */
+const substitute = (e: Expr, match: (l: LoadExpr) => boolean, by: Expr): Expr => mapLoads(e, (l) => (match(l) ? by : l))!;
 
-function loads(e: Expr): Extract<Expr, { kind: 'load' }>[] {
-  const out: Extract<Expr, { kind: 'load' }>[] = [];
-  const seen = new Set<Expr>();
-  const walk = (x: Expr): void => {
-    if (seen.has(x)) return;
-    seen.add(x);
-    switch (x.kind) {
-      case 'load': out.push(x); break;
-      case 'unary': case 'cast': walk(x.x); break;
-      case 'binary': walk(x.a); walk(x.b); break;
-      case 'where': walk(x.c); walk(x.a); walk(x.b); break;
-      default: break;
-    }
-  };
-  walk(e);
-  return out;
-}
+const remapArgs = (e: Expr, map: readonly number[]): Expr => mapLoads(e, (l) => ({ ...l, arg: map[l.arg] }))!;
 
 /** A kernel under construction: expressions load from node buffers, numbered as arguments on first use. */
 class KernelBuilder {
@@ -123,10 +80,11 @@ class KernelBuilder {
     } else {
       this.covered.add(id);
       if (n.op === 'full') e = { kind: 'const', value: (n.attrs as PrimAttrs['full']).value, dtype: n.dtype };
+      else if (n.op === 'random' && id === this.root) e = { kind: 'random', seed: moveLoads(this.expr(n.inputs[0]), (v) => expandView(v, n.shape))!, dtype: n.dtype };
       else if (isView(n.op)) {
         const x = this.expr(n.inputs[0]);
         const f = viewTransform(n, this.g.node(n.inputs[0]).shape);
-        const moved = mapLoads(x, f);
+        const moved = moveLoads(x, f);
         if (!moved) throw new NeedRealize(n.inputs[0]);
         e = moved;
       } else if (isElementwise(n.op as never)) {
@@ -140,7 +98,7 @@ class KernelBuilder {
   }
 
   /** An operand that must be a plain load (matmul operands, gather sources). */
-  loadOf(id: number): Extract<Expr, { kind: 'load' }> {
+  loadOf(id: number): LoadExpr {
     const e = this.expr(id);
     if (e.kind === 'load') return e;
     let base = id;
@@ -269,9 +227,9 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
       const eShape = cmap.shape;
       if (numel(rShape) !== numel(eShape)) continue;
       // Re-express the consumer over the producer's iteration shape (they differ by size-1 dims at most).
-      const expr0 = sameShape(rShape, eShape) ? cmap.exprs[0] : mapLoads(cmap.exprs[0], (v) => reshapeView(v, rShape));
+      const expr0 = sameShape(rShape, eShape) ? cmap.exprs[0] : moveLoads(cmap.exprs[0], (v) => reshapeView(v, rShape));
       if (!expr0) continue;
-      const rLoads = loads(expr0).filter((l) => l.arg === argIndex);
+      const rLoads = exprLoads(expr0).filter((l) => l.arg === argIndex);
       if (!rLoads.every((l) => isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, rShape))) continue;
       const laterReaders = readersOf(rid).filter((k) => k !== consumer);
 
@@ -328,34 +286,14 @@ function mergeArgs(p: ScheduledKernel, c: ScheduledKernel): { args: number[]; pr
   return { args, producerMap, consumerMap };
 }
 
-function remapArgs(e: Expr, map: readonly number[]): Expr {
-  return mapExprLoads(e, (l) => ({ ...l, arg: map[l.arg] }));
-}
-
-function mapExprLoads(e: Expr, f: (l: Extract<Expr, { kind: 'load' }>) => Expr, memo = new Map<Expr, Expr>()): Expr {
-  const hit = memo.get(e);
-  if (hit) return hit;
-  let r: Expr;
-  switch (e.kind) {
-    case 'load': r = f(e); break;
-    case 'unary': case 'cast': r = { ...e, x: mapExprLoads(e.x, f, memo) }; break;
-    case 'binary': r = { ...e, a: mapExprLoads(e.a, f, memo), b: mapExprLoads(e.b, f, memo) }; break;
-    case 'where': r = { ...e, c: mapExprLoads(e.c, f, memo), a: mapExprLoads(e.a, f, memo), b: mapExprLoads(e.b, f, memo) }; break;
-    default: r = e;
-  }
-  memo.set(e, r);
-  return r;
-}
-
 /** Removes argument `drop` (an epilogue-fused producer's buffer, no longer read or written). */
 function dropArg(k: ScheduledKernel, drop: number): ScheduledKernel {
   const renum = (a: number): number => (a > drop ? a - 1 : a);
   const kern = k.spec.kernel as Extract<Kernel, { kind: 'reduce' | 'matmul' }>;
-  const fix = (e: Expr): Expr => mapExprLoads(e, (l) => ({ ...l, arg: renum(l.arg) }));
+  const fix = (e: Expr): Expr => mapLoads(e, (l) => ({ ...l, arg: renum(l.arg) }))!;
   const output = { ...kern.output, arg: renum(kern.output.arg) };
   const kernel: Kernel = kern.kind === 'reduce'
     ? { ...kern, body: fix(kern.body), epilogue: fix(kern.epilogue), output }
     : { ...kern, a: fix(kern.a), b: fix(kern.b), epilogue: fix(kern.epilogue), output };
   return { ...k, args: k.args.filter((_, i) => i !== drop), spec: { ...k.spec, args: k.spec.args.filter((_, i) => i !== drop), kernel } };
 }
-export { loadViews };

@@ -5,7 +5,7 @@
 
 import type { DType } from '../../ir/dtype.ts';
 import type { Graph, InputSource } from '../../ir/graph.ts';
-import type { Expr } from '../../ir/kernel.ts';
+import { exprLoads, type Expr } from '../../ir/kernel.ts';
 import { bytesPerElement } from '../../ir/dtype.ts';
 import { numel } from '../../ir/shape.ts';
 import { isContiguous, type View } from '../../ir/view.ts';
@@ -34,20 +34,7 @@ function readsOnlyAtOutput(k: ScheduledKernel, inputArg: number): boolean {
   }
 }
 
-function loadViewsOf(e: Expr, arg: number): View[] {
-  const out: View[] = [];
-  const seen = new Set<Expr>();
-  const walk = (x: Expr): void => {
-    if (seen.has(x)) return;
-    seen.add(x);
-    if (x.kind === 'load' && x.arg === arg) out.push(x.view);
-    if (x.kind === 'unary' || x.kind === 'cast') walk(x.x);
-    if (x.kind === 'binary') { walk(x.a); walk(x.b); }
-    if (x.kind === 'where') { walk(x.c); walk(x.a); walk(x.b); }
-  };
-  walk(e);
-  return out;
-}
+const loadViewsOf = (e: Expr, arg: number): View[] => exprLoads(e).filter((l) => l.arg === arg).map((l) => l.view);
 
 export function planMemory(g: Graph, sched: Schedule): MemoryPlan {
   const { kernels } = sched;
