@@ -9,7 +9,7 @@ import { shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type DeviceName } from './device.ts';
+import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
 import { Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (compiler/trace.ts). */
@@ -78,11 +78,30 @@ function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAtt
     default: {
       const backend = backendFor(device);
       const storage = backend.alloc(out.dtype, numel(out.shape));
-      const specs = lowerPrimitive(prim, attrs, inputs.map((t) => ({ view: { ...t._view, offset: 0 }, dtype: t.dtype })), out);
-      backend.run(specs, [...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
+      eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
       return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
     }
   }
+}
+
+type Launch = (args: readonly BoundArg[]) => void;
+const eagerCache = new Map<string, Launch>();
+
+/**
+ * The launcher of one eager op, cached by a cheap key (op, attributes, operand layouts) so that a
+ * repeated op skips lowering and codegen. Offsets are not part of it: they are bound at launch.
+ */
+function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: PrimAttrs[P], inputs: readonly Tensor[], out: AVal): Launch {
+  let key = `${backend.name}|${prim}|${JSON.stringify(attrs)}|${out.dtype}`;
+  for (const t of inputs) key += `|${t.dtype}:${t._view.shape.join(',')}:${t._view.strides.join(',')}`;
+  let launch = eagerCache.get(key);
+  if (!launch) {
+    const specs = lowerPrimitive(prim, attrs, inputs.map((t) => ({ view: { ...t._view, offset: 0 }, dtype: t.dtype })), out);
+    const prepared = backend.prepare ? specs.map((sp) => backend.prepare!(sp)) : null;
+    launch = prepared ? (args) => { for (const p of prepared) p(args); } : (args) => backend.run(specs, args);
+    eagerCache.set(key, launch);
+  }
+  return launch;
 }
 
 /** A tensor whose storage is laid out contiguously from offset 0 (a copy unless it already is). */

@@ -71,6 +71,7 @@ function dev(): GPUDevice {
   if (d !== device) {
     // A new device (first use, or after a loss): everything cached belongs to the old one.
     device = d;
+    maxBinding = d.limits.maxStorageBufferBindingSize;
     pipelines.clear();
     sourceCache.clear();
     encoder = null;
@@ -89,6 +90,8 @@ function dev(): GPUDevice {
   return d;
 }
 let unsubscribe: (() => void) | null = null;
+/** the device's maxStorageBufferBindingSize (read once per device) */
+let maxBinding = Infinity;
 
 function wgslLimits(): WgslLimits {
   const l = deviceLimits();
@@ -145,7 +148,9 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
     let detail = err.message;
     try {
       const info = await module.getCompilationInfo();
-      const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos}: ${m.message}`);
+      const lines = code.split('\n');
+      const msgs = info.messages.filter((m) => m.type === 'error')
+        .map((m) => `${m.lineNum}:${m.linePos}: ${m.message}${lines[m.lineNum - 1] !== undefined ? `\n    ${lines[m.lineNum - 1].trim()}` : ''}`);
       if (msgs.length) detail = msgs.join('\n');
     } catch {
       // keep the scope's message
@@ -218,6 +223,10 @@ function writtenArgs(spec: KernelSpec): Set<number> {
 const align4 = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
 
 function bufferFor(d: GPUDevice, size: number): GPUBuffer {
+  const bytes = align4(size * 4);
+  if (bytes > d.limits.maxBufferSize) {
+    throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
+  }
   return d.createBuffer({ size: align4(size * 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
 }
 
@@ -258,6 +267,12 @@ export const webgpuBackend: Backend = {
       const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
       const p = pipelineFor(spec, specAlias, aligned);
       if (p.error) throw p.error;
+      for (const b of p.kernel.bindings) {
+        const size = storages[b.arg].buffer.size;
+        if (size > maxBinding) {
+          throw new Error(`kiln: WebGPU kernel '${spec.name}' binds a buffer of ${size} bytes (argument ${b.arg}), more than this device's maxStorageBufferBindingSize (${maxBinding} bytes)`);
+        }
+      }
       const wg = p.kernel.workgroups;
       if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) continue;
       const cp = encoderFor(d, p.kernel.uniformBytes);
