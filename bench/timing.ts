@@ -95,6 +95,8 @@ export interface Row {
   /** Median time per iteration in ms, or null when the row did not run. */
   ms: number | null;
   firstCallMs?: number | null;
+  /** Fastest sample (per iteration), kept in results.json: less sensitive to a busy machine than the median. */
+  minMs?: number | null;
   /** Loss returned by the first call (sanity check: all frameworks should agree roughly). */
   firstValue?: number | null;
   iters?: number;
@@ -122,7 +124,7 @@ export interface Table {
 }
 
 export function rowFrom(name: string, m: Measurement, note?: string): Row {
-  return { name, ms: m.medianMs, firstCallMs: m.firstCallMs, firstValue: m.firstValue ?? null, iters: m.iters, note };
+  return { name, ms: m.medianMs, minMs: m.minMs, firstCallMs: m.firstCallMs, firstValue: m.firstValue ?? null, iters: m.iters, note };
 }
 
 export function skipped(name: string, note: string): Row {
