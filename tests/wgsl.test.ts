@@ -341,6 +341,9 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
       await run([], 13, 16, 10, contiguousView([13, 16]), permuteView(contiguousView([10, 16]), [1, 0]), 0, 0, 'vec4 NT (x @ w.T)');
       await run([3], 5, 8, 9, contiguousView([3, 5, 8]), permuteView(contiguousView([3, 9, 8]), [0, 2, 1]), 4, 8, 'vec4 batched NT at aligned offsets');
       await run([], 13, 16, 12, contiguousView([13, 16]), contiguousView([16, 12]), 2, 3, 'unaligned offsets (scalar path)');
+      await run([], 12, 8, 16, permuteView(contiguousView([8, 12]), [1, 0]), contiguousView([8, 16]), 0, 4, 'vec4 TN (x.T @ g)');
+      const aT = permuteView(sliceView(contiguousView([5, 8]), [0, 0], [1, 1], [5, 6]), [1, 0]); // [6, 5], strides [1, 8]
+      await run([], 6, 5, 8, aT, contiguousView([5, 8]), 0, 0, 'vec4 TN, m and k not multiples of 4');
       const k = wgslSource(lowerOne('matmul', {}, [inp([4, 8]), inp([8, 4])], { shape: [4, 4], dtype: 'float32' })[0], { aligned: [true, true, true] });
       expect(k.code).toMatch(/array<vec4<f32>>/);
     });

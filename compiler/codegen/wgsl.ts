@@ -159,12 +159,13 @@ fn k_pow(a: f32, b: f32) -> f32 {
   }
   return r;
 }
+fn k_pcg(x: u32) -> u32 {
+  let s = x * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}
 fn k_rnd(seed: i32, i: i32) -> f32 {
-  var h = ((bitcast<u32>(seed) ^ 0x2545f491u) * 0x9e3779b9u) ^ (bitcast<u32>(i + 1) * 0x85ebca6bu);
-  h = (h ^ (h >> 16u)) * 0x85ebca6bu;
-  h = (h ^ (h >> 13u)) * 0xc2b2ae35u;
-  h = h ^ (h >> 16u);
-  return f32(h >> 8u) / 16777216.0;
+  return f32(k_pcg(k_pcg(bitcast<u32>(seed)) + bitcast<u32>(i)) >> 8u) / 16777216.0;
 }
 fn k_powi(a: i32, b: i32) -> i32 {
   if (b < 0) {
@@ -289,8 +290,8 @@ class Emitter {
         break;
       }
       default: {
-        // 'random': a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM, counted by
-        // the row-major position in a map kernel's iteration space.
+        // 'random': a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM (PCG twice:
+        // keep k_pcg/k_rnd in step with it), counted by the row-major position in a map kernel's iteration.
         const r = e as unknown as { kind: string; seed?: Expr; dtype: DType };
         if (r.kind !== 'random' || !r.seed) throw new Error(`wgsl codegen: unsupported expression kind '${r.kind}'`);
         if (!this.lin) throw new Error('wgsl codegen: random numbers are only supported in map kernels');
@@ -497,9 +498,10 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   const four = (xs: readonly number[]) => xs.every((x) => x % 4 === 0);
   const vecOk = a.dtype === 'float32' && b.dtype === 'float32' && args.storage(a.arg) === 'float32' && args.storage(b.arg) === 'float32'
     && !epiArgs.has(args.canon(a.arg)) && !epiArgs.has(args.canon(b.arg)) && args.canon(k.output.arg) !== args.canon(a.arg) && args.canon(k.output.arg) !== args.canon(b.arg)
-    && args.aligned?.[a.arg] === true && args.aligned?.[b.arg] === true && k.k % 4 === 0 && sak === 1
-    && four([sam, a.view.offset, ...a.view.strides.slice(0, nb)]) && four([b.view.offset, ...b.view.strides.slice(0, nb)])
-    && ((sbn === 1 && four([sbk])) || (sbk === 1 && four([sbn])));
+    && args.aligned?.[a.arg] === true && args.aligned?.[b.arg] === true
+    && four([a.view.offset, ...a.view.strides.slice(0, nb)]) && four([b.view.offset, ...b.view.strides.slice(0, nb)])
+    && ((k.k % 4 === 0 && sak === 1 && four([sam]) && ((sbn === 1 && four([sbk])) || (sbk === 1 && four([sbn]))))
+      || (sam === 1 && four([sak]) && sbn === 1 && four([sbk])));
   if (vecOk) return matmulVec4(k, a, b, args, workgroups, baseA, baseB, bv, name);
   const A = args.buf(a.arg), B = args.buf(b.arg);
   const ld = (buf: string, arg: number, dt: DType, idx: string) => conv(`${buf}[${idx}]`, args.storage(arg), dt === 'bool' ? 'int32' : accType);
@@ -557,13 +559,14 @@ function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars
 }
 
 /**
- * The vec4 matmul: float32 operands read 4 elements at a time along k (a) and along n or k (b), like
- * the hand-written register-blocked reference kernel. Needs k % 4 == 0 and every base index aligned.
+ * The vec4 matmul: float32 operands read 4 elements at a time, like the hand-written register-blocked
+ * reference kernel: a along k with b along n or k (needs k % 4 == 0), or a along m with b along n.
+ * Every base index must be a multiple of 4 (the launch offsets too: the backend keys shaders by that).
  */
 function matmulVec4(k: Extract<Kernel, { kind: 'matmul' }>, a: Extract<Expr, { kind: 'load' }>, b: Extract<Expr, { kind: 'load' }>, args: Args,
   workgroups: [number, number, number], baseA: string, baseB: string, bv: string[], _name: string): Body {
   const nb = k.batch.length;
-  const sam = a.view.strides[nb], [sbk, sbn] = b.view.strides.slice(nb);
+  const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
   const A = args.bufVec4(a.arg), B = args.bufVec4(b.arg);
   const main = [
     `let j0 = i32(gid.x) * ${BN};`,
@@ -574,6 +577,18 @@ function matmulVec4(k: Extract<Kernel, { kind: 'matmul' }>, a: Extract<Expr, { k
     `let pa = ${baseA};`,
     `let pb = ${baseB};`,
   ];
+  if (sam === 1 && !(sak === 1 && k.k % 4 === 0)) {
+    // a is contiguous along m (a transposed operand, e.g. x.T @ g): one vec4 of a (4 rows) and one of b
+    // (4 columns) per k step
+    main.push(`var pa0 = (pa + i0) / 4;`, `var pb0 = (pb + j0) / 4;`);
+    for (let r = 0; r < BM; r++) main.push(`var c${r} = vec4<f32>(0);`);
+    const body = [`let xa = ${A}[pa0];`, `let yb = ${B}[pb0];`];
+    for (let r = 0; r < BM; r++) body.push(`c${r} = c${r} + xa.${'xyzw'[r]} * yb;`);
+    body.push(`pa0 = pa0 + ${sak / 4};`, `pb0 = pb0 + ${sbk / 4};`);
+    main.push(`for (var kk = 0; kk < ${k.k}; kk = kk + 1) {`, ...indent(body), '}');
+    main.push(...blockStores(k, args, [...bv, 'i', 'j'], 'float32'));
+    return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
+  }
   for (let r = 0; r < BM; r++) main.push(`var pa${r} = (pa + min(i0 + ${r}, ${k.m - 1}) * ${sam}) / 4;`);
   for (let r = 0; r < BM; r++) main.push(`var c${r} = vec4<f32>(0);`);
   const body: string[] = [];
