@@ -4,6 +4,7 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
+import { setLabel } from '../compiler/trace.ts';
 import { noGrad, Tensor, traceGuard, type DeviceName } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -58,6 +59,24 @@ class ParameterImpl {
 export const Parameter = ParameterImpl as unknown as ParameterConstructor;
 /** A Parameter is a Tensor. */
 export type Parameter = Tensor;
+
+// ---------------------------------------------------------------------------------------------
+// names for compile's listings (`fc1.weight` instead of `t3[512, 784]`)
+
+const names = new WeakMap<Tensor, string>();
+
+/** Names a parameter or buffer for IR listings; the longest dotted name (seen from the outermost module) wins. */
+function nameTensor(t: Tensor, name: string): void {
+  const old = names.get(t);
+  if (old !== undefined && old.split('.').length >= name.split('.').length) return;
+  names.set(t, name);
+  setLabel(t, name);
+}
+
+/** The dotted name a Module gave this tensor (`fc1.weight`), if any. */
+export function tensorName(t: Tensor): string | undefined {
+  return names.get(t);
+}
 
 // ---------------------------------------------------------------------------------------------
 // moving a tensor's storage in place (Module.to keeps the same Parameter objects)
@@ -214,7 +233,9 @@ export class Module {
       for (const [k, p] of m._ownParameters()) {
         if (seen.has(p)) continue;
         seen.add(p);
-        out.push([mname ? `${mname}.${k}` : k, p]);
+        const name = mname ? `${mname}.${k}` : k;
+        nameTensor(p, name);
+        out.push([name, p]);
       }
     }
     return out;
@@ -232,7 +253,9 @@ export class Module {
       for (const [k, b] of m._ownBuffers()) {
         if (seen.has(b)) continue;
         seen.add(b);
-        out.push([mname ? `${mname}.${k}` : k, b]);
+        const name = mname ? `${mname}.${k}` : k;
+        nameTensor(b, name);
+        out.push([name, b]);
       }
     }
     return out;

@@ -50,8 +50,8 @@ abstract class AdamBase extends Optimizer {
     this.eps = s.eps;
     this.weightDecay = s.weightDecay;
     this.decoupled = decoupled;
-    this.expAvg = this.params.map((p) => Optimizer.zerosFor(p));
-    this.expAvgSq = this.params.map((p) => Optimizer.zerosFor(p));
+    this.expAvg = this.params.map((p) => this.zerosFor(p, 'expAvg'));
+    this.expAvgSq = this.params.map((p) => this.zerosFor(p, 'expAvgSq'));
   }
 
   protected _state(): (Tensor | null)[][] {

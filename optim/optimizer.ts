@@ -7,7 +7,8 @@
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
 
 import { enableGrad, full, hostScalar, noGrad, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
-import { moveTensorInPlace } from '../nn/module.ts';
+import { setLabel } from '../compiler/trace.ts';
+import { moveTensorInPlace, tensorName } from '../nn/module.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -54,6 +55,7 @@ export abstract class Optimizer {
     this.params = list;
     this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
     this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
+    setLabel(this.stepCount, `${name}.stepCount`);
   }
 
   /** The learning rate (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
@@ -120,9 +122,11 @@ export abstract class Optimizer {
     this._lr = lr;
   }
 
-  /** Zero state of a parameter's shape on its device. */
-  protected static zerosFor(p: Tensor): Tensor {
-    return noGrad(() => zerosLike(p, { requiresGrad: false }));
+  /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
+  protected zerosFor(p: Tensor, slot: string): Tensor {
+    const t = noGrad(() => zerosLike(p, { requiresGrad: false }));
+    setLabel(t, `${tensorName(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
+    return t;
   }
 
   /** The device all parameters are on (state follows it). */

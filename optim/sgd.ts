@@ -40,7 +40,7 @@ export class SGD extends Optimizer {
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) {
       throw new Error('SGD: Nesterov momentum requires a momentum > 0 and zero dampening');
     }
-    this.momentumBuffers = this.params.map((p) => (this.momentum !== 0 ? Optimizer.zerosFor(p) : null));
+    this.momentumBuffers = this.params.map((p) => (this.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null));
   }
 
   protected _state(): (Tensor | null)[][] {
