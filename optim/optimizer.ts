@@ -46,7 +46,10 @@ export abstract class Optimizer {
     }
     const list: Tensor[] = [];
     for (const p of params) {
-      if (!(p instanceof Tensor)) throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : typeof p}`);
+      if (!(p instanceof Tensor)) {
+        const group = p !== null && typeof p === 'object' && 'params' in p;
+        throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : group ? 'a parameter group ({ params, ... }); parameter groups are not supported, pass a list of tensors' : typeof p}`);
+      }
       if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
       if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
       if (!list.includes(p)) list.push(p);
