@@ -85,7 +85,7 @@ function signature(args: readonly Tensor[], device: DeviceName): string {
 }
 
 function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
-  const traced = trace(fn, args);
+  const traced = trace(fn, args, device);
   const g0 = traced.graph;
   let g = dce(simplify(cse(simplify(g0))));
   g = dce(cse(g));

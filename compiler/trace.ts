@@ -185,8 +185,8 @@ export function setLabel(t: Tensor, label: string): void { labels.set(t, label);
  * Traces `fn(...args)`: returns the graph (inputs: args, captures, host scalars; outputs: returned
  * tensors, write-backs, grads) and the guards under which it can be reused.
  */
-export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[]): Traced {
-  const rec = new Recorder(args[0]?.device ?? getDefaultDevice());
+export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[], device: DeviceName = args[0]?.device ?? getDefaultDevice()): Traced {
+  const rec = new Recorder(device);
   const symArgs = args.map((a, i) => rec.argument(a, i));
   const prev = setTracer(rec);
   let result: unknown;
