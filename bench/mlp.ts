@@ -6,9 +6,9 @@ import { kilnMissing, loadKiln, type Device, type Kiln, type KTensor } from './p
 import { torchBench, torchMissing } from './peers/torch.ts';
 import { mlpData, MLP_BATCH, MLP_SEED, MLP_SIZES, type MlpData } from './mlp-data.ts';
 
-const OPTS = { budgetMs: 3000, warmupMs: 600, minSamples: 5 };
+const OPTS = { budgetMs: 2000, warmupMs: 500, minSamples: 5 };
 // Slow rows (hundreds of ms per step): fewer samples so the table stays under ~20 s.
-const SLOW = { budgetMs: 2500, warmupMs: 0, minWarmup: 1, minSamples: 3 };
+const SLOW = { budgetMs: 2000, warmupMs: 0, minWarmup: 1, minSamples: 3 };
 
 export function kilnMlp(kiln: Kiln, d: MlpData, device: Device) {
   const { nn, optim, F, tensor } = kiln;
