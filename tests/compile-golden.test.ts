@@ -4,11 +4,12 @@
 //  - every `kind: "op"` case of elementwise/reductions/matmul/shape/indexing/losses/nn compiled as
 //    `(...inputs, gradOutput) => { out = <expr>; out.backward(gradOutput); return [out, ...grads] }`:
 //    the output, the gradients returned from inside the step and the `.grad` written back to the
-//    real argument tensors after the call.
+//    real argument tensors after the call (fused, and again with fuse: false);
+//  - the nn.json double-backward cases (createGraph, autograd.grad) inside compile.
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { describeEachDevice } from './devices.ts';
-import { evalExpr, expectTensor, expectValues, loadGolden, toTensor, type Device, type GTensor, type OpCase, type OptimCase } from './golden.ts';
+import { evalExpr, expectTensor, expectValues, loadGolden, toTensor, type Device, type DoubleBackwardCase, type GTensor, type OpCase, type OptimCase } from './golden.ts';
 
 const { nn, optim } = kiln;
 type Tensor = kiln.Tensor;
@@ -78,13 +79,13 @@ describeEachDevice('compile golden optim', (device) => {
   }
 });
 
-describeEachDevice('compile golden ops', (device) => {
+function opSuite(device: Device, fuse: boolean): void {
   for (const file of OP_FILES) {
     const cases = loadGolden(file).cases.filter((c): c is OpCase => c.kind === 'op');
     describe(file, () => {
       for (const c of cases) {
         it(c.name, async () => {
-          const label = `${file}: ${c.name} [${device}] compiled (${c.expr})`;
+          const label = `${file}: ${c.name} [${device}] compiled${fuse ? '' : ' (fuse: false)'} (${c.expr})`;
           const names = Object.keys(c.inputs);
           const xs = names.map((n) => toTensor(c.inputs[n], device));
           const gradNames = Object.keys(c.grads);
@@ -96,7 +97,7 @@ describeEachDevice('compile golden ops', (device) => {
             if (!withGrad) return [out];
             out.backward(gradOut.length ? args[names.length] : undefined);
             return [out, ...gradNames.map((n) => ins[names.indexOf(n)].grad)];
-          });
+          }, { fuse });
           const res = (await step(...xs, ...gradOut)) as unknown as (Tensor | undefined)[];
           await expectTensor(res[0], c.output, c.tol, `${label}: output`);
           if (!withGrad) return;
@@ -127,6 +128,57 @@ describeEachDevice('compile golden ops', (device) => {
           }
         });
       }
+    });
+  }
+}
+
+describeEachDevice('compile golden ops', (device) => opSuite(device, true));
+describeEachDevice('compile golden ops, fuse: false', (device) => opSuite(device, false));
+
+const doubleCases = loadGolden('nn').cases.filter((c): c is DoubleBackwardCase => c.kind === 'doubleBackward');
+
+describeEachDevice('compile golden double backward', (device) => {
+  it('nn.json has double-backward cases', () => {
+    expect(doubleCases.length).toBeGreaterThan(0);
+  });
+  for (const c of doubleCases) {
+    it(`${c.name}: backward({ createGraph }) then backward of the gradient, compiled`, async () => {
+      const label = `${c.name} [${device}] compiled`;
+      const x = toTensor(c.inputs.x, device, true), y = toTensor(c.inputs.y, device, true);
+      const vector = c.inputs.x.shape.length > 0;
+      const step = kiln.compile((a: Tensor, b: Tensor) => {
+        let z = a.mul(a).mul(b);
+        if (vector) z = z.sum();
+        z.backward(undefined, { createGraph: true });
+        const first = [a.grad!.detach().clone(), b.grad!.detach().clone()];
+        (vector ? a.grad!.sum() : a.grad!).backward();
+        return { z, first };
+      });
+      const r = (await step(x, y)) as unknown as { z: Tensor; first: Tensor[] };
+      await expectTensor(r.z, c.z, c.tol, `${label}: z`);
+      await expectTensor(r.first[0], c.afterFirstBackward.x, c.tol, `${label}: x.grad after the first backward`);
+      await expectTensor(r.first[1], c.afterFirstBackward.y, c.tol, `${label}: y.grad after the first backward`);
+      await expectTensor(x.grad, c.afterSecondBackward.x, c.tol, `${label}: x.grad after the second backward`);
+      await expectTensor(y.grad, c.afterSecondBackward.y, c.tol, `${label}: y.grad after the second backward`);
+    });
+
+    it(`${c.name}: autograd.grad with createGraph, compiled`, async () => {
+      const label = `${c.name} [${device}] compiled autograd.grad`;
+      const x = toTensor(c.inputs.x, device, true), y = toTensor(c.inputs.y, device, true);
+      const vector = c.inputs.x.shape.length > 0;
+      const step = kiln.compile((a: Tensor, b: Tensor) => {
+        let z = a.mul(a).mul(b);
+        if (vector) z = z.sum();
+        const [gx] = kiln.autograd.grad([z], [a], { createGraph: true });
+        const [gxx, gxy] = kiln.autograd.grad([gx!.sum()], [a, b]);
+        return [gx!, gxx!, gxy!];
+      });
+      const [gx, gxx, gxy] = (await step(x, y)) as unknown as Tensor[];
+      await expectTensor(gx, c.autogradGrad.gx, c.tol, `${label}: gx`);
+      await expectTensor(gxx, c.autogradGrad.gxx, c.tol, `${label}: gxx`);
+      await expectTensor(gxy, c.autogradGrad.gxy, c.tol, `${label}: gxy`);
+      expect(x.grad).toBeNull();
+      expect(y.grad).toBeNull();
     });
   }
 });

@@ -323,6 +323,143 @@ describeEachDevice('compile', (device) => {
     });
   });
 
+  describe('in-place writes', () => {
+    it('an in-place write into a view of a captured tensor is carried out on the real tensor (or is a TraceError), never dropped', async () => {
+      const run = (p: Tensor, x: Tensor): Tensor => {
+        kiln.noGrad(() => p.index(0).fill_(1));
+        return x.add(p);
+      };
+      const pe = kiln.zeros([2, 3], { device }), pc = kiln.zeros([2, 3], { device });
+      const x = kiln.ones([2, 3], { device });
+      const eager = await values(run(pe, x));
+      expect(eager).toEqual([2, 2, 2, 1, 1, 1]);
+      const step = kiln.compile((t: Tensor) => run(pc, t));
+      let got: number[] | null = null;
+      try {
+        got = await values(await step(x));
+      } catch (e) {
+        // refusing is acceptable, silently dropping the write is not
+        expect((e as Error).name).toBe('TraceError');
+        expect(await values(pc)).toEqual([0, 0, 0, 0, 0, 0]);
+        return;
+      }
+      expect(got).toEqual(eager);
+      expect(await values(pc)).toEqual(await values(pe));
+    });
+
+    it('in-place updates of a whole captured tensor (add_, mul_, copy_) under noGrad match eager over several calls', async () => {
+      const run = (p: Tensor, q: Tensor, x: Tensor): Tensor => {
+        kiln.noGrad(() => {
+          p.mul_(0.5).add_(x);
+          q.copy_(p.mul(2));
+        });
+        return p.sum();
+      };
+      const [pe, qe, pc, qc] = [0, 1, 2, 3].map(() => kiln.tensor([1, 2, 3], { device }));
+      const step = kiln.compile((x: Tensor) => run(pc, qc, x));
+      for (let i = 0; i < 3; i++) {
+        const x = kiln.tensor([i, -i, 1], { device });
+        const le = await values(run(pe, qe, x));
+        expect(await values(await step(x))).toEqual(le);
+        expect(await values(pc)).toEqual(await values(pe));
+        expect(await values(qc)).toEqual(await values(qe));
+      }
+      expect(step.traces).toBe(1);
+    });
+  });
+
+  describe('signatures and retracing', () => {
+    it('traces starts at 0; same shapes reuse the trace; dtype, shape, grad mode and requiresGrad of arguments retrace', async () => {
+      const lin = new nn.Linear(3, 2, { device });
+      const step = kiln.compile((x: Tensor) => lin.forward(x).relu());
+      expect(step.traces).toBe(0);
+      await step(kiln.randn([4, 3], { device }));
+      await step(kiln.randn([4, 3], { device }));
+      expect(step.traces).toBe(1);
+      await step(kiln.randn([5, 3], { device }));
+      expect(step.traces).toBe(2);
+      await kiln.noGrad(() => step(kiln.randn([4, 3], { device })));
+      expect(step.traces).toBe(3);
+      await step(kiln.randn([4, 3], { device, requiresGrad: true }));
+      expect(step.traces).toBe(4);
+      // and all cached versions stay in use
+      await step(kiln.randn([4, 3], { device }));
+      await step(kiln.randn([5, 3], { device }));
+      expect(step.traces).toBe(4);
+
+      const add = kiln.compile((x: Tensor) => x.add(1));
+      expect(await values(await add(kiln.tensor([1.5, 2], { device })))).toEqual([2.5, 3]);
+      const r = await add(kiln.tensor(Int32Array.from([1, 2]), { shape: [2], dtype: 'int32', device }));
+      expect(add.traces).toBe(2);
+      expect(r.dtype).toBe('int32');
+      expect(await values(r)).toEqual([2, 3]);
+    });
+
+    it('a step compiled under noGrad writes no grads; the same step with grad enabled does', async () => {
+      const lin = new nn.Linear(3, 1, { device });
+      const step = kiln.compile((x: Tensor) => {
+        const out = lin.forward(x).sum();
+        if (kiln.isGradEnabled()) out.backward();
+        return out;
+      });
+      const x = kiln.randn([2, 3], { device });
+      await kiln.noGrad(() => step(x));
+      expect(lin.weight.grad).toBeNull();
+      await step(x);
+      expect(lin.weight.grad).not.toBeNull();
+      expect(await values(lin.weight.grad)).toEqual(await values(x.sum(0)));
+    });
+
+    it('non-contiguous arguments (a transposed view, a slice) give the same result as eager', async () => {
+      const base = kiln.arange(0, 12, 1, { device }).float().reshape([3, 4]);
+      const step = kiln.compile((x: Tensor) => x.mul(2).add(x.sum(0)));
+      for (const v of [base.T, base.index(null, [1, 3]), base.index([null, null, 2])]) {
+        expect(await values(await step(v))).toEqual(await values(v.mul(2).add(v.sum(0))));
+      }
+    });
+
+    it('options.device runs the step there; arguments from another device are moved', async () => {
+      const step = kiln.compile((x: Tensor, y: Tensor) => x.matmul(y).relu(), { device });
+      const x = kiln.tensor([[1, -2], [3, 4]]), y = kiln.tensor([[1, 0], [0, -1]]); // cpu
+      const r = await step(x, y);
+      expect(r.device).toBe(device);
+      expect(await values(r)).toEqual([1, 2, 3, 0]);
+    });
+
+    it('two compiled functions sharing parameters (train step + noGrad eval) interleave correctly', async () => {
+      kiln.manualSeed(12);
+      const model = new MLP(device), ref = new MLP(device);
+      ref.loadStateDict(model.stateDict());
+      const opt = new optim.Adam(model.parameters(), { lr: 0.05 }), optRef = new optim.Adam(ref.parameters(), { lr: 0.05 });
+      const X = kiln.randn([8, 4], { device });
+      const Y = kiln.tensor(Int32Array.from([0, 1, 1, 0, 1, 0, 0, 1]), { shape: [8], dtype: 'int32', device });
+      const trainBody = (m: MLP, o: kiln.optim.Optimizer, x: Tensor, y: Tensor) => {
+        const loss = F.crossEntropy(m.forward(x), y);
+        loss.backward();
+        o.step();
+        o.zeroGrad();
+        return loss;
+      };
+      const evalBody = (m: MLP, x: Tensor, y: Tensor) => {
+        const logits = m.forward(x);
+        return { correct: logits.argmax(1).eq(y).int().sum(), logits };
+      };
+      const train = kiln.compile((x: Tensor, y: Tensor) => trainBody(model, opt, x, y));
+      const evaluate = kiln.compile((x: Tensor, y: Tensor) => evalBody(model, x, y));
+      for (let i = 0; i < 6; i++) {
+        const le = await trainBody(ref, optRef, X, Y).item();
+        expectValues([await (await train(X, Y)).item()], [le], { rtol: 1e-4, atol: 1e-5 }, `train ${i}`);
+        const re = kiln.noGrad(() => evalBody(ref, X, Y));
+        const rc = await kiln.noGrad(() => evaluate(X, Y));
+        expect(rc.correct.dtype).toBe('int32');
+        expect(await values(rc.correct)).toEqual(await values(re.correct));
+        expectValues(await values(rc.logits), await values(re.logits), { rtol: 1e-4, atol: 1e-5 }, `eval logits ${i}`);
+      }
+      expect(train.traces).toBe(1);
+      expect(evaluate.traces).toBe(1);
+    });
+  });
+
   describe('train() / eval() with Dropout', () => {
     it('eval() after a compiled call in training mode gives the identity (retraces or is correct)', async () => {
       kiln.manualSeed(6);
