@@ -12,7 +12,7 @@ import { contiguousView, permuteView, expandView, sliceView, type View } from '.
 import { copyKernel, lowerPrimitive, type LowerInput } from '../compiler/lower.ts';
 import { wgslSource, type WgslOptions } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
-import { setShaderTransform, webgpuBackend, sync } from '../runtime/webgpu/backend.ts';
+import { setGridCap, setShaderTransform, webgpuBackend, sync } from '../runtime/webgpu/backend.ts';
 import type { Storage } from '../runtime/device.ts';
 import * as kiln from '../index.ts';
 
@@ -238,15 +238,37 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
     it('a map over more than 65535 workgroups uses a 2-D grid', async () => {
       const big = 65536 * 256 + 77;
       const specs = lowerOne('full', { shape: [big], value: 2.5, dtype: 'float32' }, [], { shape: [big], dtype: 'float32' });
-      const k = wgslSource(specs[0]);
+      const k = wgslSource(specs[0], { maxWorkgroups: Infinity });
       expect(k.workgroups[1]).toBeGreaterThan(1);
-      const out = webgpuBackend.alloc('float32', big);
-      webgpuBackend.run(specs, [{ storage: out, offset: 0 }]);
-      const tail = await webgpuBackend.read(out, big - 100, 100);
-      expect(Array.from(tail).every((v) => v === 2.5)).toBe(true);
-      const head = await webgpuBackend.read(out, 0, 10);
-      expect(Array.from(head).every((v) => v === 2.5)).toBe(true);
+      for (const cap of [Infinity, null]) {
+        setGridCap(cap); // uncapped: a 2-D grid; by adapter: a capped grid whose invocations loop
+        try {
+          const out = webgpuBackend.alloc('float32', big);
+          webgpuBackend.run(specs, [{ storage: out, offset: 0 }]);
+          const all = await webgpuBackend.read(out, 0, big);
+          expect(all.every((v) => v === 2.5), `cap ${cap}`).toBe(true);
+        } finally {
+          setGridCap(null);
+        }
+      }
     });
+  });
+
+  it('grid-stride loops (a tiny workgroup cap) give the same results for map, gather, scatterAdd and reduce', async () => {
+    setGridCap(2);
+    try {
+      const shp = [37, 41];
+      const a = randF(numel(shp)), b = randF(numel(shp));
+      expectExact(await elementwise('mul', [a, b], ['float32', 'float32'], 'float32', shp), 'capped map');
+      const g = lowerOne('gather', { axis: 1 }, [inp(shp), inp([37, 30], 'int32')], { shape: [37, 30], dtype: 'float32' });
+      expectExact((await runBoth(g, [{ data: a }, { data: randI(37 * 30, 0, 41) }, { data: new Float32Array(37 * 30) }]))[0], 'capped gather');
+      const sa = lowerOne('scatterAdd', { axis: 0, shape: [20, 41] }, [inp(shp, 'int32'), inp(shp)], { shape: [20, 41], dtype: 'float32' });
+      expectExact((await runBoth(sa, [{ data: randI(numel(shp), 0, 20) }, { data: a }, { data: new Float32Array(20 * 41) }]))[0], 'capped scatterAdd');
+      const r = lowerOne('sum', { axes: [1] }, [inp([3000, 5])], { shape: [3000, 1], dtype: 'float32' });
+      expectClose((await runBoth(r, [{ data: randF(15000) }, { data: new Float32Array(3000) }]))[0], 'capped serial reduce');
+    } finally {
+      setGridCap(null);
+    }
   });
 
   describe('reduce kernels', () => {

@@ -55,6 +55,12 @@ export interface WgslOptions {
   alias?: readonly number[];
   /** aligned[i]: argument i's launch offset is a multiple of 4 elements (lets matmul use vec4 loads) */
   aligned?: readonly boolean[];
+  /**
+   * At most this many workgroups for one-invocation-per-element kernels (map, gather, scatterAdd, small
+   * reductions); each invocation then loops over several elements. Software adapters (lavapipe) pay per
+   * invocation, so a small cap (256) is several times faster there; GPUs want more (default 4096).
+   */
+  maxWorkgroups?: number;
 }
 
 export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write'; vec4: boolean }
@@ -345,9 +351,33 @@ function grid1d(groups: number, lim: WgslLimits, name: string): [number, number,
 
 const indent = (lines: readonly string[], by = '  '): string[] => lines.map((l) => by + l);
 
+/**
+ * One logical invocation per element `gi` in [0, total): a 1-D or 2-D grid of `wg`-wide workgroups,
+ * capped at `cap` workgroups with each invocation looping over several elements (grid-stride).
+ */
+function perElement(total: number, wg: number, cap: number, lim: WgslLimits, name: string, body: string[]): { main: string[]; workgroups: [number, number, number] } {
+  const groups = Math.ceil(total / wg);
+  if (groups <= cap || groups <= 1) {
+    const workgroups = grid1d(groups, lim, name);
+    return { workgroups, main: [`let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`, `if (gi >= ${total}) { return; }`, ...body] };
+  }
+  const g = Math.min(cap, lim.maxComputeWorkgroupsPerDimension);
+  const stride = g * wg;
+  const per = Math.ceil(total / stride);
+  return {
+    workgroups: [g, 1, 1],
+    main: [
+      `let g0 = i32(wid.x * ${wg}u + lid);`,
+      `for (var rep = 0; rep < ${per}; rep = rep + 1) {`,
+      ...indent([`let gi = g0 + rep * ${stride};`, `if (gi >= ${total}) { break; }`, ...body]),
+      '}',
+    ],
+  };
+}
+
 interface Body { decls: string[]; wg: number | [number, number]; main: string[]; workgroups: [number, number, number] }
 
-function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLimits, name: string): Body {
+function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLimits, name: string, cap: number): Body {
   const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
   const uniq = [...new Set(views)];
   // a view of lower rank than the iteration (a 0-d seed, say) is broadcast: its missing leading dims get stride 0
@@ -358,22 +388,15 @@ function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLim
   const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
   const total = shape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
-  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
   // `gi` is the row-major position in k.shape (collapsing dims keeps row-major order): random's counter
   const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), collapsed.get(v)!, vars), 'v', undefined, 'gi');
   const values = k.exprs.map((e) => em.emit(e));
   const stores = k.outputs.map((o, j) => store(args, o, indexOf(args.off(o.arg), collapsed.get(o.view)!, vars), values[j], k.exprs[j].dtype));
-  const main = [
-    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
-    `if (gi >= ${total}) { return; }`,
-    ...decompose('gi', shape, vars, 'q'),
-    ...em.lines,
-    ...stores,
-  ];
+  const { main, workgroups } = perElement(total, wg, cap, lim, name, [...decompose('gi', shape, vars, 'q'), ...em.lines, ...stores]);
   return { decls: [], wg, main, workgroups };
 }
 
-function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: WgslLimits, name: string): Body {
+function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: WgslLimits, name: string, cap: number): Body {
   const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
   const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
@@ -413,13 +436,8 @@ function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: W
       loop = [`for (var ${v} = 0; ${v} < ${redSizes[j]}; ${v} = ${v} + 1) {`, ...indent(loop), '}'];
     }
     const wgs = Math.min(64, maxWg);
-    const workgroups = grid1d(Math.ceil(nOut / wgs), lim, name);
-    const main = [
-      `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wgs}u + lid);`,
-      `if (gi >= ${nOut}) { return; }`,
-      ...decompose('gi', keptSizes, kept.map((d) => vars[d]!), 'q'),
-      ...init, ...loop, ...outer.lines, storeLine,
-    ];
+    const { main, workgroups } = perElement(nOut, wgs, cap, lim, name,
+      [...decompose('gi', keptSizes, kept.map((d) => vars[d]!), 'q'), ...init, ...loop, ...outer.lines, storeLine]);
     return { decls: [], wg: wgs, main, workgroups };
   }
 
@@ -610,37 +628,33 @@ function matmulVec4(k: Extract<Kernel, { kind: 'matmul' }>, a: Extract<Expr, { k
   return { decls: [], wg: [WG_X, WG_Y], main, workgroups };
 }
 
-function gatherKernel(k: Extract<Kernel, { kind: 'gather' }>, args: Args, lim: WgslLimits, name: string): Body {
+function gatherKernel(k: Extract<Kernel, { kind: 'gather' }>, args: Args, lim: WgslLimits, name: string, cap: number): Body {
   const vars = k.shape.map((d, i) => (d === 1 ? null : `i${i}`));
   const live = k.shape.map((_, i) => i).filter((i) => k.shape[i] !== 1);
   const total = k.shape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
-  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
   const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, vars), 'v');
   const idx = conv(em.emit(k.index), k.index.dtype, 'int32');
   const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const srcView: View = { ...k.src.view, shape: k.shape.map((d, i) => (i === k.axis ? 2 : d)) };
   const srcBuf = args.buf(k.src.arg);
   const value = conv(`${srcBuf}[${indexOf(args.off(k.src.arg), srcView, srcVars)}]`, args.storage(k.src.arg), k.src.dtype);
-  const main = [
-    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
-    `if (gi >= ${total}) { return; }`,
+  const { main, workgroups } = perElement(total, wg, cap, lim, name, [
     ...decompose('gi', live.map((d) => k.shape[d]), live.map((d) => vars[d]!), 'q'),
     ...em.lines,
     `let g = ${idx};`,
     store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, vars), value, k.src.dtype),
-  ];
+  ]);
   return { decls: [], wg, main, workgroups };
 }
 
-function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args, lim: WgslLimits, name: string): Body {
+function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args, lim: WgslLimits, name: string, cap: number): Body {
   const outShape = k.output.view.shape;
   if (outShape.length !== k.srcShape.length) throw new Error(`wgsl codegen: kernel '${name}': scatterAdd output and source ranks differ`);
   const ovars = outShape.map((d, i) => (d === 1 ? null : `o${i}`));
   const live = outShape.map((_, i) => i).filter((i) => outShape[i] !== 1);
   const total = outShape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
-  const workgroups = grid1d(Math.ceil(total / wg), lim, name);
   // source position: the output's indices with the axis running over the source's extent
   const svars = k.srcShape.map((d, i) => (i === k.axis ? (d === 1 ? null : 'j') : d === 1 ? null : (ovars[i] ?? '0')));
   const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, svars), 'v');
@@ -654,14 +668,12 @@ function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args
     ...indent([...em.lines, `if (${idx} == ${axisVar}) { acc = acc + ${conv(src, k.src.dtype, dt)}; }`]),
     '}',
   ];
-  const main = [
-    `let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`,
-    `if (gi >= ${total}) { return; }`,
+  const { main, workgroups } = perElement(total, wg, cap, lim, name, [
     ...decompose('gi', live.map((d) => outShape[d]), live.map((d) => ovars[d]!), 'q'),
     `var acc: ${wtype(dt)} = 0;`,
     ...(inRange.length ? [`if (${inRange.join(' && ')}) {`, ...indent(loop), '}'] : loop),
     store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, ovars), 'acc', dt),
-  ];
+  ]);
   return { decls: [], wg, main, workgroups };
 }
 
@@ -689,9 +701,10 @@ export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel
   const lim: WgslLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const args = new Args(spec, opts.alias, opts.aligned);
   const k = spec.kernel;
-  const body = k.kind === 'map' ? mapKernel(k, args, lim, spec.name) : k.kind === 'reduce' ? reduceKernel(k, args, lim, spec.name)
-    : k.kind === 'matmul' ? matmulKernel(k, args, lim, spec.name) : k.kind === 'gather' ? gatherKernel(k, args, lim, spec.name)
-    : scatterAddKernel(k, args, lim, spec.name);
+  const cap = Math.max(1, opts.maxWorkgroups ?? 4096);
+  const body = k.kind === 'map' ? mapKernel(k, args, lim, spec.name, cap) : k.kind === 'reduce' ? reduceKernel(k, args, lim, spec.name, cap)
+    : k.kind === 'matmul' ? matmulKernel(k, args, lim, spec.name) : k.kind === 'gather' ? gatherKernel(k, args, lim, spec.name, cap)
+    : scatterAddKernel(k, args, lim, spec.name, cap);
   const bindings = args.bindings();
   if (bindings.length > lim.maxStorageBuffersPerShaderStage) {
     throw new Error(`kiln: WebGPU kernel '${spec.name}' needs ${bindings.length} storage buffers, but this device allows ${lim.maxStorageBuffersPerShaderStage} per shader stage (maxStorageBuffersPerShaderStage); the kernel must be split`);
