@@ -151,6 +151,47 @@ describeEachDevice('fusion', (device) => {
     for (const [i, p] of params.entries()) expectValues(await values(p), await values(ref.parameters()[i]), { rtol: 1e-5, atol: 1e-6 }, `param ${i}`);
   });
 
+  it('Adam: multi-output kernels: the kernel that writes a parameter also writes its expAvg and expAvgSq (fusion.ts rule)', async () => {
+    const model = new MLP2(device);
+    const opt = new optim.Adam(model.parameters(), { lr: 0.01 });
+    const { x, y } = batch();
+    const l = await mlpStep(model, opt).lower(x, y);
+    const g = graphOf(l);
+    const nodesOf = kernelNodes(l);
+    const kernelWriting = (t: Tensor): number => {
+      const o = g.outputs.find((w) => w.kind === 'write' && w.ref === t);
+      expect(o, 'a write-back output').toBeDefined();
+      const ks = nodesOf.map((ns, i) => (ns.some((n) => n.id === o!.node) ? i : -1)).filter((i) => i >= 0);
+      expect(ks).toHaveLength(1);
+      return ks[0];
+    };
+    const problems: string[] = [];
+    model.parameters().forEach((p, i) => {
+      const kp = kernelWriting(p), km = kernelWriting(opt.expAvg[i]), kv = kernelWriting(opt.expAvgSq[i]);
+      if (!(kp === km && km === kv)) problems.push(`param ${i}: p in ${l.kernels[kp].name}, m in ${l.kernels[km].name}, v in ${l.kernels[kv].name}`);
+    });
+    expect(problems, problems.join('; ')).toEqual([]);
+  });
+
+  it('views fold into their consumer: transpose then elementwise, reshape + slice then elementwise are one kernel each', async () => {
+    const x = kiln.arange(0, 12, 1, { device }).float().reshape([3, 4]).contiguous();
+    // (a reshape of a transposed view is not a strided view; a copy there is legitimate, as in PyTorch)
+    for (const f of [(t: Tensor) => t.T.mul(2).add(1), (t: Tensor) => t.reshape([2, 6]).index(null, [1, 5]).mul(2), (t: Tensor) => t.index([null, null, 2]).unsqueeze(0).expand([2, 2, 4]).neg()]) {
+      const step = kiln.compile(f);
+      const l = await step.lower(x);
+      expect(l.kernels, l.kernels.map((k) => k.name).join(', ')).toHaveLength(1);
+      expect(await values(await step(x))).toEqual(await values(f(x)));
+    }
+  });
+
+  it('a kernel with more inputs than a device binds (12 arguments summed) still gives the right answer', async () => {
+    const args = Array.from({ length: 12 }, (_, i) => kiln.full([5], i + 1, { device }));
+    const step = kiln.compile((...a: Tensor[]) => a.reduce((s, t) => s.add(t)));
+    expect(await values(await step(...args))).toEqual(new Array(5).fill(78));
+    const l = await step.lower(...args);
+    if (device === 'webgpu') expect(l.kernels.length).toBeGreaterThan(1);
+  });
+
   it('options.fuse = false: one kernel per non-view op, more kernels than fused, same results', async () => {
     const model = new MLP2(device);
     const opt = new optim.SGD(model.parameters(), { lr: 0.1 });
