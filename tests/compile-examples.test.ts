@@ -302,6 +302,43 @@ describeEachDevice('compile == eager (examples)', (device) => {
     });
   }
 
+  it('weight tying (one Linear used twice) and a parameter the loss never uses: 12 Adam steps, compiled == eager', async () => {
+    kiln.manualSeed(13);
+    class Tied extends nn.Module {
+      shared: kiln.nn.Linear;
+      unused: kiln.nn.Linear;
+      constructor() {
+        super();
+        this.shared = new nn.Linear(4, 4, { device });
+        this.unused = new nn.Linear(4, 2, { device });
+      }
+      forward(x: Tensor): Tensor {
+        return this.shared.forward(this.shared.forward(x).tanh());
+      }
+    }
+    const eagerModel = new Tied();
+    const compModel = copyModel(eagerModel, new Tied());
+    const eagerOpt = new optim.Adam(eagerModel.parameters(), { lr: 0.02 });
+    const compOpt = new optim.Adam(compModel.parameters(), { lr: 0.02 });
+    const X = kiln.randn([5, 4], { device }), Y = kiln.randn([5, 4], { device });
+    const body = (m: Tied, opt: kiln.optim.Optimizer, xb: Tensor, yb: Tensor): Tensor => {
+      const loss = F.mseLoss(m.forward(xb), yb);
+      loss.backward();
+      opt.step();
+      opt.zeroGrad();
+      return loss;
+    };
+    const step = kiln.compile((xb: Tensor, yb: Tensor) => body(compModel, compOpt, xb, yb));
+    const unusedBefore = await values(compModel.unused.weight);
+    for (let i = 0; i < 12; i++) {
+      const le = await body(eagerModel, eagerOpt, X, Y).item();
+      expectValues([await (await step(X, Y)).item()], [le], { rtol: RTOL, atol: 1e-5 }, `tied [${device}] step ${i}: loss`);
+    }
+    await expectSameParams(compModel.parameters(), eagerModel.parameters(), `tied [${device}]`);
+    expect(await values(compModel.unused.weight)).toEqual(unusedBefore);
+    expect(compModel.unused.weight.grad).toBeNull();
+  });
+
   it('opt.lr = x between compiled calls takes effect at the next call (SGD and Adam)', async () => {
     for (const which of ['SGD', 'Adam'] as const) {
       kiln.manualSeed(5);

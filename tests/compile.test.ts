@@ -313,6 +313,16 @@ describeEachDevice('compile', (device) => {
       expect(step.traces).toBe(1);
     });
 
+    it('a module parameter replaced by a new Parameter object between calls is used by the next call (retraces or is correct)', async () => {
+      const lin = new nn.Linear(2, 1, { device });
+      const step = kiln.compile((x: Tensor) => lin.forward(x));
+      const x = kiln.ones([1, 2], { device });
+      await step(x);
+      lin.weight = new nn.Parameter(kiln.tensor([[10, 20]], { device }));
+      const eager = await values(kiln.noGrad(() => lin.forward(x)));
+      expectValues(await values(await step(x)), eager, { rtol: 1e-6, atol: 1e-6 }, 'after replacing lin.weight');
+    });
+
     it('a captured plain tensor updated by copy_ between calls', async () => {
       const scale = kiln.tensor([2], { device });
       const step = kiln.compile((x: Tensor) => x.mul(scale));
