@@ -12,7 +12,7 @@ import { contiguousView, permuteView, expandView, sliceView, type View } from '.
 import { copyKernel, lowerPrimitive, type LowerInput } from '../compiler/lower.ts';
 import { wgslSource, type WgslOptions } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
-import { setGridCap, setShaderTransform, webgpuBackend, sync } from '../runtime/webgpu/backend.ts';
+import { setGridCap, setReduceStrategy, setShaderTransform, webgpuBackend, sync } from '../runtime/webgpu/backend.ts';
 import type { Storage } from '../runtime/device.ts';
 import * as kiln from '../index.ts';
 
@@ -288,6 +288,24 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
       expectExact(await reduce('sum', [6, 500], [1], randI(3000, -100, 100), 'int32'), 'int sum');
       expectExact(await reduce('sum', [6, 50], [1], Uint8Array.from(randI(300, 0, 2)), 'bool'), 'bool sum');
     });
+
+    for (const strategy of ['serial', 'tree'] as const) {
+      it(`forced ${strategy} strategy: sum, max and argmax (NaN, ties) agree with cpu`, async () => {
+        setReduceStrategy(strategy);
+        try {
+          const x = Float32Array.from({ length: 5 * 300 }, () => Math.floor(rnd() * 7));
+          x[2 * 300 + 17] = NaN; x[2 * 300 + 250] = NaN;
+          expectClose(await reduce('sum', [5, 300], [1], randF(1500)), `${strategy} sum`, 1e-5, 1e-5);
+          expectClose(await reduce('sum', [30, 7, 20], [0, 2], randF(4200)), `${strategy} sum over two axes`, 1e-5, 1e-5);
+          expectExact(await reduce('max', [5, 300], [1], x), `${strategy} max`);
+          expectExact(await reduce('argmax', [5, 300], [1], x), `${strategy} argmax`);
+          expectExact(await reduce('argmax', [300, 5], [0], x), `${strategy} argmax axis 0`);
+          expectExact(await reduce('sum', [4, 333], [1], randI(1332, -50, 50), 'int32'), `${strategy} int sum`);
+        } finally {
+          setReduceStrategy(null);
+        }
+      });
+    }
 
     it('a long reduction (100000 elements)', async () => {
       const x = randF(100000, 0, 1);

@@ -109,15 +109,23 @@ function wgslLimits(): WgslLimits {
  * (1M-element add: 22 ms with 4096 workgroups, 3 ms with 256).
  */
 let gridCapOverride: number | null = null;
+function isSoftware(): boolean {
+  const i = adapterInfo();
+  return i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.device} ${i.description}`);
+}
 function gridCap(): number {
   if (gridCapOverride !== null) return gridCapOverride;
-  const i = adapterInfo();
-  const software = i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.device} ${i.description}`);
-  return software ? 256 : 4096;
+  return isSoftware() ? 256 : 4096;
 }
 /** Test hook: overrides the workgroup cap (null: by adapter). */
 export function setGridCap(cap: number | null): void {
   gridCapOverride = cap;
+  sourceCache.clear();
+}
+let reduceOverride: 'serial' | 'tree' | null = null;
+/** Test hook: forces a reduce strategy (null: by size and adapter). */
+export function setReduceStrategy(strategy: 'serial' | 'tree' | null): void {
+  reduceOverride = strategy;
   sourceCache.clear();
 }
 
@@ -132,7 +140,7 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
   const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
   let kernel = sourceCache.get(key);
   if (!kernel) {
-    kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap() });
+    kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto' });
     if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
     sourceCache.set(key, kernel);
   }
@@ -367,7 +375,7 @@ registerWebGPUBackend();
 
 /** The WGSL source a spec compiles to on this device (for inspection and `step.lower()`). */
 export function wgslFor(spec: KernelSpec): WgslKernel {
-  return wgslSource(spec, isInitialized() ? { limits: wgslLimits(), maxWorkgroups: gridCap() } : {});
+  return wgslSource(spec, isInitialized() ? { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware() } : {});
 }
 
 export { uniformLayout };
