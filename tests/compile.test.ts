@@ -86,6 +86,13 @@ describeEachDevice('compile', (device) => {
       expectTraceError(e, 'item()', 'MARK:asyncItem');
     });
 
+    it('an async function (returning a Promise) is a TraceError that says compile() needs a synchronous function', async () => {
+      const step = kiln.compile((async (t: Tensor) => t.add(1)) as unknown as (t: Tensor) => Tensor);
+      const e = await rejection(step(kiln.tensor([1], { device })));
+      expect(e.name).toBe('TraceError');
+      expect(e.message).toMatch(/synchronous/);
+    });
+
     it('a step that throws during tracing leaves parameters, grads and optimizer state unchanged', async () => {
       for (const kind of ['SGD', 'Adam'] as const) {
         kiln.manualSeed(2);

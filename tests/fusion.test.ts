@@ -332,6 +332,27 @@ describeEachDevice('fusion', (device) => {
       }
     });
 
+    it('KILN_DUMP writes a new set of files on every compilation (a retrace for a new shape)', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'kiln-dump2-'));
+      const prev = process.env.KILN_DUMP;
+      process.env.KILN_DUMP = dir;
+      try {
+        const step = kiln.compile((x: Tensor) => x.exp().sum());
+        await step(kiln.ones([3], { device }));
+        const n1 = readdirSync(dir).filter((f) => f.includes('forward')).length;
+        await step(kiln.ones([3], { device })); // cached: nothing new
+        expect(readdirSync(dir).filter((f) => f.includes('forward')).length).toBe(n1);
+        await step(kiln.ones([5], { device })); // new signature: traced and dumped again
+        expect(step.traces).toBe(2);
+        expect(n1).toBe(1);
+        expect(readdirSync(dir).filter((f) => f.includes('forward')).length).toBe(2);
+      } finally {
+        if (prev === undefined) delete process.env.KILN_DUMP;
+        else process.env.KILN_DUMP = prev;
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('without KILN_DUMP nothing is written', async () => {
       const prev = process.env.KILN_DUMP;
       delete process.env.KILN_DUMP;
