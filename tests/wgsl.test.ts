@@ -220,6 +220,20 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
       expectExact((await runBoth([spec2], [{ data: x }, { data: new Float32Array(n) }]))[0], 'constants');
     });
 
+    it('expressions of constants only (exp(100), 1/0, (-2)^3) compile and overflow at run time as in js', async () => {
+      const c = (value: number): Expr => ({ kind: 'const', value, dtype: 'float32' });
+      const exprs: Expr[] = [
+        { kind: 'unary', op: 'exp', x: c(100), dtype: 'float32' },
+        { kind: 'binary', op: 'div', a: c(1), b: c(0), dtype: 'float32' },
+        { kind: 'binary', op: 'pow', a: c(-2), b: c(3), dtype: 'float32' },
+        { kind: 'unary', op: 'log', x: c(-1), dtype: 'float32' },
+      ];
+      const spec: KernelSpec = { name: 'consts_only', params: 0, args: exprs.map(() => ({ dtype: 'float32' as const, size: 2 })),
+        kernel: { kind: 'map', shape: [2], exprs, outputs: exprs.map((_, i) => ({ arg: i, view: contiguousView([2]), dtype: 'float32' as const })) } };
+      const outs = await runBoth([spec], exprs.map(() => ({ data: new Float32Array(2) })), { read: exprs.map((_, i) => i) });
+      outs.forEach((o, i) => expectExact(o, `constant expression ${i}`));
+    });
+
     it("counter-based random numbers equal the JS codegen's bit for bit", async () => {
       const shp = [3, 5, 7];
       const seed: Expr = { kind: 'load', arg: 0, view: { shape: shp, strides: [0, 0, 0], offset: 0 }, dtype: 'int32' };

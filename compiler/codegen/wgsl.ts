@@ -277,7 +277,9 @@ class Emitter {
         code = conv(`${b}[${this.pos(e.view, e.arg)}]`, this.args.storage(e.arg), e.dtype);
         break;
       }
-      case 'const': return constant(e.value, e.dtype);
+      // a `let`, not an inline literal: an expression of literals only would be a WGSL const-expression,
+      // and const-expressions that overflow (exp(100f)) or divide by zero fail shader creation
+      case 'const': code = constant(e.value, e.dtype); break;
       case 'acc': {
         if (!this.acc) throw new Error('wgsl codegen: `acc` outside an epilogue');
         return conv(this.acc.name, this.acc.dtype, e.dtype);
