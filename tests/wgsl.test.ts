@@ -315,6 +315,8 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
           expectExact(await reduce('argmax', [5, 300], [1], x), `${strategy} argmax`);
           expectExact(await reduce('argmax', [300, 5], [0], x), `${strategy} argmax axis 0`);
           expectExact(await reduce('sum', [4, 333], [1], randI(1332, -50, 50), 'int32'), `${strategy} int sum`);
+          expectClose(await reduce('sum', [2, 100000], [1], randF(200000, 0, 1)), `${strategy} long sum`, 1e-5, 0);
+          expectClose(await reduce('sum', [3, 5000, 7], [1], randF(105000, 0, 1)), `${strategy} long sum over a middle axis`, 1e-5, 0);
         } finally {
           setReduceStrategy(null);
         }

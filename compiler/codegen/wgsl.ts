@@ -441,8 +441,23 @@ function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: W
       : k.op === 'max' ? [`if (${value} > acc || ${nan(value)}) { acc = ${value}; }`]
       : [`if (n == 0 || ${value} > best || (${nan(value)} && !${nan('best')})) { best = ${value}; acc = n; }`, 'n = n + 1;'];
     let loop = [...inner.lines, ...update];
+    const blocked = k.op === 'sum' && at === 'f32' && red.length > 0 && redSizes[red.length - 1] > 2 * SUM_BLOCK;
     for (let j = red.length - 1; j >= 0; j--) {
       const v = vars[red[j]]!;
+      if (j === red.length - 1 && blocked) {
+        // float sums: partial sums of SUM_BLOCK elements, so the rounding error grows with
+        // SUM_BLOCK + n / SUM_BLOCK rather than n (the CPU backend sums in float64)
+        loop = [
+          `for (var blk = 0; blk < ${redSizes[j]}; blk = blk + ${SUM_BLOCK}) {`,
+          `  var part: f32 = 0;`,
+          `  for (var ${v} = blk; ${v} < min(blk + ${SUM_BLOCK}, ${redSizes[j]}); ${v} = ${v} + 1) {`,
+          ...indent([...inner.lines, `part = part + ${value};`], '    '),
+          '  }',
+          '  acc = acc + part;',
+          '}',
+        ];
+        continue;
+      }
       loop = [`for (var ${v} = 0; ${v} < ${redSizes[j]}; ${v} = ${v} + 1) {`, ...indent(loop), '}'];
     }
     const wgs = Math.min(64, maxWg);
@@ -506,6 +521,7 @@ function asLoad(e: Expr, what: string, name: string): Extract<Expr, { kind: 'loa
 }
 
 const BM = 4, BN = 4, WG_X = 8, WG_Y = 8;
+const SUM_BLOCK = 64;
 
 function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: WgslLimits, name: string): Body {
   const a = asLoad(k.a, 'a', name), b = asLoad(k.b, 'b', name);
