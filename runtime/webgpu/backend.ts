@@ -65,7 +65,10 @@ export function setShaderTransform(fn: ((code: string, spec: KernelSpec) => stri
 
 function dev(): GPUDevice {
   if (!isInitialized()) {
-    throw new Error("kiln: WebGPU is not initialised: call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) before using device 'webgpu'");
+    throw new Error(
+      "kiln: WebGPU is not initialised: call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) before using device 'webgpu'. " +
+        'init() says why when no adapter exists; in Node on a machine without a GPU, install Mesa lavapipe (`sudo bash scripts/install-lavapipe.sh`), or use device \'cpu\'.',
+    );
   }
   const d = getDeviceSync();
   if (d !== device) {
