@@ -204,72 +204,76 @@ export function schedule(g: Graph, opts: FusionOptions): Schedule {
   }
 }
 
-/** Merges a kernel into its only consumer (epilogues and multi-output map kernels), see the rules above. */
+/** Merges kernels into their consumers (epilogues and multi-output map kernels), see the rules above. */
 function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): ScheduledKernel[] {
   const outputs = new Set(g.outputs.flatMap((o) => (o.node === null ? [] : [o.node])));
-  const users = g.users();
   const producerOf = new Map<number, ScheduledKernel>();
   for (const k of kernels) for (const w of k.writes) producerOf.set(w, k);
   const removed = new Set<ScheduledKernel>();
-  const readersOf = (id: number): ScheduledKernel[] => kernels.filter((k) => !removed.has(k) && k.args.includes(id) && !k.writes.includes(id));
+  const argsOf = (args: readonly number[]) => args.map((a) => ({ dtype: g.node(a).dtype, size: numel(g.node(a).shape) }));
+
+  /** The kernel computing `consumer` with the producer of its argument `argIndex` folded in, or null. */
+  const tryMerge = (pos: number, consumer: ScheduledKernel, argIndex: number): { merged: ScheduledKernel; producer: ScheduledKernel } | null => {
+    const cmap = consumer.spec.kernel as Extract<Kernel, { kind: 'map' }>;
+    const rid = consumer.args[argIndex];
+    const producer = producerOf.get(rid);
+    if (!producer || producer === consumer || removed.has(producer) || consumer.writes.includes(rid)) return null;
+    const pk = producer.spec.kernel;
+    const rShape = g.node(rid).shape;
+    if (numel(rShape) !== numel(cmap.shape)) return null;
+    // Re-express the consumer over the producer's iteration shape (they differ by size-1 dims at most).
+    const exprs = sameShape(rShape, cmap.shape) ? cmap.exprs : cmap.exprs.map((e) => moveLoads(e, (v) => reshapeView(v, rShape)));
+    if (exprs.some((e) => e === null)) return null;
+    // Every output of the producer that the consumer reads must be read at the same position.
+    const producedArgs = new Set(consumer.args.flatMap((a, i) => (producer.writes.includes(a) ? [i] : [])));
+    const identity = (l: LoadExpr) => !producedArgs.has(l.arg) || (isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, rShape));
+    if (!exprs.every((e) => exprLoads(e!).every(identity))) return null;
+    const merged = mergeArgs(producer, consumer);
+    const rArg = merged.producerMap[producer.args.indexOf(rid)];
+    const nodes = [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y);
+    const name = `${producer.spec.name}_${consumer.spec.name}`;
+
+    if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul') {
+      // Epilogue fusion: the producer's value is needed by this one-output consumer alone.
+      if (consumer.writes.length !== 1 || producer.writes.length !== 1 || pk.epilogue.kind !== 'acc' || outputs.has(rid)) return null;
+      const readers = kernels.filter((k) => !removed.has(k) && k !== producer && k.args.includes(rid));
+      if (readers.length !== 1 || merged.args.length - 1 > maxArgs) return null;
+      const outArg = merged.consumerMap[consumer.args.indexOf(consumer.writes[0])];
+      const epilogue = substitute(remapArgs(exprs[0]!, merged.consumerMap), (l) => l.arg === rArg, { kind: 'acc', dtype: pk.epilogue.dtype });
+      const remap = (e: Expr): Expr => remapArgs(e, merged.producerMap);
+      const output = { arg: outArg, view: contiguousView(rShape), dtype: cmap.outputs[0].dtype };
+      const kernel: Kernel = pk.kind === 'reduce' ? { ...pk, body: remap(pk.body), epilogue, output } : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
+      return { producer, merged: dropArg({ spec: { ...producer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: consumer.writes, nodes }, rArg) };
+    }
+    if (pk.kind === 'map' && sameShape(pk.shape, cmap.shape) && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
+      // Multi-output fusion: compute the producer inside the consumer and write both. Its outputs
+      // are then written later, so nothing in between may read them.
+      const between = kernels.slice(kernels.indexOf(producer) + 1, pos);
+      if (between.some((k) => !removed.has(k) && k.args.some((a) => producer.writes.includes(a))) || merged.args.length > maxArgs) return null;
+      const pExprs = pk.exprs.map((e) => remapArgs(e, merged.producerMap));
+      const pOut = pk.outputs.map((o) => ({ ...o, arg: merged.producerMap[o.arg] }));
+      const exprOfArg = new Map(pOut.map((o, i) => [o.arg, pExprs[i]]));
+      const cExprs = cmap.exprs.map((e) => mapLoads(remapArgs(e, merged.consumerMap), (l) => exprOfArg.get(l.arg) ?? l)!);
+      const kernel: Kernel = { kind: 'map', shape: cmap.shape, exprs: [...pExprs, ...cExprs], outputs: [...pOut, ...cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg] }))] };
+      return { producer, merged: { spec: { ...consumer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: [...producer.writes, ...consumer.writes], nodes } };
+    }
+    return null;
+  };
 
   for (let pos = 0; pos < kernels.length; pos++) {
-    const consumer = kernels[pos];
-    if (removed.has(consumer) || consumer.spec.kernel.kind !== 'map' || consumer.writes.length !== 1) continue;
-    const cmap = consumer.spec.kernel;
-    if (cmap.outputs.some((o) => !isContiguous(o.view) || o.view.offset !== 0)) continue;
-    for (const argIndex of consumer.args.keys()) {
-      const rid = consumer.args[argIndex];
-      const producer = producerOf.get(rid);
-      if (!producer || producer === consumer || removed.has(producer) || producer.writes.length !== 1) continue;
-      const pk = producer.spec.kernel;
-      const rShape = g.node(rid).shape;
-      const eShape = cmap.shape;
-      if (numel(rShape) !== numel(eShape)) continue;
-      // Re-express the consumer over the producer's iteration shape (they differ by size-1 dims at most).
-      const expr0 = sameShape(rShape, eShape) ? cmap.exprs[0] : moveLoads(cmap.exprs[0], (v) => reshapeView(v, rShape));
-      if (!expr0) continue;
-      const rLoads = exprLoads(expr0).filter((l) => l.arg === argIndex);
-      if (!rLoads.every((l) => isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, rShape))) continue;
-      const laterReaders = readersOf(rid).filter((k) => k !== consumer);
-
-      if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul') {
-        // Epilogue fusion: the producer's value is needed by this consumer alone.
-        if (outputs.has(rid) || laterReaders.length || !users[rid].every((u) => consumer.nodes.includes(u)) || pk.epilogue.kind !== 'acc') continue;
-        const merged = mergeArgs(producer, consumer);
-        if (merged.args.length - 1 > maxArgs) continue;
-        const rArg = merged.producerMap[producer.args.indexOf(rid)];
-        const outArg = merged.consumerMap[consumer.args.indexOf(consumer.writes[0])];
-        const epilogue = substitute(remapArgs(expr0, merged.consumerMap), (l) => l.arg === rArg, { kind: 'acc', dtype: pk.epilogue.dtype });
-        const remap = (e: Expr): Expr => remapArgs(e, merged.producerMap);
-        const output = { arg: outArg, view: contiguousView(rShape), dtype: cmap.outputs[0].dtype };
-        const kernel: Kernel = pk.kind === 'reduce' ? { ...pk, body: remap(pk.body), epilogue, output } : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
-        kernels[pos] = dropArg({
-          spec: { ...producer.spec, name: `${producer.spec.name}_${consumer.spec.name}`, args: merged.args.map((a) => ({ dtype: g.node(a).dtype, size: numel(g.node(a).shape) })), kernel },
-          args: merged.args, writes: consumer.writes, nodes: [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y),
-        }, rArg);
-        removed.add(producer);
-        producerOf.set(consumer.writes[0], kernels[pos]);
-        break;
-      }
-      if (pk.kind === 'map' && sameShape(pk.shape, cmap.shape) && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
-        // Multi-output fusion: compute the producer inside the consumer and write both.
-        const between = kernels.slice(kernels.indexOf(producer) + 1, pos).filter((k) => !removed.has(k) && k.args.includes(rid));
-        if (between.length) continue;
-        const merged = mergeArgs(producer, consumer);
-        if (merged.args.length > maxArgs) continue;
-        const pExprs = pk.exprs.map((e) => remapArgs(e, merged.producerMap));
-        const pOut = pk.outputs.map((o) => ({ ...o, arg: merged.producerMap[o.arg] }));
-        const rArg = merged.producerMap[producer.args.indexOf(rid)];
-        const rExpr = pExprs[pOut.findIndex((o) => o.arg === rArg)];
-        const cExprInlined = substitute(remapArgs(cmap.exprs[0], merged.consumerMap), (l) => l.arg === rArg, rExpr);
-        const kernel: Kernel = { kind: 'map', shape: cmap.shape, exprs: [...pExprs, cExprInlined], outputs: [...pOut, ...cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg] }))] };
-        kernels[pos] = {
-          spec: { ...consumer.spec, name: `${producer.spec.name}_${consumer.spec.name}`, args: merged.args.map((a) => ({ dtype: g.node(a).dtype, size: numel(g.node(a).shape) })), kernel },
-          args: merged.args, writes: [...producer.writes, ...consumer.writes], nodes: [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y),
-        };
-        removed.add(producer);
-        for (const w of kernels[pos].writes) producerOf.set(w, kernels[pos]);
+    // Keep folding producers into this kernel until none fits (Adam: m, then v, into p's update).
+    for (let again = true; again; ) {
+      again = false;
+      const consumer = kernels[pos];
+      if (removed.has(consumer) || consumer.spec.kernel.kind !== 'map') break;
+      if (consumer.spec.kernel.outputs.some((o) => !isContiguous(o.view) || o.view.offset !== 0)) break;
+      for (const argIndex of consumer.args.keys()) {
+        const m = tryMerge(pos, consumer, argIndex);
+        if (!m) continue;
+        kernels[pos] = m.merged;
+        removed.add(m.producer);
+        for (const w of m.merged.writes) producerOf.set(w, m.merged);
+        again = true;
         break;
       }
     }
