@@ -709,16 +709,17 @@ export function uniformLayout(nargs: number, nparams: number): { a4: number; p4:
   return { a4, p4, bytes: 16 * (a4 + 2 * p4) };
 }
 
-/** Writes a launch's uniform (argument offsets in elements, then params as f32 and as i32) into `out` at byte `at`. */
-export function packUniform(out: ArrayBuffer, at: number, nargs: number, nparams: number, offsets: readonly number[], params: readonly number[]): void {
+/**
+ * Writes a launch's uniform (argument offsets in elements, then params as f32 and as i32) into the
+ * views `i32`/`f32` of one buffer, starting at 4-byte word `at`.
+ */
+export function packUniform(i32: Int32Array, f32: Float32Array, at: number, nargs: number, nparams: number, offsets: readonly number[], params: readonly number[]): void {
   const { a4, p4 } = uniformLayout(nargs, nparams);
-  const i32 = new Int32Array(out, at, 4 * (a4 + 2 * p4));
-  const f32 = new Float32Array(out, at, 4 * (a4 + 2 * p4));
-  for (let i = 0; i < nargs; i++) i32[i] = offsets[i] ?? 0;
+  for (let i = 0; i < nargs; i++) i32[at + i] = offsets[i] ?? 0;
   for (let i = 0; i < nparams; i++) {
     const v = params[i] ?? 0;
-    f32[4 * a4 + i] = v;
-    i32[4 * (a4 + p4) + i] = Number.isFinite(v) ? Math.trunc(v) | 0 : 0;
+    f32[at + 4 * a4 + i] = v;
+    i32[at + 4 * (a4 + p4) + i] = Number.isFinite(v) ? Math.trunc(v) | 0 : 0;
   }
 }
 

@@ -41,7 +41,8 @@ interface Pipeline {
 
 let device: GPUDevice | null = null;
 const pipelines = new Map<string, Pipeline>();
-const sourceCache = new Map<string, WgslKernel>();
+/** pipelines by spec structure (the hot path); `pipelines` dedupes them by shader source */
+const sourceCache = new Map<string, Pipeline>();
 /** outcomes of error scopes not yet inspected by a read */
 let pendingChecks: Promise<Error | null>[] = [];
 const asyncErrors: Error[] = [];
@@ -53,6 +54,8 @@ let pendingLaunches = 0;
 let pendingBuffers = new Set<GPUBuffer>();
 let uniformChunk: GPUBuffer | null = null;
 let uniformHost: ArrayBuffer | null = null;
+let uniformI32 = new Int32Array(0);
+let uniformF32 = new Float32Array(0);
 let uniformUsed = 0;
 const freeChunks: GPUBuffer[] = [];
 
@@ -141,16 +144,21 @@ function compileError(name: string, detail: string, code: string): Error {
 function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
   const d = dev();
   const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
-  let kernel = sourceCache.get(key);
-  if (!kernel) {
-    kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto' });
-    if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
-    sourceCache.set(key, kernel);
-  }
+  const cached = sourceCache.get(key);
+  if (cached) return cached;
+  let kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto' });
+  if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
   const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
   let p = pipelines.get(pkey);
-  if (p) return p;
-  const name = spec.name;
+  if (!p) {
+    p = createPipeline(d, spec.name, kernel);
+    pipelines.set(pkey, p);
+  }
+  sourceCache.set(key, p);
+  return p;
+}
+
+function createPipeline(d: GPUDevice, name: string, kernel: WgslKernel): Pipeline {
   d.pushErrorScope('validation');
   d.pushErrorScope('internal');
   const module = d.createShaderModule({ code: kernel.code, label: name });
@@ -188,13 +196,14 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
     return entry.error;
   })().catch((e: unknown) => compileError(name, messageOf(e), code));
   pendingChecks.push(check);
-  pipelines.set(pkey, entry);
   return entry;
 }
 
 function takeChunk(d: GPUDevice): void {
   uniformChunk = freeChunks.pop() ?? d.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
   uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
+  uniformI32 = new Int32Array(uniformHost);
+  uniformF32 = new Float32Array(uniformHost);
   uniformUsed = 0;
 }
 
@@ -306,7 +315,7 @@ export const webgpuBackend: Backend = {
       if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) continue;
       const cp = encoderFor(d, p.kernel.uniformBytes);
       const at = uniformUsed;
-      packUniform(uniformHost!, at, spec.args.length, spec.params, args.slice(0, spec.args.length).map((a) => a.offset), params);
+      packUniform(uniformI32, uniformF32, at / 4, spec.args.length, spec.params, args.map((a) => a.offset), params);
       uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
       const bind = d.createBindGroup({
         layout: p.layout,
