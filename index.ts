@@ -5,3 +5,4 @@ export * as F from './nn/functional.ts';
 export * as optim from './optim/index.ts';
 export * as webgpu from './runtime/webgpu/index.ts';
 export { compile, TraceError, type CompileOptions, type CompiledFunction, type Lowered } from './compiler/compile.ts';
+export * as data from './data/index.ts';

@@ -8,6 +8,7 @@ import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { fmt, sameShape } from '../ir/shape.ts';
 import { isContiguous } from '../ir/view.ts';
 import { setTracer, type Tracer } from '../runtime/dispatch.ts';
+import { captureGuards } from '../runtime/host.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { describeLocation, describeUserSource, userFrame } from './source.ts';
@@ -93,6 +94,10 @@ class Recorder implements Tracer {
 
   assign(target: Tensor, value: Tensor): void {
     const id = this.valueOf(value);
+    if (target._base) {
+      throw this.fail(`an in-place write into a view (shape ${fmt(target.shape)}) of a tensor of shape ${fmt(target._base.shape)} cannot be compiled; ` +
+        `compute the whole new value and write it with copy_ or an out-of-place op${where()}`);
+    }
     if (target._storage === null) {
       (target._sym as SymHandle).id = id;
       return;
@@ -151,6 +156,7 @@ class Recorder implements Tracer {
 
   /** Outputs for in-place writes and .grad changes, after the step's function returned. */
   finish(): void {
+    this.guards.push(...captureGuards(new Set(this.values.keys())));
     for (const t of this.written) this.graph.outputs.push({ kind: 'write', node: this.values.get(t)!, ref: t, label: labelOf(t) });
     for (const [t, g] of this.grads) {
       if (g === this.gradsInitial.get(t)) continue;

@@ -5,7 +5,7 @@
 // with registerBuffer.
 
 import { setLabel } from '../compiler/trace.ts';
-import { noGrad, Tensor, traceGuard, type DeviceName } from '../runtime/index.ts';
+import { noGrad, onCapture, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameter
@@ -124,8 +124,28 @@ function fmtShape(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
 }
 
+/** Every live module, so compile can guard the attributes that hold captured parameters. */
+const liveModules: WeakRef<Module>[] = [];
+
+onCapture((captured) => {
+  const guards: HostGuard[] = [];
+  for (let i = liveModules.length - 1; i >= 0; i--) {
+    const m = liveModules[i].deref();
+    if (!m) { liveModules.splice(i, 1); continue; }
+    for (const [key, value] of Object.entries(m)) {
+      if (value instanceof Tensor && captured.has(value)) {
+        guards.push({ check: () => (m as unknown as Record<string, unknown>)[key] === value, label: `${m.constructor.name}.${key} is the captured tensor` });
+      }
+    }
+  }
+  return guards;
+});
+
 export class Module {
   private _training = true;
+  constructor() {
+    liveModules.push(new WeakRef(this));
+  }
   /**
    * Training mode (Dropout is active); set recursively by train() and eval(). Reading it while
    * `compile` traces makes the traced step valid only for this mode (a switch retraces).

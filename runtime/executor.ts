@@ -5,7 +5,7 @@
 
 import type { Graph, InputSource } from '../ir/graph.ts';
 import { numel } from '../ir/shape.ts';
-import { contiguousView } from '../ir/view.ts';
+import { contiguousView, isContiguous } from '../ir/view.ts';
 import { copyKernel } from '../compiler/lower.ts';
 import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
@@ -96,7 +96,7 @@ export class Executable {
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
       this.pooledReady = true;
     }
-    const inputs = args.map((a) => (a._view.offset === 0 && a._storage!.size === a.numel() ? a : noGrad(() => contiguous(a))));
+    const inputs = args.map((a) => (a._view.offset === 0 && isContiguous(a._view) ? a : noGrad(() => contiguous(a))));
     for (const d of this.dynamic) {
       switch (d.kind) {
         case 'arg': table[d.slot] = inputs[d.index]._storage!; break;

@@ -14,3 +14,20 @@ export function hostScalar(read: () => number): number | Tensor {
 export function traceGuard(check: () => boolean, label: string): void {
   activeTracer()?.guard(check, label);
 }
+
+/** A check that a compiled step is still valid for the current host state. */
+export interface HostGuard { check: () => boolean; label: string }
+
+const captureGuardProviders: ((captured: ReadonlySet<Tensor>) => HostGuard[])[] = [];
+
+/**
+ * Lets the library guard where captured tensors come from: `nn` reports, for each captured
+ * parameter, the module attribute that holds it, so replacing `lin.weight` retraces the step.
+ */
+export function onCapture(provider: (captured: ReadonlySet<Tensor>) => HostGuard[]): void {
+  captureGuardProviders.push(provider);
+}
+
+export function captureGuards(captured: ReadonlySet<Tensor>): HostGuard[] {
+  return captureGuardProviders.flatMap((p) => p(captured));
+}

@@ -28,6 +28,8 @@ export class Tensor {
   _requiresGrad = false;
   _grad: Tensor | null = null;
   _version = 0;
+  /** the tensor this one is a view of (shares its storage or, while tracing, its value) */
+  _base: Tensor | null = null;
 
   private constructor(shape: readonly number[], dtype: DType, device: DeviceName, storage: Storage | null, view: View) {
     this.shape = [...shape];
