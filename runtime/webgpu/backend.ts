@@ -18,7 +18,7 @@ import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
 import { packUniform, uniformLayout, wgslSource, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
-import { adapterInfo, getDeviceSync, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
+import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
 
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
@@ -384,6 +384,13 @@ export function registerWebGPUBackend(): void {
 }
 
 registerWebGPUBackend();
+
+/** Acquires the WebGPU device (a clear Error where there is none) and registers the 'webgpu' backend. */
+export async function initWebGPU(): Promise<void> {
+  await deviceInit();
+  registerWebGPUBackend();
+  dev();
+}
 
 /** The WGSL source a spec compiles to on this device (for inspection and `step.lower()`). */
 export function wgslFor(spec: KernelSpec): WgslKernel {

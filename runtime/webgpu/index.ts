@@ -7,8 +7,8 @@
 // The 'webgpu' backend is registered when this module loads; its methods need the device to have been
 // acquired by init() or available() first, and say so otherwise.
 
-import { available as deviceAvailable, init as deviceInit } from './device.ts';
-import { registerWebGPUBackend } from './backend.ts';
+import { available as deviceAvailable } from './device.ts';
+import { initWebGPU } from './backend.ts';
 
 export { adapterInfo, limits, hasFeature, destroy, type AdapterInfo } from './device.ts';
 export { sync, flush } from './backend.ts';
@@ -20,9 +20,7 @@ export async function available(): Promise<boolean> {
 
 /** Acquires the WebGPU device and registers the 'webgpu' backend. */
 export async function init(): Promise<void> {
-  await deviceInit();
-  registerWebGPUBackend();
+  await initWebGPU();
 }
 
-/** Same as init() (the name the brief's runtime uses). */
-export const initWebGPU = init;
+export { initWebGPU };
