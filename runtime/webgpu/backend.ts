@@ -31,6 +31,7 @@ const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
 
 interface Pipeline {
+  device: GPUDevice;
   name: string;
   kernel: WgslKernel;
   pipeline: GPUComputePipeline;
@@ -176,7 +177,7 @@ function createPipeline(d: GPUDevice, name: string, kernel: WgslKernel): Pipelin
   });
   const internal = d.popErrorScope();
   const validation = d.popErrorScope();
-  const entry: Pipeline = { name, kernel, pipeline, layout, error: null };
+  const entry: Pipeline = { device: d, name, kernel, pipeline, layout, error: null };
   const code = kernel.code;
   const check = (async (): Promise<Error | null> => {
     const [ie, ve] = await Promise.all([internal, validation]);
@@ -273,6 +274,54 @@ function asStorage(s: Storage): WebGPUStorage {
   return s;
 }
 
+/** Encodes one kernel launch into the pending command encoder. */
+function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[],
+  pick: (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline): void {
+  const n = spec.args.length;
+  if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
+  // Arguments bound to the same buffer share one binding when the kernel writes one of them
+  // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
+  let alias: number[] | undefined;
+  for (let i = 1; i < n && !alias; i++) {
+    for (let j = 0; j < i; j++) {
+      if (storages[i].buffer === storages[j].buffer) {
+        const all = storages.slice(0, n).map((s) => storages.findIndex((t) => t.buffer === s.buffer));
+        const written = writtenArgs(spec);
+        const conflict = all.some((a, k) => a !== k && (written.has(k) || written.has(a) || all.some((b, m) => b === a && written.has(m))));
+        alias = conflict ? all : undefined;
+        i = n; // decided
+        break;
+      }
+    }
+  }
+  // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
+  const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
+  const p = pick(alias, aligned);
+  if (p.error) throw p.error;
+  for (const b of p.kernel.bindings) {
+    const size = storages[b.arg].buffer.size;
+    if (size > maxBinding) {
+      throw new Error(`kiln: WebGPU kernel '${spec.name}' binds a buffer of ${size} bytes (argument ${b.arg}), more than this device's maxStorageBufferBindingSize (${maxBinding} bytes)`);
+    }
+  }
+  const wg = p.kernel.workgroups;
+  if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
+  const cp = encoderFor(d, p.kernel.uniformBytes);
+  const at = uniformUsed;
+  packUniform(uniformI32, uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
+  uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+  const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniformChunk!, offset: at, size: p.kernel.uniformBytes } }];
+  for (const b of p.kernel.bindings) {
+    const buffer = storages[b.arg].buffer;
+    entries.push({ binding: b.binding, resource: { buffer } });
+    pendingBuffers.add(buffer);
+  }
+  cp.setPipeline(p.pipeline);
+  cp.setBindGroup(0, d.createBindGroup({ layout: p.layout, entries }));
+  cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+  pendingLaunches++;
+}
+
 export const webgpuBackend: Backend = {
   name: 'webgpu',
   alloc(dtype, size) {
@@ -292,44 +341,34 @@ export const webgpuBackend: Backend = {
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const d = dev();
     const storages = args.map((a) => asStorage(a.storage));
-    // Arguments bound to the same buffer share one binding when the kernel writes one of them
-    // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
-    const alias = storages.map((s) => storages.findIndex((t) => t.buffer === s.buffer));
-    for (const spec of specs) {
-      if (spec.args.length > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${spec.args.length} arguments, got ${args.length}`);
-      const written = writtenArgs(spec);
-      const n = spec.args.length;
-      const conflict = alias.slice(0, n).some((a, i) => a !== i && (written.has(i) || written.has(a) || alias.slice(0, n).some((b, j) => b === a && written.has(j))));
-      const specAlias = conflict ? alias.slice(0, n) : undefined;
-      // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
-      const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
-      const p = pipelineFor(spec, specAlias, aligned);
-      if (p.error) throw p.error;
-      for (const b of p.kernel.bindings) {
-        const size = storages[b.arg].buffer.size;
-        if (size > maxBinding) {
-          throw new Error(`kiln: WebGPU kernel '${spec.name}' binds a buffer of ${size} bytes (argument ${b.arg}), more than this device's maxStorageBufferBindingSize (${maxBinding} bytes)`);
+    for (const spec of specs) launch(d, spec, args, storages, params, (alias, aligned) => pipelineFor(spec, alias, aligned));
+  },
+  prepare(spec: KernelSpec) {
+    // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
+    const variants = new Map<string, Pipeline>();
+    const noParams: number[] = [];
+    return (args: readonly BoundArg[]) => {
+      const d = dev();
+      const storages = args.map((a) => asStorage(a.storage));
+      launch(d, spec, args, storages, noParams, (alias, aligned) => {
+        const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
+        let p = variants.get(key);
+        if (!p || p.device !== d) {
+          p = pipelineFor(spec, alias, aligned);
+          variants.set(key, p);
         }
-      }
-      const wg = p.kernel.workgroups;
-      if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) continue;
-      const cp = encoderFor(d, p.kernel.uniformBytes);
-      const at = uniformUsed;
-      packUniform(uniformI32, uniformF32, at / 4, spec.args.length, spec.params, args.map((a) => a.offset), params);
-      uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-      const bind = d.createBindGroup({
-        layout: p.layout,
-        entries: [
-          { binding: 0, resource: { buffer: uniformChunk!, offset: at, size: p.kernel.uniformBytes } },
-          ...p.kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: storages[b.arg].buffer } })),
-        ],
+        return p;
       });
-      for (const b of p.kernel.bindings) pendingBuffers.add(storages[b.arg].buffer);
-      cp.setPipeline(p.pipeline);
-      cp.setBindGroup(0, bind);
-      cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
-      pendingLaunches++;
-    }
+    };
+  },
+  write(s: Storage, data: TypedArray) {
+    const st = asStorage(s);
+    const d = dev();
+    // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
+    if (pendingBuffers.has(st.buffer)) flush();
+    const src = st.dtype === 'bool' ? Int32Array.from(data) : data;
+    const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
+    if (bytes > 0) d.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
   },
   async read(s, offset, size) {
     const st = asStorage(s);
