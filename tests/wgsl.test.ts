@@ -441,6 +441,33 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
     });
   });
 
+  describe('prepared launchers and writes (compiled steps)', () => {
+    it('prepare(spec) launches like run() at any offsets', async () => {
+      const specs = lowerOne('mul', {}, [inp([4, 5]), inp([4, 5])], { shape: [4, 5], dtype: 'float32' });
+      const launch = webgpuBackend.prepare!(specs[0]);
+      const a = randF(30), b = randF(20);
+      const ga = webgpuBackend.upload(a), gb = webgpuBackend.upload(b);
+      for (const off of [0, 3, 10]) {
+        const out = webgpuBackend.alloc('float32', 20);
+        launch([{ storage: ga, offset: off }, { storage: gb, offset: 0 }, { storage: out, offset: 0 }]);
+        const got = await webgpuBackend.read(out, 0, 20);
+        expect(Array.from(got)).toEqual(Array.from({ length: 20 }, (_, i) => Math.fround(a[off + i] * b[i])));
+      }
+    });
+
+    it('write() does not change what already-queued launches read', async () => {
+      const specs = lowerOne('add', {}, [inp([8]), inp([8], 'float32', { shape: [8], strides: [0], offset: 0 })], { shape: [8], dtype: 'float32' });
+      const x = webgpuBackend.upload(Float32Array.from({ length: 8 }, (_, i) => i));
+      const s = webgpuBackend.upload(new Float32Array([1]));
+      const out1 = webgpuBackend.alloc('float32', 8), out2 = webgpuBackend.alloc('float32', 8);
+      webgpuBackend.run(specs, [{ storage: x, offset: 0 }, { storage: s, offset: 0 }, { storage: out1, offset: 0 }]);
+      webgpuBackend.write!(s, new Float32Array([100]));
+      webgpuBackend.run(specs, [{ storage: x, offset: 0 }, { storage: s, offset: 0 }, { storage: out2, offset: 0 }]);
+      expect(Array.from(await webgpuBackend.read(out1, 0, 8))).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(Array.from(await webgpuBackend.read(out2, 0, 8))).toEqual([100, 101, 102, 103, 104, 105, 106, 107]);
+    });
+  });
+
   describe('errors and limits', () => {
     it('a shader that fails to compile rejects the next read with an Error naming the kernel and the WGSL error', async () => {
       const specs = lowerOne('neg', {}, [inp([3, 3])], { shape: [3, 3], dtype: 'float32' });
