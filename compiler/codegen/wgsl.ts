@@ -14,17 +14,23 @@
 // read-only and writable in a dispatch.
 //
 // Kernel strategies:
-//   map        one invocation per output element; a 2-D grid of workgroups past 65535 groups.
-//   reduce     a serial loop per output element when the reduced extent is small or there are many
-//              outputs; otherwise one workgroup per output element: strided partials, then a tree in
-//              workgroup memory (sum / NaN-propagating max / first-position argmax).
+//   map        one invocation per output element; past `maxWorkgroups` workgroups (256 on software
+//              adapters, 4096 otherwise) each invocation loops over several elements (grid-stride);
+//              without a cap, a 2-D grid of workgroups past 65535 groups.
+//   reduce     a serial loop per output element (float sums in 64-element partial sums) when the
+//              reduced extent is small or there are many outputs; otherwise one workgroup per output
+//              element: strided partials, then a tree in workgroup memory (sum / NaN-propagating max /
+//              first-position argmax). On software adapters the tree is used for < 16 outputs only.
 //   matmul     register blocking: each invocation computes a 4x4 block of the output (8x8 invocations
 //              per workgroup, so a 32x32 tile), no workgroup memory; the epilogue runs per element.
+//              Float operands whose layout allows it (contiguous along k, or a along m; k % 4 == 0 and
+//              every base offset a multiple of 4) are read as vec4s.
 //   gather     one invocation per output element.
 //   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
 //              positions along the axis that could land on it, in increasing order (so the float32
 //              rounding sequence equals js.ts's). Elements of the output buffer outside the output view
 //              are not zeroed (js.ts zero-fills the whole buffer from the offset).
+// Constants are `let`s, never WGSL const-expressions (those fail shader creation on overflow).
 
 import type { DType } from '../../ir/dtype.ts';
 import type { Expr, Kernel, KernelOutput, KernelSpec } from '../../ir/kernel.ts';

@@ -13,6 +13,12 @@
 // known to be bad makes later `run` calls with the same kernel throw synchronously.
 //
 // Bool storage: i32 0/1 on the device (see wgsl.ts); `upload` widens a Uint8Array and `read` narrows back.
+//
+// Compiled steps: `prepare(spec)` returns a launcher that resolves the pipeline once; `write` overwrites
+// a storage (host scalars), submitting queued launches first when they use that buffer, because
+// queue.writeBuffer would otherwise overtake them.
+//
+// Buffers are not pooled: a storage's GPUBuffer is released when the storage is garbage-collected.
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
