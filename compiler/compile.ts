@@ -1,13 +1,12 @@
 // compile(): trace a step once per signature, differentiate and optimize it, fuse it into kernels,
 // plan its memory, and from then on run only the generated kernels (DESIGN.md, API.md "compile").
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { formatNode, type Graph, type InputSource, type Node, type Phase } from '../ir/graph.ts';
 import { contiguousView, type View } from '../ir/view.ts';
 import { isGradEnabled } from '../runtime/autograd.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Executable } from '../runtime/executor.ts';
+import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { jsSource } from './codegen/js.ts';
 import { cse } from './passes/cse.ts';
@@ -100,7 +99,7 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   const plan = planMemory(g, sched);
   const exec = new Executable(g, sched, plan, device, traced.returns);
   const lowered = listings(g0, g, sched, plan, device);
-  const dir = typeof process !== 'undefined' ? process.env.KILN_DUMP : undefined;
+  const dir = env('KILN_DUMP');
   if (dir) dump(dir, lowered);
   return {
     key, device, gradEnabled: isGradEnabled(), guards: traced.guards, exec, lowered,
@@ -132,6 +131,8 @@ function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device
 }
 
 function dump(dir: string, l: Lowered): void {
+  const { mkdirSync, writeFileSync } = requireNode(nodeFs, 'KILN_DUMP');
+  const { join } = requireNode(nodePath, 'KILN_DUMP');
   mkdirSync(dir, { recursive: true });
   const n = dumpCount++;
   for (const part of ['forward', 'backward', 'update', 'optimized'] as const) writeFileSync(join(dir, `step${n}.${part}.txt`), l[part].toString() + '\n');

