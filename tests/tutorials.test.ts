@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { describeEachDevice } from './devices.ts';
 import { expectValues, values, type Device } from './golden.ts';
+import { mulberry32 } from '../data/random.ts';
+import { NeuralNetwork } from '../examples/mnist-mlp.ts';
 
 const { nn, F, optim } = kiln;
 
@@ -83,18 +85,6 @@ function simulateStatQuest(): { stopEpoch: number; finalBias: number; firstEpoch
 
 // ---------------------------------------------------------------------------
 // seed 001: linear regression from scratch.
-
-/** A small seeded PRNG for data_iter's shuffle (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function* dataIter(batchSize: number, features: kiln.Tensor, labels: kiln.Tensor, rand: () => number, device: Device) {
   const n = features.shape[0];
@@ -270,25 +260,6 @@ describeEachDevice('tutorials', (device) => {
   describe('seed 003: the MNIST MLP', () => {
     it('structure, namedParameters, forward shapes, Softmax and argmax', async () => {
       kiln.manualSeed(0);
-      class NeuralNetwork extends nn.Module {
-        declare flatten: InstanceType<typeof nn.Flatten>;
-        declare linearReluStack: InstanceType<typeof nn.Sequential>;
-        constructor() {
-          super();
-          this.flatten = new nn.Flatten();
-          this.linearReluStack = new nn.Sequential(
-            new nn.Linear(28 * 28, 512),
-            new nn.ReLU(),
-            new nn.Linear(512, 512),
-            new nn.ReLU(),
-            new nn.Linear(512, 10),
-          );
-        }
-        forward(x: kiln.Tensor) {
-          x = this.flatten.forward(x);
-          return this.linearReluStack.forward(x);
-        }
-      }
       const model = new NeuralNetwork().to(device);
       const named = model.namedParameters().map(([n, p]: [string, kiln.Tensor]) => [n, p.shape]);
       expect(named).toEqual([
