@@ -23,29 +23,38 @@ function cpuModel(): string {
   return os.cpus()[0]?.model ?? 'unknown CPU';
 }
 
-/** Cores' worth of CPU used by processes other than this one over the last 0.5 s (Linux; 0 elsewhere). */
-function otherCpuLoad(): number {
+interface CpuSnap { busy: number; total: number; ours: number }
+
+/** System-wide busy/total jiffies and this process's own (children included) from /proc. */
+function cpuSnap(): CpuSnap | null {
   try {
-    const read = () => {
-      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-      const idle = f[3]! + (f[4] ?? 0);
-      const total = f.reduce((a, b) => a + b, 0);
-      return { busy: total - idle, total };
-    };
-    const a = read();
-    const u0 = process.cpuUsage();
-    const t0 = Date.now();
-    while (Date.now() - t0 < 500) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500 - (Date.now() - t0));
-    const b = read();
-    const u = process.cpuUsage(u0);
-    const hz = 100; // USER_HZ
-    const ours = ((u.user + u.system) / 1e6) * hz;
-    const cores = os.cpus().length;
-    const elapsedCores = (b.total - a.total) / cores; // jiffies per core in the window
-    return Math.max(0, (b.busy - a.busy - ours) / Math.max(elapsedCores, 1));
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 8).map(Number);
+    const idle = f[3]! + f[4]!;
+    const total = f.reduce((a, b) => a + b, 0);
+    // /proc/self/stat: fields after the ")" -- utime stime cutime cstime are 14..17 (1-based).
+    const st = readFileSync('/proc/self/stat', 'utf8');
+    const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    const ours = Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+    return { busy: total - idle, total, ours };
   } catch {
-    return 0;
+    return null;
   }
+}
+
+/** Cores' worth of CPU that other processes used between two snapshots (0 when unknown). */
+function otherCores(a: CpuSnap | null, b: CpuSnap | null): number {
+  if (!a || !b) return 0;
+  const cores = os.cpus().length;
+  const wall = (b.total - a.total) / cores;
+  return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / Math.max(wall, 1));
+}
+
+/** Other processes' CPU use over the next 0.5 s. */
+function otherCpuLoad(): number {
+  const a = cpuSnap();
+  const t0 = Date.now();
+  while (Date.now() - t0 < 500) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500 - (Date.now() - t0));
+  return otherCores(a, cpuSnap());
 }
 
 async function main() {
@@ -89,7 +98,7 @@ async function main() {
   const tables: Table[] = [];
   for (const name of which) {
     const t0 = performance.now();
-    const busy = otherCpuLoad();
+    const snap0 = cpuSnap();
     let got: Table[];
     try {
       if (name === 'dose') got = [await (await import('./dose.ts')).runDose()];
@@ -98,11 +107,11 @@ async function main() {
     } catch (e) {
       got = [{ id: name, title: name, unit: 'ms', rows: [], notes: [`benchmark crashed: ${errorMessage(e)}`], baseline: '' }];
     }
-    const busyAfter = otherCpuLoad();
+    const others = otherCores(snap0, cpuSnap());
     for (const table of got) {
-      const worst = Math.max(busy, busyAfter);
-      if (worst > 0.3)
-        table.notes.push(`machine busy: other processes used ~${worst.toFixed(1)} of ${os.cpus().length} cores around this benchmark; numbers are pessimistic, rerun on a quiet machine`);
+      table.otherCores = +others.toFixed(2);
+      if (others > 0.15)
+        table.notes.push(`machine busy: other processes used ~${others.toFixed(2)} of ${os.cpus().length} cores on average during this benchmark; numbers are pessimistic, rerun on a quiet machine`);
       tables.push(table);
       console.log(formatTable(table));
       console.log('');

@@ -121,6 +121,8 @@ export interface Table {
   /** Show the first call's loss as a column. */
   showFirstValue?: boolean;
   ratioLabel?: string;
+  /** Average cores' worth of CPU other processes used while this benchmark ran. */
+  otherCores?: number;
 }
 
 export function rowFrom(name: string, m: Measurement, note?: string): Row {
