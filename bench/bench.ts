@@ -1,7 +1,7 @@
 // kiln benchmarks against its peers, on this machine.
 //
 //   npm run bench                     (from the repository root: installs the peers, runs all)
-//   cd bench && npx tsx bench.ts dose mlp webgpu   (any subset)
+//   npm run bench -- dose mlp webgpu  (any subset)
 //
 // Prints one table per benchmark and writes bench/results.json.
 import { readFileSync, writeFileSync } from 'node:fs';
