@@ -194,6 +194,7 @@ function fmtRatio(r: number | null | undefined): string {
 }
 
 export function formatTable(t: Table): string {
+  if (t.rows.length === 0) return [`## ${t.title}`, '', ...t.notes.map((n) => `note: ${n}`)].join('\n');
   const head = ['', 'median/iter', 'first call', 'iters'];
   if (t.showFirstValue) head.push('1st loss');
   if (t.showGflops) head.push('GFLOP/s');
