@@ -46,6 +46,7 @@ function otherCores(a: CpuSnap | null, b: CpuSnap | null): number {
   if (!a || !b) return 0;
   const cores = os.cpus().length;
   const wall = (b.total - a.total) / cores;
+  if (wall < 50) return 0; // under ~0.5 s: too short to say
   return Math.max(0, (b.busy - a.busy - (b.ours - a.ours)) / Math.max(wall, 1));
 }
 
@@ -110,7 +111,7 @@ async function main() {
     const others = otherCores(snap0, cpuSnap());
     for (const table of got) {
       table.otherCores = +others.toFixed(2);
-      if (others > 0.15)
+      if (others > 0.15 && table.rows.length)
         table.notes.push(`machine busy: other processes used ~${others.toFixed(2)} of ${os.cpus().length} cores on average during this benchmark; numbers are pessimistic, rerun on a quiet machine`);
       tables.push(table);
       console.log(formatTable(table));
