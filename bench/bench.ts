@@ -4,6 +4,7 @@
 //   npm run bench -- dose mlp webgpu  (any subset)
 //
 // Prints one table per benchmark and writes bench/results.json.
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +69,13 @@ async function main() {
   const which: Name[] = args.length ? (args as Name[]) : [...ALL];
 
   const load = await loadKiln();
+  let kilnCommit = 'unknown';
+  try {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    kilnCommit = execFileSync('git', ['-C', root, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' }).trim().slice(0, 100);
+  } catch {
+    /* not a git checkout */
+  }
   const machine = {
     cpu: cpuModel(),
     cores: os.cpus().length,
@@ -75,6 +83,7 @@ async function main() {
     node: process.version,
     platform: `${os.platform()} ${os.release()}`,
     date: new Date().toISOString(),
+    kilnCommit,
     kiln: load.kiln
       ? `loaded from ../index.ts (compile: ${load.hasCompile ? 'yes' : 'missing'}, webgpu: ${load.hasWebgpu ? 'yes' : 'missing'})`
       : load.error,
@@ -91,6 +100,7 @@ async function main() {
   console.log(`node    : ${machine.node}`);
   console.log(`adapter : ${machine.adapter}`);
   console.log(`kiln    : ${machine.kiln}`);
+  console.log(`commit  : ${kilnCommit}`);
   console.log(`date    : ${machine.date}`);
   const load0 = otherCpuLoad();
   console.log(`load    : other processes use ~${load0.toFixed(1)} of ${machine.cores} cores right now${load0 > 0.3 ? ' (busy: timings will be pessimistic)' : ''}`);
@@ -111,6 +121,8 @@ async function main() {
     const others = otherCores(snap0, cpuSnap());
     for (const table of got) {
       table.otherCores = +others.toFixed(2);
+      table.date = new Date().toISOString();
+      table.kilnCommit = kilnCommit;
       if (others > 0.15 && table.rows.length)
         table.notes.push(`machine busy: other processes used ~${others.toFixed(2)} of ${os.cpus().length} cores on average during this benchmark; numbers are pessimistic, rerun on a quiet machine`);
       tables.push(table);

@@ -123,6 +123,9 @@ export interface Table {
   ratioLabel?: string;
   /** Average cores' worth of CPU other processes used while this benchmark ran. */
   otherCores?: number;
+  /** When this table was measured, and the repository commit it measured (partial runs merge into results.json). */
+  date?: string;
+  kilnCommit?: string;
 }
 
 export function rowFrom(name: string, m: Measurement, note?: string): Row {
