@@ -14,6 +14,7 @@ import { dce } from './passes/dce.ts';
 import { schedule, type Schedule } from './passes/fusion.ts';
 import { planMemory, type MemoryPlan } from './passes/memory.ts';
 import { simplify } from './passes/simplify.ts';
+import { splitReductions } from './passes/split-reduce.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
@@ -88,6 +89,8 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   const g0 = traced.graph;
   let g = dce(simplify(cse(simplify(g0))));
   g = dce(cse(g));
+  // A GPU wants long reductions in two passes; on the CPU one loop is best.
+  if (device === 'webgpu') g = splitReductions(g, { minExtent: 1 << 16, maxOutputs: 64 });
   const inputViews = new Map<number, View>();
   for (const n of g.nodes) {
     if (n.op !== 'input') continue;
