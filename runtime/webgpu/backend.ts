@@ -18,18 +18,47 @@
 // a storage (host scalars), submitting queued launches first when they use that buffer, because
 // queue.writeBuffer would otherwise overtake them.
 //
-// Buffers are not pooled: a storage's GPUBuffer is released when the storage is garbage-collected.
+// Buffers are pooled (pool.ts): when a storage is garbage-collected (FinalizationRegistry), its GPUBuffer
+// goes back to a pool by size class, to be handed out again only after the submissions that may use it
+// have completed (the pending encoder's buffers wait for the next submit). Free buffers past a cap are
+// destroyed. Compiled steps allocate their temporaries once per signature (executor.ts).
+//
+// Matmul kernels come in variants (wgsl.ts MatmulVariant); autotune.ts times them per adapter and
+// shape in the background on first use (KILN_AUTOTUNE=0: off) and the next launch picks the winner.
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
-import { packUniform, uniformLayout, wgslSource, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
+import { DEFAULT_MATMUL, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
+import { adapterKey, autotuneEnabled, cachedVariant, onTuned, requestTune, shapeKey, worthTuning } from './autotune.ts';
+import { BufferPool, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
   constructor(readonly dtype: DType, readonly size: number, readonly buffer: GPUBuffer) {}
 }
+
+/** Bytes of free buffers the pool keeps; buffers returned past this are destroyed. */
+const POOL_CAP = 256 * 1024 * 1024;
+// (GPUBufferUsage exists only once the webgpu module is loaded: read at pool creation)
+const storageUsage = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+let pool: BufferPool | null = null;
+/** submissions so far, and the buffers' way back to the pool when their storage is collected */
+let submitCount = 0;
+const reclaim = new FinalizationRegistry<{ buffer: GPUBuffer; pool: BufferPool }>(({ buffer, pool: p }) => {
+  if (p !== pool) return; // a pool of a lost device
+  p.release(buffer, pendingBuffers.has(buffer) ? submitCount + 1 : submitCount);
+});
+function pooledStorage(dtype: DType, size: number, buffer: GPUBuffer, p: BufferPool): WebGPUStorage {
+  const s = new WebGPUStorage(dtype, size, buffer);
+  reclaim.register(s, { buffer, pool: p });
+  return s;
+}
+/** The buffer pool's counters (tests and diagnostics). */
+export function poolStats(): PoolStats | null { return pool ? { ...pool.stats } : null; }
+/** Destroys the pool's idle buffers. */
+export function trimPool(): void { pool?.trim(); }
 
 /** After this many launches the pending encoder is submitted (work is queued; nothing waits). */
 const MAX_PENDING = 128;
@@ -95,6 +124,8 @@ function dev(): GPUDevice {
     uniformHost = null;
     uniformUsed = 0;
     freeChunks.length = 0;
+    pool = new BufferPool(d, POOL_CAP, storageUsage());
+    submitCount = 0;
     unsubscribe?.();
     unsubscribe = onUncapturedError((e) => {
       asyncErrors.push(new Error(`kiln: WebGPU error: ${e.message}`));
@@ -153,7 +184,8 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
   const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
   const cached = sourceCache.get(key);
   if (cached) return cached;
-  let kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto' });
+  const matmul = spec.kernel.kind === 'matmul' ? matmulVariant(d, spec, alias, aligned) : undefined;
+  let kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto', matmul });
   if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
   const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
   let p = pipelines.get(pkey);
@@ -163,6 +195,33 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
   }
   sourceCache.set(key, p);
   return p;
+}
+
+let variantOverride: MatmulVariant | null = null;
+/** Test hook: every matmul uses this variant (null: the tuned or default one). */
+export function setMatmulVariant(v: MatmulVariant | null): void {
+  variantOverride = v;
+  sourceCache.clear();
+  generation++;
+}
+/** bumped whenever cached pipelines may be stale (a tune finished, a hook changed): launchers re-resolve */
+let generation = 0;
+onTuned(() => {
+  sourceCache.clear();
+  generation++;
+});
+
+/** The matmul variant for a spec: the override, the tuned choice, or the default (starting a tune). */
+function matmulVariant(d: GPUDevice, spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): MatmulVariant {
+  if (variantOverride) return variantOverride;
+  if (alias || !autotuneEnabled() || !worthTuning(spec)) return DEFAULT_MATMUL;
+  const shape = shapeKey(spec, aligned);
+  if (!shape) return DEFAULT_MATMUL;
+  const adapter = adapterKey(adapterInfo());
+  const known = cachedVariant(adapter, shape);
+  if (known) return known;
+  void requestTune({ device: d, adapter, spec, aligned, opts: { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware() }, software: isSoftware() });
+  return DEFAULT_MATMUL;
 }
 
 function createPipeline(d: GPUDevice, name: string, kernel: WgslKernel): Pipeline {
@@ -226,7 +285,13 @@ export function flush(): void {
   const scope = d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null));
   pendingChecks.push(scope);
   const chunk = uniformChunk;
-  if (chunk) void d.queue.onSubmittedWorkDone().then(() => { if (device === d) freeChunks.push(chunk); });
+  const epoch = ++submitCount;
+  const p = pool;
+  void d.queue.onSubmittedWorkDone().then(() => {
+    if (device !== d) return;
+    if (chunk) freeChunks.push(chunk);
+    p?.completedUpTo(epoch);
+  });
   encoder = null;
   uniformChunk = null;
   uniformHost = null;
@@ -267,12 +332,14 @@ function writtenArgs(spec: KernelSpec): Set<number> {
 
 const align4 = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
 
-function bufferFor(d: GPUDevice, size: number): GPUBuffer {
+function storageFor(d: GPUDevice, dtype: DType, size: number): WebGPUStorage {
   const bytes = align4(size * 4);
   if (bytes > d.limits.maxBufferSize) {
     throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
   }
-  return d.createBuffer({ size: align4(size * 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  // a size class never pushes a buffer past what may be bound or allocated
+  const p = pool!;
+  return pooledStorage(dtype, size, p.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= maxBinding ? maxBinding : Infinity)), p);
 }
 
 function asStorage(s: Storage): WebGPUStorage {
@@ -331,18 +398,17 @@ function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], stora
 export const webgpuBackend: Backend = {
   name: 'webgpu',
   alloc(dtype, size) {
-    const d = dev();
-    return new WebGPUStorage(dtype, size, bufferFor(d, size));
+    return storageFor(dev(), dtype, size);
   },
   upload(data) {
     const d = dev();
     const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
-    const buffer = bufferFor(d, data.length);
+    const st = storageFor(d, dtype, data.length);
     if (data.length > 0) {
       const src = dtype === 'bool' ? Int32Array.from(data) : data;
-      d.queue.writeBuffer(buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+      d.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
     }
-    return new WebGPUStorage(dtype, data.length, buffer);
+    return st;
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const d = dev();
@@ -353,9 +419,11 @@ export const webgpuBackend: Backend = {
     // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
     const variants = new Map<string, Pipeline>();
     const noParams: number[] = [];
+    let gen = generation;
     return (args: readonly BoundArg[]) => {
       const d = dev();
       const storages = args.map((a) => asStorage(a.storage));
+      if (gen !== generation) { variants.clear(); gen = generation; }
       launch(d, spec, args, storages, noParams, (alias, aligned) => {
         const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
         let p = variants.get(key);
@@ -439,7 +507,14 @@ export async function initWebGPU(): Promise<void> {
 
 /** The WGSL source a spec compiles to on this device (for inspection and `step.lower()`). */
 export function wgslFor(spec: KernelSpec): WgslKernel {
-  return wgslSource(spec, isInitialized() ? { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware() } : {});
+  if (!isInitialized()) return wgslSource(spec, {});
+  const aligned = spec.kernel.kind === 'matmul' ? spec.args.map(() => true) : undefined;
+  let matmul: MatmulVariant | undefined;
+  if (spec.kernel.kind === 'matmul') {
+    const shape = variantOverride ? null : shapeKey(spec, aligned);
+    matmul = variantOverride ?? (shape && autotuneEnabled() ? cachedVariant(adapterKey(adapterInfo()), shape) : undefined) ?? DEFAULT_MATMUL;
+  }
+  return wgslSource(spec, { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware(), aligned, matmul });
 }
 
 export { uniformLayout };

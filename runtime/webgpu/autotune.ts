@@ -1,0 +1,312 @@
+// Matmul autotuning: the first time a matmul kernel of a given shape and operand layout is prepared on
+// an adapter, each applicable kernel variant (compiler/codegen/wgsl.ts MatmulVariant) is timed on
+// scratch buffers and the fastest is remembered, in memory keyed by adapter + shape, and in a JSON file
+// (Node only: ~/.cache/kiln/matmul-autotune.json, else the OS temp dir; never required, write failures
+// ignored) so that a later process reuses it.
+//
+// WebGPU cannot wait synchronously, and kernels are prepared synchronously, so tuning runs in the
+// background: until it finishes, launches use DEFAULT_MATMUL; when it finishes, `onTuned` listeners run
+// (the backend drops its cached pipelines so the next launch picks the winner). Tunes run one at a time.
+//
+// Timing: each measurement first waits for the queue to drain, then submits `reps` dispatches of one
+// variant in a single command buffer and waits for them; the best of a few such samples counts. Large
+// problems are timed on a proxy with fewer rows (same n, k, strides and epilogue; batch 1), so a tune
+// stays within ~0.5 s per shape on lavapipe (variants past the budget are skipped). Tiny matmuls
+// (m·n·k·batch < 2^18) are never tuned. KILN_AUTOTUNE=0 turns tuning off (always the default variant).
+
+import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
+import { DEFAULT_MATMUL, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { env, nodeFs, nodePath } from '../node.ts';
+import type { AdapterInfo } from './device.ts';
+
+type Matmul = Extract<Kernel, { kind: 'matmul' }>;
+
+/** Below this many multiply-adds (m·n·k·batch) the default variant is used untuned. */
+export const TUNE_MIN_WORK = 2 ** 18;
+/** Wall-clock budget of one shape's tune, in ms. */
+export const TUNE_BUDGET_MS = 500;
+/** Multiply-adds of one timed proxy dispatch (rows are cut down to about this). */
+const PROXY_WORK = 2 ** 25;
+
+export function autotuneEnabled(): boolean {
+  return env('KILN_AUTOTUNE') !== '0';
+}
+
+export const adapterKey = (i: AdapterInfo): string => [i.vendor, i.architecture, i.device, i.description].join('/');
+
+/** The key of a matmul spec's tuning decision: shape, operand layouts, dtypes, alignment (not the epilogue). */
+export function shapeKey(spec: KernelSpec, aligned: readonly boolean[] | undefined): string | null {
+  const k = spec.kernel;
+  if (k.kind !== 'matmul' || k.a.kind !== 'load' || k.b.kind !== 'load') return null;
+  const a = k.a, b = k.b;
+  const nb = k.batch.length;
+  const lay = (v: { strides: readonly number[]; offset: number }) => `${v.strides.slice(nb).join(',')};${v.strides.slice(0, nb).map((s) => s % 4).join(',')};${v.offset % 4}`;
+  return `${k.batch.join('x')}|${k.m}x${k.n}x${k.k}|a:${lay(a.view)}:${a.dtype}|b:${lay(b.view)}:${b.dtype}|al:${aligned?.[a.arg] ? 1 : 0}${aligned?.[b.arg] ? 1 : 0}`;
+}
+
+export function worthTuning(spec: KernelSpec): boolean {
+  const k = spec.kernel;
+  if (k.kind !== 'matmul') return false;
+  return k.m * k.n * k.k * k.batch.reduce((x, y) => x * y, 1) >= TUNE_MIN_WORK;
+}
+
+// ---- the cache -------------------------------------------------------------------------------------
+
+type CacheFile = Record<string, Record<string, MatmulVariant>>;
+const memory = new Map<string, MatmulVariant>();
+let fileLoaded = false;
+let fileData: CacheFile = {};
+
+function cachePath(): string | null {
+  const fs = nodeFs(), path = nodePath();
+  if (!fs || !path) return null;
+  const override = env('KILN_AUTOTUNE_CACHE');
+  if (override !== undefined) return override || null;
+  const home = env('HOME') || env('USERPROFILE');
+  if (home) return path.join(home, '.cache', 'kiln', 'matmul-autotune.json');
+  const os = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule?.('node:os') as { tmpdir(): string } | undefined;
+  return os ? path.join(os.tmpdir(), 'kiln-matmul-autotune.json') : null;
+}
+
+function loadFile(): void {
+  if (fileLoaded) return;
+  fileLoaded = true;
+  try {
+    const p = cachePath();
+    const fs = nodeFs();
+    if (!p || !fs || !fs.existsSync(p)) return;
+    const data = JSON.parse(fs.readFileSync(p, 'utf8')) as unknown;
+    if (data && typeof data === 'object') fileData = data as CacheFile;
+    for (const [ad, shapes] of Object.entries(fileData)) {
+      if (!shapes || typeof shapes !== 'object') continue;
+      for (const [sk, v] of Object.entries(shapes)) if (validVariant(v)) memory.set(`${ad}#${sk}`, v);
+    }
+  } catch {
+    // an unreadable cache is no cache
+  }
+}
+
+function validVariant(v: unknown): v is MatmulVariant {
+  const x = v as MatmulVariant;
+  return !!x && typeof x === 'object' && [1, 2, 4, 8].includes(x.bm) && [4, 8].includes(x.bn) && Array.isArray(x.wg) && x.wg.length === 2
+    && x.wg.every((w) => Number.isInteger(w) && w >= 1) && typeof x.vec4 === 'boolean' && typeof x.tiled === 'boolean';
+}
+
+function saveFile(adapter: string, shape: string, v: MatmulVariant): void {
+  try {
+    const p = cachePath();
+    const fs = nodeFs(), path = nodePath();
+    if (!p || !fs || !path) return;
+    // merge with what another process may have written meanwhile
+    let data: CacheFile = {};
+    try { data = JSON.parse(fs.readFileSync(p, 'utf8')) as CacheFile; } catch { /* none yet */ }
+    if (!data || typeof data !== 'object') data = {};
+    (data[adapter] ??= {})[shape] = v;
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    const tmp = `${p}.${(globalThis as { process?: { pid?: number } }).process?.pid ?? 0}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(data, null, 1));
+    fs.renameSync(tmp, p);
+  } catch {
+    // persisting is best effort
+  }
+}
+
+/** The cached choice for (adapter, shape), or undefined when not tuned yet. */
+export function cachedVariant(adapter: string, shape: string): MatmulVariant | undefined {
+  loadFile();
+  return memory.get(`${adapter}#${shape}`);
+}
+
+/** Forgets the in-memory cache (tests); `alsoFile` re-reads the file on the next lookup. */
+export function clearAutotuneCache(alsoFile = true): void {
+  memory.clear();
+  if (alsoFile) { fileLoaded = false; fileData = {}; }
+}
+
+// ---- tuning ----------------------------------------------------------------------------------------
+
+const listeners = new Set<() => void>();
+export function onTuned(f: () => void): () => void {
+  listeners.add(f);
+  return () => listeners.delete(f);
+}
+
+const inFlight = new Map<string, Promise<MatmulVariant>>();
+let chain: Promise<unknown> = Promise.resolve();
+
+export interface TuneRequest {
+  device: GPUDevice;
+  adapter: string;
+  spec: KernelSpec;
+  aligned: readonly boolean[] | undefined;
+  /** codegen options besides the variant (limits, software flag) */
+  opts: WgslOptions;
+  software: boolean;
+  /** the variants to time (default: applicableVariants) */
+  variants?: MatmulVariant[];
+  /** ms of compiling and timing before the tune stops early (default TUNE_BUDGET_MS) */
+  budgetMs?: number;
+}
+
+export interface TuneReport { shape: string; chosen: MatmulVariant; timings: { variant: string; ms: number }[]; proxyRows: number; totalMs: number; complete: boolean }
+let lastReports: TuneReport[] = [];
+/** Reports of the tunes run so far in this process (for inspection and benchmarks). */
+export function tuneReports(): readonly TuneReport[] { return lastReports; }
+
+/**
+ * Starts tuning (if not cached and not already running) and returns the choice's promise. The result
+ * lands in the cache; `onTuned` listeners run after.
+ */
+export function requestTune(req: TuneRequest): Promise<MatmulVariant> {
+  const shape = shapeKey(req.spec, req.aligned);
+  if (!shape) return Promise.resolve(DEFAULT_MATMUL);
+  const key = `${req.adapter}#${shape}`;
+  const known = cachedVariant(req.adapter, shape);
+  if (known) return Promise.resolve(known);
+  const running = inFlight.get(key);
+  if (running) return running;
+  let complete = false;
+  const p = chain.then(() => tune(req, shape, req.budgetMs ?? TUNE_BUDGET_MS)).then((r) => { complete = r.complete; return r.chosen; }, () => DEFAULT_MATMUL).then((v) => {
+    memory.set(key, v);
+    inFlight.delete(key);
+    // a tune cut short by the budget (cold shader caches) is kept for this process only
+    if (complete) saveFile(req.adapter, shape, v);
+    for (const f of listeners) f();
+    return v;
+  });
+  chain = p;
+  inFlight.set(key, p);
+  return p;
+}
+
+/** Resolves once every tune started so far has finished. */
+export async function tunesSettled(): Promise<void> {
+  while (inFlight.size) await Promise.all([...inFlight.values()]);
+}
+
+/** The variants worth timing for a spec on a device (DEFAULT_MATMUL first). */
+export function applicableVariants(spec: KernelSpec, opts: WgslOptions, software: boolean): MatmulVariant[] {
+  const k = spec.kernel as Matmul;
+  const lim = { maxStorageBuffersPerShaderStage: 8, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535, ...opts.limits };
+  const seen = new Set<string>();
+  const out: MatmulVariant[] = [];
+  for (const v of [DEFAULT_MATMUL, ...matmulCandidates(software)]) {
+    const key = matmulVariantKey(v);
+    if (seen.has(key) || !matmulVariantFits(v, lim)) continue;
+    // a tile far larger than the output wastes most invocations
+    if (v !== DEFAULT_MATMUL && (v.bm * v.wg[1] > 2 * Math.max(k.m, 8) || v.bn * v.wg[0] > 2 * Math.max(k.n, 8))) continue;
+    seen.add(key);
+    out.push(v);
+  }
+  return out;
+}
+
+/** The proxy spec that is timed: batch 1 and at most about PROXY_WORK multiply-adds (fewer rows). */
+export function proxySpec(spec: KernelSpec): { spec: KernelSpec; rows: number } {
+  const k = spec.kernel as Matmul;
+  let rows = k.m;
+  const perRow = Math.max(1, k.n * k.k);
+  if (k.m * perRow > PROXY_WORK) rows = Math.min(k.m, Math.max(128, Math.floor(PROXY_WORK / perRow / 128) * 128));
+  const kernel: Matmul = { ...k, batch: k.batch.map(() => 1), m: rows };
+  return { spec: { ...spec, kernel }, rows };
+}
+
+async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS): Promise<TuneReport> {
+  const t0 = performance.now();
+  const d = req.device;
+  void t0;
+  const { spec: proxy, rows } = proxySpec(req.spec);
+  const variants = req.variants ?? applicableVariants(req.spec, req.opts, req.software);
+  // scratch buffers, one per kernel argument (all offsets 0: aligned either way)
+  const buffers = proxy.args.map((a) => d.createBuffer({ size: Math.max(16, Math.ceil((a.size * 4) / 16) * 16), usage: GPUBufferUsage.STORAGE }));
+  const { bytes } = uniformLayout(proxy.args.length, proxy.params);
+  const uniform = d.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  const host = new ArrayBuffer(Math.max(16, bytes));
+  packUniform(new Int32Array(host), new Float32Array(host), 0, proxy.args.length, proxy.params, proxy.args.map(() => 0), []);
+  d.queue.writeBuffer(uniform, 0, host);
+  // `own`: ms spent compiling and running this tune's work (waits for other queued work excluded)
+  let own = 0;
+  let complete = true;
+  interface Cand { v: MatmulVariant; run: (reps: number) => Promise<number>; ms: number }
+  const cands: Cand[] = [];
+  const drain = async (): Promise<void> => { await d.queue.onSubmittedWorkDone(); };
+  try {
+    // round 1: compile, warm up, one sample each (until the budget runs out)
+    for (const v of variants) {
+      if (own > budgetMs && cands.length > 0) { complete = false; break; }
+      let kernel: WgslKernel;
+      try {
+        kernel = wgslSource(proxy, { ...req.opts, aligned: req.aligned, matmul: v });
+      } catch {
+        continue;
+      }
+      await drain();
+      const c0 = performance.now();
+      d.pushErrorScope('validation');
+      d.pushErrorScope('internal');
+      let pipeline: GPUComputePipeline | null = null;
+      let layout: GPUBindGroupLayout | null = null;
+      try {
+        const module = d.createShaderModule({ code: kernel.code, label: `tune ${matmulVariantKey(v)}` });
+        layout = d.createBindGroupLayout({
+          entries: [
+            { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+            ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
+          ],
+        });
+        pipeline = await d.createComputePipelineAsync({ layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+      } catch {
+        pipeline = null;
+      }
+      const ie = await d.popErrorScope();
+      const ve = await d.popErrorScope();
+      own += performance.now() - c0;
+      if (!pipeline || !layout || ie || ve) continue;
+      const bind = d.createBindGroup({
+        layout,
+        entries: [{ binding: 0, resource: { buffer: uniform, offset: 0, size: bytes } }, ...kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: buffers[b.arg] } }))],
+      });
+      const wg = kernel.workgroups;
+      const pipe = pipeline;
+      const run = async (reps: number): Promise<number> => {
+        await drain();
+        const enc = d.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipe);
+        pass.setBindGroup(0, bind);
+        for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+        pass.end();
+        const s = performance.now();
+        d.queue.submit([enc.finish()]);
+        await d.queue.onSubmittedWorkDone();
+        const ms = performance.now() - s;
+        own += ms;
+        return ms / reps;
+      };
+      await run(1); // warm-up: software drivers compile the shader at its first dispatch
+      cands.push({ v, run, ms: await run(1) });
+    }
+    // rounds 2..4: the three fastest again (interleaved, so a burst of load elsewhere hits them alike)
+    const exhaustive = budgetMs === Infinity;
+    for (let round = 0; round < (exhaustive ? 6 : 3) && cands.length > 1; round++) {
+      if (round > 0 && own > budgetMs) { complete = false; break; }
+      const top = [...cands].sort((x, y) => x.ms - y.ms).slice(0, exhaustive ? cands.length : 3);
+      for (const c of top) c.ms = Math.min(c.ms, await c.run(1));
+    }
+  } finally {
+    for (const b of buffers) b.destroy();
+    uniform.destroy();
+  }
+  const timings = cands.map((c) => ({ variant: matmulVariantKey(c.v), ms: c.ms }));
+  const best = cands.reduce<Cand | null>((x, c) => (!x || c.ms < x.ms ? c : x), null)?.v ?? DEFAULT_MATMUL;
+  const report: TuneReport = { shape, chosen: best, timings, proxyRows: rows, totalMs: performance.now() - t0, complete };
+  lastReports = [...lastReports, report];
+  return report;
+}
+
+/** Times every applicable variant of `spec` without a budget (benchmarks; the cache is not touched). */
+export async function timeAllVariants(req: TuneRequest): Promise<TuneReport> {
+  const shape = shapeKey(req.spec, req.aligned) ?? 'none';
+  await chain;
+  return tune(req, shape, Infinity);
+}

@@ -1,0 +1,99 @@
+// A pool of storage GPUBuffers by size class, for one device.
+//
+// A storage's buffer comes back to the pool when the storage is garbage-collected (the backend registers
+// each storage with a FinalizationRegistry). It is not handed out again until every piece of work that
+// may still use it has finished: the backend tells the pool which submission a returned buffer must
+// wait for (the next one when the pending, unsubmitted encoder uses it; otherwise the last one), and
+// when submissions complete. Free buffers beyond `capBytes` are destroyed (only once idle, never while
+// queued work still uses them).
+//
+// Size classes: exact up to 4 KiB (rounded to 16 bytes), then four classes per power of two
+// (2^k, 1.25·2^k, 1.5·2^k, 1.75·2^k), so at most 25% of a buffer is slack.
+
+export interface PoolStats { created: number; reused: number; destroyed: number; freeBytes: number; waiting: number; liveBytes: number }
+
+export function sizeClass(bytes: number): number {
+  if (bytes <= 4096) return Math.max(16, Math.ceil(bytes / 16) * 16);
+  const p = 2 ** Math.floor(Math.log2(bytes));
+  const q = p / 4;
+  return Math.ceil(bytes / q) * q;
+}
+
+interface Waiting { buffer: GPUBuffer; bytes: number; epoch: number }
+
+export class BufferPool {
+  private free = new Map<number, GPUBuffer[]>();
+  private waiting: Waiting[] = [];
+  private freeBytes = 0;
+  /** the submission count reached by completed work */
+  private completed = 0;
+  readonly stats: PoolStats = { created: 0, reused: 0, destroyed: 0, freeBytes: 0, waiting: 0, liveBytes: 0 };
+
+  constructor(private device: GPUDevice, readonly capBytes: number, private usage: number) {}
+
+  /** A buffer of at least `bytes` bytes (its size class; exactly `bytes` when the class would pass `maxBytes`). */
+  acquire(bytes: number, maxBytes: number): GPUBuffer {
+    this.drain();
+    let size = sizeClass(bytes);
+    if (size > maxBytes) size = bytes;
+    const list = this.free.get(size);
+    const reused = list?.pop();
+    if (reused) {
+      this.freeBytes -= size;
+      this.stats.reused++;
+      this.stats.liveBytes += size;
+      this.sync();
+      return reused;
+    }
+    this.stats.created++;
+    this.stats.liveBytes += size;
+    this.sync();
+    return this.device.createBuffer({ size, usage: this.usage });
+  }
+
+  /** Takes back a buffer no storage references any more; it is reusable once submission `epoch` completed. */
+  release(buffer: GPUBuffer, epoch: number): void {
+    this.stats.liveBytes -= buffer.size;
+    this.waiting.push({ buffer, bytes: buffer.size, epoch });
+    this.drain();
+  }
+
+  /** Work up to submission `epoch` has completed. */
+  completedUpTo(epoch: number): void {
+    if (epoch > this.completed) this.completed = epoch;
+    this.drain();
+  }
+
+  private drain(): void {
+    if (this.waiting.length) {
+      const still: Waiting[] = [];
+      for (const w of this.waiting) {
+        if (w.epoch > this.completed) { still.push(w); continue; }
+        if (this.freeBytes + w.bytes > this.capBytes) {
+          w.buffer.destroy();
+          this.stats.destroyed++;
+          continue;
+        }
+        let list = this.free.get(w.bytes);
+        if (!list) this.free.set(w.bytes, (list = []));
+        list.push(w.buffer);
+        this.freeBytes += w.bytes;
+      }
+      this.waiting = still;
+    }
+    this.sync();
+  }
+
+  private sync(): void {
+    this.stats.freeBytes = this.freeBytes;
+    this.stats.waiting = this.waiting.length;
+  }
+
+  /** Destroys every idle free buffer (buffers still waiting for their work are kept). */
+  trim(): void {
+    for (const list of this.free.values()) for (const b of list) { b.destroy(); this.stats.destroyed++; }
+    this.free.clear();
+    this.freeBytes = 0;
+    this.sync();
+  }
+}
