@@ -20,18 +20,18 @@ export class BasicNNTrain extends nn.Module {
   w11: kiln.nn.Parameter;
   finalBias: kiln.nn.Parameter;
 
-  constructor() {
+  constructor(device: kiln.DeviceName = kiln.getDefaultDevice()) {
     super();
-    this.w00 = new nn.Parameter(tensor(1.7), { requiresGrad: false });
-    this.b00 = new nn.Parameter(tensor(-0.85), { requiresGrad: false });
-    this.w01 = new nn.Parameter(tensor(-40.8), { requiresGrad: false });
+    this.w00 = new nn.Parameter(tensor(1.7, { device }), { requiresGrad: false });
+    this.b00 = new nn.Parameter(tensor(-0.85, { device }), { requiresGrad: false });
+    this.w01 = new nn.Parameter(tensor(-40.8, { device }), { requiresGrad: false });
 
-    this.w10 = new nn.Parameter(tensor(12.6), { requiresGrad: false });
-    this.b10 = new nn.Parameter(tensor(0.0), { requiresGrad: false });
-    this.w11 = new nn.Parameter(tensor(2.7), { requiresGrad: false });
+    this.w10 = new nn.Parameter(tensor(12.6, { device }), { requiresGrad: false });
+    this.b10 = new nn.Parameter(tensor(0.0, { device }), { requiresGrad: false });
+    this.w11 = new nn.Parameter(tensor(2.7, { device }), { requiresGrad: false });
 
     // requiresGrad: true means this parameter is optimized.
-    this.finalBias = new nn.Parameter(tensor(0.0), { requiresGrad: true });
+    this.finalBias = new nn.Parameter(tensor(0.0, { device }), { requiresGrad: true });
   }
 
   forward(input: Tensor): Tensor {

@@ -55,6 +55,15 @@ class SmallMLP extends nn.Module {
 
 /** 200 real MNIST test images [200, 1, 28, 28] and labels [200] (the first 200 of the test split). */
 let mnistSmall: { x: Tensor; y: Tensor } | null = null;
+/** One training step of a SmallMLP: cross-entropy, backward, optimizer step, zeroGrad. */
+function trainStep(m: SmallMLP, opt: kiln.optim.Optimizer, xb: Tensor, yb: Tensor): Tensor {
+  const loss = F.crossEntropy(m.forward(xb), yb);
+  loss.backward();
+  opt.step();
+  opt.zeroGrad();
+  return loss;
+}
+
 function mnist200(): { x: Tensor; y: Tensor } {
   if (!mnistSmall) {
     const ds = data.mnist({ split: 'test' });
@@ -241,13 +250,7 @@ describeEachDevice('compile == eager (examples)', (device) => {
     const compModel = copyModel(eagerModel, new SmallMLP(784, 64, 10, device));
     const eagerOpt = new optim.SGD(eagerModel.parameters(), { lr: 0.1 });
     const compOpt = new optim.SGD(compModel.parameters(), { lr: 0.1 });
-    const body = (m: SmallMLP, opt: kiln.optim.Optimizer, xb: Tensor, yb: Tensor): Tensor => {
-      const loss = F.crossEntropy(m.forward(xb), yb);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      return loss;
-    };
+    const body = trainStep;
     const step = kiln.compile((xb: Tensor, yb: Tensor) => body(compModel, compOpt, xb, yb));
     // DataLoader batches CPU tensors (typed-array batching); the batches move to the device
     const ds = new data.TensorDataset(x, y);
@@ -377,13 +380,7 @@ describeEachDevice('compile == eager (examples)', (device) => {
     const compModel = copyModel(eagerModel, new SmallMLP(6, 7, 3, device));
     const eagerOpt = new optim.SGD(eagerModel.parameters(), { lr: 0.2, momentum: 0.5 });
     const compOpt = new optim.SGD(compModel.parameters(), { lr: 0.2, momentum: 0.5 });
-    const body = (m: SmallMLP, opt: kiln.optim.Optimizer, xb: Tensor, yb: Tensor): Tensor => {
-      const loss = F.crossEntropy(m.forward(xb), yb);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      return loss;
-    };
+    const body = trainStep;
     const step = kiln.compile((xb: Tensor, yb: Tensor) => body(compModel, compOpt, xb, yb));
     const ds = new data.TensorDataset(X, Y);
     const loader = new data.DataLoader(ds, { batchSize: 8, shuffle: true, seed: 4 });

@@ -6,46 +6,13 @@ import { describeEachDevice } from './devices.ts';
 import { expectValues, values, type Device } from './golden.ts';
 import { mulberry32 } from '../data/random.ts';
 import { NeuralNetwork } from '../examples/mnist-mlp.ts';
+import { BasicNNTrain } from '../examples/dose.ts';
 
 const { nn, F, optim } = kiln;
 
 // ---------------------------------------------------------------------------
 // seed 000: StatQuest's dose/effectiveness network, only final_bias trains.
 
-class BasicNNTrain extends nn.Module {
-  declare w00: kiln.Tensor;
-  declare b00: kiln.Tensor;
-  declare w01: kiln.Tensor;
-  declare w10: kiln.Tensor;
-  declare b10: kiln.Tensor;
-  declare w11: kiln.Tensor;
-  declare finalBias: kiln.Tensor;
-
-  constructor(device: Device) {
-    super();
-    const fixed = (v: number) => new nn.Parameter(kiln.tensor(v, { device }), { requiresGrad: false }) as unknown as kiln.Tensor;
-    this.w00 = fixed(1.7);
-    this.b00 = fixed(-0.85);
-    this.w01 = fixed(-40.8);
-    this.w10 = fixed(12.6);
-    this.b10 = fixed(0.0);
-    this.w11 = fixed(2.7);
-    this.finalBias = new nn.Parameter(kiln.tensor(0.0, { device }), { requiresGrad: true }) as unknown as kiln.Tensor;
-  }
-
-  forward(input: kiln.Tensor): kiln.Tensor {
-    const inputToTopRelu = input.mul(this.w00).add(this.b00);
-    const topReluOutput = F.relu(inputToTopRelu);
-    const scaledTopReluOutput = topReluOutput.mul(this.w01);
-
-    const inputToBottomRelu = input.mul(this.w10).add(this.b10);
-    const bottomReluOutput = F.relu(inputToBottomRelu);
-    const scaledBottomReluOutput = bottomReluOutput.mul(this.w11);
-
-    const inputToFinalRelu = scaledTopReluOutput.add(scaledBottomReluOutput).add(this.finalBias);
-    return F.relu(inputToFinalRelu);
-  }
-}
 
 /**
  * The reference: PyTorch's float32 arithmetic for this program, op by op (Math.fround
