@@ -16,7 +16,7 @@ import type { DType, TypedArray } from '../ir/dtype.ts';
 import type { Expr, KernelSpec } from '../ir/kernel.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { lowerPrimitive } from '../compiler/lower.ts';
-import { DEFAULT_MATMUL, matmulCandidates, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
+import { DEFAULT_MATMUL, defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
 import { adapterKey, applicableVariants, cachedVariant, clearAutotuneCache, requestTune, shapeKey, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
@@ -137,7 +137,11 @@ describe('matmul variants (codegen only)', () => {
     const nt = lowerPrimitive('matmul', {}, [{ view: contiguousView([64, 64]), dtype: 'float32' }, { view: T(64, 64), dtype: 'float32' }], { shape: [64, 64], dtype: 'float32' })[0];
     expect(shapeKey(spec, [true, true, true])).not.toBe(shapeKey(nt, [true, true, true]));
     expect(shapeKey(spec, [true, true, true])).not.toBe(shapeKey(spec, [false, true, true]));
-    expect(applicableVariants(spec, {}, true)[0]).toBe(DEFAULT_MATMUL);
+    expect(applicableVariants(spec, {}, false)[0]).toBe(DEFAULT_MATMUL);
+    // software adapters: 8x8 blocks for products worth tuning, 4x4 below
+    expect(applicableVariants(spec, {}, true)[0]).toEqual({ bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: false });
+    expect(defaultMatmul(true, 1000)).toBe(DEFAULT_MATMUL);
+    expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
   });
 });
 
@@ -193,8 +197,8 @@ describe.runIf(hasWebGPU)('matmul variants on webgpu vs cpu', () => {
       for (const c of cs) expectMatch(`${matmulVariantKey(v)}: ${c.label}`, await runCase(c), c.exact ?? false);
     }
   };
-  it('the default (and its scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
-    await check([DEFAULT_MATMUL, { ...DEFAULT_MATMUL, vec4: false }], all);
+  it('the defaults (4x4, and 8x8 for software adapters; and a scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
+    await check([DEFAULT_MATMUL, defaultMatmul(true, 2 ** 30), { ...DEFAULT_MATMUL, vec4: false }], all);
   }, 300_000);
   it('the software candidates on every load mode (a along k / m / scalar x b along n / k / scalar)', async () => {
     await check(matmulCandidates(true), pick('NN 33x20x20', 'NT 33x20x18', 'TN 24x9x20', 'TN 21x13x11', 'NN 13x16x12', 'batched'));

@@ -23,11 +23,12 @@
 //              first-position argmax). On software adapters the tree is used for < 16 outputs only.
 //   matmul     variants (MatmulVariant, picked per adapter and shape by runtime/webgpu/autotune.ts):
 //              register blocking, each invocation computing a bm x bn block (default 4x4, 8x8
-//              invocations per workgroup, no workgroup memory), or a workgroup-memory tiled kernel (real
-//              GPUs). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
+//              invocations per workgroup, no workgroup memory; 8x8 blocks on software adapters for big
+//              products, see defaultMatmul), or a workgroup-memory tiled kernel (real GPUs). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
 //              along m (a transposed a), b along n or along k (a transposed b; k % 4 == 0); every base
-//              offset must be a multiple of 4. The epilogue runs per element. Every variant sums in
-//              increasing k order, one product at a time.
+//              offset must be a multiple of 4. The epilogue runs once per element in a loop over the
+//              block (not unrolled: compile time). Every variant sums in increasing k order, one product
+//              at a time.
 //   gather     one invocation per output element.
 //   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
 //              positions along the axis that could land on it, in increasing order (so the float32
@@ -553,6 +554,15 @@ export interface MatmulVariant {
 
 /** The default: a 4x4 block per invocation, 8x8 invocations, vec4 loads where possible, no workgroup memory. */
 export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
+/**
+ * The untuned choice for an adapter: software adapters (lavapipe) run big products 1.5-3x faster with
+ * 8x8 blocks (measured on the MLP's matmuls and 1024^3), but such shaders take about twice as long to
+ * compile (~0.45 s vs ~0.23 s), so small products keep 4x4 blocks.
+ */
+export function defaultMatmul(software: boolean, work: number): MatmulVariant {
+  return software && work >= 2 ** 18 ? SOFTWARE_BIG : DEFAULT_MATMUL;
+}
+const SOFTWARE_BIG: MatmulVariant = { bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: false };
 
 const TILE_K = 16;
 
@@ -563,10 +573,10 @@ export function matmulCandidates(software: boolean): MatmulVariant[] {
   const r = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: false });
   const t = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: true });
   // Software adapters (lavapipe) compile each shader for hundreds of ms, so they get a short list: the
-  // register-blocked shapes that won somewhere on lavapipe (8x8 blocks for big square products, 4x4 or
-  // 8x4 blocks in 4x16 groups for the MLP's 128-row products).
+  // register-blocked shapes that won somewhere on lavapipe (8x8 blocks in several workgroup shapes win
+  // on most products; 4x4 blocks on some narrow ones), best first (a tune cut short tries these first).
   // A single row of invocations per workgroup (wg [x, 1]) makes a's loads uniform across the workgroup.
-  if (software) return [r(8, 8, 32, 4), r(8, 4, 16, 1), r(4, 4, 4, 16), r(8, 4, 4, 16), r(8, 8, 32, 1), r(4, 4, 64, 1)];
+  if (software) return [r(8, 8, 8, 8), r(8, 8, 32, 4), r(8, 8, 16, 1), r(4, 4, 8, 8), r(8, 8, 32, 1), r(4, 4, 4, 16)];
   return [
     t(4, 4, 16, 16), t(8, 4, 16, 16), t(4, 8, 16, 16), t(8, 8, 8, 8), t(4, 4, 8, 8), t(4, 8, 16, 8),
     r(4, 4, 16, 16), r(8, 4, 16, 8), r(4, 8, 16, 8), r(8, 8, 16, 16), r(2, 8, 16, 16), r(1, 8, 32, 8), r(8, 4, 64, 1),
@@ -750,18 +760,21 @@ function loadArgs(e: Expr, out: number[] = [], seen = new Set<Expr>()): number[]
   return out;
 }
 
-/** The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (columns 4cv..4cv+3). */
+/**
+ * The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (columns 4cv..4cv+3): the
+ * block is copied into a private array and one copy of the epilogue runs in a loop over its elements
+ * (unrolling it BM x BN times made shader compilation several times slower on software adapters).
+ */
 function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars: string[], accType: DType, BM: number, BN: number): string[] {
-  const lines: string[] = [];
-  for (let r = 0; r < BM; r++) {
-    for (let c = 0; c < BN; c++) {
-      const epi = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, outVars), 'e', { name: 'acc', dtype: accType });
-      const result = epi.emit(k.epilogue);
-      const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
-      lines.push(`if (i0 + ${r} < ${k.m} && j0 + ${c} < ${k.n}) {`,
-        ...indent([`let i = i0 + ${r};`, `let j = j0 + ${c};`, `let acc = c${r}_${c >> 2}.${'xyzw'[c & 3]};`, ...epi.lines, st]), '}');
-    }
-  }
+  const at = wtype(accType);
+  const lines: string[] = [`var res: array<vec4<${at}>, ${(BM * BN) / 4}>;`];
+  for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) lines.push(`res[${(r * BN) / 4 + cv}] = c${r}_${cv};`);
+  const epi = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, outVars), 'e', { name: 'acc', dtype: accType });
+  const result = epi.emit(k.epilogue);
+  const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
+  lines.push(`for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
+    ...indent([`let i = i0 + qe / ${BN};`, `let j = j0 + qe % ${BN};`, `if (i < ${k.m} && j < ${k.n}) {`,
+      ...indent([`let acc = res[qe / 4][qe % 4];`, ...epi.lines, st]), '}']), '}');
   return lines;
 }
 

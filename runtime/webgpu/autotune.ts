@@ -5,7 +5,7 @@
 // ignored) so that a later process reuses it.
 //
 // WebGPU cannot wait synchronously, and kernels are prepared synchronously, so tuning runs in the
-// background: until it finishes, launches use DEFAULT_MATMUL; when it finishes, `onTuned` listeners run
+// background: until it finishes, launches use the adapter's default (wgsl.ts defaultMatmul); when it finishes, `onTuned` listeners run
 // (the backend drops its cached pipelines so the next launch picks the winner). Tunes run one at a time.
 //
 // Timing: each measurement first waits for the queue to drain, then submits `reps` dispatches of one
@@ -15,7 +15,7 @@
 // (m·n·k·batch < 2^18) are never tuned. KILN_AUTOTUNE=0 turns tuning off (always the default variant).
 
 import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
-import { DEFAULT_MATMUL, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
 import { env, nodeFs, nodePath } from '../node.ts';
 import type { AdapterInfo } from './device.ts';
 
@@ -25,7 +25,7 @@ type Matmul = Extract<Kernel, { kind: 'matmul' }>;
 export const TUNE_MIN_WORK = 2 ** 18;
 /** Wall-clock budget of one shape's tune, in ms. */
 export const TUNE_BUDGET_MS = 500;
-/** Multiply-adds of one timed proxy dispatch (rows are cut down to about this). */
+/** Multiply-adds of one timed proxy dispatch (rows are cut down to about this, in multiples of 64). */
 const PROXY_WORK = 2 ** 25;
 
 export function autotuneEnabled(): boolean {
@@ -44,10 +44,14 @@ export function shapeKey(spec: KernelSpec, aligned: readonly boolean[] | undefin
   return `${k.batch.join('x')}|${k.m}x${k.n}x${k.k}|a:${lay(a.view)}:${a.dtype}|b:${lay(b.view)}:${b.dtype}|al:${aligned?.[a.arg] ? 1 : 0}${aligned?.[b.arg] ? 1 : 0}`;
 }
 
-export function worthTuning(spec: KernelSpec): boolean {
+/** Multiply-adds of a matmul spec (0 for other kernels). */
+export function workOf(spec: KernelSpec): number {
   const k = spec.kernel;
-  if (k.kind !== 'matmul') return false;
-  return k.m * k.n * k.k * k.batch.reduce((x, y) => x * y, 1) >= TUNE_MIN_WORK;
+  return k.kind === 'matmul' ? k.m * k.n * k.k * k.batch.reduce((x, y) => x * y, 1) : 0;
+}
+
+export function worthTuning(spec: KernelSpec): boolean {
+  return spec.kernel.kind === 'matmul' && workOf(spec) >= TUNE_MIN_WORK;
 }
 
 // ---- the cache -------------------------------------------------------------------------------------
@@ -159,14 +163,15 @@ export function tuneReports(): readonly TuneReport[] { return lastReports; }
  */
 export function requestTune(req: TuneRequest): Promise<MatmulVariant> {
   const shape = shapeKey(req.spec, req.aligned);
-  if (!shape) return Promise.resolve(DEFAULT_MATMUL);
+  const fallback = defaultMatmul(req.software, workOf(req.spec));
+  if (!shape) return Promise.resolve(fallback);
   const key = `${req.adapter}#${shape}`;
   const known = cachedVariant(req.adapter, shape);
   if (known) return Promise.resolve(known);
   const running = inFlight.get(key);
   if (running) return running;
   let complete = false;
-  const p = chain.then(() => tune(req, shape, req.budgetMs ?? TUNE_BUDGET_MS)).then((r) => { complete = r.complete; return r.chosen; }, () => DEFAULT_MATMUL).then((v) => {
+  const p = chain.then(() => tune(req, shape, req.budgetMs ?? TUNE_BUDGET_MS)).then((r) => { complete = r.complete; return r.chosen; }, () => fallback).then((v) => {
     memory.set(key, v);
     inFlight.delete(key);
     // a tune cut short by the budget (cold shader caches) is kept for this process only
@@ -184,17 +189,18 @@ export async function tunesSettled(): Promise<void> {
   while (inFlight.size) await Promise.all([...inFlight.values()]);
 }
 
-/** The variants worth timing for a spec on a device (DEFAULT_MATMUL first). */
+/** The variants worth timing for a spec on a device (the adapter's untuned default first). */
 export function applicableVariants(spec: KernelSpec, opts: WgslOptions, software: boolean): MatmulVariant[] {
   const k = spec.kernel as Matmul;
   const lim = { maxStorageBuffersPerShaderStage: 8, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535, ...opts.limits };
   const seen = new Set<string>();
   const out: MatmulVariant[] = [];
-  for (const v of [DEFAULT_MATMUL, ...matmulCandidates(software)]) {
+  const first = defaultMatmul(software, workOf(spec));
+  for (const v of [first, ...matmulCandidates(software)]) {
     const key = matmulVariantKey(v);
     if (seen.has(key) || !matmulVariantFits(v, lim)) continue;
     // a tile far larger than the output wastes most invocations
-    if (v !== DEFAULT_MATMUL && (v.bm * v.wg[1] > 2 * Math.max(k.m, 8) || v.bn * v.wg[0] > 2 * Math.max(k.n, 8))) continue;
+    if (v !== first && (v.bm * v.wg[1] > 2 * Math.max(k.m, 8) || v.bn * v.wg[0] > 2 * Math.max(k.n, 8))) continue;
     seen.add(key);
     out.push(v);
   }
@@ -206,7 +212,7 @@ export function proxySpec(spec: KernelSpec): { spec: KernelSpec; rows: number } 
   const k = spec.kernel as Matmul;
   let rows = k.m;
   const perRow = Math.max(1, k.n * k.k);
-  if (k.m * perRow > PROXY_WORK) rows = Math.min(k.m, Math.max(128, Math.floor(PROXY_WORK / perRow / 128) * 128));
+  if (k.m * perRow > PROXY_WORK) rows = Math.min(k.m, Math.max(64, Math.floor(PROXY_WORK / perRow / 64) * 64));
   const kernel: Matmul = { ...k, batch: k.batch.map(() => 1), m: rows };
   return { spec: { ...spec, kernel }, rows };
 }
@@ -268,13 +274,13 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
       });
       const wg = kernel.workgroups;
       const pipe = pipeline;
-      const run = async (reps: number): Promise<number> => {
+      const run = async (reps: number, grid = wg): Promise<number> => {
         await drain();
         const enc = d.createCommandEncoder();
         const pass = enc.beginComputePass();
         pass.setPipeline(pipe);
         pass.setBindGroup(0, bind);
-        for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+        for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
         pass.end();
         const s = performance.now();
         d.queue.submit([enc.finish()]);
@@ -283,7 +289,7 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
         own += ms;
         return ms / reps;
       };
-      await run(1); // warm-up: software drivers compile the shader at its first dispatch
+      await run(1, [1, 1, 1]); // warm-up (one workgroup): software drivers compile the shader at its first dispatch
       cands.push({ v, run, ms: await run(1) });
     }
     // rounds 2..4: the three fastest again (interleaved, so a burst of load elsewhere hits them alike)
@@ -298,7 +304,7 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
     uniform.destroy();
   }
   const timings = cands.map((c) => ({ variant: matmulVariantKey(c.v), ms: c.ms }));
-  const best = cands.reduce<Cand | null>((x, c) => (!x || c.ms < x.ms ? c : x), null)?.v ?? DEFAULT_MATMUL;
+  const best = cands.reduce<Cand | null>((x, c) => (!x || c.ms < x.ms ? c : x), null)?.v ?? defaultMatmul(req.software, workOf(req.spec));
   const report: TuneReport = { shape, chosen: best, timings, proxyRows: rows, totalMs: performance.now() - t0, complete };
   lastReports = [...lastReports, report];
   return report;

@@ -28,10 +28,10 @@
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
-import { DEFAULT_MATMUL, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
+import { defaultMatmul, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
-import { adapterKey, autotuneEnabled, cachedVariant, onTuned, requestTune, shapeKey, worthTuning } from './autotune.ts';
+import { adapterKey, autotuneEnabled, cachedVariant, onTuned, requestTune, shapeKey, workOf, worthTuning } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
@@ -50,9 +50,17 @@ const reclaim = new FinalizationRegistry<{ buffer: GPUBuffer; pool: BufferPool }
   if (p !== pool) return; // a pool of a lost device
   p.release(buffer, pendingBuffers.has(buffer) ? submitCount + 1 : submitCount);
 });
+const BALLAST_MIN = 1 << 20;
+/** (browsers may commit an ArrayBuffer's memory up front: the ballast is for Node only) */
+const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+const ballast = new WeakMap<WebGPUStorage, ArrayBuffer>();
 function pooledStorage(dtype: DType, size: number, buffer: GPUBuffer, p: BufferPool): WebGPUStorage {
   const s = new WebGPUStorage(dtype, size, buffer);
   reclaim.register(s, { buffer, pool: p });
+  // The garbage collector does not see GPU memory, so dead tensors would pile up between collections.
+  // A zero-filled ArrayBuffer of the same size rides along with each big storage: V8 counts it as
+  // external memory (and collects sooner), while the OS maps its untouched pages lazily (no memory used).
+  if (inNode && buffer.size >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(buffer.size));
   return s;
 }
 /** The buffer pool's counters (tests and diagnostics). */
@@ -214,14 +222,16 @@ onTuned(() => {
 /** The matmul variant for a spec: the override, the tuned choice, or the default (starting a tune). */
 function matmulVariant(d: GPUDevice, spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): MatmulVariant {
   if (variantOverride) return variantOverride;
-  if (alias || !autotuneEnabled() || !worthTuning(spec)) return DEFAULT_MATMUL;
+  const software = isSoftware();
+  const fallback = defaultMatmul(software, workOf(spec));
+  if (alias || !autotuneEnabled() || !worthTuning(spec)) return fallback;
   const shape = shapeKey(spec, aligned);
-  if (!shape) return DEFAULT_MATMUL;
+  if (!shape) return fallback;
   const adapter = adapterKey(adapterInfo());
   const known = cachedVariant(adapter, shape);
   if (known) return known;
-  void requestTune({ device: d, adapter, spec, aligned, opts: { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware() }, software: isSoftware() });
-  return DEFAULT_MATMUL;
+  void requestTune({ device: d, adapter, spec, aligned, opts: { limits: wgslLimits(), maxWorkgroups: gridCap(), software }, software });
+  return fallback;
 }
 
 function createPipeline(d: GPUDevice, name: string, kernel: WgslKernel): Pipeline {
@@ -512,7 +522,7 @@ export function wgslFor(spec: KernelSpec): WgslKernel {
   let matmul: MatmulVariant | undefined;
   if (spec.kernel.kind === 'matmul') {
     const shape = variantOverride ? null : shapeKey(spec, aligned);
-    matmul = variantOverride ?? (shape && autotuneEnabled() ? cachedVariant(adapterKey(adapterInfo()), shape) : undefined) ?? DEFAULT_MATMUL;
+    matmul = variantOverride ?? (shape && autotuneEnabled() ? cachedVariant(adapterKey(adapterInfo()), shape) : undefined) ?? defaultMatmul(isSoftware(), workOf(spec));
   }
   return wgslSource(spec, { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware(), aligned, matmul });
 }
