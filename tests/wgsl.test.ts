@@ -402,6 +402,12 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
       await run([], 6, 5, 8, aT, contiguousView([5, 8]), 0, 0, 'vec4 TN, m and k not multiples of 4');
       const k = wgslSource(lowerOne('matmul', {}, [inp([4, 8]), inp([8, 4])], { shape: [4, 4], dtype: 'float32' })[0], { aligned: [true, true, true] });
       expect(k.code).toMatch(/array<vec4<f32>>/);
+      // both operands of x @ w.T (b contiguous along k) and of g.T @ x (a contiguous along m) are vec4 loads
+      const vec4Bindings = (code: string) => (code.match(/var<storage, read> b\d+: array<vec4<f32>>/g) ?? []).length;
+      const nt = wgslSource(lowerOne('matmul', {}, [inp([12, 16]), inp([], 'float32', permuteView(contiguousView([20, 16]), [1, 0]))], { shape: [12, 20], dtype: 'float32' })[0], { aligned: [true, true, true] });
+      expect(vec4Bindings(nt.code)).toBe(2);
+      const tn = wgslSource(lowerOne('matmul', {}, [inp([], 'float32', permuteView(contiguousView([9, 12]), [1, 0])), inp([9, 20])], { shape: [12, 20], dtype: 'float32' })[0], { aligned: [true, true, true] });
+      expect(vec4Bindings(tn.code)).toBe(2);
     });
 
     it('matmul with an epilogue (bias + relu)', async () => {

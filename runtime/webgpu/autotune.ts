@@ -224,12 +224,33 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
   const { spec: proxy, rows } = proxySpec(req.spec);
   const variants = req.variants ?? applicableVariants(req.spec, req.opts, req.software);
   // scratch buffers, one per kernel argument (all offsets 0: aligned either way)
-  const buffers = proxy.args.map((a) => d.createBuffer({ size: Math.max(16, Math.ceil((a.size * 4) / 16) * 16), usage: GPUBufferUsage.STORAGE }));
+  // Every GPU call of the tune sits in error scopes pushed and popped in the same synchronous stretch,
+  // so that its errors never reach the backend's uncaptured-error handler (and the backend's errors
+  // never land in its scopes).
+  const scoped = <T>(f: () => T): { value: T | null; failed: Promise<boolean> } => {
+    d.pushErrorScope('validation');
+    d.pushErrorScope('out-of-memory');
+    d.pushErrorScope('internal');
+    let value: T | null = null;
+    try { value = f(); } catch { value = null; }
+    const errs = [d.popErrorScope(), d.popErrorScope(), d.popErrorScope()];
+    return { value, failed: Promise.all(errs).then((es) => es.some((e) => e !== null), () => true) };
+  };
   const { bytes } = uniformLayout(proxy.args.length, proxy.params);
-  const uniform = d.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const host = new ArrayBuffer(Math.max(16, bytes));
-  packUniform(new Int32Array(host), new Float32Array(host), 0, proxy.args.length, proxy.params, proxy.args.map(() => 0), []);
-  d.queue.writeBuffer(uniform, 0, host);
+  const setup = scoped(() => {
+    const bufs = proxy.args.map((a) => d.createBuffer({ size: Math.max(16, Math.ceil((a.size * 4) / 16) * 16), usage: GPUBufferUsage.STORAGE }));
+    const uni = d.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const host = new ArrayBuffer(Math.max(16, bytes));
+    packUniform(new Int32Array(host), new Float32Array(host), 0, proxy.args.length, proxy.params, proxy.args.map(() => 0), []);
+    d.queue.writeBuffer(uni, 0, host);
+    return { bufs, uni };
+  });
+  if (!setup.value || (await setup.failed)) {
+    setup.value?.bufs.forEach((b) => b.destroy());
+    setup.value?.uni.destroy();
+    throw new Error('kiln autotune: could not allocate scratch buffers');
+  }
+  const { bufs: buffers, uni: uniform } = setup.value;
   // `own`: ms spent compiling and running this tune's work (waits for other queued work excluded)
   let own = 0;
   let complete = true;
@@ -248,44 +269,47 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
       }
       await drain();
       const c0 = performance.now();
-      d.pushErrorScope('validation');
-      d.pushErrorScope('internal');
-      let pipeline: GPUComputePipeline | null = null;
-      let layout: GPUBindGroupLayout | null = null;
-      try {
+      const made = scoped(() => {
         const module = d.createShaderModule({ code: kernel.code, label: `tune ${matmulVariantKey(v)}` });
-        layout = d.createBindGroupLayout({
+        const layout = d.createBindGroupLayout({
           entries: [
             { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
             ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
           ],
         });
-        pipeline = await d.createComputePipelineAsync({ layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
-      } catch {
-        pipeline = null;
-      }
-      const ie = await d.popErrorScope();
-      const ve = await d.popErrorScope();
+        const pipeline = d.createComputePipelineAsync({ layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+        pipeline.catch(() => null); // awaited below
+        return { layout, pipeline };
+      });
+      let pipeline: GPUComputePipeline | null = null;
+      try { pipeline = made.value ? await made.value.pipeline : null; } catch { pipeline = null; }
+      const failed = await made.failed;
       own += performance.now() - c0;
-      if (!pipeline || !layout || ie || ve) continue;
-      const bind = d.createBindGroup({
+      if (!pipeline || !made.value || failed) continue;
+      const layout = made.value.layout;
+      const pipe = pipeline;
+      const bound = scoped(() => d.createBindGroup({
         layout,
         entries: [{ binding: 0, resource: { buffer: uniform, offset: 0, size: bytes } }, ...kernel.bindings.map((b) => ({ binding: b.binding, resource: { buffer: buffers[b.arg] } }))],
-      });
+      }));
+      if (!bound.value || (await bound.failed)) continue;
+      const bind = bound.value;
       const wg = kernel.workgroups;
-      const pipe = pipeline;
       const run = async (reps: number, grid = wg): Promise<number> => {
         await drain();
-        const enc = d.createCommandEncoder();
-        const pass = enc.beginComputePass();
-        pass.setPipeline(pipe);
-        pass.setBindGroup(0, bind);
-        for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
-        pass.end();
         const s = performance.now();
-        d.queue.submit([enc.finish()]);
+        const sub = scoped(() => {
+          const enc = d.createCommandEncoder();
+          const pass = enc.beginComputePass();
+          pass.setPipeline(pipe);
+          pass.setBindGroup(0, bind);
+          for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
+          pass.end();
+          d.queue.submit([enc.finish()]);
+        });
         await d.queue.onSubmittedWorkDone();
         const ms = performance.now() - s;
+        if (await sub.failed) throw new Error('kiln autotune: a timing dispatch failed');
         own += ms;
         return ms / reps;
       };
