@@ -220,10 +220,8 @@ export function proxySpec(spec: KernelSpec): { spec: KernelSpec; rows: number } 
 async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS): Promise<TuneReport> {
   const t0 = performance.now();
   const d = req.device;
-  void t0;
   const { spec: proxy, rows } = proxySpec(req.spec);
   const variants = req.variants ?? applicableVariants(req.spec, req.opts, req.software);
-  // scratch buffers, one per kernel argument (all offsets 0: aligned either way)
   // Every GPU call of the tune sits in error scopes pushed and popped in the same synchronous stretch,
   // so that its errors never reach the backend's uncaptured-error handler (and the backend's errors
   // never land in its scopes).
@@ -258,6 +256,7 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
   const cands: Cand[] = [];
   const drain = async (): Promise<void> => { await d.queue.onSubmittedWorkDone(); };
   try {
+    // scratch buffers above: one per kernel argument, all offsets 0 (aligned either way)
     // round 1: compile, warm up, one sample each (until the budget runs out)
     for (const v of variants) {
       if (own > budgetMs && cands.length > 0) { complete = false; break; }
@@ -328,7 +327,10 @@ async function tune(req: TuneRequest, shape: string, budgetMs = TUNE_BUDGET_MS):
     uniform.destroy();
   }
   const timings = cands.map((c) => ({ variant: matmulVariantKey(c.v), ms: c.ms }));
-  const best = cands.reduce<Cand | null>((x, c) => (!x || c.ms < x.ms ? c : x), null)?.v ?? defaultMatmul(req.software, workOf(req.spec));
+  // the fastest, unless the untuned default is within 5% of it (timing noise should not flip choices)
+  const fastest = cands.reduce<Cand | null>((x, c) => (!x || c.ms < x.ms ? c : x), null);
+  const dflt = cands.find((c) => matmulVariantKey(c.v) === matmulVariantKey(defaultMatmul(req.software, workOf(req.spec))));
+  const best = (dflt && fastest && dflt.ms <= fastest.ms * 1.05 ? dflt : fastest)?.v ?? defaultMatmul(req.software, workOf(req.spec));
   const report: TuneReport = { shape, chosen: best, timings, proxyRows: rows, totalMs: performance.now() - t0, complete };
   lastReports = [...lastReports, report];
   return report;
