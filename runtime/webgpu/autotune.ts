@@ -5,14 +5,20 @@
 // ignored) so that a later process reuses it.
 //
 // WebGPU cannot wait synchronously, and kernels are prepared synchronously, so tuning runs in the
-// background: until it finishes, launches use the adapter's default (wgsl.ts defaultMatmul); when it finishes, `onTuned` listeners run
-// (the backend drops its cached pipelines so the next launch picks the winner). Tunes run one at a time.
+// background: until it finishes, launches use the adapter's default (wgsl.ts defaultMatmul); when it
+// finishes, `onTuned` listeners run (the backend drops its cached pipelines so the next launch picks
+// the winner). Tunes run one at a time. Each GPU call of a tune runs inside its own error scopes.
+//
+// The budget (~0.5 s per shape) counts the tune's own compile and run time, not waits for other work.
 //
 // Timing: each measurement first waits for the queue to drain, then submits `reps` dispatches of one
 // variant in a single command buffer and waits for them; the best of a few such samples counts. Large
 // problems are timed on a proxy with fewer rows (same n, k, strides and epilogue; batch 1), so a tune
-// stays within ~0.5 s per shape on lavapipe (variants past the budget are skipped). Tiny matmuls
-// (m·n·k·batch < 2^18) are never tuned. KILN_AUTOTUNE=0 turns tuning off (always the default variant).
+// stays near its budget on lavapipe (variants past the budget are skipped). Tiny matmuls
+// (m·n·k·batch < 2^18) are never tuned. KILN_AUTOTUNE=0 turns tuning off (always the default variant);
+// KILN_AUTOTUNE_CACHE=path moves the cache file ('' : no file). A tune cut short by its budget (cold
+// shader caches: lavapipe compiles a matmul shader in 0.2-0.5 s) is used but not persisted, so a later
+// process tunes again. A variant must beat the default by more than 5% to be chosen.
 
 import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
 import { defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
