@@ -38,7 +38,9 @@ export function autotuneEnabled(): boolean {
   return env('KILN_AUTOTUNE') !== '0';
 }
 
-export const adapterKey = (i: AdapterInfo): string => [i.vendor, i.architecture, i.device, i.description].join('/');
+/** Bump when codegen or the candidate lists change what a cached choice means (old entries are ignored). */
+const CACHE_VERSION = 2;
+export const adapterKey = (i: AdapterInfo): string => `v${CACHE_VERSION}:` + [i.vendor, i.architecture, i.device, i.description].join('/');
 
 /** The key of a matmul spec's tuning decision: shape, operand layouts, dtypes, alignment (not the epilogue). */
 export function shapeKey(spec: KernelSpec, aligned: readonly boolean[] | undefined): string | null {
