@@ -358,8 +358,15 @@ function asStorage(s: Storage): WebGPUStorage {
 }
 
 /** Encodes one kernel launch into the pending command encoder. */
+/**
+ * What a prepared launcher keeps between calls: its own uniform buffer (offsets and params, written
+ * once) and the bind group of the buffers it last bound, so a compiled step that binds the same
+ * buffers every call creates no bind group and writes no uniform per step.
+ */
+interface LaunchCache { uniform?: GPUBuffer; uniformKey?: string; pipeline?: Pipeline; buffers?: GPUBuffer[]; group?: GPUBindGroup }
+
 function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[],
-  pick: (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline): void {
+  pick: (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline, cache?: LaunchCache): void {
   const n = spec.args.length;
   if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
   // Arguments bound to the same buffer share one binding when the kernel writes one of them
@@ -389,6 +396,7 @@ function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], stora
   }
   const wg = p.kernel.workgroups;
   if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
+  if (cache && launchCached(d, spec, args, storages, params, p, cache)) return;
   const cp = encoderFor(d, p.kernel.uniformBytes);
   const at = uniformUsed;
   packUniform(uniformI32, uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
@@ -403,6 +411,38 @@ function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], stora
   cp.setBindGroup(0, d.createBindGroup({ layout: p.layout, entries }));
   cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
   pendingLaunches++;
+}
+
+/** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
+function launchCached(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
+  const n = spec.args.length;
+  const offsets = args.slice(0, n).map((a) => a.offset);
+  const key = `${offsets.join(',')}|${params.join(',')}`;
+  // The uniform may still be read by queued work: never rewrite it; other offsets use the shared ring.
+  if (cache.uniform && (cache.uniformKey !== key || cache.uniform.size < p.kernel.uniformBytes)) return false;
+  const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
+  if (!cache.uniform) {
+    const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
+    packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offsets, params);
+    cache.uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
+    d.queue.writeBuffer(cache.uniform, 0, bytes);
+    cache.uniformKey = key;
+  }
+  if (!cache.group || cache.pipeline !== p || !cache.buffers!.every((b, i) => b === buffers[i])) {
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: cache.uniform, offset: 0, size: p.kernel.uniformBytes } }];
+    p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
+    cache.group = d.createBindGroup({ layout: p.layout, entries });
+    cache.pipeline = p;
+    cache.buffers = buffers;
+  }
+  for (const b of buffers) pendingBuffers.add(b);
+  const cp = encoderFor(d, 0);
+  const wg = p.kernel.workgroups;
+  cp.setPipeline(p.pipeline);
+  cp.setBindGroup(0, cache.group);
+  cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+  pendingLaunches++;
+  return true;
 }
 
 export const webgpuBackend: Backend = {
@@ -429,11 +469,12 @@ export const webgpuBackend: Backend = {
     // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
     const variants = new Map<string, Pipeline>();
     const noParams: number[] = [];
+    const cache: LaunchCache = {};
     let gen = generation;
     return (args: readonly BoundArg[]) => {
       const d = dev();
       const storages = args.map((a) => asStorage(a.storage));
-      if (gen !== generation) { variants.clear(); gen = generation; }
+      if (gen !== generation) { variants.clear(); gen = generation; for (const k of Object.keys(cache) as (keyof LaunchCache)[]) delete cache[k]; }
       launch(d, spec, args, storages, noParams, (alias, aligned) => {
         const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
         let p = variants.get(key);
@@ -442,7 +483,7 @@ export const webgpuBackend: Backend = {
           variants.set(key, p);
         }
         return p;
-      });
+      }, cache);
     };
   },
   write(s: Storage, data: TypedArray) {
