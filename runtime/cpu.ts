@@ -2,7 +2,8 @@
 
 import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import { compileJs, compileJsProgram, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
 
 export interface CpuStorage extends Storage { readonly data: TypedArray }
@@ -54,4 +55,5 @@ export const cpuBackend: Backend = {
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
 };
 
+setJsKernelEnv({ gemm });
 registerBackend(cpuBackend);

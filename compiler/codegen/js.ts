@@ -209,8 +209,23 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
     `  ${store('s', 0, 0)}`,
     '}',
   ];
+  if (a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
+    // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
+    return nest(k.batch, bv, [
+      `const prod = env.gemm ? env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}) : null;`,
+      'if (prod) {',
+      '  const cc = prod.c, ldc = prod.ldc;',
+      `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
+      '} else {',
+      ...blocked().map((l) => '  ' + l),
+      '}',
+    ]).join('\n');
+  }
+  return nest(k.batch, bv, blocked()).join('\n');
+
+  function blocked(): string[] {
   const m4 = k.m - (k.m % 4), n4 = k.n - (k.n % 4);
-  const inner = [
+  return [
     `for (let i = 0; i < ${m4}; i += 4) {`,
     `  for (let j = 0; j < ${n4}; j += 4) {`,
     ...block.map((l) => '    ' + l),
@@ -220,8 +235,11 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
     ...(n4 < k.n ? single('0', String(n4)).map((l) => l.replace(`i < ${k.m}`, `i < ${m4}`)) : []),
     ...(m4 < k.m ? single(String(m4), '0') : []),
   ];
-  return nest(k.batch, bv, inner).join('\n');
+  }
 }
+
+/** Products with fewer multiply-adds than this stay in JavaScript (packing would cost more than it saves). */
+const GEMM_MIN_WORK = 1 << 15;
 
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
   const vars = k.shape.map((_, i) => `i${i}`);
@@ -269,14 +287,19 @@ export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
-  const fn = new Function(`"use strict"; return (${jsProgramSource(specs, bindings)});`)() as (B: unknown[], p: number[]) => void;
+  const fn = new Function('env', `"use strict"; return (${jsProgramSource(specs, bindings)});`)(kernelEnv) as (B: unknown[], p: number[]) => void;
   const noParams: number[] = [];
   return (buffers) => fn(buffers, noParams);
 }
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
+/** Helpers generated kernels may call (`env.gemm`); the CPU runtime provides them. */
+export interface JsKernelEnv { gemm: unknown }
+let kernelEnv: JsKernelEnv = { gemm: null };
+export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
+
 export function compileJs(spec: KernelSpec): JsKernelFn {
   const src = jsSource(spec);
-  return new Function(`"use strict"; return (${src});`)() as JsKernelFn;
+  return new Function('env', `"use strict"; return (${src});`)(kernelEnv) as JsKernelFn;
 }

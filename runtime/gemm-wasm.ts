@@ -1,0 +1,138 @@
+// A float32 matrix product in WebAssembly SIMD for the CPU device: C = A @ B on packed row-major
+// operands, 4 rows x 16 columns per register block (16 f32x4 accumulators). Generated matmul kernels
+// call `gemm` and apply their epilogue in JavaScript. The module is a few hundred bytes, encoded here
+// (no toolchain); where WebAssembly SIMD is missing, `gemm` is null and the JavaScript loops run.
+
+const I32 = 0x7f, V128 = 0x7b;
+const op = {
+  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b,
+  get: 0x20, set: 0x21, tee: 0x22,
+  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Eqz: 0x45,
+  f32Load: 0x2a, simd: 0xfd,
+} as const;
+// SIMD opcodes (after 0xfd, LEB128): v128.load 0, v128.store 11, v128.const 12, f32x4.splat 19, f32x4.add 228, f32x4.mul 230
+const simd = { load: [0x00], store: [0x0b], const: [0x0c], splat: [0x13], add: [0xe4, 0x01], mul: [0xe6, 0x01] } as const;
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; out.push(b); } while (n);
+  return out;
+}
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f; n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) { out.push(b); return out; }
+    out.push(b | 0x80);
+  }
+}
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const str = (s: string): number[] => [...uleb(s.length), ...[...s].map((c) => c.charCodeAt(0))];
+
+/** The module: `gemm(a, b, c, M, N, K)` with byte pointers; M % 4 == 0, N % 16 == 0. */
+function gemmModule(): Uint8Array<ArrayBuffer> {
+  // params 0..5: a b c M N K; i32 locals 6.. ; v128 locals after
+  const [A, B, C, M, N, K] = [0, 1, 2, 3, 4, 5];
+  const i = 6, j = 7, k = 8, pa = [9, 10, 11, 12], pb = 13, rowBytes = 14, kBytes = 15;
+  const acc = (r: number, c: number) => 16 + r * 4 + c;
+  const av = [32, 33, 34, 35], bv = [36, 37, 38, 39];
+  const code: number[] = [];
+  const e = (...xs: number[]) => code.push(...xs);
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const memarg = (offset: number, align: number) => [align, ...uleb(offset)];
+  // rowBytes = N * 4, kBytes = K * 4
+  get(N); i32(4); e(op.i32Mul); set(rowBytes);
+  get(K); i32(4); e(op.i32Mul); set(kBytes);
+  i32(0); set(i);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(i); get(M); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  i32(0); set(j);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(j); get(N); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  for (let r = 0; r < 4; r++) for (let c = 0; c < 4; c++) { e(op.simd, ...simd.const, ...new Array(16).fill(0)); set(acc(r, c)); }
+  // pa[r] = A + (i + r) * K * 4; pb = B + j * 4
+  for (let r = 0; r < 4; r++) { get(A); get(i); i32(r); e(op.i32Add); get(kBytes); e(op.i32Mul, op.i32Add); set(pa[r]); }
+  get(B); get(j); i32(4); e(op.i32Mul, op.i32Add); set(pb);
+  i32(0); set(k);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(k); get(K); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  for (let r = 0; r < 4; r++) {
+    get(pa[r]); e(op.f32Load, ...memarg(0, 2), op.simd, ...simd.splat); set(av[r]);
+    get(pa[r]); i32(4); e(op.i32Add); set(pa[r]);
+  }
+  for (let c = 0; c < 4; c++) { get(pb); e(op.simd, ...simd.load, ...memarg(16 * c, 4)); set(bv[c]); }
+  get(pb); get(rowBytes); e(op.i32Add); set(pb);
+  for (let r = 0; r < 4; r++) {
+    for (let c = 0; c < 4; c++) {
+      get(acc(r, c)); get(av[r]); get(bv[c]); e(op.simd, ...simd.mul, op.simd, ...simd.add); set(acc(r, c));
+    }
+  }
+  get(k); i32(1); e(op.i32Add); set(k);
+  e(op.br, 0, op.end, op.end);
+  // store: C + ((i + r) * N + j) * 4 + 16c
+  for (let r = 0; r < 4; r++) {
+    for (let c = 0; c < 4; c++) {
+      get(C); get(i); i32(r); e(op.i32Add); get(rowBytes); e(op.i32Mul, op.i32Add); get(j); i32(4); e(op.i32Mul, op.i32Add);
+      get(acc(r, c)); e(op.simd, ...simd.store, ...memarg(16 * c, 4));
+    }
+  }
+  get(j); i32(16); e(op.i32Add); set(j);
+  e(op.br, 0, op.end, op.end);
+  get(i); i32(4); e(op.i32Add); set(i);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  const locals = vec([[...uleb(10), I32], [...uleb(24), V128]]);
+  const body = [...locals, ...code];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec([[0x60, ...vec(new Array(6).fill([I32])), 0x00]])),
+    ...section(3, vec([[0x00]])),
+    ...section(5, vec([[0x00, 0x01]])),
+    ...section(7, vec([[...str('gemm'), 0x00, 0x00], [...str('mem'), 0x02, 0x00]])),
+    ...section(10, vec([[...uleb(body.length), ...body]])),
+  ]);
+}
+
+/** An operand as the generated kernel sees it: a typed array, an offset and strides (elements). */
+export type Gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number) => { c: Float32Array; ldc: number };
+
+function makeGemm(): Gemm | null {
+  if (typeof WebAssembly === 'undefined') return null;
+  let instance: WebAssembly.Instance;
+  try {
+    instance = new WebAssembly.Instance(new WebAssembly.Module(gemmModule()));
+  } catch {
+    return null; // no SIMD: the JavaScript kernels run
+  }
+  const mem = instance.exports.mem as WebAssembly.Memory;
+  const run = instance.exports.gemm as (a: number, b: number, c: number, m: number, n: number, k: number) => void;
+  let heap = new Float32Array(mem.buffer);
+  return (a, offA, sam, sak, b, offB, sbk, sbn, m, n, k) => {
+    const mp = (m + 3) & ~3, np = (n + 15) & ~15;
+    const need = mp * k + k * np + mp * np;
+    if (need > heap.length) {
+      mem.grow(Math.ceil((need * 4 - mem.buffer.byteLength) / 65536));
+      heap = new Float32Array(mem.buffer);
+    }
+    const pa = 0, pb = mp * k, pc = pb + k * np;
+    // Pack A as [mp, k] and B as [k, np] row-major, zero-padded.
+    for (let i = 0; i < m; i++) {
+      const src = offA + i * sam, dst = pa + i * k;
+      if (sak === 1) heap.set(a.subarray(src, src + k), dst);
+      else for (let kk = 0; kk < k; kk++) heap[dst + kk] = a[src + kk * sak];
+    }
+    heap.fill(0, pa + m * k, pa + mp * k);
+    for (let kk = 0; kk < k; kk++) {
+      const src = offB + kk * sbk, dst = pb + kk * np;
+      if (sbn === 1) heap.set(b.subarray(src, src + n), dst);
+      else for (let jj = 0; jj < n; jj++) heap[dst + jj] = b[src + jj * sbn];
+      if (np > n) heap.fill(0, dst + n, dst + np);
+    }
+    run(pa * 4, pb * 4, pc * 4, mp, np, k);
+    return { c: heap.subarray(pc, pc + mp * np), ldc: np };
+  };
+}
+
+export const gemm: Gemm | null = makeGemm();
