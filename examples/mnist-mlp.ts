@@ -53,6 +53,8 @@ export interface MnistOptions {
   testLimit?: number;
   /** Seeds the weight initialization and the shuffling. */
   seed?: number;
+  /** Standardize pixels with MNIST's mean and std (default true; see `normalize`). */
+  normalize?: boolean;
   log?: boolean;
 }
 
@@ -66,13 +68,25 @@ export interface MnistResult {
   epochSeconds: number[];
 }
 
+/**
+ * PyTorch's MNIST example standardizes pixels with the training set's mean and std
+ * (`transforms.Normalize((0.1307,), (0.3081,))`); done once here, on the whole dataset. With it one
+ * epoch of this recipe reaches ~96% in PyTorch as in kiln; without it both stop near 93.5%
+ * (bench/reference/mnist_mlp_torch.py reproduces both).
+ */
+export const MNIST_MEAN = 0.1307, MNIST_STD = 0.3081;
+function normalized(ds: kiln.data.TensorDataset): kiln.data.TensorDataset {
+  const [images, ...rest] = ds.tensors;
+  return new data.TensorDataset(images.sub(MNIST_MEAN).div(MNIST_STD), ...rest);
+}
+
 function subset(ds: kiln.data.TensorDataset, n: number | undefined): kiln.data.TensorDataset {
   if (n === undefined || n >= ds.length) return ds;
   return new data.TensorDataset(...ds.tensors.map((t) => t.index([0, n])));
 }
 
 export async function run(options: MnistOptions = {}): Promise<MnistResult> {
-  const { epochs = 1, compile = false, device = 'cpu', lr = 0.1, batchSize = 64, limit, testLimit, seed = 0, log = true } = options;
+  const { epochs = 1, compile = false, device = 'cpu', lr = 0.1, batchSize = 64, limit, testLimit, seed = 0, normalize = true, log = true } = options;
   const print = (...args: unknown[]): void => {
     if (log) console.log(...args);
   };
@@ -85,8 +99,9 @@ export async function run(options: MnistOptions = {}): Promise<MnistResult> {
   print(`Using ${device} device${compile ? ' (compiled training step)' : ''}`);
 
   kiln.manualSeed(seed);
-  const trainingData = subset(data.mnist({ split: 'train' }), limit);
-  const testData = subset(data.mnist({ split: 'test' }), testLimit);
+  const prepare = (ds: kiln.data.TensorDataset) => (normalize ? normalized(ds) : ds);
+  const trainingData = prepare(subset(data.mnist({ split: 'train' }), limit));
+  const testData = prepare(subset(data.mnist({ split: 'test' }), testLimit));
   const trainDataloader = new data.DataLoader(trainingData, { batchSize, shuffle: true, seed });
   const testDataloader = new data.DataLoader(testData, { batchSize: 1000 });
 
@@ -176,6 +191,7 @@ function parseCli(argv: string[]): MnistOptions {
       limit: { type: 'string' },
       'test-limit': { type: 'string' },
       seed: { type: 'string' },
+      'no-normalize': { type: 'boolean' },
     },
   });
   const num = (name: string, v: string | undefined, integer: boolean): number | undefined => {
@@ -197,6 +213,7 @@ function parseCli(argv: string[]): MnistOptions {
     limit: num('limit', values.limit, true),
     testLimit: num('test-limit', values['test-limit'], true),
     seed: num('seed', values.seed, false),
+    normalize: !values['no-normalize'],
   };
 }
 
