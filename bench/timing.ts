@@ -12,6 +12,8 @@
 // Every iteration must finish its work before it returns (read back the loss or
 // wait on the device), so asynchronous frameworks cannot hide work.
 
+import { mulberry32 } from '../data/random.ts';
+
 export interface MeasureOptions {
   warmupMs?: number;
   minWarmup?: number;
@@ -232,17 +234,8 @@ export function formatTable(t: Table): string {
   return out.join('\n');
 }
 
-/** Deterministic PRNG (mulberry32) so every framework sees the same random data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (kiln's mulberry32) so every framework sees the same random data. */
+export const rng = mulberry32;
 
 export function uniformArray(n: number, lo: number, hi: number, next: () => number): Float32Array<ArrayBuffer> {
   const a = new Float32Array(n);
