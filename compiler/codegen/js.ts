@@ -74,6 +74,7 @@ export function collapseDims(shape: readonly number[], views: readonly (readonly
 class ExprEmitter {
   lines: string[] = [];
   private names = new Map<Expr, string>();
+  private byCode = new Map<string, string>();
   private n = 0;
   constructor(private pos: (view: View) => string, private acc = 'acc') {}
   emit(e: Expr): string {
@@ -91,8 +92,13 @@ class ExprEmitter {
       case 'cast': code = jsCast(this.emit(e.x), exprSourceDtype(e.x), e.dtype); break;
       case 'random': code = `rnd(${this.emit(e.seed)}, lin)`; break;
     }
-    const name = `v${this.n++}`;
-    this.lines.push(`const ${name} = ${code};`);
+    // Structurally equal expressions (the same load reached through two fused producers) share a name.
+    let name = this.byCode.get(code);
+    if (!name) {
+      name = `v${this.n++}`;
+      this.lines.push(`const ${name} = ${code};`);
+      this.byCode.set(code, name);
+    }
     this.names.set(e, name);
     return name;
   }
