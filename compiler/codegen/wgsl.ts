@@ -276,6 +276,7 @@ function indexOf(off: string, view: View, vars: readonly (string | null)[]): str
 class Emitter {
   lines: string[] = [];
   private names = new Map<Expr, string>();
+  private byCode = new Map<string, string>();
   private n = 0;
   constructor(private args: Args, private pos: (view: View, arg: number) => string, private prefix: string,
     private acc?: { name: string; dtype: DType }, private lin?: string) {}
@@ -317,13 +318,11 @@ class Emitter {
         code = `select(${conv(this.emit(e.b), e.b.dtype, e.dtype)}, ${conv(this.emit(e.a), e.a.dtype, e.dtype)}, ${c} != 0)`;
         break;
       }
-      default: {
-        // 'random': a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM (PCG twice:
-        // keep k_pcg/k_rnd in step with it), counted by the row-major position in a map kernel's iteration.
-        const r = e as unknown as { kind: string; seed?: Expr; dtype: DType };
-        if (r.kind !== 'random' || !r.seed) throw new Error(`wgsl codegen: unsupported expression kind '${r.kind}'`);
+      case 'random': {
+        // a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM (PCG twice: keep
+        // k_pcg/k_rnd in step with it), counted by the row-major position in a map kernel's iteration.
         if (!this.lin) throw new Error('wgsl codegen: random numbers are only supported in map kernels');
-        code = conv(`k_rnd(${conv(this.emit(r.seed), r.seed.dtype, 'int32')}, ${this.lin})`, 'float32', r.dtype);
+        code = conv(`k_rnd(${conv(this.emit(e.seed), e.seed.dtype, 'int32')}, ${this.lin})`, 'float32', e.dtype);
         break;
       }
       case 'cast': {
@@ -333,8 +332,13 @@ class Emitter {
         break;
       }
     }
-    const name = `${this.prefix}${this.n++}`;
-    this.lines.push(`let ${name} = ${code};`);
+    // Structurally equal expressions (the same load reached through two fused producers) share a name.
+    let name = this.byCode.get(code);
+    if (!name) {
+      name = `${this.prefix}${this.n++}`;
+      this.lines.push(`let ${name} = ${code};`);
+      this.byCode.set(code, name);
+    }
     this.names.set(e, name);
     return name;
   }
