@@ -170,21 +170,19 @@ describe('mnist', () => {
     });
   }
 
-  it('a shuffled epoch of 60000 images in batches of 64 is fast and complete', () => {
+  // Its speed is measured in bench/, not here (tests stay deterministic).
+  it('a shuffled epoch of 60000 images in batches of 64 is complete', () => {
     const loader = new data.DataLoader(data.mnist({ split: 'train' }), { batchSize: 64, shuffle: true, seed: 0 });
     expect(loader.length).toBe(938);
-    const t0 = performance.now();
     let rows = 0;
     let last: Tensor[] = [];
     for (const batch of loader) {
       rows += batch[0].shape[0];
       last = batch;
     }
-    const seconds = (performance.now() - t0) / 1000;
     expect(rows).toBe(60000);
     expect(last[0].shape).toEqual([32, 1, 28, 28]);
     expect(last[1].shape).toEqual([32]);
-    expect(seconds).toBeLessThan(10);
   });
 });
 
