@@ -117,10 +117,9 @@ function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device
   const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
   const gen = kernelSourceFor[device] ?? jsSource;
   const language = device === 'webgpu' ? 'wgsl' : 'js';
-  const comment = language === 'js' ? '//' : '//';
   const kernels = sched.kernels.map((k) => {
     const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
-    const header = [`${comment} kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `${comment}   ${o}`)].join('\n');
+    const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
     return { name: k.spec.name, language, source: `${header}\n${gen(k.spec)}`, ops } as KernelListing;
   });
   return {

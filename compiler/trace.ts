@@ -33,7 +33,6 @@ export interface Traced {
   graph: Graph;
   guards: Guard[];
   returns: ReturnTree;
-  /** concrete tensors captured as inputs, for the executor to bind (node id → tensor) */
 }
 
 class Recorder implements Tracer {

@@ -3,7 +3,7 @@
 // builds the backend-neutral kernel; compiler/codegen/{js,wgsl}.ts spell out each scalar op).
 
 import { type DType, isFloat, promote } from './dtype.ts';
-import { broadcastShapes, fmt, numel, sameShape, type Shape } from './shape.ts';
+import { broadcastShapes, fmt, numel, sameShape } from './shape.ts';
 
 export const UNARY_OPS = ['neg', 'abs', 'sign', 'exp', 'log', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid', 'relu', 'copy'] as const;
 export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'] as const;
@@ -48,7 +48,7 @@ export interface AVal { readonly shape: readonly number[]; readonly dtype: DType
 type ShapeRule<P extends Primitive> = (inputs: AVal[], attrs: PrimAttrs[P]) => AVal;
 
 const unary = (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: x[0].dtype });
-const floatUnary = (op: string) => (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: isFloat(x[0].dtype) ? x[0].dtype : 'float32' });
+const floatUnary = (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: isFloat(x[0].dtype) ? x[0].dtype : 'float32' });
 function sameShapes(op: string, xs: AVal[]): void {
   for (const x of xs.slice(1)) if (!sameShape(x.shape, xs[0].shape)) broadcastShapes(op, xs[0].shape, x.shape);
   for (const x of xs.slice(1)) if (!sameShape(x.shape, xs[0].shape)) throw new Error(`${op}: expected inputs of equal shape, got ${xs.map((x) => fmt(x.shape)).join(' and ')}`);
@@ -63,8 +63,8 @@ const reduce = (x: AVal[], a: { axes: number[] }): AVal => ({ shape: x[0].shape.
 
 export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
   neg: unary, abs: unary, sign: unary, relu: unary, copy: unary,
-  exp: floatUnary('exp'), log: floatUnary('log'), sqrt: floatUnary('sqrt'), rsqrt: floatUnary('rsqrt'),
-  sin: floatUnary('sin'), cos: floatUnary('cos'), tanh: floatUnary('tanh'), sigmoid: floatUnary('sigmoid'),
+  exp: floatUnary, log: floatUnary, sqrt: floatUnary, rsqrt: floatUnary,
+  sin: floatUnary, cos: floatUnary, tanh: floatUnary, sigmoid: floatUnary,
   add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div', true), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),
   eq: compare('eq'), ne: compare('ne'), lt: compare('lt'), le: compare('le'), gt: compare('gt'), ge: compare('ge'),

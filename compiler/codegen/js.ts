@@ -89,7 +89,7 @@ class ExprEmitter {
       case 'unary': code = jsUnary[e.op](this.emit(e.x)); break;
       case 'binary': code = jsBinary[e.op](this.emit(e.a), this.emit(e.b)); break;
       case 'where': code = `(${this.emit(e.c)} !== 0 ? ${this.emit(e.a)} : ${this.emit(e.b)})`; break;
-      case 'cast': code = jsCast(this.emit(e.x), exprSourceDtype(e.x), e.dtype); break;
+      case 'cast': code = jsCast(this.emit(e.x), e.x.dtype, e.dtype); break;
       case 'random': code = `rnd(${this.emit(e.seed)}, lin)`; break;
     }
     // Structurally equal expressions (the same load reached through two fused producers) share a name.
@@ -103,10 +103,7 @@ class ExprEmitter {
     return name;
   }
 }
-const exprSourceDtype = (e: Expr): DType => e.dtype;
 
-/** Every view an expression loads through. */
-export const loadViews = (e: Expr): View[] => exprLoads(e).map((l) => l.view);
 
 /** Index expression of `view` given the loop variable of each of its dims (null: dim not looped / size 1). */
 function indexOf(view: View, vars: readonly (string | null)[]): string {

@@ -37,10 +37,10 @@
 // Constants are `let`s, never WGSL const-expressions (those fail shader creation on overflow).
 
 import type { DType } from '../../ir/dtype.ts';
-import type { Expr, Kernel, KernelOutput, KernelSpec } from '../../ir/kernel.ts';
+import { exprLoads, type Expr, type Kernel, type KernelOutput, type KernelSpec } from '../../ir/kernel.ts';
 import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
 import type { View } from '../../ir/view.ts';
-import { collapseDims, loadViews } from './js.ts';
+import { collapseDims } from './js.ts';
 
 export type WType = 'f32' | 'i32';
 export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
@@ -404,7 +404,7 @@ function perElement(total: number, wg: number, cap: number, lim: WgslLimits, nam
 interface Body { decls: string[]; wg: number | [number, number]; main: string[]; workgroups: [number, number, number] }
 
 function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLimits, name: string, cap: number): Body {
-  const views = [...k.exprs.flatMap((e) => loadViews(e)), ...k.outputs.map((o) => o.view)];
+  const views = [...k.exprs.flatMap((e) => exprLoads(e).map((l) => l.view)), ...k.outputs.map((o) => o.view)];
   const uniq = [...new Set(views)];
   // a view of lower rank than the iteration (a 0-d seed, say) is broadcast: its missing leading dims get stride 0
   const rank = k.shape.length;
@@ -683,7 +683,7 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   // Register blocking. How each operand is read:
   //   a: 'k4' vec4 along k (row-major a; k % 4 == 0), 'm4' vec4 along m (a transposed a), 'scalar'
   //   b: 'n4' vec4 along n (row-major b), 'k4' vec4 along k (a transposed b, e.g. w.T; k % 4 == 0), 'scalar'
-  const epiArgs = new Set(loadArgs(k.epilogue).map((x) => args.canon(x)));
+  const epiArgs = new Set(exprLoads(k.epilogue).map((l) => args.canon(l.arg)));
   const four = (xs: readonly number[]) => xs.every((x) => x % 4 === 0);
   const vecBase = v.vec4 && a.dtype === 'float32' && b.dtype === 'float32' && args.storage(a.arg) === 'float32' && args.storage(b.arg) === 'float32'
     && args.canon(a.arg) !== args.canon(b.arg)
@@ -748,20 +748,6 @@ function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: W
   for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) body.push(`c${r}_${cv} = c${r}_${cv} + ${aval(r, q)} * ${bvec(q, cv)};`);
   main.push(...accs, `for (var kk = 0; kk < ${k.k / KS}; kk = kk + 1) {`, ...indent(body), '}', ...stores);
   return { decls: [], wg: [WX, WY], main, workgroups };
-}
-
-/** Arguments an expression loads from. */
-function loadArgs(e: Expr, out: number[] = [], seen = new Set<Expr>()): number[] {
-  if (seen.has(e)) return out;
-  seen.add(e);
-  switch (e.kind) {
-    case 'load': out.push(e.arg); break;
-    case 'unary': case 'cast': loadArgs(e.x, out, seen); break;
-    case 'binary': loadArgs(e.a, out, seen); loadArgs(e.b, out, seen); break;
-    case 'where': loadArgs(e.c, out, seen); loadArgs(e.a, out, seen); loadArgs(e.b, out, seen); break;
-    default: break;
-  }
-  return out;
 }
 
 /**
