@@ -4,11 +4,10 @@
 import { formatNode, type Graph, type InputSource, type Node, type Phase } from '../ir/graph.ts';
 import { contiguousView, type View } from '../ir/view.ts';
 import { isGradEnabled } from '../runtime/autograd.ts';
-import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
+import { backendFor, getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Executable } from '../runtime/executor.ts';
 import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
-import { jsSource } from './codegen/js.ts';
 import { cse } from './passes/cse.ts';
 import { dce } from './passes/dce.ts';
 import { schedule, type Schedule } from './passes/fusion.ts';
@@ -72,12 +71,6 @@ export type CompiledFunction<A extends Tensor[], R> = ((...args: A) => Promise<R
   readonly traces: number;
 };
 
-/** Kernel sources by language; the WebGPU backend registers its WGSL generator here. */
-const kernelSourceFor: { [D in DeviceName]?: (spec: Schedule['kernels'][number]['spec']) => string } = { cpu: jsSource };
-export function registerKernelSource(device: DeviceName, gen: (spec: Schedule['kernels'][number]['spec']) => string): void {
-  kernelSourceFor[device] = gen;
-}
-
 let dumpCount = 0;
 
 function signature(args: readonly Tensor[], device: DeviceName): string {
@@ -97,7 +90,7 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
     const src = n.attrs as InputSource;
     inputViews.set(n.id, src.kind === 'capture' ? (src.ref as Tensor)._view : contiguousView(n.shape));
   }
-  const maxArgs = device === 'webgpu' ? webgpuMaxArgs() : Infinity;
+  const maxArgs = backendFor(device).maxKernelArgs();
   const sched = schedule(g, { fuse, inputViews, maxArgs });
   const plan = planMemory(g, sched);
   const exec = new Executable(g, sched, plan, device, traced.returns);
@@ -110,17 +103,15 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   };
 }
 
-let webgpuMaxArgs = (): number => 8;
-export function setWebgpuMaxArgs(f: () => number): void { webgpuMaxArgs = f; }
 
 function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device: DeviceName): Lowered {
   const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
-  const gen = kernelSourceFor[device] ?? jsSource;
-  const language = device === 'webgpu' ? 'wgsl' : 'js';
-  const kernels = sched.kernels.map((k) => {
+  const backend = backendFor(device);
+  const kernels = sched.kernels.map((k): KernelListing => {
     const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
     const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
-    return { name: k.spec.name, language, source: `${header}\n${gen(k.spec)}`, ops } as KernelListing;
+    const { language, source } = backend.kernelSource(k.spec);
+    return { name: k.spec.name, language, source: `${header}\n${source}`, ops };
   });
   return {
     forward: new GraphListing('forward', g0, [...g0.inputNodes, ...phase('forward')], false),

@@ -2,7 +2,7 @@
 
 import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { compileJs, compileJsProgram, jsSource, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
 
@@ -51,6 +51,8 @@ export const cpuBackend: Backend = {
     };
   },
   write(s, data) { (s as CpuStorage).data.set(data); },
+  kernelSource: (spec) => ({ language: 'js', source: jsSource(spec) }),
+  maxKernelArgs: () => Infinity,
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
 };

@@ -28,6 +28,10 @@ export interface Backend {
    * storage table passed at launch that kernel k's argument a binds.
    */
   prepareProgram?(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (table: readonly Storage[]) => void;
+  /** The source a kernel runs as, for listings (`lower()`, KILN_DUMP). */
+  kernelSource(spec: KernelSpec): { language: 'js' | 'wgsl'; source: string };
+  /** The most buffers one kernel may bind (WebGPU's maxStorageBuffersPerShaderStage); the fuser splits above it. */
+  maxKernelArgs(): number;
   /** Overwrites a storage from host data (host scalars of compiled steps). */
   write?(storage: Storage, data: TypedArray): void;
 }

@@ -447,6 +447,9 @@ function launchCached(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[],
 
 export const webgpuBackend: Backend = {
   name: 'webgpu',
+  kernelSource: (spec) => ({ language: 'wgsl', source: wgslFor(spec).code }),
+  // one binding per argument; lavapipe allows 16, WebGPU guarantees 8
+  maxKernelArgs: () => (isInitialized() ? deviceLimits().maxStorageBuffersPerShaderStage : 8),
   alloc(dtype, size) {
     return storageFor(dev(), dtype, size);
   },

@@ -7,15 +7,8 @@
 // The 'webgpu' backend is registered when this module loads; its methods need the device to have been
 // acquired by init() or available() first, and say so otherwise.
 
-import { registerKernelSource, setWebgpuMaxArgs } from '../../compiler/compile.ts';
-import { available as deviceAvailable, isInitialized, limits as deviceLimits } from './device.ts';
-import { initWebGPU, wgslFor } from './backend.ts';
-
-// compile(): kernel listings on 'webgpu' show the WGSL each kernel runs as, and the fuser keeps each
-// kernel within the device's maxStorageBuffersPerShaderStage (one binding per argument; 16 on lavapipe,
-// whose adapter maximum device.ts requests; WebGPU's baseline is 8).
-registerKernelSource('webgpu', (spec) => wgslFor(spec).code);
-setWebgpuMaxArgs(() => (isInitialized() ? deviceLimits().maxStorageBuffersPerShaderStage : 8));
+import { available as deviceAvailable } from './device.ts';
+import { initWebGPU } from './backend.ts';
 
 export { adapterInfo, limits, hasFeature, destroy, type AdapterInfo } from './device.ts';
 export { sync, flush } from './backend.ts';
