@@ -246,19 +246,7 @@ export class Module {
 
   /** `[name, parameter]` pairs with dotted names like `fc1.weight`, in assignment order, each parameter once. */
   namedParameters(prefix = '', recurse = true): [string, Tensor][] {
-    const out: [string, Tensor][] = [];
-    const seen = new Set<Tensor>();
-    const mods: [string, Module][] = recurse ? this.namedModules(prefix) : [[prefix, this]];
-    for (const [mname, m] of mods) {
-      for (const [k, p] of m._ownParameters()) {
-        if (seen.has(p)) continue;
-        seen.add(p);
-        const name = mname ? `${mname}.${k}` : k;
-        nameTensor(p, name);
-        out.push([name, p]);
-      }
-    }
-    return out;
+    return this._namedTensors(prefix, recurse, (m) => m._ownParameters());
   }
 
   parameters(recurse = true): Tensor[] {
@@ -266,16 +254,21 @@ export class Module {
   }
 
   namedBuffers(prefix = '', recurse = true): [string, Tensor][] {
+    return this._namedTensors(prefix, recurse, (m) => m._ownBuffers());
+  }
+
+  /** Dotted names for the tensors `own` lists in each module (this one, or all when recursing), each tensor once. */
+  private _namedTensors(prefix: string, recurse: boolean, own: (m: Module) => Iterable<[string, Tensor]>): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     const seen = new Set<Tensor>();
     const mods: [string, Module][] = recurse ? this.namedModules(prefix) : [[prefix, this]];
     for (const [mname, m] of mods) {
-      for (const [k, b] of m._ownBuffers()) {
-        if (seen.has(b)) continue;
-        seen.add(b);
+      for (const [k, t] of own(m)) {
+        if (seen.has(t)) continue;
+        seen.add(t);
         const name = mname ? `${mname}.${k}` : k;
-        nameTensor(b, name);
-        out.push([name, b]);
+        nameTensor(t, name);
+        out.push([name, t]);
       }
     }
     return out;

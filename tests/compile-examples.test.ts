@@ -55,6 +55,15 @@ class SmallMLP extends nn.Module {
 
 /** 200 real MNIST test images [200, 1, 28, 28] and labels [200] (the first 200 of the test split). */
 let mnistSmall: { x: Tensor; y: Tensor } | null = null;
+/** One training step of the seed-002 chain models: squared error, backward, optimizer step, zeroGrad. */
+function squaredErrorStep(m: { forward(x: Tensor): Tensor }, opt: kiln.optim.Optimizer, x: Tensor, t: Tensor): Tensor {
+  const loss = m.forward(x).sub(t).pow(2);
+  loss.backward();
+  opt.step();
+  opt.zeroGrad();
+  return loss;
+}
+
 /** One training step of a SmallMLP: cross-entropy, backward, optimizer step, zeroGrad. */
 function trainStep(m: SmallMLP, opt: kiln.optim.Optimizer, xb: Tensor, yb: Tensor): Tensor {
   const loss = F.crossEntropy(m.forward(xb), yb);
@@ -188,13 +197,7 @@ describeEachDevice('compile == eager (examples)', (device) => {
     // the seed's lr 0.01 diverges to inf/NaN (as in PyTorch); a smaller one converges
     const eagerOpt = new optim.SGD(eagerModel.parameters(), { lr: 1e-5 });
     const compOpt = new optim.SGD(compModel.parameters(), { lr: 1e-5 });
-    const body = (m: MyModel, opt: kiln.optim.SGD, x: Tensor, t: Tensor): Tensor => {
-      const loss = m.forward(x).sub(t).pow(2);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      return loss;
-    };
+    const body = squaredErrorStep;
     const step = kiln.compile((x: Tensor, t: Tensor) => body(compModel, compOpt, x, t));
     for (let i = 0; i < 25; i++) {
       const le = await body(eagerModel, eagerOpt, x1, target).item();
@@ -227,13 +230,7 @@ describeEachDevice('compile == eager (examples)', (device) => {
     compModel.w1 = compModel.w1.to(device);
     const eagerOpt = new optim.SGD([eagerModel.w2], { lr: 0.01 });
     const compOpt = new optim.SGD([compModel.w2], { lr: 0.01 });
-    const body = (m: MyModelW2Only, opt: kiln.optim.SGD, x: Tensor, t: Tensor): Tensor => {
-      const loss = m.forward(x).sub(t).pow(2);
-      loss.backward();
-      opt.step();
-      opt.zeroGrad();
-      return loss;
-    };
+    const body = squaredErrorStep;
     const step = kiln.compile((x: Tensor, t: Tensor) => body(compModel, compOpt, x, t));
     for (let i = 0; i < 20; i++) {
       body(eagerModel, eagerOpt, input, target);
