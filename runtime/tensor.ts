@@ -433,8 +433,19 @@ function dropAxes(t: Tensor, axes: readonly number[], keepdim: boolean): Tensor 
 export function scalar(v: number | boolean, like: Tensor): Tensor {
   const n = Number(v);
   const dtype: DType = typeof v === 'boolean' ? 'bool' : like.dtype === 'float32' || !Number.isInteger(n) ? 'float32' : 'int32';
-  return full([], n, { dtype, device: like.device });
+  if (activeTracer()) return full([], n, { dtype, device: like.device }); // a constant node of the graph
+  // Eagerly, operand constants are read-only internal tensors: keep the recent ones instead of
+  // allocating and filling one for every `x.mul(2)`.
+  const key = `${like.device}|${dtype}|${Object.is(n, -0) ? '-0' : n}`;
+  let t = scalarCache.get(key);
+  if (!t) {
+    if (scalarCache.size >= 1024) scalarCache.clear();
+    t = full([], n, { dtype, device: like.device });
+    scalarCache.set(key, t);
+  }
+  return t;
 }
+const scalarCache = new Map<string, Tensor>();
 
 export function expandTo(op: string, t: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(t.shape, shape)) return t;
