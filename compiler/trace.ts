@@ -8,7 +8,7 @@ import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { fmt, sameShape } from '../ir/shape.ts';
 import { isContiguous } from '../ir/view.ts';
 import { setTracer, type Tracer } from '../runtime/dispatch.ts';
-import { captureGuards } from '../runtime/host.ts';
+import { captureGuards, labelOf } from '../runtime/host.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { describeLocation, describeUserSource, userFrame } from './source.ts';
@@ -172,19 +172,6 @@ const where = (): string => {
 const sameView = (a: Tensor['_view'], b: Tensor['_view']): boolean =>
   a.offset === b.offset && sameShape(a.shape, b.shape) && sameShape(a.strides, b.strides);
 
-const labels = new WeakMap<Tensor, string>();
-let labelCount = 0;
-/** A stable short name for a captured tensor in listings (`t3[512, 784]`). */
-export function labelOf(t: Tensor): string {
-  let l = labels.get(t);
-  if (!l) {
-    l = `t${labelCount++}${fmt(t.shape)}`;
-    labels.set(t, l);
-  }
-  return l;
-}
-/** Lets the library name captured tensors (e.g. a module names its parameters `fc1.weight`). */
-export function setLabel(t: Tensor, label: string): void { labels.set(t, label); }
 
 /**
  * Traces `fn(...args)`: returns the graph (inputs: args, captures, host scalars; outputs: returned

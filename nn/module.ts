@@ -4,8 +4,7 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
-import { setLabel } from '../compiler/trace.ts';
-import { noGrad, onCapture, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
+import { noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameter

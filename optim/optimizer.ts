@@ -6,8 +6,7 @@
 //  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
 
-import { enableGrad, full, hostScalar, noGrad, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
-import { setLabel } from '../compiler/trace.ts';
+import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
 import { moveTensorInPlace, tensorName } from '../nn/module.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */

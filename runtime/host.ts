@@ -2,6 +2,7 @@
 // hyper-parameters the user edits). Eagerly they are plain numbers; while tracing they become
 // scalar inputs of the graph that the compiled step re-reads on every call, never stale constants.
 
+import { fmt } from '../ir/shape.ts';
 import { activeTracer } from './dispatch.ts';
 import type { Tensor } from './tensor.ts';
 
@@ -31,3 +32,17 @@ export function onCapture(provider: (captured: ReadonlySet<Tensor>) => HostGuard
 export function captureGuards(captured: ReadonlySet<Tensor>): HostGuard[] {
   return captureGuardProviders.flatMap((p) => p(captured));
 }
+
+const labels = new WeakMap<Tensor, string>();
+let labelCount = 0;
+/** A stable short name for a tensor in compile's listings (`t3[512, 784]`, or what the library set). */
+export function labelOf(t: Tensor): string {
+  let l = labels.get(t);
+  if (!l) {
+    l = `t${labelCount++}${fmt(t.shape)}`;
+    labels.set(t, l);
+  }
+  return l;
+}
+/** Lets the library name captured tensors (e.g. a module names its parameters `fc1.weight`). */
+export function setLabel(t: Tensor, label: string): void { labels.set(t, label); }
