@@ -3,10 +3,12 @@
 //    constructor and only updated with in-place ops under noGrad;
 //  - no JavaScript branch depends on a value that changes from step to step (first-step and
 //    bias-correction logic is tensor arithmetic on the 0-d step-count tensor);
-//  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
+//  - learning rates are read through hostScalar, so a compiled step re-reads `opt.lr` (and every
+//    `opt.paramGroups[i].lr`) on every call.
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
+// Parameters come in groups (PyTorch's param_groups), each with its own learning rate and options.
 
-import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
+import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, traceGuard, zerosLike, type DeviceName } from '../runtime/index.ts';
 import { moveTensorInPlace, tensorName } from '../nn/module.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
@@ -24,48 +26,102 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
   return v;
 }
 
+/** An option a step's code depends on as a JavaScript number: a compiled step retraces when it changes (e.g. OneCycleLR's momentum). */
+export function hyper<T>(group: object, key: string, value: T): T {
+  traceGuard(() => (group as Record<string, unknown>)[key] === value, `param group ${key} === ${String(value)}`);
+  return value;
+}
+
 /** What Optimizer.stateDict() returns. */
 export interface OptimizerStateDict {
+  /** group 0's learning rate */
   lr: number;
+  /** every group's learning rate (absent in older dicts: then `lr` applies to all) */
+  lrs?: number[];
   tensors: Record<string, Tensor>;
 }
 
-export abstract class Optimizer {
-  /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
+/** One parameter group (PyTorch's param_groups[i]): its parameters, learning rate and options. */
+export type ParamGroup<O extends object = object> = O & { params: Tensor[]; lr: number };
+
+/** What optimizers accept: tensors, or groups `{ params, ...options }` whose options override the defaults. */
+export type ParamsInput<O extends object = object> = Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O> & { lr?: number }>;
+
+const isGroupSpec = (p: unknown): p is { params: Iterable<Tensor> } => p !== null && typeof p === 'object' && !(p instanceof Tensor) && 'params' in p;
+
+export abstract class Optimizer<O extends object = object> {
+  /** Every parameter this optimizer updates, over all groups, in order. */
   readonly params: Tensor[];
+  /** The parameter groups; `paramGroups[i].lr` reads and sets a group's learning rate (also in compiled steps). */
+  readonly paramGroups: ParamGroup<O>[];
   /** The number of steps taken, as a 0-d float32 tensor on the parameters' device (updated in place). */
   readonly stepCount: Tensor;
   protected readonly name: string;
-  private _lr: number;
 
-  constructor(name: string, params: Iterable<Tensor>, lr: number) {
+  /**
+   * `defaults` are the options with their defaults filled in (lr included); `keys` the allowed option
+   * names; `check` validates one group's merged options (it throws a message naming the option).
+   */
+  constructor(name: string, params: ParamsInput<O>, defaults: O & { lr: number }, keys: readonly string[], check: (g: O & { lr: number }) => void) {
     this.name = name;
-    if (params === null || params === undefined || typeof (params as Iterable<Tensor>)[Symbol.iterator] !== 'function') {
-      throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()), got ${params === null ? 'null' : typeof params}`);
+    if (params === null || params === undefined || typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+      throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()) or of parameter groups, got ${params === null ? 'null' : typeof params}`);
     }
-    const list: Tensor[] = [];
-    for (const p of params) {
-      if (!(p instanceof Tensor)) {
-        const group = p !== null && typeof p === 'object' && 'params' in p;
-        throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : group ? 'a parameter group ({ params, ... }); parameter groups are not supported, pass a list of tensors' : typeof p}`);
+    const items = [...(params as Iterable<unknown>)];
+    const specs: { params: Iterable<Tensor> }[] = items.length > 0 && items.every(isGroupSpec) ? items
+      : items.some(isGroupSpec) ? (() => { throw new Error(`${name}: params must be all Tensors or all parameter groups ({ params, ...options }), not a mix`); })()
+      : [{ params: items as Tensor[] }];
+    const all: Tensor[] = [];
+    this.paramGroups = specs.map((spec, gi) => {
+      const { params: ps, ...overrides } = spec as { params: Iterable<Tensor> } & Record<string, unknown>;
+      checkOptions(`${name} (param group ${gi})`, overrides, keys);
+      if (ps === null || ps === undefined || typeof (ps as Iterable<unknown>)[Symbol.iterator] !== 'function') throw new Error(`${name}: param group ${gi} needs 'params', an iterable of Tensors`);
+      const list: Tensor[] = [];
+      for (const p of ps instanceof Tensor ? [ps] : ps) {
+        if (!(p instanceof Tensor)) throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : typeof p}`);
+        if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
+        if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
+        if (all.includes(p)) {
+          if (list.includes(p)) continue;
+          throw new Error(`${name}: some parameters appear in more than one parameter group`);
+        }
+        list.push(p);
+        all.push(p);
       }
-      if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
-      if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
-      if (!list.includes(p)) list.push(p);
-    }
-    if (list.length === 0) throw new Error(`${name}: got an empty parameter list`);
-    this.params = list;
-    this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
-    this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
+      const merged = { ...defaults, ...overrides } as O & { lr: number };
+      checkNumber(name, 'learning rate', merged.lr, (x) => x >= 0, 'a number >= 0');
+      check(merged);
+      return { ...merged, params: list } as ParamGroup<O>;
+    });
+    if (all.length === 0) throw new Error(`${name}: got an empty parameter list`);
+    this.params = all;
+    this.stepCount = noGrad(() => full([], 0, { device: all[0].device }));
     setLabel(this.stepCount, `${name}.stepCount`);
   }
 
-  /** The learning rate (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
+  /** The learning rate of the first group (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
   get lr(): number {
-    return this._lr;
+    return this.paramGroups[0].lr;
   }
   set lr(v: number) {
-    this._lr = checkNumber(this.name, 'learning rate', v, (x) => x >= 0, 'a number >= 0');
+    this.paramGroups[0].lr = checkNumber(this.name, 'learning rate', v, (x) => x >= 0, 'a number >= 0');
+  }
+
+  /** Each (group, parameter, index into `params`) whose parameter has a gradient, for the updates. */
+  protected *withGrads(): Generator<[ParamGroup<O>, Tensor, Tensor, number]> {
+    let i = 0;
+    for (const group of this.paramGroups) {
+      for (const p of group.params) {
+        const g = p.grad;
+        if (g !== null) yield [group, p, g, i];
+        i++;
+      }
+    }
+  }
+
+  /** A group's learning rate: a number eagerly, a per-call input while tracing (never a stale constant). */
+  protected lrOf(group: ParamGroup<O>): Scalar {
+    return hostScalar(() => checkNumber(this.name, 'learning rate', group.lr, (x) => x >= 0, 'a number >= 0'));
   }
 
   /** Sets every parameter's grad to null (PyTorch 2.x's set_to_none). */
@@ -81,13 +137,13 @@ export abstract class Optimizer {
     const loss = closure ? enableGrad(closure) : undefined;
     noGrad(() => {
       this._syncDevices();
-      this._update(hostScalar(() => this._lr));
+      this._update();
     });
     return loss;
   }
 
-  /** The update itself, under noGrad; `lr` is a number eagerly and a per-call scalar while tracing. */
-  protected abstract _update(lr: Scalar): void;
+  /** The update itself, under noGrad (learning rates through lrOf). */
+  protected abstract _update(): void;
 
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
   protected abstract _state(): (Tensor | null)[][];
@@ -102,7 +158,7 @@ export abstract class Optimizer {
       tensors.stepCount = this.stepCount.clone();
       this._state().forEach((ts, i) => ts.forEach((t, j) => { if (t) tensors[`state.${i}.${j}`] = t.clone(); }));
     });
-    return { lr: this._lr, tensors };
+    return { lr: this.lr, lrs: this.paramGroups.map((g) => g.lr), tensors };
   }
 
   /** Restores a stateDict() of an optimizer of the same kind over parameters of the same shapes, in place. */
@@ -119,9 +175,10 @@ export abstract class Optimizer {
     }
     for (const k of Object.keys(given)) if (!ownKeys.has(k)) problems.push(`unexpected "${k}"`);
     if (problems.length) throw new Error(`${this.name}.loadStateDict: the state dict does not fit this optimizer (nothing was changed): ${problems.join('; ')}`);
-    const lr = checkNumber(this.name, 'learning rate', dict.lr, (x) => x >= 0, 'a number >= 0');
+    const lrs = (dict.lrs ?? this.paramGroups.map(() => dict.lr)).map((lr) => checkNumber(this.name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0'));
+    if (lrs.length !== this.paramGroups.length) throw new Error(`${this.name}.loadStateDict: the state dict has ${lrs.length} parameter groups, this optimizer ${this.paramGroups.length} (nothing was changed)`);
     noGrad(() => { for (const [k, t] of own) t.copy_(given[k]); });
-    this._lr = lr;
+    this.paramGroups.forEach((g, i) => (g.lr = lrs[i]));
   }
 
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */

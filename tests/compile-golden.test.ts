@@ -1,5 +1,5 @@
 // The golden PyTorch data again, this time through kiln.compile:
-//  - every optim.json trajectory with the whole training step (zeroGrad, loss, backward, step)
+//  - every optim.json and optim-extra.json trajectory with the whole training step (zeroGrad, loss, backward, step)
 //    compiled: the parameters after each of the 5 steps, and the returned loss before each;
 //  - every `kind: "op"` case of elementwise/reductions/matmul/shape/indexing/losses/nn/norm/layers compiled as
 //    `(...inputs, gradOutput) => { out = <expr>; out.backward(gradOutput); return [out, ...grads] }`:
@@ -15,6 +15,7 @@ const { nn, optim } = kiln;
 type Tensor = kiln.Tensor;
 
 const optimCases = loadGolden('optim').cases.filter((c): c is OptimCase => c.kind === 'optim');
+const extraOptimCases = loadGolden('optim-extra').cases.filter((c): c is OptimCase => c.kind === 'optim');
 const OP_FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn', 'norm', 'layers'];
 
 function makeParams(c: OptimCase, device: Device): Tensor[] {
@@ -31,7 +32,7 @@ describeEachDevice('compile golden optim', (device) => {
     expect(optimCases.length).toBe(20);
   });
 
-  for (const c of optimCases) {
+  for (const c of [...optimCases, ...extraOptimCases]) {
     it(c.name, async () => {
       const label = `${c.name} [${device}] compiled (${c.expr})`;
       const params = makeParams(c, device);
