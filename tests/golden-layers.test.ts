@@ -100,7 +100,7 @@ describeEachDevice('golden schedules, compiled step', (device) => {
         opt.zeroGrad();
         p.sum().backward();
         opt.step();
-      });
+      }, { device }); // no arguments: the device is named
       let expected = 0;
       for (let i = 1; i < c.lrs.length; i++) {
         await step();
@@ -125,7 +125,7 @@ function clipSuite(device: Device, compiled: boolean): void {
         return p;
       });
       const run = (): Tensor | undefined => evalExpr(c.expr, ['params'], [params], device);
-      const ret = compiled ? await kiln.compile(run)() : run();
+      const ret = compiled ? await kiln.compile(run, { device })() : run();
       if (c.returned === null) expect(ret ?? null).toBeNull();
       else {
         expect(ret!.device).toBe(device);
