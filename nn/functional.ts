@@ -101,7 +101,9 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   if (x.ndim === 0 || x.shape[x.ndim - 1] !== weight.shape[1]) {
     throw new Error(`linear: input of shape ${fmt(x.shape)} does not match weight of shape ${fmt(weight.shape)} (expected the input's last dimension to be ${weight.shape[1]})`);
   }
-  const y = x.matmul(weight.T);
+  // Leading dims fold into the rows (as PyTorch does): one 2-D matmul instead of a batched one
+  // against a broadcast weight, so the weight's gradient is one matmul too, not a batch then a sum.
+  const y = x.ndim > 2 ? x.reshape([-1, x.shape[x.ndim - 1]]).matmul(weight.T).reshape([...x.shape.slice(0, -1), weight.shape[0]]) : x.matmul(weight.T);
   if (bias === undefined || bias === null) return y;
   if (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0]) {
     throw new Error(`linear: expected a bias of shape [${weight.shape[0]}], got ${fmt(bias.shape)}`);
