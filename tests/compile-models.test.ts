@@ -13,6 +13,14 @@ import { expectValues, values } from './golden.ts';
 const { nn, F, optim } = kiln;
 type Tensor = kiln.Tensor;
 const RTOL = 1e-4;
+/** Lavapipe compiles every new WGSL pipeline on a shared CPU: the WebGPU runs get more time. */
+const timeoutFor = (device: string): number => (device === 'webgpu' ? 900_000 : 120_000);
+
+/** Losses are read once at the end (one device sync, not two per step). */
+async function expectSameLosses(got: Tensor[], expected: Tensor[], label: string): Promise<void> {
+  const g = await Promise.all(got.map((t) => t.item())), e = await Promise.all(expected.map((t) => t.item()));
+  e.forEach((v, i) => expectValues([g[i]], [v], { rtol: RTOL, atol: 1e-5 }, `${label} step ${i}: loss`));
+}
 
 async function expectSameTensors(got: [string, Tensor][], expected: [string, Tensor][], label: string): Promise<void> {
   expect(got.map(([n]) => n)).toEqual(expected.map(([n]) => n));
@@ -33,17 +41,18 @@ describeEachDevice('compiled == eager: models beyond the MLP', (device) => {
     const optE = new optim.SGD(eager.parameters(), { lr: 0.1 }), optC = new optim.SGD(comp.parameters(), { lr: 0.1 });
     const step = kiln.compile((xb: Tensor, yb: Tensor) => makemoreStep(comp, optC, xb, yb));
     const g = new kiln.Generator().manualSeed(7);
+    const le: Tensor[] = [], lc: Tensor[] = [];
     for (let i = 0; i < 24; i++) {
       const ix = kiln.randint(0, X.shape[0], [16], { generator: g, device });
       const xb = X.index(ix), yb = Y.index(ix);
       if (i === 12) { optE.lr = 0.05; optC.lr = 0.05; }
-      const le = await makemoreStep(eager, optE, xb, yb).item();
-      const lc = await (await step(xb, yb)).item();
-      expectValues([lc], [le], { rtol: RTOL, atol: 1e-5 }, `makemore [${device}] step ${i}: loss`);
+      le.push(makemoreStep(eager, optE, xb, yb));
+      lc.push(await step(xb, yb));
     }
+    await expectSameLosses(lc, le, `makemore [${device}]`);
     expect(step.traces).toBeLessThanOrEqual(2);
     await expectSameTensors(comp.namedParameters(), eager.namedParameters(), `makemore [${device}] after 24 steps`);
-  });
+  }, timeoutFor(device));
 
   it('a tiny transformer (LayerNorm, causal attention, GELU, AdamW groups, clipGradNorm_): 20 steps', async () => {
     const cfg = { vocabSize: 11, blockSize: 6, nLayer: 2, nHead: 2, nEmbd: 8, device };
@@ -57,15 +66,16 @@ describeEachDevice('compiled == eager: models beyond the MLP', (device) => {
     const step = kiln.compile((x: Tensor, y: Tensor) => gptStep(comp, optC, x, y, 0.5));
     const data = Int32Array.from({ length: 200 }, (_, i) => (i * 7 + (i >> 3)) % cfg.vocabSize);
     const g = new kiln.Generator().manualSeed(11);
+    const le: Tensor[] = [], lc: Tensor[] = [];
     for (let i = 0; i < 20; i++) {
       const [x, y] = getBatch(data, cfg.blockSize, 3, g, device);
-      const le = await gptStep(eager, optE, x, y, 0.5).item();
-      const lc = await (await step(x, y)).item();
-      expectValues([lc], [le], { rtol: RTOL, atol: 1e-5 }, `transformer [${device}] step ${i}: loss`);
+      le.push(gptStep(eager, optE, x, y, 0.5));
+      lc.push(await step(x, y));
     }
+    await expectSameLosses(lc, le, `transformer [${device}]`);
     expect(step.traces).toBeLessThanOrEqual(2);
     await expectSameTensors(comp.namedParameters(), eager.namedParameters(), `transformer [${device}] after 20 steps`);
-  });
+  }, timeoutFor(device));
 
   it('BatchNorm1d + Linear: running statistics are updated inside compile exactly as eagerly (20 steps, then eval)', async () => {
     class Net extends nn.Module {
@@ -88,12 +98,13 @@ describeEachDevice('compiled == eager: models beyond the MLP', (device) => {
     };
     const step = kiln.compile((x: Tensor, y: Tensor) => body(comp, optC, x, y));
     const g = new kiln.Generator().manualSeed(9);
+    const le: Tensor[] = [], lc: Tensor[] = [];
     for (let i = 0; i < 20; i++) {
       const x = kiln.randn([8, 4], { generator: g, device }), y = kiln.randint(0, 3, [8], { generator: g, device });
-      const le = await body(eager, optE, x, y).item();
-      const lc = await (await step(x, y)).item();
-      expectValues([lc], [le], { rtol: RTOL, atol: 1e-5 }, `batchnorm [${device}] step ${i}: loss`);
+      le.push(body(eager, optE, x, y));
+      lc.push(await step(x, y));
     }
+    await expectSameLosses(lc, le, `batchnorm [${device}]`);
     await expectSameTensors(comp.namedBuffers(), eager.namedBuffers(), `batchnorm [${device}] buffers`);
     expect(await comp.bn.numBatchesTracked!.item()).toBe(20);
     await expectSameTensors(comp.namedParameters(), eager.namedParameters(), `batchnorm [${device}] parameters`);
@@ -103,5 +114,5 @@ describeEachDevice('compiled == eager: models beyond the MLP', (device) => {
     const evalStep = kiln.compile((x: Tensor) => comp.forward(x));
     const ye = await values(kiln.noGrad(() => eager.forward(xe)));
     expectValues(await values(await kiln.noGrad(() => evalStep(xe))), ye, { rtol: RTOL, atol: 1e-5 }, `batchnorm [${device}] eval output`);
-  });
+  }, timeoutFor(device));
 });
