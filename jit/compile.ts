@@ -5,15 +5,15 @@ import { formatNode, type Graph, type InputSource, type Node, type Phase } from 
 import { contiguousView, type View } from '../ir/view.ts';
 import { isGradEnabled } from '../runtime/autograd.ts';
 import { backendFor, getDefaultDevice, type DeviceName } from '../runtime/device.ts';
-import { Executable } from '../runtime/executor.ts';
+import { Executable } from './executor.ts';
 import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
-import { cse } from './passes/cse.ts';
-import { dce } from './passes/dce.ts';
-import { schedule, type Schedule } from './passes/fusion.ts';
-import { planMemory, type MemoryPlan } from './passes/memory.ts';
-import { simplify } from './passes/simplify.ts';
-import { splitReductions } from './passes/split-reduce.ts';
+import { cse } from '../compiler/passes/cse.ts';
+import { dce } from '../compiler/passes/dce.ts';
+import { schedule, type Schedule } from '../compiler/passes/fusion.ts';
+import { planMemory, type MemoryPlan } from '../compiler/passes/memory.ts';
+import { simplify } from '../compiler/passes/simplify.ts';
+import { splitReductions } from '../compiler/passes/split-reduce.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
