@@ -3,8 +3,8 @@
 
 import type { DType } from '../ir/dtype.ts';
 import type { Expr, Kernel, KernelSpec } from '../ir/kernel.ts';
-import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
-import { BINARY_OPS, COMPARE_OPS, UNARY_OPS } from '../ir/primitives.ts';
+import type { AVal, BinaryOp, CompareOp, PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { isCompare, isUnary, primitiveInfo } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, expandView, sliceView, type View } from '../ir/view.ts';
 
@@ -15,10 +15,8 @@ const acc = (dtype: DType): Expr => ({ kind: 'acc', dtype });
 
 /** The scalar expression of an elementwise primitive applied to operand expressions. */
 export function elementwiseExpr(prim: Primitive, attrs: PrimAttrs[Primitive], xs: Expr[], dtype: DType): Expr {
-  if ((UNARY_OPS as readonly string[]).includes(prim)) return { kind: 'unary', op: prim as (typeof UNARY_OPS)[number], x: xs[0], dtype };
-  if ((BINARY_OPS as readonly string[]).includes(prim) || (COMPARE_OPS as readonly string[]).includes(prim)) {
-    return { kind: 'binary', op: prim as (typeof BINARY_OPS)[number], a: xs[0], b: xs[1], dtype };
-  }
+  if (isUnary(prim)) return { kind: 'unary', op: prim, x: xs[0], dtype };
+  if (primitiveInfo[prim].kind === 'binary' || isCompare(prim)) return { kind: 'binary', op: prim as BinaryOp | CompareOp, a: xs[0], b: xs[1], dtype };
   if (prim === 'where') return { kind: 'where', c: xs[0], a: xs[1], b: xs[2], dtype };
   if (prim === 'cast') return { kind: 'cast', x: xs[0], dtype: (attrs as PrimAttrs['cast']).dtype };
   if (prim === 'full') return { kind: 'const', value: (attrs as PrimAttrs['full']).value, dtype };

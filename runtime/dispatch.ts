@@ -5,7 +5,7 @@
 import { vjpRules } from '../compiler/autodiff/vjp.ts';
 import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
-import { isMovement, shapeRules } from '../ir/primitives.ts';
+import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
@@ -50,7 +50,7 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
   const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
-  if (isMovement(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
+  if (isView(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };

@@ -38,7 +38,7 @@
 
 import type { DType } from '../../ir/dtype.ts';
 import { exprLoads, type Expr, type Kernel, type KernelOutput, type KernelSpec } from '../../ir/kernel.ts';
-import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
+import { isCompare, isFloatOnly, type BinaryOp, type CompareOp, type UnaryOp } from '../../ir/primitives.ts';
 import type { View } from '../../ir/view.ts';
 import { collapseDims } from './js.ts';
 
@@ -116,7 +116,6 @@ export const wgslUnary: { [U in UnaryOp]: (x: string) => string } = {
   copy: (x) => x,
 };
 
-const FLOAT_ONLY = new Set<UnaryOp>(['exp', 'log', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid']);
 
 export const wgslBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t: WType) => string } = {
   add: (a, b) => `(${a} + ${b})`,
@@ -135,7 +134,6 @@ export const wgslBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t
   ge: (a, b) => `select(0i, 1i, ${a} >= ${b})`,
 };
 
-const COMPARE = new Set<string>(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
 
 /** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
 const PRELUDE = `
@@ -299,12 +297,12 @@ class Emitter {
       }
       case 'param': code = e.dtype === 'float32' ? `U.pf[${e.index >> 2}][${e.index & 3}]` : `U.pi[${e.index >> 2}][${e.index & 3}]`; break;
       case 'unary': {
-        if (FLOAT_ONLY.has(e.op)) code = conv(wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, 'float32')), 'float32', e.dtype);
+        if (isFloatOnly(e.op)) code = conv(wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, 'float32')), 'float32', e.dtype);
         else code = wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, e.dtype));
         break;
       }
       case 'binary': {
-        if (COMPARE.has(e.op)) {
+        if (isCompare(e.op)) {
           const ct: DType = e.a.dtype === 'float32' || e.b.dtype === 'float32' ? 'float32' : 'int32';
           code = wgslBinary[e.op](conv(this.emit(e.a), e.a.dtype, ct), conv(this.emit(e.b), e.b.dtype, ct), wtype(ct));
           code = conv(code, 'bool', e.dtype);

@@ -12,7 +12,7 @@
 import type { DType } from '../../ir/dtype.ts';
 import type { Graph, Node } from '../../ir/graph.ts';
 import { exprLoads, mapLoads, type Expr, type Kernel, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
-import { isElementwise, type PrimAttrs } from '../../ir/primitives.ts';
+import { isBarrier, isElementwise, isView, type PrimAttrs } from '../../ir/primitives.ts';
 import { numel, sameShape } from '../../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../../ir/view.ts';
 import { elementwiseExpr } from '../lower.ts';
@@ -43,8 +43,6 @@ export interface FusionOptions {
 
 class NeedRealize { constructor(readonly id: number) {} }
 
-const barrierOps = new Set(['sum', 'max', 'argmax', 'matmul', 'gather', 'scatterAdd', 'pad', 'random']);
-const isView = (op: string): boolean => op === 'reshape' || op === 'permute' || op === 'expand' || op === 'slice';
 
 /** Applies a view transform to every load of an expression (elementwise ops commute with views). */
 const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => mapLoads(e, (l) => { const v = f(l.view); return v && { ...l, view: v }; });
@@ -181,9 +179,9 @@ function initialRealized(g: Graph, fuse: boolean): Set<number> {
   for (const o of g.outputs) if (o.node !== null && g.node(o.node).op !== 'input') realized.add(o.node);
   for (const n of g.nodes) {
     if (n.op === 'input') continue;
-    if (barrierOps.has(n.op)) realized.add(n.id);
+    if (isBarrier(n.op)) realized.add(n.id);
     else if (!fuse && !isView(n.op)) realized.add(n.id);
-    else if (isElementwise(n.op as never) && users[n.id].length > 1) realized.add(n.id);
+    else if (isElementwise(n.op) && users[n.id].length > 1) realized.add(n.id);
   }
   return realized;
 }

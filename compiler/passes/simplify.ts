@@ -3,7 +3,7 @@
 
 import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
-import { BINARY_OPS, COMPARE_OPS, UNARY_OPS, type PrimAttrs } from '../../ir/primitives.ts';
+import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp, type PrimAttrs } from '../../ir/primitives.ts';
 import { sameShape } from '../../ir/shape.ts';
 import { jsBinary, jsUnary } from '../codegen/js.ts';
 import { rewrite, type NodeInit } from './rewrite.ts';
@@ -13,8 +13,7 @@ const evaluators = new Map<string, (...xs: number[]) => number>();
 function evaluate(op: string, xs: number[]): number {
   let f = evaluators.get(op);
   if (!f) {
-    const body = (UNARY_OPS as readonly string[]).includes(op) ? jsUnary[op as (typeof UNARY_OPS)[number]]('a')
-      : op === 'where' ? '(a !== 0 ? b : c)' : jsBinary[op as (typeof BINARY_OPS)[number]]('a', 'b');
+    const body = isUnary(op) ? jsUnary[op]('a') : op === 'where' ? '(a !== 0 ? b : c)' : jsBinary[op as BinaryOp | CompareOp]('a', 'b');
     f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
     evaluators.set(op, f);
   }
@@ -26,9 +25,6 @@ function roundTo(dtype: DType, v: number): number {
   if (dtype === 'int32') return v | 0;
   return v !== 0 ? 1 : 0;
 }
-
-const isElementwiseOp = (op: string): boolean =>
-  (UNARY_OPS as readonly string[]).includes(op) || (BINARY_OPS as readonly string[]).includes(op) || (COMPARE_OPS as readonly string[]).includes(op) || op === 'where' || op === 'cast';
 
 /** True when `perm` swaps the last two dims and keeps the others. */
 const swapsLastTwo = (perm: readonly number[]): boolean =>
@@ -48,7 +44,7 @@ export function simplify(g: Graph): Graph {
     if (n.op === 'cast' && same(inp(0))) return n.inputs[0];
 
     // Views: identities vanish, views of views compose, views of constants are constants.
-    if (n.op === 'reshape' || n.op === 'permute' || n.op === 'expand' || n.op === 'slice') {
+    if (isView(n.op)) {
       const x = inp(0);
       if (fullValue(x) !== null) return constant(fullValue(x)!);
       if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || (n.attrs as PrimAttrs['permute']).perm.every((p, i) => p === i))) return x.id;
@@ -69,7 +65,7 @@ export function simplify(g: Graph): Graph {
       return out.add(n).id;
     }
 
-    if (isElementwiseOp(n.op)) {
+    if (isElementwise(n.op)) {
       const xs = n.inputs.map((_, i) => inp(i));
       const values = xs.map(fullValue);
       if (values.every((v) => v !== null)) {
