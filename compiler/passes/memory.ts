@@ -4,7 +4,7 @@
 // the old value.
 
 import type { DType } from '../../ir/dtype.ts';
-import type { Graph, InputSource } from '../../ir/graph.ts';
+import type { Graph } from '../../ir/graph.ts';
 import { exprLoads, type Expr } from '../../ir/kernel.ts';
 import { bytesPerElement } from '../../ir/dtype.ts';
 import { numel } from '../../ir/shape.ts';
@@ -53,7 +53,7 @@ export function planMemory(g: Graph, sched: Schedule): MemoryPlan {
     const k = kernels[kIndex];
     if (k.writes.length !== 1 && k.spec.kernel.kind !== 'map') continue;
     if (g.node(o.node).op === 'pad') continue;
-    const input = g.inputNodes.find((n) => (n.attrs as InputSource).kind === 'capture' && (n.attrs as Extract<InputSource, { kind: 'capture' }>).ref === o.ref);
+    const input = g.inputNodes.find((n) => n.attrs.kind === 'capture' && n.attrs.ref === o.ref);
     if (input) {
       const readers = kernels.map((kk, i) => (kk.args.includes(input.id) ? i : -1)).filter((i) => i >= 0);
       if (readers.some((i) => i > kIndex)) continue;

@@ -3,7 +3,7 @@
 
 import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
-import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp, type PrimAttrs } from '../../ir/primitives.ts';
+import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp } from '../../ir/primitives.ts';
 import { sameShape } from '../../ir/shape.ts';
 import { jsBinary, jsUnary } from '../codegen/js.ts';
 import { rewrite, type NodeInit } from './rewrite.ts';
@@ -34,7 +34,7 @@ export function simplify(g: Graph): Graph {
   const users = g.users();
   return rewrite(g, (n, out, old) => {
     const inp = (i: number): Node => out.node(n.inputs[i]);
-    const fullValue = (node: Node): number | null => (node.op === 'full' ? (node.attrs as PrimAttrs['full']).value : null);
+    const fullValue = (node: Node): number | null => (node.op === 'full' ? node.attrs.value : null);
     const constant = (value: number): number => out.add({ ...n, op: 'full', inputs: [], attrs: { shape: [...n.shape], value: roundTo(n.dtype, value), dtype: n.dtype } }).id;
     /** `x` can stand for this node when it has the same shape and dtype. */
     const same = (x: Node): boolean => sameShape(x.shape, n.shape) && x.dtype === n.dtype;
@@ -47,17 +47,17 @@ export function simplify(g: Graph): Graph {
     if (isView(n.op)) {
       const x = inp(0);
       if (fullValue(x) !== null) return constant(fullValue(x)!);
-      if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || (n.attrs as PrimAttrs['permute']).perm.every((p, i) => p === i))) return x.id;
+      if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || n.attrs.perm.every((p, i) => p === i))) return x.id;
       if (n.op === 'reshape' && x.op === 'reshape') return out.add({ ...n, inputs: x.inputs }).id;
       // (a @ b)^T = b^T @ a^T: computing the transposed product directly lets its consumer fuse
       // into the matmul's epilogue (the weight gradient of a Linear layer and its update).
-      if (n.op === 'permute' && x.op === 'matmul' && swapsLastTwo((n.attrs as PrimAttrs['permute']).perm) && users[old.inputs[0]].length === 1) {
+      if (n.op === 'permute' && x.op === 'matmul' && swapsLastTwo(n.attrs.perm) && users[old.inputs[0]].length === 1) {
         const [a, b] = x.inputs.map((i) => out.node(i));
         const t = (y: Node): number => out.add({ ...n, op: 'permute', inputs: [y.id], shape: [...y.shape.slice(0, -2), y.shape.at(-1)!, y.shape.at(-2)!], dtype: y.dtype }).id;
         return out.add({ ...x, inputs: [t(b), t(a)], shape: n.shape, phase: n.phase, source: n.source }).id;
       }
       if (n.op === 'permute' && x.op === 'permute') {
-        const inner = (x.attrs as PrimAttrs['permute']).perm, outer = (n.attrs as PrimAttrs['permute']).perm;
+        const inner = x.attrs.perm, outer = n.attrs.perm;
         const perm = outer.map((p) => inner[p]);
         if (perm.every((p, i) => p === i)) return x.inputs[0];
         return out.add({ ...n, inputs: x.inputs, attrs: { perm } }).id;
