@@ -5,7 +5,7 @@
 
 import type { DType } from '../../ir/dtype.ts';
 import type { Graph } from '../../ir/graph.ts';
-import { exprLoads, type Expr } from '../../ir/kernel.ts';
+import { exprLoads, unreachable, type Expr } from '../../ir/kernel.ts';
 import { bytesPerElement } from '../../ir/dtype.ts';
 import { numel } from '../../ir/shape.ts';
 import { isContiguous, type View } from '../../ir/view.ts';
@@ -30,7 +30,9 @@ function readsOnlyAtOutput(k: ScheduledKernel, inputArg: number): boolean {
     case 'map': return kern.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0) && ok(kern.exprs);
     case 'reduce': return loadViewsOf(kern.body, inputArg).length === 0 && ok([kern.epilogue]);
     case 'matmul': return loadViewsOf(kern.a, inputArg).length === 0 && loadViewsOf(kern.b, inputArg).length === 0 && ok([kern.epilogue]);
-    default: return false;
+    // gather and scatterAdd read their operands at other positions than they write
+    case 'gather': case 'scatterAdd': return false;
+    default: return unreachable(kern, 'kernel');
   }
 }
 
