@@ -37,13 +37,13 @@
 // Constants are `let`s, never WGSL const-expressions (those fail shader creation on overflow).
 
 import type { DType } from '../../ir/dtype.ts';
-import { exprLoads, type Expr, type Kernel, type KernelOutput, type KernelSpec } from '../../ir/kernel.ts';
-import { isCompare, isFloatOnly, type BinaryOp, type CompareOp, type UnaryOp } from '../../ir/primitives.ts';
+import { exprLoads, unreachable, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
 import type { View } from '../../ir/view.ts';
-import { collapseDims } from './js.ts';
+import { axisIndexedView, collapseDims, Emitter, indexOf, operandLoad } from './emit.ts';
+import { conv, PRELUDE, wgslSpelling, wtype } from './spelling-wgsl.ts';
 
-export type WType = 'f32' | 'i32';
-export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
+export { wtype, type WType } from './spelling-wgsl.ts';
+
 
 export interface WgslLimits {
   maxStorageBuffersPerShaderStage: number;
@@ -95,138 +95,6 @@ export interface WgslKernel {
   uniformBytes: number;
 }
 
-// ---- scalar op templates -------------------------------------------------------------------------
-// Literals are abstract (`0`, `1`), so one spelling serves f32 and i32 operands alike.
-
-export const wgslUnary: { [U in UnaryOp]: (x: string) => string } = {
-  neg: (x) => `(-${x})`,
-  abs: (x) => `abs(${x})`,
-  // Math.sign: NaN, 0 and -0 map to themselves
-  sign: (x) => `select(select(${x}, 1, ${x} > 0), -1, ${x} < 0)`,
-  exp: (x) => `exp(${x})`,
-  log: (x) => `log(${x})`,
-  sqrt: (x) => `sqrt(${x})`,
-  rsqrt: (x) => `(1.0 / sqrt(${x}))`,
-  sin: (x) => `sin(${x})`,
-  cos: (x) => `cos(${x})`,
-  tanh: (x) => `k_tanh(${x})`,
-  sigmoid: (x) => `(1.0 / (1.0 + exp(-${x})))`,
-  // x < 0 ? 0 : x  (NaN and -0 pass through, as in js.ts)
-  relu: (x) => `select(${x}, 0, ${x} < 0)`,
-  copy: (x) => x,
-};
-
-
-export const wgslBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t: WType) => string } = {
-  add: (a, b) => `(${a} + ${b})`,
-  sub: (a, b) => `(${a} - ${b})`,
-  mul: (a, b) => `(${a} * ${b})`,
-  div: (a, b) => `(${a} / ${b})`,
-  pow: (a, b, t) => (t === 'f32' ? `k_pow(${a}, ${b})` : `k_powi(${a}, ${b})`),
-  maximum: (a, b, t) => (t === 'f32' ? `k_max(${a}, ${b})` : `max(${a}, ${b})`),
-  minimum: (a, b, t) => (t === 'f32' ? `k_min(${a}, ${b})` : `min(${a}, ${b})`),
-  eq: (a, b) => `select(0i, 1i, ${a} == ${b})`,
-  // `!=` must be true when either side is NaN; some drivers (lavapipe) compile it as an ordered compare
-  ne: (a, b, t) => (t === 'f32' ? `select(0i, 1i, ${a} != ${b} || k_isnan(${a}) || k_isnan(${b}))` : `select(0i, 1i, ${a} != ${b})`),
-  lt: (a, b) => `select(0i, 1i, ${a} < ${b})`,
-  le: (a, b) => `select(0i, 1i, ${a} <= ${b})`,
-  gt: (a, b) => `select(0i, 1i, ${a} > ${b})`,
-  ge: (a, b) => `select(0i, 1i, ${a} >= ${b})`,
-};
-
-
-/** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
-const PRELUDE = `
-fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
-fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
-fn k_nan() -> f32 { let b = 0x7fc00000u; return bitcast<f32>(b); }
-fn k_max(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a > b); }
-fn k_min(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a < b); }
-fn k_tanh(x: f32) -> f32 {
-  if (abs(x) > 9.1) { return sign(x); }
-  if (abs(x) < 0.0004) { return x - x * x * x / 3.0; }
-  return tanh(x);
-}
-fn k_pow(a: f32, b: f32) -> f32 {
-  if (b == 0.0) { return 1.0; }
-  if (k_isnan(a) || k_isnan(b)) { return k_nan(); }
-  if (b == 1.0) { return a; }
-  if (b == 2.0) { return a * a; }
-  if (b == -1.0) { return 1.0 / a; }
-  if (b == 0.5 && a >= 0.0) { return sqrt(a); }
-  let integral = b == floor(b);
-  let m = abs(a);
-  var r: f32;
-  if (integral && abs(b) <= 32.0) {
-    var e = u32(abs(b));
-    var base = m;
-    r = 1.0;
-    loop {
-      if ((e & 1u) != 0u) { r = r * base; }
-      e = e >> 1u;
-      if (e == 0u) { break; }
-      base = base * base;
-    }
-    if (b < 0.0) { r = 1.0 / r; }
-  } else if (m == 0.0) {
-    r = select(k_inf(), 0.0, b > 0.0);
-  } else if (abs(b) > 3.0e38) {
-    if (m == 1.0) { return k_nan(); }
-    r = select(0.0, k_inf(), (m > 1.0) == (b > 0.0));
-  } else {
-    r = exp2(b * log2(m));
-  }
-  if (a < 0.0) {
-    if (!integral) { return select(k_nan(), r, m > 3.4028234e38); }
-    let half = b * 0.5;
-    if (abs(b) < 16777216.0 && half != floor(half)) { return -r; }
-  }
-  return r;
-}
-fn k_pcg(x: u32) -> u32 {
-  let s = x * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}
-fn k_rnd(seed: i32, i: i32) -> f32 {
-  return f32(k_pcg(k_pcg(bitcast<u32>(seed)) + bitcast<u32>(i)) >> 8u) / 16777216.0;
-}
-fn k_powi(a: i32, b: i32) -> i32 {
-  if (b < 0) {
-    if (a == 1) { return 1; }
-    if (a == -1) { return select(1, -1, (b & 1) != 0); }
-    return 0;
-  }
-  var e = u32(b);
-  var base = a;
-  var r = 1i;
-  loop {
-    if (e == 0u) { break; }
-    if ((e & 1u) != 0u) { r = r * base; }
-    e = e >> 1u;
-    base = base * base;
-  }
-  return r;
-}
-`;
-
-function conv(x: string, from: DType, to: DType): string {
-  const f = wtype(from), t = wtype(to);
-  if (f === t) return x;
-  return t === 'f32' ? `f32(${x})` : `i32(${x})`;
-}
-
-function constant(value: number, dtype: DType): string {
-  if (dtype !== 'float32') return `i32(${dtype === 'bool' ? (value !== 0 ? 1 : 0) : Math.trunc(value) | 0})`;
-  const v = Math.fround(value);
-  if (Number.isNaN(v)) return 'k_nan()';
-  if (v === Infinity) return 'k_inf()';
-  if (v === -Infinity) return '(-k_inf())';
-  if (Object.is(v, -0)) return '(-0.0f)';
-  const s = String(v);
-  return s.startsWith('-') ? `(${s}f)` : `${s}f`;
-}
-
 /** Which buffers a kernel uses, and how it names them. */
 class Args {
   private used = new Map<number, boolean>(); // canonical arg -> written
@@ -260,86 +128,10 @@ class Args {
   }
 }
 
-/** Index expression (i32) of `view` in argument `arg`'s buffer, given loop variables per dim (null: not looped). */
-function indexOf(off: string, view: View, vars: readonly (string | null)[]): string {
-  const terms = [off];
-  if (view.offset !== 0) terms.push(String(view.offset));
-  view.strides.forEach((s, d) => {
-    if (s !== 0 && vars[d] !== null && vars[d] !== undefined && view.shape[d] !== 1) terms.push(s === 1 ? vars[d]! : `${vars[d]} * ${s}`);
-  });
-  return terms.join(' + ');
-}
-
-/** Emits `let` statements evaluating expression DAGs; shared sub-expressions are computed once. */
-class Emitter {
-  lines: string[] = [];
-  private names = new Map<Expr, string>();
-  private byCode = new Map<string, string>();
-  private n = 0;
-  constructor(private args: Args, private pos: (view: View, arg: number) => string, private prefix: string,
-    private acc?: { name: string; dtype: DType }, private lin?: string) {}
-  emit(e: Expr): string {
-    const known = this.names.get(e);
-    if (known) return known;
-    let code: string;
-    switch (e.kind) {
-      case 'load': {
-        const b = this.args.buf(e.arg);
-        code = conv(`${b}[${this.pos(e.view, e.arg)}]`, this.args.storage(e.arg), e.dtype);
-        break;
-      }
-      // a `let`, not an inline literal: an expression of literals only would be a WGSL const-expression,
-      // and const-expressions that overflow (exp(100f)) or divide by zero fail shader creation
-      case 'const': code = constant(e.value, e.dtype); break;
-      case 'acc': {
-        if (!this.acc) throw new Error('wgsl codegen: `acc` outside an epilogue');
-        return conv(this.acc.name, this.acc.dtype, e.dtype);
-      }
-      case 'param': code = e.dtype === 'float32' ? `U.pf[${e.index >> 2}][${e.index & 3}]` : `U.pi[${e.index >> 2}][${e.index & 3}]`; break;
-      case 'unary': {
-        if (isFloatOnly(e.op)) code = conv(wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, 'float32')), 'float32', e.dtype);
-        else code = wgslUnary[e.op](conv(this.emit(e.x), e.x.dtype, e.dtype));
-        break;
-      }
-      case 'binary': {
-        if (isCompare(e.op)) {
-          const ct: DType = e.a.dtype === 'float32' || e.b.dtype === 'float32' ? 'float32' : 'int32';
-          code = wgslBinary[e.op](conv(this.emit(e.a), e.a.dtype, ct), conv(this.emit(e.b), e.b.dtype, ct), wtype(ct));
-          code = conv(code, 'bool', e.dtype);
-        } else {
-          code = wgslBinary[e.op](conv(this.emit(e.a), e.a.dtype, e.dtype), conv(this.emit(e.b), e.b.dtype, e.dtype), wtype(e.dtype));
-        }
-        break;
-      }
-      case 'where': {
-        const c = this.emit(e.c);
-        code = `select(${conv(this.emit(e.b), e.b.dtype, e.dtype)}, ${conv(this.emit(e.a), e.a.dtype, e.dtype)}, ${c} != 0)`;
-        break;
-      }
-      case 'random': {
-        // a counter-based uniform in [0, 1), the same hash as js.ts's JS_RANDOM (PCG twice: keep
-        // k_pcg/k_rnd in step with it), counted by the row-major position in a map kernel's iteration.
-        if (!this.lin) throw new Error('wgsl codegen: random numbers are only supported in map kernels');
-        code = conv(`k_rnd(${conv(this.emit(e.seed), e.seed.dtype, 'int32')}, ${this.lin})`, 'float32', e.dtype);
-        break;
-      }
-      case 'cast': {
-        const x = this.emit(e.x);
-        if (e.dtype === 'bool') code = e.x.dtype === 'float32' ? `select(0i, 1i, ${x} != 0 || k_isnan(${x}))` : `select(0i, 1i, ${x} != 0)`;
-        else code = conv(x, e.x.dtype, e.dtype);
-        break;
-      }
-    }
-    // Structurally equal expressions (the same load reached through two fused producers) share a name.
-    let name = this.byCode.get(code);
-    if (!name) {
-      name = `${this.prefix}${this.n++}`;
-      this.lines.push(`let ${name} = ${code};`);
-      this.byCode.set(code, name);
-    }
-    this.names.set(e, name);
-    return name;
-  }
+/** An emitter of a kernel's expressions: loads read `args`' buffers at `index(view, arg)`. */
+function emitter(args: Args, index: (view: View, arg: number) => string, prefix: string, acc?: { name: string; dtype: DType }, counter?: string): Emitter {
+  const load = (l: LoadExpr): string => conv(`${args.buf(l.arg)}[${index(l.view, l.arg)}]`, args.storage(l.arg), l.dtype);
+  return new Emitter(wgslSpelling, { load, prefix, acc, counter }, 'wgsl codegen');
 }
 
 /** A store of `value` (of dtype `from`) into output `o`. */
@@ -413,9 +205,9 @@ function mapKernel(k: Extract<Kernel, { kind: 'map' }>, args: Args, lim: WgslLim
   const total = shape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
   // `gi` is the row-major position in k.shape (collapsing dims keeps row-major order): random's counter
-  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), collapsed.get(v)!, vars), 'v', undefined, 'gi');
+  const em = emitter(args, (v, arg) => indexOf(collapsed.get(v)!, vars, args.off(arg)), 'v', undefined, 'gi');
   const values = k.exprs.map((e) => em.emit(e));
-  const stores = k.outputs.map((o, j) => store(args, o, indexOf(args.off(o.arg), collapsed.get(o.view)!, vars), values[j], k.exprs[j].dtype));
+  const stores = k.outputs.map((o, j) => store(args, o, indexOf(collapsed.get(o.view)!, vars, args.off(o.arg)), values[j], k.exprs[j].dtype));
   const { main, workgroups } = perElement(total, wg, cap, lim, name, [...decompose('gi', shape, vars, 'q'), ...em.lines, ...stores]);
   return { decls: [], wg, main, workgroups };
 }
@@ -434,11 +226,11 @@ function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: W
   const accType: DType = k.op === 'argmax' ? 'int32' : k.body.dtype === 'bool' ? 'int32' : k.body.dtype;
   const at = wtype(accType);
 
-  const inner = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, vars), 'v');
+  const inner = emitter(args, (v, arg) => indexOf(v, vars, args.off(arg)), 'v');
   const value = inner.emit(k.body);
-  const outer = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, keptVars), 'e', { name: 'acc', dtype: accType });
+  const outer = emitter(args, (v, arg) => indexOf(v, keptVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
   const result = outer.emit(k.epilogue);
-  const storeLine = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, keptVars), result, k.epilogue.dtype);
+  const storeLine = store(args, k.output, indexOf(k.output.view, keptVars, args.off(k.output.arg)), result, k.epilogue.dtype);
   const lowest = isF ? '(-k_inf())' : '(-2147483647 - 1)';
   const nan = (x: string) => (isF ? `k_isnan(${x})` : 'false');
 
@@ -529,11 +321,6 @@ function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: W
   return { decls, wg, main, workgroups };
 }
 
-function asLoad(e: Expr, what: string, name: string): Extract<Expr, { kind: 'load' }> {
-  if (e.kind !== 'load') throw new Error(`wgsl codegen: kernel '${name}': matmul operand ${what} must be a load`);
-  return e;
-}
-
 const SUM_BLOCK = 64;
 
 /**
@@ -601,13 +388,13 @@ function checkVariant(v: MatmulVariant, name: string): void {
 
 function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: WgslLimits, name: string, v: MatmulVariant): Body {
   checkVariant(v, name);
-  const a = asLoad(k.a, 'a', name), b = asLoad(k.b, 'b', name);
+  const a = operandLoad(k.a, 'a', name), b = operandLoad(k.b, 'b', name);
   const nb = k.batch.length;
   const bv = k.batch.map((_, i) => `z${i}`);
   const batch = k.batch.reduce((x, y) => x * y, 1);
   const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
-  const baseA = indexOf(args.off(a.arg), { ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv);
-  const baseB = indexOf(args.off(b.arg), { ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
+  const baseA = indexOf({ ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv, args.off(a.arg));
+  const baseB = indexOf({ ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv, args.off(b.arg));
   const accType: DType = a.dtype === 'float32' || b.dtype === 'float32' ? 'float32' : 'int32';
   const at = wtype(accType);
   const { bm: BM, bn: BN } = v;
@@ -757,9 +544,9 @@ function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars
   const at = wtype(accType);
   const lines: string[] = [`var res: array<vec4<${at}>, ${(BM * BN) / 4}>;`];
   for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) lines.push(`res[${(r * BN) / 4 + cv}] = c${r}_${cv};`);
-  const epi = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, outVars), 'e', { name: 'acc', dtype: accType });
+  const epi = emitter(args, (v, arg) => indexOf(v, outVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
   const result = epi.emit(k.epilogue);
-  const st = store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, outVars), result, k.epilogue.dtype);
+  const st = store(args, k.output, indexOf(k.output.view, outVars, args.off(k.output.arg)), result, k.epilogue.dtype);
   lines.push(`for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
     ...indent([`let i = i0 + qe / ${BN};`, `let j = j0 + qe % ${BN};`, `if (i < ${k.m} && j < ${k.n}) {`,
       ...indent([`let acc = res[qe / 4][qe % 4];`, ...epi.lines, st]), '}']), '}');
@@ -771,17 +558,17 @@ function gatherKernel(k: Extract<Kernel, { kind: 'gather' }>, args: Args, lim: W
   const live = k.shape.map((_, i) => i).filter((i) => k.shape[i] !== 1);
   const total = k.shape.reduce((a, b) => a * b, 1);
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
-  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, vars), 'v');
+  const em = emitter(args, (v, arg) => indexOf(v, vars, args.off(arg)), 'v');
   const idx = conv(em.emit(k.index), k.index.dtype, 'int32');
   const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
-  const srcView: View = { ...k.src.view, shape: k.shape.map((d, i) => (i === k.axis ? 2 : d)) };
+  const srcView = axisIndexedView(k.src.view, k.shape, k.axis);
   const srcBuf = args.buf(k.src.arg);
-  const value = conv(`${srcBuf}[${indexOf(args.off(k.src.arg), srcView, srcVars)}]`, args.storage(k.src.arg), k.src.dtype);
+  const value = conv(`${srcBuf}[${indexOf(srcView, srcVars, args.off(k.src.arg))}]`, args.storage(k.src.arg), k.src.dtype);
   const { main, workgroups } = perElement(total, wg, cap, lim, name, [
     ...decompose('gi', live.map((d) => k.shape[d]), live.map((d) => vars[d]!), 'q'),
     ...em.lines,
     `let g = ${idx};`,
-    store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, vars), value, k.src.dtype),
+    store(args, k.output, indexOf(k.output.view, vars, args.off(k.output.arg)), value, k.src.dtype),
   ]);
   return { decls: [], wg, main, workgroups };
 }
@@ -795,7 +582,7 @@ function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args
   const wg = Math.min(256, lim.maxComputeInvocationsPerWorkgroup);
   // source position: the output's indices with the axis running over the source's extent
   const svars = k.srcShape.map((d, i) => (i === k.axis ? (d === 1 ? null : 'j') : d === 1 ? null : (ovars[i] ?? '0')));
-  const em = new Emitter(args, (v, arg) => indexOf(args.off(arg), v, svars), 'v');
+  const em = emitter(args, (v, arg) => indexOf(v, svars, args.off(arg)), 'v');
   const idx = conv(em.emit(k.index), k.index.dtype, 'int32');
   const src = em.emit(k.src);
   const dt: DType = k.src.dtype === 'bool' ? 'int32' : k.src.dtype;
@@ -810,7 +597,7 @@ function scatterAddKernel(k: Extract<Kernel, { kind: 'scatterAdd' }>, args: Args
     ...decompose('gi', live.map((d) => outShape[d]), live.map((d) => ovars[d]!), 'q'),
     `var acc: ${wtype(dt)} = 0;`,
     ...(inRange.length ? [`if (${inRange.join(' && ')}) {`, ...indent(loop), '}'] : loop),
-    store(args, k.output, indexOf(args.off(k.output.arg), k.output.view, ovars), 'acc', dt),
+    store(args, k.output, indexOf(k.output.view, ovars, args.off(k.output.arg)), 'acc', dt),
   ]);
   return { decls: [], wg, main, workgroups };
 }
@@ -835,15 +622,25 @@ export function packUniform(i32: Int32Array, f32: Float32Array, at: number, narg
   }
 }
 
+/** The shader body of one kernel, by strategy. */
+function kernelBody(k: Kernel, args: Args, lim: WgslLimits, name: string, cap: number, opts: WgslOptions): Body {
+  switch (k.kind) {
+    case 'map': return mapKernel(k, args, lim, name, cap);
+    case 'reduce': return reduceKernel(k, args, lim, name, cap, opts.reduce ?? 'auto', opts.software ?? false);
+    case 'matmul': return matmulKernel(k, args, lim, name, opts.matmul ?? DEFAULT_MATMUL);
+    case 'gather': return gatherKernel(k, args, lim, name, cap);
+    case 'scatterAdd': return scatterAddKernel(k, args, lim, name, cap);
+    default: return unreachable(k, 'kernel');
+  }
+}
+
 /** The WGSL compute shader of one kernel spec. Throws an Error naming the kernel when it cannot fit the device. */
 export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel {
   const lim: WgslLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const args = new Args(spec, opts.alias, opts.aligned);
   const k = spec.kernel;
   const cap = Math.max(1, opts.maxWorkgroups ?? 4096);
-  const body = k.kind === 'map' ? mapKernel(k, args, lim, spec.name, cap) : k.kind === 'reduce' ? reduceKernel(k, args, lim, spec.name, cap, opts.reduce ?? 'auto', opts.software ?? false)
-    : k.kind === 'matmul' ? matmulKernel(k, args, lim, spec.name, opts.matmul ?? DEFAULT_MATMUL) : k.kind === 'gather' ? gatherKernel(k, args, lim, spec.name, cap)
-    : scatterAddKernel(k, args, lim, spec.name, cap);
+  const body = kernelBody(k, args, lim, spec.name, cap, opts);
   const bindings = args.bindings();
   if (bindings.length > lim.maxStorageBuffersPerShaderStage) {
     throw new Error(`kiln: WebGPU kernel '${spec.name}' needs ${bindings.length} storage buffers, but this device allows ${lim.maxStorageBuffersPerShaderStage} per shader stage (maxStorageBuffersPerShaderStage); the kernel must be split`);

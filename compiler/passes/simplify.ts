@@ -5,15 +5,16 @@ import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
 import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp } from '../../ir/primitives.ts';
 import { sameShape } from '../../ir/shape.ts';
-import { jsBinary, jsUnary } from '../codegen/js.ts';
+import { jsSpelling } from '../codegen/spelling-js.ts';
 import { rewrite, type NodeInit } from './rewrite.ts';
 
 const evaluators = new Map<string, (...xs: number[]) => number>();
-/** Evaluates one scalar op with the JS kernel template, so folding agrees with generated code. */
+/** Evaluates one scalar op with the JS spelling table, so folding agrees with generated code. */
 function evaluate(op: string, xs: number[]): number {
   let f = evaluators.get(op);
   if (!f) {
-    const body = isUnary(op) ? jsUnary[op]('a') : op === 'where' ? '(a !== 0 ? b : c)' : jsBinary[op as BinaryOp | CompareOp]('a', 'b');
+    // (JS has one number type: its binary spellings ignore the operand type)
+    const body = isUnary(op) ? jsSpelling.unary[op]('a') : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', 'float32');
     f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
     evaluators.set(op, f);
   }
