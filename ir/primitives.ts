@@ -106,7 +106,8 @@ export const isFloatOnly = (op: string): boolean => (primitiveInfo as Record<str
 export const isBarrier = (op: string): boolean => { const k = kindOf(op); return k !== undefined && !ELEMENTWISE_KINDS.has(k) && k !== 'view' && k !== 'constant'; };
 
 export interface AVal { readonly shape: readonly number[]; readonly dtype: DType }
-type ShapeRule<P extends Primitive> = (inputs: AVal[], attrs: PrimAttrs[P]) => AVal;
+/** Validates a primitive's operands and gives its result's shape and dtype (a clear Error on bad input). */
+export type ShapeRule<P extends Primitive> = (inputs: AVal[], attrs: PrimAttrs[P]) => AVal;
 
 const unary = (op: UnaryOp) => (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: isFloatOnly(op) && !isFloat(x[0].dtype) ? 'float32' : x[0].dtype });
 function sameShapes(op: string, xs: AVal[]): void {
