@@ -5,7 +5,7 @@
 
 import type { DType } from '../ir/dtype.ts';
 import { mapLoads, type Expr, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../ir/kernel.ts';
-import type { AVal, BinaryOp, CompareOp, PrimAttrs, Primitive, UnaryOp } from '../ir/primitives.ts';
+import type { AVal, BinaryOp, CompareOp, PrimAttrs, Primitive, ReduceOp, UnaryOp } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, expandView, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 
@@ -41,7 +41,7 @@ export type Lowering<P extends Primitive> =
 const acc = (dtype: DType): Expr => ({ kind: 'acc', dtype });
 const unary = (op: UnaryOp) => ({ expr: (xs: readonly Expr[], _: unknown, out: AVal): Expr => ({ kind: 'unary', op, x: xs[0], dtype: out.dtype }) });
 const binary = (op: BinaryOp | CompareOp) => ({ expr: (xs: readonly Expr[], _: unknown, out: AVal): Expr => ({ kind: 'binary', op, a: xs[0], b: xs[1], dtype: out.dtype }) });
-const reduce = (op: 'sum' | 'max' | 'argmax', axes: number[], c: KernelCtx<Primitive>): LoweredKernel[] =>
+const reduce = (op: ReduceOp, axes: number[], c: KernelCtx<Primitive>): LoweredKernel[] =>
   [{ kernel: { kind: 'reduce', op, inShape: [...c.shapes[0]], axes, body: c.x(0), epilogue: acc(c.out.dtype), output: c.output() } }];
 
 /** Applies a view transform to every load of an expression (elementwise ops commute with views). */

@@ -3,7 +3,7 @@
 // the compiled graph is a bigger one. Loads read kernel arguments through views (strides folded in).
 
 import type { DType } from './dtype.ts';
-import type { BinaryOp, CompareOp, UnaryOp } from './primitives.ts';
+import type { BinaryOp, CompareOp, ReduceOp, UnaryOp } from './primitives.ts';
 import type { View } from './view.ts';
 
 /** A scalar expression evaluated at one point of the kernel's iteration space. */
@@ -31,7 +31,7 @@ export type Kernel =
    * Reduces `body` (an expression over `inShape`) over `axes`, then writes `epilogue` (in which `acc`
    * is the reduced value) at every point of the kept shape (reduced axes have size 1 there).
    */
-  | { kind: 'reduce'; op: 'sum' | 'max' | 'argmax'; inShape: number[]; axes: number[]; body: Expr; epilogue: Expr; output: KernelOutput }
+  | { kind: 'reduce'; op: ReduceOp; inShape: number[]; axes: number[]; body: Expr; epilogue: Expr; output: KernelOutput }
   /** [...B, M, K] @ [...B, K, N]: a and b are expressions over their operand shapes; epilogue over [...B, M, N] */
   | { kind: 'matmul'; batch: number[]; m: number; n: number; k: number; a: Expr; b: Expr; epilogue: Expr; output: KernelOutput }
   /** out[i] = src[i with i[axis] = index(i)]: `index` is an int expression over the output shape */

@@ -95,7 +95,6 @@ export const primitivesOfKind = <K extends PrimKind>(...kinds: K[]): PrimOfKind<
 // Classifications take any op name (an IR node's op may also be 'input', which is none of them).
 export const isElementwise = (op: string): op is ElementwiseOp => ELEMENTWISE_KINDS.has(kindOf(op)!);
 export const isView = (op: string): op is ViewOp => kindOf(op) === 'view';
-export const isReduce = (op: string): op is ReduceOp => kindOf(op) === 'reduce';
 export const isUnary = (op: string): op is UnaryOp => kindOf(op) === 'unary';
 export const isCompare = (op: string): op is CompareOp => kindOf(op) === 'compare';
 export const isFloatOnly = (op: string): boolean => (primitiveInfo as Record<string, PrimitiveInfo>)[op]?.floatOnly === true;
