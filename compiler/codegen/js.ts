@@ -8,8 +8,8 @@ import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './
 import { JS_RANDOM, jsSpelling } from './spelling-js.ts';
 
 /** An emitter of JS kernel expressions: loads read `b<arg>` at `index(view)`. */
-function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }): Emitter {
-  return new Emitter(jsSpelling, { load: (l) => `b${l.arg}[${index(l.view)}]`, acc, counter: 'lin' }, 'js codegen');
+function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }, counter?: string): Emitter {
+  return new Emitter(jsSpelling, { load: (l) => `b${l.arg}[${index(l.view)}]`, acc, counter }, 'js codegen');
 }
 
 const usesRandom = (e: Expr): boolean => postorder([e], exprChildren).some((x) => x.kind === 'random');
@@ -23,7 +23,7 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
   const vars = shape.map((_, d) => `i${d}`);
   const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
-  const em = emitter((v) => indexOf(collapsed.get(v)!, vars));
+  const em = emitter((v) => indexOf(collapsed.get(v)!, vars), undefined, 'lin');
   const values = k.exprs.map((e) => em.emit(e));
   const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
   if (random) body.unshift(`const lin = ${indexOf(collapsed.get(linear)!, vars)};`);
