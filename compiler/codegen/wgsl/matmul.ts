@@ -2,7 +2,7 @@
 // the autotuner (runtime/webgpu/autotune.ts) picks per adapter and shape; the epilogue runs per element.
 
 import type { DType } from '../../../ir/dtype.ts';
-import { exprLoads, type Kernel } from '../../../ir/kernel.ts';
+import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
 import { decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
@@ -105,6 +105,18 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
     const A = args.buf(a.arg), B = args.buf(b.arg);
     const decls = [`var<workgroup> tA: array<${at}, ${TILE_K * TM}>;`, `var<workgroup> tB: array<${at}, ${TILE_K * TN}>;`];
     const aByM = sam === 1 && sak !== 1, bByN = sbn === 1 || sbk !== 1;
+    // Stages `len` rows (from `row0`) x TILE_K of an operand: tile[q * len + r] = op[row0 + r, k0 + q],
+    // zeros outside; `byRow`: consecutive invocations take consecutive rows (the operand's contiguous dim).
+    const stage = (tile: string, len: number, byRow: boolean, row0: string, rows: number, buf: string, op: LoadExpr, base: string, sRow: number, sK: number): string[] => [
+      `for (var e = i32(lid); e < ${len * TILE_K}; e = e + ${NT}) {`,
+      ...indent([
+        byRow ? `let r = e % ${len}; let q = e / ${len};` : `let r = e / ${TILE_K}; let q = e % ${TILE_K};`,
+        `let gr = ${row0} + r; let gk = k0 + q;`,
+        `let x = ${ld(buf, op.arg, op.dtype, `${base} + min(gr, ${Math.max(0, rows - 1)}) * ${sRow} + min(gk, ${Math.max(0, k.k - 1)}) * ${sK}`)};`,
+        `${tile}[q * ${len} + r] = select(${at}(0), x, gr < ${rows} && gk < ${k.k});`,
+      ]),
+      '}',
+    ];
     const main = [
       ...head,
       `let tx = i32(lid) % ${WX};`,
@@ -116,22 +128,8 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
       ...accs,
       `for (var k0 = 0; k0 < ${k.k}; k0 = k0 + ${TILE_K}) {`,
       ...indent([
-        `for (var e = i32(lid); e < ${TM * TILE_K}; e = e + ${NT}) {`,
-        ...indent([
-          aByM ? `let r = e % ${TM}; let q = e / ${TM};` : `let r = e / ${TILE_K}; let q = e % ${TILE_K};`,
-          `let gi = row0 + r; let gk = k0 + q;`,
-          `let x = ${ld(A, a.arg, a.dtype, `pa + min(gi, ${Math.max(0, k.m - 1)}) * ${sam} + min(gk, ${Math.max(0, k.k - 1)}) * ${sak}`)};`,
-          `tA[q * ${TM} + r] = select(${at}(0), x, gi < ${k.m} && gk < ${k.k});`,
-        ]),
-        '}',
-        `for (var e = i32(lid); e < ${TN * TILE_K}; e = e + ${NT}) {`,
-        ...indent([
-          bByN ? `let c = e % ${TN}; let q = e / ${TN};` : `let c = e / ${TILE_K}; let q = e % ${TILE_K};`,
-          `let gj = col0 + c; let gk = k0 + q;`,
-          `let x = ${ld(B, b.arg, b.dtype, `pb + min(gj, ${Math.max(0, k.n - 1)}) * ${sbn} + min(gk, ${Math.max(0, k.k - 1)}) * ${sbk}`)};`,
-          `tB[q * ${TN} + c] = select(${at}(0), x, gj < ${k.n} && gk < ${k.k});`,
-        ]),
-        '}',
+        ...stage('tA', TM, aByM, 'row0', k.m, A, a, 'pa', sam, sak),
+        ...stage('tB', TN, bByN, 'col0', k.n, B, b, 'pb', sbn, sbk),
         'workgroupBarrier();',
         `for (var q = 0; q < ${TILE_K}; q = q + 1) {`,
         ...indent([
