@@ -56,6 +56,22 @@ describe('bad input: a clear error, nothing changed', () => {
   });
 });
 
+describe('constants JSON cannot spell stay distinct (kernel caches, CSE)', () => {
+  it('NaN, Infinity, -Infinity, 0 and -0 fills, eagerly and compiled', async () => {
+    const fills = [NaN, Infinity, -Infinity, 0, -0];
+    const eager = fills.map((v) => kiln.full([2], v).dataSync()[0]);
+    fills.forEach((v, i) => expect(Object.is(eager[i], v)).toBe(true));
+    const step = kiln.compile((x: Tensor) => fills.map((v) => x.mul(0).add(kiln.full([2], v))));
+    const out = (await step(kiln.ones([2]))) as unknown as Tensor[];
+    expect(out.map((t) => t.dataSync()[0])).toEqual([NaN, Infinity, -Infinity, 0, 0]);
+    // a -Infinity mask after NaN and Infinity constants were used (the causal softmax)
+    kiln.tensor([1, NaN]).maximum(Infinity);
+    const att = kiln.tensor([[1, 2], [3, 4]]).maskedFill(kiln.ones([2, 2]).triu(1).eq(1), -Infinity).softmax(-1);
+    expect(vals(att)[1]).toBe(0);
+    expect(vals(att)[0]).toBe(1);
+  });
+});
+
 describe('tensor methods', () => {
   it('C.index(X) is C[X]: rows picked by an int tensor, shape [...X.shape, ...C.shape.slice(1)], then more indices', () => {
     const C = kiln.tensor([[0, 1], [10, 11], [20, 21]]);

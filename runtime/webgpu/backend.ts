@@ -28,6 +28,7 @@
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
+import { structuralKey } from '../../ir/key.ts';
 import { defaultMatmul, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
@@ -189,7 +190,7 @@ function compileError(name: string, detail: string, code: string): Error {
 
 function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
   const d = dev();
-  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
+  const key = structuralKey(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
   const cached = sourceCache.get(key);
   if (cached) return cached;
   const matmul = spec.kernel.kind === 'matmul' ? matmulVariant(d, spec, alias, aligned) : undefined;
