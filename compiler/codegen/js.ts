@@ -168,14 +168,17 @@ export function jsSource(spec: KernelSpec): string {
 
 /**
  * One function running a whole list of kernels in order (a compiled step on the CPU): each kernel
- * becomes a block whose `b0, b1, ...` name entries of the buffer table `B`.
+ * becomes a function whose `b0, b1, ...` name entries of the buffer table `B`.
  */
 export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): string {
-  const blocks = specs.map((spec, i) => {
+  // Each kernel is its own function: V8 optimizes functions one at a time and leaves a very large one
+  // (a transformer step is ~300 kernels, ~500 KB of source) in its unoptimized tiers.
+  const fns = specs.map((spec, i) => {
     const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
-    return `// ${spec.name}\n{\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
+    return `// ${spec.name}\nfunction k${i}(B, p) {\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
   });
-  return `function program(B, p) {\n${indent(blocks.join('\n'))}\n}`;
+  const calls = specs.map((_, i) => `k${i}(B, p);`).join('\n');
+  return `(() => {\n${indent(fns.join('\n'))}\n  return function program(B, p) {\n${indent(calls, '    ')}\n  };\n})()`;
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
