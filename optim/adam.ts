@@ -1,7 +1,7 @@
 // Adam and AdamW (PyTorch's torch.optim.Adam / AdamW, without amsgrad).
 
 import { full, type Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, hyper, Optimizer, type ParamsInput } from './optimizer.ts';
+import { checkNumber, checkOptions, oneMinus, Optimizer, type ParamsInput } from './optimizer.ts';
 
 export interface AdamOptions {
   /** default 1e-3 */
@@ -59,9 +59,10 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
     // Per group: the learning rate and the bias corrections, as tensor ops on the step count (never
     // stale inside a compiled step).
     const perGroup = new Map(this.paramGroups.map((group) => {
-      const [beta1, beta2] = hyper(group, 'betas', group.betas);
+      const beta1 = this.optionOf(group, 'beta1', () => group.betas[0]);
+      const beta2 = group.betas[1];
       const lr = this.lrOf(group);
-      const bc1 = full([], beta1, { device }).pow(t).neg().add(1);
+      const bc1 = full([], 1, { device }).mul(beta1).pow(t).neg().add(1);
       const bc2Sqrt = full([], beta2, { device }).pow(t).neg().add(1).sqrt();
       const stepSize = full([], 1, { device }).mul(lr).div(bc1);
       return [group, { beta1, beta2, lr, bc2Sqrt, stepSize }];
@@ -74,7 +75,7 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
         if (this.decoupled) p.mul_(typeof lr === 'number' ? 1 - lr * weightDecay : lr.mul(-weightDecay).add(1));
         else g = g.add(p.mul(weightDecay));
       }
-      const m = this.expAvg[i].mul(beta1).add(g.mul(1 - beta1));
+      const m = this.expAvg[i].mul(beta1).add(g.mul(oneMinus(beta1)));
       const v = this.expAvgSq[i].mul(beta2).add(g.mul(g).mul(1 - beta2));
       this.expAvg[i].copy_(m);
       this.expAvgSq[i].copy_(v);

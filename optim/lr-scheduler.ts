@@ -194,6 +194,8 @@ export class OneCycleLR extends LRScheduler {
           throw new Error('OneCycleLR: cycleMomentum needs an optimizer with momentum > 0 (SGD) or betas (Adam); pass cycleMomentum: false');
         }
       }
+      // changes every step: compiled steps read it per call, like the lr
+      optimizer.perCallOptions.add('betas' in optimizer.paramGroups[0] ? 'beta1' : 'momentum');
     }
     this.start();
   }

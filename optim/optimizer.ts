@@ -25,11 +25,8 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
   return v;
 }
 
-/** An option a step's code depends on as a JavaScript number: a compiled step retraces when it changes (e.g. OneCycleLR's momentum). */
-export function hyper<T>(group: object, key: string, value: T): T {
-  traceGuard(() => (group as Record<string, unknown>)[key] === value, `param group ${key} === ${String(value)}`);
-  return value;
-}
+/** 1 - s for a host number or a traced scalar. */
+export const oneMinus = (s: Scalar): Scalar => (typeof s === 'number' ? 1 - s : s.neg().add(1));
 
 /** What Optimizer.stateDict() returns. */
 export interface OptimizerStateDict {
@@ -116,6 +113,20 @@ export abstract class Optimizer<O extends object = object> {
         i++;
       }
     }
+  }
+
+  /**
+   * Options a scheduler changes at every step (OneCycleLR's 'momentum' or 'beta1'): read per call like
+   * learning rates instead of being guarded (which would retrace at every step).
+   */
+  readonly perCallOptions = new Set<'momentum' | 'beta1'>();
+
+  /** A momentum-like option: per call when in perCallOptions, else a number the trace is guarded on. */
+  protected optionOf(group: ParamGroup<O>, key: 'momentum' | 'beta1', read: () => number): Scalar {
+    if (this.perCallOptions.has(key)) return hostScalar(read);
+    const v = read();
+    traceGuard(() => read() === v, `param group ${key} === ${v}`);
+    return v;
   }
 
   /** A group's learning rate: a number eagerly, a per-call input while tracing (never a stale constant). */

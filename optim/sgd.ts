@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's torch.optim.SGD).
 
 import type { Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, hyper, Optimizer, type ParamsInput, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type ParamsInput, type Scalar } from './optimizer.ts';
 
 export interface SGDOptions {
   /** learning rate (default 1e-3, as PyTorch 2.x) */
@@ -46,9 +46,10 @@ export class SGD extends Optimizer<Required<Omit<SGDOptions, 'lr'>>> {
   protected _update(): void {
     const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));
     for (const [group, p, grad, i] of this.withGrads()) {
-      const momentum = hyper(group, 'momentum', group.momentum), { dampening, weightDecay, nesterov } = group;
+      const { dampening, weightDecay, nesterov } = group;
+      const momentum = this.optionOf(group, 'momentum', () => group.momentum);
       // 1 on the first step, 1 - dampening afterwards (a tensor only when dampening matters).
-      const gradCoef: Scalar = momentum !== 0 && dampening !== 0 ? this.stepCount.minimum(1).mul(-dampening).add(1) : 1;
+      const gradCoef: Scalar = group.momentum !== 0 && dampening !== 0 ? this.stepCount.minimum(1).mul(-dampening).add(1) : 1;
       let d = weightDecay !== 0 ? grad.add(p.mul(weightDecay)) : grad;
       const buf = this.momentumBuffers[i];
       if (buf) {

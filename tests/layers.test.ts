@@ -219,4 +219,25 @@ describe('containers and parameter groups', () => {
     expect(opt.paramGroups[0].momentum).toBeCloseTo(0.85, 12);
     expect(() => new optim.lrScheduler.OneCycleLR(new optim.SGD([p], { lr: 0.1 }), { maxLr: 1, totalSteps: 10 })).toThrow(/cycleMomentum: false/);
   });
+
+  it('a compiled step under OneCycleLR (lr and momentum / beta1 change every step) equals eager without retracing each step', async () => {
+    for (const make of [(ps: Tensor[]) => new optim.SGD(ps, { lr: 0.1, momentum: 0.9 }), (ps: Tensor[]) => new optim.Adam(ps, { lr: 0.1 })]) {
+      const run = async (compiled: boolean): Promise<{ p: number[]; traces: number }> => {
+        const p = new nn.Parameter(kiln.tensor([1, -2, 3]));
+        const opt = make([p]);
+        const sched = new optim.lrScheduler.OneCycleLR(opt, { maxLr: 0.5, totalSteps: 12 });
+        const body = () => { opt.zeroGrad(); p.mul(p).sum().backward(); opt.step(); };
+        const step = kiln.compile(body);
+        for (let i = 0; i < 12; i++) {
+          if (compiled) await step(); else body();
+          sched.step();
+        }
+        return { p: vals(p), traces: step.traces };
+      };
+      const eager = await run(false), compiled = await run(true);
+      // rtol 1e-4 for trajectories longer than 5 steps (golden/README.md)
+      compiled.p.forEach((v, i) => expect(Math.abs(v - eager.p[i])).toBeLessThanOrEqual(1e-4 * Math.abs(eager.p[i]) + 1e-5));
+      expect(compiled.traces).toBeLessThanOrEqual(2);
+    }
+  });
 });
