@@ -22,6 +22,7 @@
 
 import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
 import { defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { untunedMatmul, workOf, type MatmulDefault, type WgslTarget } from '../../compiler/target.ts';
 import { env, nodeFs, nodePath } from '../node.ts';
 import type { AdapterInfo } from './device.ts';
 
@@ -52,14 +53,54 @@ export function shapeKey(spec: KernelSpec, aligned: readonly boolean[] | undefin
   return `${k.batch.join('x')}|${k.m}x${k.n}x${k.k}|a:${lay(a.view)}:${a.dtype}|b:${lay(b.view)}:${b.dtype}|al:${aligned?.[a.arg] ? 1 : 0}${aligned?.[b.arg] ? 1 : 0}`;
 }
 
-/** Multiply-adds of a matmul spec (0 for other kernels). */
-export function workOf(spec: KernelSpec): number {
-  const k = spec.kernel;
-  return k.kind === 'matmul' ? k.m * k.n * k.k * k.batch.reduce((x, y) => x * y, 1) : 0;
-}
-
 export function worthTuning(spec: KernelSpec): boolean {
   return spec.kernel.kind === 'matmul' && workOf(spec) >= TUNE_MIN_WORK;
+}
+
+// ---- the adapter's untuned choices ------------------------------------------------------------------
+
+/** Software adapters (lavapipe, SwiftShader) pay per invocation and compile shaders slowly. */
+export function isSoftwareAdapter(i: AdapterInfo): boolean {
+  return i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.device} ${i.description}`);
+}
+
+/**
+ * The codegen choices for an adapter, the policy half of its description (compiler/target.ts; the
+ * limits are the device's). The workgroup cap for per-element kernels: software adapters pay per
+ * invocation, so fewer invocations each looping over more elements are several times faster there
+ * (1M-element add: 22 ms with 4096 workgroups, 3 ms with 256).
+ */
+export function adapterPolicy(i: AdapterInfo): Pick<WgslTarget, 'options' | 'matmul'> {
+  const software = isSoftwareAdapter(i);
+  return { options: { maxWorkgroups: software ? 256 : 4096, software }, matmul: matmulDefaults(software) };
+}
+
+/** The untuned matmul variants of an adapter by size (see untunedMatmul). */
+export function matmulDefaults(software: boolean): MatmulDefault[] {
+  return [{ minWork: 0, variant: defaultMatmul(software, 0) }, { minWork: TUNE_MIN_WORK, variant: defaultMatmul(software, TUNE_MIN_WORK) }];
+}
+
+export interface MatmulChoice {
+  device: GPUDevice;
+  adapter: string;
+  target: WgslTarget;
+  spec: KernelSpec;
+  aligned: readonly boolean[] | undefined;
+  /** false: never start a tune (aliased operands: the tuner's scratch buffers would not match) */
+  mayTune: boolean;
+}
+
+/** The variant a matmul launches with: the tuned one, else the untuned default (starting a tune when worth it). */
+export function chooseMatmul(c: MatmulChoice): MatmulVariant {
+  const fallback = untunedMatmul(c.target.matmul, workOf(c.spec));
+  if (!c.mayTune || !autotuneEnabled() || !worthTuning(c.spec)) return fallback;
+  const shape = shapeKey(c.spec, c.aligned);
+  if (!shape) return fallback;
+  const known = cachedVariant(c.adapter, shape);
+  if (known) return known;
+  const software = c.target.options.software ?? false;
+  void requestTune({ device: c.device, adapter: c.adapter, spec: c.spec, aligned: c.aligned, opts: { ...c.target.options, limits: c.target.limits }, software });
+  return fallback;
 }
 
 // ---- the cache -------------------------------------------------------------------------------------
