@@ -38,7 +38,7 @@ import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Storage } from '../device.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, onTuned } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
@@ -266,7 +266,7 @@ export class WebGPUBackend implements Backend {
     };
   }
 
-  prepareProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]) {
+  prepareProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
     return launcherProgram((spec) => this.prepare(spec), specs, bindings);
   }
 
