@@ -17,7 +17,7 @@ export interface MatmulDefault { readonly minWork: number; readonly variant: Mat
 export interface WgslTarget {
   readonly language: 'wgsl';
   readonly limits: WgslLimits;
-  /** codegen options of every kernel on this device (workgroup cap, reduce strategy, software adapter) */
+  /** codegen options of every kernel on this device (workgroup cap, reduce strategy and tree threshold) */
   readonly options: Omit<WgslOptions, 'limits' | 'alias' | 'aligned' | 'matmul'>;
   /** the untuned matmul variants by size, smallest minWork first (the first entry's minWork is 0) */
   readonly matmul: readonly MatmulDefault[];

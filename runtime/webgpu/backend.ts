@@ -40,7 +40,7 @@ import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '..
 import type { WgslTarget } from '../../compiler/target.ts';
 import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
-import { adapterKey, adapterPolicy, chooseMatmul, onTuned } from './autotune.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
@@ -133,7 +133,9 @@ function deviceData(data: TypedArray, dtype: DType): TypedArray {
 /** The backend of one GPUDevice: all its caches and queues, dropped with it. */
 export class WebGPUBackend implements Backend {
   readonly name = 'webgpu' as const;
+  /** adapterKey of the device's adapter (keys tuned choices), and whether it is a software one */
   private readonly adapter: string;
+  private readonly software: boolean;
   private readonly maxBinding: number;
   private readonly pool: BufferPool;
   /** pipelines by shader source; `bySpec` maps spec structures (the hot path) onto them */
@@ -166,7 +168,9 @@ export class WebGPUBackend implements Backend {
   });
 
   constructor(readonly device: GPUDevice) {
-    this.adapter = adapterKey(adapterInfo());
+    const info = adapterInfo();
+    this.adapter = adapterKey(info);
+    this.software = isSoftwareAdapter(info);
     this.maxBinding = device.limits.maxStorageBufferBindingSize;
     this.pool = new BufferPool(device, POOL_CAP, storageUsage());
     this.unsubscribe = onUncapturedError((e) => {
@@ -359,7 +363,7 @@ export class WebGPUBackend implements Backend {
     const cached = this.bySpec.get(key);
     if (cached) return cached;
     const t = this.target;
-    const matmul = spec.kernel.kind === 'matmul' ? overrides.matmul ?? chooseMatmul({ device: this.device, adapter: this.adapter, target: t, spec, aligned, mayTune: !alias }) : undefined;
+    const matmul = spec.kernel.kind === 'matmul' ? overrides.matmul ?? chooseMatmul({ device: this.device, adapter: this.adapter, software: this.software, target: t, spec, aligned, mayTune: !alias }) : undefined;
     let kernel = wgslSource(spec, { ...t.options, limits: t.limits, alias, aligned, matmul });
     if (overrides.shaderTransform) kernel = { ...kernel, code: overrides.shaderTransform(kernel.code, spec) };
     const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
