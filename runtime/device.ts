@@ -20,7 +20,7 @@ export type Launch = (args: readonly BoundArg[]) => void;
 export type Program = (table: readonly Storage[]) => void;
 
 /**
- * Every device implements all of it (the CPU's versions are trivial), so callers never branch on
+ * Every device implements every method (the CPU's versions are trivial), so callers never branch on
  * what a device can do. What the compiler needs to know of a device is `target`: plain data
  * (compiler/target.ts), read once per compilation; the compiler never sees this object.
  */
