@@ -28,22 +28,23 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
 export type HyperValue = number | boolean | string | null | readonly number[];
 
 /** One parameter group of a state dict (PyTorch's `param_groups[i]`, keys in camelCase). */
-export interface ParamGroupState {
+export type ParamGroupState = {
   lr: number;
   /** Indices of the group's parameters in the optimizer's parameter order. */
   params: number[];
   [hyper: string]: HyperValue;
-}
+};
 
 /**
  * What Optimizer.stateDict() returns: PyTorch's `optimizer.state_dict()` layout with kiln's
  * spelling, so that a checkpoint maps onto torch.optim key for key. `state[i]` holds parameter i's
- * tensors (SGD: `momentumBuffer`; Adam/AdamW: `step`, `expAvg`, `expAvgSq`).
+ * tensors (SGD: `momentumBuffer`; Adam/AdamW: `step`, `expAvg`, `expAvgSq`). A type alias, not an
+ * interface, so that it is a state tree `kiln.save` accepts.
  */
-export interface OptimizerStateDict {
+export type OptimizerStateDict = {
   state: Record<string, Record<string, Tensor | null>>;
   paramGroups: ParamGroupState[];
-}
+};
 
 /** Group keys PyTorch writes that change nothing in kiln's update (how torch runs it). */
 const IGNORED_GROUP_KEYS = new Set(['foreach', 'capturable', 'differentiable', 'fused', 'initialLr']);

@@ -22,7 +22,7 @@ export { fromTorchName, toTorchName } from './names.ts';
 export type { Tree } from './tree.ts';
 
 /** What save() takes and loadState() returns: names to tensors, numbers, strings, arrays, nested objects. */
-export type StateTree = { [key: string]: Tree<Tensor> };
+export type StateTree = { readonly [key: string]: Tree<Tensor> };
 
 /** Where load reads from: a file path (Node) or the file's bytes (anywhere). */
 export type Source = string | Uint8Array | ArrayBuffer;
@@ -146,7 +146,7 @@ export async function load(src: Source, opts: LoadOptions = {}): Promise<Record<
  * `{ model: { ...tensors }, optimizer: { state, paramGroups } }`. A flat file gives the same as load.
  * `T` is the shape you expect (it is not checked here; loadStateDict checks what it is given).
  */
-export async function loadState<T extends StateTree = StateTree>(src: Source, opts: LoadOptions = {}): Promise<T> {
+export async function loadState<T = StateTree>(src: Source, opts: LoadOptions = {}): Promise<T> {
   const { tree, what } = readTree(src, 'loadState');
   const out = mapTree(tree, isRaw, (t, p) => toTensor(t, opts, `${what}: '${p.join('.')}'`), fromTorchName, what);
   if (out === null || typeof out !== 'object' || Array.isArray(out) || out instanceof Tensor) throw new Error(`${what}: the file holds a ${Array.isArray(out) ? 'list' : typeof out}, not an object of named values`);

@@ -5,7 +5,7 @@
 // way out and in.
 
 /** A tree whose leaves are `L` (a Tensor in memory, raw data in a file) or JSON values. */
-export type Tree<L> = L | number | string | boolean | null | Tree<L>[] | { [key: string]: Tree<L> };
+export type Tree<L> = L | number | string | boolean | null | readonly Tree<L>[] | { readonly [key: string]: Tree<L> };
 
 /** Deeper trees than this are refused (a corrupt or hostile file must not overflow the stack). */
 export const MAX_DEPTH = 64;
