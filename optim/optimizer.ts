@@ -193,6 +193,7 @@ export abstract class Optimizer {
             copies.push([slots[slot]!, v]);
           }
         }
+        // PyTorch writes all of Adam's slots together with its step; SGD's buffer may be absent (zeros).
         for (const slot of Object.keys(slots)) {
           if (slots[slot] !== null && !(slot in entry) && this._stepInState) problems.push(`missing state.${key}.${slot}`);
         }
@@ -206,8 +207,8 @@ export abstract class Optimizer {
     // Without a step in the state (SGD), any momentum buffer means at least one step was taken.
     const step = stepValues.length ? stepValues[0] : copies.some(([, v]) => v !== null) ? 1 : 0;
     noGrad(() => {
-      const given = new Map(copies);
-      for (const slots of own) for (const t of Object.values(slots)) if (t) { const v = given.get(t); if (v) t.copy_(v); else t.zero_(); }
+      const source = new Map(copies);
+      for (const slots of own) for (const t of Object.values(slots)) if (t) { const v = source.get(t); if (v) t.copy_(v); else t.zero_(); }
       this.stepCount.fill_(step);
     });
     this._lr = lr;
