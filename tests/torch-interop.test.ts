@@ -175,6 +175,13 @@ torch.save({'w': torch.ones(2), 'evil': Evil()}, 'evil.pt')`, dir);
     expect(existsSync(marker)).toBe(false);
     await expect(kiln.load(join(dir, 'evil.pt'))).rejects.toThrow(/refuses the global 'posix\.system'.*nothing was executed/);
     expect(existsSync(marker)).toBe(false);
+    // a list shared twice at each of 40 levels (2**40 values once expanded) is stopped, not expanded
+    python(`
+import pickle, zipfile
+L = []
+for _ in range(40): L = [L, L]
+with zipfile.ZipFile('bomb.pt', 'w') as z: z.writestr('bomb/data.pkl', pickle.dumps({'x': L}, protocol=2))`, dir);
+    await expect(kiln.load(join(dir, 'bomb.pt'))).rejects.toThrow(/holds too many values/);
   });
 
   it('truncated, corrupted and compressed archives are clear errors; a wrong shape changes nothing', async () => {

@@ -150,6 +150,7 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, what = 'pickle
       case 0x4d: stack.push(dv.getUint16(need(2), true)); break;
       case 0x8a: case 0x8b: { // LONG1, LONG4: little-endian two's complement
         const n = op === 0x8a ? u8() : u32();
+        if (n > 8) fail(`a ${n}-byte integer is too large`);
         const at = need(n);
         let v = 0n;
         for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);

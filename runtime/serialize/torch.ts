@@ -113,9 +113,12 @@ export function readTorch(bytes: Uint8Array, what = 'torch file'): Tree<RawTenso
     }
     return { dtype: kilnDTypeOf(t.storage.dtype), shape: t.shape, data: out };
   };
-  // Python containers to plain ones; then the tree walk turns tensors into raw data.
+  // Python containers to plain ones; then the tree walk turns tensors into raw data. A pickle can
+  // share one container many times over (a DAG that expands exponentially): the budget stops it.
+  let budget = 1_000_000;
   const plain = (v: PyValue, depth: number): unknown => {
     if (depth > 64) return fail('nested too deeply (corrupt or cyclic data)');
+    if (--budget < 0) return fail('holds too many values (corrupt or hostile data)');
     if (v instanceof PyDict) return Object.fromEntries([...v.map].map(([k, x]) => [String(k), plain(x, depth + 1)]));
     if (v instanceof PyTuple) return v.items.map((x) => plain(x, depth + 1));
     if (Array.isArray(v)) return v.map((x) => plain(x, depth + 1));
