@@ -18,7 +18,7 @@ describe.skipIf(torchMissing !== null)('hand-off: kiln -> PyTorch DDP (2 process
   it('equal losses at each hand-off, and the loss keeps going down across both', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-handoff-'));
     // Few small steps (momentum 0.9, so the optimizer state matters); the batch splits over 2 processes.
-    const r = await handoff({ kilnSteps: 12, torchSteps: 12, resumeSteps: 6, batchSize: 32, probeSize: 256, lr: 0.01, dir, log: false }).finally(() => rmSync(dir, { recursive: true, force: true }));
+    const r = await handoff({ kilnSteps: 12, torchSteps: 12, resumeSteps: 6, batchSize: 32, probeSize: 256, dir, log: false }).finally(() => rmSync(dir, { recursive: true, force: true }));
     expect([r.torch.steps, r.torch.worldSize]).toEqual([12, 2]);
     close(r.kiln.trained, r.torch.loaded, 'probe loss right after kiln -> PyTorch');
     close(r.kiln.loaded, r.torch.trained, 'probe loss right after PyTorch -> kiln');

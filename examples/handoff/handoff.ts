@@ -47,7 +47,7 @@ export interface HandoffResult {
 }
 
 export async function handoff(options: HandoffOptions = {}): Promise<HandoffResult> {
-  const { kilnSteps = 300, torchSteps = 300, resumeSteps = 100, batchSize = 64, probeSize = 1000, worldSize = 2, lr = 0.05, momentum = 0.9, log = true } = options;
+  const { kilnSteps = 300, torchSteps = 300, resumeSteps = 100, batchSize = 64, probeSize = 1000, worldSize = 2, lr = 0.01, momentum = 0.9, log = true } = options;
   const python = options.python ?? process.env.KILN_PYTHON ?? '/usr/bin/python3';
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'kiln-handoff-'));
   mkdirSync(dir, { recursive: true });
