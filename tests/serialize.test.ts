@@ -177,6 +177,7 @@ describe('corrupt or hostile safetensors give clear errors', () => {
     expect(await loadError(file({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, f32(1)))).toMatch(/shape \[-1\] is not a list of non-negative integers/);
     expect(await loadError(file({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, f32(1)))).toMatch(/data_offsets \[4,0\] is not a pair/);
     expect(await loadError(file({ __metadata__: { n: 3 } }))).toMatch(/__metadata__ value for 'n' is a number/);
+    expect(await loadError(file(null, f32(1), '{"__proto__": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'))).toMatch(/a tensor named '__proto__' is not allowed/);
     expect(await loadError(file({ __metadata__: { 'kiln.tree': '{"a": {"__tensor__": "zz"}}' } }))).toMatch(/names a tensor 'zz' that the file does not hold/);
     // a real file cut short
     const whole = await kiln.save({ w: kiln.ones([16]) });

@@ -98,7 +98,10 @@ function readTree(src: Source, op: string): { tree: Tree<RawTensor>; flat: Map<s
   }
   const { tensors, metadata } = decodeSafetensors(bytes);
   const skeleton = metadata[TREE_KEY];
-  if (skeleton === undefined) return { tree: Object.fromEntries(tensors), flat: tensors, what };
+  if (skeleton === undefined) {
+    if (tensors.has('__proto__')) throw new Error(`${what}: a tensor named '__proto__' is not allowed`);
+    return { tree: Object.fromEntries(tensors), flat: tensors, what };
+  }
   let parsed: unknown;
   try { parsed = JSON.parse(skeleton); } catch (e) { throw new Error(`${what}: the '${TREE_KEY}' metadata is not valid JSON (${(e as Error).message})`); }
   const used = new Set<string>();
@@ -134,6 +137,7 @@ export async function load(src: Source, opts: LoadOptions = {}): Promise<Record<
   const out: Record<string, Tensor> = {};
   for (const [name, t] of flat) {
     const k = fromTorchName(name);
+    if (k === '__proto__') throw new Error(`${what}: a tensor named '__proto__' is not allowed`);
     if (Object.prototype.hasOwnProperty.call(out, k)) throw new Error(`${what}: two tensors both map to '${k}'`);
     out[k] = toTensor(t, opts, `${what}: '${name}'`);
   }

@@ -22,7 +22,7 @@ export function encodeSafetensors(tensors: Iterable<[string, RawTensor]>, metada
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
-    if (name === '__metadata__' || Object.prototype.hasOwnProperty.call(header, name)) throw new Error(`safetensors: duplicate or reserved tensor name '${name}'`);
+    if (name === '__metadata__' || name === '__proto__' || Object.prototype.hasOwnProperty.call(header, name)) throw new Error(`safetensors: duplicate or reserved tensor name '${name}'`);
     const bytes = encodeElements(t.dtype, t.data);
     header[name] = { dtype: fileDTypeOf(t.dtype), shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
     chunks.push(bytes);

@@ -34,6 +34,7 @@ export function mapTree<A, B>(
       const out: { [key: string]: Tree<B> } = {};
       for (const [k, x] of Object.entries(v)) {
         const mk = mapKey(k);
+        if (mk === '__proto__') throw new Error(`${where}: the key '__proto__' at '${path.join('.')}' is not allowed`);
         if (Object.prototype.hasOwnProperty.call(out, mk)) throw new Error(`${where}: keys '${k}' and another one both map to '${mk}' at '${path.join('.')}'`);
         out[mk] = walk(x, [...path, mk]);
       }
