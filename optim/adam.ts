@@ -56,8 +56,10 @@ abstract class AdamBase extends Optimizer {
 
   protected readonly _stepInState = true;
 
-  protected _state(): Record<string, Tensor | null>[] {
-    return this.params.map((_, i) => ({ expAvg: this.expAvg[i], expAvgSq: this.expAvgSq[i] }));
+  protected readonly _slotNames = ['expAvg', 'expAvgSq'];
+
+  protected _state(): (Tensor | null)[][] {
+    return this.params.map((_, i) => [this.expAvg[i], this.expAvgSq[i]]);
   }
 
   protected _hyper(): Record<string, HyperValue> {

@@ -111,8 +111,11 @@ export abstract class Optimizer {
   /** The update itself, under noGrad; `lr` is a number eagerly and a per-call scalar while tracing. */
   protected abstract _update(lr: Scalar): void;
 
-  /** State tensors by slot name (PyTorch's state keys, camelCase), one record per parameter; null where unused. */
-  protected abstract _state(): Record<string, Tensor | null>[];
+  /** State tensors, one list per parameter (moved with their parameter if the model moved). */
+  protected abstract _state(): (Tensor | null)[][];
+
+  /** The names of the slots of `_state()`'s lists: PyTorch's state keys, in camelCase (`expAvg`). */
+  protected abstract readonly _slotNames: readonly string[];
 
   /** The hyper-parameters of the (single) parameter group, as PyTorch names them (camelCase), without lr. */
   protected abstract _hyper(): Record<string, HyperValue>;
@@ -128,7 +131,7 @@ export abstract class Optimizer {
    */
   stateDict(): OptimizerStateDict {
     const state: OptimizerStateDict['state'] = {};
-    noGrad(() => this._state().forEach((slots, i) => {
+    noGrad(() => this._slots().forEach((slots, i) => {
       const entry: Record<string, Tensor> = {};
       if (this._stepInState) entry.step = this.stepCount.clone();
       for (const [k, t] of Object.entries(slots)) if (t) entry[k] = t.clone();
@@ -166,7 +169,7 @@ export abstract class Optimizer {
       }
     }
     const given = dict?.state ?? {};
-    const own = this._state();
+    const own = this._slots();
     const copies: [Tensor, Tensor | null][] = [];
     const steps: Tensor[] = [];
     if (given === null || typeof given !== 'object') problems.push('state is not an object');
@@ -214,6 +217,11 @@ export abstract class Optimizer {
     this._lr = lr;
   }
 
+  /** `_state()` with slot names: one `{ expAvg, expAvgSq }` record per parameter. */
+  private _slots(): Record<string, Tensor | null>[] {
+    return this._state().map((ts) => Object.fromEntries(ts.map((t, j) => [this._slotNames[j], t])));
+  }
+
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
   protected zerosFor(p: Tensor, slot: string): Tensor {
     const t = noGrad(() => zerosLike(p, { requiresGrad: false }));
@@ -227,9 +235,9 @@ export abstract class Optimizer {
     const other = this.params.find((p) => p.device !== device);
     if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
     if (this.stepCount.device !== device) moveTensorInPlace(this.stepCount, device);
-    this._state().forEach((slots, i) => {
+    this._state().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const t of Object.values(slots)) if (t && t.device !== d) moveTensorInPlace(t, d);
+      for (const t of ts) if (t && t.device !== d) moveTensorInPlace(t, d);
     });
   }
 }

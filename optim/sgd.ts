@@ -43,8 +43,10 @@ export class SGD extends Optimizer {
     this.momentumBuffers = this.params.map((p) => (this.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null));
   }
 
-  protected _state(): Record<string, Tensor | null>[] {
-    return this.momentumBuffers.map((b) => ({ momentumBuffer: b }));
+  protected readonly _slotNames = ['momentumBuffer'];
+
+  protected _state(): (Tensor | null)[][] {
+    return this.momentumBuffers.map((b) => [b]);
   }
 
   protected _hyper(): Record<string, HyperValue> {
