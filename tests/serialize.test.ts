@@ -8,6 +8,7 @@ import { describeEachDevice } from './devices.ts';
 import { unpickle } from '../runtime/serialize/pickle.ts';
 import { TORCH_GLOBALS } from '../runtime/serialize/torch.ts';
 import { crc32 } from '../runtime/serialize/zip.ts';
+import { mulberry32 } from '../data/random.ts';
 
 const { nn, optim, F } = kiln;
 type Tensor = kiln.Tensor;
@@ -184,6 +185,28 @@ describe('corrupt or hostile safetensors give clear errors', () => {
     expect(await loadError(whole.subarray(0, whole.length - 10))).toMatch(/go beyond the 54 data bytes \(truncated file\?\)/);
     expect(await loadError(new Uint8Array([0x80, 0x02, 0x8a, 0x0a]))).toMatch(/legacy torch\.save format/);
     await expect(kiln.load('/nonexistent/model.safetensors')).rejects.toThrow(/load: cannot read '\/nonexistent\/model\.safetensors'/);
+  });
+
+  it('random corruption of a real checkpoint: each loads or is a clear Error', async () => {
+    kiln.manualSeed(0);
+    const net = new Net();
+    const good = await kiln.save({ model: net.stateDict(), optimizer: new optim.Adam(net.parameters()).stateDict(), epoch: 1 });
+    const headerEnd = 8 + Number(new DataView(good.buffer).getBigUint64(0, true));
+    const rng = mulberry32(7);
+    let errors = 0;
+    for (let i = 0; i < 300; i++) {
+      const b = Uint8Array.from(good);
+      for (let j = 0, k = 1 + Math.floor(rng() * 3); j < k; j++) b[Math.floor(rng() * (rng() < 0.8 ? headerEnd : b.length))] = Math.floor(rng() * 256);
+      const bytes = rng() < 0.2 ? b.subarray(0, Math.floor(rng() * b.length)) : b;
+      try {
+        await kiln.loadState(bytes);
+      } catch (e) {
+        errors++;
+        expect(e).toBeInstanceOf(Error);
+        expect((e as Error).message).toMatch(/^loadState: bytes/);
+      }
+    }
+    expect(errors).toBeGreaterThan(100);
   });
 
   it('I64 and F64 follow the conversion rule: int32 and float32, out-of-range values are errors', async () => {

@@ -199,11 +199,42 @@ dump(0)`);
     await expect(kiln.load(flipped)).rejects.toThrow(/fails its CRC-32 check/);
     await expect(kiln.load(join(dir, 'deflated.pt'))).rejects.toThrow(/is compressed \(method 8\); only stored entries are read/);
     writeFileSync(join(dir, 'junk.pt'), 'not a checkpoint at all');
-    await expect(kiln.load(join(dir, 'junk.pt'))).rejects.toThrow(/safetensors: the header length .* goes beyond the end of the file/);
+    await expect(kiln.load(join(dir, 'junk.pt'))).rejects.toThrow(/junk\.pt \(safetensors\): the header length .* goes beyond the end of the file/);
     const net = new Net();
     const before = net.parameters().map(vals);
     const wrong = await kiln.load(join(dir, 'wrong.pt'));
     expect(() => net.loadStateDict(wrong, { strict: false })).toThrow(/size mismatch for linearReluStack\.0\.weight: copying a param with shape \[4, 3\]/);
     expect(net.parameters().map(vals)).toEqual(before);
+  });
+
+  it('randomly mutated pickles inside valid archives: each loads or is a clear Error', async () => {
+    // Python rewrites a real checkpoint's data.pkl with random byte changes (the zip CRCs stay right,
+    // so the unpickler itself sees the damage).
+    py(`
+import random, zipfile
+m = Net(); opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+torch.nn.functional.cross_entropy(m(X), Y).backward(); opt.step()
+torch.save({'model': m.state_dict(), 'optimizer': opt.state_dict()}, 'fuzz.pt')
+src = zipfile.ZipFile('fuzz.pt')
+rng = random.Random(0)
+for i in range(150):
+    pkl = bytearray(src.read('fuzz/data.pkl'))
+    for _ in range(rng.randint(1, 4)):
+        pkl[rng.randrange(len(pkl))] = rng.randrange(256)
+    if rng.random() < 0.2: pkl = pkl[:rng.randrange(len(pkl))]
+    with zipfile.ZipFile(f'fuzz{i}.pt', 'w') as dst:
+        for name in src.namelist(): dst.writestr(name, bytes(pkl) if name.endswith('data.pkl') else src.read(name))
+dump(0)`);
+    let loaded = 0;
+    for (let i = 0; i < 150; i++) {
+      try {
+        await kiln.loadState(join(dir, `fuzz${i}.pt`));
+        loaded++;
+      } catch (e) {
+        expect(e).toBeInstanceOf(Error);
+        expect((e as Error).message, `fuzz${i}.pt`).toMatch(new RegExp(`^loadState: ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/fuzz${i}\\.pt`));
+      }
+    }
+    expect(loaded).toBeLessThan(150);
   });
 });

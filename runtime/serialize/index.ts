@@ -96,7 +96,7 @@ function readTree(src: Source, op: string): { tree: Tree<RawTensor>; flat: Map<s
   if (bytes.byteLength >= 2 && bytes[0] === 0x80 && bytes[1] <= 5) {
     throw new Error(`${what}: this is the legacy torch.save format (PyTorch < 1.6 or _use_new_zipfile_serialization=False), which kiln does not read; re-save it with a current torch.save or as safetensors`);
   }
-  const { tensors, metadata } = decodeSafetensors(bytes);
+  const { tensors, metadata } = decodeSafetensors(bytes, `${what} (safetensors)`);
   const skeleton = metadata[TREE_KEY];
   if (skeleton === undefined) {
     if (tensors.has('__proto__')) throw new Error(`${what}: a tensor named '__proto__' is not allowed`);

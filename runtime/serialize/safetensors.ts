@@ -41,9 +41,9 @@ export function encodeSafetensors(tensors: Iterable<[string, RawTensor]>, metada
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-/** Decodes a safetensors file; tensors come back in the order of their data. */
-export function decodeSafetensors(bytes: Uint8Array): Safetensors {
-  const fail = (msg: string): never => { throw new Error(`safetensors: ${msg}`); };
+/** Decodes a safetensors file; tensors come back in the order of their data. `what` names the file in errors. */
+export function decodeSafetensors(bytes: Uint8Array, what = 'safetensors'): Safetensors {
+  const fail = (msg: string): never => { throw new Error(`${what}: ${msg}`); };
   if (bytes.byteLength < 8) fail(`the file is ${bytes.byteLength} bytes, too short for the 8-byte header length`);
   const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(bytes.byteLength - 8)) fail(`the header length ${n} goes beyond the end of the file (${bytes.byteLength} bytes): truncated or not a safetensors file`);
@@ -87,8 +87,7 @@ export function decodeSafetensors(bytes: Uint8Array): Safetensors {
   }
   const tensors = new Map<string, RawTensor>();
   for (const e of entries) {
-    const what = `safetensors: tensor '${e.name}'`;
-    tensors.set(e.name, { dtype: kilnDTypeOf(e.dtype), shape: e.shape, data: decodeElements(e.dtype, data.subarray(e.begin, e.end), numel(e.shape), what) });
+    tensors.set(e.name, { dtype: kilnDTypeOf(e.dtype), shape: e.shape, data: decodeElements(e.dtype, data.subarray(e.begin, e.end), numel(e.shape), `${what}: tensor '${e.name}'`) });
   }
   return { tensors, metadata };
 }
