@@ -90,7 +90,12 @@ function readTree(src: Source, op: string): { tree: Tree<RawTensor>; flat: Map<s
   if (isZip(bytes)) {
     const tree = readTorch(bytes, what);
     const flat = new Map<string, RawTensor>();
-    mapTree(tree, isRaw, (t, p) => { flat.set(p.join('.'), t); return null; }, (k) => k, what);
+    mapTree(tree, isRaw, (t, p) => {
+      const name = p.join('.');
+      if (flat.has(name)) throw new Error(`${what}: two tensors are both at '${name}'`);
+      flat.set(name, t);
+      return null;
+    }, (k) => k, what);
     return { tree, flat, what };
   }
   if (bytes.byteLength >= 2 && bytes[0] === 0x80 && bytes[1] <= 5) {
