@@ -29,7 +29,7 @@
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
 import { defaultMatmul, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
-import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
 import { adapterKey, autotuneEnabled, cachedVariant, onTuned, requestTune, shapeKey, workOf, worthTuning } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
@@ -497,6 +497,10 @@ export const webgpuBackend: Backend = {
     const src = st.dtype === 'bool' ? Int32Array.from(data) : data;
     const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
     if (bytes > 0) d.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
+  },
+  memory(): DeviceMemory {
+    const s = pool?.stats;
+    return { storages: s?.liveBuffers ?? 0, bytes: s?.liveBytes ?? 0, cachedBytes: (s?.freeBytes ?? 0) + (s?.waitingBytes ?? 0), tracked: true };
   },
   async read(s, offset, size) {
     const st = asStorage(s);
