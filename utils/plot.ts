@@ -99,7 +99,8 @@ export function niceTicks(lo: number, hi: number, count = 6): number[] {
   const fits = (step: number): number => Math.abs(Math.floor(hi / step) - Math.ceil(lo / step) + 1 - count);
   const step = [10, 5, 2.5, 2, 1].map((m) => m * p).reduce((best, s) => (fits(s) < fits(best) ? s : best));
   const ticks: number[] = [];
-  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) ticks.push(k * step);
+  // (toPrecision drops float noise such as 0.6000000000000001; + 0 turns -0 into 0)
+  for (let k = Math.ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k++) ticks.push(Number((k * step).toPrecision(12)) + 0);
   return ticks;
 }
 
