@@ -1,30 +1,14 @@
-// kiln.plot: the SVG is well-formed XML (checked by a real XML parser, Python's expat), data points land
+// kiln.plot: the SVG is well-formed XML (checked by a real XML parser: helpers/xml.ts), data points land
 // where the axes say, text is escaped, and bad input is a clear error.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { niceTicks } from '../utils/plot.ts';
+import { parseSvg as parseXml, type XmlElement as El } from './helpers/xml.ts';
 
 const { plot } = kiln;
-
-interface El { tag: string; attrib: Record<string, string>; text: string }
-
-/** Parses with Python's XML parser (expat: it rejects anything not well-formed) and lists every element. */
-function parseXml(svg: string): El[] {
-  const script = `
-import json, sys, xml.etree.ElementTree as ET
-root = ET.fromstring(sys.stdin.buffer.read())
-out = [{"tag": e.tag.split("}")[-1], "attrib": e.attrib, "text": e.text or ""} for e in root.iter()]
-print(json.dumps({"ns": root.tag, "els": out}))`;
-  const r = spawnSync('python3', ['-c', script], { input: svg, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`not well-formed XML: ${r.stderr}`);
-  const { ns, els } = JSON.parse(r.stdout) as { ns: string; els: El[] };
-  expect(ns).toBe('{http://www.w3.org/2000/svg}svg');
-  return els;
-}
 
 const byClass = (els: El[], cls: string): El[] => els.filter((e) => e.attrib.class === cls);
 const frameOf = (els: El[]) => {
