@@ -171,7 +171,7 @@ export async function run(options: MnistOptions = {}): Promise<MnistResult> {
   }
   if (plot !== undefined) {
     kiln.plot
-      .figure({ title: `MNIST MLP: loss (test accuracy ${(100 * accuracy).toFixed(1)}%)`, xlabel: 'epoch', ylabel: 'cross-entropy loss', xlim: [0, epochs] })
+      .figure({ title: `MNIST MLP: loss (test accuracy ${(100 * accuracy).toFixed(1)}%)`, xlabel: 'epoch', ylabel: 'cross-entropy loss', xlim: [0, epochs * 1.04] })
       .line(curve.epoch, curve.loss, { label: `training (mean of ${CURVE_BATCHES} batches)` })
       .scatter(testLosses.map((_, i) => i + 1), testLosses, { label: 'test (after each epoch)', size: 5 })
       .save(plot);

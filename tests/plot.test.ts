@@ -90,6 +90,14 @@ describe('kiln.plot', () => {
     expect(by).toBeGreaterThan(f.y + f.h / 2); // lower
   });
 
+  it('a line crossing a corner keeps the legend out of it, even between its vertices', () => {
+    // one segment along the top, its ends far outside the view: no vertex near any corner
+    const els = parseXml(plot.line([-10, 10], [0.9, 0.9], { label: 'flat', xlim: [0, 1], ylim: [0, 1] }));
+    const f = frameOf(els);
+    const box = els.find((e) => e.tag === 'rect' && e.attrib.stroke === '#bbb')!.attrib;
+    expect(Number(box.y)).toBeGreaterThan(f.y + f.h / 2); // lower
+  });
+
   it('takes CPU tensors (1-D or [n, 1]) and writes the file when given a path', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-plot-'));
     const path = join(dir, 'fit.svg');

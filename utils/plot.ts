@@ -265,17 +265,26 @@ export class Figure {
     type Corner = keyof typeof corners;
     let where = this.options.legend ?? 'auto';
     if (where === 'auto' || where === false) {
-      // the corner whose box covers the fewest points (and line vertices); ties keep matplotlib's order
+      // the corner whose box covers the fewest points (lines: sampled every ~8 px along each segment);
+      // ties keep matplotlib's order
+      const samples: [number, number][] = [];
+      for (const s of this.series) {
+        for (let i = 0; i < s.x.length; i++) {
+          const px = sx(s.x[i]), py = sy(s.y[i]);
+          if (!Number.isFinite(px) || !Number.isFinite(py)) continue;
+          samples.push([px, py]);
+          if (s.kind !== 'line' || i + 1 === s.x.length) continue;
+          const qx = sx(s.x[i + 1]), qy = sy(s.y[i + 1]);
+          if (!Number.isFinite(qx) || !Number.isFinite(qy)) continue;
+          const k = Math.min(1000, Math.floor(Math.hypot(qx - px, qy - py) / 8));
+          for (let j = 1; j < k; j++) samples.push([px + ((qx - px) * j) / k, py + ((qy - py) * j) / k]);
+        }
+      }
       let best: Corner = 'upper right', fewest = Infinity;
       for (const c of Object.keys(corners) as Corner[]) {
         const [bx, by] = corners[c];
         let n = 0;
-        for (const s of this.series) {
-          for (let i = 0; i < s.x.length; i++) {
-            const px = sx(s.x[i]), py = sy(s.y[i]);
-            if (px >= bx - 4 && px <= bx + lw + 4 && py >= by - 4 && py <= by + lh + 4) n++;
-          }
-        }
+        for (const [px, py] of samples) if (px >= bx - 4 && px <= bx + lw + 4 && py >= by - 4 && py <= by + lh + 4) n++;
         if (n < fewest) { fewest = n; best = c; }
       }
       where = best;
