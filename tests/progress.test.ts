@@ -149,6 +149,10 @@ describe('progress with kiln data', () => {
     expect(() => progress([1], { interval: 0 })).toThrow(/progress: interval must be a positive number of seconds, got 0/);
     const bar = progress([1], { stream: fakeStream(false) });
     expect(() => bar.set({ loss: kiln.zeros([2]) })).toThrow(/progress.set: 'loss' must be a number or a one-element tensor, got a tensor of shape \[2\]/);
+    expect(() => bar.set({ acc: 0.5, loss: '0.1' as unknown as number })).toThrow(/progress.set: 'loss' must be a number or a one-element tensor, got string/);
+    expect(bar.toString()).not.toContain('acc='); // nothing was kept
+    expect([...bar]).toEqual([1]);
+    expect(() => [...bar]).toThrow('progress: a progress line goes through its source once; make a new one for each pass (epoch)');
   });
 });
 

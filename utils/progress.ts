@@ -9,7 +9,7 @@
 // to `set` may be tensors: they are read only when a line is drawn (a WebGPU tensor's value shows
 // once its read completes), so reporting the loss every step does not make every step wait.
 
-import type { Tensor } from '../runtime/index.ts';
+import { Tensor } from '../runtime/index.ts';
 
 /** Where the line goes: Node's `process.stderr` fits, as does any object with `write`. */
 export interface ProgressStream {
@@ -76,6 +76,7 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   private readonly start: number;
   private lastDraw = -Infinity;
   private lastWidth = 0;
+  private started = false;
   private closed = false;
   /** something changed since the line was last drawn */
   private dirty = true;
@@ -101,6 +102,7 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   *[Symbol.iterator](): Iterator<T> {
     const it = this.source as Iterable<T>;
     if (typeof it[Symbol.iterator] !== 'function') throw new Error('progress: this source is only async-iterable; use `for await (... of progress(...))`');
+    this.begin();
     try {
       this.draw(false);
       for (const item of it) {
@@ -113,6 +115,7 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    this.begin();
     try {
       this.draw(false);
       for await (const item of this.source) {
@@ -124,14 +127,21 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
     }
   }
 
+  private begin(): void {
+    if (this.started) throw new Error('progress: a progress line goes through its source once; make a new one for each pass (epoch)');
+    this.started = true;
+  }
+
   /** Reports values shown after the counts (`bar.set({ loss })`); a tensor must hold one element. */
   set(values: Record<string, ProgressValue>): void {
-    for (const [name, v] of Object.entries(values)) {
-      if (typeof v !== 'number' && v.numel() !== 1) {
-        throw new Error(`progress.set: '${name}' must be a number or a one-element tensor, got a tensor of shape [${v.shape.join(', ')}]`);
-      }
-      this.values.set(name, v);
+    const entries = Object.entries(values);
+    // check all before keeping any, so that a bad value changes nothing
+    for (const [name, v] of entries) {
+      if (typeof v === 'number') continue;
+      const got = v instanceof Tensor ? `a tensor of shape [${v.shape.join(', ')}]` : v === null ? 'null' : typeof v;
+      if (!(v instanceof Tensor) || v.numel() !== 1) throw new Error(`progress.set: '${name}' must be a number or a one-element tensor, got ${got}`);
     }
+    for (const [name, v] of entries) this.values.set(name, v);
     this.dirty = true;
   }
 
