@@ -6,8 +6,9 @@
 // prints `epoch 1:  45%|███████▏        | 423/938 [00:05<00:06, 84.10 it/s, loss=0.3412]` on stderr.
 // On a TTY the line is redrawn in place (at most every 0.1 s); elsewhere (CI logs, pipes, a browser's
 // console) a plain line is printed every `interval` seconds and once when the loop ends. Values given
-// to `set` may be tensors: they are read only when a line is drawn (a WebGPU tensor's value shows
-// once its read completes), so reporting the loss every step does not make every step wait.
+// to `set` may be tensors, and reporting the loss every step never makes a step wait: a CPU tensor is
+// read when a line is drawn; a WebGPU tensor is read in the background (one read at a time, started
+// by `set` when none is under way), and lines show the last value that arrived.
 
 import { Tensor } from '../runtime/index.ts';
 
@@ -81,9 +82,9 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   /** something changed since the line was last drawn */
   private dirty = true;
   private readonly values = new Map<string, ProgressValue>();
-  /** the last value read from each device tensor, and the tensors whose read is under way */
+  /** the last value read of each device tensor value, and the names whose read is under way */
   private readonly readValues = new Map<string, number>();
-  private readonly reading = new Set<Tensor>();
+  private readonly reading = new Set<string>();
 
   constructor(private readonly source: Iterable<T> | AsyncIterable<T>, private readonly options: ProgressOptions = {}) {
     const length = (source as { length?: unknown }).length;
@@ -141,7 +142,10 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
       const got = v instanceof Tensor ? `a tensor of shape [${v.shape.join(', ')}]` : v === null ? 'null' : typeof v;
       if (!(v instanceof Tensor) || v.numel() !== 1) throw new Error(`progress.set: '${name}' must be a number or a one-element tensor, got ${got}`);
     }
-    for (const [name, v] of entries) this.values.set(name, v);
+    for (const [name, v] of entries) {
+      this.values.set(name, v);
+      if (typeof v !== 'number' && v.device !== 'cpu') this.startRead(name, v);
+    }
     this.dirty = true;
   }
 
@@ -196,15 +200,18 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   private valueOf(name: string, v: ProgressValue): number | null {
     if (typeof v === 'number') return v;
     if (v.device === 'cpu') return v.itemSync();
-    // a device tensor: start reading it, show the last value that arrived
-    if (!this.reading.has(v)) {
-      this.reading.add(v);
-      v.item().then(
-        (x) => { this.readValues.set(name, x); this.reading.delete(v); },
-        () => { this.reading.delete(v); },
-      );
-    }
+    this.startRead(name, v);
     return this.readValues.get(name) ?? null;
+  }
+
+  /** Reads a device tensor in the background (one read per name at a time); draws show the last value that arrived. */
+  private startRead(name: string, v: Tensor): void {
+    if (this.reading.has(name)) return;
+    this.reading.add(name);
+    v.item().then(
+      (x) => { this.readValues.set(name, x); this.reading.delete(name); },
+      () => { this.reading.delete(name); },
+    );
   }
 
   private draw(force: boolean): void {
