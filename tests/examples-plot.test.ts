@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { run as runDose } from '../examples/dose.ts';
 import { run as runLinearRegression } from '../examples/linear-regression.ts';
+import { run as runAutograd } from '../examples/autograd.ts';
 import { withPlotDefault } from '../examples/plot-arg.ts';
 import { parseSvg, type XmlElement } from './helpers/xml.ts';
 
@@ -53,6 +54,21 @@ describe('examples --plot', () => {
     const [l0, l1] = els.filter((e) => e.attrib.class === 'line').map((e) => pathPoints(e.attrib.d));
     expect(l0[1][1]).toBeLessThan(l0[0][1]);
     expect(l1[1][1]).toBeGreaterThan(l1[0][1]);
+  });
+
+  it("autograd.ts draws seed 002's activations: one line per epoch over three named neurons", async () => {
+    const path = join(tmp(), 'activations.svg');
+    const r = await runAutograd({ log: false, plot: path });
+    expect(r.activations).toHaveLength(20);
+    const els = parseSvg(readFileSync(path, 'utf8'));
+    expect(texts(els)).toEqual(expect.arrayContaining(['Input Neuron', 'Hidden Neuron', 'Output Neuron', 'Epoch 1', 'Epoch 5', 'Epoch 20']));
+    expect(texts(els)).not.toContain('Epoch 2');
+    const lines = els.filter((e) => e.attrib.class === 'line').map((e) => pathPoints(e.attrib.d));
+    expect(lines).toHaveLength(20);
+    // input and hidden activations stay 1 (w1 is fixed); the output rises with w2, epoch after epoch
+    const outputs = lines.map((l) => l[2][1]);
+    for (const l of lines) expect(l[0][1]).toBe(lines[0][0][1]);
+    for (let i = 1; i < 20; i++) expect(outputs[i]).toBeLessThan(outputs[i - 1]); // higher is a smaller pixel y
   });
 
   it('mnist-mlp.ts as a program: a progress line on stderr, the loss curve in loss.svg, the accuracy last', () => {

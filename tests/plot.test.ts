@@ -78,6 +78,14 @@ describe('kiln.plot', () => {
     expect(texts).toEqual(expect.arrayContaining(['<one>', 'tw"o', evil]));
   });
 
+  it('a title too long for the plot area is centred on the figure, in a smaller font', () => {
+    const short = byClass(parseXml(plot.line([1, 2], { title: 'short' })), 'title')[0].attrib;
+    const long = byClass(parseXml(plot.line([1, 2], { title: 'a very long title '.repeat(5) })), 'title')[0].attrib;
+    expect(Number(short['font-size'])).toBe(15);
+    expect(Number(long['font-size'])).toBeLessThan(12);
+    expect(Number(long.x)).toBe(320);
+  });
+
   it('puts the legend in the corner with the fewest points', () => {
     // clusters in three corners: only the lower right is free
     const corner = (x: number, y: number) => Array.from({ length: 10 }, (_, i) => [x + (i % 3) * 0.01, y - (i % 4) * 0.01]);

@@ -242,7 +242,13 @@ export class Figure {
     out.push('</g>');
     out.push(`<rect class="frame" x="${left}" y="${top}" width="${pw}" height="${ph}" fill="none" stroke="#333" stroke-width="1"/>`);
 
-    if (o.title) out.push(`<text class="title" x="${r2(left + pw / 2)}" y="${24}" text-anchor="middle" font-size="${FONT + 3}" font-weight="bold">${escapeXml(o.title)}</text>`);
+    if (o.title) {
+      // centred over the plot area when it fits there, else over the figure; a long title gets smaller
+      const size = Math.max(9, Math.min(FONT + 3, ((W - 16) / (o.title.length * CHAR * 1.12)) * FONT));
+      const half = (o.title.length * CHAR * 1.12 * size) / FONT / 2;
+      const cx = left + pw / 2 + half <= W - 8 ? left + pw / 2 : W / 2;
+      out.push(`<text class="title" x="${r2(cx)}" y="24" text-anchor="middle" font-size="${r2(size)}" font-weight="bold">${escapeXml(o.title)}</text>`);
+    }
     if (o.xlabel) out.push(`<text class="xlabel" x="${r2(left + pw / 2)}" y="${H - 10}" text-anchor="middle">${escapeXml(o.xlabel)}</text>`);
     if (o.ylabel) {
       const cy = r2(top + ph / 2);
