@@ -1,7 +1,7 @@
 // kiln.utils.progress: the progress line on a fake terminal and a fake pipe, with a clock the test drives.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import * as kiln from '../index.ts';
-import type { ProgressStream } from '../utils/progress.ts';
+import { defaultStream, type ProgressStream } from '../utils/progress.ts';
 import { describeEachDevice } from './devices.ts';
 
 const { progress } = kiln.utils;
@@ -110,6 +110,18 @@ describe('progress off a TTY (CI logs, pipes)', () => {
     const clock = fakeClock();
     for (const _ of progress(3, { desc: 'epoch 2', stream, now: clock.now })) clock.advance(2000);
     expect(stream.out).toBe('epoch 2: 100% 3/3 [00:06<00:00, 2.00 s/it]\n');
+  });
+
+  it('goes to stderr in Node, and to console.log as plain lines where there is no process (a browser)', () => {
+    expect(defaultStream()).toBe(process.stderr);
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      const clock = fakeClock();
+      for (const _ of progress(2, { desc: 'page', stream: defaultStream({}), now: clock.now })) clock.advance(500);
+      expect(log.mock.calls).toEqual([['page: 100% 2/2 [00:01<00:00, 2.00 it/s]']]);
+    } finally {
+      log.mockRestore();
+    }
   });
 
   it('without a total: counts and rate only; disable prints nothing', () => {

@@ -43,9 +43,9 @@ export type ProgressValue = number | Tensor;
 const REDRAW_MS = 100;
 const BLOCKS = ' ▏▎▍▌▋▊▉█';
 
-function defaultStream(): ProgressStream {
-  const proc = (globalThis as { process?: { stderr?: ProgressStream } }).process;
-  return proc?.stderr ?? { write: (text: string) => console.log(text.replace(/\n$/, '')), isTTY: false };
+/** Node's stderr; where there is none (a browser), plain lines through console.log. */
+export function defaultStream(global: { process?: { stderr?: ProgressStream } } = globalThis): ProgressStream {
+  return global.process?.stderr ?? { write: (text: string) => console.log(text.replace(/\n$/, '')), isTTY: false };
 }
 
 function clock(ms: number): string {
