@@ -1,4 +1,5 @@
-// kiln.memory(): live storages and bytes per device, counted as storages are created and collected.
+// kiln.memory(): live storages and bytes per device, counted as storages are created and collected
+// (the report itself; flat memory over long loops is tested elsewhere).
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
