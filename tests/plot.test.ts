@@ -118,6 +118,13 @@ describe('kiln.plot', () => {
     expect(fig.save(join(dir, 'y.svg'))).toBe(readFileSync(join(dir, 'y.svg'), 'utf8'));
   });
 
+  it('draws long series (no spreading into Math.min)', () => {
+    const y = Float32Array.from({ length: 200_000 }, (_, i) => Math.sin(i / 100));
+    const svg = plot.line(y);
+    expect(svg).toContain('<path class="line"');
+    expect(svg.match(/L/g)!.length).toBeGreaterThanOrEqual(199_999);
+  });
+
   it('chooses round ticks', () => {
     expect(niceTicks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
     expect(niceTicks(-0.13, 2.47)).toEqual([0, 0.5, 1, 1.5, 2]);

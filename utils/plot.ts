@@ -82,10 +82,10 @@ function toNumbers(op: string, name: string, v: Values): number[] {
   if (v === null || typeof v !== 'object' || typeof v.length !== 'number') {
     throw new Error(`${op}: ${name} must be an array of numbers, a typed array or a tensor, got ${v === null ? 'null' : typeof v}`);
   }
-  const out = Array.from(v, Number);
-  const bad = Array.from(v).findIndex((e) => typeof e !== 'number');
-  if (bad >= 0) throw new Error(`${op}: ${name}[${bad}] is not a number (${String(Array.from(v)[bad])})`);
-  return out;
+  const items: unknown[] = Array.from(v);
+  const bad = items.findIndex((e) => typeof e !== 'number');
+  if (bad >= 0) throw new Error(`${op}: ${name}[${bad}] is not a number (${String(items[bad])})`);
+  return items as number[];
 }
 
 function isValues(v: unknown): v is Values {
@@ -125,9 +125,14 @@ function range(op: string, axis: string, values: number[], lim: readonly [number
     if (!(Number.isFinite(lim[0]) && Number.isFinite(lim[1]) && lim[0] < lim[1])) throw new Error(`${op}: ${axis}lim must be two finite numbers, low < high, got [${lim.join(', ')}]`);
     return [lim[0], lim[1]];
   }
-  const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) throw new Error(`${op}: no finite ${axis} values to plot`);
-  let lo = Math.min(...finite), hi = Math.max(...finite);
+  // (a loop: spreading a million values into Math.min would overflow the stack)
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) {
+    if (!Number.isFinite(v)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo > hi) throw new Error(`${op}: no finite ${axis} values to plot`);
   if (lo === hi) {
     const d = Math.abs(lo) * 0.1 || 1;
     return [lo - d, hi + d];
