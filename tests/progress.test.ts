@@ -112,6 +112,15 @@ describe('progress off a TTY (CI logs, pipes)', () => {
     expect(stream.out).toBe('epoch 2: 100% 3/3 [00:06<00:00, 2.00 s/it]\n');
   });
 
+  it('starts its clock when the loop starts', () => {
+    const stream = fakeStream(false);
+    const clock = fakeClock();
+    const bar = progress(2, { stream, now: clock.now });
+    clock.advance(60_000); // set-up between making the line and looping
+    for (const _ of bar) clock.advance(1000);
+    expect(stream.out).toBe('100% 2/2 [00:02<00:00, 1.00 it/s]\n');
+  });
+
   it('goes to stderr in Node, and to console.log as plain lines where there is no process (a browser)', () => {
     expect(defaultStream()).toBe(process.stderr);
     const log = vi.spyOn(console, 'log').mockImplementation(() => {});
@@ -159,6 +168,8 @@ describe('progress with kiln data', () => {
     expect(() => progress(-1)).toThrow(/progress: a count must be a non-negative integer, got -1/);
     expect(() => progress([1], { total: 1.5 })).toThrow(/progress: total must be a non-negative integer, got 1.5/);
     expect(() => progress([1], { interval: 0 })).toThrow(/progress: interval must be a positive number of seconds, got 0/);
+    expect(() => progress(null as unknown as number[])).toThrow('progress: expected an iterable (a DataLoader, an array, a generator) or a count, got null');
+    expect(() => progress({ length: 3 } as unknown as number[])).toThrow('progress: expected an iterable (a DataLoader, an array, a generator) or a count, got object');
     const bar = progress([1], { stream: fakeStream(false) });
     expect(() => bar.set({ loss: kiln.zeros([2]) })).toThrow(/progress.set: 'loss' must be a number or a one-element tensor, got a tensor of shape \[2\]/);
     expect(() => bar.set({ acc: 0.5, loss: '0.1' as unknown as number })).toThrow(/progress.set: 'loss' must be a number or a one-element tensor, got string/);

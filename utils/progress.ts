@@ -74,7 +74,7 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   readonly total: number | null;
   private readonly stream: ProgressStream;
   private readonly now: () => number;
-  private readonly start: number;
+  private start: number;
   private lastDraw = -Infinity;
   private lastWidth = 0;
   private started = false;
@@ -87,6 +87,10 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   private readonly reading = new Set<string>();
 
   constructor(private readonly source: Iterable<T> | AsyncIterable<T>, private readonly options: ProgressOptions = {}) {
+    const iterable = source as Partial<Iterable<T> & AsyncIterable<T>> | null;
+    if (typeof iterable?.[Symbol.iterator] !== 'function' && typeof iterable?.[Symbol.asyncIterator] !== 'function') {
+      throw new Error(`progress: expected an iterable (a DataLoader, an array, a generator) or a count, got ${source === null ? 'null' : typeof source}`);
+    }
     const length = (source as { length?: unknown }).length;
     const total = options.total ?? (typeof length === 'number' ? length : null);
     if (total !== null && (!Number.isInteger(total) || total < 0)) throw new Error(`progress: total must be a non-negative integer, got ${total}`);
@@ -131,6 +135,9 @@ export class Progress<T> implements Iterable<T>, AsyncIterable<T> {
   private begin(): void {
     if (this.started) throw new Error('progress: a progress line goes through its source once; make a new one for each pass (epoch)');
     this.started = true;
+    // the clock starts with the loop, not when the line was made
+    this.start = this.now();
+    if (!this.stream.isTTY) this.lastDraw = this.start;
   }
 
   /** Reports values shown after the counts (`bar.set({ loss })`); a tensor must hold one element. */
