@@ -1,5 +1,7 @@
 // kiln.memory(): live storages and bytes per device, counted as storages are created and collected
 // (the report itself; flat memory over long loops is tested elsewhere).
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
@@ -25,6 +27,14 @@ describe('kiln.memory() [cpu]', () => {
     expect(first).toEqual({ storages: 0, bytes: 0, cachedBytes: 0, tracked: false });
     expect(kiln.memory().cpu.tracked).toBe(true);
     void before;
+  });
+
+  it('counts from the start with KILN_TRACK_MEMORY=1', () => {
+    const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+    const code = "import * as kiln from './index.ts'; const a = kiln.zeros([256]); console.log(JSON.stringify(kiln.memory().cpu));";
+    const r = spawnSync(tsx, ['-e', code], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8', env: { ...process.env, KILN_TRACK_MEMORY: '1' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ storages: 1, bytes: 1024, cachedBytes: 0, tracked: true });
   });
 });
 
