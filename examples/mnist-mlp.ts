@@ -151,7 +151,7 @@ export async function run(options: MnistOptions = {}): Promise<MnistResult> {
       const x = device === 'cpu' ? xb : xb.to(device);
       const y = device === 'cpu' ? yb : yb.to(device);
       const loss = compiledStep ? await compiledStep(x, y) : trainStep(x, y);
-      bar.set({ loss }); // read only when the line is drawn
+      bar.set({ loss }); // never waits: read when the line is drawn (CPU) or in the background (WebGPU)
       windowSum = windowSum ? windowSum.add(loss.detach()) : loss.detach();
       if ((batch + 1) % CURVE_BATCHES === 0 || batch === numBatches - 1) {
         curve.epoch.push(epoch + (batch + 1) / numBatches);
