@@ -14,6 +14,7 @@ import { schedule, type Schedule } from './passes/fusion.ts';
 import { planMemory, type MemoryPlan } from './passes/memory.ts';
 import { simplify } from './passes/simplify.ts';
 import { splitReductions } from './passes/split-reduce.ts';
+import { sourceTextsLoaded, withLineText } from './source.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
@@ -23,11 +24,14 @@ export interface CompileOptions {
   fuse?: boolean;
 }
 
+/** A node's listing line; its source label gains the line's text here, where the text is known. */
+const listNode = (n: Node): string => formatNode(n.source ? { ...n, source: withLineText(n.source) } : n);
+
 /** A readable IR listing (`toString()`), one node per line. */
 export class GraphListing {
   constructor(readonly title: string, readonly graph: Graph, readonly nodes: readonly Node[], private showOutputs: boolean) {}
   toString(): string {
-    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(formatNode)];
+    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(listNode)];
     if (this.showOutputs) for (const o of this.graph.outputs) lines.push(`  ${o.kind.padEnd(6)} ${o.label} <- ${o.node === null ? 'null' : '%' + o.node}`);
     return lines.join('\n');
   }
@@ -52,7 +56,8 @@ interface Entry {
   args: { shape: number[]; dtype: Tensor['dtype']; requiresGrad: boolean; hasGrad: boolean }[];
   guards: Guard[];
   exec: Executable;
-  lowered: Lowered;
+  /** the listings, built on first request (after a browser has fetched the source texts they show) */
+  lowered: () => Lowered;
 }
 
 function sameSignature(e: Entry, args: readonly Tensor[]): boolean {
@@ -94,9 +99,10 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   const sched = schedule(g, { fuse, inputViews, maxArgs });
   const plan = planMemory(g, sched);
   const exec = new Executable(g, sched, plan, device, traced.returns);
-  const lowered = listings(g0, g, sched, plan, device);
+  let built: Lowered | undefined;
+  const lowered = (): Lowered => (built ??= listings(g0, g, sched, plan, device));
   const dir = env('KILN_DUMP');
-  if (dir) dump(dir, lowered);
+  if (dir) dump(dir, lowered());
   return {
     key, device, gradEnabled: isGradEnabled(), guards: traced.guards, exec, lowered,
     args: args.map((a) => ({ shape: [...a.shape], dtype: a.dtype, requiresGrad: a.requiresGrad, hasGrad: a._grad !== null })),
@@ -108,7 +114,7 @@ function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device
   const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
   const backend = backendFor(device);
   const kernels = sched.kernels.map((k): KernelListing => {
-    const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
+    const ops = k.nodes.map((id) => listNode(g.node(id)).trim());
     const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
     const { language, source } = backend.kernelSource(k.spec);
     return { name: k.spec.name, language, source: `${header}\n${source}`, ops };
@@ -153,11 +159,29 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
     last = entry;
     return { entry, args };
   };
+  // A TraceError's expression needs acorn and perhaps a fetch of the user's file: completed here, asynchronously.
+  const failed = async (e: unknown): Promise<never> => {
+    throw e instanceof TraceError ? await e.withExpression() : e;
+  };
   const step = (async (...rawArgs: A): Promise<R> => {
-    const { entry, args } = entryFor(rawArgs);
-    return entry.exec.run(args) as R;
+    let found;
+    try {
+      found = entryFor(rawArgs);
+    } catch (e) {
+      return failed(e);
+    }
+    return found.entry.exec.run(found.args) as R;
   }) as CompiledFunction<A, R>;
-  step.lower = async (...rawArgs: A) => entryFor(rawArgs).entry.lowered;
+  step.lower = async (...rawArgs: A) => {
+    let found;
+    try {
+      found = entryFor(rawArgs);
+    } catch (e) {
+      return failed(e);
+    }
+    await sourceTextsLoaded();
+    return found.entry.lowered();
+  };
   Object.defineProperty(step, 'traces', { get: () => entries.length });
   return step;
 }
