@@ -14,7 +14,7 @@ import { schedule, type Schedule } from './passes/fusion.ts';
 import { planMemory, type MemoryPlan } from './passes/memory.ts';
 import { simplify } from './passes/simplify.ts';
 import { splitReductions } from './passes/split-reduce.ts';
-import { sourceTextsLoaded, withLineText } from './source.ts';
+import { sourceTextsLoaded } from './source.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
@@ -24,14 +24,11 @@ export interface CompileOptions {
   fuse?: boolean;
 }
 
-/** A node's listing line; its source label gains the line's text here, where the text is known. */
-const listNode = (n: Node): string => formatNode(n.source ? { ...n, source: withLineText(n.source) } : n);
-
 /** A readable IR listing (`toString()`), one node per line. */
 export class GraphListing {
   constructor(readonly title: string, readonly graph: Graph, readonly nodes: readonly Node[], private showOutputs: boolean) {}
   toString(): string {
-    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(listNode)];
+    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(formatNode)];
     if (this.showOutputs) for (const o of this.graph.outputs) lines.push(`  ${o.kind.padEnd(6)} ${o.label} <- ${o.node === null ? 'null' : '%' + o.node}`);
     return lines.join('\n');
   }
@@ -114,7 +111,7 @@ function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device
   const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
   const backend = backendFor(device);
   const kernels = sched.kernels.map((k): KernelListing => {
-    const ops = k.nodes.map((id) => listNode(g.node(id)).trim());
+    const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
     const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
     const { language, source } = backend.kernelSource(k.spec);
     return { name: k.spec.name, language, source: `${header}\n${source}`, ops };

@@ -5,6 +5,7 @@
 // TraceError asks for it, so it is no part of kiln's bundle.
 
 import type { parseExpressionAt } from 'acorn';
+import { setSourceDisplay } from '../ir/graph.ts';
 import { cwd, nodeFs } from '../runtime/node.ts';
 
 export interface SourceLocation { file: string; line: number; column: number }
@@ -153,12 +154,13 @@ export function describeUserSource(): string | undefined {
   return label;
 }
 
-/** A node's source label with the line's text when it is known: "file:line  code". */
-export function withLineText(label: string): string {
+/** A node's source label with the line's code when it is known: "file:line  code". */
+function withLineText(label: string): string {
   const loc = labels.get(label);
   const text = loc && lines(loc.file)?.[loc.line - 1]?.trim();
   return text ? `${label}  ${text}` : label;
 }
+setSourceDisplay(withLineText);
 
 /** "file:line:column (expression)"; the expression once `loadExpression` has run, else the whole line. */
 export function describeLocation(loc: SourceLocation): string {
