@@ -15,7 +15,8 @@ const frameRe = /([^\s()@]+):(\d+):(\d+)\)?$/;
 const isUrl = (file: string): boolean => /^[a-z][\w+.-]*:\/\//i.test(file);
 const fileURLToPath = (u: string): string => decodeURIComponent(new URL(u).pathname);
 
-function parseFrame(frame: string): SourceLocation | null {
+/** The location in one line of a stack trace, or null where it names no file (node:internal, native). */
+export function parseFrame(frame: string): SourceLocation | null {
   const m = frameRe.exec(frame.trim());
   if (!m) return null;
   const file = m[1].startsWith('file://') ? fileURLToPath(m[1]) : m[1];
@@ -28,7 +29,7 @@ function parseFrame(frame: string): SourceLocation | null {
 // yields no user frame (nothing rather than a line of kiln).
 const ownFile = parseFrame(new Error().stack?.split('\n').find((l) => frameRe.test(l.trim())) ?? '')?.file ?? null;
 const root = import.meta.url.startsWith('file:') ? fileURLToPath(new URL('../', import.meta.url).href) : null;
-const libraryDirs = root === null ? [] : ['runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
+const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
 const isLibrary = (file: string): boolean =>
   file === ownFile || file.includes('/node_modules/') || libraryDirs.some((d) => file.startsWith(d));
 
