@@ -225,6 +225,7 @@ async function mnistFrom(source: string | URL | MnistFiles, split: 'train' | 'te
  */
 export function mnist(options?: MnistOptions & { source?: undefined }): TensorDataset;
 export function mnist(options: MnistOptions & { source: string | URL | MnistFiles }): Promise<TensorDataset>;
+export function mnist(options: MnistOptions): TensorDataset | Promise<TensorDataset>;
 export function mnist(options: MnistOptions = {}): TensorDataset | Promise<TensorDataset> {
   const split = options.split ?? 'train';
   if (split !== 'train' && split !== 'test') {
