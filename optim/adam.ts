@@ -1,7 +1,7 @@
 // Adam and AdamW (PyTorch's torch.optim.Adam / AdamW, without amsgrad).
 
 import { full, type Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, oneMinus, Optimizer, type ParamsInput } from './optimizer.ts';
+import { checkNumber, checkOptions, oneMinus, Optimizer, type HyperValue, type ParamGroup, type ParamsInput } from './optimizer.ts';
 
 export interface AdamOptions {
   /** default 1e-3 */
@@ -49,8 +49,16 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
     this.expAvgSq = this.params.map((p) => this.zerosFor(p, 'expAvgSq'));
   }
 
+  protected readonly _stepInState = true;
+
+  protected readonly _slotNames = ['expAvg', 'expAvgSq'];
+
   protected _state(): (Tensor | null)[][] {
     return this.params.map((_, i) => [this.expAvg[i], this.expAvgSq[i]]);
+  }
+
+  protected _hyper(g: ParamGroup<AdamGroupOptions>): Record<string, HyperValue> {
+    return { betas: g.betas, eps: g.eps, weightDecay: g.weightDecay, amsgrad: false };
   }
 
   protected _update(): void {

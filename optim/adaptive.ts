@@ -3,7 +3,7 @@
 // per-step quantity is tensor arithmetic or a per-call host scalar, so `compile` can replay `step()`.
 
 import { noGrad, type Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type ParamsInput } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type HyperValue, type ParamGroup, type ParamsInput } from './optimizer.ts';
 
 const nonNegative = (name: string, what: string, v: number): void => { checkNumber(name, what, v, (x) => x >= 0, 'a number >= 0'); };
 
@@ -49,8 +49,16 @@ export class RMSprop extends Optimizer<Required<Omit<RMSpropOptions, 'lr'>>> {
     this.momentumBuffers = each((g, p) => (g.momentum > 0 ? this.zerosFor(p, 'momentumBuffer') : null));
   }
 
+  protected readonly _stepInState = true;
+
+  protected readonly _slotNames = ['squareAvg', 'gradAvg', 'momentumBuffer'];
+
   protected _state(): (Tensor | null)[][] {
     return this.params.map((_, i) => [this.squareAvg[i], this.gradAvg[i], this.momentumBuffers[i]]);
+  }
+
+  protected _hyper(g: ParamGroup<Required<Omit<RMSpropOptions, 'lr'>>>): Record<string, HyperValue> {
+    return { alpha: g.alpha, eps: g.eps, weightDecay: g.weightDecay, momentum: g.momentum, centered: g.centered };
   }
 
   protected _update(): void {
@@ -117,8 +125,17 @@ export class Adagrad extends Optimizer<Required<Omit<AdagradOptions, 'lr'>>> {
     }));
   }
 
+  protected readonly _stepInState = true;
+
+  /** PyTorch's state key is `sum` */
+  protected readonly _slotNames = ['sum'];
+
   protected _state(): (Tensor | null)[][] {
     return this.stateSum.map((s) => [s]);
+  }
+
+  protected _hyper(g: ParamGroup<Required<Omit<AdagradOptions, 'lr'>>>): Record<string, HyperValue> {
+    return { lrDecay: g.lrDecay, weightDecay: g.weightDecay, initialAccumulatorValue: g.initialAccumulatorValue, eps: g.eps };
   }
 
   protected _update(): void {
@@ -170,8 +187,16 @@ export class Adadelta extends Optimizer<Required<Omit<AdadeltaOptions, 'lr'>>> {
     this.accDelta = this.params.map((p) => this.zerosFor(p, 'accDelta'));
   }
 
+  protected readonly _stepInState = true;
+
+  protected readonly _slotNames = ['squareAvg', 'accDelta'];
+
   protected _state(): (Tensor | null)[][] {
     return this.params.map((_, i) => [this.squareAvg[i], this.accDelta[i]]);
+  }
+
+  protected _hyper(g: ParamGroup<Required<Omit<AdadeltaOptions, 'lr'>>>): Record<string, HyperValue> {
+    return { rho: g.rho, eps: g.eps, weightDecay: g.weightDecay };
   }
 
   protected _update(): void {

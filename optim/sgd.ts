@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's torch.optim.SGD).
 
 import type { Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type ParamsInput, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type HyperValue, type ParamGroup, type ParamsInput, type Scalar } from './optimizer.ts';
 
 export interface SGDOptions {
   /** learning rate (default 1e-3, as PyTorch 2.x) */
@@ -22,7 +22,9 @@ const KEYS = ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'] as const
  * which makes the first buffer exactly the gradient without branching on the step count.
  * Options may differ per parameter group; a group whose momentum is 0 when the optimizer is made has no buffers.
  */
-export class SGD extends Optimizer<Required<Omit<SGDOptions, 'lr'>>> {
+type SGDGroupOptions = Required<Omit<SGDOptions, 'lr'>>;
+
+export class SGD extends Optimizer<SGDGroupOptions> {
   /** One momentum buffer per parameter (null when its group's momentum is 0). */
   readonly momentumBuffers: (Tensor | null)[];
 
@@ -39,8 +41,14 @@ export class SGD extends Optimizer<Required<Omit<SGDOptions, 'lr'>>> {
     this.momentumBuffers = this.paramGroups.flatMap((g) => g.params.map((p) => (g.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null)));
   }
 
+  protected readonly _slotNames = ['momentumBuffer'];
+
   protected _state(): (Tensor | null)[][] {
     return this.momentumBuffers.map((b) => [b]);
+  }
+
+  protected _hyper(g: ParamGroup<SGDGroupOptions>): Record<string, HyperValue> {
+    return { momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay, nesterov: g.nesterov };
   }
 
   protected _update(): void {
