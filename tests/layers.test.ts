@@ -207,6 +207,34 @@ describe('containers and parameter groups', () => {
     expect(() => new optim.Adam([{ params: [a], betas: [0.9, 2] as [number, number] }])).toThrow(/beta parameter at index 1/);
   });
 
+  it('stateDict / loadStateDict carry every parameter group (PyTorch layout) and continue the same trajectory', () => {
+    const make = () => {
+      const a = new nn.Parameter(kiln.tensor([[1, 2], [3, 4]])), b = new nn.Parameter(kiln.tensor([0.5]));
+      const opt = new optim.AdamW([{ params: [a], weightDecay: 0.1 }, { params: [b], weightDecay: 0, lr: 0.05 }], { lr: 0.1 });
+      const step = () => { opt.zeroGrad(); a.mul(a).sum().add(b.mul(3).sum()).backward(); opt.step(); };
+      return { a, b, opt, step };
+    };
+    const x = make();
+    x.step();
+    const sd = x.opt.stateDict();
+    expect(sd.paramGroups.map((g) => [g.lr, g.weightDecay, g.params])).toEqual([[0.1, 0.1, [0]], [0.05, 0, [1]]]);
+    expect(Object.keys(sd.state['1'])).toEqual(['step', 'expAvg', 'expAvgSq']);
+    const y = make();
+    kiln.noGrad(() => { y.a.copy_(x.a); y.b.copy_(x.b); });
+    y.opt.paramGroups[1].lr = 1;
+    y.opt.loadStateDict(sd);
+    expect(y.opt.paramGroups[1].lr).toBe(0.05);
+    x.step(); y.step();
+    expect(vals(y.a)).toEqual(vals(x.a));
+    expect(vals(y.b)).toEqual(vals(x.b));
+    // a dict whose groups hold other parameters changes nothing
+    const z = make();
+    const wrong = { ...sd, paramGroups: [{ ...sd.paramGroups[0], params: [1] }, { ...sd.paramGroups[1], params: [0] }] };
+    expect(() => z.opt.loadStateDict(wrong)).toThrow(/paramGroups\[0\]\.params is \[1\]; this optimizer's group 0 holds parameters \[0\]/);
+    expect(z.opt.stepCount.itemSync()).toBe(0);
+    expect(Object.keys(new optim.RMSprop([z.a], { momentum: 0.9, centered: true }).stateDict().paramGroups[0]).sort()).toEqual(['alpha', 'centered', 'eps', 'lr', 'maximize', 'momentum', 'params', 'weightDecay']);
+  });
+
   it('OneCycleLR cycles SGD momentum inversely to the lr; without momentum it says how to fix it', () => {
     const p = new nn.Parameter(kiln.zeros([1]));
     const opt = new optim.SGD([p], { lr: 0.1, momentum: 0.9 });
