@@ -56,7 +56,6 @@ const IGNORED_GROUP_KEYS = new Set(['foreach', 'capturable', 'differentiable', '
 const sameHyper = (a: unknown, b: HyperValue): boolean =>
   Array.isArray(b) ? Array.isArray(a) && a.length === b.length && a.every((x, i) => x === b[i]) : a === b;
 
-
 /** One parameter group (PyTorch's param_groups[i]): its parameters, learning rate and options. */
 export type ParamGroup<O extends object = object> = O & { params: Tensor[]; lr: number };
 
@@ -84,9 +83,9 @@ export abstract class Optimizer<O extends object = object> {
       throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()) or of parameter groups, got ${params === null ? 'null' : typeof params}`);
     }
     const items = [...(params as Iterable<unknown>)];
-    const specs: { params: Iterable<Tensor> }[] = items.length > 0 && items.every(isGroupSpec) ? items
-      : items.some(isGroupSpec) ? (() => { throw new Error(`${name}: params must be all Tensors or all parameter groups ({ params, ...options }), not a mix`); })()
-      : [{ params: items as Tensor[] }];
+    const groupCount = items.filter(isGroupSpec).length;
+    if (groupCount > 0 && groupCount < items.length) throw new Error(`${name}: params must be all Tensors or all parameter groups ({ params, ...options }), not a mix`);
+    const specs = groupCount > 0 ? (items as { params: Iterable<Tensor> }[]) : [{ params: items as Tensor[] }];
     const all: Tensor[] = [];
     this.paramGroups = specs.map((spec, gi) => {
       const { params: ps, ...overrides } = spec as { params: Iterable<Tensor> } & Record<string, unknown>;
