@@ -349,21 +349,8 @@ export class Tensor {
   }
 
   // ---- beyond the MLP (API.md "Beyond the MLP"): composites of the primitives above ----
-  /**
-   * The error function, from Numerical Recipes' erfc (fractional error below 1.2e-7):
-   * erfc(z) = t exp(-z² + P(t)), t = 1 / (1 + z/2), z = |x|; the sign is a constant so erf'(0) is right.
-   */
-  erf(): Tensor {
-    if (this.dtype !== 'float32') throw new Error(`erf: expected a float32 input, got ${this.dtype}`);
-    const s = where(this.ge(0), 1, -1);
-    const z = this.mul(s);
-    const t = z.mul(0.5).add(1).reciprocal();
-    const coef = [-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277];
-    let poly: Tensor = t.mul(coef[9]);
-    for (let i = 8; i >= 1; i--) poly = poly.add(coef[i]).mul(t);
-    const erfc = t.mul(poly.add(coef[0]).sub(z.mul(z)).exp());
-    return erfc.neg().add(1).mul(s);
-  }
+  /** The error function (a primitive: a Taylor series near 0, else Numerical Recipes' erfc; relative error ~1e-7; exact gradient). */
+  erf(): Tensor { return dispatch('erf', [this], {}); }
   /**
    * log(1 + x), accurate for small x: log(u) · x / (u − 1) with u = 1 + x (Goldberg's correction; the
    * factor x / (u − 1) is ≈ 1 and held constant for the gradient, which is then 1 / (1 + x)).

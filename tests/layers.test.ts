@@ -82,6 +82,22 @@ describe('tensor methods', () => {
     expect(vals(C.index(X, 1))).toEqual([21, 1, 11, 11]); // C[X, 1]
   });
 
+  it('erf: odd, saturating, NaN through, and its gradient 2/sqrt(pi) exp(-x^2) (exact at 0)', () => {
+    const x = kiln.tensor([0, 0.5, -0.5, 6, -6, NaN], { requiresGrad: true });
+    const y = x.erf();
+    const v = vals(y);
+    expect(v[0]).toBe(0);
+    expect(v[1]).toBeCloseTo(0.5204998778, 6); // erf(0.5), from tables
+    expect(v[2]).toBe(-v[1]);
+    expect([v[3], v[4]]).toEqual([1, -1]);
+    expect(Number.isNaN(v[5])).toBe(true);
+    y.sum().backward();
+    const g = vals(x.grad!);
+    expect(g[0]).toBeCloseTo(2 / Math.sqrt(Math.PI), 6);
+    expect(g[1]).toBeCloseTo((2 / Math.sqrt(Math.PI)) * Math.exp(-0.25), 6);
+    expect(x.erf().gradFn).toBe('ErfBackward');
+  });
+
   it('split and chunk give views; to(dtype) casts; viewAs reshapes', () => {
     const x = kiln.arange(0, 10, 1, { dtype: 'float32' });
     const parts = x.split(4);
