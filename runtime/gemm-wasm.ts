@@ -6,7 +6,7 @@
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
-import { MAX_PAGES, pool, type Pool } from './threads.ts';
+import { MAX_PAGES, pool, runPart, type GemmJob, type KernelFn, type Pool } from './threads.ts';
 
 const I32 = 0x7f, V128 = 0x7b;
 const op = {
@@ -112,9 +112,6 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   ]);
 }
 
-/** A packed-operand micro-kernel call: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate). */
-export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
-
 /** An operand as the generated kernel sees it: a typed array, an offset and strides (elements). */
 /**
  * `split` says whether the product may run on several threads: generated kernels pass the decision made
@@ -158,11 +155,15 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
     const base = threads ? threads.scratchStart / 4 : 0;
     const need = base + mp * k + k * ldc + mp * ldc;
+    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
     if (need > heap.length) {
-      mem.grow(Math.ceil((need * 4 - mem.buffer.byteLength) / 65536));
+      const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
+      try {
+        mem.grow(pages);
+      } catch {
+        throw new Error(`gemm: a ${m}x${k} @ ${k}x${n} product needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for its packed operands, more than the engine gives (at most ${MAX_PAGES / 16} MiB)`);
+      }
       heap = new Float32Array(mem.buffer);
-    } else if (heap.buffer !== mem.buffer) {
-      heap = new Float32Array(mem.buffer); // another gemm sharing the memory grew it
     }
     const pa = base, pb = pa + mp * k, pc = pb + k * ldc;
     for (let k0 = 0; k0 < k; k0 += kc) {
@@ -170,13 +171,10 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
       packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
     }
-    const parallel = split && threads !== null && threads.size > 1;
-    for (let k0 = 0; k0 < k; k0 += kc) {
-      const kb = Math.min(kc, k - k0);
-      const args = [(pa + mp * k0) * 4, (pb + ldc * k0) * 4, pc * 4, mb, np, kb, ldc * 4, k0 > 0 ? 1 : 0] as const;
-      if (parallel && threads) threads.runSplit(kernelId, kernel, args, RB, NR);
-      else kernel(...args);
-    }
+    // Split over column panels when there are at least as many as row blocks, else over row blocks.
+    const job: GemmJob = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, np >= mb ? 0 : 1];
+    if (split && threads && threads.size > 1) threads.run(kernelId, kernel, job);
+    else runPart(kernel, job, 0, 1);
     return { c: heap.subarray(pc, pc + mp * ldc), ldc };
   };
 }

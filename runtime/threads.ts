@@ -13,33 +13,40 @@ export const MAX_PAGES = 16384;
 export const SCRATCH_START = 65536;
 
 // Int32 indices into the control block.
-const GEN = 0, PENDING = 1, KERNEL = 3, ARGS = 4, AXIS = 12, RB = 13, NR = 14, PARTS = 15;
+const GEN = 0, PENDING = 1, KERNEL = 3, JOB = 4, PARTS = 15;
 const PART = 64, READY = 128, DEAD = 192, FAULT = 256, MAX_WORKERS = 63;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
 
-/** One job's arguments: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over the whole product. */
-export type KernelArgs = readonly [number, number, number, number, number, number, number, number];
-type KernelFn = (...args: KernelArgs) => void;
+/**
+ * A product over packed operands (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k,
+ * ldcBytes, kc, RB, NR, axis]. A and B are packed per block of kc values of k: A's block at
+ * pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats.
+ */
+export type GemmJob = readonly [number, number, number, number, number, number, number, number, number, number, number];
+/** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
+export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
 
 /**
- * The part `part` of `parts` of a product: split over column panels when there are at least as many
- * panels as row blocks, else over row blocks. Shared by the caller and the workers (spliced into their
- * source), so both agree on the tiling without messages.
+ * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
+ * block of k. Shared by the caller and the workers (spliced into their source), so both agree on the
+ * tiling without messages; each part writes its own tiles of C, in the same k order as one thread would.
  */
-export function partArgs(args: KernelArgs, part: number, parts: number, axis: number, rb: number, nr: number): KernelArgs {
-  const [pa, pb, pc, mb, np, kc, ldc, accumulate] = args;
-  if (axis === 0) {
-    const p0 = Math.floor((np * part) / parts), p1 = Math.floor((np * (part + 1)) / parts);
-    return [pa, pb + p0 * kc * nr * 4, pc + p0 * nr * 4, mb, p1 - p0, kc, ldc, accumulate];
+export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: number): void {
+  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis] = job;
+  let i0 = 0, i1 = mb, p0 = 0, p1 = np;
+  if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
+  else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
+  if (i1 <= i0 || p1 <= p0) return;
+  for (let k0 = 0; k0 < k; k0 += kc) {
+    const kb = Math.min(kc, k - k0);
+    kernel(pa + (mb * rb * k0 + i0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + i0 * rb * ldc + p0 * nr * 4, i1 - i0, p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
   }
-  const i0 = Math.floor((mb * part) / parts), i1 = Math.floor((mb * (part + 1)) / parts);
-  return [pa + i0 * kc * rb * 4, pb, pc + i0 * rb * ldc, i1 - i0, np, kc, ldc, accumulate];
 }
 
 /** The worker's program; `start({ mem, index })` is called with its shared memory and index. */
 const WORKER_SOURCE = `
-const partArgs = ${partArgs.toString()};
+const runPart = ${runPart.toString()};
 function start({ mem, index }) {
   const ctrl = new Int32Array(mem.buffer, 0, ${SCRATCH_START / 4});
   const kernels = [];
@@ -74,8 +81,7 @@ function start({ mem, index }) {
       die('closed on request'); close(); return;
     }
     try {
-      const args = Array.from(ctrl.subarray(${ARGS}, ${ARGS + 8}));
-      kernel(ctrl[${KERNEL}])(...partArgs(args, part, ctrl[${PARTS}], ctrl[${AXIS}], ctrl[${RB}], ctrl[${NR}]));
+      runPart(kernel(ctrl[${KERNEL}]), Array.from(ctrl.subarray(${JOB}, ${JOB + 11})), part, ctrl[${PARTS}]);
     } catch (e) {
       const text = new TextEncoder().encode(String(e && e.message || e).slice(0, ${MESSAGE_BYTES - 1}));
       new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
@@ -151,7 +157,7 @@ export class Pool {
   readonly scratchStart = SCRATCH_START;
   private ctrl = new Int32Array(this.memory.buffer, 0, SCRATCH_START / 4);
   private workers: (WorkerHandle | null)[] = [];
-  private kernels = 0;
+  private kernels = new Map<string, number>();
   private wanted: number;
   private noted = false;
   private readonly blocking = canBlock();
@@ -172,25 +178,28 @@ export class Pool {
     while (this.workers.length > n - 1) this.stop(this.workers.length - 1);
   }
 
-  /** Stores a kernel module's bytes where every worker can compile it; returns its id. */
+  /** Stores a kernel module's bytes where every worker can compile it (once per distinct module); returns its id. */
   addKernel(bytes: Uint8Array): number {
-    if (this.kernels >= MAX_KERNELS) throw new Error(`thread pool: at most ${MAX_KERNELS} kernels`);
+    const key = bytes.join(',');
+    const known = this.kernels.get(key);
+    if (known !== undefined) return known;
+    if (this.kernels.size >= MAX_KERNELS) throw new Error(`thread pool: at most ${MAX_KERNELS} distinct kernels`);
     if (bytes.length > SLOT_BYTES - 4) throw new Error(`thread pool: a kernel module of ${bytes.length} bytes exceeds ${SLOT_BYTES - 4}`);
-    const id = this.kernels++, at = SLOT + id * SLOT_BYTES;
+    const id = this.kernels.size, at = SLOT + id * SLOT_BYTES;
+    this.kernels.set(key, id);
     new Uint8Array(this.memory.buffer, at + 4, bytes.length).set(bytes);
     Atomics.store(this.ctrl, at / 4, bytes.length);
     return id;
   }
 
-  /** Runs `kernel` over the whole product, split into one part per ready thread; returns when all parts are done. */
-  runSplit(id: number, kernel: KernelFn, args: KernelArgs, rb: number, nr: number): void {
+  /** Runs a job split into one part per ready thread (this one included); returns when every part is done. */
+  run(id: number, kernel: KernelFn, job: GemmJob): void {
     const ready = this.readyWorkers();
     const parts = 1 + ready.length;
-    const axis = args[4] >= args[3] ? 0 : 1;
-    if (parts === 1) { kernel(...args); return; }
-    this.publish(id, args, axis, rb, nr, ready);
+    if (parts === 1) { runPart(kernel, job, 0, 1); return; }
+    this.publish(id, job, ready);
     let error: unknown = null;
-    try { kernel(...partArgs(args, 0, parts, axis, rb, nr)); } catch (e) { error = e; }
+    try { runPart(kernel, job, 0, parts); } catch (e) { error = e; }
     this.join(ready);
     if (error) throw error;
   }
@@ -201,9 +210,9 @@ export class Pool {
     Atomics.store(this.ctrl, FAULT + w - 1, 1);
   }
 
-  private publish(id: number, args: KernelArgs, axis: number, rb: number, nr: number, workers: number[]): void {
+  private publish(id: number, job: GemmJob, workers: number[]): void {
     const c = this.ctrl;
-    c[KERNEL] = id; c.set(args, ARGS); c[AXIS] = axis; c[RB] = rb; c[NR] = nr; c[PARTS] = 1 + workers.length;
+    c[KERNEL] = id; c.set(job, JOB); c[PARTS] = 1 + workers.length;
     Atomics.store(c, PENDING, workers.length);
     workers.forEach((w, i) => Atomics.store(c, PART + w, i + 1));
     Atomics.add(c, GEN, 1);
