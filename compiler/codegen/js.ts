@@ -95,17 +95,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     `  ${store('s', 0, 0)}`,
     '}',
   ];
-  if (a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
+  if (kernelEnv.gemm && a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
     // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
-    // Whether the product is split over threads is decided here, once, from its shape.
+    // Whether the product is split over threads is decided here, once, from its shape. (Without a gemm --
+    // no WebAssembly SIMD -- the blocked loops below run instead; emitting only one keeps kernels small.)
     return nest(k.batch, bv, [
-      `const prod = env.gemm ? env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)}) : null;`,
-      'if (prod) {',
-      '  const cc = prod.c, ldc = prod.ldc;',
-      `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
-      '} else {',
-      ...blocked().map((l) => '  ' + l),
-      '}',
+      `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
+      'const cc = prod.c, ldc = prod.ldc;',
+      `for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
     ]).join('\n');
   }
   return nest(k.batch, bv, blocked()).join('\n');
@@ -198,7 +195,7 @@ export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonl
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
-/** Helpers generated kernels may call (`env.gemm`); the CPU runtime provides them. */
+/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD); the CPU runtime provides them before any kernel is generated. */
 export interface JsKernelEnv { gemm: unknown }
 let kernelEnv: JsKernelEnv = { gemm: null };
 export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
