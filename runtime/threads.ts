@@ -131,10 +131,10 @@ function canBlock(): boolean {
 /** Why threads are unavailable here, or null when they are. */
 function threadsUnavailable(): string | null {
   const g = globalThis as { process?: { getBuiltinModule?: Builtin }; crossOriginIsolated?: boolean; SharedArrayBuffer?: unknown; Worker?: unknown };
-  if (typeof WebAssembly === 'undefined' || typeof g.SharedArrayBuffer === 'undefined') return 'SharedArrayBuffer is unavailable';
+  if (typeof WebAssembly === 'undefined') return 'WebAssembly is unavailable';
   if (g.process?.getBuiltinModule?.('node:worker_threads')) return null;
   if (!g.Worker) return 'this environment has no Worker';
-  if (!g.crossOriginIsolated) return 'the page is not cross-origin isolated (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp to share memory with workers)';
+  if (!g.crossOriginIsolated || typeof g.SharedArrayBuffer === 'undefined') return 'the page is not cross-origin isolated (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp to share memory with workers)';
   return null;
 }
 
@@ -159,7 +159,6 @@ export class Pool {
   private workers: (WorkerHandle | null)[] = [];
   private kernels = new Map<string, number>();
   private wanted: number;
-  private noted = false;
   private readonly blocking = canBlock();
 
   constructor(size: number) {
@@ -256,11 +255,6 @@ export class Pool {
   private readyWorkers(): number[] {
     const want = this.wanted - 1;
     if (want > 0 && this.workers.length < want) {
-      const why = threadsUnavailable();
-      if (why) {
-        if (!this.noted) { this.noted = true; console.info(`kiln: running on one thread: ${why}.`); }
-        return [];
-      }
       for (let i = this.workers.length; i < want; i++) {
         for (const f of [READY, DEAD]) Atomics.store(this.ctrl, f + i, 0);
         this.workers[i] = spawnWorker(this.memory, i);
@@ -282,17 +276,24 @@ export class Pool {
 
 let shared: Pool | null | undefined;
 
-/** The process's pool, or null where shared WebAssembly memory is unavailable. */
+/** The process's pool, or null where threads are unavailable (then one thread, with one console note saying why). */
 export function pool(): Pool | null {
   if (shared === undefined) {
-    try {
-      shared = new Pool(defaultThreads());
-    } catch (e) {
-      if (e instanceof Error && e.message.startsWith('KILN_NUM_THREADS')) throw e;
-      shared = null; // no shared memory: one thread
+    const size = defaultThreads();
+    let why = threadsUnavailable();
+    if (!why) {
+      try {
+        shared = new Pool(size);
+      } catch (e) {
+        why = `no shared WebAssembly memory (${e instanceof Error ? e.message : String(e)})`; // e.g. no address space for 1 GiB
+      }
+    }
+    if (why) {
+      if (size > 1) console.info(`kiln: running on one thread: ${why}.`);
+      shared = null;
     }
   }
-  return shared;
+  return shared ?? null;
 }
 
 /** Sets how many threads big CPU products use (default: the number of cores, or KILN_NUM_THREADS). */
