@@ -38,9 +38,13 @@ export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: num
   if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
   else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
   if (i1 <= i0 || p1 <= p0) return;
+  // Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level cache while
+  // every panel of B passes over it.
   for (let k0 = 0; k0 < k; k0 += kc) {
     const kb = Math.min(kc, k - k0);
-    kernel(pa + (mb * rb * k0 + i0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + i0 * rb * ldc + p0 * nr * 4, i1 - i0, p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
+    for (let c0 = i0; c0 < i1; c0 += 32) {
+      kernel(pa + (mb * rb * k0 + c0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + c0 * rb * ldc + p0 * nr * 4, Math.min(32, i1 - c0), p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
+    }
   }
 }
 
@@ -225,7 +229,7 @@ export class Pool {
       const left = Atomics.load(c, PENDING);
       if (left === 0) break;
       if (workers.some((w) => Atomics.load(c, DEAD + w) === 1 || this.workers[w]?.exited)) break;
-      if (this.blocking && spins > 2000) Atomics.wait(c, PENDING, left, 20);
+      if (this.blocking && spins > 500) Atomics.wait(c, PENDING, left, 20); // a short spin first: the parts are equal
     }
     const failed = workers.find((w) => Atomics.load(c, DEAD + w) !== 0 || this.workers[w]?.exited);
     if (failed !== undefined) this.fail(failed);
