@@ -14,7 +14,7 @@ export const SCRATCH_START = 65536;
 
 // Int32 indices into the control block.
 const GEN = 0, PENDING = 1, KERNEL = 3, JOB = 4, PARTS = 15;
-const PART = 64, READY = 128, DEAD = 192, FAULT = 256, MAX_WORKERS = 63;
+const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, MAX_WORKERS = 63;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
 
@@ -48,10 +48,14 @@ export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: num
   }
 }
 
-/** The worker's program; `start({ mem, index })` is called with its shared memory and index. */
+/**
+ * The worker's program; `start({ mem, index, epoch })` is called with its shared memory, its index and
+ * the epoch it was started in: a worker whose slot has been given to a newer one (the pool restarted
+ * or shrank while it was still winding down) touches nothing and ends.
+ */
 const WORKER_SOURCE = `
 const runPart = ${runPart.toString()};
-function start({ mem, index }) {
+function start({ mem, index, epoch }) {
   const ctrl = new Int32Array(mem.buffer, 0, ${SCRATCH_START / 4});
   const kernels = [];
   const kernel = (id) => {
@@ -64,7 +68,9 @@ function start({ mem, index }) {
   };
   let holding = false;
   const finish = () => { holding = false; if (Atomics.sub(ctrl, ${PENDING}, 1) === 1) Atomics.notify(ctrl, ${PENDING}); };
+  const mine = () => Atomics.load(ctrl, ${EPOCH} + index) === epoch;
   const die = (why) => {
+    if (!mine()) return;
     const text = new TextEncoder().encode(String(why).slice(0, ${MESSAGE_BYTES - 1}));
     new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
     Atomics.store(ctrl, ${DEAD} + index, 1);
@@ -77,6 +83,7 @@ function start({ mem, index }) {
   for (;;) {
     Atomics.wait(ctrl, ${GEN}, seen);
     seen = Atomics.load(ctrl, ${GEN});
+    if (!mine()) return;
     const part = Atomics.exchange(ctrl, ${PART} + index, -1);
     if (part < 0) continue;
     holding = true;
@@ -104,11 +111,11 @@ interface NodeWorkerModule {
 }
 type Builtin = (id: string) => unknown;
 
-function spawnWorker(mem: WebAssembly.Memory, index: number): WorkerHandle | null {
+function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): WorkerHandle | null {
   const g = globalThis as { process?: { getBuiltinModule?: Builtin }; Worker?: new (url: string) => { postMessage(m: unknown): void; terminate(): void; addEventListener(ev: string, f: () => void): void }; Blob?: typeof Blob; URL?: typeof URL };
   const wt = g.process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerModule | undefined;
   if (wt) {
-    const w = new wt.Worker(`${WORKER_SOURCE}\nstart(require('node:worker_threads').workerData);`, { eval: true, workerData: { mem, index } });
+    const w = new wt.Worker(`${WORKER_SOURCE}\nstart(require('node:worker_threads').workerData);`, { eval: true, workerData: { mem, index, epoch } });
     w.unref(); // an idle pool never keeps the process alive
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.on('exit', (code) => { h.exited = true; h.exitCode = code; });
@@ -120,7 +127,7 @@ function spawnWorker(mem: WebAssembly.Memory, index: number): WorkerHandle | nul
     const w = new g.Worker(url);
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.addEventListener('error', () => { h.exited = true; });
-    w.postMessage({ mem, index });
+    w.postMessage({ mem, index, epoch });
     return h;
   }
   return null;
@@ -247,6 +254,7 @@ export class Pool {
   }
 
   private stop(i: number): void {
+    Atomics.add(this.ctrl, EPOCH + i, 1); // the old worker, if it still runs, ends at its next wake-up
     this.workers[i]?.terminate();
     this.workers.length = Math.min(this.workers.length, i);
     Atomics.store(this.ctrl, READY + i, 0);
@@ -260,8 +268,10 @@ export class Pool {
     const want = this.wanted - 1;
     if (want > 0 && this.workers.length < want) {
       for (let i = this.workers.length; i < want; i++) {
-        for (const f of [READY, DEAD]) Atomics.store(this.ctrl, f + i, 0);
-        this.workers[i] = spawnWorker(this.memory, i);
+        for (const f of [READY, DEAD, FAULT]) Atomics.store(this.ctrl, f + i, 0);
+        Atomics.store(this.ctrl, PART + i, -1);
+        const epoch = Atomics.add(this.ctrl, EPOCH + i, 1) + 1;
+        this.workers[i] = spawnWorker(this.memory, i, epoch);
       }
       if (this.blocking) {
         const until = performance.now() + 2000;

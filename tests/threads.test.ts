@@ -111,6 +111,17 @@ describe('thread pool', () => {
     eager.w.forEach((v, i) => expect(Math.abs(v - one.w[i]), `w[${i}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(v))));
   });
 
+  it('shrinking and growing the pool between calls keeps the results and blames no stopped worker', () => {
+    const [m, n, k] = [128, 512, 300];
+    const { a, b, sbk, sbn } = operands(m, n, k, false);
+    kiln.setNumThreads(2);
+    const want = gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true).c.slice();
+    for (const t of [1, 2, 1, 2, 2, 1, 2]) {
+      kiln.setNumThreads(t);
+      expect(gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true).c.slice()).toEqual(want);
+    }
+  });
+
   it('a worker that dies is an Error naming it, and the next call runs on a restarted pool', () => {
     kiln.setNumThreads(2);
     const [m, n, k] = [128, 512, 784];
