@@ -27,6 +27,29 @@ function peakModule(): Uint8Array<ArrayBuffer> {
 
 const FLOP_PER_ITER = CHAINS * 4 * 2;
 
+/** Milliseconds of this process's CPU time (all its threads) per call of `fn`, best of `reps` runs of `iters` calls. */
+export async function cpuMsPerCall(fn: () => unknown, iters: number, reps = 5): Promise<number> {
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+  let best = Infinity;
+  for (let r = 0; r < reps; r++) {
+    const t = cpu();
+    for (let i = 0; i < iters; i++) await fn();
+    best = Math.min(best, (cpu() - t) / iters);
+  }
+  return best;
+}
+
+/**
+ * The one-thread ceiling by CPU time rather than wall time: on a shared machine the thread is
+ * descheduled part of the time, which wall time counts and CPU time does not.
+ */
+export async function simdCeilingCpuTime(): Promise<number> {
+  const peak = new WebAssembly.Instance(new WebAssembly.Module(peakModule())).exports.peak as (n: number) => number;
+  const iters = 2e6;
+  peak(1e5);
+  return (iters * FLOP_PER_ITER) / (await cpuMsPerCall(() => peak(iters), 1, 5)) / 1e6;
+}
+
 /** GFLOP/s of `threads` threads each running the loop for about `ms` milliseconds, best of `repeats`. */
 export async function simdCeiling(threads: number, ms = 200, repeats = 5): Promise<number> {
   const bytes = peakModule();
