@@ -1,6 +1,8 @@
 // The CPU thread pool (runtime/threads.ts): big gemms split over 1 and 2 threads give the float64
 // reference's values within the gemm tolerance and the same bits either way; compiled and eager steps
 // agree across thread counts; a worker that dies is an Error naming it, and the pool restarts.
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import v8 from 'node:v8';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
@@ -45,6 +47,18 @@ describe('thread pool', () => {
     expect(kiln.getNumThreads()).toBe(2);
     kiln.setNumThreads(1);
     expect(kiln.getNumThreads()).toBe(1);
+  });
+
+  it('KILN_NUM_THREADS sets the default, and a bad value is an Error naming it', () => {
+    const threadsOf = (value: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e',
+      "import('./runtime/threads.ts').then((t) => console.log('threads=' + t.getNumThreads()))"], {
+      encoding: 'utf8', timeout: 60_000, cwd: resolve(import.meta.dirname, '..'), env: { ...process.env, KILN_NUM_THREADS: value },
+    });
+    const three = threadsOf('3');
+    expect(three.stdout, three.stderr).toContain('threads=3');
+    const bad = threadsOf('two');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain("KILN_NUM_THREADS must be an integer from 1 to 64, got 'two'");
   });
 
   // Panels split (wide), row blocks split (a single panel), a transposed weight, ragged edges.
