@@ -1,6 +1,6 @@
 // A float32 matrix product in WebAssembly SIMD for the CPU device: C = A @ B. Operands are packed
 // (A in blocks of RB rows interleaved over k, B in panels of 4*CB columns, both per block of KC values
-// of k) so that the micro-kernel reads both with constant offsets from two pointers. The module is
+// of k) so that the micro-kernel (4 x 8 accumulators) reads both with constant offsets from two pointers. The module is
 // encoded here (no toolchain); where WebAssembly SIMD is missing, `gemm` is null and generated
 // JavaScript loops run. Big products are split over the thread pool (threads.ts) by column panels or
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
@@ -12,7 +12,7 @@ const I32 = 0x7f, V128 = 0x7b;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
-  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Eqz: 0x45, i32Sub: 0x6b,
+  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Eqz: 0x45,
   simd: 0xfd,
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
@@ -112,9 +112,10 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   ]);
 }
 
-/** An operand as the generated kernel sees it: a typed array, an offset and strides (elements). */
 /**
- * `split` says whether the product may run on several threads: generated kernels pass the decision made
+ * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
+ * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
+ * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
  * at compile time (gemmSplitPays); left out, it is made here by the same rule.
  */
 export type Gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number };
@@ -136,7 +137,6 @@ export function kernelSupported(shape: KernelShape): boolean {
     return false;
   }
 }
-
 
 /**
  * A gemm over a given kernel shape. `threads` is the pool to split big products over (null: one thread).
@@ -161,7 +161,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       try {
         mem.grow(pages);
       } catch {
-        throw new Error(`gemm: a ${m}x${k} @ ${k}x${n} product needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for its packed operands, more than the engine gives (at most ${MAX_PAGES / 16} MiB)`);
+        throw new Error(`gemm: a ${m}x${k} @ ${k}x${n} product needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for its packed operands, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
       }
       heap = new Float32Array(mem.buffer);
     }
