@@ -41,7 +41,7 @@ import type { WgslTarget } from '../../compiler/target.ts';
 import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
-import { BufferPool, type PoolStats } from './pool.ts';
+import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
@@ -54,6 +54,9 @@ const POOL_CAP = 256 * 1024 * 1024;
 const MAX_PENDING = 128;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
+/** Read-back buffers up to this size are kept for reuse (at most STAGING_KEEP of them). */
+const STAGING_MAX = 64 * 1024;
+const STAGING_KEEP = 8;
 
 // The garbage collector does not see GPU memory, so dead tensors would pile up between collections.
 // A zero-filled ArrayBuffer of the same size rides along with each big storage: V8 counts it as
@@ -162,6 +165,8 @@ export class WebGPUBackend implements Backend {
   private uniformF32 = new Float32Array(0);
   private uniformUsed = 0;
   private readonly freeChunks: GPUBuffer[] = [];
+  /** unmapped MAP_READ buffers of past reads, by size class */
+  private readonly freeStaging: GPUBuffer[] = [];
   /** a collected storage's buffer goes back to the pool */
   private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
     this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
@@ -285,7 +290,7 @@ export class WebGPUBackend implements Backend {
     }
     if (offset < 0 || offset + size > st.size) throw new Error(`kiln: webgpu read of [${offset}, ${offset + size}) is outside a storage of ${st.size} elements`);
     const bytes = size * 4;
-    const staging = d.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.takeStaging(bytes);
     this.encoder ??= d.createCommandEncoder({ label: 'kiln read' });
     this.pass?.end();
     this.pass = null;
@@ -297,13 +302,26 @@ export class WebGPUBackend implements Backend {
       await this.surfaceErrors();
       throw new Error(`kiln: reading a WebGPU buffer failed: ${messageOf(e)}`, { cause: e });
     }
-    const raw = staging.getMappedRange().slice(0);
+    const raw = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
-    staging.destroy();
+    this.giveStaging(staging);
     await this.surfaceErrors();
     if (st.dtype === 'float32') return new Float32Array(raw);
     const ints = new Int32Array(raw);
     return st.dtype === 'int32' ? ints : Uint8Array.from(ints);
+  }
+
+  /** A MAP_READ buffer of at least `bytes` (small ones are reused: eager code reads a scalar per step). */
+  private takeStaging(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const i = size <= STAGING_MAX ? this.freeStaging.findIndex((b) => b.size === size) : -1;
+    if (i >= 0) return this.freeStaging.splice(i, 1)[0];
+    return this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'kiln read' });
+  }
+
+  private giveStaging(b: GPUBuffer): void {
+    if (b.size <= STAGING_MAX && this.freeStaging.length < STAGING_KEEP) this.freeStaging.push(b);
+    else b.destroy();
   }
 
   readSync(_s: Storage, _offset: number, _size: number, method: string): never {
