@@ -41,7 +41,23 @@ export interface Backend {
   read(storage: Storage, offset: number, size: number): Promise<TypedArray>;
   /** Synchronous read; devices that cannot read synchronously throw an error naming the async reader. */
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
+  /**
+   * Creates the pipelines of a compiled step's kernels before its first launch, in parallel where the
+   * device can (devices that compile nothing omit it). Background work such as tuning waits until
+   * `firstRun` resolves (the first call's kernels are queued), so that it stays off the first call's path.
+   */
+  precompile?(specs: readonly KernelSpec[], firstRun: Promise<void>): Promise<PrecompileReport>;
+  /** Waits until all queued work has finished (devices that run synchronously omit it). */
+  finish?(): Promise<void>;
+  /** Runs a program once, one kernel at a time, and measures each (compiled steps' `profile`). */
+  profileProgram?(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[]): Promise<KernelTimes>;
 }
+
+/** What `precompile` did: shaders compiled (deduplicated by source), their size, and the wall time. */
+export interface PrecompileReport { kernels: number; shaders: number; bytes: number; ms: number; tunesPending: number }
+
+/** Per-kernel times of one run: `ms[k]` for kernel k, and how they were measured. */
+export interface KernelTimes { ms: number[]; method: 'timestamp-query' | 'wall' ; note: string }
 
 /** A program that runs one prepared launcher per kernel, binding each from the table (devices without a fused program). */
 export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {

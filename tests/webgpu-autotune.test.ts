@@ -343,7 +343,7 @@ describe.runIf(hasWebGPU)('autotune', () => {
       expect(warn).toHaveBeenCalledTimes(1);
       expect(String(warn.mock.calls[0][0])).toMatch(/ignoring the matmul autotune cache .*not valid JSON/);
       // well-formed JSON with bad entries: the good one is kept, the rest noted
-      fs.writeFileSync(file, JSON.stringify({ [adapter]: { [shape]: { variant: { ...DEFAULT_MATMUL, wg: [8, 8] } }, bad: { variant: { bm: 3, bn: 4, wg: [1, 1], vec4: true, tiled: false } }, worse: 'x' }, other: 5 }));
+      fs.writeFileSync(file, JSON.stringify({ [adapter]: { [shape]: { variant: { ...DEFAULT_MATMUL, wg: [8, 8] } }, bad: { variant: { bm: 3, bn: 4, wg: [1, 1], vec4: true, tiled: false } }, worse: "x" }, [adapter + "2"]: 5, "v1:old": { x: 1 } }));
       clearAutotuneCache();
       expect(cachedVariant(adapter, shape)).toEqual(DEFAULT_MATMUL);
       expect(cachedVariant(adapter, 'bad')).toBeUndefined();

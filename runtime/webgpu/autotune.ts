@@ -208,6 +208,7 @@ function absorb(data: unknown, where: string): void {
   }
   let bad = 0;
   for (const [ad, shapes] of Object.entries(data as Record<string, unknown>)) {
+    if (!ad.startsWith(`v${CACHE_VERSION}:`)) continue; // another cache version's choices (kept in the file)
     if (!shapes || typeof shapes !== 'object') { bad++; continue; }
     for (const [sk, e] of Object.entries(shapes as Record<string, unknown>)) {
       const entry = validEntry(e);
@@ -408,6 +409,14 @@ export function requestTune(req: TuneRequest): Promise<MatmulVariant> {
   inFlight.set(key, p);
   return p;
 }
+
+/** Tunes not yet started wait for `p` (settled either way): keeps them off a compiled step's first call. */
+export function holdTunesUntil(p: Promise<unknown>): void {
+  chain = Promise.all([chain, p.catch(() => undefined)]);
+}
+
+/** How many tunes are queued or running. */
+export const tunesPending = (): number => inFlight.size;
 
 /** Resolves once every tune started so far has finished. */
 export async function tunesSettled(): Promise<void> {

@@ -38,9 +38,9 @@ import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
-import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
@@ -155,6 +155,10 @@ export class WebGPUBackend implements Backend {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pendingLaunches = 0;
+  /** launches encoded so far */
+  private launched = 0;
+  /** timestamp writes of the next compute pass begun (profileProgram) */
+  private passTimestamps: GPUComputePassTimestampWrites | null = null;
   private pendingBuffers = new Set<GPUBuffer>();
   /** submissions so far (the pool hands a returned buffer out once the submissions using it completed) */
   private submitCount = 0;
@@ -352,6 +356,66 @@ export class WebGPUBackend implements Backend {
     this.pendingBuffers = new Set();
   }
 
+  /**
+   * Runs a compiled step's kernels once, each in its own compute pass, and measures each: with the
+   * adapter's 'timestamp-query' feature, GPU timestamps at the start and end of each pass (one
+   * submission); otherwise (or with `method` 'wall') each kernel is submitted alone and its wall time
+   * from submit to completion counts (which includes the submission's own overhead).
+   */
+  async profileProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[], method?: 'wall'): Promise<KernelTimes> {
+    const d = this.device;
+    const launches = specs.map((spec) => this.prepare(spec));
+    const bound = (k: number): BoundArg[] => bindings[k].map((slot) => ({ storage: table[slot], offset: 0 }));
+    await this.sync();
+    const stamps = method !== 'wall' && d.features.has('timestamp-query');
+    if (!stamps) {
+      const ms: number[] = [];
+      for (let k = 0; k < specs.length; k++) {
+        const t0 = performance.now();
+        launches[k](bound(k));
+        this.flush();
+        await d.queue.onSubmittedWorkDone();
+        ms.push(performance.now() - t0);
+      }
+      await this.surfaceErrors();
+      const why = method === 'wall' ? 'wall time asked for' : "this adapter has no 'timestamp-query'";
+      return { ms, method: 'wall', note: `${why}: each kernel was submitted alone and timed from submit to completion (includes ~0.1-1 ms of submission overhead per kernel)` };
+    }
+    const n = specs.length;
+    const querySet = d.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const resolved = d.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readback = d.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const ran: boolean[] = [];
+    try {
+      for (let k = 0; k < n; k++) {
+        // a pass per kernel, stamped at its start and end
+        this.pass?.end();
+        this.pass = null;
+        this.passTimestamps = { querySet, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 };
+        const before = this.launched;
+        launches[k](bound(k));
+        ran.push(this.launched > before); // a kernel with an empty grid launches nothing
+        this.passTimestamps = null;
+        (this.pass as GPUComputePassEncoder | null)?.end();
+        this.pass = null;
+      }
+      this.encoder ??= d.createCommandEncoder({ label: 'kiln profile' });
+      this.encoder.resolveQuerySet(querySet, 0, 2 * n, resolved, 0);
+      this.encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16 * n);
+      this.flush();
+      await readback.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(readback.getMappedRange().slice(0));
+      readback.unmap();
+      await this.surfaceErrors();
+      return { ms: Array.from({ length: n }, (_, k) => (ran[k] && t[2 * k + 1] >= t[2 * k] ? Number(t[2 * k + 1] - t[2 * k]) / 1e6 : 0)), method: 'timestamp-query', note: 'GPU timestamps at the start and end of each kernel\'s compute pass' };
+    } finally {
+      this.passTimestamps = null;
+      querySet.destroy();
+      resolved.destroy();
+      readback.destroy();
+    }
+  }
+
   /** Waits until all queued work has finished, and surfaces any error it raised. */
   async sync(): Promise<void> {
     this.flush();
@@ -376,15 +440,20 @@ export class WebGPUBackend implements Backend {
     }
   }
 
-  private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
-    const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
-    const cached = this.bySpec.get(key);
-    if (cached) return cached;
+  /** The shader a spec launches with (tuned matmul variant, test hooks applied) and its pipeline cache key. */
+  private kernelFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): { kernel: WgslKernel; pkey: string } {
     const t = this.target;
     const matmul = spec.kernel.kind === 'matmul' ? overrides.matmul ?? chooseMatmul({ device: this.device, adapter: this.adapter, software: this.software, target: t, spec, aligned, mayTune: !alias }) : undefined;
     let kernel = wgslSource(spec, { ...t.options, limits: t.limits, alias, aligned, matmul });
     if (overrides.shaderTransform) kernel = { ...kernel, code: overrides.shaderTransform(kernel.code, spec) };
-    const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
+    return { kernel, pkey: kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',') };
+  }
+
+  private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
+    const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
+    const cached = this.bySpec.get(key);
+    if (cached) return cached;
+    const { kernel, pkey } = this.kernelFor(spec, alias, aligned);
     let p = this.pipelines.get(pkey);
     if (!p) {
       p = this.createPipeline(spec.name, kernel);
@@ -394,18 +463,57 @@ export class WebGPUBackend implements Backend {
     return p;
   }
 
-  private createPipeline(name: string, kernel: WgslKernel): Pipeline {
+  /**
+   * Creates the pipelines of a compiled step's kernels ahead of its first launch, all at once with
+   * createComputePipelineAsync (the driver may compile them in parallel, and nothing blocks the event
+   * loop). Kernels are assumed bound at offset 0 without aliasing, as compiled steps bind them; a shader
+   * that fails here is left to the synchronous path, which reports its errors in full. Matmul tunes
+   * wait for `firstRun`: on software adapters their shader compiles would otherwise share the CPU with
+   * the first call's (measured on lavapipe, busy machine: 34 s first MLP step with tunes, 1.0 s without).
+   */
+  async precompile(specs: readonly KernelSpec[], firstRun: Promise<void>): Promise<PrecompileReport> {
+    const t0 = performance.now();
     const d = this.device;
-    d.pushErrorScope('validation');
-    d.pushErrorScope('internal');
-    const module = d.createShaderModule({ code: kernel.code, label: name });
-    const layout = d.createBindGroupLayout({
-      label: name,
+    // tunes (started below by new matmul shapes) wait until the first call's work has run
+    holdTunesUntil(firstRun.then(() => this.sync()).catch(() => undefined));
+    const made = new Map<string, Promise<void>>();
+    let bytes = 0;
+    for (const spec of specs) {
+      const aligned = spec.kernel.kind === 'matmul' ? spec.args.map(() => true) : undefined;
+      const { kernel, pkey } = this.kernelFor(spec, undefined, aligned);
+      if (this.pipelines.has(pkey) || made.has(pkey)) continue;
+      bytes += kernel.code.length;
+      d.pushErrorScope('validation');
+      d.pushErrorScope('internal');
+      const module = d.createShaderModule({ code: kernel.code, label: spec.name });
+      const layout = this.bindGroupLayout(spec.name, kernel);
+      const pipeline = d.createComputePipelineAsync({ label: spec.name, layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+      const scopes = Promise.all([d.popErrorScope(), d.popErrorScope()]);
+      made.set(pkey, Promise.all([pipeline, scopes]).then(([pl, errs]) => {
+        if (errs.some((e) => e !== null) || this.pipelines.has(pkey)) return;
+        this.pipelines.set(pkey, { name: spec.name, kernel, pipeline: pl, layout, error: null });
+      }, () => { /* the synchronous path reports it */ }));
+    }
+    await Promise.all(made.values());
+    return { kernels: specs.length, shaders: made.size, bytes, ms: performance.now() - t0, tunesPending: tunesPending() };
+  }
+
+  private bindGroupLayout(label: string, kernel: WgslKernel): GPUBindGroupLayout {
+    return this.device.createBindGroupLayout({
+      label,
       entries: [
         { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
         ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
       ],
     });
+  }
+
+  private createPipeline(name: string, kernel: WgslKernel): Pipeline {
+    const d = this.device;
+    d.pushErrorScope('validation');
+    d.pushErrorScope('internal');
+    const module = d.createShaderModule({ code: kernel.code, label: name });
+    const layout = this.bindGroupLayout(name, kernel);
     const pipeline = d.createComputePipeline({
       label: name,
       layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
@@ -451,7 +559,7 @@ export class WebGPUBackend implements Backend {
       this.encoder = this.device.createCommandEncoder({ label: 'kiln' });
       this.takeChunk();
     }
-    this.pass ??= this.encoder.beginComputePass();
+    this.pass ??= this.encoder.beginComputePass(this.passTimestamps ? { timestampWrites: this.passTimestamps } : undefined);
     return this.pass;
   }
 
@@ -501,6 +609,7 @@ export class WebGPUBackend implements Backend {
     cp.setBindGroup(0, this.device.createBindGroup({ layout: p.layout, entries }));
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
+    this.launched++;
   }
 
   /** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
@@ -533,6 +642,7 @@ export class WebGPUBackend implements Backend {
     cp.setBindGroup(0, cache.group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
+    this.launched++;
     return true;
   }
 }
@@ -583,7 +693,14 @@ export const webgpuBackend: Backend = {
   prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
+  precompile: (specs, firstRun) => current().precompile(specs, firstRun),
+  finish: () => current().sync(),
+  profileProgram: (specs, bindings, table) => current().profileProgram(specs, bindings, table, profileMethod ?? undefined),
 };
+
+let profileMethod: 'wall' | null = null;
+/** Test hook: profile by wall time even where the adapter has 'timestamp-query' (null: by adapter). */
+export const setProfileMethod = (m: 'wall' | null): void => { profileMethod = m; };
 
 /** Submits the pending launches (without waiting for them). */
 export function flush(): void { active?.flush(); }
@@ -608,6 +725,8 @@ registerWebGPUBackend();
 /** Acquires the WebGPU device (a clear Error where there is none) and registers the 'webgpu' backend. */
 export async function initWebGPU(): Promise<void> {
   await deviceInit();
+  // browsers keep tuned matmul choices in IndexedDB (asynchronous): load them before the first kernel
+  await loadAutotuneCache();
   registerWebGPUBackend();
   current();
 }
