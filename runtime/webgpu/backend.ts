@@ -104,11 +104,31 @@ interface Pipeline {
 }
 
 /**
- * What a prepared launcher keeps between calls: its own uniform buffer (offsets and params, written
- * once) and the bind group of the buffers it last bound, so a compiled step that binds the same
- * buffers every call creates no bind group and writes no uniform per step.
+ * What a prepared launcher keeps between calls: its own uniform buffers (offsets and params, each
+ * written once) and the bind groups of the buffer sets it last bound, so a compiled step that binds the
+ * same buffers every call creates no bind group and writes no uniform per step.
  */
-interface LaunchCache { uniform?: GPUBuffer; uniformKey?: string; pipeline?: Pipeline; buffers?: GPUBuffer[]; group?: GPUBindGroup }
+interface LaunchCache {
+  /** the pipeline the groups were made for */
+  pipeline: Pipeline | null;
+  /** uniform buffers by offsets + params (written once each: queued work may still read them) */
+  uniforms: Map<string, GPUBuffer>;
+  /** bind groups by uniform key + buffer ids, least recently used first */
+  groups: Map<string, GPUBindGroup>;
+}
+/** Per prepared launcher: uniforms kept (other offsets use the shared ring) and bind groups kept (LRU). */
+const UNIFORMS_PER_LAUNCHER = 4;
+const GROUPS_PER_LAUNCHER = 16;
+const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map(), groups: new Map() });
+
+/** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
 
 type PickPipeline = (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline;
 
@@ -258,14 +278,14 @@ export class WebGPUBackend implements Backend {
     // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
     const variants = new Map<string, Pipeline>();
     const noParams: number[] = [];
-    const cache: LaunchCache = {};
+    let cache = newLaunchCache();
     let gen = this.generation;
     return (args) => {
       const storages = args.map((a) => asStorage(a.storage));
       if (gen !== this.generation) {
         variants.clear();
         gen = this.generation;
-        for (const k of Object.keys(cache) as (keyof LaunchCache)[]) delete cache[k];
+        cache = newLaunchCache();
       }
       this.launch(spec, args, storages, noParams, (alias, aligned) => {
         const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
@@ -612,34 +632,50 @@ export class WebGPUBackend implements Backend {
     this.launched++;
   }
 
-  /** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
+  /**
+   * Launches through the prepared launcher's own uniforms and bind groups; false when it cannot (then
+   * the shared ring is used). Creating a bind group costs ~50 us in dawn.node (measured on lavapipe),
+   * more than the rest of an eager launch, so a launcher keeps the groups of the last few buffer sets
+   * it bound: compiled steps bind the same buffers every call, and eager loops get pooled buffers back.
+   */
   private launchCached(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
     const d = this.device;
     const n = spec.args.length;
-    const offsets = args.slice(0, n).map((a) => a.offset);
-    const key = `${offsets.join(',')}|${params.join(',')}`;
-    // The uniform may still be read by queued work: never rewrite it; other offsets use the shared ring.
-    if (cache.uniform && (cache.uniformKey !== key || cache.uniform.size < p.kernel.uniformBytes)) return false;
-    const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
-    if (!cache.uniform) {
+    let key = '';
+    for (let i = 0; i < n; i++) key += `${args[i].offset},`;
+    key += `|${params.join(',')}`;
+    let uniform = cache.uniforms.get(key);
+    if (!uniform) {
+      if (cache.uniforms.size >= UNIFORMS_PER_LAUNCHER) return false;
       const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
-      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offsets, params);
-      cache.uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
-      d.queue.writeBuffer(cache.uniform, 0, bytes);
-      cache.uniformKey = key;
+      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, args.slice(0, n).map((a) => a.offset), params);
+      uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
+      d.queue.writeBuffer(uniform, 0, bytes);
+      cache.uniforms.set(key, uniform);
     }
-    if (!cache.group || cache.pipeline !== p || !cache.buffers!.every((b, i) => b === buffers[i])) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: cache.uniform, offset: 0, size: p.kernel.uniformBytes } }];
-      p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
-      cache.group = d.createBindGroup({ layout: p.layout, entries });
+    if (uniform.size < p.kernel.uniformBytes) return false;
+    if (cache.pipeline !== p) {
+      cache.groups.clear();
       cache.pipeline = p;
-      cache.buffers = buffers;
     }
+    const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
+    let gkey = key + '#';
+    for (const b of buffers) gkey += `${bufferId(b)},`;
+    let group = cache.groups.get(gkey);
+    if (group) {
+      cache.groups.delete(gkey); // most recently used last
+    } else {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform, offset: 0, size: p.kernel.uniformBytes } }];
+      p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
+      group = d.createBindGroup({ layout: p.layout, entries });
+      if (cache.groups.size >= GROUPS_PER_LAUNCHER) cache.groups.delete(cache.groups.keys().next().value!);
+    }
+    cache.groups.set(gkey, group);
     for (const b of buffers) this.pendingBuffers.add(b);
     const cp = this.encoderFor(0);
     const wg = p.kernel.workgroups;
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, cache.group);
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
