@@ -142,6 +142,10 @@ describe('matmul variants (codegen only)', () => {
     expect(applicableVariants(spec, {}, true)[0]).toEqual({ bm: 4, bn: 4, wg: [8, 1], vec4: true, tiled: false });
     expect(matmulCandidates(true)[0]).toEqual(SOFTWARE_MATMUL);
     expect(defaultMatmul(true, 1000)).toBe(DEFAULT_MATMUL);
+    // adapters as Dawn/lavapipe and Chromium/SwiftShader describe themselves
+    expect(isSoftwareAdapter({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe-llvm-15', description: 'llvmpipe' })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '' })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' })).toBe(false);
     expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
   });
 });
