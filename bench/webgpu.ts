@@ -9,6 +9,7 @@ import { webgpuEnv } from './peers/webgpu-env.ts';
 import { referenceMatmul, checkMatmul, type RefKernel } from './reference-matmul.ts';
 import { mlpData, MLP_BATCH, MLP_SIZES } from './mlp-data.ts';
 import { kilnCompiledMlpRow } from './mlp.ts';
+import { kilnDose } from './dose.ts';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -175,5 +176,37 @@ export async function runWebgpu(): Promise<Table[]> {
   );
   finishTable(mlpTable, ['kiln compiled (webgpu)'], ['jax-js jit (webgpu)']);
 
-  return [mlpTable, mmTable];
+  // (c) eager dispatch: the dose epoch (dose.ts) eagerly on WebGPU: ~77 tiny launches and 3 reads.
+  const doseTable: Table = {
+    id: 'webgpu-dose',
+    title: 'dose epoch on WebGPU (3 samples fwd+bwd, 1 SGD step; median per epoch)',
+    unit: 'us',
+    rows: [],
+    notes: [],
+    baseline: '',
+    showFirstValue: true,
+  };
+  const eagerMissing = kilnGpu ?? kilnMissing(load, 'eager');
+  if (eagerMissing) doseTable.rows.push(skipped('kiln eager (webgpu)', eagerMissing));
+  else
+    doseTable.rows.push(
+      await tryRow('kiln eager (webgpu)', async () => {
+        const { inputs, labels, opt, forward } = kilnDose(load.kiln!, 'webgpu');
+        const run = async () => {
+          let total = 0;
+          for (let i = 0; i < 3; i++) {
+            const loss = forward(inputs.index(i)).sub(labels.index(i)).pow(2);
+            loss.backward();
+            total += await loss.item();
+          }
+          opt.step();
+          opt.zeroGrad();
+          return total;
+        };
+        return rowFrom('kiln eager (webgpu)', await measure(run, { budgetMs: 1500, warmupMs: 300 }), 'the loss read back after each sample (3 reads per epoch)');
+      }),
+    );
+  finishTable(doseTable, ['kiln eager (webgpu)']);
+
+  return [mlpTable, mmTable, doseTable];
 }

@@ -2,8 +2,8 @@
 // timestamps where the adapter has 'timestamp-query', else per-kernel wall time) and the KILN_PROFILE=1
 // first-call breakdown, on every device. A profiled call must have exactly the effects of a plain call.
 
-import { afterEach, expect, it, vi } from 'vitest';
-import { describeEachDevice } from './devices.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describeEachDevice, testDevices } from './devices.ts';
 import { setProfileMethod } from '../runtime/webgpu/backend.ts';
 import * as kiln from '../index.ts';
 
@@ -56,15 +56,6 @@ describeEachDevice('step.profile and KILN_PROFILE', (device) => {
     expect(next).toBeCloseTo(await (await a.step(a.x, a.y)).item(), 5);
   });
 
-  it.runIf(device === 'webgpu')('profile() by wall time says so (adapters without timestamp-query)', async () => {
-    setProfileMethod('wall');
-    const s = setup(device);
-    const p = await s.step.profile(s.x, s.y);
-    expect(p.method).toBe('wall');
-    expect(p.note).toMatch(/submitted alone/);
-    expect(p.kernels.every((k) => k.ms > 0)).toBe(true);
-  });
-
   it('KILN_PROFILE=1 prints the first call\'s breakdown once per signature', async () => {
     process.env.KILN_PROFILE = '1';
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
@@ -82,3 +73,18 @@ describeEachDevice('step.profile and KILN_PROFILE', (device) => {
     }
   });
 });
+
+// Adapters without 'timestamp-query' (forced here: lavapipe has it) time each kernel submitted alone.
+if ((await testDevices()).includes('webgpu')) {
+  describe('step.profile by wall time [webgpu]', () => {
+    afterEach(() => setProfileMethod(null));
+    it('says so, and times every kernel', async () => {
+      setProfileMethod('wall');
+      const s = setup('webgpu');
+      const p = await s.step.profile(s.x, s.y);
+      expect(p.method).toBe('wall');
+      expect(p.note).toMatch(/submitted alone/);
+      expect(p.kernels.every((k) => k.ms > 0)).toBe(true);
+    });
+  });
+}
