@@ -38,8 +38,12 @@ type Matmul = Extract<Kernel, { kind: 'matmul' }>;
 export const TUNE_MIN_WORK = 2 ** 18;
 /** Wall-clock budget of one shape's tune, in ms. */
 export const TUNE_BUDGET_MS = 500;
-/** Multiply-adds of one timed proxy dispatch (rows are cut down to about this, in multiples of 64). */
-const PROXY_WORK = 2 ** 25;
+/**
+ * Multiply-adds of one timed proxy dispatch (rows are cut down to about this, in multiples of 64). A
+ * 64-row proxy of 1024^3 (2^25) picked 8x8 blocks on lavapipe that ran the full product at half the
+ * speed of 4x4 blocks (its a rows stay in cache); 2^27 keeps 128 rows.
+ */
+const PROXY_WORK = 2 ** 27;
 
 export function autotuneEnabled(): boolean {
   return env('KILN_AUTOTUNE') !== '0';
