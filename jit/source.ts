@@ -33,6 +33,18 @@ const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/'
 const isLibrary = (file: string): boolean =>
   file === ownFile || file.includes('/node_modules/') || libraryDirs.some((d) => file.startsWith(d));
 
+// kiln's own browser build (scripts/build.ts) is several files (the first module, shared chunks, chunks
+// loaded on first use); each adds its URL to this set when it loads, so a frame in any of them is kiln's.
+const bundleUrls = (): ReadonlySet<string> | undefined =>
+  (globalThis as { [key: symbol]: Set<string> | undefined })[Symbol.for('kiln.bundleFiles')];
+let bundleFiles = new Set<string>();
+function inBundle(file: string): boolean {
+  const urls = bundleUrls();
+  if (!urls) return false;
+  if (urls.size !== bundleFiles.size) bundleFiles = new Set([...urls].map((u) => (u.startsWith('file://') ? fileURLToPath(u) : u)));
+  return bundleFiles.has(file);
+}
+
 /** The innermost user frame of the current stack, or null. */
 export function userFrame(): SourceLocation | null {
   const limit = Error.stackTraceLimit;
@@ -41,7 +53,7 @@ export function userFrame(): SourceLocation | null {
   Error.stackTraceLimit = limit;
   for (const frame of stack.split('\n').slice(1)) {
     const loc = parseFrame(frame);
-    if (loc && !isLibrary(loc.file)) return loc;
+    if (loc && !isLibrary(loc.file) && !inBundle(loc.file)) return loc;
   }
   return null;
 }
