@@ -27,6 +27,8 @@ const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})] ??=
 export interface Chunk {
   /** file name in the output folder: kiln.js, or kiln-<name>-<hash>.js */
   name: string;
+  /** the module a dynamic import() loads with this file (e.g. 'runtime/webgpu/index.ts'); undefined for shared chunks */
+  entryPoint?: string;
   text: string;
   bytes: number;
   gzipBytes: number;
@@ -76,7 +78,7 @@ export async function buildKiln(options: BuildOptions = {}): Promise<KilnBuild> 
     const text = texts.get(name);
     if (text === undefined) continue; // a source map or the like: none are made
     chunks.set(name, {
-      name, text, bytes: Buffer.byteLength(text), gzipBytes: gzipSync(text).byteLength,
+      name, entryPoint: out.entryPoint, text, bytes: Buffer.byteLength(text), gzipBytes: gzipSync(text).byteLength,
       imports: out.imports.filter((i) => i.kind === 'import-statement' && !i.external).map((i) => base(i.path)),
       dynamicImports: out.imports.filter((i) => i.kind === 'dynamic-import' && !i.external).map((i) => base(i.path)),
       inputs: Object.fromEntries(Object.entries(out.inputs).map(([f, v]) => [f, v.bytesInOutput])),
@@ -96,6 +98,13 @@ export function staticClosure(chunks: ReadonlyMap<string, Chunk>, from: string):
   };
   visit(from);
   return [...seen];
+}
+
+/** The file a dynamic import() of `source` (a path from the repository root) loads. */
+export function chunkFor(chunks: ReadonlyMap<string, Chunk>, source: string): string {
+  const c = [...chunks.values()].find((c) => c.entryPoint === source);
+  if (!c) throw new Error(`build: no chunk is loaded by an import() of ${source}`);
+  return c.name;
 }
 
 /** Bytes of these chunks together. */
