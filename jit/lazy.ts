@@ -2,7 +2,8 @@
 // graph passes, fusion, memory planning, the executor, the listings, the code generators they reach
 // -- is imported by the first compile() call, so a page that runs only eager code never downloads it
 // and one that compiles fetches it while it sets up: in kiln's browser build it is a chunk of its own
-// (notes/README-bundle.md). Tracing and TraceError (./trace.ts) stay in the package's first module.
+// (notes/README-bundle.md). The tracer and source provenance come with it; kiln.TraceError, for
+// `instanceof`, is the base class of the tracer's errors (./trace-error.ts), here from the start.
 //
 // Once the compiler is loaded, compile() returns ./compile.ts's compiled function itself. A function
 // compiled before that is a stand-in whose calls wait for the compiler, then run in the order they
@@ -15,7 +16,7 @@ import { getDefaultDevice, setDefaultDevice, type DeviceName } from '../runtime/
 import type { Tensor } from '../runtime/tensor.ts';
 import type { CompiledFunction, CompileOptions } from './compile.ts';
 
-export { TraceError } from './trace.ts';
+export { TraceErrorBase as TraceError } from './trace-error.ts';
 export type { CompiledFunction, CompileOptions, KernelListing, Lowered } from './compile.ts';
 
 type Compiler = typeof import('./compile.ts');

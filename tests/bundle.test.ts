@@ -45,12 +45,12 @@ describe("kiln's split build", () => {
 
   it('acorn is in no file of the build (a page maps it; jit/source.ts imports it on demand)', () => {
     for (const c of kiln.chunks.values()) expect(Object.keys(c.inputs).filter((f) => /(^|\/)acorn\//.test(f))).toEqual([]);
-    expect(loadedInputs()).toContain('jit/source.ts'); // provenance is there from the start
   });
 
-  it('the WebGPU backend, the compiler and the file formats are chunks loaded on first use', () => {
+  it('the WebGPU backend, the compiler (with the tracer and provenance) and the file formats are chunks loaded on first use', () => {
     const inputs = loadedInputs();
-    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'compiler/passes/fusion.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts']) {
+    expect(inputs).toContain('jit/trace-error.ts'); // kiln.TraceError, for instanceof
+    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'jit/trace.ts', 'jit/source.ts', 'compiler/passes/fusion.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts']) {
       expect(inputs, lazy).not.toContain(lazy);
     }
     // each is one import() away from the first module: the chunk its facade loads, and what that imports
@@ -137,7 +137,7 @@ function runUserProgram(dir: string, kilnFile: string): string {
     '  if (t.sum().itemSync() > 0) return t.mul(2);',
     '  return t;',
     '});',
-    'try { await step(kiln.tensor([1, 2])); } catch (e) { console.log(e.name + ": " + e.message); }',
+    'try { await step(kiln.tensor([1, 2])); } catch (e) { console.log(e.name + ": " + e.message); console.log("instanceof kiln.TraceError: " + (e instanceof kiln.TraceError)); }',
     'const listed = kiln.compile((t) => t.mul(3).exp());',
     'console.log((await listed.lower(kiln.tensor([1, 2]))).forward.toString());',
   ].join('\n');
@@ -154,6 +154,7 @@ it('split, a TraceError names the user file:line and expression (acorn imported 
   const out = runUserProgram(dir, 'kiln.js');
   expect(out).toMatch(/^TraceError: itemSync\(\) reads the value .* at user\.mjs:3:\d+ \(t\.sum\(\)\.itemSync\(\) > 0\)/);
   expect(out).toContain('# user.mjs:7  const listed = kiln.compile((t) => t.mul(3).exp());');
+  expect(out).toContain('instanceof kiln.TraceError: true');
   expect(out).not.toMatch(/kiln[\w-]*\.js/);
 });
 
@@ -165,5 +166,6 @@ it('bundled into one file, a TraceError names the user file:line and expression,
   const out = runUserProgram(dir, 'kiln.mjs');
   expect(out).toMatch(/^TraceError: itemSync\(\) reads the value .* at user\.mjs:3:\d+ \(t\.sum\(\)\.itemSync\(\) > 0\)/);
   expect(out).toContain('# user.mjs:7  const listed = kiln.compile((t) => t.mul(3).exp());');
+  expect(out).toContain('instanceof kiln.TraceError: true');
   expect(out).not.toContain('kiln.mjs');
 });
