@@ -57,13 +57,13 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
   if (compiler) return compiler.compile(fn, options);
   let real: CompiledFunction<A, R> | undefined;
   let waiting = 0; // calls made before the compiler arrived and not yet started: later calls queue behind them
-  const ready = load();
+  void load().catch(() => {}); // start fetching now; a failure is reported by the calls (each tries again)
   /** Runs `use` on the real compiled function: now if nothing is queued, else after what is. */
   const later = <T>(use: (f: CompiledFunction<A, R>) => Promise<T>): Promise<T> => {
     if (real && waiting === 0) return use(real);
     const grad = isGradEnabled(), device = getDefaultDevice();
     waiting++;
-    return ready.then(
+    return load().then(
       (m) => {
         waiting--;
         real ??= m.compile(fn, options);
