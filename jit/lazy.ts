@@ -15,6 +15,8 @@ import { enableGrad, isGradEnabled, noGrad } from '../runtime/autograd.ts';
 import { getDefaultDevice, setDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import type { Tensor } from '../runtime/tensor.ts';
 import type { CompiledFunction, CompileOptions } from './compile.ts';
+// names the file kiln's first module lands in, for provenance (the compiler is in another file)
+import './bundle-files.ts';
 
 export { TraceErrorBase as TraceError } from './trace-error.ts';
 export type { CompiledFunction, CompileOptions, KernelListing, Lowered } from './compile.ts';

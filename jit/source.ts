@@ -7,6 +7,7 @@
 import type { parseExpressionAt } from 'acorn';
 import { setSourceDisplay } from '../ir/graph.ts';
 import { cwd, nodeFs } from '../runtime/node.ts';
+import { inBundle } from './bundle-files.ts';
 
 export interface SourceLocation { file: string; line: number; column: number }
 
@@ -32,18 +33,6 @@ const root = import.meta.url.startsWith('file:') ? fileURLToPath(new URL('../', 
 const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
 const isLibrary = (file: string): boolean =>
   file === ownFile || file.includes('/node_modules/') || libraryDirs.some((d) => file.startsWith(d));
-
-// kiln's own browser build (scripts/build.ts) is several files (the first module, shared chunks, chunks
-// loaded on first use); each adds its URL to this set when it loads, so a frame in any of them is kiln's.
-const bundleUrls = (): ReadonlySet<string> | undefined =>
-  (globalThis as { [key: symbol]: Set<string> | undefined })[Symbol.for('kiln.bundleFiles')];
-let bundleFiles = new Set<string>();
-function inBundle(file: string): boolean {
-  const urls = bundleUrls();
-  if (!urls) return false;
-  if (urls.size !== bundleFiles.size) bundleFiles = new Set([...urls].map((u) => (u.startsWith('file://') ? fileURLToPath(u) : u)));
-  return bundleFiles.has(file);
-}
 
 /** The innermost user frame of the current stack, or null. */
 export function userFrame(): SourceLocation | null {

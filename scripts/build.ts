@@ -18,10 +18,10 @@ import { build, type Metafile } from 'esbuild';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 /**
- * Every file of the build names itself, when it loads, in a set that jit/source.ts reads: kiln's code is
- * split over several files, and a stack frame in any of them is kiln's, never the user's line.
+ * Every file of the build names itself, when it loads, in the set of jit/bundle-files.ts (this key):
+ * kiln's code is split over several files, and a stack frame in any of them is kiln's, never the user's line.
  */
-export const BUNDLE_FILES_KEY = 'kiln.bundleFiles';
+const BUNDLE_FILES_KEY = 'kiln.bundleFiles';
 const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})] ??= new Set()).add(import.meta.url);`;
 
 export interface Chunk {
