@@ -12,7 +12,7 @@
 //            compiled and eager, PyTorch from kiln's initial weights.
 // Rows that cannot run (a kiln feature missing from this build, a peer lacking a kernel) print why.
 import * as kiln from '../index.ts';
-import type { Tensor } from '../index.ts';
+import type { StepProfile, Tensor } from '../index.ts';
 import { GPT, Vocab, configureOptimizers, getBatch, gptStep, loadMobyDick } from '../examples/char-gpt.ts';
 import { MakemoreMLP, buildDataset, loadNames, makemoreStep } from '../examples/makemore.ts';
 import { ADADELTA, CNN_BATCH, CNN_PARAMS, cnnData, type CnnData } from './cnn-data.ts';
@@ -52,14 +52,30 @@ async function torchRow(which: ModelBenchmark, arrays: () => Promise<NamedArray[
   });
 }
 
-/** A compiled and an eager row of the same step (a fresh model each, so both start alike). */
-async function kilnRows(device: Device, make: () => { x: Tensor; y: Tensor; body: (x: Tensor, y: Tensor) => Tensor }, opts: { compiled: MeasureOptions; eager: MeasureOptions | null }): Promise<Row[]> {
+/** The slowest kernels of one compiled call (step.profile), as a table note. */
+function profileNote(label: string, p: StepProfile): string {
+  const top = [...p.kernels].sort((a, b) => b.ms - a.ms).slice(0, 4).map((k) => {
+    const what = (k.sources[0] ?? k.ops[0] ?? '').replace(/\s+/g, ' ').trim();
+    return `${(100 * k.share).toFixed(0)}% ${k.name}${what ? ` (${what.length > 70 ? what.slice(0, 67) + '...' : what})` : ''}`;
+  });
+  return `${label}: step.profile() of one call, ${p.kernels.length} kernels, ${p.totalMs.toFixed(1)} ms (${p.method}); slowest: ${top.join('; ')}`;
+}
+
+/** A compiled and an eager row of the same step (a fresh model each, so both start alike); the compiled
+ * step's kernel profile goes to `notes`. */
+async function kilnRows(device: Device, make: () => { x: Tensor; y: Tensor; body: (x: Tensor, y: Tensor) => Tensor }, opts: { compiled: MeasureOptions; eager: MeasureOptions | null }, notes: string[]): Promise<Row[]> {
   const rows: Row[] = [];
   const compiledName = `kiln compiled (${device})`, eagerName = `kiln eager (${device})`;
   rows.push(await tryRow(compiledName, async () => {
     const { x, y, body } = make();
     const step = kiln.compile(body, { device });
-    return rowFrom(compiledName, await measure(async () => (await step(x, y)).item(), opts.compiled), 'first call includes trace + compile');
+    const row = rowFrom(compiledName, await measure(async () => (await step(x, y)).item(), opts.compiled), 'first call includes trace + compile');
+    try {
+      notes.push(profileNote(compiledName, await step.profile(x, y)));
+    } catch (e) {
+      notes.push(`${compiledName}: step.profile() failed: ${errorMessage(e)}`);
+    }
+    return row;
   }));
   if (opts.eager) {
     const eagerOpts = opts.eager;
@@ -148,7 +164,7 @@ async function runCnn(): Promise<Table[]> {
   const cpu = cnnTable('cnn-cpu', `MNIST CNN training step on the CPU (${CNN_TITLE})`);
   const conv = convApi();
   if (typeof conv === 'string') cpu.rows.push(skipped('kiln compiled (cpu)', conv), skipped('kiln eager (cpu)', conv));
-  else cpu.rows.push(...(await kilnRows('cpu', () => kilnCnn(d, 'cpu'), { compiled: SLOW, eager: SLOW })));
+  else cpu.rows.push(...(await kilnRows('cpu', () => kilnCnn(d, 'cpu'), { compiled: SLOW, eager: SLOW }, cpu.notes)));
   cpu.rows.push(await torchRow('cnn', async () => [
     { name: 'x', data: d.x, shape: [d.batch, 1, 28, 28] },
     { name: 'y', data: d.y, shape: [d.batch] },
@@ -182,7 +198,7 @@ async function runCnn(): Promise<Table[]> {
   gpu.notes.push(`adapter: ${env.info}`);
   const missing = typeof conv === 'string' ? conv : await kilnWebgpuMissing();
   if (missing) gpu.rows.push(skipped('kiln compiled (webgpu)', missing));
-  else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null })));
+  else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null }, gpu.notes)));
   gpu.rows.push(await tryRow('tfjs (webgpu)', async () => {
     if (tfjs instanceof Error) throw new Error(`tfjs did not load: ${tfjs.message}`);
     try {
@@ -226,7 +242,7 @@ async function runCharGpt(): Promise<Table[]> {
     const opt = configureOptimizers(model, { lr: 1e-3, weightDecay: 0.1 });
     return { model, x: xCpu.to(device), y: yCpu.to(device), body: (x: Tensor, y: Tensor) => gptStep(model, opt, x, y) };
   };
-  table.rows.push(...(await kilnRows('cpu', make('cpu'), { compiled: SLOW, eager: SLOW })));
+  table.rows.push(...(await kilnRows('cpu', make('cpu'), { compiled: SLOW, eager: SLOW }, table.notes)));
   table.rows.push(await torchRow('chargpt', async () => {
     const { model, x, y } = make('cpu')();
     const config = Int32Array.from([vocab.size, GPT_CFG.blockSize, GPT_CFG.nLayer, GPT_CFG.nHead, GPT_CFG.nEmbd]);
@@ -237,7 +253,7 @@ async function runCharGpt(): Promise<Table[]> {
   }, 4));
   const missing = await kilnWebgpuMissing();
   if (missing) table.rows.push(skipped('kiln compiled (webgpu)', missing), skipped('kiln eager (webgpu)', missing));
-  else table.rows.push(...(await kilnRows('webgpu', make('webgpu'), { compiled: CRAWL, eager: CRAWL })));
+  else table.rows.push(...(await kilnRows('webgpu', make('webgpu'), { compiled: CRAWL, eager: CRAWL }, table.notes)));
   table.notes.push(`one Moby Dick batch (vocabulary ${vocab.size}); PyTorch starts from kiln's initial weights (the same nanoGPT init), so the first losses agree`);
   table.notes.push('PyTorch 1.13 has no F.scaled_dot_product_attention; its attention is the same computation spelled out (masked_fill + softmax)');
   return [finishTable(table, ['kiln compiled (cpu)', 'kiln eager (cpu)'], ['PyTorch (cpu, 2 threads)'])];
@@ -264,7 +280,7 @@ async function runMakemore(): Promise<Table[]> {
     const opt = new kiln.optim.SGD(model.parameters(), { lr: 0.1 });
     return { model, x: Xb, y: Yb, body: (x: Tensor, y: Tensor) => makemoreStep(model, opt, x, y) };
   };
-  table.rows.push(...(await kilnRows('cpu', make, { compiled: FAST, eager: FAST })));
+  table.rows.push(...(await kilnRows('cpu', make, { compiled: FAST, eager: FAST }, table.notes)));
   table.rows.push(await torchRow('makemore', async () => {
     const { model } = make();
     return namedArrays([['x', Xb], ['y', Yb], ...Object.entries(model.stateDict()).map(([k, t]): [string, Tensor] => [`model.${k}`, t])]);
