@@ -11,6 +11,7 @@
 //   makemore examples/makemore.ts's Bengio MLP (C[X], tanh 200, cross-entropy), batch 32, SGD lr 0.1: kiln
 //            compiled and eager, PyTorch from kiln's initial weights.
 // Rows that cannot run (a kiln feature missing from this build, a peer lacking a kernel) print why.
+import { fileURLToPath } from 'node:url';
 import * as kiln from '../index.ts';
 import type { StepProfile, Tensor } from '../index.ts';
 import { GPT, Vocab, configureOptimizers, getBatch, gptStep, loadMobyDick } from '../examples/char-gpt.ts';
@@ -52,10 +53,12 @@ async function torchRow(which: ModelBenchmark, arrays: () => Promise<NamedArray[
   });
 }
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
 /** The slowest kernels of one compiled call (step.profile), as a table note. */
 function profileNote(label: string, p: StepProfile): string {
   const top = [...p.kernels].sort((a, b) => b.ms - a.ms).slice(0, 4).map((k) => {
-    const what = (k.sources[0] ?? k.ops[0] ?? '').replace(/\s+/g, ' ').trim();
+    const what = (k.sources[0] ?? k.ops[0] ?? '').replaceAll(ROOT, '').replace(/\s+/g, ' ').trim();
     return `${(100 * k.share).toFixed(0)}% ${k.name}${what ? ` (${what.length > 70 ? what.slice(0, 67) + '...' : what})` : ''}`;
   });
   return `${label}: step.profile() of one call, ${p.kernels.length} kernels, ${p.totalMs.toFixed(1)} ms (${p.method}); slowest: ${top.join('; ')}`;
