@@ -9,6 +9,8 @@
 //   out [N, G, Og, ...O] with out[n, g, o, p] = sum_{c, k} x[n, g, c, pos(p, k)] * w[g, o, c, k'] where,
 //   per spatial dim, q = p * stride + k * dilation - padLo; pos = q / lhsDilation when q is a multiple
 //   of it and inside the input (else the term is 0), and k' = k, or K - 1 - k when `flip` is set.
+// The result is that natural layout permuted by `outPerm` (the identity but for the weight gradient,
+// which is computed straight into the weight's layout so that an optimizer update fuses into it).
 // `lhsDilation` (zeros between input elements, never materialised) and `flip` exist for the input
 // gradient, a transposed convolution; padding may be negative there (it then crops).
 
@@ -22,6 +24,8 @@ export interface ConvAttrs {
   dilation: number[];
   lhsDilation: number[];
   flip: boolean;
+  /** output dim i is natural dim outPerm[i] */
+  outPerm: number[];
 }
 
 /** The size of one output spatial dim (may be < 1: the window does not fit). */
@@ -41,13 +45,21 @@ export function convShape(x: Shape, w: Shape, a: ConvAttrs): number[] {
   if (w[0] !== x[1] || w[2] !== x[2]) throw new Error(`conv: weight ${fmt(w)} does not match input ${fmt(x)} (groups ${x[1]} vs ${w[0]}, channels per group ${x[2]} vs ${w[2]})`);
   const out = x.slice(3).map((s, d) => convOutSize(s, w[3 + d], a.stride[d], a.dilation[d], a.padLo[d], a.padHi[d], a.lhsDilation[d]));
   if (out.some((o) => o < 1)) throw new Error(`conv: kernel ${fmt(w.slice(3))} (dilation ${fmt(a.dilation)}) is larger than the padded input ${fmt(x.slice(3).map((s, d) => (s - 1) * a.lhsDilation[d] + 1 + a.padLo[d] + a.padHi[d]))}`);
-  return [x[0], x[1], w[1], ...out];
+  const natural = [x[0], x[1], w[1], ...out];
+  const p = a.outPerm;
+  if (p.length !== natural.length || new Set(p).size !== p.length || p.some((d) => !Number.isInteger(d) || d < 0 || d >= p.length)) {
+    throw new Error(`conv: outPerm ${fmt(p)} is not a permutation of the ${natural.length} output dims`);
+  }
+  return p.map((d) => natural[d]);
 }
+
+/** The identity `outPerm` of an output with `nd` spatial dims. */
+export const naturalOrder = (nd: number): number[] => Array.from({ length: nd + 3 }, (_, i) => i);
 
 /**
  * The kernel computing one `conv` node: `x` and `w` are loads through any views (a transposed or
  * permuted operand is read in place); `epilogue` (in which `acc` is the convolution's value) and
- * `output` are over the natural output shape [N, G, Og, ...O].
+ * `output` are over the node's output shape (the natural [N, G, Og, ...O] permuted by outPerm).
  */
 export interface ConvKernel { kind: 'conv'; attrs: ConvAttrs; x: LoadExpr; w: LoadExpr; epilogue: Expr; output: KernelOutput }
 
@@ -58,7 +70,7 @@ export interface ConvGeometry {
 }
 
 export function convGeometry(x: Shape, w: Shape, a: ConvAttrs): ConvGeometry {
-  const out = convShape(x, w, a);
+  const out = convShape(x, w, { ...a, outPerm: naturalOrder(x.length - 3) });
   return { n: x[0], groups: x[1], cin: x[2], cout: w[1], inSize: x.slice(3), kernel: w.slice(3), outSize: out.slice(3) };
 }
 
@@ -114,7 +126,7 @@ export function convParams(op: string, x: Shape, w: Shape, opts: ConvOptions, nd
   if (span.some((s, d) => s > padded[d])) {
     throw new Error(`${op}: kernel ${fmt(k)}${dilation.some((d) => d !== 1) ? ` with dilation ${fmt(dilation)} (span ${fmt(span)})` : ''} is larger than the padded input ${fmt(padded)} (input ${fmt(x)}, weight ${fmt(w)})`);
   }
-  return { attrs: { stride, padLo, padHi, dilation, lhsDilation: new Array<number>(nd).fill(1), flip: false }, groups };
+  return { attrs: { stride, padLo, padHi, dilation, lhsDilation: new Array<number>(nd).fill(1), flip: false, outPerm: naturalOrder(nd) }, groups };
 }
 
 /** The number of multiply-adds of a convolution (for choosing kernels and reporting). */

@@ -3,7 +3,7 @@
 // its JavaScript fallback) and the VJP math (runtime/conv-vjp.ts: both gradients as convolutions
 // through permuted views), with plain arrays standing in for tensors.
 import { describe, expect, it } from 'vitest';
-import { convParams, convShape, type ConvAttrs, type ConvOptions } from '../ir/conv.ts';
+import { convParams, convShape, naturalOrder, type ConvAttrs, type ConvOptions } from '../ir/conv.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { convCpu } from '../runtime/conv-cpu.ts';
@@ -31,7 +31,8 @@ class Arr {
 const arr = (g: GTensor) => new Arr(Float32Array.from(g.data), contiguousView(g.shape));
 const call = (gemmOn: boolean) => (x: Arr, w: Arr, a: ConvAttrs): Arr => {
   const out = convCpu(a, x.data, x.view, w.data, w.view, gemmOn ? undefined : null);
-  return new Arr(out.slice(0, numel(convShape(x.shape, w.shape, a))), contiguousView(convShape(x.shape, w.shape, a)));
+  const natural = convShape(x.shape, w.shape, { ...a, outPerm: naturalOrder(x.ndim - 3) });
+  return new Arr(out.slice(0, numel(natural)), contiguousView(natural)).permute(a.outPerm);
 };
 
 /** F.conv1d / F.conv2d over arrays: the grouped layout of the primitive, then back. */
