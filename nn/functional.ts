@@ -252,3 +252,4 @@ export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts
   if (opts.weight) loss = loss.mul(opts.weight);
   return reduce(op, loss, opts.reduction);
 }
+export * from './conv.ts';

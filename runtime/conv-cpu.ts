@@ -62,8 +62,13 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        im2col(col, cols, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
-        const prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, cols, 1, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, cols, Og, rows);
+        // The unfolded block is written along whichever of the window and the output is longer in the
+        // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
+        const byWindow = kernel[nd - 1] > outSize[nd - 1];
+        if (byWindow) im2colT(col, rows, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
+        else im2col(a, col, cols, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
+        const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
+        const prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, sbk, sbn, cols, Og, rows);
         const c = prod.c, ldc = prod.ldc;
         for (let bi = 0; bi < nbc; bi++) {
           for (let o = 0; o < Og; o++) {
@@ -100,11 +105,12 @@ function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: 
  * col[(c - c0) * KP + k, (b - b0) * P + p] = x[b, g, c, pos(p, k)] (0 outside the input) for the
  * channels c0.. c0 + icc and images b0 .. b0 + nbc; the last spatial dim is the inner loop.
  */
-function im2col(col: Float32Array, cols: number, x: Float32Array, xv: View, tables: Int32Array[], g: number, b0: number, nbc: number, c0: number, icc: number,
+function im2col(a: ConvAttrs, col: Float32Array, cols: number, x: Float32Array, xv: View, tables: Int32Array[], g: number, b0: number, nbc: number, c0: number, icc: number,
   kernel: number[], outSize: number[], kIdx: Int32Array, oIdx: Int32Array): void {
   const nd = kernel.length, KP = numel(kernel), P = numel(outSize);
   const s = xv.strides;
   const last = nd - 1, OL = outSize[last], sL = s[3 + last], tL = tables[last];
+  const SL = xv.shape[3 + last], sSt = a.stride[last], dL = a.dilation[last], loL = a.padLo[last], ldL = a.lhsDilation[last];
   const lead = P / OL;
   for (let c = 0; c < icc; c++) {
     kIdx.fill(0);
@@ -123,7 +129,15 @@ function im2col(col: Float32Array, cols: number, x: Float32Array, xv: View, tabl
             off += i * s[3 + d];
           }
           if (!inside) col.fill(0, dst, dst + OL);
-          else {
+          else if (ldL === 1) {
+            // q = o * stride + k * dilation - padLo runs over the input in steps: zeros, a strided copy, zeros
+            const q0 = kIdx[last] * dL - loL;
+            const o0 = Math.min(OL, Math.max(0, Math.ceil(-q0 / sSt))), o1 = Math.min(OL, Math.max(o0, Math.floor((SL - 1 - q0) / sSt) + 1));
+            col.fill(0, dst, dst + o0);
+            const step = sSt * sL;
+            for (let o = o0, at = off + (q0 + o0 * sSt) * sL; o < o1; o++, at += step) col[dst + o] = x[at];
+            col.fill(0, dst + o1, dst + OL);
+          } else {
             for (let o = 0; o < OL; o++) {
               const i = tL[tOff + o];
               col[dst + o] = i < 0 ? 0 : x[off + i * sL];
@@ -137,16 +151,55 @@ function im2col(col: Float32Array, cols: number, x: Float32Array, xv: View, tabl
   }
 }
 
+/**
+ * The same block transposed: col[(b - b0) * P + p, (c - c0) * KP + k], the last window dim inner.
+ */
+function im2colT(col: Float32Array, rows: number, x: Float32Array, xv: View, tables: Int32Array[], g: number, b0: number, nbc: number, c0: number, icc: number,
+  kernel: number[], outSize: number[], kIdx: Int32Array, oIdx: Int32Array): void {
+  const nd = kernel.length, KP = numel(kernel), P = numel(outSize);
+  const s = xv.strides;
+  const last = nd - 1, KL = kernel[last], OL = outSize[last], sL = s[3 + last], tL = tables[last];
+  const lead = KP / KL;
+  for (let bi = 0; bi < nbc; bi++) {
+    oIdx.fill(0);
+    for (let p = 0; p < P; p++) {
+      const rowBase = (bi * P + p) * rows, oL = oIdx[last];
+      for (let c = 0; c < icc; c++) {
+        const base = xv.offset + (b0 + bi) * s[0] + g * s[1] + (c0 + c) * s[2];
+        kIdx.fill(0);
+        for (let l = 0; l < lead; l++) {
+          const dst = rowBase + c * KP + l * KL;
+          let off = base, inside = true;
+          for (let d = 0; d < last; d++) {
+            const i = tables[d][kIdx[d] * outSize[d] + oIdx[d]];
+            if (i < 0) { inside = false; break; }
+            off += i * s[3 + d];
+          }
+          if (!inside) col.fill(0, dst, dst + KL);
+          else {
+            for (let k = 0; k < KL; k++) {
+              const i = tL[k * OL + oL];
+              col[dst + k] = i < 0 ? 0 : x[off + i * sL];
+            }
+          }
+          for (let d = last - 1; d >= 0 && ++kIdx[d] === kernel[d]; d--) kIdx[d] = 0;
+        }
+      }
+      for (let d = last; d >= 0 && ++oIdx[d] === outSize[d]; d--) oIdx[d] = 0;
+    }
+  }
+}
+
 let jsScratch: F32 = new Float32Array(0);
-/** C = A[:, a0 .. a0 + k] @ B (row-major, lda = Kc) where WebAssembly SIMD is missing. */
-function jsGemm(A: Float32Array, a0: number, lda: number, B: Float32Array, n: number, m: number, k: number): { c: Float32Array; ldc: number } {
+/** C = A[:, a0 .. a0 + k] @ B (lda = Kc; B read with strides sbk, sbn) where WebAssembly SIMD is missing. */
+function jsGemm(A: Float32Array, a0: number, lda: number, B: Float32Array, sbk: number, sbn: number, n: number, m: number, k: number): { c: Float32Array; ldc: number } {
   const c = (jsScratch = grow(jsScratch, m * n));
   c.fill(0, 0, m * n);
   for (let i = 0; i < m; i++) {
     for (let kk = 0; kk < k; kk++) {
       const av = A[a0 + i * lda + kk];
-      const rb = kk * n, rc = i * n;
-      for (let j = 0; j < n; j++) c[rc + j] += av * B[rb + j];
+      const rb = kk * sbk, rc = i * n;
+      for (let j = 0; j < n; j++) c[rc + j] += av * B[rb + j * sbn];
     }
   }
   return { c, ldc: n };

@@ -7,20 +7,11 @@
 // gradients) is read in place. Tiles fit the WebGPU defaults every device has (64 invocations, 4 KiB
 // of workgroup memory).
 
-import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
-import { numel } from '../../ir/shape.ts';
-
-/** What the conv strategy needs from the WGSL codegen it is part of (compiler/codegen/wgsl.ts). */
-export interface ConvWgslIO {
-  /** an f32 expression reading argument `arg` at element `idx` (its launch offset already added) */
-  read(arg: number, idx: string): string;
-  /** the i32 name of argument `arg`'s launch offset */
-  off(arg: number): string;
-  /** statements computing the epilogue with the accumulator `acc` at the output index `vars` (one name per output dim) and storing it */
-  epilogue(vars: string[], acc: string): string[];
-}
-
-export interface ConvWgslLimits { maxComputeWorkgroupsPerDimension: number; maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupStorageSize: number }
+import { convGeometry, type ConvKernel } from '../../../ir/conv.ts';
+import { numel } from '../../../ir/shape.ts';
+import { indexOf } from '../emit.ts';
+import { conv } from '../spelling-wgsl.ts';
+import { emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
 
 const BM = 4, BN = 4, WX = 8, WY = 8, TK = 16;
 const TM = BM * WY, TN = BN * WX, NT = WX * WY;
@@ -38,10 +29,16 @@ function split(flat: string, sizes: readonly number[], vars: readonly string[]):
   return lines;
 }
 
-const indent = (lines: readonly string[]): string[] => lines.map((l) => '  ' + l);
 const term = (v: string, s: number): string[] => (s === 0 ? [] : [s === 1 ? v : `${v} * ${s}`]);
 
-export function convWgsl(k: ConvKernel, io: ConvWgslIO, lim: ConvWgslLimits, name: string): { decls: string[]; wg: [number, number]; main: string[]; workgroups: [number, number, number] } {
+export function convKernel(k: ConvKernel, args: Args, lim: WgslLimits, name: string): Body {
+  const read = (arg: number, idx: string): string => conv(`${args.buf(arg)}[${idx}]`, args.storage(arg), 'float32');
+  /** the epilogue with the accumulator `acc` at the output index `vars` (one name per output dim), stored */
+  const epilogue = (vars: string[]): string[] => {
+    const epi = emitter(args, (v, arg) => indexOf(v, vars, args.off(arg)), 'e', { name: 'acc', dtype: 'float32' });
+    const result = epi.emit(k.epilogue);
+    return [...epi.lines, store(args, k.output, indexOf(k.output.view, vars, args.off(k.output.arg)), result, k.epilogue.dtype)];
+  };
   const a = k.attrs;
   const geo = convGeometry(k.x.view.shape, k.w.view.shape, a);
   const { n: N, groups: G, cin: Cg, cout: Og, kernel: K, outSize: O, inSize: S } = geo;
@@ -57,7 +54,7 @@ export function convWgsl(k: ConvKernel, io: ConvWgslIO, lim: ConvWgslLimits, nam
   const kv = K.map((_, d) => `kw${d}`), ov = O.map((_, d) => `p${d}`);
 
   // A slice: weight rows row0.., reduction positions k0..; w[g, o, c, k (reversed when flipped)].
-  const wIdx = [io.off(k.w.arg), String(k.w.view.offset), ...term('g', ws[0]), ...term('gi', ws[1]), ...term('c', ws[2]),
+  const wIdx = [args.off(k.w.arg), String(k.w.view.offset), ...term('g', ws[0]), ...term('gi', ws[1]), ...term('c', ws[2]),
     ...K.flatMap((kk, d) => term(a.flip ? `(${kk - 1} - ${kv[d]})` : kv[d], ws[3 + d]))].join(' + ');
   const loadA = [
     `for (var e = i32(lid); e < ${TM * TK}; e = e + ${NT}) {`,
@@ -66,7 +63,7 @@ export function convWgsl(k: ConvKernel, io: ConvWgslIO, lim: ConvWgslLimits, nam
       `let gi = min(row0 + r, ${Og - 1}); let gk = min(k0 + q, ${Kc - 1});`,
       `let c = gk / ${KP};`,
       ...split(`(gk % ${KP})`, K, kv),
-      `let v = ${io.read(k.w.arg, wIdx)};`,
+      `let v = ${read(k.w.arg, wIdx)};`,
       `tA[q * ${TM} + r] = select(0.0, v, row0 + r < ${Og} && k0 + q < ${Kc});`,
     ]),
     '}',
@@ -91,7 +88,7 @@ export function convWgsl(k: ConvKernel, io: ConvWgslIO, lim: ConvWgslLimits, nam
       ...split(`(gk % ${KP})`, K, kv),
       ...pos,
       `let inside = ${ok} && col0 + cc < ${cols} && k0 + q < ${Kc};`,
-      `let v = ${io.read(k.x.arg, `${io.off(k.x.arg)} + select(0, ${xIdx}, inside)`)};`,
+      `let v = ${read(k.x.arg, `${args.off(k.x.arg)} + select(0, ${xIdx}, inside)`)};`,
       `tB[q * ${TN} + cc] = select(0.0, v, inside);`,
     ]),
     '}',
@@ -134,7 +131,7 @@ export function convWgsl(k: ConvKernel, io: ConvWgslIO, lim: ConvWgslLimits, nam
         `let n = j / ${P};`,
         ...split(`(j % ${P})`, O, ov),
         `let acc = res[qe / ${BN}][qe % ${BN}];`,
-        ...io.epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d]), 'acc'),
+        ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),
       ]),
       '}',
     ]),
