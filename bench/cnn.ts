@@ -65,6 +65,6 @@ export async function runCnn(): Promise<Table> {
     const r = await torchBench('cnn', OPTS.budgetMs / 1000);
     return rowFrom('PyTorch eager (2 threads)', r, `torch ${r.torch}, set_num_threads(${r.threads}), ${r.blas}`);
   }));
-  table.notes.push('kiln and PyTorch each use their own seeded init and random data (same shapes and recipe); kiln runs on one thread');
+  table.notes.push("kiln and PyTorch each use their own seeded init and random data (same shapes and recipe); kiln's gemm splits big products over its worker pool (runtime/threads.ts), the rest runs on one thread");
   return finishTable(table, ['kiln compiled (cpu)', 'kiln eager (cpu)'], ['PyTorch eager (2 threads)']);
 }
