@@ -1,13 +1,15 @@
 // Convolution and pooling through the public API, on every device: conv + bias + ReLU is one kernel,
 // a CNN training step fuses each conv weight's SGD update into the kernel computing its gradient
 // (pinned on `lower()`), the compiled step equals eager over 20 steps, bad input is a clear error
-// that changes nothing, and Conv2d's default initialisation follows PyTorch's bounds.
+// that changes nothing, and Conv2d's default initialisation follows PyTorch's bounds. Then the
+// MNIST CNN example itself (compiled == eager over 20 steps, CPU).
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import type { Lowered } from '../jit/compile.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import { describeEachDevice } from './devices.ts';
 import { expectValues, values } from './golden.ts';
+import { run } from '../examples/mnist-cnn.ts';
 
 const { nn, F, optim } = kiln;
 type Tensor = kiln.Tensor;
@@ -143,6 +145,18 @@ describeEachDevice('conv', (device) => {
     const out = await step(x);
     expect(out.device).toBe(device);
     expectValues([await out.item()], [await F.conv2d(x, w, null, { stride: 2 }).sum().item()], { rtol: 1e-5, atol: 1e-5 }, 'sum of a strided conv');
+  });
+});
+
+describe('examples/mnist-cnn.ts', () => {
+  it("PyTorch's MNIST Net with Adadelta: 20 compiled steps give the same losses, test loss and accuracy as eager (CPU)", async () => {
+    const o = { limit: 160, testLimit: 100, batchSize: 8, logInterval: 1, log: false };
+    const eager = await run(o);
+    const compiled = await run({ ...o, compile: true });
+    expect(eager.losses).toHaveLength(20);
+    expectValues(compiled.losses, eager.losses, { rtol: 1e-4, atol: 1e-5 }, 'losses of 20 steps');
+    expectValues([compiled.testLoss, compiled.accuracy], [eager.testLoss, eager.accuracy], { rtol: 1e-4, atol: 1e-5 }, 'test loss and accuracy');
+    expect(eager.losses.slice(-5).reduce((a, b) => a + b) / 5).toBeLessThan(eager.losses[0]);
   });
 });
 
