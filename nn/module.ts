@@ -4,6 +4,7 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
+import { isFloat } from '../ir/dtype.ts';
 import { givenLabel, noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -33,8 +34,8 @@ function makeParameter(data: Tensor, opts: ParameterOptions): Tensor {
   }
   const p = data.detach();
   const flag = opts.requiresGrad ?? true;
-  if (flag && p.dtype !== 'float32') {
-    throw new Error(`Parameter: only float32 tensors can require gradients, got dtype ${p.dtype} (pass { requiresGrad: false } for a frozen ${p.dtype} parameter)`);
+  if (flag && !isFloat(p.dtype)) {
+    throw new Error(`Parameter: only floating point tensors (float32, float64) can require gradients, got dtype ${p.dtype} (pass { requiresGrad: false } for a frozen ${p.dtype} parameter)`);
   }
   p.requiresGrad = flag;
   parameters.add(p);
@@ -271,6 +272,15 @@ export class Module {
   /** Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this. */
   to(device: DeviceName): this {
     for (const t of [...this.parameters(), ...this.buffers()]) t._moveTo(device, 'Module.to');
+    return this;
+  }
+
+  /** Converts every floating point parameter and buffer to float64 in place, as PyTorch's `module.double()` (CPU only). */
+  double(): this { return this._castFloats('float64', 'Module.double'); }
+  /** Converts every floating point parameter and buffer to float32 in place (`module.float()`). */
+  float(): this { return this._castFloats('float32', 'Module.float'); }
+  private _castFloats(dtype: 'float32' | 'float64', who: string): this {
+    for (const t of [...this.parameters(), ...this.buffers()]) if (isFloat(t.dtype)) t._castTo(dtype, who);
     return this;
   }
 

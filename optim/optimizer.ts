@@ -71,7 +71,7 @@ export abstract class Optimizer {
         throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : group ? 'a parameter group ({ params, ... }); parameter groups are not supported, pass a list of tensors' : typeof p}`);
       }
       if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
-      if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
+      if (p.dtype !== 'float32' && p.dtype !== 'float64') throw new Error(`${name}: can only optimize floating point tensors (float32, float64), got a ${p.dtype} tensor`);
       if (!list.includes(p)) list.push(p);
     }
     if (list.length === 0) throw new Error(`${name}: got an empty parameter list`);
@@ -187,8 +187,8 @@ export abstract class Optimizer {
             problems.push(`unexpected state.${key}.${slot} (${this.name} keeps ${['step', ...Object.keys(slots)].join(', ')})`);
           } else if (v !== null && !(v instanceof Tensor)) {
             problems.push(`state.${key}.${slot} is not a Tensor`);
-          } else if (v instanceof Tensor && (v.dtype !== 'float32' || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
-            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is float32[${this.params[i].shape.join(', ')}]`);
+          } else if (v instanceof Tensor && (v.dtype !== this.params[i].dtype || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
+            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is ${this.params[i].dtype}[${this.params[i].shape.join(', ')}]`);
           } else if (slots[slot] === null) {
             if (v !== null) problems.push(`state.${key}.${slot} is given but this ${this.name} keeps none (check its settings)`);
           } else {

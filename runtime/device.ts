@@ -3,7 +3,7 @@
 
 import type { DType, TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import type { Target } from '../compiler/target.ts';
+import { hasDType, type Target } from '../compiler/target.ts';
 
 export type DeviceName = 'cpu' | 'webgpu';
 export const DEVICES: readonly DeviceName[] = ['cpu', 'webgpu'];
@@ -94,5 +94,16 @@ export function checkDevice(device: string): DeviceName {
   return device as DeviceName;
 }
 
+/**
+ * A clear error, before anything is allocated, when `device` cannot hold `dtype` (float64 on WebGPU:
+ * WGSL has no 64-bit floats). `op` names the operation in the message.
+ */
+export function checkDType(op: string, device: DeviceName, dtype: DType): void {
+  if (dtype !== 'float64' || device === 'cpu') return; // the common case costs one comparison
+  const target = backendFor(device).target;
+  if (!hasDType(target, dtype)) {
+    throw new Error(`${op}: float64 is not supported on device '${device}' (${target.language.toUpperCase()} has no 64-bit floats); float64 tensors live on the CPU: create them with { device: 'cpu' } or use float32 on ${device}`);
+  }
+}
 export function setDefaultDevice(device: DeviceName): void { defaultDevice = checkDevice(device); }
 export const getDefaultDevice = (): DeviceName => defaultDevice;

@@ -9,7 +9,7 @@ import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
+import { backendFor, checkDType, type Backend, type DeviceName, type Launch } from './device.ts';
 import { Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
@@ -46,6 +46,7 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     if (x.device !== device) throw new Error(`${prim}: expected all tensors to be on the same device, but found at least two devices, ${device} and ${x.device}`);
   }
   const out = shapeRules[prim](inputs, attrs);
+  checkDType(prim, device, out.dtype);
   if (!tracer) {
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }

@@ -1,8 +1,8 @@
 // The JavaScript spelling table: how generated JS writes each scalar op, literal and cast (see emit.ts).
 // JS has one number type, so value representations never change (`conv` is the identity) and a bool is
-// the number 0 or 1. Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
+// the number 0 or 1; float32 values are doubles rounded where a cast or a store says so. Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
 
-import type { DType } from '../../ir/dtype.ts';
+import { isFloat, type DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
 function literal(value: number): string {
@@ -14,7 +14,9 @@ function literal(value: number): string {
 
 function cast(x: string, from: DType, to: DType): string {
   if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
-  if (to === 'int32' && from === 'float32') return `Math.trunc(${x})`;
+  if (to === 'int32' && isFloat(from)) return `Math.trunc(${x})`;
+  // float64 -> float32 rounds here, not only at a store, so that a fused kernel rounds where eager code does
+  if (to === 'float32' && from === 'float64') return `Math.fround(${x})`;
   return x;
 }
 

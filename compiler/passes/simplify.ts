@@ -22,6 +22,7 @@ function evaluate(op: string, xs: number[]): number {
 }
 
 function roundTo(dtype: DType, v: number): number {
+  if (dtype === 'float64') return v;
   if (dtype === 'float32') return Math.fround(v);
   if (dtype === 'int32') return v | 0;
   return v !== 0 ? 1 : 0;
