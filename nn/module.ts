@@ -5,6 +5,7 @@
 // with registerBuffer.
 
 import { isFloat } from '../ir/dtype.ts';
+import { checkDType } from '../runtime/device.ts';
 import { givenLabel, noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +281,9 @@ export class Module {
   /** Converts every floating point parameter and buffer to float32 in place (`module.float()`). */
   float(): this { return this._castFloats('float32', 'Module.float'); }
   private _castFloats(dtype: 'float32' | 'float64', who: string): this {
-    for (const t of [...this.parameters(), ...this.buffers()]) if (isFloat(t.dtype)) t._castTo(dtype, who);
+    const floats = [...this.parameters(), ...this.buffers()].filter((t) => isFloat(t.dtype));
+    for (const t of floats) checkDType(who, t.device, dtype); // all or nothing
+    for (const t of floats) t._castTo(dtype, who);
     return this;
   }
 

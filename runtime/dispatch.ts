@@ -4,6 +4,7 @@
 
 import { vjpRules } from './vjp.ts';
 import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
+import { isFloat } from '../ir/dtype.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
@@ -55,7 +56,9 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
-    const node: GradNode = { name: gradName(prim), inputs, vjp: (g) => rule(g, ctx) };
+    // A gradient has its input's dtype (PyTorch): a float32 operand promoted into a float64 op gets a float32 gradient.
+    const vjp = (g: Tensor) => rule(g, ctx).map((gi, i) => (gi && gi.dtype !== inputs[i].dtype && isFloat(inputs[i].dtype) ? gi.to(inputs[i].dtype) : gi));
+    const node: GradNode = { name: gradName(prim), inputs, vjp };
     result._setGradNode(node);
   }
   return result;
