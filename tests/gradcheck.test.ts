@@ -30,11 +30,14 @@ const cases = FILES.flatMap((file) => loadGolden(file).cases
 /** float64 agrees with PyTorch's float64 to within a few ulps of libm differences (exp, log, tanh...). */
 const F64_TOL: Tol = { rtol: 1e-9, atol: 1e-12 };
 
-/** A tensor from golden or reference data: float values as float64 (or as `floatType`), on `device`. */
-function build(g: GTensor | RefTensor, device: 'cpu' | 'webgpu', requiresGrad: boolean, floatType: 'float64' | 'float32' = 'float64'): Tensor {
+/**
+ * A tensor from golden or reference data, on `device`: float values as float64 (the decimals, as
+ * PyTorch read them), as float32, or as float64 holding exactly the float32 values ('float32-exact').
+ */
+function build(g: GTensor | RefTensor, device: 'cpu' | 'webgpu', requiresGrad: boolean, floatType: 'float64' | 'float32' | 'float32-exact' = 'float64'): Tensor {
   if (g.dtype === 'int32') return kiln.tensor(Int32Array.from(g.data), { shape: g.shape, device });
   if (g.dtype === 'bool') return kiln.tensor(Uint8Array.from(g.data), { shape: g.shape, dtype: 'bool', device });
-  const data = floatType === 'float64' ? Float64Array.from(g.data) : Float32Array.from(g.data);
+  const data = floatType === 'float64' ? Float64Array.from(g.data) : floatType === 'float32' ? Float32Array.from(g.data) : Float64Array.from(Float32Array.from(g.data));
   return kiln.tensor(data, { shape: g.shape, device, requiresGrad });
 }
 
@@ -183,8 +186,9 @@ for (const device of await testDevices()) {
         const names = Object.keys(c.inputs);
         const gradNames = Object.keys(c.grads).filter((n) => c.grads[n] !== null);
         const run = program(c.expr, names, gradNames, c.gradOutput !== null);
-        // the CPU in float64 (checked against PyTorch above), then WebGPU in float32, eagerly and compiled
-        const cpu = run(...names.map((n) => build(c.inputs[n], 'cpu', !!c.inputs[n].requiresGrad)), ...(c.gradOutput ? [build(c.gradOutput, 'cpu', false)] : []));
+        // the CPU in float64 (checked against PyTorch above) from the same float32 inputs, then WebGPU in
+        // float32, eagerly and compiled
+        const cpu = run(...names.map((n) => build(c.inputs[n], 'cpu', !!c.inputs[n].requiresGrad, 'float32-exact')), ...(c.gradOutput ? [build(c.gradOutput, 'cpu', false, 'float32-exact')] : []));
         const gpuArgs = () => [...names.map((n) => build(c.inputs[n], device, !!c.inputs[n].requiresGrad, 'float32')), ...(c.gradOutput ? [build(c.gradOutput, device, false, 'float32')] : [])];
         for (const [how, res] of [['eager', run(...gpuArgs())], ['compiled', await kiln.compile(run)(...gpuArgs())]] as const) {
           for (let k = 0; k < res.length; k++) {
