@@ -70,11 +70,11 @@ abstract class AdamBase extends Optimizer {
     const [beta1, beta2] = this.betas;
     const { eps, weightDecay, decoupled } = this;
     const t = this.stepCount.add_(1);
-    const device = t.device;
+    const { device, dtype } = t; // float64 for float64 parameters
     // Bias corrections as tensor ops on the step count (never stale inside a compiled step).
-    const bc1 = full([], beta1, { device }).pow(t).neg().add(1);
-    const bc2Sqrt = full([], beta2, { device }).pow(t).neg().add(1).sqrt();
-    const stepSize = full([], 1, { device }).mul(lr).div(bc1);
+    const bc1 = full([], beta1, { device, dtype }).pow(t).neg().add(1);
+    const bc2Sqrt = full([], beta2, { device, dtype }).pow(t).neg().add(1).sqrt();
+    const stepSize = full([], 1, { device, dtype }).mul(lr).div(bc1);
     this.params.forEach((p, i) => {
       let g = p.grad;
       if (g === null) return;

@@ -77,7 +77,8 @@ export abstract class Optimizer {
     if (list.length === 0) throw new Error(`${name}: got an empty parameter list`);
     this.params = list;
     this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
-    this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
+    // float64 where every parameter is (the bias corrections computed from it then keep every digit)
+    this.stepCount = noGrad(() => full([], 0, { device: list[0].device, dtype: list.every((p) => p.dtype === 'float64') ? 'float64' : 'float32' }));
     setLabel(this.stepCount, `${name}.stepCount`);
   }
 
@@ -102,7 +103,8 @@ export abstract class Optimizer {
     const loss = closure ? enableGrad(closure) : undefined;
     noGrad(() => {
       this._syncDevices();
-      this._update(hostScalar(() => this._lr));
+      // a compiled step reads the rate in float64 where every parameter is float64 (eagerly it is a number)
+      this._update(hostScalar(() => this._lr, this.params.every((p) => p.dtype === 'float64') ? 'float64' : 'float32'));
     });
     return loss;
   }

@@ -29,7 +29,7 @@ export interface Tracer {
   /** Labels the nodes recorded from now on (forward, backward, update) for the listings. */
   setPhase?(phase: 'forward' | 'backward' | 'update'): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
-  hostScalar(read: () => number): Tensor;
+  hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor;
 }
 let tracer: Tracer | null = null;
 export const activeTracer = (): Tracer | null => tracer;
