@@ -270,8 +270,12 @@ export class Module {
   }
 
   // ---- devices ----
-  /** Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this. */
-  to(device: DeviceName): this {
+  /**
+   * Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this.
+   * `to('float64')` / `to('float32')` is `double()` / `float()`.
+   */
+  to(device: DeviceName | 'float32' | 'float64'): this {
+    if (device === 'float32' || device === 'float64') return this._castFloats(device, `Module.to('${device}')`);
     for (const t of [...this.parameters(), ...this.buffers()]) t._moveTo(device, 'Module.to');
     return this;
   }

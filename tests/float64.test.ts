@@ -179,6 +179,7 @@ describe('float64: layers and optimizers [cpu]', () => {
     lin.float();
     expect(w.dtype).toBe('float32');
     expect(w.grad!.dtype).toBe('float32');
+    expect(lin.to('float64').bias!.dtype).toBe('float64');
   });
   for (const c of ref.optim) {
     it(`${c.name} on float64 parameters, eagerly and compiled, equals PyTorch float64`, async () => {
