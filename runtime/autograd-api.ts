@@ -34,8 +34,8 @@ export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], opts
 
 // ---- gradcheck ----
 
-/** A function of tensors to a tensor, as gradcheck takes it (a compiled one returns a promise). */
-export type TensorFn = (...inputs: Tensor[]) => Tensor | Promise<Tensor>;
+/** A function of tensors to a tensor, as gradcheck takes it (the plain function: pass `compile` to check it compiled). */
+export type TensorFn = (...inputs: Tensor[]) => Tensor;
 /** `kiln.compile` (passed in: the runtime sits below the compiler's tracing layer and cannot import it). */
 export type Compiler = <A extends Tensor[], R>(fn: (...args: A) => R) => (...args: A) => Promise<R>;
 
@@ -66,6 +66,9 @@ export async function gradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts: G
   const xs = Array.isArray(inputs) ? inputs : [inputs];
   const eps = opts.eps ?? 1e-6, atol = opts.atol ?? 1e-5, rtol = opts.rtol ?? 1e-3;
   if (typeof fn !== 'function') throw new Error(`gradcheck: expected a function, got ${fn === null ? 'null' : typeof fn}`);
+  for (const [k, v] of Object.entries({ eps, atol, rtol })) {
+    if (typeof v !== 'number' || !(v >= 0) || (k === 'eps' && v === 0)) throw new Error(`gradcheck: ${k} must be a ${k === 'eps' ? 'positive' : 'non-negative'} number, got ${v}`);
+  }
   xs.forEach((x, i) => {
     if (!(x instanceof Tensor)) throw new Error(`gradcheck: input ${i} must be a Tensor, got ${x === null ? 'null' : typeof x}`);
     if (x.requiresGrad && x.dtype !== 'float64') {
@@ -77,7 +80,7 @@ export async function gradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts: G
   // A fresh leaf per call (so neither a perturbation nor a gradient touches the caller's tensors).
   const leaf = (x: Tensor, data: TypedArray, requiresGrad: boolean): Tensor => tensor(data, { shape: x.shape, dtype: x.dtype, device: x.device, requiresGrad });
   const base = xs.map((x) => x.dataSync());
-  const forward = opts.compile ? opts.compile((...a: Tensor[]) => fn(...a) as Tensor) : async (...a: Tensor[]) => fn(...a);
+  const forward = opts.compile ? opts.compile((...a: Tensor[]) => fn(...a)) : async (...a: Tensor[]) => fn(...a);
   const vjp = opts.compile ? opts.compile(vjpOf(fn, wrt)) : async (...a: Tensor[]) => vjpOf(fn, wrt)(...a);
 
   // (the leaves require grad as the inputs do: a function may differentiate inside, as gradgradcheck's does)
@@ -141,7 +144,7 @@ export async function gradgradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opt
   const xs = Array.isArray(inputs) ? inputs : [inputs];
   const wrt = xs.map((x, i) => (x.requiresGrad ? i : -1)).filter((i) => i >= 0);
   if (wrt.length === 0) throw new Error('gradgradcheck: no input requires grad');
-  const y = await noGrad(() => fn(...xs.map((x) => x.detach())));
+  const y = noGrad(() => fn(...xs.map((x) => x.detach())));
   checkOutput(y);
   // a fixed, non-symmetric upstream gradient (values in [-1, 1]) unless one is given
   const v = opts.gradOutput ?? tensor(Float64Array.from({ length: y.numel() }, (_, i) => Math.sin(1.3 * i + 0.7)), { shape: y.shape, dtype: 'float64', device: y.device, requiresGrad: true });
@@ -156,8 +159,9 @@ export async function gradgradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opt
 function vjpOf(fn: TensorFn, wrt: readonly number[], createGraph = false): (...a: Tensor[]) => Tensor[] {
   return (...a: Tensor[]): Tensor[] => {
     const v = a[a.length - 1], xs = a.slice(0, -1);
-    const y = fn(...xs);
+    const y: unknown = fn(...xs);
     if (y instanceof Promise) throw new Error('gradcheck: the function must return a Tensor, not a Promise (pass the plain function and { compile })');
+    checkOutput(y);
     const ins = wrt.map((i) => xs[i]);
     // an output that does not depend on any input has a zero Jacobian
     const gs = y.requiresGrad ? grad([y], ins, { gradOutputs: [v], allowUnused: true, createGraph }) : ins.map(() => null);

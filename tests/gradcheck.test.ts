@@ -150,6 +150,9 @@ describe('gradcheck: analytic Jacobians against central differences in float64 [
     const x = kiln.tensor([1, 2], { dtype: 'float64', requiresGrad: true });
     await expect(autograd.gradcheck((a) => a.gt(1), [x])).rejects.toThrow(/output is bool; a Jacobian needs a floating point output/);
     await expect(autograd.gradcheck(null as unknown as (a: Tensor) => Tensor, [x])).rejects.toThrow(/gradcheck: expected a function, got null/);
+    await expect(autograd.gradcheck((a) => a.exp(), [x], { eps: 0 })).rejects.toThrow('gradcheck: eps must be a positive number, got 0');
+    const asyncFn = (async (a: Tensor) => a.exp()) as unknown as (a: Tensor) => Tensor;
+    await expect(autograd.gradcheck(asyncFn, [x])).rejects.toThrow(/must return a Tensor, not a Promise/);
   });
 });
 
