@@ -134,6 +134,35 @@ describe('gradcheck: analytic Jacobians against central differences in float64 [
     expect(await autograd.gradcheck((a, ww, bb) => F.linear(a, ww, bb).sigmoid(), [x, w, b], { compile: kiln.compile })).toBe(true);
   });
 
+  it('every module of nn, in float64, eager and compiled', async () => {
+    kiln.manualSeed(5);
+    const x = kiln.randn([2, 3, 2], { dtype: 'float64', requiresGrad: true });
+    const y = kiln.randn([2, 3, 2], { dtype: 'float64' });
+    const p = kiln.rand([2, 3, 2], { dtype: 'float64' }).mul(0.8).add(0.1);
+    // each module built once, so every evaluation sees the same weights
+    const modules: [string, kiln.nn.Module, (m: kiln.nn.Module, a: Tensor) => Tensor][] = [
+      ['Linear', new nn.Linear(2, 3).double(), (m, a) => m.forward(a)],
+      ['Identity', new nn.Identity(), (m, a) => m.forward(a)],
+      ['ReLU', new nn.ReLU(), (m, a) => m.forward(a)],
+      ['Sigmoid', new nn.Sigmoid(), (m, a) => m.forward(a)],
+      ['Tanh', new nn.Tanh(), (m, a) => m.forward(a)],
+      ['Softmax', new nn.Softmax(1), (m, a) => m.forward(a)],
+      ['LogSoftmax', new nn.LogSoftmax(-1), (m, a) => m.forward(a)],
+      ['Flatten', new nn.Flatten(), (m, a) => m.forward(a).exp()],
+      ['Dropout (eval)', new nn.Dropout(0.5).eval(), (m, a) => m.forward(a)],
+      ['MSELoss', new nn.MSELoss(), (m, a) => m.forward(a, y)],
+      ['L1Loss', new nn.L1Loss({ reduction: 'sum' }), (m, a) => m.forward(a, y)],
+      ['NLLLoss', new nn.NLLLoss(), (m, a) => m.forward(a.reshape([6, 2]), kiln.tensor([0, 1, 1, 0, 1, 0], { dtype: 'int32' }))],
+      ['CrossEntropyLoss', new nn.CrossEntropyLoss(), (m, a) => m.forward(a, kiln.tensor([[0, 1], [2, 0]], { dtype: 'int32' }))],
+      ['BCELoss', new nn.BCELoss(), (m, a) => m.forward(a.sigmoid(), p)],
+      ['BCEWithLogitsLoss', new nn.BCEWithLogitsLoss(), (m, a) => m.forward(a, p)],
+    ];
+    for (const [name, m, apply] of modules) {
+      expect(await autograd.gradcheck((a) => apply(m, a), [x]), name).toBe(true);
+      expect(await autograd.gradcheck((a) => apply(m, a), [x], { compile: kiln.compile }), name).toBe(true);
+    }
+  });
+
   it('a wrong gradient is caught, with the entries named (eager and compiled)', async () => {
     // |x| with a gradient that ignores a detached term: d/dx (|x| + 0.01 x) is not what autograd sees
     const x = kiln.tensor([0.5, -0.7, 0.9], { dtype: 'float64', requiresGrad: true });
