@@ -21,7 +21,7 @@ interface RefTensor { shape: number[]; dtype: 'float64' | 'float32' | 'int32' | 
 interface RefCase { file?: string; name: string; expr?: string; torch?: string; inputs?: Record<string, RefTensor>; output: RefTensor; gradOutput?: RefTensor | null; grads: Record<string, RefTensor | null> }
 const ref = JSON.parse(readFileSync(new URL('./fixtures/float64-torch.json', import.meta.url), 'utf8')) as { cases: RefCase[]; extra: RefCase[] };
 
-const FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn'];
+const FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn', 'layers', 'norm'];
 /** Golden op cases with at least one input that requires grad, with PyTorch's float64 result. */
 const cases = FILES.flatMap((file) => loadGolden(file).cases
   .filter((c): c is OpCase => c.kind === 'op' && Object.values(c.inputs).some((i) => i.requiresGrad))

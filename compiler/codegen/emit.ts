@@ -12,8 +12,8 @@ import type { View } from '../../ir/view.ts';
 export interface Spelling {
   /** `x` (a value of dtype `from`) represented as `to`, value unchanged (WGSL: f32 <-> i32; JS: one number type) */
   conv(x: string, from: DType, to: DType): string;
-  /** operands already in the result's representation (float-only ops: in float32) */
-  unary: { [U in UnaryOp]: (x: string) => string };
+  /** operand already in `t`, the result's representation (float-only ops: a float type); `t` picks a precision */
+  unary: { [U in UnaryOp]: (x: string, t: DType) => string };
   /** operands in `t` (comparisons: compareType of the two sides); comparisons yield a bool */
   binary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t: DType) => string };
   /** `c` a bool (0/1), `a` and `b` in the result's representation */
@@ -78,9 +78,9 @@ export class Emitter {
         if (isFloatOnly(e.op)) {
           // computed in the result's float type (float32 for integer operands)
           const t: DType = isFloat(e.dtype) ? e.dtype : 'float32';
-          code = sp.conv(sp.unary[e.op](as(e.x, t)), t, e.dtype);
+          code = sp.conv(sp.unary[e.op](as(e.x, t), t), t, e.dtype);
         } else {
-          code = sp.unary[e.op](as(e.x, e.dtype));
+          code = sp.unary[e.op](as(e.x, e.dtype), e.dtype);
         }
         break;
       case 'binary':
