@@ -222,7 +222,15 @@ for (const device of await testDevices()) {
         // float32, eagerly and compiled
         const cpu = run(...names.map((n) => build(c.inputs[n], 'cpu', !!c.inputs[n].requiresGrad, 'float32-exact')), ...(c.gradOutput ? [build(c.gradOutput, 'cpu', false, 'float32-exact')] : []));
         const gpuArgs = () => [...names.map((n) => build(c.inputs[n], device, !!c.inputs[n].requiresGrad, 'float32')), ...(c.gradOutput ? [build(c.gradOutput, device, false, 'float32')] : [])];
-        for (const [how, res] of [['eager', run(...gpuArgs())], ['compiled', await kiln.compile(run)(...gpuArgs())]] as const) {
+        // (constants an expression creates, `kiln.ones(...)`, go to the default device)
+        kiln.setDefaultDevice(device);
+        let results: [string, Tensor[]][];
+        try {
+          results = [['eager', run(...gpuArgs())], ['compiled', await kiln.compile(run)(...gpuArgs())]];
+        } finally {
+          kiln.setDefaultDevice('cpu');
+        }
+        for (const [how, res] of results) {
           for (let k = 0; k < res.length; k++) {
             const expected: RefTensor = { shape: cpu[k].shape, dtype: 'float64', data: Array.from(cpu[k].dataSync(), Number) };
             const got = await res[k].toAsync('cpu');
