@@ -134,7 +134,7 @@ describe('gradcheck: analytic Jacobians against central differences in float64 [
     expect(await autograd.gradcheck((a, ww, bb) => F.linear(a, ww, bb).sigmoid(), [x, w, b], { compile: kiln.compile })).toBe(true);
   });
 
-  it('every module of nn, in float64, eager and compiled', async () => {
+  it('every module of nn, in float64, eager and compiled', { timeout: 30_000 }, async () => {
     kiln.manualSeed(5);
     const x = kiln.randn([2, 3, 2], { dtype: 'float64', requiresGrad: true });
     const y = kiln.randn([2, 3, 2], { dtype: 'float64' });
@@ -150,6 +150,15 @@ describe('gradcheck: analytic Jacobians against central differences in float64 [
       ['LogSoftmax', new nn.LogSoftmax(-1), (m, a) => m.forward(a)],
       ['Flatten', new nn.Flatten(), (m, a) => m.forward(a).exp()],
       ['Dropout (eval)', new nn.Dropout(0.5).eval(), (m, a) => m.forward(a)],
+      ['GELU', new nn.GELU(), (m, a) => m.forward(a)],
+      ['SiLU', new nn.SiLU(), (m, a) => m.forward(a)],
+      ['LeakyReLU', new nn.LeakyReLU(0.1), (m, a) => m.forward(a)],
+      ['ELU', new nn.ELU(), (m, a) => m.forward(a)],
+      ['Softplus', new nn.Softplus(), (m, a) => m.forward(a)],
+      ['LayerNorm', new nn.LayerNorm(2).double(), (m, a) => m.forward(a)],
+      ['GroupNorm', new nn.GroupNorm(1, 3).double(), (m, a) => m.forward(a)],
+      ['BatchNorm1d (training)', new nn.BatchNorm1d(3).double(), (m, a) => m.forward(a)],
+      ['BatchNorm1d (eval)', new nn.BatchNorm1d(3).double().eval(), (m, a) => m.forward(a)],
       ['MSELoss', new nn.MSELoss(), (m, a) => m.forward(a, y)],
       ['L1Loss', new nn.L1Loss({ reduction: 'sum' }), (m, a) => m.forward(a, y)],
       ['NLLLoss', new nn.NLLLoss(), (m, a) => m.forward(a.reshape([6, 2]), kiln.tensor([0, 1, 1, 0, 1, 0], { dtype: 'int32' }))],
@@ -157,6 +166,8 @@ describe('gradcheck: analytic Jacobians against central differences in float64 [
       ['BCELoss', new nn.BCELoss(), (m, a) => m.forward(a.sigmoid(), p)],
       ['BCEWithLogitsLoss', new nn.BCEWithLogitsLoss(), (m, a) => m.forward(a, p)],
     ];
+    const emb = new nn.Embedding(5, 2).double();
+    modules.push(['Embedding (then tanh, as a function of x)', emb, (m, a) => (m as InstanceType<typeof nn.Embedding>).forward(kiln.tensor([[4, 0, 4]], { dtype: 'int32' })).mul(a.index(0))]);
     for (const [name, m, apply] of modules) {
       expect(await autograd.gradcheck((a) => apply(m, a), [x]), name).toBe(true);
       expect(await autograd.gradcheck((a) => apply(m, a), [x], { compile: kiln.compile }), name).toBe(true);
