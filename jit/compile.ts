@@ -7,7 +7,7 @@
 // (trace, graph passes, pipeline creation, encoding, the run itself). `step.profile(...args)` makes one
 // real call with every kernel timed, and returns (and formats) each kernel's share and source lines.
 
-import { formatNode, type Phase } from '../ir/graph.ts';
+import { displaySource, formatNode, type Phase } from '../ir/graph.ts';
 import { runPipeline, type Pipelined } from '../compiler/pipeline.ts';
 import { kernelSource, maxKernelArgs, splitsReductions, type Target } from '../compiler/target.ts';
 import { GraphListing, MemoryListing, ScheduleListing } from '../compiler/print.ts';
@@ -157,7 +157,8 @@ async function firstCall(entry: Entry, args: Tensor[], callStart: number): Promi
   const parts = [`trace ${f(entry.buildMs.trace)}`, `graph passes ${f(entry.buildMs.passes)}`];
   if (pre) parts.push(`pipelines ${f(waited)} (${pre.shaders} shaders for ${pre.kernels} kernels, ${(pre.bytes / 1024).toFixed(1)} KiB of WGSL, created together)`);
   parts.push(`encode ${f(encoded)}`);
-  parts.push(`run ${f(t3 - t2)} (waited for: KILN_PROFILE only)`);
+  // a device that created pipelines runs asynchronously; on the others the run is part of encode
+  if (pre) parts.push(`run ${f(t3 - t2)} (waited for: KILN_PROFILE only)`);
   const tunes = pre?.tunesPending ? `; ${pre.tunesPending} matmul shape(s) tuning in the background` : '';
   console.warn(`kiln profile: first call of ${entry.key}: ${f(t3 - callStart)} = ${parts.join(' + ')}${tunes}`);
   return out;
@@ -258,9 +259,13 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
   };
   step.profile = async (...rawArgs: A): Promise<StepProfile> => {
     const { entry, args } = await lookup(rawArgs);
+    await sourceTextsLoaded();
     const { result, times } = entry.called ? await entry.exec.profile(args) : (await precompiled(entry, () => entry.exec.profile(args))).out;
     const totalMs = times.ms.reduce((a, b) => a + b, 0);
-    const kernels = entry.exec.specs.map((spec, k): KernelProfile => ({ name: spec.name, ms: times.ms[k], share: totalMs > 0 ? times.ms[k] / totalMs : 0, ...entry.kernelOps[k] }));
+    const kernels = entry.exec.specs.map((spec, k): KernelProfile => ({
+      name: spec.name, ms: times.ms[k], share: totalMs > 0 ? times.ms[k] / totalMs : 0,
+      ops: entry.kernelOps[k].ops, sources: entry.kernelOps[k].sources.map(displaySource),
+    }));
     const p = { kernels, totalMs, method: times.method, note: times.note, result };
     return { ...p, toString: () => formatProfile(p) };
   };
