@@ -3,7 +3,6 @@
 // kernel bind, what source does a kernel become) are answered here from the description, never by
 // asking a runtime backend object, so the compiler stays below runtime/ (DESIGN.md layers).
 
-import type { DType } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
 import { jsSource } from './codegen/js.ts';
 import { wgslSource, type MatmulVariant, type WgslLimits, type WgslOptions } from './codegen/wgsl.ts';
@@ -30,9 +29,6 @@ export type Target = JsTarget | WgslTarget;
 export function maxKernelArgs(t: Target): number {
   return t.language === 'js' ? Infinity : t.limits.maxStorageBuffersPerShaderStage;
 }
-
-/** Whether a target's language has the element type: WGSL has no 64-bit floats; JavaScript computes in them. */
-export const hasDType = (t: Target, d: DType): boolean => t.language === 'js' || d !== 'float64';
 
 /** Whether long reductions are split into two passes (a GPU wants the parallelism; one CPU loop is best). */
 export const splitsReductions = (t: Target): boolean => t.language === 'wgsl';
