@@ -7,7 +7,11 @@ import type { DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
 export type WType = 'f32' | 'i32';
-export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
+export function wtype(d: DType): WType {
+  // the runtime refuses float64 on WebGPU before anything reaches codegen (runtime/device.ts checkDType)
+  if (d === 'float64') throw new Error('codegen: WGSL has no 64-bit floats (float64 tensors live on the CPU)');
+  return d === 'float32' ? 'f32' : 'i32';
+}
 
 const unary: Spelling['unary'] = {
   neg: (x) => `(-${x})`,
@@ -47,7 +51,7 @@ const binary: Spelling['binary'] = {
 };
 
 
-/** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
+/** Helper functions of the shaders (NaN tests by bits, so no float optimisation can drop them); a shader carries those it calls (wgsl.ts preludeFor). */
 export const PRELUDE = `
 fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
