@@ -10,11 +10,12 @@
 //            CPU and on WebGPU, PyTorch from kiln's own initial weights.
 //   makemore examples/makemore.ts's Bengio MLP (C[X], tanh 200, cross-entropy), batch 32, SGD lr 0.1: kiln
 //            compiled and eager, PyTorch from kiln's initial weights.
-// Rows that cannot run (a kiln feature missing from this build, a peer lacking a kernel) print why.
+// Rows that cannot run (no WebGPU adapter, no PyTorch, a peer lacking a kernel) print why.
 import { fileURLToPath } from 'node:url';
 import * as kiln from '../index.ts';
 import type { StepProfile, Tensor } from '../index.ts';
 import { GPT, Vocab, configureOptimizers, getBatch, gptStep, loadMobyDick } from '../examples/char-gpt.ts';
+import { Net } from '../examples/mnist-cnn.ts';
 import { MakemoreMLP, buildDataset, loadNames, makemoreStep } from '../examples/makemore.ts';
 import { ADADELTA, CNN_BATCH, CNN_PARAMS, cnnData, type CnnData } from './cnn-data.ts';
 import { torchMissing, torchModelBench, type NamedArray } from './peers/torch.ts';
@@ -105,37 +106,9 @@ async function kilnWebgpuMissing(): Promise<string | null> {
 // ---------------------------------------------------------------------------------------------
 // MNIST CNN
 
-/** The convolution API (API.md "Beyond the MLP"), or why this build of kiln lacks it. */
-interface ConvApi {
-  Conv2d: new (inChannels: number, outChannels: number, kernelSize: number) => kiln.nn.Module & { forward(x: Tensor): Tensor };
-  maxPool2d: (x: Tensor, kernelSize: number) => Tensor;
-}
-function convApi(): ConvApi | string {
-  const { Conv2d } = kiln.nn as unknown as Partial<ConvApi>;
-  const { maxPool2d } = kiln.F as unknown as Partial<ConvApi>;
-  if (typeof Conv2d !== 'function' || typeof maxPool2d !== 'function') return 'not available (nn.Conv2d / F.maxPool2d missing: convolution is not in this build of kiln)';
-  return { Conv2d, maxPool2d };
-}
-
-/** PyTorch's examples/mnist Net from the shared weights, on `device`, with its Adadelta step. */
+/** examples/mnist-cnn.ts's Net (PyTorch's examples/mnist Net) from the shared weights, on `device`, with Adadelta. */
 function kilnCnn(d: CnnData, device: Device) {
-  const found = convApi();
-  if (typeof found === 'string') throw new Error(found);
-  const conv: ConvApi = found;
-  const { nn, F } = kiln;
-  class Net extends nn.Module {
-    conv1 = new conv.Conv2d(1, 32, 3);
-    conv2 = new conv.Conv2d(32, 64, 3);
-    dropout1 = new nn.Dropout(0.25);
-    dropout2 = new nn.Dropout(0.5);
-    fc1 = new nn.Linear(9216, 128);
-    fc2 = new nn.Linear(128, 10);
-    forward(x: Tensor): Tensor {
-      x = conv.maxPool2d(F.relu(this.conv2.forward(F.relu(this.conv1.forward(x)))), 2);
-      x = F.relu(this.fc1.forward(this.dropout1.forward(x).flatten(1)));
-      return F.logSoftmax(this.fc2.forward(this.dropout2.forward(x)), 1);
-    }
-  }
+  const { F } = kiln;
   const model = new Net();
   model.loadStateDict(Object.fromEntries(CNN_PARAMS.map((n) => [n, kiln.tensor(d.params[n].data, { shape: d.params[n].shape })])));
   if (device !== 'cpu') model.to(device);
@@ -165,9 +138,7 @@ const CNN_NOTES = [
 async function runCnn(): Promise<Table[]> {
   const d = cnnData();
   const cpu = cnnTable('cnn-cpu', `MNIST CNN training step on the CPU (${CNN_TITLE})`);
-  const conv = convApi();
-  if (typeof conv === 'string') cpu.rows.push(skipped('kiln compiled (cpu)', conv), skipped('kiln eager (cpu)', conv));
-  else cpu.rows.push(...(await kilnRows('cpu', () => kilnCnn(d, 'cpu'), { compiled: SLOW, eager: SLOW }, cpu.notes)));
+  cpu.rows.push(...(await kilnRows('cpu', () => kilnCnn(d, 'cpu'), { compiled: SLOW, eager: SLOW }, cpu.notes)));
   cpu.rows.push(await torchRow('cnn', async () => [
     { name: 'x', data: d.x, shape: [d.batch, 1, 28, 28] },
     { name: 'y', data: d.y, shape: [d.batch] },
@@ -199,7 +170,7 @@ async function runCnn(): Promise<Table[]> {
     return [cpu, gpu];
   }
   gpu.notes.push(`adapter: ${env.info}`);
-  const missing = typeof conv === 'string' ? conv : await kilnWebgpuMissing();
+  const missing = await kilnWebgpuMissing();
   if (missing) gpu.rows.push(skipped('kiln compiled (webgpu)', missing));
   else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null }, gpu.notes)));
   gpu.rows.push(await tryRow('tfjs (webgpu)', async () => {

@@ -125,9 +125,12 @@ export async function cnnStep(device: Device, d: CnnData): Promise<{ run: () => 
   const oh = new Float32Array(B * 10);
   for (let i = 0; i < B; i++) oh[i * 10 + d.y[i]!] = 1;
   const y1h = np.array(oh, { shape: [B, 10] });
+  // random.key(seed) is this [0, seed] pair, but built on the device it reads back synchronously,
+  // which jax-js's webgpu device cannot do in Node.
+  const key = (seed: number) => np.array(Uint32Array.from([0, seed]), { dtype: np.uint32 });
   let i = 0;
   const run = async () => {
-    const [p2, sq2, acc2, loss] = step(p, sq, acc, x.ref, y1h.ref, random.key(2 * i), random.key(2 * i + 1));
+    const [p2, sq2, acc2, loss] = step(p, sq, acc, x.ref, y1h.ref, key(2 * i), key(2 * i + 1));
     i++;
     p = p2; sq = sq2; acc = acc2;
     return (await loss.data())[0]!;
