@@ -170,16 +170,16 @@ async function runCnn(): Promise<Table[]> {
     return [cpu, gpu];
   }
   gpu.notes.push(`adapter: ${env.info}`);
-  const missing = await kilnWebgpuMissing();
-  if (missing) gpu.rows.push(skipped('kiln compiled (webgpu)', missing));
-  else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null }, gpu.notes)));
-  // After kiln's WebGPU rows in this process, jax-js's webgpu step fails on a synchronous read
-  // ("OffscreenCanvas is not available"); in a process of its own the same step runs (see the note).
+  // In this process (after jax-js's wasm row) jax-js's webgpu step fails on a synchronous read
+  // ("OffscreenCanvas is not available"); in a process of its own the same cnnStep('webgpu') runs.
   gpu.rows.push(await tryRow('jax-js jit (webgpu)', async () => {
     const jax = await import('./peers/jax.ts');
     const { run, note } = await jax.cnnStep('webgpu', d);
     return rowFrom('jax-js jit (webgpu)', await measure(run, CRAWL), note);
   }));
+  const missing = await kilnWebgpuMissing();
+  if (missing) gpu.rows.push(skipped('kiln compiled (webgpu)', missing));
+  else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null }, gpu.notes)));
   gpu.rows.push(await tryRow('tfjs (webgpu)', async () => {
     if (tfjs instanceof Error) throw new Error(`tfjs did not load: ${tfjs.message}`);
     try {
@@ -190,7 +190,7 @@ async function runCnn(): Promise<Table[]> {
     }
   }));
   gpu.notes.push(...CNN_NOTES);
-  gpu.notes.push("jax-js webgpu fails here after kiln's WebGPU rows ran in the same process; alone in a process (2026-11-30, same machine) its first step took 11.2 s");
+  gpu.notes.push("jax-js webgpu fails in this process (after its wasm row) on a synchronous read; alone in a process (2026-11-30, same machine) its first step took 11.2 s");
   gpu.notes.push('first call includes WGSL pipeline creation (Mesa caches compiled shaders on disk, so it is far shorter on a warm cache)');
   finishTable(gpu, ['kiln compiled (webgpu)'], ['jax-js jit (webgpu)', 'tfjs (webgpu)']);
   return [cpu, gpu];
