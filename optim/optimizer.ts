@@ -6,8 +6,7 @@
 //  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
 
-import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
-import { moveTensorInPlace, tensorName } from '../nn/module.ts';
+import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -127,7 +126,7 @@ export abstract class Optimizer {
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
   protected zerosFor(p: Tensor, slot: string): Tensor {
     const t = noGrad(() => zerosLike(p, { requiresGrad: false }));
-    setLabel(t, `${tensorName(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
+    setLabel(t, `${givenLabel(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
     return t;
   }
 
@@ -136,10 +135,10 @@ export abstract class Optimizer {
     const device: DeviceName = this.params[0].device;
     const other = this.params.find((p) => p.device !== device);
     if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
-    if (this.stepCount.device !== device) moveTensorInPlace(this.stepCount, device);
+    if (this.stepCount.device !== device) this.stepCount._moveTo(device, this.name);
     this._state().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const t of ts) if (t && t.device !== d) moveTensorInPlace(t, d);
+      for (const t of ts) if (t && t.device !== d) t._moveTo(d, this.name);
     });
   }
 }

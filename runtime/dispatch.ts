@@ -2,17 +2,17 @@
 // rule validates and types the result; then it is either recorded by the active tracer (inside
 // `compile`) or run now on the tensors' device; finally the tape records it for autograd.
 
-import { vjpRules } from '../compiler/autodiff/vjp.ts';
-import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
+import { vjpRules } from './vjp.ts';
+import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
-import { isMovement, shapeRules } from '../ir/primitives.ts';
+import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
-import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
+import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
 import { Tensor } from './tensor.ts';
 
-/** Hooks a tracer installs to turn dispatches into IR (compiler/trace.ts). */
+/** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
   record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor;
   /** `target`'s value is replaced by `value` (an in-place op). */
@@ -50,7 +50,7 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
   const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
-  if (isMovement(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
+  if (isView(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
@@ -61,28 +61,19 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
 }
 
 function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
-  // Views share storage; only a reshape of a non-viewable layout copies.
-  const x = inputs[0];
-  switch (prim) {
-    case 'reshape': {
-      const v = reshapeView(x._view, out.shape);
-      if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
-      const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
-      return Tensor._fromStorage(copy._storage!, contiguousView(out.shape), out.dtype);
-    }
-    case 'permute': return Tensor._fromStorage(x._storage!, permuteView(x._view, (attrs as PrimAttrs['permute']).perm), out.dtype);
-    case 'expand': return Tensor._fromStorage(x._storage!, expandView(x._view, out.shape), out.dtype);
-    case 'slice': {
-      const a = attrs as PrimAttrs['slice'];
-      return Tensor._fromStorage(x._storage!, sliceView(x._view, a.starts, a.steps, a.shape), out.dtype);
-    }
-    default: {
-      const backend = backendFor(device);
-      const storage = backend.alloc(out.dtype, numel(out.shape));
-      eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
-      return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
-    }
+  const lowering: Lowering<P> = lowerings[prim];
+  if ('view' in lowering) {
+    // Views share storage; only a layout the view cannot express (a reshape of a permuted tensor) copies.
+    const x = inputs[0];
+    const v = lowering.view(x._view, attrs, out);
+    if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
+    const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
+    return Tensor._fromStorage(copy._storage!, lowering.view(copy._view, attrs, out)!, out.dtype);
   }
+  const backend = backendFor(device);
+  const storage = backend.alloc(out.dtype, numel(out.shape));
+  eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
+  return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
 }
 
 type Launch = (args: readonly BoundArg[]) => void;

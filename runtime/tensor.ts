@@ -382,6 +382,32 @@ export class Tensor {
     return t;
   }
   cpu(): Tensor { return this.to('cpu'); }
+
+  /**
+   * Moves this tensor's storage and its .grad to `device` in place, keeping the same object, so that
+   * whoever holds it (a module, an optimizer) still does: Module.to. `who` names the caller in errors.
+   */
+  _moveTo(device: DeviceName, who: string): void {
+    if (this.device !== device) {
+      if (this._storage === null) throw new Error(`${who}: cannot move a symbolic (traced) tensor to '${device}'; move it before compiling`);
+      this._adopt(noGrad(() => this.to(device)));
+    }
+    const g = this.grad;
+    if (g && g.device !== device) this.grad = noGrad(() => g.to(device));
+  }
+  /** _moveTo that can also move from WebGPU to the CPU (reading a GPU buffer is asynchronous). */
+  async _moveToAsync(device: DeviceName): Promise<void> {
+    if (this.device !== device) this._adopt(await this.toAsync(device));
+    const g = this.grad;
+    if (g && g.device !== device) this.grad = await g.toAsync(device);
+  }
+  /** Takes over `moved`'s storage, view and device (a new version: views of the old storage are stale). */
+  private _adopt(moved: Tensor): void {
+    this._storage = moved._storage;
+    this._view = moved._view;
+    (this as { device: DeviceName }).device = moved.device;
+    this._version++;
+  }
 }
 
 // ---- helpers used by the methods above ----

@@ -3,7 +3,7 @@
 // state, their .grad) are lifted to inputs by reference; in-place writes and .grad assignments to them
 // become outputs that the executor writes back after each call. Nothing real is modified while tracing.
 
-import { Graph, type InputSource, type Phase } from '../ir/graph.ts';
+import { Graph, primNode, type InputSource, type Phase } from '../ir/graph.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { fmt, sameShape } from '../ir/shape.ts';
 import { isContiguous } from '../ir/view.ts';
@@ -78,7 +78,7 @@ class Recorder implements Tracer {
     let id = this.values.get(t);
     if (id === undefined) {
       const view = t._view, storage = t._storage;
-      id = this.input({ kind: 'capture', ref: t, label: labelOf(t) }, t);
+      id = this.input({ kind: 'capture', ref: t, label: labelOf(t), view }, t);
       this.values.set(t, id);
       this.guards.push({ check: () => t._storage === storage || (t._storage !== null && t._storage.size === storage.size && sameView(t._view, view)), label: `layout of ${labelOf(t)}` });
     }
@@ -87,7 +87,7 @@ class Recorder implements Tracer {
 
   record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
     const ids = inputs.map((x) => this.valueOf(x));
-    const node = this.graph.add({ op: prim, attrs, inputs: ids, shape: [...out.shape], dtype: out.dtype, phase: this.phase, source: describeUserSource() });
+    const node = this.graph.add(primNode(prim, attrs, { inputs: ids, shape: [...out.shape], dtype: out.dtype, phase: this.phase, source: describeUserSource() }));
     return this.symbolic(node.id, device);
   }
 

@@ -1,0 +1,70 @@
+// The JavaScript spelling table: how generated JS writes each scalar op, literal and cast (see emit.ts).
+// JS has one number type, so value representations never change (`conv` is the identity) and a bool is
+// the number 0 or 1. Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
+
+import type { DType } from '../../ir/dtype.ts';
+import type { Spelling } from './emit.ts';
+
+function literal(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return 'Infinity';
+  if (value === -Infinity) return '-Infinity';
+  return Object.is(value, -0) ? '-0' : String(value);
+}
+
+function cast(x: string, from: DType, to: DType): string {
+  if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
+  if (to === 'int32' && from === 'float32') return `Math.trunc(${x})`;
+  return x;
+}
+
+export const jsSpelling: Spelling = {
+  conv: (x) => x,
+  unary: {
+    neg: (x) => `(-${x})`,
+    abs: (x) => `Math.abs(${x})`,
+    sign: (x) => `Math.sign(${x})`,
+    exp: (x) => `Math.exp(${x})`,
+    log: (x) => `Math.log(${x})`,
+    sqrt: (x) => `Math.sqrt(${x})`,
+    rsqrt: (x) => `(1 / Math.sqrt(${x}))`,
+    sin: (x) => `Math.sin(${x})`,
+    cos: (x) => `Math.cos(${x})`,
+    tanh: (x) => `Math.tanh(${x})`,
+    sigmoid: (x) => `(1 / (1 + Math.exp(-${x})))`,
+    relu: (x) => `(${x} < 0 ? 0 : ${x})`,
+    copy: (x) => x,
+  },
+  binary: {
+    add: (a, b) => `(${a} + ${b})`,
+    sub: (a, b) => `(${a} - ${b})`,
+    mul: (a, b) => `(${a} * ${b})`,
+    div: (a, b) => `(${a} / ${b})`,
+    pow: (a, b) => `Math.pow(${a}, ${b})`,
+    maximum: (a, b) => `Math.max(${a}, ${b})`,
+    minimum: (a, b) => `Math.min(${a}, ${b})`,
+    eq: (a, b) => `(${a} === ${b} ? 1 : 0)`,
+    ne: (a, b) => `(${a} !== ${b} ? 1 : 0)`,
+    lt: (a, b) => `(${a} < ${b} ? 1 : 0)`,
+    le: (a, b) => `(${a} <= ${b} ? 1 : 0)`,
+    gt: (a, b) => `(${a} > ${b} ? 1 : 0)`,
+    ge: (a, b) => `(${a} >= ${b} ? 1 : 0)`,
+  },
+  where: (c, a, b) => `(${c} !== 0 ? ${a} : ${b})`,
+  cast,
+  literal,
+  param: (index) => `p[${index}]`,
+  random: (seed, counter) => `rnd(${seed}, ${counter})`,
+  declare: (name, code) => `const ${name} = ${code};`,
+  inlineLiterals: true,
+};
+
+/**
+ * A uniform float in [0, 1) from a seed and a counter: PCG's output hash applied to
+ * pcg(seed) + counter (Jarzynski & Olano, "Hash Functions for GPU Rendering"); 24 bits.
+ * The WGSL backend computes the same numbers (spelling-wgsl.ts, k_rnd).
+ */
+export const JS_RANDOM = `function rnd(seed, i) {
+  const pcg = (x) => { const s = (Math.imul(x, 747796405) + 2891336453) >>> 0; const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0; return ((w >>> 22) ^ w) >>> 0; };
+  return (pcg((pcg(seed >>> 0) + i) >>> 0) >>> 8) / 16777216;
+}`;
