@@ -1,0 +1,166 @@
+// The ONNX interop check: exports kiln models with kiln.onnx.export, runs them in ONNX Runtime
+// (onnxruntime-node, kept out of kiln's dependencies) and compares with kiln's eager outputs, at the
+// traced batch size and at another one (the batch dimension is symbolic). Prints each case's max
+// relative error (max |ort - kiln| / max |kiln|) and 'N passed, N failed'; exits 1 on a failure.
+//   cd interop && npm ci && ../node_modules/.bin/tsx onnx-check.ts     (or npm run interop at the root)
+
+import * as ort from 'onnxruntime-node';
+import * as kiln from '../index.ts';
+import type { Tensor } from '../index.ts';
+import { NeuralNetwork } from '../examples/mnist-mlp.ts';
+
+const { nn } = kiln;
+/** float32 agreement between two engines that sum in different orders */
+const TOLERANCE = 1e-5;
+
+interface Case {
+  name: string;
+  model: kiln.nn.Module | ((...xs: Tensor[]) => Tensor | Record<string, Tensor>);
+  /** inputs at the export's batch size and at another one */
+  inputs: (batch: number) => Tensor[];
+  batches: [number, number];
+  opts?: kiln.onnx.ExportOptions;
+}
+
+// ---- a small character transformer block, from kiln's primitives (LayerNorm, GELU and attention
+// written out here until the layers branch brings nn.LayerNorm / nn.GELU / attention to main)
+class LayerNorm extends nn.Module {
+  weight: Tensor; bias: Tensor;
+  constructor(dim: number) {
+    super();
+    this.weight = new nn.Parameter(kiln.ones([dim]));
+    this.bias = new nn.Parameter(kiln.zeros([dim]));
+  }
+  forward(x: Tensor): Tensor {
+    const mu = x.mean(-1, true), xc = x.sub(mu);
+    const inv = xc.mul(xc).mean(-1, true).add(1e-5).rsqrt();
+    return xc.mul(inv).mul(this.weight).add(this.bias);
+  }
+}
+/** GELU, tanh approximation */
+const gelu = (x: Tensor): Tensor => x.mul(0.5).mul(x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI)).tanh().add(1));
+
+class CharTransformer extends nn.Module {
+  tokEmb: Tensor; posEmb: Tensor;
+  ln1: LayerNorm; qkv: kiln.nn.Linear; proj: kiln.nn.Linear;
+  ln2: LayerNorm; fc: kiln.nn.Linear; out: kiln.nn.Linear;
+  lnF: LayerNorm; head: kiln.nn.Linear;
+  constructor(readonly vocab: number, readonly ctx: number, readonly dim: number, readonly heads: number) {
+    super();
+    this.tokEmb = new nn.Parameter(kiln.randn([vocab, dim]).mul(0.5));
+    this.posEmb = new nn.Parameter(kiln.randn([ctx, dim]).mul(0.5));
+    this.ln1 = new LayerNorm(dim);
+    this.qkv = new nn.Linear(dim, 3 * dim);
+    this.proj = new nn.Linear(dim, dim);
+    this.ln2 = new LayerNorm(dim);
+    this.fc = new nn.Linear(dim, 4 * dim);
+    this.out = new nn.Linear(4 * dim, dim);
+    this.lnF = new LayerNorm(dim);
+    this.head = new nn.Linear(dim, vocab);
+  }
+  forward(tokens: Tensor): Tensor {
+    const [B, T] = tokens.shape, C = this.dim, H = this.heads, D = C / H;
+    let x = this.tokEmb.indexSelect(0, tokens.reshape([B * T])).reshape([B, T, C]).add(this.posEmb.index([0, T]));
+    // causal self-attention: [B, H, T, D] heads, masked with where(), softmax over keys
+    const qkv = this.qkv.forward(this.ln1.forward(x));
+    const heads = (i: number) => qkv.index(null, null, [i * C, (i + 1) * C]).reshape([B, T, H, D]).permute([0, 2, 1, 3]);
+    const [q, k, v] = [heads(0), heads(1), heads(2)];
+    const pos = kiln.arange(T, undefined, 1, { dtype: 'int32' });
+    const causal = pos.reshape([T, 1]).ge(pos.reshape([1, T]));
+    const scores = kiln.where(causal, q.matmul(k.transpose(-2, -1)).mul(1 / Math.sqrt(D)), -Infinity);
+    const att = scores.softmax(-1).matmul(v).permute([0, 2, 1, 3]).reshape([B, T, C]);
+    x = x.add(this.proj.forward(att));
+    x = x.add(this.out.forward(gelu(this.fc.forward(this.ln2.forward(x)))));
+    return this.head.forward(this.lnF.forward(x));
+  }
+}
+
+/** Element-wise ops, comparisons, casts, reductions, argmax, cat (pad), strided slices, gather. */
+function assorted(x: Tensor, idx: Tensor): Record<string, Tensor> {
+  const a = x.abs().add(0.5);
+  const smooth = a.log().add(a.sqrt()).add(x.sin().mul(x.cos())).add(x.sigmoid()).sub(x.neg().exp().mul(0.1))
+    .add(kiln.tensor(2).pow(x.sign())).add(a.pow(1.5)).add(x.maximum(x.mul(0.3))).add(x.minimum(x.tanh()));
+  const cmp = x.gt(0).int().add(x.lt(0.2).int()).add(x.le(-0.3).int()).add(x.ge(0.1).int()).add(x.eq(0).int()).add(x.ne(1).int());
+  const counts = cmp.sum(1, true).add(x.int().relu());
+  const strided = kiln.cat([x.index(null, [0, null, 2]), x.index(null, [1, null, 3]).mul(2)], 1);
+  return {
+    smooth,
+    counts,
+    argmax: x.argmax(1),
+    max: x.max(1),
+    strided,
+    gathered: x.gather(1, idx),
+    clamped: x.clamp(-0.5, 0.5).div(x.shape[1]),
+  };
+}
+
+const cases: Case[] = [
+  (() => {
+    kiln.manualSeed(1);
+    const model = new NeuralNetwork();
+    return { name: 'MNIST MLP (784-512-512-10)', model, inputs: (b) => [kiln.randn([b, 1, 28, 28])], batches: [4, 9] } satisfies Case;
+  })(),
+  (() => {
+    kiln.manualSeed(2);
+    const model = new CharTransformer(24, 8, 16, 2);
+    return { name: 'char transformer block (attention, LayerNorm, GELU; T=8, C=16, 2 heads)', model, inputs: (b) => [kiln.randint(0, 24, [b, 8])], batches: [3, 5] } satisfies Case;
+  })(),
+  (() => {
+    kiln.manualSeed(3);
+    return {
+      name: 'assorted primitives (elementwise, compare, cast, reduce, argmax, cat, strided slice, gather)',
+      model: assorted,
+      inputs: (b) => [kiln.randn([b, 7]), kiln.randint(0, 7, [b, 3])],
+      batches: [5, 2],
+    } satisfies Case;
+  })(),
+];
+
+const flat = (r: Tensor | Record<string, Tensor>): [string, Tensor][] => (r instanceof kiln.Tensor ? [['output', r]] : Object.entries(r));
+
+async function check(c: Case): Promise<string[]> {
+  const failures: string[] = [];
+  const bytes = await kiln.onnx.export(c.model, c.inputs(c.batches[0]), { dynamicBatch: true, ...c.opts });
+  const session = await ort.InferenceSession.create(bytes);
+  for (const batch of c.batches) {
+    const xs = c.inputs(batch);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [i, x] of xs.entries()) feeds[session.inputNames[i]] = new ort.Tensor(x.dtype === 'bool' ? 'bool' : x.dtype, await x.data(), x.shape);
+    const got = await session.run(feeds);
+    const expected = kiln.noGrad(() => flat(c.model instanceof nn.Module ? (c.model.forward(...xs) as Tensor) : c.model(...xs)));
+    for (const [name, want] of expected) {
+      const out = got[name];
+      if (!out) { failures.push(`${name}: missing from ONNX Runtime's outputs (${Object.keys(got).join(', ')})`); continue; }
+      const a = out.data as ArrayLike<number | boolean>, b = await want.data();
+      if (out.dims.join() !== want.shape.join()) { failures.push(`${name}: shape [${out.dims}] vs kiln's [${want.shape}]`); continue; }
+      let maxDiff = 0, scale = 0;
+      for (let i = 0; i < b.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(Number(a[i]) - b[i]));
+        scale = Math.max(scale, Math.abs(b[i]));
+      }
+      const rel = maxDiff / (scale || 1);
+      const exact = want.dtype !== 'float32';
+      const ok = exact ? maxDiff === 0 : rel <= TOLERANCE;
+      console.log(`  batch ${batch} ${name.padEnd(10)} ${want.dtype}[${want.shape}]  max relative error ${rel.toExponential(2)}${exact ? ' (exact)' : ''}${ok ? '' : '  FAIL'}`);
+      if (!ok) failures.push(`${name} at batch ${batch}: max relative error ${rel} over ${exact ? 0 : TOLERANCE}`);
+    }
+  }
+  console.log(`  (${(bytes.length / 1024).toFixed(1)} KiB model)`);
+  return failures;
+}
+
+let passed = 0, failed = 0;
+for (const c of cases) {
+  console.log(c.name);
+  let failures: string[];
+  try {
+    failures = await check(c);
+  } catch (e) {
+    failures = [e instanceof Error ? e.stack ?? e.message : String(e)];
+  }
+  if (failures.length === 0) passed++;
+  else { failed++; for (const f of failures) console.log(`  FAILED: ${f}`); }
+}
+console.log('CNN: not run: conv/pool primitives are not in main yet (the conv branch)');
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
