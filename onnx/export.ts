@@ -116,7 +116,14 @@ async function build(fn: Forward, inputs: readonly Tensor[], inputNames: readonl
     // one can hide broadcasts (expanding [1, n] to [1, n] is no op), so a second base is tried.
     for (const base of b0 <= 1 ? [b0, 2] : [b0]) {
       const batches = [base, base + 1, base + 2];
-      const traces = batches.map((b) => (b === b0 ? first : traceAt(fn, inputs, batched, b)));
+      let traces: Traced[];
+      try {
+        traces = batches.map((b) => (b === b0 ? first : traceAt(fn, inputs, batched, b)));
+      } catch (e) {
+        // the forward itself refuses other batch sizes (a shape check): the model is static
+        reasons.push(`traced at batch sizes ${batches.join(', ')}: ${e instanceof Error ? e.message : String(e)}`);
+        continue;
+      }
       const dims = await batchDims(traces.map((t) => t.graph), batches);
       if (typeof dims === 'string') { reasons.push(`traced at batch sizes ${batches.join(', ')}: ${dims}`); continue; }
       try {
