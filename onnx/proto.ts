@@ -22,9 +22,14 @@ export interface ValueInfo { name: string; elemType: OnnxElemType; dims: readonl
 export interface GraphProto { name: string; nodes: readonly NodeProto[]; initializers: readonly TensorProto[]; inputs: readonly ValueInfo[]; outputs: readonly ValueInfo[] }
 export interface ModelProto { irVersion: number; opset: number; producerName: string; producerVersion: string; graph: GraphProto; docString?: string }
 
-/** Appends protobuf fields to a growing byte buffer. */
+/**
+ * Appends protobuf fields to a growing byte buffer: small values go to a byte list, large payloads
+ * (initializer data) are kept as chunks and copied once, by finish().
+ */
 class Writer {
+  private chunks: Uint8Array[] = [];
   private bytes: number[] = [];
+  private size = 0;
 
   /** A varint. int64 values are numbers here; a negative one is its 64-bit two's complement (10 bytes). */
   varint(v: number): this {
@@ -45,8 +50,20 @@ class Writer {
   }
   bytesField(field: number, data: Uint8Array): this {
     this.tag(field, 2).varint(data.length);
-    for (let i = 0; i < data.length; i++) this.bytes.push(data[i]);
+    if (data.length < 256) {
+      for (let i = 0; i < data.length; i++) this.bytes.push(data[i]);
+    } else {
+      this.flush();
+      this.chunks.push(data);
+      this.size += data.length;
+    }
     return this;
+  }
+  private flush(): void {
+    if (this.bytes.length === 0) return;
+    this.chunks.push(Uint8Array.from(this.bytes));
+    this.size += this.bytes.length;
+    this.bytes = [];
   }
   string(field: number, s: string): this { return this.bytesField(field, new TextEncoder().encode(s)); }
   message(field: number, body: Writer): this { return this.bytesField(field, body.finish()); }
@@ -61,7 +78,14 @@ class Writer {
     vs.forEach((v, i) => dv.setFloat32(i * 4, v, true));
     return this.bytesField(field, b);
   }
-  finish(): Uint8Array { return Uint8Array.from(this.bytes); }
+  finish(): Uint8Array {
+    this.flush();
+    if (this.chunks.length === 1) return this.chunks[0];
+    const out = new Uint8Array(this.size);
+    let at = 0;
+    for (const c of this.chunks) { out.set(c, at); at += c.length; }
+    return out;
+  }
 }
 
 // AttributeProto.AttributeType
