@@ -95,6 +95,8 @@ function assorted(x: Tensor, idx: Tensor): Record<string, Tensor> {
     strided,
     gathered: x.gather(1, idx),
     clamped: x.clamp(-0.5, 0.5).div(x.shape[1]),
+    logProbs: x.logSoftmax(1),
+    overBatch: x.softmax(0),
   };
 }
 
@@ -122,7 +124,7 @@ const cases: Case[] = [
   (() => {
     kiln.manualSeed(3);
     return {
-      name: 'assorted primitives (elementwise, compare, cast, reduce, argmax, cat, strided slice, gather)',
+      name: 'assorted primitives (elementwise, compare, cast, reduce, argmax, cat, strided slice, gather, softmax over the batch)',
       model: assorted,
       inputs: (b) => [kiln.randn([b, 7]), kiln.randint(0, 7, [b, 3])],
       batches: [5, 2],

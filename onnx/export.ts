@@ -15,6 +15,7 @@ import { nodeFs, requireNode } from '../runtime/node.ts';
 import { Tensor, full } from '../runtime/tensor.ts';
 import { Module } from '../nn/module.ts';
 import { evalDim, ONNX_ELEM, onnxLowerings, rawBytes, type Dim, type Emitter } from './ops.ts';
+import { recognize } from './patterns.ts';
 import { encodeModel, type AttrValue, type NodeProto, type TensorProto, type ValueInfo } from './proto.ts';
 
 export interface ExportOptions {
@@ -343,12 +344,14 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
     graphInputs.push({ name: inputNames[i], elemType: ONNX_ELEM[t.dtype], dims: ds });
   });
 
-  // what the outputs need (random's seed is not: ONNX draws its own numbers)
+  // composites (Gemm, Softmax) and broadcasts left to ONNX; then what the outputs need (random's
+  // seed is not: ONNX Runtime draws its own numbers)
+  const rw = recognize(g, dims);
+  const operands = (n: Node): readonly number[] => rw.composites.get(n.id)?.inputs ?? (n.op === 'random' ? [] : rw.operands(n));
   const needed = new Array<boolean>(g.nodes.length).fill(false);
   for (const o of g.outputs) if (o.node !== null) needed[o.node] = true;
   for (let i = g.nodes.length - 1; i >= 0; i--) {
-    const n = g.nodes[i];
-    if (needed[i] && n.op !== 'random') for (const x of n.inputs) needed[x] = true;
+    if (needed[i]) for (const x of operands(g.nodes[i])) needed[x] = true;
   }
 
   for (const n of g.nodes) {
@@ -368,8 +371,17 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
       }
       continue;
     }
-    const lower = onnxLowerings[n.op] as (e: Emitter, n: Node, x: readonly string[]) => string;
-    value.set(n.id, lower(emitter, n, n.inputs.map((i) => value.get(i)!)));
+    const ins = operands(n), names = ins.map((i) => value.get(i)!);
+    const composite = rw.composites.get(n.id);
+    if (composite?.opType === 'Gemm') {
+      value.set(n.id, emitNode('Gemm', names, composite.transB ? { transB: { kind: 'int', value: 1 } } : undefined));
+    } else if (composite) {
+      value.set(n.id, emitNode(composite.opType, names, { axis: { kind: 'int', value: composite.axis } }));
+    } else {
+      // (an elementwise node may read an operand unexpanded: same dtype, broadcast by ONNX)
+      const lower = onnxLowerings[n.op] as (e: Emitter, n: Node, x: readonly string[]) => string;
+      value.set(n.id, lower(emitter, { ...n, inputs: ins } as Node, names));
+    }
   }
   current = null;
 

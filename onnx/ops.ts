@@ -138,6 +138,9 @@ export const onnxLowerings: { [P in Primitive]: Lowering<P> } = {
     const dims = e.dimsOf(n.id);
     // without allowzero, a 0 in the shape means "copy the input's dimension"
     const attrs = dims.includes(0) ? { allowzero: int(1) } : undefined;
+    // one dimension following the batch reads best as ONNX's "the rest" (-1)
+    const dynamic = dims.filter((d) => typeof d !== 'number');
+    if (dynamic.length === 1 && !dims.includes(0)) return e.node('Reshape', [x, e.int64s(dims.map((d) => (typeof d === 'number' ? d : -1)))]);
     return e.node('Reshape', [x, e.shape(dims)], attrs);
   },
   permute: (e, n, [x]) => e.node('Transpose', [x], { perm: ints(n.attrs.perm) }),

@@ -1,0 +1,83 @@
+// Composites the exporter recognizes in a traced forward so that the ONNX graph reads like the model:
+// broadcasts that ONNX's own broadcasting makes unnecessary, x @ W^T + b as Gemm, softmax and
+// log-softmax as Softmax / LogSoftmax. kiln composes these from primitives (runtime/tensor.ts, F.linear),
+// so each is a pattern over primitive nodes; each rewrite computes the same values as the primitives.
+
+import type { Graph, Node } from '../ir/graph.ts';
+import { primitiveInfo } from '../ir/primitives.ts';
+import type { Dim } from './ops.ts';
+
+export type Composite =
+  /** inputs: x [M, K], w, bias (broadcast to [M, N]); transB when w is W^T of a [N, K] W */
+  | { opType: 'Gemm'; inputs: number[]; transB: boolean }
+  | { opType: 'Softmax' | 'LogSoftmax'; inputs: number[]; axis: number };
+
+export interface Rewrites {
+  /** nodes computed by one composite ONNX op from these kiln values */
+  composites: Map<number, Composite>;
+  /** the operands a node reads (an expand feeding a broadcasting op is read unexpanded) */
+  operands: (n: Node) => readonly number[];
+}
+
+const key = (d: Dim): string => (typeof d === 'number' ? String(d) : `${d.a}b+${d.c}`);
+
+/** Finds the rewrites in `g`, whose nodes have dimensions `dims`. */
+export function recognize(g: Graph, dims: readonly (readonly Dim[])[]): Rewrites {
+  const operandsOf = new Map<number, number[]>();
+  for (const n of g.nodes) {
+    const kind = n.op === 'input' ? null : primitiveInfo[n.op].kind;
+    if (kind !== 'binary' && kind !== 'compare' && kind !== 'select') continue;
+    const srcs = n.inputs.map((i) => { const p = g.node(i); return p.op === 'expand' ? p.inputs[0] : i; });
+    if (srcs.every((s, k) => s === n.inputs[k])) continue;
+    // ONNX broadcasts the sources back to the output when each output axis is full in some operand
+    const out = dims[n.id];
+    const full = out.every((d, k) => key(d) === '1' || srcs.some((s) => {
+      const sd = dims[s], at = k - (out.length - sd.length);
+      return at >= 0 && key(sd[at]) === key(d);
+    }));
+    if (full) operandsOf.set(n.id, srcs);
+  }
+  const operands = (n: Node): readonly number[] => operandsOf.get(n.id) ?? n.inputs;
+  const node = (id: number): Node => g.node(id);
+  const float = (...ids: number[]): boolean => ids.every((i) => node(i).dtype === 'float32');
+  /** `m = max(x, [axis])` and `u = x - m`: returns x and axis */
+  const shifted = (u: Node): { x: number; axis: number } | null => {
+    if (u.op !== 'sub') return null;
+    const [x, mid] = operands(u), m = node(mid);
+    if (m.op !== 'max' || m.attrs.axes.length !== 1 || m.inputs[0] !== x) return null;
+    return { x, axis: m.attrs.axes[0] };
+  };
+
+  const composites = new Map<number, Composite>();
+  for (const n of g.nodes) {
+    if (n.op === 'add' && n.shape.length === 2 && float(n.id)) {
+      // x @ W^T + b (F.linear): one Gemm
+      const [p, q] = operands(n);
+      for (const [mid, bias] of [[p, q], [q, p]]) {
+        const m = node(mid);
+        if (m.op !== 'matmul' || !float(...m.inputs, bias) || dims[bias].length > 2) continue;
+        const w = node(m.inputs[1]);
+        const transB = w.op === 'permute' && w.shape.length === 2 && w.attrs.perm[0] === 1;
+        composites.set(n.id, { opType: 'Gemm', inputs: [m.inputs[0], transB ? w.inputs[0] : w.id, bias], transB });
+        break;
+      }
+    } else if (n.op === 'div' && float(n.id)) {
+      // exp(x - max(x)) / sum(exp(x - max(x))) over one axis (Tensor.softmax)
+      const [eid, sid] = operands(n), e = node(eid), s = node(sid);
+      if (e.op !== 'exp' || s.op !== 'sum' || s.inputs[0] !== eid || s.attrs.axes.length !== 1) continue;
+      const sh = shifted(node(e.inputs[0]));
+      if (sh && sh.axis === s.attrs.axes[0]) composites.set(n.id, { opType: 'Softmax', inputs: [sh.x], axis: sh.axis });
+    } else if (n.op === 'sub' && float(n.id)) {
+      // (x - max(x)) - log(sum(exp(x - max(x)))) over one axis (Tensor.logSoftmax)
+      const [uid, lid] = operands(n), l = node(lid);
+      if (l.op !== 'log') continue;
+      const s = node(l.inputs[0]);
+      if (s.op !== 'sum' || s.attrs.axes.length !== 1) continue;
+      const e = node(s.inputs[0]);
+      if (e.op !== 'exp' || e.inputs[0] !== uid) continue;
+      const sh = shifted(node(uid));
+      if (sh && sh.axis === s.attrs.axes[0]) composites.set(n.id, { opType: 'LogSoftmax', inputs: [sh.x], axis: sh.axis });
+    }
+  }
+  return { composites, operands };
+}
