@@ -373,7 +373,9 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
     }
     const ins = operands(n), names = ins.map((i) => value.get(i)!);
     const composite = rw.composites.get(n.id);
-    if (composite?.opType === 'Gemm') {
+    if (n.op === 'full' && rw.scalars.has(n.id)) {
+      value.set(n.id, scalar(n.attrs.value, n.dtype));
+    } else if (composite?.opType === 'Gemm') {
       value.set(n.id, emitNode('Gemm', names, composite.transB ? { transB: { kind: 'int', value: 1 } } : undefined));
     } else if (composite) {
       value.set(n.id, emitNode(composite.opType, names, { axis: { kind: 'int', value: composite.axis } }));

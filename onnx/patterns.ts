@@ -17,25 +17,44 @@ export interface Rewrites {
   composites: Map<number, Composite>;
   /** the operands a node reads (an expand feeding a broadcasting op is read unexpanded) */
   operands: (n: Node) => readonly number[];
+  /** filled tensors (`full`) read only by broadcasting ops: one 0-d constant suffices */
+  scalars: ReadonlySet<number>;
 }
 
 const key = (d: Dim): string => (typeof d === 'number' ? String(d) : `${d.a}b+${d.c}`);
+const broadcasting = (n: Node): boolean => {
+  const kind = n.op === 'input' ? null : primitiveInfo[n.op].kind;
+  return kind === 'binary' || kind === 'compare' || kind === 'select';
+};
 
 /** Finds the rewrites in `g`, whose nodes have dimensions `dims`. */
 export function recognize(g: Graph, dims: readonly (readonly Dim[])[]): Rewrites {
-  const operandsOf = new Map<number, number[]>();
-  for (const n of g.nodes) {
-    const kind = n.op === 'input' ? null : primitiveInfo[n.op].kind;
-    if (kind !== 'binary' && kind !== 'compare' && kind !== 'select') continue;
-    const srcs = n.inputs.map((i) => { const p = g.node(i); return p.op === 'expand' ? p.inputs[0] : i; });
-    if (srcs.every((s, k) => s === n.inputs[k])) continue;
-    // ONNX broadcasts the sources back to the output when each output axis is full in some operand
+  const users = g.users();
+  const outputs = new Set(g.outputs.map((o) => o.node));
+  const scalars = new Set(g.nodes.filter((n) => n.op === 'full' && !outputs.has(n.id) && users[n.id].every((u) => broadcasting(g.node(u)))).map((n) => n.id));
+  const dimsOf = (id: number): readonly Dim[] => (scalars.has(id) ? [] : dims[id]);
+  // ONNX broadcasts the operands back to the output when each output axis is full in some operand
+  const covers = (n: Node, srcs: readonly number[]): boolean => {
     const out = dims[n.id];
-    const full = out.every((d, k) => key(d) === '1' || srcs.some((s) => {
-      const sd = dims[s], at = k - (out.length - sd.length);
+    return out.every((d, k) => key(d) === '1' || srcs.some((s) => {
+      const sd = dimsOf(s), at = k - (out.length - sd.length);
       return at >= 0 && key(sd[at]) === key(d);
     }));
-    if (full) operandsOf.set(n.id, srcs);
+  };
+  const unexpanded = (n: Node): number[] => n.inputs.map((i) => { const p = g.node(i); return p.op === 'expand' ? p.inputs[0] : i; });
+  // a constant stays a full tensor where its op would not otherwise get the output's shape
+  for (let changed = true; changed;) {
+    changed = false;
+    for (const n of g.nodes) {
+      if (!broadcasting(n) || covers(n, unexpanded(n)) || covers(n, n.inputs)) continue;
+      for (const i of n.inputs) if (scalars.delete(i)) changed = true;
+    }
+  }
+  const operandsOf = new Map<number, number[]>();
+  for (const n of g.nodes) {
+    if (!broadcasting(n)) continue;
+    const srcs = unexpanded(n);
+    if (srcs.some((s, k) => s !== n.inputs[k]) && covers(n, srcs)) operandsOf.set(n.id, srcs);
   }
   const operands = (n: Node): readonly number[] => operandsOf.get(n.id) ?? n.inputs;
   const node = (id: number): Node => g.node(id);
@@ -79,5 +98,5 @@ export function recognize(g: Graph, dims: readonly (readonly Dim[])[]): Rewrites
       if (sh && sh.axis === s.attrs.axes[0]) composites.set(n.id, { opType: 'LogSoftmax', inputs: [sh.x], axis: sh.axis });
     }
   }
-  return { composites, operands };
+  return { composites, operands, scalars };
 }

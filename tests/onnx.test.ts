@@ -162,6 +162,18 @@ describeEachDevice('kiln.onnx.export', (device) => {
     expect(m.nodes.map((n) => n.op)).toEqual(expect.arrayContaining(['GatherElements', 'Where', 'ReduceSum']));
   });
 
+  it('composites read as one op: softmax, log-softmax; a constant operand is a 0-d initializer', async () => {
+    const fn = (x: Tensor) => ({ p: x.softmax(1), lp: x.logSoftmax(0), y: x.mul(3) });
+    const m = decode(await kiln.onnx.export(fn, [kiln.randn([3, 4], { device })]));
+    const ops = m.nodes.map((n) => n.op);
+    expect(ops.filter((o) => o !== 'Identity').sort()).toEqual(['LogSoftmax', 'Mul', 'Softmax']);
+    expect(int64(m.nodes.find((n) => n.op === 'Softmax')!.attrs.axis.find((f) => f.no === 3)!)).toBe(1);
+    expect(int64(m.nodes.find((n) => n.op === 'LogSoftmax')!.attrs.axis.find((f) => f.no === 3)!)).toBe(0);
+    const three = m.initializers.get(m.nodes.find((n) => n.op === 'Mul')!.inputs[1])!;
+    expect(three.dims).toEqual([]);
+    expect(floats(three.raw)).toEqual([3]);
+  });
+
   it('a graph that changes with the batch size is exported static, or refused when a dynamic batch is required', async () => {
     const fn = (x: Tensor) => (x.shape[0] > 4 ? x.exp() : x.log());
     const m = decode(await kiln.onnx.export(fn, [kiln.rand([4, 2], { device })]));
