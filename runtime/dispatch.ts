@@ -9,7 +9,7 @@ import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
+import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
 import { Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
@@ -76,7 +76,6 @@ function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAtt
   return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
 }
 
-type Launch = (args: readonly BoundArg[]) => void;
 const eagerCache = new Map<string, Launch>();
 
 /**
@@ -89,8 +88,8 @@ function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: Prim
   let launch = eagerCache.get(key);
   if (!launch) {
     const specs = lowerPrimitive(prim, attrs, inputs.map((t) => ({ view: { ...t._view, offset: 0 }, dtype: t.dtype })), out);
-    const prepared = backend.prepare ? specs.map((sp) => backend.prepare!(sp)) : null;
-    launch = prepared ? (args) => { for (const p of prepared) p(args); } : (args) => backend.run(specs, args);
+    const prepared = specs.map((sp) => backend.prepare(sp));
+    launch = prepared.length === 1 ? prepared[0] : (args) => { for (const p of prepared) p(args); };
     eagerCache.set(key, launch);
   }
   return launch;

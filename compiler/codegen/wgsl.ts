@@ -18,17 +18,17 @@
 // indexed: gather/scatterAdd), wgsl/common.ts holds what they share and wgsl/launch.ts the uniform.
 //
 // Kernel strategies:
-//   map        one invocation per output element; past `maxWorkgroups` workgroups (256 on software
-//              adapters, 4096 otherwise) each invocation loops over several elements (grid-stride);
-//              without a cap, a 2-D grid of workgroups past 65535 groups.
+//   map        one invocation per output element; past `maxWorkgroups` workgroups (default 4096)
+//              each invocation loops over several elements (grid-stride); without a cap, a 2-D grid of
+//              workgroups past 65535 groups.
 //   reduce     a serial loop per output element (float sums in 64-element partial sums) when the
 //              reduced extent is small or there are many outputs; otherwise one workgroup per output
 //              element: strided partials, then a tree in workgroup memory (sum / NaN-propagating max /
-//              first-position argmax). On software adapters the tree is used for < 16 outputs only.
+//              first-position argmax), for fewer than `treeMaxOutputs` outputs (default 16384).
 //   matmul     variants (MatmulVariant, picked per adapter and shape by runtime/webgpu/autotune.ts):
 //              register blocking, each invocation computing a bm x bn block (default 4x4, 8x8
-//              invocations per workgroup, no workgroup memory; 8x8 blocks on software adapters for big
-//              products, see defaultMatmul), or a workgroup-memory tiled kernel (real GPUs). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
+//              invocations per workgroup, no workgroup memory), or a workgroup-memory tiled kernel
+//              (real GPUs). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
 //              along m (a transposed a), b along n or along k (a transposed b; k % 4 == 0); every base
 //              offset must be a multiple of 4. The epilogue runs once per element in a loop over the
 //              block (not unrolled: compile time). Every variant sums in increasing k order, one product
@@ -39,6 +39,9 @@
 //              rounding sequence equals js.ts's). Elements of the output buffer outside the output view
 //              are not zeroed (js.ts zero-fills the whole buffer from the offset).
 // Constants are `let`s, never WGSL const-expressions (those fail shader creation on overflow).
+// Which options an adapter gets (workgroup cap, tree threshold, matmul variant) is tuning policy: the
+// autotuner's (runtime/webgpu/autotune.ts), passed in through the device's description; the defaults
+// here are for a GPU.
 
 import { unreachable, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { PRELUDE, wtype } from './spelling-wgsl.ts';
@@ -52,7 +55,7 @@ import { reduceKernel } from './wgsl/reduce.ts';
 export { wtype, type WType } from './spelling-wgsl.ts';
 export { DEFAULT_LIMITS, type WgslBinding, type WgslLimits } from './wgsl/common.ts';
 export { packUniform, uniformLayout } from './wgsl/launch.ts';
-export { DEFAULT_MATMUL, defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, type MatmulVariant } from './wgsl/matmul.ts';
+export { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, type MatmulVariant } from './wgsl/matmul.ts';
 
 export interface WgslOptions {
   limits?: Partial<WgslLimits>;
@@ -62,18 +65,13 @@ export interface WgslOptions {
   aligned?: readonly boolean[];
   /**
    * At most this many workgroups for one-invocation-per-element kernels (map, gather, scatterAdd, small
-   * reductions); each invocation then loops over several elements. Software adapters (lavapipe) pay per
-   * invocation, so a small cap (256) is several times faster there; GPUs want more (default 4096).
+   * reductions); each invocation then loops over several elements (default 4096).
    */
   maxWorkgroups?: number;
   /** reduce strategy: 'auto' (by size), or force one (tests, tuning) */
   reduce?: 'auto' | 'serial' | 'tree';
-  /**
-   * A software adapter (lavapipe): workgroup trees only pay off for a handful of outputs there
-   * (measured: sum of [1000, 1000] over dim 1, serial 1.0 ms vs tree 2.9 ms; sum of 1M to one value,
-   * serial 5.5 ms vs tree 1.4 ms).
-   */
-  software?: boolean;
+  /** 'auto' reductions use a workgroup tree per output only below this many outputs (default 16384) */
+  treeMaxOutputs?: number;
   /** the matmul variant (default DEFAULT_MATMUL); an autotuner picks one per adapter and shape */
   matmul?: MatmulVariant;
 }
@@ -92,7 +90,7 @@ export interface WgslKernel {
 function kernelBody(k: Kernel, args: Args, lim: WgslLimits, name: string, cap: number, opts: WgslOptions): Body {
   switch (k.kind) {
     case 'map': return mapKernel(k, args, lim, name, cap);
-    case 'reduce': return reduceKernel(k, args, lim, name, cap, opts.reduce ?? 'auto', opts.software ?? false);
+    case 'reduce': return reduceKernel(k, args, lim, name, cap, opts.reduce ?? 'auto', opts.treeMaxOutputs ?? 16384);
     case 'matmul': return matmulKernel(k, args, lim, name, opts.matmul ?? DEFAULT_MATMUL);
     case 'gather': return gatherKernel(k, args, lim, name, cap);
     case 'scatterAdd': return scatterAddKernel(k, args, lim, name, cap);

@@ -25,36 +25,15 @@ export interface MatmulVariant {
   tiled: boolean;
 }
 
-/** The default: a 4x4 block per invocation, 8x8 invocations, vec4 loads where possible, no workgroup memory. */
-export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
 /**
- * The untuned choice for an adapter: software adapters (lavapipe) run big products 1.5-3x faster with
- * 8x8 blocks (measured on the MLP's matmuls and 1024^3), but such shaders take about twice as long to
- * compile (~0.45 s vs ~0.23 s), so small products keep 4x4 blocks.
+ * The variant when none is given: a 4x4 block per invocation, 8x8 invocations, vec4 loads where
+ * possible, no workgroup memory. Which variant an adapter uses is the autotuner's policy
+ * (runtime/webgpu/autotune.ts).
  */
-export function defaultMatmul(software: boolean, work: number): MatmulVariant {
-  return software && work >= 2 ** 18 ? SOFTWARE_BIG : DEFAULT_MATMUL;
-}
-const SOFTWARE_BIG: MatmulVariant = { bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: false };
-
+export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
 const TILE_K = 16;
 
 export const matmulVariantKey = (v: MatmulVariant): string => `${v.tiled ? 't' : 'r'}${v.bm}x${v.bn}@${v.wg[0]}x${v.wg[1]}${v.vec4 ? 'v' : 's'}`;
-
-/** The variants the autotuner tries (those a device's limits allow; see `matmulVariantFits`). */
-export function matmulCandidates(software: boolean): MatmulVariant[] {
-  const r = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: false });
-  const t = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: true });
-  // Software adapters (lavapipe) compile each shader for hundreds of ms, so they get a short list: the
-  // register-blocked shapes that won somewhere on lavapipe (8x8 blocks in several workgroup shapes win
-  // on most products; 4x4 blocks on some narrow ones), best first (a tune cut short tries these first).
-  // A single row of invocations per workgroup (wg [x, 1]) makes a's loads uniform across the workgroup.
-  if (software) return [r(8, 8, 8, 8), r(8, 8, 32, 4), r(8, 8, 16, 1), r(4, 4, 8, 8), r(8, 8, 32, 1), r(4, 4, 4, 16)];
-  return [
-    t(4, 4, 16, 16), t(8, 4, 16, 16), t(4, 8, 16, 16), t(8, 8, 8, 8), t(4, 4, 8, 8), t(4, 8, 16, 8),
-    r(4, 4, 16, 16), r(8, 4, 16, 8), r(4, 8, 16, 8), r(8, 8, 16, 16), r(2, 8, 16, 16), r(1, 8, 32, 8), r(8, 4, 64, 1),
-  ];
-}
 
 /** Whether `v` fits a device's limits. */
 export function matmulVariantFits(v: MatmulVariant, lim: WgslLimits): boolean {

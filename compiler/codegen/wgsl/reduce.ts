@@ -8,7 +8,7 @@ import { indexOf } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
 import { decompose, emitter, grid1d, indent, perElement, store, type Args, type Body, type WgslLimits } from './common.ts';
 
-export function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: WgslLimits, name: string, cap: number, strategy: 'auto' | 'serial' | 'tree', software: boolean): Body {
+export function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args, lim: WgslLimits, name: string, cap: number, strategy: 'auto' | 'serial' | 'tree', treeMaxOutputs: number): Body {
   const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
   const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
@@ -34,7 +34,7 @@ export function reduceKernel(k: Extract<Kernel, { kind: 'reduce' }>, args: Args,
   const bytesPer = 4 * (k.op === 'argmax' ? 2 : 1);
   let wg = 1;
   while (wg * 2 <= maxWg && wg * 2 * bytesPer <= lim.maxComputeWorkgroupStorageSize && wg * 2 <= Math.max(32, R / 8)) wg *= 2;
-  const tree = strategy === 'tree' ? wg >= 2 : strategy === 'serial' ? false : R > 64 && nOut < (software ? 16 : 16384) && wg >= 16;
+  const tree = strategy === 'tree' ? wg >= 2 : strategy === 'serial' ? false : R > 64 && nOut < treeMaxOutputs && wg >= 16;
 
   if (!tree) {
     const init = k.op === 'sum' ? [`var acc: ${at} = 0;`] : k.op === 'max' ? [`var acc: ${at} = ${lowest};`]
