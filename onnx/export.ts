@@ -196,7 +196,9 @@ async function batchDims(graphs: readonly Graph[], batches: readonly number[]): 
     const same = graphs.map((g) => g.nodes[n.id]);
     for (const m of same) {
       if (m.op !== n.op || m.dtype !== n.dtype || m.shape.length !== n.shape.length || m.inputs.join() !== n.inputs.join()) return `node %${n.id} (${n.op}${where(n)}) differs between sizes`;
-      if (!seedOnly(n) && !(await sameAttrs(n, m))) return `the attributes of %${n.id} (${n.op}${where(n)}) change with the batch size other than through its shape`;
+      if (!seedOnly(n) && !(await sameAttrs(n, m))) {
+        return `%${n.id} (${n.op}${where(n)}) changes with the batch size other than through its shape` + (n.op === 'input' ? ' (a tensor it reads differs)' : `: ${attrsText(n)} vs ${attrsText(m)}`);
+      }
     }
     const d: Dim[] = [];
     for (let k = 0; k < n.shape.length; k++) {
@@ -228,9 +230,10 @@ async function sameAttrs(n: Node, m: Node): Promise<boolean> {
     }
     return a.kind === 'host' && b.kind === 'host' ? a.read() === b.read() : false;
   }
-  const strip = (x: Node) => JSON.stringify({ ...x.attrs, shape: undefined });
-  return strip(n) === strip(m);
+  return attrsText(n) === attrsText(m);
 }
+
+const attrsText = (n: Node): string => JSON.stringify({ ...n.attrs, shape: undefined });
 
 const dimName = (d: Dim): number | string => (typeof d === 'number' ? d : d.a === 1 && d.c === 0 ? 'batch' : `batch*${d.a}${d.c === 0 ? '' : d.c > 0 ? `+${d.c}` : d.c}`);
 
