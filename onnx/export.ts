@@ -108,6 +108,8 @@ async function build(fn: Forward, inputs: readonly Tensor[], inputNames: readonl
   const first = traceAt(fn, inputs, [], null);
   checkInference(first.graph);
   const outputNames = namesOfOutputs(first, opts.outputNames);
+  const clash = outputNames.find((n) => inputNames.includes(n));
+  if (clash !== undefined) throw new OnnxExportError(`onnx.export: '${clash}' names both an input and an output`);
 
   const b0 = inputs.find((t) => t.ndim > 0)?.shape[0];
   const batched = inputs.map((t) => b0 !== undefined && t.ndim > 0 && t.shape[0] === b0);

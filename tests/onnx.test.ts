@@ -224,6 +224,7 @@ describe('kiln.onnx.export errors: a clear error, nothing written', () => {
     await expect(kiln.onnx.export((t: Tensor) => t, x, { opset: 12 })).rejects.toThrow('onnx.export: opset 12 is not supported (kiln writes opsets 17 to 20)');
     await expect(kiln.onnx.export((t: Tensor) => t, x, { inputNames: ['a', 'b'] })).rejects.toThrow('onnx.export: 2 input names for 1 inputs');
     await expect(kiln.onnx.export((t: Tensor) => t, x, { outputNames: ['a', 'b'] })).rejects.toThrow('onnx.export: 2 output names for 1 returned tensors');
+    await expect(kiln.onnx.export((t: Tensor) => t.neg(), x, { inputNames: ['x'], outputNames: ['x'] })).rejects.toThrow("onnx.export: 'x' names both an input and an output");
     await expect(kiln.onnx.export(() => undefined, x)).rejects.toThrow('onnx.export: the traced function returns no tensor');
     await expect(kiln.onnx.export((t: Tensor) => t, [[1, 2] as unknown as Tensor])).rejects.toThrow('onnx.export: example input 0 is not a Tensor (got object)');
   });
