@@ -85,7 +85,7 @@ function spread(e: Emitter, x: string, dims: Dim[], axis: number, step: number):
   const pads = wide.map(() => 0).concat(wide.map((_, i) => (i === axis + 1 ? step - 1 : 0)));
   const padded = e.node('Pad', [unsq, e.int64s(pads)]);
   const merged: Dim[] = dims.map((d, i) => (i === axis ? n * step : d));
-  const flat = e.node('Reshape', [padded, e.shape(merged)]);
+  const flat = e.node('Reshape', [padded, e.shape(merged)], { allowzero: int(1) });
   const len = n === 0 ? 0 : (n - 1) * step + 1;
   const trimmed = e.node('Slice', [flat, e.int64s([0]), e.int64s([len]), e.int64s([axis])]);
   return { value: trimmed, dims: dims.map((d, i) => (i === axis ? len : d)) };

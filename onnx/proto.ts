@@ -1,7 +1,7 @@
 // The ONNX model format, written by hand: protobuf's wire encoding (varints, length-delimited fields,
 // fixed32 floats) and the handful of ONNX messages an exported inference graph needs. Field numbers
-// follow onnx/onnx.proto (IR version 8). Nothing here knows about kiln's IR: onnx/export.ts maps
-// primitives to these messages.
+// follow onnx/onnx.proto (IR version 8). Nothing here knows about kiln's IR: onnx/ops.ts maps
+// primitives to these messages and onnx/export.ts assembles the graph.
 
 /** ONNX TensorProto.DataType values used by kiln. */
 export const OnnxDType = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float64: 11 } as const;
