@@ -392,13 +392,19 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
   }
   current = null;
 
-  // outputs: an Identity to each output name (an output may be an input, a weight or returned twice)
+  // outputs: a value computed by a node takes the output's name; an input, a weight or a value
+  // returned twice goes through an Identity
   const graphOutputs: ValueInfo[] = [];
+  const produced = new Set(nodes.flatMap((n) => n.outputs));
+  const renamed = new Map<string, string>();
   g.outputs.filter((o) => o.kind === 'return').forEach((o, i) => {
-    const n = g.node(o.node!);
-    nodes.push({ opType: 'Identity', inputs: [value.get(n.id)!], outputs: [outputNames[i]], name: `output_${i}` });
+    const n = g.node(o.node!), v = value.get(n.id)!;
+    if (produced.has(v) && !renamed.has(v)) renamed.set(v, outputNames[i]);
+    else nodes.push({ opType: 'Identity', inputs: [renamed.get(v) ?? v], outputs: [outputNames[i]], name: `output_${i}` });
     graphOutputs.push({ name: outputNames[i], elemType: ONNX_ELEM[n.dtype], dims: dims[n.id].map(dimName) });
   });
+  const rename = (x: string): string => renamed.get(x) ?? x;
+  const finalNodes = nodes.map((n) => ({ ...n, inputs: n.inputs.map(rename), outputs: n.outputs.map(rename) }));
 
   const dynamic = batched.some((b) => b);
   return {
@@ -407,6 +413,6 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
     producerName: 'kiln',
     producerVersion: '0.1.0',
     docString: dynamic ? 'exported by kiln.onnx.export; dim "batch" is the batch size' : `exported by kiln.onnx.export; static shapes (${graphInputs.map((v) => `[${v.dims.join(", ")}]`).join(', ')})`,
-    graph: { name: 'kiln', nodes, initializers, inputs: graphInputs, outputs: graphOutputs },
+    graph: { name: 'kiln', nodes: finalNodes, initializers, inputs: graphInputs, outputs: graphOutputs },
   };
 }

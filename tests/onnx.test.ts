@@ -174,6 +174,12 @@ describeEachDevice('kiln.onnx.export', (device) => {
     expect(floats(three.raw)).toEqual([3]);
   });
 
+  it('outputs: a computed value takes the output name; an input or a value returned twice goes through Identity', async () => {
+    const m = decode(await kiln.onnx.export((x: Tensor) => [x, x.neg(), x.neg()], [kiln.ones([2], { device })]));
+    expect(m.nodes.map((n) => `${n.op}(${n.inputs}) -> ${n.outputs}`).sort()).toEqual(['Identity(input) -> output0', 'Identity(output1) -> output2', 'Neg(input) -> output1']);
+    expect(m.outputs.map((o) => o.name)).toEqual(['output0', 'output1', 'output2']);
+  });
+
   it('a graph that changes with the batch size is exported static, or refused when a dynamic batch is required', async () => {
     const fn = (x: Tensor) => (x.shape[0] > 4 ? x.exp() : x.log());
     const m = decode(await kiln.onnx.export(fn, [kiln.rand([4, 2], { device })]));
