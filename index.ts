@@ -2,6 +2,8 @@
 export * from './runtime/index.ts';
 export * as nn from './nn/index.ts';
 export * as F from './nn/functional.ts';
+export * as utils from './utils/index.ts';
+export * as plot from './utils/plot.ts';
 export * as optim from './optim/index.ts';
 export * as webgpu from './runtime/webgpu/index.ts';
 export { compile, TraceError, type CompileOptions, type CompiledFunction, type Lowered } from './jit/compile.ts';

@@ -11,6 +11,7 @@ import { backendFor, getDefaultDevice, type DeviceName } from '../runtime/device
 import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { Executable } from './executor.ts';
+import { sourceTextsLoaded } from './source.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
@@ -45,7 +46,8 @@ interface Entry {
   args: { shape: number[]; dtype: Tensor['dtype']; requiresGrad: boolean; hasGrad: boolean }[];
   guards: Guard[];
   exec: Executable;
-  lowered: Lowered;
+  /** the listings, built on first request (after a browser has fetched the source texts they show) */
+  lowered: () => Lowered;
 }
 
 function sameSignature(e: Entry, args: readonly Tensor[]): boolean {
@@ -76,9 +78,10 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   const target = backendFor(device).target;
   const p = runPipeline(traced.graph, { fuse, maxArgs: maxKernelArgs(target), splitReductions: splitsReductions(target), verify: env('KILN_VERIFY') === '1' });
   const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns);
-  const lowered = listings(p, target);
+  let built: Lowered | undefined;
+  const lowered = (): Lowered => (built ??= listings(p, target));
   const dir = env('KILN_DUMP');
-  if (dir) dump(dir, lowered);
+  if (dir) dump(dir, lowered());
   return {
     key, device, gradEnabled: isGradEnabled(), guards: traced.guards, exec, lowered,
     args: args.map((a) => ({ shape: [...a.shape], dtype: a.dtype, requiresGrad: a.requiresGrad, hasGrad: a._grad !== null })),
@@ -139,11 +142,29 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
     last = entry;
     return { entry, args };
   };
+  // A TraceError's expression needs acorn and perhaps a fetch of the user's file: completed here, asynchronously.
+  const failed = async (e: unknown): Promise<never> => {
+    throw e instanceof TraceError ? await e.withExpression() : e;
+  };
   const step = (async (...rawArgs: A): Promise<R> => {
-    const { entry, args } = entryFor(rawArgs);
-    return entry.exec.run(args) as R;
+    let found;
+    try {
+      found = entryFor(rawArgs);
+    } catch (e) {
+      return failed(e);
+    }
+    return found.entry.exec.run(found.args) as R;
   }) as CompiledFunction<A, R>;
-  step.lower = async (...rawArgs: A) => entryFor(rawArgs).entry.lowered;
+  step.lower = async (...rawArgs: A) => {
+    let found;
+    try {
+      found = entryFor(rawArgs);
+    } catch (e) {
+      return failed(e);
+    }
+    await sourceTextsLoaded();
+    return found.entry.lowered();
+  };
   Object.defineProperty(step, 'traces', { get: () => entries.length });
   return step;
 }

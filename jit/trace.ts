@@ -11,13 +11,32 @@ import { setTracer, type Tracer } from '../runtime/dispatch.ts';
 import { captureGuards, labelOf } from '../runtime/host.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Tensor } from '../runtime/tensor.ts';
-import { describeLocation, describeUserSource, userFrame } from './source.ts';
+import { describeLocation, describeUserSource, loadExpression, userFrame, type SourceLocation } from './source.ts';
 
-/** Thrown when traced code does something a static graph cannot express (reading values to branch). */
+/**
+ * Thrown when traced code does something a static graph cannot express (reading values to branch).
+ * A message given as a function receives " at file:line:column (expression)" for the user's line.
+ */
 export class TraceError extends Error {
-  constructor(message: string) {
-    super(message);
+  readonly location: SourceLocation | null;
+  private readonly compose: (at: string) => string;
+
+  constructor(message: string | ((at: string) => string), location: SourceLocation | null = null) {
+    const compose = typeof message === 'string' ? () => message : message;
+    super(compose(location ? ` at ${describeLocation(location)}` : ''));
     this.name = 'TraceError';
+    this.location = location;
+    this.compose = compose;
+  }
+
+  /** Completes the message with the expression at the user's line (fetching its text and importing acorn as needed). */
+  async withExpression(): Promise<this> {
+    if (!this.location) return this;
+    await loadExpression(this.location);
+    const before = this.message;
+    this.message = this.compose(` at ${describeLocation(this.location)}`);
+    if (this.stack) this.stack = this.stack.replace(before, this.message);
+    return this;
   }
 }
 
@@ -93,16 +112,17 @@ class Recorder implements Tracer {
 
   assign(target: Tensor, value: Tensor): void {
     const id = this.valueOf(value);
-    if (target._base) {
-      throw this.fail(`an in-place write into a view (shape ${fmt(target.shape)}) of a tensor of shape ${fmt(target._base.shape)} cannot be compiled; ` +
-        `compute the whole new value and write it with copy_ or an out-of-place op${where()}`);
+    const base = target._base;
+    if (base) {
+      throw this.fail((at) => `an in-place write into a view (shape ${fmt(target.shape)}) of a tensor of shape ${fmt(base.shape)} cannot be compiled; ` +
+        `compute the whole new value and write it with copy_ or an out-of-place op${at}`);
     }
     if (target._storage === null) {
       (target._sym as SymHandle).id = id;
       return;
     }
     if (!isContiguous(target._view) || target._view.offset !== 0 || target._storage.size !== target.numel()) {
-      throw this.fail(`an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) cannot be compiled; write the whole tensor${where()}`);
+      throw this.fail((at) => `an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) cannot be compiled; write the whole tensor${at}`);
     }
     this.valueOf(target);
     this.values.set(target, id);
@@ -113,13 +133,13 @@ class Recorder implements Tracer {
   failure: TraceError | null = null;
 
   read(t: Tensor, method: string): never {
-    const loc = userFrame();
-    throw this.fail(`${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${loc ? ` at ${describeLocation(loc)}` : ''}. ` +
+    throw this.fail((at) => `${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${at}. ` +
       'Compiled code cannot branch on tensor values: return the tensor from the compiled function and read it outside, or express the choice with kiln.where().');
   }
 
-  private fail(message: string): TraceError {
-    const e = new TraceError(message);
+  /** A TraceError at the user's current line. */
+  private fail(message: (at: string) => string): TraceError {
+    const e = new TraceError(message, userFrame());
     this.failure ??= e;
     return e;
   }
@@ -163,11 +183,6 @@ class Recorder implements Tracer {
     }
   }
 }
-
-const where = (): string => {
-  const loc = userFrame();
-  return loc ? ` (at ${describeLocation(loc)})` : '';
-};
 
 const sameView = (a: Tensor['_view'], b: Tensor['_view']): boolean =>
   a.offset === b.offset && sameShape(a.shape, b.shape) && sameShape(a.strides, b.strides);

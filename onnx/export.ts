@@ -8,6 +8,7 @@ import type { Graph, Node } from '../ir/graph.ts';
 import { cse } from '../compiler/passes/cse.ts';
 import { dce } from '../compiler/passes/dce.ts';
 import { simplify } from '../compiler/passes/simplify.ts';
+import { sourceTextsLoaded, withLineText } from '../jit/source.ts';
 import { trace, type ReturnTree } from '../jit/trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
 import { givenLabel } from '../runtime/host.ts';
@@ -106,6 +107,8 @@ function traceAt(fn: Forward, inputs: readonly Tensor[], batched: readonly boole
 
 async function build(fn: Forward, inputs: readonly Tensor[], inputNames: readonly string[], opset: number, opts: ExportOptions) {
   const first = traceAt(fn, inputs, [], null);
+  // (in a browser, the text of the user's lines is fetched: messages and doc strings show it)
+  await sourceTextsLoaded();
   checkInference(first.graph);
   const outputNames = namesOfOutputs(first, opts.outputNames);
   const clash = outputNames.find((n) => inputNames.includes(n));
@@ -158,7 +161,8 @@ function checkInference(g: Graph): void {
   }
 }
 
-const where = (n: Node): string => (n.source ? ` at ${n.source}` : '');
+/** " at file:line  code" of the user line that made a node */
+const where = (n: Node): string => (n.source ? ` at ${withLineText(n.source)}` : '');
 
 /** Output names: given, or the keys of a returned object, or output / output0, output1, ... */
 function namesOfOutputs(t: Traced, given: readonly string[] | undefined): string[] {
@@ -283,7 +287,7 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
   const sourceOf = (n: Node | null): string => (n ? `${n.op} %${n.id}${where(n)}` : 'the graph');
   const emitNode = (opType: string, ins: readonly string[], attrs?: Record<string, AttrValue>): string => {
     const out = fresh(current ? `${current.op}_${current.id}` : opType);
-    nodes.push({ opType, inputs: ins, outputs: [out], name: `${opType}_${nodes.length}`, attrs, docString: current?.source });
+    nodes.push({ opType, inputs: ins, outputs: [out], name: `${opType}_${nodes.length}`, attrs, docString: current?.source && withLineText(current.source) });
     return out;
   };
 

@@ -41,6 +41,8 @@ export interface Backend {
   read(storage: Storage, offset: number, size: number): Promise<TypedArray>;
   /** Synchronous read; devices that cannot read synchronously throw an error naming the async reader. */
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
+  /** Live storages and their bytes (kiln.memory()). */
+  memory(): DeviceMemory;
 }
 
 /** A program that runs one prepared launcher per kernel, binding each from the table (devices without a fused program). */
@@ -58,10 +60,25 @@ export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: re
   };
 }
 
+/** What kiln.memory() reports for one device. */
+export interface DeviceMemory {
+  /** storages not yet garbage-collected: one per tensor that owns memory (views share their base's) */
+  storages: number;
+  /** their bytes */
+  bytes: number;
+  /** bytes of free buffers the device keeps for reuse (WebGPU's pool; 0 on the CPU) */
+  cachedBytes: number;
+  /** false while the device keeps no count (the CPU's starts with the first kiln.memory() call) */
+  tracked: boolean;
+}
+
 const backends = new Map<DeviceName, Backend>();
 let defaultDevice: DeviceName = 'cpu';
 
 export function registerBackend(b: Backend): void { backends.set(b.name, b); }
+
+/** The backend of a device, or undefined where it is not set up (WebGPU before init()). */
+export const registeredBackend = (device: DeviceName): Backend | undefined => backends.get(device);
 
 export function backendFor(device: DeviceName): Backend {
   const b = backends.get(device);

@@ -5,4 +5,5 @@ export { noGrad, enableGrad, isGradEnabled } from './autograd.ts';
 export { setDefaultDevice, getDefaultDevice, type DeviceName } from './device.ts';
 export { hostScalar, traceGuard, onCapture, setLabel, labelOf, givenLabel, type HostGuard } from './host.ts';
 export * as autograd from './autograd-api.ts';
+export { memory, type MemoryInfo, type DeviceMemory } from './memory.ts';
 import './cpu.ts';

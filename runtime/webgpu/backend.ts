@@ -38,7 +38,7 @@ import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type Launch, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
@@ -272,6 +272,11 @@ export class WebGPUBackend implements Backend {
 
   prepareProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
     return launcherProgram((spec) => this.prepare(spec), specs, bindings);
+  }
+
+  memory(): DeviceMemory {
+    const s = this.pool.stats;
+    return { storages: s.liveBuffers, bytes: s.liveBytes, cachedBytes: s.freeBytes + s.waitingBytes, tracked: true };
   }
 
   async read(s: Storage, offset: number, size: number): Promise<TypedArray> {
@@ -565,6 +570,8 @@ export const webgpuBackend: Backend = {
   prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
+  // before the device is first used there is nothing to count
+  memory: () => active?.memory() ?? { storages: 0, bytes: 0, cachedBytes: 0, tracked: true },
 };
 
 /** Submits the pending launches (without waiting for them). */
