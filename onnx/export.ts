@@ -386,6 +386,11 @@ async function assemble(g: Graph, dims: readonly Dim[][], batches: readonly numb
       value.set(n.id, scalar(n.attrs.value, n.dtype));
     } else if (composite?.opType === 'Gemm') {
       value.set(n.id, emitNode('Gemm', names, composite.transB ? { transB: { kind: 'int', value: 1 } } : undefined));
+    } else if (composite?.opType === 'Gather') {
+      const [data, index] = names, oneD = dims[ins[1]].length === 1;
+      value.set(n.id, emitNode('Gather', [data, oneD ? index : emitNode('Reshape', [index, int64s([-1])])], { axis: { kind: 'int', value: composite.axis } }));
+    } else if (composite?.opType === 'LayerNormalization') {
+      value.set(n.id, emitNode('LayerNormalization', names, { axis: { kind: 'int', value: composite.axis }, epsilon: { kind: 'float', value: composite.epsilon } }));
     } else if (composite) {
       value.set(n.id, emitNode(composite.opType, names, { axis: { kind: 'int', value: composite.axis } }));
     } else {

@@ -174,6 +174,22 @@ describeEachDevice('kiln.onnx.export', (device) => {
     expect(floats(three.raw)).toEqual([3]);
   });
 
+  it('composites: a layer norm with scale and bias is LayerNormalization; indexSelect is Gather; MatMul broadcasts the weight', async () => {
+    const w = kiln.randn([4], { device }), b = kiln.randn([4], { device }), emb = kiln.randn([10, 4], { device }), proj = kiln.randn([4, 3], { device });
+    const fn = (tokens: Tensor) => {
+      const [B, T] = tokens.shape;
+      const x = emb.indexSelect(0, tokens.reshape([B * T])).reshape([B, T, 4]);
+      const xc = x.sub(x.mean(-1, true));
+      return xc.mul(xc.mul(xc).mean(-1, true).add(1e-5).rsqrt()).mul(w).add(b).matmul(proj);
+    };
+    const m = decode(await kiln.onnx.export(fn, [kiln.zeros([2, 5], { dtype: 'int32', device })]));
+    expect(m.nodes.map((n) => n.op).filter((o) => o !== 'Reshape')).toEqual(['Gather', 'LayerNormalization', 'MatMul']);
+    const ln = m.nodes.find((n) => n.op === 'LayerNormalization')!;
+    expect(int64(ln.attrs.axis.find((f) => f.no === 3)!)).toBe(2);
+    expect(new DataView(ln.attrs.epsilon.find((f) => f.no === 2)!.bytes.slice().buffer).getFloat32(0, true)).toBeCloseTo(1e-5, 10);
+    expect(m.inputs).toEqual([{ name: 'input', type: 6, dims: ['batch', 5] }]);
+  });
+
   it('outputs: a computed value takes the output name; an input or a value returned twice goes through Identity', async () => {
     const m = decode(await kiln.onnx.export((x: Tensor) => [x, x.neg(), x.neg()], [kiln.ones([2], { device })]));
     expect(m.nodes.map((n) => `${n.op}(${n.inputs}) -> ${n.outputs}`).sort()).toEqual(['Identity(input) -> output0', 'Identity(output1) -> output2', 'Neg(input) -> output1']);
