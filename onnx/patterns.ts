@@ -1,8 +1,9 @@
 // Composites the exporter recognizes in a traced forward so that the ONNX graph reads like the model:
-// broadcasts that ONNX's own broadcasting makes unnecessary, x @ W^T + b as Gemm, softmax and
-// log-softmax as Softmax / LogSoftmax, a layer norm with a scale as LayerNormalization, indexSelect
-// (an embedding lookup) as Gather; MatMul reads a weight that the frontend broadcast over the batch as is. kiln composes these from primitives (runtime/tensor.ts, F.linear),
-// so each is a pattern over primitive nodes; each rewrite computes the same values as the primitives.
+// broadcasts that ONNX's own broadcasting makes unnecessary (elementwise ops, MatMul's batch dims),
+// x @ W^T + b as Gemm, softmax and log-softmax as Softmax / LogSoftmax, a layer norm with a scale as
+// LayerNormalization, indexSelect (an embedding lookup) as Gather. kiln composes these from primitives
+// (runtime/tensor.ts, F.linear), so each is a pattern over primitive nodes; each rewrite computes the
+// same values as the primitives it replaces.
 
 import type { Graph, Node } from '../ir/graph.ts';
 import { primitiveInfo } from '../ir/primitives.ts';
