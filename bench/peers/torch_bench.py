@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch eager peer for the kiln benchmarks.
 
-Usage: python3 torch_bench.py dose|mlp [budget_s]
+Usage: python3 torch_bench.py dose|mlp|matmul [budget_s]
 Times its own loop with time.perf_counter using the same protocol as
 bench/timing.ts (first call alone, warm-up, samples of k iterations sized to
 >= 2 ms, median per iteration) and prints one JSON object on stdout.
@@ -104,6 +104,14 @@ def mlp(budget_s):
     return measure(step, budget_s=budget_s)
 
 
+def matmul(budget_s):
+    """A 1024x1024x1024 float32 product (2 threads, the BLAS torch loaded)."""
+    g = torch.Generator().manual_seed(42)
+    a = torch.rand(1024, 1024, generator=g) * 2 - 1
+    b = torch.rand(1024, 1024, generator=g) * 2 - 1
+    return measure(lambda: torch.mm(a, b), budget_s=budget_s)
+
+
 def blas_in_use():
     """Which libblas the process mapped (Debian's torch uses the libblas.so.3 alternative)."""
     import os
@@ -127,7 +135,7 @@ def main():
     which = sys.argv[1]
     budget = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     torch.set_num_threads(2)
-    res = {"dose": dose, "mlp": mlp}[which](budget)
+    res = {"dose": dose, "mlp": mlp, "matmul": matmul}[which](budget)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     res["blas"] = blas_in_use()

@@ -95,16 +95,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     `  ${store('s', 0, 0)}`,
     '}',
   ];
-  if (a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
+  if (kernelEnv.gemm && a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
     // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
+    // Whether the product is split over threads is decided here, once, from its shape. (Without a gemm --
+    // no WebAssembly SIMD -- the blocked loops below run instead; emitting only one keeps kernels small.)
     return nest(k.batch, bv, [
-      `const prod = env.gemm ? env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}) : null;`,
-      'if (prod) {',
-      '  const cc = prod.c, ldc = prod.ldc;',
-      `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
-      '} else {',
-      ...blocked().map((l) => '  ' + l),
-      '}',
+      `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
+      'const cc = prod.c, ldc = prod.ldc;',
+      `for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
     ]).join('\n');
   }
   return nest(k.batch, bv, blocked()).join('\n');
@@ -126,6 +124,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
 
 /** Products with fewer multiply-adds than this stay in JavaScript (packing would cost more than it saves). */
 const GEMM_MIN_WORK = 1 << 15;
+
+/**
+ * Whether an m x k by k x n product is worth splitting over the CPU's threads: below ~2M multiply-adds
+ * (~0.1 ms on one core) waking the workers (10-50 µs) and sharing caches costs more than it saves.
+ */
+export function gemmSplitPays(m: number, n: number, k: number): boolean {
+  return m * n * k >= 1 << 21;
+}
 
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
   const vars = k.shape.map((_, i) => `i${i}`);
@@ -167,26 +173,29 @@ export function jsSource(spec: KernelSpec): string {
 }
 
 /**
- * One function running a whole list of kernels in order (a compiled step on the CPU): each kernel
- * becomes a block whose `b0, b1, ...` name entries of the buffer table `B`.
+ * A whole list of kernels run in order (a compiled step on the CPU): one function per kernel, whose
+ * `b0, b1, ...` name entries of the buffer table `B`, and `program` calling them in turn. One function per
+ * kernel (not one function for the step) keeps each small enough for V8's optimizing compiler, which
+ * gives up on functions with too much bytecode (a 2-layer transformer step as one function ran 2.7x
+ * slower than eagerly); the calls cost nanoseconds.
  */
 export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): string {
-  const blocks = specs.map((spec, i) => {
+  const fns = specs.map((spec, i) => {
     const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
-    return `// ${spec.name}\n{\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
+    return `// ${spec.name}\nfunction k${i}(B, p) {\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
   });
-  return `function program(B, p) {\n${indent(blocks.join('\n'))}\n}`;
+  return [...fns, `return function program(B, p) {\n${specs.map((_, i) => `  k${i}(B, p);`).join('\n')}\n};`].join('\n');
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
-  const fn = new Function('env', `"use strict"; return (${jsProgramSource(specs, bindings)});`)(kernelEnv) as (B: unknown[], p: number[]) => void;
+  const fn = new Function('env', `"use strict";\n${jsProgramSource(specs, bindings)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
   const noParams: number[] = [];
   return (buffers) => fn(buffers, noParams);
 }
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
-/** Helpers generated kernels may call (`env.gemm`); the CPU runtime provides them. */
+/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD); the CPU runtime provides them before any kernel is generated. */
 export interface JsKernelEnv { gemm: unknown }
 let kernelEnv: JsKernelEnv = { gemm: null };
 export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
