@@ -50,7 +50,7 @@ export const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => 
 /** The lowering table: one entry per primitive (a missing one is a type error). */
 export const lowerings: { [P in Primitive]: Lowering<P> } = {
   neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'),
-  rsqrt: unary('rsqrt'), sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  rsqrt: unary('rsqrt'), sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'), erf: unary('erf'),
   relu: unary('relu'), copy: unary('copy'),
   add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),

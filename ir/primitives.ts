@@ -8,7 +8,7 @@ import { broadcastShapes, fmt, numel, sameShape } from './shape.ts';
 /** Attributes of each primitive. Elementwise ops take already-broadcast inputs of one shape. */
 export interface PrimAttrs {
   // elementwise
-  neg: {}; abs: {}; sign: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; sin: {}; cos: {}; tanh: {}; sigmoid: {}; relu: {}; copy: {};
+  neg: {}; abs: {}; sign: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; sin: {}; cos: {}; tanh: {}; sigmoid: {}; erf: {}; relu: {}; copy: {};
   add: {}; sub: {}; mul: {}; div: {}; pow: {}; maximum: {}; minimum: {};
   eq: {}; ne: {}; lt: {}; le: {}; gt: {}; ge: {};
   where: {};
@@ -60,6 +60,7 @@ export const primitiveInfo = {
   neg: info('unary'), abs: info('unary'), sign: info('unary'), relu: info('unary'), copy: info('unary'),
   exp: info('unary', true), log: info('unary', true), sqrt: info('unary', true), rsqrt: info('unary', true),
   sin: info('unary', true), cos: info('unary', true), tanh: info('unary', true), sigmoid: info('unary', true),
+  erf: info('unary', true),
   add: info('binary'), sub: info('binary'), mul: info('binary'), div: info('binary', true), pow: info('binary'),
   maximum: info('binary'), minimum: info('binary'),
   eq: info('compare'), ne: info('compare'), lt: info('compare'), le: info('compare'), gt: info('compare'), ge: info('compare'),
@@ -125,7 +126,7 @@ const reduce = (x: AVal[], a: { axes: number[] }): AVal => ({ shape: x[0].shape.
 export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
   neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), relu: unary('relu'), copy: unary('copy'),
   exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'), rsqrt: unary('rsqrt'),
-  sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'), erf: unary('erf'),
   add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),
   eq: compare('eq'), ne: compare('ne'), lt: compare('lt'), le: compare('le'), gt: compare('gt'), ge: compare('ge'),

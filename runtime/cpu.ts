@@ -7,6 +7,7 @@
 
 import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
+import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type Storage } from './device.ts';
@@ -18,7 +19,7 @@ const cache = new Map<string, JsKernelFn>();
 
 /** The compiled function of a kernel, cached by the kernel's structure (its name is only a label). */
 export function cpuKernel(spec: KernelSpec): JsKernelFn {
-  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',');
+  const key = structuralKey(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',');
   let fn = cache.get(key);
   if (!fn) {
     fn = compileJs(spec);

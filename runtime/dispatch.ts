@@ -7,6 +7,7 @@ import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compile
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
+import { structuralKey } from '../ir/key.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
@@ -83,7 +84,7 @@ const eagerCache = new Map<string, Launch>();
  * repeated op skips lowering and codegen. Offsets are not part of it: they are bound at launch.
  */
 function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: PrimAttrs[P], inputs: readonly Tensor[], out: AVal): Launch {
-  let key = `${backend.name}|${prim}|${JSON.stringify(attrs)}|${out.dtype}`;
+  let key = `${backend.name}|${prim}|${structuralKey(attrs)}|${out.dtype}`;
   for (const t of inputs) key += `|${t.dtype}:${t._view.shape.join(',')}:${t._view.strides.join(',')}`;
   let launch = eagerCache.get(key);
   if (!launch) {

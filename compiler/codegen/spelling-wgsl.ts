@@ -22,6 +22,7 @@ const unary: Spelling['unary'] = {
   cos: (x) => `cos(${x})`,
   tanh: (x) => `k_tanh(${x})`,
   sigmoid: (x) => `(1.0 / (1.0 + exp(-${x})))`,
+  erf: (x) => `k_erf(${x})`,
   // x < 0 ? 0 : x  (NaN and -0 pass through, as in js.ts)
   relu: (x) => `select(${x}, 0, ${x} < 0)`,
   copy: (x) => x,
@@ -53,6 +54,17 @@ fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
 fn k_nan() -> f32 { let b = 0x7fc00000u; return bitcast<f32>(b); }
 fn k_max(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a > b); }
 fn k_min(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a < b); }
+// as spelling-js.ts's erf: the Taylor series to x^11 for |x| < 0.5, else Numerical Recipes' erfc
+fn k_erf(x: f32) -> f32 {
+  let z = abs(x);
+  if (z < 0.5) {
+    let s = x * x;
+    return 1.1283791670955126 * x * (1.0 + s * (-1.0 / 3.0 + s * (0.1 + s * (-1.0 / 42.0 + s * (1.0 / 216.0 - s / 1320.0)))));
+  }
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
 fn k_tanh(x: f32) -> f32 {
   if (abs(x) > 9.1) { return sign(x); }
   if (abs(x) < 0.0004) { return x - x * x * x / 3.0; }

@@ -36,6 +36,7 @@
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
+import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
 import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type Launch, type Program, type Storage } from '../device.ts';
@@ -364,7 +365,7 @@ export class WebGPUBackend implements Backend {
   }
 
   private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
-    const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
+    const key = structuralKey(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
     const cached = this.bySpec.get(key);
     if (cached) return cached;
     const t = this.target;
