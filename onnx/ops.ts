@@ -104,6 +104,7 @@ export const onnxLowerings: { [P in Primitive]: Lowering<P> } = {
   cos: simple('Cos'),
   tanh: simple('Tanh'),
   sigmoid: simple('Sigmoid'),
+  erf: simple('Erf'),
   // ONNX Runtime's Relu is float-only: integers take max(x, 0)
   relu: elementwise((e, [x], t) => (t === 'float32' ? e.node('Relu', [x]) : e.node('Max', [x, e.scalar(0, t)]))),
   copy: (e, n, [x]) => e.node('Identity', [x]),
