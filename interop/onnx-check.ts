@@ -95,6 +95,14 @@ const cases: Case[] = [
     return { name: 'char transformer (examples/char-gpt.ts GPT: 2 layers, 2 heads, width 16, T=8)', model, inputs: (b) => [kiln.randint(0, 24, [b, 8])], batches: [3, 5] } satisfies Case;
   })(),
   (() => {
+    kiln.manualSeed(6);
+    // buffers: BatchNorm1d's running statistics (after a few training-mode batches) become initializers;
+    // eval mode: no batch statistics, Dropout off
+    const model = new nn.Sequential(new nn.Linear(6, 5), new nn.BatchNorm1d(5), new nn.ReLU(), new nn.Dropout(0.3), new nn.Linear(5, 3));
+    for (let i = 0; i < 3; i++) model.forward(kiln.randn([8, 6]).mul(2).add(1));
+    return { name: 'MLP with BatchNorm1d and Dropout, in eval mode (running statistics as initializers)', model, inputs: (b) => [kiln.randn([b, 6])], batches: [4, 1] } satisfies Case;
+  })(),
+  (() => {
     kiln.manualSeed(5);
     const model = new SliceCNN(2, 4, 3, 10, 10);
     return { name: 'small CNN from slices (3x3 conv as im2col, ReLU, 2x2 max pool, Linear)', model, inputs: (b) => [kiln.randn([b, 2, 10, 10])], batches: [3, 7] } satisfies Case;
@@ -138,6 +146,8 @@ async function check(c: Case): Promise<string[]> {
   const failures: string[] = [];
   const bytes = await kiln.onnx.export(c.model, c.inputs(c.batches[0]), { dynamicBatch: true, ...c.opts });
   const session = await ort.InferenceSession.create(bytes);
+  // the export traced the forward in eval mode (and restored the module's modes): compare with eval mode
+  if (c.model instanceof nn.Module) c.model.eval();
   for (const batch of c.batches) {
     const xs = c.inputs(batch);
     const feeds: Record<string, ort.Tensor> = {};

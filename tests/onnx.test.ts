@@ -147,6 +147,18 @@ describeEachDevice('kiln.onnx.export', (device) => {
     expect(m.nodes.find((n) => n.op === 'Relu')!.doc).toMatch(/^tests\/onnx\.test\.ts:\d+ +const m = decode\(await kiln\.onnx\.export\(model/);
   });
 
+  it('buffers are initializers under their names; a BatchNorm is traced in eval mode (running statistics)', async () => {
+    kiln.manualSeed(1);
+    const model = new kiln.nn.Sequential(new kiln.nn.Linear(3, 2, { device }), new kiln.nn.BatchNorm1d(2, { device }));
+    model.forward(kiln.randn([4, 3], { device }));
+    const m = decode(await kiln.onnx.export(model, [kiln.randn([5, 3], { device })]));
+    const mean = m.initializers.get('1.runningMean')!;
+    expect(floats(mean.raw)).toEqual(Array.from(await (model.at(1) as kiln.nn.BatchNorm1d).runningMean!.data()));
+    expect(m.initializers.has('1.runningVar')).toBe(true);
+    expect(m.nodes.map((n) => n.op)).not.toContain('ReduceSum'); // no batch statistics
+    expect(model.training).toBe(true);
+  });
+
   it('dynamicBatch: false keeps every dimension as traced; names and opset are the caller\'s', async () => {
     const m = decode(await kiln.onnx.export(mlp(), [kiln.randn([5, 4], { device })], { dynamicBatch: false, opset: 18, inputNames: ['pixels'], outputNames: ['logits'] }));
     expect(m).toMatchObject({ irVersion: 8, opset: 18 });
