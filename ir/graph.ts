@@ -102,6 +102,8 @@ let sourceDisplay = (label: string): string => label;
 export function setSourceDisplay(display: (label: string) => string): void {
   sourceDisplay = display;
 }
+/** A source label as listings show it ("file:line  code" where the code is known). */
+export const displaySource = (label: string): string => sourceDisplay(label);
 
 export function formatNode(n: Node): string {
   const args = n.inputs.map((i) => '%' + i).join(', ');
@@ -109,5 +111,5 @@ export function formatNode(n: Node): string {
   const call = `${n.op}(${[args, attrs].filter(Boolean).join('; ')})`;
   const type = `${n.dtype}${fmt(n.shape)}`;
   const head = `  %${n.id} = ${call}`.padEnd(48) + ` : ${type}`;
-  return n.source ? `${head.padEnd(72)}  # ${sourceDisplay(n.source)}` : head;
+  return n.source ? `${head.padEnd(72)}  # ${displaySource(n.source)}` : head;
 }

@@ -11,7 +11,8 @@ import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
 import type { ReturnTree } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
-import { backendFor, type Backend, type DeviceName, type Launch, type Program, type Storage } from '../runtime/device.ts';
+import { backendFor, type Backend, type DeviceName, type KernelTimes, type Launch, type Program, type Storage } from '../runtime/device.ts';
+import type { KernelSpec } from '../ir/kernel.ts';
 import { contiguous } from '../runtime/dispatch.ts';
 import { Tensor } from '../runtime/tensor.ts';
 
@@ -32,6 +33,9 @@ export class Executable {
   private copies = new Map<number, Launch>();
   private hostValue = new Float32Array(1);
   private pooledReady = false;
+  /** the kernels and, per kernel, the table slots its arguments bind (for precompile and profile) */
+  readonly specs: KernelSpec[];
+  private readonly bindings: number[][];
 
   constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree) {
     const b = (this.backend = backendFor(device));
@@ -56,7 +60,9 @@ export class Executable {
         slotOf(n.id);
       }
     }
-    this.program = b.prepareProgram(sched.kernels.map((k) => k.spec), sched.kernels.map((k) => k.args.map(slotOf)));
+    this.specs = sched.kernels.map((k) => k.spec);
+    this.bindings = sched.kernels.map((k) => k.args.map(slotOf));
+    this.program = b.prepareProgram(this.specs, this.bindings);
   }
 
   private copyLaunch(node: number): Launch {
@@ -72,6 +78,24 @@ export class Executable {
   }
 
   run(args: readonly Tensor[]): unknown {
+    const early = this.bind(args);
+    this.program(this.table);
+    return this.finish(args, early);
+  }
+
+  /**
+   * One real call (same effects and result as `run`) with each kernel timed by the backend
+   * (`profileProgram`: GPU timestamps, or the wall clock around each launch).
+   */
+  async profile(args: readonly Tensor[]): Promise<{ result: unknown; times: KernelTimes }> {
+    const early = this.bind(args);
+    const { backend, table } = this;
+    const times = await backend.profileProgram(this.specs, this.bindings, table);
+    return { result: this.finish(args, early), times };
+  }
+
+  /** Binds the call's inputs into the table; returns copies of returned inputs, taken before any kernel writes. */
+  private bind(args: readonly Tensor[]): Map<number, Tensor> | null {
     const { g, plan, backend, table } = this;
     if (!this.pooledReady) {
       const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
@@ -104,7 +128,12 @@ export class Executable {
       const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? gradOf(src.ref) : this.tensorOf(o.node);
       early.set(o.node, noGrad(() => t.detach().clone()));
     }
-    this.program(table);
+    return early;
+  }
+
+  /** Write-backs (in-place updates, .grad) after the kernels, and the returned values. */
+  private finish(args: readonly Tensor[], early: Map<number, Tensor> | null): unknown {
+    const { g, plan, backend } = this;
     for (const o of g.outputs) {
       if (o.kind === 'write' && o.node !== null && !plan.inPlace.has(o.node)) {
         this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: (o.ref as Tensor)._storage!, offset: 0 }]);

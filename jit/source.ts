@@ -7,6 +7,7 @@
 import type { parseExpressionAt } from 'acorn';
 import { setSourceDisplay } from '../ir/graph.ts';
 import { cwd, nodeFs } from '../runtime/node.ts';
+import { inBundle } from './bundle-files.ts';
 
 export interface SourceLocation { file: string; line: number; column: number }
 
@@ -41,7 +42,7 @@ export function userFrame(): SourceLocation | null {
   Error.stackTraceLimit = limit;
   for (const frame of stack.split('\n').slice(1)) {
     const loc = parseFrame(frame);
-    if (loc && !isLibrary(loc.file)) return loc;
+    if (loc && !isLibrary(loc.file) && !inBundle(loc.file)) return loc;
   }
   return null;
 }

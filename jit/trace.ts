@@ -12,12 +12,13 @@ import { captureGuards, labelOf } from '../runtime/host.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { describeLocation, describeUserSource, loadExpression, userFrame, type SourceLocation } from './source.ts';
+import { TraceErrorBase } from './trace-error.ts';
 
 /**
  * Thrown when traced code does something a static graph cannot express (reading values to branch).
  * A message given as a function receives " at file:line:column (expression)" for the user's line.
  */
-export class TraceError extends Error {
+export class TraceError extends TraceErrorBase {
   readonly location: SourceLocation | null;
   private readonly compose: (at: string) => string;
 

@@ -15,6 +15,7 @@ import { givenLabel } from '../runtime/host.ts';
 import { nodeFs, requireNode } from '../runtime/node.ts';
 import { Tensor, full } from '../runtime/tensor.ts';
 import { Module } from '../nn/module.ts';
+import { OnnxExportError } from './error.ts';
 import { evalDim, ONNX_ELEM, onnxLowerings, rawBytes, type Dim, type Emitter } from './ops.ts';
 import { recognize } from './patterns.ts';
 import { encodeModel, type AttrValue, type NodeProto, type TensorProto, type ValueInfo } from './proto.ts';
@@ -36,13 +37,7 @@ export interface ExportOptions {
   dynamicBatch?: boolean;
 }
 
-/** Thrown for a graph or construct that has no ONNX form. */
-export class OnnxExportError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'OnnxExportError';
-  }
-}
+export { OnnxExportError };
 
 /** A construct that is exportable only with static shapes (the exporter then tries a static export). */
 class StaticOnly extends Error {}

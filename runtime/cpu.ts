@@ -10,7 +10,7 @@ import type { KernelSpec } from '../ir/kernel.ts';
 import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { gemm } from './gemm-wasm.ts';
-import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type Storage } from './device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
 import { env } from './node.ts';
 
 export interface CpuStorage extends Storage { readonly data: TypedArray }
@@ -78,6 +78,19 @@ export const cpuBackend: Backend = {
       for (let i = 0; i < table.length; i++) arrays[i] = (table[i] as CpuStorage).data;
       program(arrays);
     };
+  },
+  // kernels are compiled as they are prepared, and run synchronously
+  async precompile() { return null; },
+  async finish() {},
+  async profileProgram(specs, bindings, table): Promise<KernelTimes> {
+    const ms = specs.map((spec, k) => {
+      const launch = cpuBackend.prepare(spec);
+      const bound = bindings[k].map((slot) => ({ storage: table[slot], offset: 0 }));
+      const t0 = performance.now();
+      launch(bound);
+      return performance.now() - t0;
+    });
+    return { ms, method: 'wall', note: 'cpu runs kernels synchronously: wall time around each kernel' };
   },
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   memory(): DeviceMemory {

@@ -43,7 +43,24 @@ export interface Backend {
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
   /** Live storages and their bytes (kiln.memory()). */
   memory(): DeviceMemory;
+  /**
+   * Creates the pipelines of a compiled step's kernels before its first launch, in parallel where the
+   * device can; null where there is nothing to create (the CPU compiles its kernels as it prepares them).
+   * Background work such as tuning waits until `firstRun` resolves (the first call's kernels are queued),
+   * so that it stays off the first call's path.
+   */
+  precompile(specs: readonly KernelSpec[], firstRun: Promise<void>): Promise<PrecompileReport | null>;
+  /** Waits until all queued work has finished (at once on devices that run synchronously). */
+  finish(): Promise<void>;
+  /** Runs a program once, one kernel at a time, and measures each (compiled steps' `profile`). */
+  profileProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[]): Promise<KernelTimes>;
 }
+
+/** What `precompile` did: shaders compiled (deduplicated by source), their size, and the wall time. */
+export interface PrecompileReport { kernels: number; shaders: number; bytes: number; ms: number; tunesPending: number }
+
+/** Per-kernel times of one run: `ms[k]` for kernel k, and how they were measured. */
+export interface KernelTimes { ms: number[]; method: 'timestamp-query' | 'wall' ; note: string }
 
 /** A program that runs one prepared launcher per kernel, binding each from the table (devices without a fused program). */
 export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {

@@ -1,6 +1,8 @@
 // kiln in a real browser: Debian's Chromium, headless, driven by playwright-core (which never
-// downloads a browser), with WebGPU on SwiftShader. The playground server serves kiln's bundle and
-// the test pages. Checks: the bundle loads as an ES module; a compiled step trains on WebGPU with
+// downloads a browser), with WebGPU on SwiftShader. The playground server serves kiln's split build
+// (scripts/build.ts) and the test pages. Checks: the bundle loads as an ES module, the first module
+// and its static imports only, and a training page then loads the WebGPU and compiler chunks but not
+// the file formats; a compiled step trains on WebGPU with
 // Node's CPU losses; the playground trains and draws, and falls back to the CPU with its note where
 // the page has no WebGPU; a TraceError and a listing name the user's URL and line.
 //
@@ -12,6 +14,7 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundlePage, startPlayground, type Asset, type Playground } from '../playground/server.ts';
+import { buildKiln, chunkFor, staticClosure, type KilnBuild } from '../scripts/build.ts';
 import type { KilnTests } from './browser/page.ts';
 import { trainSmall } from './browser/small-mlp.ts';
 
@@ -38,11 +41,20 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
   let context: BrowserContext;
   let userDataDir = '';
   let pageJs = '';
+  /** the build the server serves (the same files: esbuild's output is deterministic) */
+  let kiln: KilnBuild;
+  /** the paths each page requested, in order */
+  const requested = new Map<Page, string[]>();
+  /** kiln's files among them */
+  const kilnFiles = (p: Page): string[] => [...new Set(requested.get(p)!.filter((u) => /^\/kiln[\w-]*\.js$/.test(u)).map((u) => u.slice(1)))].sort();
 
   const page = async (path: string, hideWebGPU = false): Promise<Page> => {
     const p = await context.newPage();
     const errors: string[] = [];
     p.on('pageerror', (e) => errors.push(e.message));
+    const urls: string[] = [];
+    requested.set(p, urls);
+    p.on('request', (r) => urls.push(new URL(r.url()).pathname));
     // Like a browser without WebGPU: navigator.gpu is undefined.
     if (hideWebGPU) await p.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
     await p.goto(server.url + path.replace(/^\//, ''));
@@ -62,6 +74,7 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
       ['/tests/page.js', { type: 'text/javascript; charset=utf-8', body: pageJs }],
     ]);
     server = await startPlayground({ port: 0, pages });
+    kiln = await buildKiln();
     userDataDir = mkdtempSync(join(tmpdir(), 'kiln-chromium-'));
     context = await chromium.launchPersistentContext(userDataDir, { executablePath, headless: true, args: flags });
   });
@@ -74,6 +87,8 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
 
   it('the bundle loads as an ES module and the page has a WebGPU adapter', async () => {
     const p = await page('/tests/');
+    // at load, the first module and its static imports only; WebGPU's chunk comes with available()
+    expect(kilnFiles(p)).toEqual([...kiln.atLoad].sort());
     const got = await p.evaluate(async () => {
       const { kiln } = (window as unknown as TestWindow).kilnTests;
       return { exports: Object.keys(kiln), webgpu: await kiln.webgpu.available(), sum: await kiln.tensor([1, 2, 3]).sum().item() };
@@ -107,10 +122,10 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     expect(got.name).toBe('TraceError');
     expect(got.message).toContain(`itemSync() reads the value of a traced tensor`);
     expect(got.message).toMatch(new RegExp(`at ${file.replace(/[.]/g, '\\.')}:${lineOf('t.sum().itemSync()')}:\\d+ \\(t\\.sum\\(\\)\\.itemSync\\(\\) > 0\\)`));
-    expect(got.message).not.toContain('kiln.js');
+    expect(got.message).not.toMatch(/kiln[\w-]*\.js/); // none of kiln's files
     const listed = lineOf('t.mul(3).exp()');
     expect(got.listing).toContain(`# ${file}:${listed}  ${lines[listed - 1].trim()}`);
-    expect(got.listing).not.toContain('kiln.js');
+    expect(got.listing).not.toMatch(/kiln[\w-]*\.js/);
     await p.close();
   });
 
@@ -129,6 +144,11 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     const listings = await p.locator('#listings pre').allTextContents();
     expect(listings.some((t) => t.includes('@compute'))).toBe(true);
     expect(listings.some((t) => /app\.js:\d+ {2}const loss = /.test(t))).toBe(true);
+    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend and the
+    // compiler with what they import -- never the file formats
+    const chunks = kiln.chunks;
+    const training = new Set([...kiln.atLoad, ...staticClosure(chunks, chunkFor(chunks, 'runtime/webgpu/index.ts')), ...staticClosure(chunks, chunkFor(chunks, 'jit/compile.ts'))]);
+    expect(kilnFiles(p)).toEqual([...training].sort());
     await p.close();
   });
 

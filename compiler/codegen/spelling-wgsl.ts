@@ -47,7 +47,7 @@ const binary: Spelling['binary'] = {
 };
 
 
-/** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
+/** Helper functions of the shaders (NaN tests by bits, so no float optimisation can drop them); a shader carries those it calls (wgsl.ts preludeFor). */
 export const PRELUDE = `
 fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
