@@ -136,7 +136,7 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
     return { shape: x[1].shape, dtype: promote(x[1].dtype, x[2].dtype) };
   },
   cast: (x, a) => ({ shape: x[0].shape, dtype: a.dtype }),
-  sum: (x, a) => ({ ...reduce(x, a), dtype: x[0].dtype === 'float32' ? 'float32' : 'int32' }),
+  sum: (x, a) => ({ ...reduce(x, a), dtype: isFloat(x[0].dtype) ? x[0].dtype : 'int32' }),
   max: reduce,
   argmax: (x, a) => ({ shape: x[0].shape.map((d, i) => (i === a.axis ? 1 : d)), dtype: 'int32' }),
   reshape: (x, a) => {

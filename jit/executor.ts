@@ -3,6 +3,7 @@
 // function), then performs the write-backs (in-place updates, .grad assignments) and wraps returned
 // values as tensors. Everything that does not change between calls is worked out once, here.
 
+import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { Graph, InputSource } from '../ir/graph.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, isContiguous } from '../ir/view.ts';
@@ -21,7 +22,7 @@ type Binding =
   | { kind: 'arg'; slot: number; index: number }
   | { kind: 'capture'; slot: number; tensor: Tensor }
   | { kind: 'grad'; slot: number; tensor: Tensor | { arg: number } }
-  | { kind: 'host'; slot: number; read: () => number; storage: Storage | null }
+  | { kind: 'host'; slot: number; read: () => number; dtype: DType; value: TypedArray; storage: Storage | null }
   | { kind: 'fresh'; slot: number; dtype: Tensor['dtype']; size: number };
 
 export class Executable {
@@ -31,7 +32,6 @@ export class Executable {
   private dynamic: Binding[] = [];
   private program: Program;
   private copies = new Map<number, Launch>();
-  private hostValue = new Float32Array(1);
   private pooledReady = false;
   /** the kernels and, per kernel, the table slots its arguments bind (for precompile and profile) */
   readonly specs: KernelSpec[];
@@ -51,7 +51,7 @@ export class Executable {
         if (src.kind === 'arg') this.dynamic.push({ kind: 'arg', slot, index: src.index });
         else if (src.kind === 'capture') this.dynamic.push({ kind: 'capture', slot, tensor: src.ref as Tensor });
         else if (src.kind === 'grad') this.dynamic.push({ kind: 'grad', slot, tensor: src.ref as Tensor | { arg: number } });
-        else this.dynamic.push({ kind: 'host', slot, read: src.read, storage: null });
+        else this.dynamic.push({ kind: 'host', slot, read: src.read, dtype: n.dtype, value: typedArrayFor(n.dtype, 1), storage: null });
       } else if (plan.inPlace.has(n.id)) {
         this.dynamic.push({ kind: 'capture', slot: slotOf(n.id), tensor: plan.inPlace.get(n.id) as Tensor });
       } else if (plan.fresh.has(n.id)) {
@@ -110,9 +110,9 @@ export class Executable {
         case 'grad': table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!; break;
         case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size); break;
         case 'host': {
-          this.hostValue[0] = d.read();
-          if (!d.storage) d.storage = backend.alloc('float32', 1);
-          backend.write(d.storage, this.hostValue);
+          d.value[0] = d.read();
+          if (!d.storage) d.storage = backend.alloc(d.dtype, 1);
+          backend.write(d.storage, d.value);
           table[d.slot] = d.storage;
           break;
         }

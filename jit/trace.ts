@@ -167,8 +167,8 @@ class Recorder implements Tracer {
     this.grads.set(t, g);
   }
 
-  hostScalar(read: () => number): Tensor {
-    const id = this.graph.add({ op: 'input', attrs: { kind: 'host', read, label: 'host scalar' }, inputs: [], shape: [], dtype: 'float32', phase: this.phase, source: describeUserSource() }).id;
+  hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor {
+    const id = this.graph.add({ op: 'input', attrs: { kind: 'host', read, label: 'host scalar' }, inputs: [], shape: [], dtype, phase: this.phase, source: describeUserSource() }).id;
     return this.symbolic(id, this.device);
   }
 

@@ -1,6 +1,7 @@
 // nn.functional (`F`): activations, linear, dropout and losses, composed from Tensor methods only
 // (DESIGN principle 1: no new primitives, so autodiff and fusion cover them for free).
 
+import { isFloat } from '../ir/dtype.ts';
 import { arange, cat, full, noGrad, rand, Tensor, where } from '../runtime/index.ts';
 
 export type Reduction = 'mean' | 'sum' | 'none';
@@ -69,8 +70,8 @@ function checkPair(op: string, input: Tensor, target: Tensor): void {
   if (!broadcastable(input.shape, target.shape)) {
     throw new Error(`${op}: the size of input ${fmt(input.shape)} must match the size of target ${fmt(target.shape)}`);
   }
-  if (input.dtype !== 'float32' || target.dtype !== 'float32') {
-    throw new Error(`${op}: expected input and target of dtype float32, got ${input.dtype} and ${target.dtype}`);
+  if (!isFloat(input.dtype) || !isFloat(target.dtype)) {
+    throw new Error(`${op}: expected input and target of a floating point dtype (float32, float64), got ${input.dtype} and ${target.dtype}`);
   }
 }
 
@@ -80,8 +81,8 @@ function checkSameShape(op: string, input: Tensor, target: Tensor): void {
   if (!sameShape(input.shape, target.shape)) {
     throw new Error(`${op}: target size ${fmt(target.shape)} must be the same as input size ${fmt(input.shape)}`);
   }
-  if (input.dtype !== 'float32' || target.dtype !== 'float32') {
-    throw new Error(`${op}: expected input and target of dtype float32, got ${input.dtype} and ${target.dtype}`);
+  if (!isFloat(input.dtype) || !isFloat(target.dtype)) {
+    throw new Error(`${op}: expected input and target of a floating point dtype (float32, float64), got ${input.dtype} and ${target.dtype}`);
   }
 }
 
@@ -162,7 +163,7 @@ function nll(op: string, input: Tensor, target: Tensor, opts: NLLLossOptions): T
   if (!sameShape(target.shape, expected)) {
     throw new Error(`${op}: expected target of shape ${fmt(expected)} for input of shape ${fmt(input.shape)}, got target shape ${fmt(target.shape)}`);
   }
-  if (input.dtype !== 'float32') throw new Error(`${op}: expected input of dtype float32, got ${input.dtype}`);
+  if (!isFloat(input.dtype)) throw new Error(`${op}: expected input of a floating point dtype (float32, float64), got ${input.dtype}`);
   const ignoreIndex = opts.ignoreIndex ?? -100;
   const ignored = target.eq(ignoreIndex);
   const safeTarget = where(ignored, 0, target);
@@ -197,7 +198,7 @@ export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOp
   checkReduction(op, opts.reduction);
   if (input.ndim === 0) throw new Error(`${op}: expected an input of shape [N, C] or [C], got a 0-d tensor`);
   const classDim = input.ndim === 1 ? 0 : 1;
-  if (target.dtype === 'float32' && sameShape(target.shape, input.shape)) {
+  if (isFloat(target.dtype) && sameShape(target.shape, input.shape)) {
     // class probabilities
     let logp = input.logSoftmax(classDim);
     if (opts.weight) {
@@ -210,7 +211,7 @@ export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOp
   }
   if (target.dtype !== 'int32') {
     const expected = input.shape.filter((_, i) => i !== classDim);
-    throw new Error(`${op}: expected target of dtype int32 (class indices, shape ${fmt(expected)}) or float32 class probabilities of the input's shape ${fmt(input.shape)}, got dtype ${target.dtype} with shape ${fmt(target.shape)}`);
+    throw new Error(`${op}: expected target of dtype int32 (class indices, shape ${fmt(expected)}) or float class probabilities of the input's shape ${fmt(input.shape)}, got dtype ${target.dtype} with shape ${fmt(target.shape)}`);
   }
   return nll(op, input.logSoftmax(classDim), target, opts);
 }

@@ -63,16 +63,16 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
 
   protected _update(): void {
     const t = this.stepCount.add_(1);
-    const device = t.device;
+    const { device, dtype } = t; // float64 for float64 parameters
     // Per group: the learning rate and the bias corrections, as tensor ops on the step count (never
     // stale inside a compiled step).
     const perGroup = new Map(this.paramGroups.map((group) => {
       const beta1 = this.optionOf(group, 'beta1', () => group.betas[0]);
       const beta2 = group.betas[1];
       const lr = this.lrOf(group);
-      const bc1 = full([], 1, { device }).mul(beta1).pow(t).neg().add(1);
-      const bc2Sqrt = full([], beta2, { device }).pow(t).neg().add(1).sqrt();
-      const stepSize = full([], 1, { device }).mul(lr).div(bc1);
+      const bc1 = full([], 1, { device, dtype }).mul(beta1).pow(t).neg().add(1);
+      const bc2Sqrt = full([], beta2, { device, dtype }).pow(t).neg().add(1).sqrt();
+      const stepSize = full([], 1, { device, dtype }).mul(lr).div(bc1);
       return [group, { beta1, beta2, lr, bc2Sqrt, stepSize }];
     }));
     for (const [group, p, grad, i] of this.withGrads()) {

@@ -69,7 +69,7 @@ export abstract class Optimizer<O extends object = object> {
   readonly params: Tensor[];
   /** The parameter groups; `paramGroups[i].lr` reads and sets a group's learning rate (also in compiled steps). */
   readonly paramGroups: ParamGroup<O>[];
-  /** The number of steps taken, as a 0-d float32 tensor on the parameters' device (updated in place). */
+  /** The number of steps taken, as a 0-d tensor on the parameters' device (updated in place; float64 when every parameter is). */
   readonly stepCount: Tensor;
   protected readonly name: string;
 
@@ -95,7 +95,7 @@ export abstract class Optimizer<O extends object = object> {
       for (const p of ps instanceof Tensor ? [ps] : ps) {
         if (!(p instanceof Tensor)) throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : typeof p}`);
         if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
-        if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
+        if (p.dtype !== 'float32' && p.dtype !== 'float64') throw new Error(`${name}: can only optimize floating point tensors (float32, float64), got a ${p.dtype} tensor`);
         if (all.includes(p)) {
           if (list.includes(p)) continue;
           throw new Error(`${name}: some parameters appear in more than one parameter group`);
@@ -110,7 +110,8 @@ export abstract class Optimizer<O extends object = object> {
     });
     if (all.length === 0) throw new Error(`${name}: got an empty parameter list`);
     this.params = all;
-    this.stepCount = noGrad(() => full([], 0, { device: all[0].device }));
+    // float64 where every parameter is (the bias corrections computed from it then keep every digit)
+    this.stepCount = noGrad(() => full([], 0, { device: all[0].device, dtype: all.every((p) => p.dtype === 'float64') ? 'float64' : 'float32' }));
     setLabel(this.stepCount, `${name}.stepCount`);
   }
 
@@ -142,7 +143,7 @@ export abstract class Optimizer<O extends object = object> {
 
   /** A momentum-like option: per call when in perCallOptions, else a number the trace is guarded on. */
   protected optionOf(group: ParamGroup<O>, key: 'momentum' | 'beta1', read: () => number): Scalar {
-    if (this.perCallOptions.has(key)) return hostScalar(read);
+    if (this.perCallOptions.has(key)) return hostScalar(read, this.hostDType(group));
     const v = read();
     traceGuard(() => read() === v, `param group ${key} === ${v}`);
     return v;
@@ -150,7 +151,12 @@ export abstract class Optimizer<O extends object = object> {
 
   /** A group's learning rate: a number eagerly, a per-call input while tracing (never a stale constant). */
   protected lrOf(group: ParamGroup<O>): Scalar {
-    return hostScalar(() => checkNumber(this.name, 'learning rate', group.lr, (x) => x >= 0, 'a number >= 0'));
+    return hostScalar(() => checkNumber(this.name, 'learning rate', group.lr, (x) => x >= 0, 'a number >= 0'), this.hostDType(group));
+  }
+
+  /** Per-call scalars are float64 for a group of float64 parameters (eagerly they are plain numbers anyway). */
+  private hostDType(group: ParamGroup<O>): 'float32' | 'float64' {
+    return group.params.every((p) => p.dtype === 'float64') ? 'float64' : 'float32';
   }
 
   /** Sets every parameter's grad to null (PyTorch 2.x's set_to_none). */
@@ -260,8 +266,8 @@ export abstract class Optimizer<O extends object = object> {
             problems.push(`unexpected state.${key}.${slot} (${this.name} keeps ${['step', ...Object.keys(slots)].join(', ')})`);
           } else if (v !== null && !(v instanceof Tensor)) {
             problems.push(`state.${key}.${slot} is not a Tensor`);
-          } else if (v instanceof Tensor && (v.dtype !== 'float32' || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
-            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is float32[${this.params[i].shape.join(', ')}]`);
+          } else if (v instanceof Tensor && (v.dtype !== this.params[i].dtype || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
+            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is ${this.params[i].dtype}[${this.params[i].shape.join(', ')}]`);
           } else if (slots[slot] === null) {
             if (v !== null) problems.push(`state.${key}.${slot} is given but this ${this.name} keeps none (check its settings)`);
           } else {

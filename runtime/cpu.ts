@@ -5,7 +5,7 @@
 // slower (the dose epoch, all scalars: ~135 -> ~210 us), so the count starts only when asked for:
 // with the first kiln.memory() call, or from the start with KILN_TRACK_MEMORY=1.
 
-import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
 import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
@@ -59,8 +59,7 @@ export const cpuBackend: Backend = {
   alloc: (dtype, size) => wrap(typedArrayFor(dtype, size), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
-    const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
-    return wrap(data, dtype);
+    return wrap(data, dtypeOfArray(data));
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const arrays = args.map(arrayOf);

@@ -1,9 +1,9 @@
 // Tensor creation: from data, filled, ranges and seeded random numbers.
 
-import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import { checkDTypeName, dtypeOfArray, isFloat, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import { fmt, numel } from '../ir/shape.ts';
 import { contiguousView } from '../ir/view.ts';
-import { backendFor, checkDevice, getDefaultDevice } from './device.ts';
+import { backendFor, checkDevice, checkDType, getDefaultDevice } from './device.ts';
 import { noGrad } from './autograd.ts';
 import { dispatch } from './dispatch.ts';
 import { hostScalar } from './host.ts';
@@ -12,9 +12,11 @@ import { full, Tensor, type CreationOptions } from './tensor.ts';
 export type NestedData = number | boolean | readonly NestedData[];
 export interface TensorOptions extends CreationOptions { shape?: readonly number[] }
 
-function fromTyped(data: TypedArray, shape: readonly number[], opts: CreationOptions): Tensor {
+/** A tensor holding `data` (converted to `opts.dtype` where that differs); `op` names the creator in errors. */
+function fromTyped(op: string, data: TypedArray, shape: readonly number[], opts: CreationOptions): Tensor {
   const device = checkDevice(opts.device ?? getDefaultDevice());
-  const dtype = opts.dtype ?? dtypeOfArray(data);
+  const dtype = checkDTypeName(op, opts.dtype ?? dtypeOfArray(data));
+  checkDType(op, device, dtype);
   let arr = data;
   if (dtype !== dtypeOfArray(data)) {
     arr = typedArrayFor(dtype, data.length);
@@ -32,7 +34,7 @@ export function tensor(data: NestedData | TypedArray, opts: TensorOptions = {}):
     const shape = opts.shape ?? [typed.length];
     if (numel(shape) !== typed.length) throw new Error(`tensor: shape ${fmt(shape)} does not match ${typed.length} elements`);
     // Copy so later writes to the caller's array don't alias the tensor.
-    return fromTyped(typed.slice(), shape, opts);
+    return fromTyped('tensor', typed.slice(), shape, opts);
   }
   const shape: number[] = [];
   for (let d: NestedData = data; Array.isArray(d); d = (d as readonly NestedData[])[0]) shape.push((d as readonly NestedData[]).length);
@@ -49,10 +51,10 @@ export function tensor(data: NestedData | TypedArray, opts: TensorOptions = {}):
   };
   walk(data, 0);
   if (opts.shape && numel(opts.shape) !== flat.length) throw new Error(`tensor: shape ${fmt(opts.shape)} does not match ${flat.length} elements`);
-  const dtype: DType = opts.dtype ?? (flat.length > 0 && flat.every((v) => typeof v === 'boolean') ? 'bool' : 'float32');
+  const dtype: DType = checkDTypeName('tensor', opts.dtype ?? (flat.length > 0 && flat.every((v) => typeof v === 'boolean') ? 'bool' : 'float32'));
   const arr = typedArrayFor(dtype, flat.length);
   flat.forEach((v, i) => (arr[i] = dtype === 'int32' ? Math.trunc(Number(v)) : Number(v)));
-  return fromTyped(arr, opts.shape ?? shape, { ...opts, dtype });
+  return fromTyped('tensor', arr, opts.shape ?? shape, { ...opts, dtype });
 }
 
 export const zeros = (shape: readonly number[], opts: CreationOptions = {}): Tensor => full(shape, 0, opts);
@@ -66,25 +68,26 @@ export function arange(start: number, end?: number, step = 1, opts: CreationOpti
   if (end === undefined) { end = start; start = 0; }
   if (step === 0) throw new Error('arange: step must be nonzero');
   const n = Math.max(0, Math.ceil((end - start) / step));
-  const dtype = opts.dtype ?? ([start, end, step].every(Number.isInteger) ? 'int32' : 'float32');
+  const dtype = checkDTypeName('arange', opts.dtype ?? ([start, end, step].every(Number.isInteger) ? 'int32' : 'float32'));
   const arr = typedArrayFor(dtype, n);
   for (let i = 0; i < n; i++) arr[i] = start + i * step;
-  return fromTyped(arr, [n], { ...opts, dtype });
+  return fromTyped('arange', arr, [n], { ...opts, dtype });
 }
 
 export function linspace(start: number, end: number, steps: number, opts: CreationOptions = {}): Tensor {
   if (!Number.isInteger(steps) || steps < 0) throw new Error(`linspace: steps must be a non-negative integer, got ${steps}`);
-  const arr = new Float32Array(steps);
+  // computed in float64 and stored as the dtype asked for (float32 by default)
+  const arr = new Float64Array(steps);
   const step = steps > 1 ? (end - start) / (steps - 1) : 0;
   // PyTorch fills the second half from the end so that the last value is exactly `end`.
   for (let i = 0; i < steps; i++) arr[i] = i < steps / 2 ? start + i * step : end - (steps - 1 - i) * step;
-  return fromTyped(arr, [steps], opts);
+  return fromTyped('linspace', arr, [steps], { ...opts, dtype: opts.dtype ?? 'float32' });
 }
 
 export function eye(n: number, opts: CreationOptions = {}): Tensor {
-  const arr = typedArrayFor(opts.dtype ?? 'float32', n * n);
+  const arr = typedArrayFor(checkDTypeName('eye', opts.dtype ?? 'float32'), n * n);
   for (let i = 0; i < n; i++) arr[i * n + i] = 1;
-  return fromTyped(arr, [n, n], opts);
+  return fromTyped('eye', arr, [n, n], opts);
 }
 
 // ---- seeded randomness (xoshiro128**; Box-Muller for normals) ----
@@ -154,18 +157,29 @@ function generatorOf(op: string, opts: RandomOptions): Generator {
   return g;
 }
 
+/** The dtype a random creator makes: float32 unless `opts.dtype` asks for float64 (others are an error). */
+function randomDType(op: string, opts: CreationOptions): DType {
+  const dtype = checkDTypeName(op, opts.dtype ?? 'float32');
+  if (!isFloat(dtype)) throw new Error(`${op}: expected a floating point dtype (float32, float64), got ${dtype}`);
+  checkDType(op, checkDevice(opts.device ?? getDefaultDevice()), dtype);
+  return dtype;
+}
+
 /**
  * Uniform [0, 1) numbers from the counter-based `random` primitive. The seed comes from the generator
- * through hostScalar, so inside `compile` every call draws new numbers.
+ * through hostScalar, so inside `compile` every call draws new numbers. With `dtype: 'float64'` the
+ * same 24-bit numbers are widened (exactly).
  */
 export function rand(shape: readonly number[], opts: RandomOptions = {}): Tensor {
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`rand: invalid shape ${fmt(shape)}`);
   const device = checkDevice(opts.device ?? getDefaultDevice());
+  const dtype = randomDType('rand', opts);
   const gen = generatorOf('rand', opts);
   const t = noGrad(() => {
     const seed = hostScalar(() => gen.nextSeed());
     const seedT = typeof seed === 'number' ? full([], seed, { device }) : seed;
-    return dispatch('random', [seedT], { shape: [...shape] });
+    const u = dispatch('random', [seedT], { shape: [...shape] });
+    return dtype === 'float32' ? u : u.to(dtype);
   });
   if (opts.requiresGrad) t.requiresGrad = true;
   return t;
@@ -173,8 +187,9 @@ export function rand(shape: readonly number[], opts: RandomOptions = {}): Tensor
 
 /** Standard normal numbers (Box-Muller over two uniform draws). */
 export function randn(shape: readonly number[], opts: RandomOptions = {}): Tensor {
+  const dtype = randomDType('randn', opts);
   const t = noGrad(() => {
-    const r = { device: opts.device, generator: opts.generator };
+    const r = { device: opts.device, generator: opts.generator, dtype };
     const u1 = rand(shape, r), u2 = rand(shape, r);
     return u1.neg().add(1).log().mul(-2).sqrt().mul(u2.mul(2 * Math.PI).cos());
   });
@@ -190,7 +205,8 @@ export function randint(low: number, high: number, shape: readonly number[], opt
 
 /** Uniform in [low, high) of a given shape (used by nn.init). */
 export function uniform(shape: readonly number[], low: number, high: number, opts: RandomOptions = {}): Tensor {
-  const t = noGrad(() => rand(shape, { device: opts.device, generator: opts.generator }).mul(high - low).add(low));
+  const dtype = randomDType('uniform', opts);
+  const t = noGrad(() => rand(shape, { device: opts.device, generator: opts.generator, dtype }).mul(high - low).add(low));
   if (opts.requiresGrad) t.requiresGrad = true;
   return t;
 }
@@ -217,7 +233,7 @@ export interface MultinomialOptions {
  */
 export function multinomial(probs: Tensor, numSamples: number, opts: MultinomialOptions = {}): Tensor {
   if (!(probs instanceof Tensor)) throw new Error(`multinomial: expected a Tensor of probabilities, got ${typeof probs}`);
-  if (probs.dtype !== 'float32') throw new Error(`multinomial: expected float32 probabilities, got ${probs.dtype}`);
+  if (!isFloat(probs.dtype)) throw new Error(`multinomial: expected floating point probabilities (float32, float64), got ${probs.dtype}`);
   if (probs.ndim !== 1 && probs.ndim !== 2) throw new Error(`multinomial: probs must be 1-D or 2-D, got shape ${fmt(probs.shape)}`);
   const K = probs.shape[probs.ndim - 1];
   if (K === 0) throw new Error(`multinomial: probs of shape ${fmt(probs.shape)} have no categories`);

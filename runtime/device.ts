@@ -111,5 +111,18 @@ export function checkDevice(device: string): DeviceName {
   return device as DeviceName;
 }
 
+/**
+ * A clear error, before anything is allocated, when `device` cannot hold `dtype` (float64 on WebGPU:
+ * WGSL has no 64-bit floats). `op` names the operation in the message.
+ */
+export function checkDType(op: string, device: DeviceName, dtype: DType): void {
+  if (dtype !== 'float64' || device === 'cpu') return; // the common case costs one comparison
+  const target = backendFor(device).target;
+  // (the language decides: JavaScript computes in doubles; WGSL has no 64-bit floats. A type-only look
+  // at the target keeps the compiler out of the first-loaded chunk.)
+  if (target.language !== 'js') {
+    throw new Error(`${op}: float64 is not supported on device '${device}' (${target.language.toUpperCase()} has no 64-bit floats); float64 tensors live on the CPU: create them with { device: 'cpu' } or use float32 on ${device}`);
+  }
+}
 export function setDefaultDevice(device: DeviceName): void { defaultDevice = checkDevice(device); }
 export const getDefaultDevice = (): DeviceName => defaultDevice;

@@ -4,13 +4,14 @@
 
 import { vjpRules } from './vjp.ts';
 import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
+import { isFloat } from '../ir/dtype.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isView, shapeRules } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
 import { structuralKey } from '../ir/key.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
+import { backendFor, checkDType, type Backend, type DeviceName, type Launch } from './device.ts';
 import { Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
@@ -29,7 +30,7 @@ export interface Tracer {
   /** Labels the nodes recorded from now on (forward, backward, update) for the listings. */
   setPhase?(phase: 'forward' | 'backward' | 'update'): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
-  hostScalar(read: () => number): Tensor;
+  hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor;
 }
 let tracer: Tracer | null = null;
 export const activeTracer = (): Tracer | null => tracer;
@@ -47,6 +48,7 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     if (x.device !== device) throw new Error(`${prim}: expected all tensors to be on the same device, but found at least two devices, ${device} and ${x.device}`);
   }
   const out = shapeRules[prim](inputs, attrs);
+  checkDType(prim, device, out.dtype);
   if (!tracer) {
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
@@ -55,7 +57,9 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
-    const node: GradNode = { name: gradName(prim), inputs, vjp: (g) => rule(g, ctx) };
+    // A gradient has its input's dtype (PyTorch): a float32 operand promoted into a float64 op gets a float32 gradient.
+    const vjp = (g: Tensor) => rule(g, ctx).map((gi, i) => (gi && gi.dtype !== inputs[i].dtype && isFloat(inputs[i].dtype) ? gi.to(inputs[i].dtype) : gi));
+    const node: GradNode = { name: gradName(prim), inputs, vjp };
     result._setGradNode(node);
   }
   return result;

@@ -4,6 +4,7 @@ export { tensor, zeros, ones, zerosLike, onesLike, fullLike, arange, linspace, e
 export * from './functions.ts';
 export { noGrad, enableGrad, isGradEnabled } from './autograd.ts';
 export { setDefaultDevice, getDefaultDevice, type DeviceName } from './device.ts';
+export type { DType } from '../ir/dtype.ts';
 export { hostScalar, traceGuard, onCapture, setLabel, labelOf, givenLabel, type HostGuard } from './host.ts';
 export { setNumThreads, getNumThreads } from './threads.ts';
 export * as autograd from './autograd-api.ts';

@@ -2,12 +2,12 @@
 // execution and tracing); composite ops (softmax, mean, clamp, indexing, ...) are written here in
 // terms of primitives, so autodiff and fusion cover them for free.
 
-import { type DType, type TypedArray } from '../ir/dtype.ts';
+import { checkDTypeName, isDType, isFloat, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
 import { contiguousView, type View } from '../ir/view.ts';
 import { isGradEnabled, noGrad, runBackward, type BackwardOptions, type GradNode } from './autograd.ts';
-import { backendFor, checkDevice, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
+import { backendFor, checkDevice, checkDType, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
 import { activeTracer, contiguous, dispatch, writeInto } from './dispatch.ts';
 
 export type TensorLike = Tensor | number | boolean;
@@ -69,7 +69,7 @@ export class Tensor {
   get requiresGrad(): boolean { return this._requiresGrad; }
   set requiresGrad(flag: boolean) {
     if (!flag && this._ctx) throw new Error('requiresGrad: you can only change requiresGrad flags of leaf tensors (use detach() to get a tensor without history)');
-    if (flag && this.dtype !== 'float32') throw new Error(`requiresGrad: only float32 tensors can require gradients, got ${this.dtype}`);
+    if (flag && !isFloat(this.dtype)) throw new Error(`requiresGrad: only floating point tensors (float32, float64) can require gradients, got ${this.dtype}`);
     this._requiresGrad = flag;
   }
   requiresGrad_(flag = true): this { this.requiresGrad = flag; return this; }
@@ -194,9 +194,17 @@ export class Tensor {
   logicalAnd(o: Tensor): Tensor { return where(this.ne(0), o.ne(0), false); }
   /** Zero where `mask` is true (a gradient-masking helper). */
   where0(mask: Tensor): Tensor { return where(mask, 0, this); }
-  float(): Tensor { return this.dtype === 'float32' ? this : dispatch('cast', [this], { dtype: 'float32' }); }
-  int(): Tensor { return this.dtype === 'int32' ? this : dispatch('cast', [this], { dtype: 'int32' }); }
-  bool(): Tensor { return this.dtype === 'bool' ? this : dispatch('cast', [this], { dtype: 'bool' }); }
+  float(): Tensor { return this._cast('float32', 'float()'); }
+  /** float64 (CPU only: WebGPU has no 64-bit floats) */
+  double(): Tensor { return this._cast('float64', 'double()'); }
+  int(): Tensor { return this._cast('int32', 'int()'); }
+  bool(): Tensor { return this._cast('bool', 'bool()'); }
+  /** The values as `dtype` (this tensor itself when it already is); gradients flow between float types. */
+  private _cast(dtype: DType, op: string): Tensor {
+    if (this.dtype === dtype) return this;
+    checkDType(op, this.device, dtype);
+    return dispatch('cast', [this], { dtype });
+  }
   clone(): Tensor { return dispatch('copy', [this], {}); }
   contiguous(): Tensor { return contiguous(this); }
 
@@ -207,7 +215,7 @@ export class Tensor {
   }
   mean(dim?: Dims, keepdim = false): Tensor {
     const axes = normAxes('mean', dim, this.ndim);
-    if (this.dtype !== 'float32') throw new Error(`mean: expected a float32 input, got ${this.dtype}`);
+    if (!isFloat(this.dtype)) throw new Error(`mean: expected a floating point input (float32, float64), got ${this.dtype}`);
     const count = axes.reduce((n, a) => n * this.shape[a], 1);
     return renamed(this.sum(axes, keepdim).div(count), 'MeanBackward');
   }
@@ -387,7 +395,7 @@ export class Tensor {
   /** Variance over `dim` (all dims by default), divided by N − correction. */
   var(dim?: Dims, opts: VarOptions = {}): Tensor {
     const axes = normAxes('var', dim, this.ndim);
-    if (this.dtype !== 'float32') throw new Error(`var: expected a float32 input, got ${this.dtype}`);
+    if (!isFloat(this.dtype)) throw new Error(`var: expected a floating point input (float32, float64), got ${this.dtype}`);
     const correction = opts.correction ?? 1;
     const n = axes.reduce((k, a) => k * this.shape[a], 1);
     const d = this.sub(this.mean(axes, true));
@@ -401,8 +409,8 @@ export class Tensor {
     const n = this.shape[d];
     const upper = indexGrid(n, this.device).reshape([n, 1]).le(indexGrid(n, this.device).reshape([1, n])).float();
     const moved = this.transpose(d, -1);
-    const r = (this.dtype === 'float32' ? moved : moved.float()).matmul(upper).transpose(d, -1);
-    return this.dtype === 'float32' ? r : r.int();
+    const r = (isFloat(this.dtype) ? moved : moved.float()).matmul(upper).transpose(d, -1);
+    return isFloat(this.dtype) ? r : r.int();
   }
   /** Views of consecutive parts along `dim`: of `size` each (the last may be smaller), or of the given sizes. */
   split(sizeOrSizes: number | readonly number[], dim = 0): Tensor[] {
@@ -507,14 +515,13 @@ export class Tensor {
     return this._inplace('copy_', expandTo('copy_', s, this.shape));
   }
 
-  // ---- devices ----
-  /** `to(device)` moves; `to(dtype)` casts ('float32', 'int32', 'bool'). */
-  to(deviceOrDtype: DeviceName | DType): Tensor {
-    if (deviceOrDtype === 'float32' || deviceOrDtype === 'int32' || deviceOrDtype === 'bool') {
-      return this.dtype === deviceOrDtype ? this : dispatch('cast', [this], { dtype: deviceOrDtype });
-    }
-    const device = deviceOrDtype;
+  // ---- devices and dtypes ----
+  /** `to(device)` moves to a device; `to(dtype)` casts (as `float()`, `double()`, `int()`, `bool()`). */
+  to(target: DeviceName | DType): Tensor {
+    if (isDType(target)) return this._cast(target, `to('${target}')`);
+    const device = checkDevice(target);
     if (device === this.device) return this;
+    checkDType(`to('${device}')`, device, this.dtype);
     this._readable('to()');
     const host = backendFor(this.device).readSync(noGrad(() => contiguous(this))._storage!, 0, this.numel(), 'toAsync()');
     const t = Tensor._fromStorage(backendFor(device).upload(host), contiguousView(this.shape), this.dtype);
@@ -524,6 +531,7 @@ export class Tensor {
   /** Moves to another device, waiting for the device if needed (works from webgpu to cpu). */
   async toAsync(device: DeviceName): Promise<Tensor> {
     if (device === this.device) return this;
+    checkDType(`toAsync('${device}')`, device, this.dtype);
     const t = Tensor._fromStorage(backendFor(device).upload(await this.data()), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
@@ -548,11 +556,25 @@ export class Tensor {
     const g = this.grad;
     if (g && g.device !== device) this.grad = await g.toAsync(device);
   }
-  /** Takes over `moved`'s storage, view and device (a new version: views of the old storage are stale). */
+  /**
+   * Converts this tensor's values and its .grad to `dtype` in place, keeping the same object (as _moveTo
+   * does for devices): Module.double / Module.float. `who` names the caller in errors.
+   */
+  _castTo(dtype: DType, who: string): void {
+    if (this.dtype !== dtype) {
+      if (this._storage === null) throw new Error(`${who}: cannot convert a symbolic (traced) tensor to ${dtype}; convert it before compiling`);
+      checkDType(who, this.device, dtype);
+      this._adopt(noGrad(() => this._cast(dtype, who)));
+    }
+    const g = this.grad;
+    if (g && g.dtype !== dtype) this.grad = noGrad(() => g._cast(dtype, who));
+  }
+  /** Takes over `moved`'s storage, view, device and dtype (a new version: views of the old storage are stale). */
   private _adopt(moved: Tensor): void {
     this._storage = moved._storage;
     this._view = moved._view;
     (this as { device: DeviceName }).device = moved.device;
+    (this as { dtype: DType }).dtype = moved.dtype;
     this._version++;
   }
 }
@@ -602,10 +624,13 @@ function dropAxes(t: Tensor, axes: readonly number[], keepdim: boolean): Tensor 
   return keepdim ? t : t.reshape(t.shape.filter((_, i) => !axes.includes(i)));
 }
 
-/** A 0-d constant for a number operand: int32 for integers next to int tensors, else float32. */
+/**
+ * A 0-d constant for a number operand (PyTorch: a Python number never widens a tensor): the tensor's
+ * own type next to a float tensor, int32 for integers next to int tensors, else float32.
+ */
 export function scalar(v: number | boolean, like: Tensor): Tensor {
   const n = Number(v);
-  const dtype: DType = typeof v === 'boolean' ? 'bool' : like.dtype === 'float32' || !Number.isInteger(n) ? 'float32' : 'int32';
+  const dtype: DType = typeof v === 'boolean' ? 'bool' : isFloat(like.dtype) ? like.dtype : !Number.isInteger(n) ? 'float32' : 'int32';
   if (activeTracer()) return full([], n, { dtype, device: like.device }); // a constant node of the graph
   // Eagerly, operand constants are read-only internal tensors: keep the recent ones instead of
   // allocating and filling one for every `x.mul(2)`.
@@ -720,7 +745,7 @@ export interface CreationOptions { dtype?: DType; device?: DeviceName; requiresG
 
 /** Creates a filled tensor (through the dispatcher, so tracing records a constant). */
 export function full(shape: readonly number[], value: number | boolean, opts: CreationOptions = {}): Tensor {
-  const dtype = opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32');
+  const dtype = checkDTypeName('full', opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32'));
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`full: invalid shape ${fmt(shape)}`);
   const t = noGrad(() => dispatch('full', [], { shape: [...shape], value: Number(value), dtype }, checkDevice(opts.device ?? getDefaultDevice())));
   if (opts.requiresGrad) t.requiresGrad = true;

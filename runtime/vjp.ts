@@ -4,6 +4,7 @@
 // (null where an input has none). Kinks follow PyTorch: relu'(0) = 0, |x|'(0) = 0, ties in
 // maximum/minimum split the gradient in half, ties in max share it evenly.
 
+import { isFloat } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import type { Tensor } from './tensor.ts';
 
@@ -53,7 +54,8 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   minimum: (g, { inputs: [x, y] }) => [g.mul(winMask(x, y, x.lt(y))), g.mul(winMask(y, x, y.lt(x)))],
   eq: none, ne: none, lt: none, le: none, gt: none, ge: none,
   where: (g, { inputs: [c] }) => [null, g.where0(c.logicalNot()), g.where0(c)],
-  cast: (g, { inputs: [x] }) => [x.dtype === 'float32' ? g : null],
+  // between float types the gradient comes back in the input's type (PyTorch); integer inputs get none
+  cast: (g, { inputs: [x] }) => [isFloat(x.dtype) ? g.to(x.dtype) : null],
   sum: (g, { inputs: [x] }) => [g.expand(x.shape)],
   max: (g, { inputs: [x], out, attrs }) => {
     // Ties share the gradient evenly (PyTorch's amax/amin and full max()).

@@ -5,6 +5,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { describeEachDevice, testDevices } from './devices.ts';
 import { setProfileMethod } from '../runtime/webgpu/backend.ts';
+// the suites acquire the device directly (tests/devices.ts), not through kiln.webgpu's lazy facade
+import { hasFeature } from '../runtime/webgpu/device.ts';
 import * as kiln from '../index.ts';
 
 const { nn, optim, F } = kiln;
@@ -50,7 +52,7 @@ describeEachDevice('step.profile and KILN_PROFILE', (device) => {
     expect(p.kernels.some((k) => k.sources.some((s) => s.includes('step-profile.test.ts') && s.includes('crossEntropy')))).toBe(true);
     const text = String(p);
     expect(text).toMatch(new RegExp(`^kiln step profile: ${p.kernels.length} kernels, [0-9.]+ ms in total \\((timestamp-query|wall): `));
-    expect(p.method).toBe(device === 'webgpu' && kiln.webgpu.hasFeature('timestamp-query') ? 'timestamp-query' : 'wall');
+    expect(p.method).toBe(device === 'webgpu' && hasFeature('timestamp-query') ? 'timestamp-query' : 'wall');
     // a later plain call still works (and agrees with the unprofiled twin)
     const next = await (await b.step(b.x, b.y)).item();
     expect(next).toBeCloseTo(await (await a.step(a.x, a.y)).item(), 5);

@@ -7,7 +7,11 @@ import type { DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
 export type WType = 'f32' | 'i32';
-export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
+export function wtype(d: DType): WType {
+  // the runtime refuses float64 on WebGPU before anything reaches codegen (runtime/device.ts checkDType)
+  if (d === 'float64') throw new Error('codegen: WGSL has no 64-bit floats (float64 tensors live on the CPU)');
+  return d === 'float32' ? 'f32' : 'i32';
+}
 
 const unary: Spelling['unary'] = {
   neg: (x) => `(-${x})`,
