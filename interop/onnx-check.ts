@@ -15,6 +15,7 @@ import { dispatch } from '../runtime/dispatch.ts';
 const { nn } = kiln;
 /** float32 agreement between two engines that sum in different orders */
 const TOLERANCE = 1e-5;
+const TOLERANCE_F64 = 1e-12;
 
 interface Case {
   name: string;
@@ -125,6 +126,16 @@ const cases: Case[] = [
       batches: [3, 6],
     } satisfies Case;
   })(),
+  (() => {
+    kiln.manualSeed(7);
+    const w = kiln.randn([4, 3], { dtype: 'float64' });
+    return {
+      name: 'float64 (DOUBLE): matmul, softmax, exp, comparisons, relu',
+      model: (x: Tensor) => ({ y: x.matmul(w).softmax(-1).add(x.exp().sum(1, true)), r: x.relu().mul(x.gt(0.1).double()) }),
+      inputs: (b) => [kiln.randn([b, 4], { dtype: 'float64' })],
+      batches: [3, 5],
+    } satisfies Case;
+  })(),
   {
     // kiln's counter-based random stream has no ONNX form: RandomUniformLike draws ONNX Runtime's own numbers
     name: 'random -> RandomUniformLike (shape and range only)',
@@ -172,10 +183,11 @@ async function check(c: Case): Promise<string[]> {
         scale = Math.max(scale, Math.abs(b[i]));
       }
       const rel = maxDiff / (scale || 1);
-      const exact = want.dtype !== 'float32';
-      const ok = exact ? maxDiff === 0 : rel <= TOLERANCE;
+      const exact = want.dtype === 'int32' || want.dtype === 'bool';
+      const tolerance = want.dtype === 'float64' ? TOLERANCE_F64 : TOLERANCE;
+      const ok = exact ? maxDiff === 0 : rel <= tolerance;
       console.log(`  batch ${batch} ${name.padEnd(10)} ${want.dtype}[${want.shape}]  max relative error ${rel.toExponential(2)}${exact ? ' (exact)' : ''}${ok ? '' : '  FAIL'}`);
-      if (!ok) failures.push(`${name} at batch ${batch}: max relative error ${rel} over ${exact ? 0 : TOLERANCE}`);
+      if (!ok) failures.push(`${name} at batch ${batch}: max relative error ${rel} over ${exact ? 0 : tolerance}`);
     }
   }
   console.log(`  (${(bytes.length / 1024).toFixed(1)} KiB model)`);

@@ -4,7 +4,7 @@
 // the name of the value it computes. kiln's elementwise ops take operands of one shape but possibly of
 // different dtypes (promotion is implicit), while ONNX wants one type: entries cast explicitly.
 
-import { promote, type DType } from '../ir/dtype.ts';
+import { compareType, isFloat, type DType } from '../ir/dtype.ts';
 import type { NodeOf } from '../ir/graph.ts';
 import type { Primitive } from '../ir/primitives.ts';
 import type { AttrValue } from './proto.ts';
@@ -38,7 +38,7 @@ export interface Emitter {
 
 type Lowering<P extends Primitive> = (e: Emitter, n: NodeOf<P>, x: readonly string[]) => string;
 
-export const ONNX_ELEM = { float32: 1, int32: 6, bool: 9 } as const satisfies Record<DType, number>;
+export const ONNX_ELEM = { float32: 1, float64: 11, int32: 6, bool: 9 } as const satisfies Record<DType, number>;
 const int = (value: number): AttrValue => ({ kind: 'int', value });
 const ints = (value: readonly number[]): AttrValue => ({ kind: 'ints', value });
 /** ONNX Slice's "to the end" (ends are clamped to the dimension; a JS number must stay exact). */
@@ -62,7 +62,7 @@ const simple = <P extends Primitive>(opType: string) => elementwise<P>((e, xs) =
 function compare<P extends Primitive>(opType: string, negate = false): Lowering<P> {
   return (e, n, x) => {
     const [ta, tb] = n.inputs.map((i) => e.dtypeOf(i));
-    const t = promote(ta, tb) === 'bool' ? 'int32' : promote(ta, tb);
+    const t = compareType(ta, tb);
     const r = e.node(opType, [e.cast(x[0], ta, t), e.cast(x[1], tb, t)]);
     return negate ? e.node('Not', [r]) : r;
   };
@@ -106,7 +106,7 @@ export const onnxLowerings: { [P in Primitive]: Lowering<P> } = {
   sigmoid: simple('Sigmoid'),
   erf: simple('Erf'),
   // ONNX Runtime's Relu is float-only: integers take max(x, 0)
-  relu: elementwise((e, [x], t) => (t === 'float32' ? e.node('Relu', [x]) : e.node('Max', [x, e.scalar(0, t)]))),
+  relu: elementwise((e, [x], t) => (isFloat(t) ? e.node('Relu', [x]) : e.node('Max', [x, e.scalar(0, t)]))),
   copy: (e, n, [x]) => e.node('Identity', [x]),
   add: simple('Add'),
   sub: simple('Sub'),
@@ -209,8 +209,11 @@ export function tensorValue(value: number, dtype: DType): AttrValue {
   return { kind: 'tensor', value: { name: '', dims: [1], dataType: ONNX_ELEM[dtype], rawData: rawBytes([value], dtype) } };
 }
 
-/** Little-endian bytes of values in an ONNX element type (bool: one byte each). */
+/** Little-endian bytes of values in an ONNX element type (bool: one byte each, float64: DOUBLE). */
 export function rawBytes(values: ArrayLike<number>, dtype: DType): Uint8Array {
-  const a = dtype === 'float32' ? Float32Array.from(values) : dtype === 'int32' ? Int32Array.from(values) : Uint8Array.from(values, (v) => (v !== 0 ? 1 : 0));
+  const a = dtype === 'float32' ? Float32Array.from(values)
+    : dtype === 'float64' ? Float64Array.from(values)
+    : dtype === 'int32' ? Int32Array.from(values)
+    : Uint8Array.from(values, (v) => (v !== 0 ? 1 : 0));
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
