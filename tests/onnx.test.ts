@@ -217,6 +217,19 @@ describeEachDevice('kiln.onnx.export', (device) => {
   });
 });
 
+describe('kiln.onnx.export float64', () => {
+  it('float64 inputs and weights are DOUBLE, their bytes eight each', async () => {
+    const w = kiln.tensor([[0.1, 0.2], [0.3, 0.4]], { dtype: 'float64' });
+    kiln.setLabel(w, 'w64');
+    const m = decode(await kiln.onnx.export((x: Tensor) => x.matmul(w), [kiln.ones([3, 2], { dtype: 'float64' })]));
+    expect(m.inputs).toEqual([{ name: 'input', type: 11, dims: ['batch', 2] }]);
+    expect(m.outputs[0].type).toBe(11);
+    const init = m.initializers.get('w64')!;
+    expect(init.type).toBe(11);
+    expect(Array.from(new Float64Array(init.raw.slice().buffer))).toEqual([0.1, 0.2, 0.3, 0.4]);
+  });
+});
+
 describe('kiln.onnx.export errors: a clear error, nothing written', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-onnx-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
