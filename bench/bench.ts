@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { formatTable, errorMessage, type Table } from './timing.ts';
 import { loadKiln } from './peers/kiln.ts';
 
-const ALL = ['dose', 'mlp', 'cpu', 'webgpu'] as const;
+const ALL = ['dose', 'mlp', 'cpu', 'webgpu', 'cnn'] as const;
 type Name = (typeof ALL)[number];
 
 function cpuModel(): string {
@@ -115,6 +115,7 @@ async function main() {
       if (name === 'dose') got = [await (await import('./dose.ts')).runDose()];
       else if (name === 'mlp') got = [await (await import('./mlp.ts')).runMlp()];
       else if (name === 'cpu') got = await (await import('./cpu.ts')).runCpu();
+      else if (name === 'cnn') got = [await (await import('./cnn.ts')).runCnn()];
       else got = await (await import('./webgpu.ts')).runWebgpu();
     } catch (e) {
       got = [{ id: name, title: name, unit: 'ms', rows: [], notes: [`benchmark crashed: ${errorMessage(e)}`], baseline: '' }];

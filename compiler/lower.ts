@@ -81,6 +81,13 @@ export const lowerings: { [P in Primitive]: Lowering<P> } = {
       return [{ kernel: { kind: 'matmul', batch: s.slice(0, -2), m: s[s.length - 2], n: s[s.length - 1], k: c.shapes[0][c.shapes[0].length - 1], a, b, epilogue: acc(c.out.dtype), output: c.output() } }];
     },
   },
+  conv: {
+    // operands are read through their views (a permuted operand of a gradient in place)
+    kernels: (c) => {
+      const x = c.load(0), w = c.load(1);
+      return [{ kernel: { kind: 'conv', attrs: c.attrs, x, w, epilogue: acc(c.out.dtype), output: c.output() } }];
+    },
+  },
   gather: {
     kernels: (c) => {
       const src = c.load(0), index = c.x(1);

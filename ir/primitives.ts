@@ -3,6 +3,7 @@
 // backend-neutral kernel) and, for scalar ops, one spelling per backend (compiler/codegen/spelling-*.ts).
 
 import { type DType, isFloat, promote } from './dtype.ts';
+import { convShape, type ConvAttrs } from './conv.ts';
 import { broadcastShapes, fmt, numel, sameShape } from './shape.ts';
 
 /** Attributes of each primitive. Elementwise ops take already-broadcast inputs of one shape. */
@@ -26,6 +27,8 @@ export interface PrimAttrs {
   pad: { starts: number[]; steps: number[]; shape: number[] };
   // [...B, M, K] @ [...B, K, N] with equal batch dims (the frontend broadcasts)
   matmul: {};
+  // x [N, G, Cg, ...S] * w [G, Og, Cg, ...K] -> [N, G, Og, ...O] (ir/conv.ts)
+  conv: ConvAttrs;
   // out[i] = x[i with i[axis] = index[i]]; index has the output's shape
   gather: { axis: number };
   // zeros(shape) then out[i with i[axis] = index[i]] += src[i]
@@ -43,10 +46,11 @@ export type Primitive = keyof PrimAttrs;
  *   unary/binary/compare/select/cast  elementwise: one scalar op per element (fusible, commute with views)
  *   reduce   reduces axes (sum, max, argmax)       view     index arithmetic, never runs (reshape...)
  *   pad      inverse of a slice (zeros + a copy)   matmul   batched product
+ *   conv     grouped N-d convolution (ir/conv.ts)
  *   gather/scatter  indexed reads / accumulating writes
  *   constant  a filled tensor (folds into kernels) random   counter-based uniform numbers
  */
-export type PrimKind = 'unary' | 'binary' | 'compare' | 'select' | 'cast' | 'reduce' | 'view' | 'pad' | 'matmul' | 'gather' | 'scatter' | 'constant' | 'random';
+export type PrimKind = 'unary' | 'binary' | 'compare' | 'select' | 'cast' | 'reduce' | 'view' | 'pad' | 'matmul' | 'conv' | 'gather' | 'scatter' | 'constant' | 'random';
 export interface PrimitiveInfo {
   readonly kind: PrimKind;
   /** computed in float32: integer inputs are promoted, and the result is float32 */
@@ -70,6 +74,7 @@ export const primitiveInfo = {
   reshape: info('view'), permute: info('view'), expand: info('view'), slice: info('view'),
   pad: info('pad'),
   matmul: info('matmul'),
+  conv: info('conv'),
   gather: info('gather'),
   scatterAdd: info('scatter'),
   full: info('constant'),
@@ -165,6 +170,10 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
       throw new Error(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied`);
     }
     return { shape: [...a.shape.slice(0, -1), b.shape[n - 1]], dtype: promote(a.dtype, b.dtype) };
+  },
+  conv: ([x, w], a) => {
+    if (x.dtype !== 'float32' || w.dtype !== 'float32') throw new Error(`conv: expected float32 input and weight, got ${x.dtype} and ${w.dtype}`);
+    return { shape: convShape(x.shape, w.shape, a), dtype: 'float32' };
   },
   gather: ([x, index], a) => {
     if (index.dtype !== 'int32') throw new Error(`gather: expected index of dtype int32, got ${index.dtype}`);

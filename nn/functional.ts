@@ -504,3 +504,5 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   }
   return scores.softmax(-1).matmul(v);
 }
+
+export * from './conv.ts';

@@ -6,4 +6,5 @@ export { MSELoss, L1Loss, NLLLoss, CrossEntropyLoss, BCELoss, BCEWithLogitsLoss 
 export type { Reduction, LossOptions, NLLLossOptions, CrossEntropyOptions, BCELossOptions, BCEWithLogitsOptions } from './functional.ts';
 export * as functional from './functional.ts';
 export * as init from './init.ts';
+export { Conv1d, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, type ConvModuleOptions } from './conv-layers.ts';
 export * as utils from './utils.ts';

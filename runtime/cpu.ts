@@ -9,6 +9,7 @@ import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/
 import type { KernelSpec } from '../ir/kernel.ts';
 import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { convCpu } from './conv-cpu.ts';
 import { gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
 import { env } from './node.ts';
@@ -100,5 +101,5 @@ export const cpuBackend: Backend = {
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
 };
 
-setJsKernelEnv({ gemm });
+setJsKernelEnv({ gemm, conv: convCpu });
 registerBackend(cpuBackend);

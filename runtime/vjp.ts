@@ -6,6 +6,7 @@
 
 import { isFloat } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { convVjp } from './conv-vjp.ts';
 import type { Tensor } from './tensor.ts';
 
 export interface VjpContext<P extends Primitive> {
@@ -78,6 +79,7 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   slice: (g, { inputs: [x], attrs, prim }) => [prim('pad', [g], { starts: attrs.starts, steps: attrs.steps, shape: [...x.shape] })],
   pad: (g, { inputs: [x], attrs, prim }) => [prim('slice', [g], { starts: attrs.starts, steps: attrs.steps, shape: [...x.shape] })],
   matmul: (g, { inputs: [a, b] }) => [a.requiresGrad ? g.matmul(mT(b)) : null, b.requiresGrad ? mT(a).matmul(g) : null],
+  conv: (g, { inputs: [x, w], attrs, prim }) => convVjp(g, x, w, attrs, (a, b, at) => prim('conv', [a, b], at)),
   gather: (g, { inputs: [x, index], attrs, prim }) => [prim('scatterAdd', [index, g], { axis: attrs.axis, shape: [...x.shape] }), null],
   scatterAdd: (g, { inputs: [index], attrs, prim }) => [null, prim('gather', [g, index], { axis: attrs.axis })],
   full: none,

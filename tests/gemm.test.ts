@@ -57,7 +57,7 @@ describe('WebAssembly gemm', () => {
     kiln.manualSeed(2);
     const x = kiln.randn([67, 90]), w = kiln.randn([90, 70]);
     const want = x.matmul(w).relu().dataSync();
-    setJsKernelEnv({ gemm: null });
+    setJsKernelEnv({ gemm: null, conv: null });
     try {
       const step = kiln.compile((t: kiln.Tensor) => t.matmul(w).relu());
       const l = await step.lower(x);
@@ -65,7 +65,7 @@ describe('WebAssembly gemm', () => {
       const got = await (await step(x)).data();
       want.forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(v))));
     } finally {
-      setJsKernelEnv({ gemm });
+      setJsKernelEnv({ gemm, conv: null });
     }
   });
 });

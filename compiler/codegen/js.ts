@@ -2,6 +2,7 @@
 // Each scalar op's JavaScript spelling lives in spelling-js.ts; emit.ts turns expressions into statements.
 
 import type { DType } from '../../ir/dtype.ts';
+import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
 import { exprChildren, exprLoads, postorder, unreachable, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { contiguousView, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
@@ -153,6 +154,24 @@ function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
   return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
 }
 
+/**
+ * Convolution: the runtime's `env.conv` (runtime/conv-cpu.ts: im2col blocks through the WebAssembly
+ * gemm) computes the natural layout [N, G, Og, ...O] into a scratch; the epilogue runs per element
+ * while copying it out.
+ */
+function genConv(k: ConvKernel): string {
+  const geo = convGeometry(k.x.view.shape, k.w.view.shape, k.attrs);
+  const shape = [geo.n, geo.groups, geo.cout, ...geo.outSize];
+  const natural = shape.map((_, i) => `i${i}`);
+  const vars = k.attrs.outPerm.map((d) => natural[d]); // the output's dims in the natural loop variables
+  const epi = emitter((v) => indexOf(v, vars), { name: 'acc', dtype: 'float32' });
+  const result = epi.emit(k.epilogue);
+  const body = [`const acc = r[lin++];`, ...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, vars)}] = ${result};`];
+  const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
+  return [`const r = env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)});`, 'let lin = 0;',
+    ...nest(shape, natural, body)].join('\n');
+}
+
 function jsBody(spec: KernelSpec): string {
   const k = spec.kernel;
   switch (k.kind) {
@@ -161,6 +180,7 @@ function jsBody(spec: KernelSpec): string {
     case 'matmul': return genMatmul(k, spec.name);
     case 'gather': return genGather(k);
     case 'scatterAdd': return genScatterAdd(k);
+    case 'conv': return genConv(k);
     default: return unreachable(k, 'kernel');
   }
 }
@@ -195,9 +215,9 @@ export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonl
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
-/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD); the CPU runtime provides them before any kernel is generated. */
-export interface JsKernelEnv { gemm: unknown }
-let kernelEnv: JsKernelEnv = { gemm: null };
+/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD; `env.conv`, runtime/conv-cpu.ts); the CPU runtime provides them before any kernel is generated. */
+export interface JsKernelEnv { gemm: unknown; conv: unknown }
+let kernelEnv: JsKernelEnv = { gemm: null, conv: null };
 export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
 
 export function compileJs(spec: KernelSpec): JsKernelFn {

@@ -33,6 +33,9 @@
 //              offset must be a multiple of 4. The epilogue runs once per element in a loop over the
 //              block (not unrolled: compile time). Every variant sums in increasing k order, one product
 //              at a time.
+//   conv       an implicit GEMM (wgsl/conv.ts): per group, 32 x 32 output tiles of [Og, N * P], 16-deep slices
+//              of the weight and of the never-stored unfolded input staged in workgroup memory, 4 x 4 blocks
+//              per invocation, the epilogue per element.
 //   gather     one invocation per output element.
 //   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
 //              positions along the axis that could land on it, in increasing order (so the float32
@@ -68,6 +71,7 @@ function preludeFor(text: string): string[] {
   return [...HELPERS].filter(([name]) => used.has(name)).map(([, f]) => f);
 }
 import { Args, DEFAULT_LIMITS, indent, type Body, type WgslBinding, type WgslLimits } from './wgsl/common.ts';
+import { convKernel } from './wgsl/conv.ts';
 import { gatherKernel, scatterAddKernel } from './wgsl/indexed.ts';
 import { uniformLayout } from './wgsl/launch.ts';
 import { mapKernel } from './wgsl/map.ts';
@@ -116,6 +120,7 @@ function kernelBody(k: Kernel, args: Args, lim: WgslLimits, name: string, cap: n
     case 'matmul': return matmulKernel(k, args, lim, name, opts.matmul ?? DEFAULT_MATMUL);
     case 'gather': return gatherKernel(k, args, lim, name, cap);
     case 'scatterAdd': return scatterAddKernel(k, args, lim, name, cap);
+    case 'conv': return convKernel(k, args, lim, name);
     default: return unreachable(k, 'kernel');
   }
 }
