@@ -190,6 +190,24 @@ export const onnxLowerings: { [P in Primitive]: Lowering<P> } = {
     if (n.dtype === 'bool') e.unsupported('a matrix product of bool tensors has no ONNX Runtime kernel');
     return e.node('MatMul', [e.cast(a, e.dtypeOf(n.inputs[0]), n.dtype), e.cast(b, e.dtypeOf(n.inputs[1]), n.dtype)]);
   },
+  // kiln's grouped layout x [N, G, Cg, ...S], w [G, Og, Cg, ...K] -> [N, G, Og, ...O], permuted by outPerm:
+  // ONNX's Conv on [N, G*Cg, ...S] and [G*Og, Cg, ...K] with group G (a Reshape's 0 keeps N, the batch)
+  conv: (e, n, [x, w]) => {
+    const a = n.attrs;
+    if (a.flip || a.lhsDilation.some((d) => d !== 1)) e.unsupported('a convolution with input dilation or a flipped kernel (the transposed form of an input gradient) has no Conv form');
+    if ([...a.padLo, ...a.padHi].some((p) => p < 0)) e.unsupported(`negative padding (${a.padLo} / ${a.padHi}) has no Conv form`);
+    const [, G, Cg, ...S] = e.dimsOf(n.inputs[0]), [, Og, , ...K] = e.dimsOf(n.inputs[1]);
+    // the node's dim i is the natural layout's dim outPerm[i]
+    const O = a.outPerm.slice(3).map((_, j) => e.dimsOf(n.id)[a.outPerm.indexOf(j + 3)]);
+    const fixed = [G, Cg, Og, ...S, ...K, ...O];
+    if (!fixed.every((d): d is number => typeof d === 'number')) e.staticOnly('a convolution whose channels or spatial sizes follow the batch size');
+    const [g, cg, og] = [G, Cg, Og] as number[];
+    const x2 = e.node('Reshape', [x, e.int64s([0, g * cg, ...(S as number[])])]);
+    const w2 = e.node('Reshape', [w, e.int64s([g * og, cg, ...(K as number[])])]);
+    const y = e.node('Conv', [x2, w2], { group: int(g), kernel_shape: ints(K as number[]), strides: ints(a.stride), dilations: ints(a.dilation), pads: ints([...a.padLo, ...a.padHi]) });
+    const natural = e.node('Reshape', [y, e.int64s([0, g, og, ...(O as number[])])]);
+    return a.outPerm.every((p, i) => p === i) ? natural : e.node('Transpose', [natural], { perm: ints(a.outPerm) });
+  },
   gather: (e, n, [x, index]) => e.node('GatherElements', [x, index], { axis: int(n.attrs.axis) }),
   scatterAdd: (e, n, [index, src]) => {
     if (n.dtype === 'bool') e.unsupported('ScatterElements with reduction "add" has no bool kernel in ONNX Runtime');
