@@ -217,6 +217,19 @@ describeEachDevice('kiln.onnx.export', (device) => {
   });
 });
 
+describe('kiln.onnx.export conv', () => {
+  it('a grouped, strided Conv2d is one Conv with its group, strides and pads; the batch stays symbolic', async () => {
+    const conv = new kiln.nn.Conv2d(4, 6, 3, { stride: 2, padding: 1, groups: 2 });
+    const m = decode(await kiln.onnx.export(conv, [kiln.randn([2, 4, 8, 8])]));
+    const c = m.nodes.find((n) => n.op === 'Conv')!;
+    expect(int64(c.attrs.group.find((f) => f.no === 3)!)).toBe(2);
+    expect(packed(c.attrs.strides.find((f) => f.no === 8)!)).toEqual([2, 2]);
+    expect(packed(c.attrs.pads.find((f) => f.no === 8)!)).toEqual([1, 1, 1, 1]);
+    expect(m.inputs[0].dims).toEqual(['batch', 4, 8, 8]);
+    expect(m.outputs[0].dims).toEqual(['batch', 6, 4, 4]);
+  });
+});
+
 describe('kiln.onnx.export float64', () => {
   it('float64 inputs and weights are DOUBLE, their bytes eight each', async () => {
     const w = kiln.tensor([[0.1, 0.2], [0.3, 0.4]], { dtype: 'float64' });
