@@ -47,14 +47,14 @@ describe("kiln's split build", () => {
     for (const c of kiln.chunks.values()) expect(Object.keys(c.inputs).filter((f) => /(^|\/)acorn\//.test(f))).toEqual([]);
   });
 
-  it('the WebGPU backend, the compiler (with the tracer and provenance) and the file formats are chunks loaded on first use', () => {
+  it('the WebGPU backend, the compiler (with the tracer and provenance), the file formats and the ONNX exporter are chunks loaded on first use', () => {
     const inputs = loadedInputs();
     expect(inputs).toContain('jit/trace-error.ts'); // kiln.TraceError, for instanceof
-    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'jit/trace.ts', 'jit/source.ts', 'compiler/passes/fusion.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts']) {
+    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'jit/trace.ts', 'jit/source.ts', 'compiler/passes/fusion.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts', 'onnx/export.ts', 'onnx/proto.ts']) {
       expect(inputs, lazy).not.toContain(lazy);
     }
     // each is one import() away from the first module: the chunk its facade loads, and what that imports
-    for (const source of ['runtime/webgpu/index.ts', 'jit/compile.ts', 'runtime/serialize/index.ts']) {
+    for (const source of ['runtime/webgpu/index.ts', 'jit/compile.ts', 'runtime/serialize/index.ts', 'onnx/index.ts']) {
       const chunk = chunkFor(kiln.chunks, source);
       expect(atLoad().has(chunk)).toBe(false);
       expect([...kiln.chunks.values()].some((c) => atLoad().has(c.name) && c.dynamicImports.includes(chunk))).toBe(true);
@@ -70,6 +70,7 @@ describe('the lazy facades export what their modules export', () => {
     ['runtime/webgpu/lazy.ts', () => import('../runtime/webgpu/lazy.ts'), () => import('../runtime/webgpu/index.ts')],
     ['jit/lazy.ts', () => import('../jit/lazy.ts'), () => import('../jit/compile.ts')],
     ['runtime/serialize/lazy.ts', () => import('../runtime/serialize/lazy.ts'), () => import('../runtime/serialize/index.ts')],
+    ['onnx/lazy.ts', () => import('../onnx/lazy.ts'), () => import('../onnx/index.ts')],
   ];
   it.each(pairs)('%s', async (_, facade, full) => {
     const [f, m] = await Promise.all([facade(), full()]);
