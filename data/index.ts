@@ -204,9 +204,10 @@ export function mnist(options: MnistOptions = {}): TensorDataset {
   for (let i = 0; i < pixels.length; i++) pixels[i] = images.body[i] / 255;
   const classes = new Int32Array(n);
   for (let i = 0; i < n; i++) classes[i] = labels.body[i];
+  // A dataset lives in host memory whatever the default device (PyTorch): batches are moved by the user.
   const ds = new TensorDataset(
-    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32' }),
-    tensor(classes, { shape: [n], dtype: 'int32' }),
+    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
+    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
   );
   mnistCache.set(split, ds);
   return ds;

@@ -80,8 +80,19 @@ export function tensorName(t: Tensor): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // moving a tensor's storage in place (Module.to keeps the same Parameter objects)
 
+/** Tensors that move with a parameter (optimizer state): PyTorch users move the model, not the optimizer. */
+const companions = new WeakMap<Tensor, Tensor[]>();
+
+/** Registers `t` to move whenever `param` moves in place (Module.to / toAsync). */
+export function followParameter(param: Tensor, t: Tensor): void {
+  const list = companions.get(param);
+  if (list) list.push(t);
+  else companions.set(param, [t]);
+}
+
 /** Replaces `t`'s storage by a copy on `device`, keeping the same Tensor object (and its grad). */
 export function moveTensorInPlace(t: Tensor, device: DeviceName): void {
+  for (const c of companions.get(t) ?? []) moveTensorInPlace(c, device);
   if (t.device !== device) {
     if (t._storage === null) throw new Error(`Module.to: cannot move a symbolic (traced) tensor to '${device}'; move the module before compiling`);
     const moved = noGrad(() => t.to(device));
@@ -95,6 +106,7 @@ export function moveTensorInPlace(t: Tensor, device: DeviceName): void {
 }
 
 async function moveTensorInPlaceAsync(t: Tensor, device: DeviceName): Promise<void> {
+  for (const c of companions.get(t) ?? []) await moveTensorInPlaceAsync(c, device);
   if (t.device !== device) {
     const moved = await t.toAsync(device);
     t._storage = moved._storage;
@@ -347,6 +359,9 @@ export class Module {
    */
   loadStateDict(dict: StateDict | Map<string, Tensor>, opts: { strict?: boolean } = {}): LoadStateDictResult {
     const strict = opts.strict ?? true;
+    if (dict === null || typeof dict !== 'object') {
+      throw new Error(`loadStateDict: expected a state dict (an object or Map of name -> Tensor, e.g. from stateDict()), got ${dict === null ? 'null' : typeof dict} (nothing was changed)`);
+    }
     const given = dict instanceof Map ? dict : new Map(Object.entries(dict));
     const own = new Map(this._stateEntries());
     const missingKeys = [...own.keys()].filter((k) => !given.has(k));

@@ -28,7 +28,7 @@ function settings(name: string, opts: AdamOptions, defaultWd: number): { betas: 
 
 /**
  * `m ← β1 m + (1 − β1) g; v ← β2 v + (1 − β2) g²;
- * p ← p − lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)`, with t the step count (a tensor).
+ * p ← p − lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)`, with t the parameter's step count (a tensor).
  * Adam adds weightDecay·p to the gradient; AdamW multiplies p by 1 − lr·weightDecay first.
  */
 abstract class AdamBase extends Optimizer {
@@ -61,15 +61,15 @@ abstract class AdamBase extends Optimizer {
   protected _update(lr: Scalar): void {
     const [beta1, beta2] = this.betas;
     const { eps, weightDecay, decoupled } = this;
-    const t = this.stepCount.add_(1);
-    const device = t.device;
-    // Bias corrections as tensor ops on the step count (never stale inside a compiled step).
-    const bc1 = full([], beta1, { device }).pow(t).neg().add(1);
-    const bc2Sqrt = full([], beta2, { device }).pow(t).neg().add(1).sqrt();
-    const stepSize = full([], 1, { device }).mul(lr).div(bc1);
     this.params.forEach((p, i) => {
       let g = p.grad;
       if (g === null) return;
+      // Bias corrections as tensor ops on the parameter's own step count (never stale inside a compiled step).
+      const t = this.paramSteps[i];
+      const device = t.device;
+      const bc1 = full([], beta1, { device }).pow(t).neg().add(1);
+      const bc2Sqrt = full([], beta2, { device }).pow(t).neg().add(1).sqrt();
+      const stepSize = full([], 1, { device }).mul(lr).div(bc1);
       if (weightDecay !== 0) {
         if (decoupled) p.mul_(typeof lr === 'number' ? 1 - lr * weightDecay : lr.mul(-weightDecay).add(1));
         else g = g.add(p.mul(weightDecay));

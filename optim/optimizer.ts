@@ -4,10 +4,12 @@
 //  - no JavaScript branch depends on a value that changes from step to step (first-step and
 //    bias-correction logic is tensor arithmetic on the 0-d step-count tensor);
 //  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
-// Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
+// Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch), and each
+// parameter counts its own steps (PyTorch's state[p]['step']): one without a gradient does not advance.
+// State tensors follow their parameter when a module moves (nn/module.ts followParameter).
 
-import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, zerosLike, type DeviceName } from '../runtime/index.ts';
-import { moveTensorInPlace, tensorName } from '../nn/module.ts';
+import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, type DeviceName } from '../runtime/index.ts';
+import { followParameter, moveTensorInPlace, tensorName } from '../nn/module.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -33,8 +35,10 @@ export interface OptimizerStateDict {
 export abstract class Optimizer {
   /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
   readonly params: Tensor[];
-  /** The number of steps taken, as a 0-d float32 tensor on the parameters' device (updated in place). */
+  /** The number of step() calls, as a 0-d float32 tensor on the parameters' device (updated in place). */
   readonly stepCount: Tensor;
+  /** Per parameter, the number of steps that updated it (0-d tensors; PyTorch's state[p]['step']). */
+  readonly paramSteps: Tensor[];
   protected readonly name: string;
   private _lr: number;
 
@@ -58,6 +62,8 @@ export abstract class Optimizer {
     this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
     this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
     setLabel(this.stepCount, `${name}.stepCount`);
+    followParameter(list[0], this.stepCount);
+    this.paramSteps = list.map((p) => this.stateFor(p, 'step', []));
   }
 
   /** The learning rate (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
@@ -81,12 +87,17 @@ export abstract class Optimizer {
     const loss = closure ? enableGrad(closure) : undefined;
     noGrad(() => {
       this._syncDevices();
+      this.params.forEach((p, i) => { if (p.grad !== null) this.paramSteps[i].add_(1); });
       this._update(hostScalar(() => this._lr));
+      this.stepCount.add_(1);
     });
     return loss;
   }
 
-  /** The update itself, under noGrad; `lr` is a number eagerly and a per-call scalar while tracing. */
+  /**
+   * The update itself, under noGrad, after paramSteps advanced for the parameters with a gradient;
+   * `lr` is a number eagerly and a per-call scalar while tracing.
+   */
   protected abstract _update(lr: Scalar): void;
 
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
@@ -100,7 +111,7 @@ export abstract class Optimizer {
     const tensors: Record<string, Tensor> = {};
     noGrad(() => {
       tensors.stepCount = this.stepCount.clone();
-      this._state().forEach((ts, i) => ts.forEach((t, j) => { if (t) tensors[`state.${i}.${j}`] = t.clone(); }));
+      this._allState().forEach((ts, i) => ts.forEach(([j, t]) => { tensors[`state.${i}.${j}`] = t.clone(); }));
     });
     return { lr: this._lr, tensors };
   }
@@ -108,7 +119,7 @@ export abstract class Optimizer {
   /** Restores a stateDict() of an optimizer of the same kind over parameters of the same shapes, in place. */
   loadStateDict(dict: OptimizerStateDict): void {
     const own: [string, Tensor][] = [['stepCount', this.stepCount]];
-    this._state().forEach((ts, i) => ts.forEach((t, j) => { if (t) own.push([`state.${i}.${j}`, t]); }));
+    this._allState().forEach((ts, i) => ts.forEach(([j, t]) => own.push([`state.${i}.${j}`, t])));
     const given = dict?.tensors ?? {};
     const ownKeys = new Set(own.map(([k]) => k));
     const problems: string[] = [];
@@ -124,10 +135,25 @@ export abstract class Optimizer {
     this._lr = lr;
   }
 
+  /** Per parameter: its state slots by key (`0`, `1`, ... for _state(), then `step`). */
+  private _allState(): [string, Tensor][][] {
+    const state = this._state();
+    return this.params.map((_, i) => [
+      ...(state[i] ?? []).flatMap((t, j): [string, Tensor][] => (t ? [[String(j), t]] : [])),
+      ['step', this.paramSteps[i]],
+    ]);
+  }
+
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
   protected zerosFor(p: Tensor, slot: string): Tensor {
-    const t = noGrad(() => zerosLike(p, { requiresGrad: false }));
+    return this.stateFor(p, slot, p.shape);
+  }
+
+  /** Zero state of `shape` on the parameter's device that moves with the parameter. */
+  private stateFor(p: Tensor, slot: string, shape: readonly number[]): Tensor {
+    const t = noGrad(() => full(shape, 0, { device: p.device }));
     setLabel(t, `${tensorName(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
+    followParameter(p, t);
     return t;
   }
 
@@ -137,9 +163,9 @@ export abstract class Optimizer {
     const other = this.params.find((p) => p.device !== device);
     if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
     if (this.stepCount.device !== device) moveTensorInPlace(this.stepCount, device);
-    this._state().forEach((ts, i) => {
+    this._allState().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const t of ts) if (t && t.device !== d) moveTensorInPlace(t, d);
+      for (const [, t] of ts) if (t.device !== d) moveTensorInPlace(t, d);
     });
   }
 }

@@ -49,11 +49,11 @@ export class SGD extends Optimizer {
 
   protected _update(lr: Scalar): void {
     const { momentum, dampening, weightDecay, nesterov } = this;
-    // 1 on the first step, 1 - dampening afterwards (a tensor only when dampening matters).
-    const gradCoef: Scalar = momentum !== 0 && dampening !== 0 ? this.stepCount.minimum(1).mul(-dampening).add(1) : 1;
     this.params.forEach((p, i) => {
       const grad = p.grad;
       if (grad === null) return;
+      // 1 on the parameter's first step, 1 - dampening afterwards (a tensor only when dampening matters).
+      const gradCoef: Scalar = momentum !== 0 && dampening !== 0 ? this.paramSteps[i].sub(1).minimum(1).mul(-dampening).add(1) : 1;
       let d = weightDecay !== 0 ? grad.add(p.mul(weightDecay)) : grad;
       const buf = this.momentumBuffers[i];
       if (buf) {
@@ -63,6 +63,5 @@ export class SGD extends Optimizer {
       }
       p.sub_(d.mul(lr));
     });
-    this.stepCount.add_(1);
   }
 }

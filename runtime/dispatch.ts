@@ -2,11 +2,11 @@
 // rule validates and types the result; then it is either recorded by the active tracer (inside
 // `compile`) or run now on the tensors' device; finally the tape records it for autograd.
 
-import { vjpRules } from '../compiler/autodiff/vjp.ts';
+import { savedForBackward, vjpRules } from '../compiler/autodiff/vjp.ts';
 import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isMovement, shapeRules } from '../ir/primitives.ts';
-import { numel } from '../ir/shape.ts';
+import { fmt, numel } from '../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
@@ -50,11 +50,25 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
   const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
-  if (isMovement(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
+  if (isMovement(prim) && (tracer || result._storage === inputs[0]._storage)) {
+    result._base = inputs[0]._base ?? inputs[0];
+    result._vc = inputs[0]._vc;
+  }
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
-    const node: GradNode = { name: gradName(prim), inputs, vjp: (g) => rule(g, ctx) };
+    const name = gradName(prim);
+    // The rule reads these tensors' values later: an in-place write before backward is an error (PyTorch).
+    const saved = savedForBackward(prim, inputs, result);
+    const versions = saved.map((t) => t._version);
+    const check = (): void => saved.forEach((t, i) => {
+      if (t._version !== versions[i]) {
+        throw new Error(`backward: one of the variables needed for gradient computation has been modified by an inplace operation: ` +
+          `a tensor of shape ${fmt(t.shape)} saved by ${name} is at version ${t._version}; expected version ${versions[i]} ` +
+          `(compute the new value out of place, or modify it only after backward)`);
+      }
+    });
+    const node: GradNode = { name, inputs, vjp: (g) => rule(g, ctx), check };
     result._setGradNode(node);
   }
   return result;

@@ -2,10 +2,10 @@
 // execution and tracing); composite ops (softmax, mean, clamp, indexing, ...) are written here in
 // terms of primitives, so autodiff and fusion cover them for free.
 
-import { type DType, type TypedArray } from '../ir/dtype.ts';
+import { DTYPES, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
-import { contiguousView, type View } from '../ir/view.ts';
+import { contiguousView, reshapeView, type View } from '../ir/view.ts';
 import { isGradEnabled, noGrad, runBackward, type BackwardOptions, type GradNode } from './autograd.ts';
 import { backendFor, checkDevice, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
 import { activeTracer, contiguous, dispatch, writeInto } from './dispatch.ts';
@@ -27,7 +27,8 @@ export class Tensor {
   _ctx: GradNode | null = null;
   _requiresGrad = false;
   _grad: Tensor | null = null;
-  _version = 0;
+  /** PyTorch's version counter: bumped by every in-place write; shared by views and detach() aliases */
+  _vc: { n: number } = { n: 0 };
   /** the tensor this one is a view of (shares its storage or, while tracing, its value) */
   _base: Tensor | null = null;
 
@@ -51,8 +52,11 @@ export class Tensor {
   _alias(): Tensor {
     const t = new Tensor(this.shape, this.dtype, this.device, this._storage, this._view);
     t._sym = this._sym;
+    t._vc = this._vc;
     return t;
   }
+  get _version(): number { return this._vc.n; }
+  set _version(n: number) { this._vc.n = n; }
   _setGradNode(node: GradNode): void {
     this._ctx = node;
     this._requiresGrad = true;
@@ -206,16 +210,25 @@ export class Tensor {
   }
   max(dim?: Dims, keepdim = false): Tensor {
     const axes = normAxes('max', dim, this.ndim);
-    if (this.numel() === 0) throw new Error('max: cannot reduce an empty tensor');
+    checkNonEmptyReduction('max', this, axes);
     return renamed(dropAxes(dispatch('max', [this], { axes }), axes, keepdim), 'MaxBackward');
   }
-  min(dim?: Dims, keepdim = false): Tensor { return renamed(this.neg().max(dim, keepdim).neg(), 'MinBackward'); }
-  argmax(dim?: number, keepdim = false): Tensor {
-    if (dim === undefined) return dispatch('argmax', [this.reshape([-1])], { axis: 0 }).reshape([]);
-    const axis = normDim('argmax', dim, this.ndim);
-    return dropAxes(dispatch('argmax', [this], { axis }), [axis], keepdim);
+  min(dim?: Dims, keepdim = false): Tensor {
+    checkNonEmptyReduction('min', this, normAxes('min', dim, this.ndim));
+    return renamed(this.neg().max(dim, keepdim).neg(), 'MinBackward');
   }
-  argmin(dim?: number, keepdim = false): Tensor { return this.neg().argmax(dim, keepdim); }
+  argmax(dim?: number, keepdim = false): Tensor { return this._argmax('argmax', this, dim, keepdim); }
+  argmin(dim?: number, keepdim = false): Tensor { return this._argmax('argmin', this.neg(), dim, keepdim); }
+  private _argmax(op: string, x: Tensor, dim: number | undefined, keepdim: boolean): Tensor {
+    if (dim === undefined) {
+      if (x.numel() === 0) throw new Error(`${op}: cannot take the ${op} of an empty tensor (shape ${fmt(x.shape)}) without a dim`);
+      return dispatch('argmax', [x.reshape([-1])], { axis: 0 }).reshape([]);
+    }
+    const axis = normDim(op, dim, x.ndim);
+    if (x.ndim === 0) return full([], 0, { dtype: 'int32', device: x.device });
+    checkNonEmptyReduction(op, x, [axis]);
+    return dropAxes(dispatch('argmax', [x], { axis }), [axis], keepdim);
+  }
   logsumexp(dim: Dims, keepdim = false): Tensor {
     const axes = normAxes('logsumexp', dim, this.ndim);
     // Shift by the (detached) max for stability; an infinite max shifts by 0 instead.
@@ -244,11 +257,20 @@ export class Tensor {
   }
 
   // ---- shape ----
-  reshape(shape: readonly number[]): Tensor {
-    const s = inferShape('reshape', this.shape, shape);
+  /** reshape([2, 3]) or, as PyTorch, reshape(2, 3) */
+  reshape(shape: readonly number[] | number, ...more: number[]): Tensor {
+    const s = inferShape('reshape', this.shape, typeof shape === 'number' ? [shape, ...more] : shape);
     return sameShape(s, this.shape) ? this : dispatch('reshape', [this], { shape: s });
   }
-  view(shape: readonly number[]): Tensor { return this.reshape(shape); }
+  /** reshape() that never copies: a layout it cannot view throws (PyTorch), naming reshape. */
+  view(shape: readonly number[] | number, ...more: number[]): Tensor {
+    const s = inferShape('view', this.shape, typeof shape === 'number' ? [shape, ...more] : shape);
+    if (this._storage !== null && !reshapeView(this._view, s)) {
+      throw new Error(`view: size and stride of this tensor (shape ${fmt(this.shape)}, strides ${fmt(this._view.strides)}) are not compatible with the view ${fmt(s)}: ` +
+        'at least one dimension spans across two contiguous subspaces. Use .reshape(...) instead.');
+    }
+    return this.reshape(s);
+  }
   flatten(startDim = 0, endDim = -1): Tensor {
     if (this.ndim === 0) return this.reshape([1]);
     const s = normDim('flatten', startDim, this.ndim), e = normDim('flatten', endDim, this.ndim);
@@ -307,6 +329,7 @@ export class Tensor {
   }
   indexSelect(dim: number, indices: Tensor): Tensor {
     const d = normDim('indexSelect', dim, this.ndim);
+    checkTensor('indexSelect', 'indices', indices);
     if (indices.dtype !== 'int32') throw new Error(`indexSelect: expected indices of dtype int32, got ${indices.dtype}`);
     if (indices.ndim > 1) throw new Error(`indexSelect: indices must be 0-D or 1-D, got shape ${fmt(indices.shape)}`);
     checkIndexRange('indexSelect', indices, this.shape[d], d);
@@ -317,6 +340,7 @@ export class Tensor {
   }
   gather(dim: number, index: Tensor): Tensor {
     const d = normDim('gather', dim, this.ndim);
+    checkTensor('gather', 'index', index);
     if (index.dtype !== 'int32') throw new Error(`gather: expected index of dtype int32, got ${index.dtype}`);
     if (index.ndim !== this.ndim) throw new Error(`gather: index ${fmt(index.shape)} must have as many dimensions as input ${fmt(this.shape)}`);
     index.shape.forEach((s, i) => {
@@ -343,8 +367,13 @@ export class Tensor {
     return this;
   }
   private _checkInplace(op: string): void {
-    if (this.isLeaf && this._requiresGrad && isGradEnabled()) {
+    if (!isGradEnabled()) return;
+    if (this.isLeaf && this._requiresGrad) {
       throw new Error(`${op}: a leaf tensor that requires grad is being used in an in-place operation (wrap the update in kiln.noGrad(() => ...))`);
+    }
+    const base = this._base;
+    if (base && base.isLeaf && base._requiresGrad) {
+      throw new Error(`${op}: a view (shape ${fmt(this.shape)}) of a leaf tensor that requires grad (shape ${fmt(base.shape)}) is being used in an in-place operation (wrap the update in kiln.noGrad(() => ...))`);
     }
   }
   add_(o: TensorLike): this { this._checkInplace('add_'); return this._inplace('add_', this.add(o)); }
@@ -352,14 +381,17 @@ export class Tensor {
   mul_(o: TensorLike): this { this._checkInplace('mul_'); return this._inplace('mul_', this.mul(o)); }
   div_(o: TensorLike): this { this._checkInplace('div_'); return this._inplace('div_', this.div(o)); }
   clamp_(min?: number | null, max?: number | null): this { this._checkInplace('clamp_'); return this._inplace('clamp_', this.clamp(min, max)); }
-  fill_(value: number | Tensor): this {
-    this._checkInplace('fill_');
+  fill_(value: number | Tensor): this { return this._fill('fill_', value); }
+  zero_(): this { return this._fill('zero_', 0); }
+  private _fill(op: string, value: number | Tensor): this {
+    this._checkInplace(op);
+    if (!(value instanceof Tensor) && typeof value !== 'number' && typeof value !== 'boolean') throw new Error(`${op}: expected a number or a one-element Tensor, got ${describe(value)}`);
     const v = value instanceof Tensor ? value : scalar(value, this);
-    if (v.numel() !== 1) throw new Error(`fill_: expected a one-element value, got shape ${fmt(v.shape)}`);
-    return this._inplace('fill_', v.reshape([]).expand(this.shape));
+    if (v.numel() !== 1) throw new Error(`${op}: expected a one-element value, got shape ${fmt(v.shape)}`);
+    return this._inplace(op, v.reshape([]).expand(this.shape));
   }
-  zero_(): this { return this.fill_(0); }
   copy_(src: Tensor): this {
+    checkTensor('copy_', 'src', src);
     this._checkInplace('copy_');
     const s = src.device === this.device ? src : src.to(this.device);
     return this._inplace('copy_', expandTo('copy_', s, this.shape));
@@ -456,7 +488,32 @@ export function expandTo(op: string, t: Tensor, shape: readonly number[]): Tenso
   return dispatch('expand', [t], { shape: [...shape] });
 }
 
+/** What a bad argument is, for error messages. */
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `the string '${v}'`;
+  return typeof v === 'object' ? `an object (${(v as object).constructor?.name ?? 'Object'})` : typeof v;
+}
+
+function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
+  if (!(v instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${describe(v)}`);
+}
+
+function checkOperand(op: string, v: unknown): asserts v is TensorLike {
+  if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') {
+    throw new Error(`${op}: expected a Tensor, a number or a boolean as operand, got ${describe(v)}`);
+  }
+}
+
+/** Reducing over an empty extent has no identity for max/argmax (PyTorch raises). */
+function checkNonEmptyReduction(op: string, x: Tensor, axes: readonly number[]): void {
+  const empty = x.ndim === 0 ? false : axes.some((a) => x.shape[a] === 0);
+  if (empty) throw new Error(`${op}: cannot reduce over a dimension of size 0 (input shape ${fmt(x.shape)}, dims ${fmt(axes)}); PyTorch raises as well`);
+}
+
 function binary(prim: Primitive, a: Tensor, b: TensorLike): Tensor {
+  checkOperand(prim, b);
   const bt = b instanceof Tensor ? b : scalar(b, a);
   const shape = broadcastShapes(prim, a.shape, bt.shape);
   return dispatch(prim, [expandTo(prim, a, shape), expandTo(prim, bt, shape)], {} as PrimAttrs[typeof prim]);
@@ -471,6 +528,8 @@ function checkIndexRange(op: string, index: Tensor, size: number, dim: number): 
 }
 
 export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkTensor('matmul', 'the first operand', a);
+  checkTensor('matmul', 'the second operand', b);
   if (a.ndim === 0 || b.ndim === 0) throw new Error(`matmul: both arguments need at least 1 dimension, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
   const ka = a.shape[a.ndim - 1], kb = b.shape[b.ndim === 1 ? 0 : b.ndim - 2];
   if (ka !== kb) throw new Error(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied (${ka} != ${kb})`);
@@ -486,6 +545,9 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 }
 
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  checkTensor('where', 'the condition', cond);
+  checkOperand('where', a);
+  checkOperand('where', b);
   if (cond.dtype !== 'bool') throw new Error(`where: expected condition of dtype bool, got ${cond.dtype}`);
   const like = a instanceof Tensor ? a : b instanceof Tensor ? b : cond;
   const ta = a instanceof Tensor ? a : scalar(a, like.dtype === 'bool' ? full([], 0, { device: cond.device }) : like);
@@ -494,8 +556,15 @@ export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
   return dispatch('where', [expandTo('where', cond, shape), expandTo('where', ta, shape), expandTo('where', tb, shape)], {});
 }
 
+/** A list of tensors for cat/stack, checked element by element. */
+function checkTensorList(op: string, tensors: unknown): asserts tensors is readonly Tensor[] {
+  if (!Array.isArray(tensors)) throw new Error(`${op}: expected an array of Tensors, got ${describe(tensors)}`);
+  if (tensors.length === 0) throw new Error(`${op}: expected a non-empty list of tensors`);
+  tensors.forEach((t, i) => { if (!(t instanceof Tensor)) throw new Error(`${op}: expected a list of Tensors, but element ${i} is ${describe(t)}`); });
+}
+
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
-  if (tensors.length === 0) throw new Error('cat: expected a non-empty list of tensors');
+  checkTensorList('cat', tensors);
   const first = tensors[0];
   const d = normDim('cat', dim, first.ndim);
   for (const t of tensors) {
@@ -517,7 +586,7 @@ export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
 }
 
 export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
-  if (tensors.length === 0) throw new Error('stack: expected a non-empty list of tensors');
+  checkTensorList('stack', tensors);
   const d = normDim('stack', dim, tensors[0].ndim, 1);
   for (const t of tensors) {
     if (!sameShape(t.shape, tensors[0].shape)) throw new Error(`stack: expects each tensor to be equal size, but got ${fmt(tensors[0].shape)} and ${fmt(t.shape)}`);
@@ -528,8 +597,14 @@ export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
 export interface CreationOptions { dtype?: DType; device?: DeviceName; requiresGrad?: boolean }
 
 /** Creates a filled tensor (through the dispatcher, so tracing records a constant). */
+/** The dtype asked for, checked (a clear error instead of an internal one for 'float64' or a typo). */
+export function checkDtype(op: string, dtype: unknown): DType | undefined {
+  if (dtype === undefined || DTYPES.includes(dtype as DType)) return dtype as DType | undefined;
+  throw new Error(`${op}: unsupported dtype ${JSON.stringify(dtype)} (expected one of ${DTYPES.join(', ')})`);
+}
+
 export function full(shape: readonly number[], value: number | boolean, opts: CreationOptions = {}): Tensor {
-  const dtype = opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32');
+  const dtype = checkDtype('full', opts.dtype) ?? (typeof value === 'boolean' ? 'bool' : 'float32');
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`full: invalid shape ${fmt(shape)}`);
   const t = noGrad(() => dispatch('full', [], { shape: [...shape], value: Number(value), dtype }, checkDevice(opts.device ?? getDefaultDevice())));
   if (opts.requiresGrad) t.requiresGrad = true;

@@ -241,7 +241,7 @@ describe('Optimizer.stateDict / loadStateDict', () => {
     const a = make();
     linearStep(a.opt, [a.p], [[1, -1]]);
     const sd = a.opt.stateDict();
-    expect(Object.keys(sd.tensors)).toEqual(['stepCount', 'state.0.0', 'state.0.1']);
+    expect(Object.keys(sd.tensors)).toEqual(['stepCount', 'state.0.0', 'state.0.1', 'state.0.step']);
     const b = make();
     kiln.noGrad(() => b.p.copy_(a.p));
     b.opt.lr = 0.5;
