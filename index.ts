@@ -4,5 +4,5 @@ export * as nn from './nn/index.ts';
 export * as F from './nn/functional.ts';
 export * as optim from './optim/index.ts';
 export * as webgpu from './runtime/webgpu/index.ts';
-export { compile, TraceError, type CompileOptions, type CompiledFunction, type Lowered } from './compiler/compile.ts';
+export { compile, TraceError, type CompileOptions, type CompiledFunction, type Lowered } from './jit/compile.ts';
 export * as data from './data/index.ts';

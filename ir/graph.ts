@@ -5,13 +5,17 @@
 import type { DType } from './dtype.ts';
 import type { PrimAttrs, Primitive } from './primitives.ts';
 import { fmt } from './shape.ts';
+import type { View } from './view.ts';
 
 export type Phase = 'forward' | 'backward' | 'update';
 
-/** Where an input node's value comes from at call time. `ref` is a runtime object the IR does not inspect. */
+/**
+ * Where an input node's value comes from at call time. `ref` is a runtime object the IR does not inspect;
+ * a capture records the view it had when traced (a guard keeps it so), which is how fusion reads it.
+ */
 export type InputSource =
   | { kind: 'arg'; index: number }
-  | { kind: 'capture'; ref: unknown; label: string }
+  | { kind: 'capture'; ref: unknown; label: string; view: View }
   | { kind: 'grad'; ref: unknown; label: string }
   | { kind: 'host'; read: () => number; label: string };
 

@@ -1,5 +1,5 @@
 // The primitive set: every op kiln can run is one of these. Each has exactly one shape/dtype rule here,
-// one VJP rule in compiler/autodiff/vjp.ts and one kernel template per backend (compiler/lower.ts
+// one VJP rule in runtime/vjp.ts and one kernel template per backend (compiler/lower.ts
 // builds the backend-neutral kernel; compiler/codegen/{js,wgsl}.ts spell out each scalar op).
 
 import { type DType, isFloat, promote } from './dtype.ts';

@@ -4,7 +4,7 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
-import { noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
+import { givenLabel, noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameter
@@ -60,62 +60,13 @@ export const Parameter = ParameterImpl as unknown as ParameterConstructor;
 export type Parameter = Tensor;
 
 // ---------------------------------------------------------------------------------------------
-// names for compile's listings (`fc1.weight` instead of `t3[512, 784]`)
-
-const names = new WeakMap<Tensor, string>();
+// names for compile's listings (`fc1.weight` instead of `t3[512, 784]`), kept in runtime/host.ts
 
 /** Names a parameter or buffer for IR listings; the longest dotted name (seen from the outermost module) wins. */
 function nameTensor(t: Tensor, name: string): void {
-  const old = names.get(t);
+  const old = givenLabel(t);
   if (old !== undefined && old.split('.').length >= name.split('.').length) return;
-  names.set(t, name);
   setLabel(t, name);
-}
-
-/** The dotted name a Module gave this tensor (`fc1.weight`), if any. */
-export function tensorName(t: Tensor): string | undefined {
-  return names.get(t);
-}
-
-// ---------------------------------------------------------------------------------------------
-// moving a tensor's storage in place (Module.to keeps the same Parameter objects)
-
-/** Tensors that move with a parameter (optimizer state): PyTorch users move the model, not the optimizer. */
-const companions = new WeakMap<Tensor, Tensor[]>();
-
-/** Registers `t` to move whenever `param` moves in place (Module.to / toAsync). */
-export function followParameter(param: Tensor, t: Tensor): void {
-  const list = companions.get(param);
-  if (list) list.push(t);
-  else companions.set(param, [t]);
-}
-
-/** Replaces `t`'s storage by a copy on `device`, keeping the same Tensor object (and its grad). */
-export function moveTensorInPlace(t: Tensor, device: DeviceName): void {
-  for (const c of companions.get(t) ?? []) moveTensorInPlace(c, device);
-  if (t.device !== device) {
-    if (t._storage === null) throw new Error(`Module.to: cannot move a symbolic (traced) tensor to '${device}'; move the module before compiling`);
-    const moved = noGrad(() => t.to(device));
-    t._storage = moved._storage;
-    t._view = moved._view;
-    (t as unknown as { device: DeviceName }).device = device;
-    t._version++;
-  }
-  const g = t.grad;
-  if (g && g.device !== device) t.grad = noGrad(() => g.to(device));
-}
-
-async function moveTensorInPlaceAsync(t: Tensor, device: DeviceName): Promise<void> {
-  for (const c of companions.get(t) ?? []) await moveTensorInPlaceAsync(c, device);
-  if (t.device !== device) {
-    const moved = await t.toAsync(device);
-    t._storage = moved._storage;
-    t._view = moved._view;
-    (t as unknown as { device: DeviceName }).device = device;
-    t._version++;
-  }
-  const g = t.grad;
-  if (g && g.device !== device) t.grad = await g.toAsync(device);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,13 +270,13 @@ export class Module {
   // ---- devices ----
   /** Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this. */
   to(device: DeviceName): this {
-    for (const t of [...this.parameters(), ...this.buffers()]) moveTensorInPlace(t, device);
+    for (const t of [...this.parameters(), ...this.buffers()]) t._moveTo(device, 'Module.to');
     return this;
   }
 
   /** Like to(), but can also move from WebGPU to the CPU (reading a GPU buffer is asynchronous). */
   async toAsync(device: DeviceName): Promise<this> {
-    for (const t of [...this.parameters(), ...this.buffers()]) await moveTensorInPlaceAsync(t, device);
+    for (const t of [...this.parameters(), ...this.buffers()]) await t._moveToAsync(device);
     return this;
   }
 

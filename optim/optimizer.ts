@@ -6,10 +6,9 @@
 //  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch), and each
 // parameter counts its own steps (PyTorch's state[p]['step']): one without a gradient does not advance.
-// State tensors follow their parameter when a module moves (nn/module.ts followParameter).
+// State tensors follow their parameter when a module moves it (Tensor._addFollower).
 
-import { enableGrad, full, hostScalar, noGrad, setLabel, Tensor, type DeviceName } from '../runtime/index.ts';
-import { followParameter, moveTensorInPlace, tensorName } from '../nn/module.ts';
+import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, type DeviceName } from '../runtime/index.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -62,7 +61,7 @@ export abstract class Optimizer {
     this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
     this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
     setLabel(this.stepCount, `${name}.stepCount`);
-    followParameter(list[0], this.stepCount);
+    list[0]._addFollower(this.stepCount);
     this.paramSteps = list.map((p) => this.stateFor(p, 'step', []));
   }
 
@@ -152,8 +151,8 @@ export abstract class Optimizer {
   /** Zero state of `shape` on the parameter's device that moves with the parameter. */
   private stateFor(p: Tensor, slot: string, shape: readonly number[]): Tensor {
     const t = noGrad(() => full(shape, 0, { device: p.device }));
-    setLabel(t, `${tensorName(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
-    followParameter(p, t);
+    setLabel(t, `${givenLabel(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
+    p._addFollower(t);
     return t;
   }
 
@@ -162,10 +161,10 @@ export abstract class Optimizer {
     const device: DeviceName = this.params[0].device;
     const other = this.params.find((p) => p.device !== device);
     if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
-    if (this.stepCount.device !== device) moveTensorInPlace(this.stepCount, device);
+    if (this.stepCount.device !== device) this.stepCount._moveTo(device, this.name);
     this._allState().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const [, t] of ts) if (t.device !== d) moveTensorInPlace(t, d);
+      for (const [, t] of ts) if (t.device !== d) t._moveTo(d, this.name);
     });
   }
 }

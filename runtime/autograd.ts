@@ -1,5 +1,5 @@
 // The eager autograd tape: grad mode, graph nodes, and a topological (non-recursive) backward pass.
-// The VJP rules themselves live in compiler/autodiff/vjp.ts; inside `compile` the same pass runs on
+// The VJP rules themselves live in runtime/vjp.ts; inside `compile` the same pass runs on
 // symbolic tensors and so records the backward IR.
 
 import { fmt, sameShape } from '../ir/shape.ts';

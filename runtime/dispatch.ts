@@ -2,7 +2,7 @@
 // rule validates and types the result; then it is either recorded by the active tracer (inside
 // `compile`) or run now on the tensors' device; finally the tape records it for autograd.
 
-import { savedForBackward, vjpRules } from '../compiler/autodiff/vjp.ts';
+import { savedForBackward, vjpRules } from './vjp.ts';
 import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isMovement, shapeRules } from '../ir/primitives.ts';
@@ -12,7 +12,7 @@ import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
 import { Tensor } from './tensor.ts';
 
-/** Hooks a tracer installs to turn dispatches into IR (compiler/trace.ts). */
+/** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
   record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor;
   /** `target`'s value is replaced by `value` (an in-place op). */

@@ -33,16 +33,23 @@ export function captureGuards(captured: ReadonlySet<Tensor>): HostGuard[] {
   return captureGuardProviders.flatMap((p) => p(captured));
 }
 
-const labels = new WeakMap<Tensor, string>();
+// The one name registry for tensors. A name the library gave (`given`) is kept apart from an
+// automatic one so that callers can ask whether a tensor has been named (givenLabel).
+const labels = new WeakMap<Tensor, { label: string; given: boolean }>();
 let labelCount = 0;
 /** A stable short name for a tensor in compile's listings (`t3[512, 784]`, or what the library set). */
 export function labelOf(t: Tensor): string {
   let l = labels.get(t);
   if (!l) {
-    l = `t${labelCount++}${fmt(t.shape)}`;
+    l = { label: `t${labelCount++}${fmt(t.shape)}`, given: false };
     labels.set(t, l);
   }
-  return l;
+  return l.label;
 }
 /** Lets the library name captured tensors (e.g. a module names its parameters `fc1.weight`). */
-export function setLabel(t: Tensor, label: string): void { labels.set(t, label); }
+export function setLabel(t: Tensor, label: string): void { labels.set(t, { label, given: true }); }
+/** The name setLabel gave `t`, if any (never an automatic one). */
+export function givenLabel(t: Tensor): string | undefined {
+  const l = labels.get(t);
+  return l?.given ? l.label : undefined;
+}

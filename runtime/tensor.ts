@@ -414,6 +414,37 @@ export class Tensor {
     return t;
   }
   cpu(): Tensor { return this.to('cpu'); }
+
+  /**
+   * Moves this tensor's storage and its .grad to `device` in place, keeping the same object, so that
+   * whoever holds it (a module, an optimizer) still does: Module.to. `who` names the caller in errors.
+   */
+  /** Registers `t` (optimizer state) to move whenever this tensor moves in place: users move the model, not the optimizer. */
+  _addFollower(t: Tensor): void { (this._followers ??= []).push(t); }
+  private _followers: Tensor[] | null = null;
+  _moveTo(device: DeviceName, who: string): void {
+    for (const f of this._followers ?? []) f._moveTo(device, who);
+    if (this.device !== device) {
+      if (this._storage === null) throw new Error(`${who}: cannot move a symbolic (traced) tensor to '${device}'; move it before compiling`);
+      this._adopt(noGrad(() => this.to(device)));
+    }
+    const g = this.grad;
+    if (g && g.device !== device) this.grad = noGrad(() => g.to(device));
+  }
+  /** _moveTo that can also move from WebGPU to the CPU (reading a GPU buffer is asynchronous). */
+  async _moveToAsync(device: DeviceName): Promise<void> {
+    for (const f of this._followers ?? []) await f._moveToAsync(device);
+    if (this.device !== device) this._adopt(await this.toAsync(device));
+    const g = this.grad;
+    if (g && g.device !== device) this.grad = await g.toAsync(device);
+  }
+  /** Takes over `moved`'s storage, view and device (a new version: views of the old storage are stale). */
+  private _adopt(moved: Tensor): void {
+    this._storage = moved._storage;
+    this._view = moved._view;
+    (this as { device: DeviceName }).device = moved.device;
+    this._version++;
+  }
 }
 
 // ---- helpers used by the methods above ----

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
-import type { Lowered } from '../compiler/compile.ts';
+import type { Lowered } from '../jit/compile.ts';
 import type { Graph, Node } from '../ir/graph.ts';
 import { describeEachDevice } from './devices.ts';
 import { expectValues, values } from './golden.ts';

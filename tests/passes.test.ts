@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { Graph, type Node } from '../ir/graph.ts';
 import type { DType } from '../ir/dtype.ts';
-import { trace } from '../compiler/trace.ts';
+import { trace } from '../jit/trace.ts';
 import { simplify } from '../compiler/passes/simplify.ts';
 import { cse } from '../compiler/passes/cse.ts';
 import { dce } from '../compiler/passes/dce.ts';

@@ -2,7 +2,7 @@
 // reductions; compiled steps on WebGPU use them, with the same results as one pass.
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
-import { trace } from '../compiler/trace.ts';
+import { trace } from '../jit/trace.ts';
 import { splitReductions } from '../compiler/passes/split-reduce.ts';
 import { describeEachDevice } from './devices.ts';
 

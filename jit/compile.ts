@@ -1,19 +1,15 @@
 // compile(): trace a step once per signature, differentiate and optimize it, fuse it into kernels,
-// plan its memory, and from then on run only the generated kernels (DESIGN.md, API.md "compile").
+// plan its memory (compiler/pipeline.ts), and from then on run only the generated kernels
+// (DESIGN.md, API.md "compile"). KILN_DUMP=dir writes every listing; KILN_VERIFY=1 verifies every stage.
 
-import { formatNode, type Graph, type InputSource, type Node, type Phase } from '../ir/graph.ts';
-import { contiguousView, type View } from '../ir/view.ts';
+import { formatNode, type Phase } from '../ir/graph.ts';
+import { runPipeline, type Pipelined } from '../compiler/pipeline.ts';
+import { GraphListing, MemoryListing, ScheduleListing } from '../compiler/print.ts';
 import { isGradEnabled } from '../runtime/autograd.ts';
-import { backendFor, getDefaultDevice, type DeviceName } from '../runtime/device.ts';
-import { Executable } from '../runtime/executor.ts';
+import { backendFor, getDefaultDevice, type Backend, type DeviceName } from '../runtime/device.ts';
 import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
-import { cse } from './passes/cse.ts';
-import { dce } from './passes/dce.ts';
-import { schedule, type Schedule } from './passes/fusion.ts';
-import { planMemory, type MemoryPlan } from './passes/memory.ts';
-import { simplify } from './passes/simplify.ts';
-import { splitReductions } from './passes/split-reduce.ts';
+import { Executable } from './executor.ts';
 import { trace, TraceError, type Guard } from './trace.ts';
 
 export interface CompileOptions {
@@ -23,16 +19,6 @@ export interface CompileOptions {
   fuse?: boolean;
 }
 
-/** A readable IR listing (`toString()`), one node per line. */
-export class GraphListing {
-  constructor(readonly title: string, readonly graph: Graph, readonly nodes: readonly Node[], private showOutputs: boolean) {}
-  toString(): string {
-    const lines = [`${this.title}: ${this.nodes.length} nodes`, ...this.nodes.map(formatNode)];
-    if (this.showOutputs) for (const o of this.graph.outputs) lines.push(`  ${o.kind.padEnd(6)} ${o.label} <- ${o.node === null ? 'null' : '%' + o.node}`);
-    return lines.join('\n');
-  }
-}
-
 export interface KernelListing { name: string; language: 'wgsl' | 'js'; source: string; ops: string[] }
 
 export interface Lowered {
@@ -40,6 +26,12 @@ export interface Lowered {
   backward: GraphListing;
   update: GraphListing;
   optimized: GraphListing;
+  /** every stage of the pipeline, in order: 'traced', then one per graph pass (compiler/pipeline.ts) */
+  stages: GraphListing[];
+  /** the kernels in launch order with the buffers each reads and writes */
+  schedule: ScheduleListing;
+  /** pooled buffer slots, their sizes and the lifetimes of the buffers sharing them */
+  memory: MemoryListing;
   kernels: KernelListing[];
   /** bytes of pooled intermediate buffers */
   peakBytes: number;
@@ -79,22 +71,10 @@ function signature(args: readonly Tensor[], device: DeviceName): string {
 
 function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
   const traced = trace(fn, args, device);
-  const g0 = traced.graph;
-  let g = dce(simplify(cse(simplify(g0))));
-  g = dce(cse(g));
-  // A GPU wants long reductions in two passes; on the CPU one loop is best.
-  if (device === 'webgpu') g = splitReductions(g, { minExtent: 1 << 16, maxOutputs: 64 });
-  const inputViews = new Map<number, View>();
-  for (const n of g.nodes) {
-    if (n.op !== 'input') continue;
-    const src = n.attrs as InputSource;
-    inputViews.set(n.id, src.kind === 'capture' ? (src.ref as Tensor)._view : contiguousView(n.shape));
-  }
-  const maxArgs = backendFor(device).maxKernelArgs();
-  const sched = schedule(g, { fuse, inputViews, maxArgs });
-  const plan = planMemory(g, sched);
-  const exec = new Executable(g, sched, plan, device, traced.returns);
-  const lowered = listings(g0, g, sched, plan, device);
+  const backend = backendFor(device);
+  const p = runPipeline(traced.graph, { fuse, maxArgs: backend.maxKernelArgs(), splitReductions: device === 'webgpu', verify: env('KILN_VERIFY') === '1' });
+  const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns);
+  const lowered = listings(p, backend);
   const dir = env('KILN_DUMP');
   if (dir) dump(dir, lowered);
   return {
@@ -103,10 +83,10 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   };
 }
 
-
-function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device: DeviceName): Lowered {
-  const phase = (p: Phase) => g0.nodes.filter((n) => n.phase === p && n.op !== 'input');
-  const backend = backendFor(device);
+function listings(p: Pipelined, backend: Backend): Lowered {
+  const { graph: g, schedule: sched, plan } = p;
+  const g0 = p.stages[0].graph;
+  const phase = (ph: Phase) => g0.nodes.filter((n) => n.phase === ph && n.op !== 'input');
   const kernels = sched.kernels.map((k): KernelListing => {
     const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
     const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
@@ -118,6 +98,9 @@ function listings(g0: Graph, g: Graph, sched: Schedule, plan: MemoryPlan, device
     backward: new GraphListing('backward', g0, phase('backward'), false),
     update: new GraphListing('update', g0, phase('update'), true),
     optimized: new GraphListing(`optimized (${sched.kernels.length} kernels, ${plan.peakBytes} bytes of temporaries)`, g, g.nodes, true),
+    stages: p.stages.map((s) => new GraphListing(s.name, s.graph, s.graph.nodes, true)),
+    schedule: new ScheduleListing(g, sched),
+    memory: new MemoryListing(g, sched, plan),
     kernels,
     peakBytes: plan.peakBytes,
   };
@@ -128,7 +111,8 @@ function dump(dir: string, l: Lowered): void {
   const { join } = requireNode(nodePath, 'KILN_DUMP');
   mkdirSync(dir, { recursive: true });
   const n = dumpCount++;
-  for (const part of ['forward', 'backward', 'update', 'optimized'] as const) writeFileSync(join(dir, `step${n}.${part}.txt`), l[part].toString() + '\n');
+  for (const part of ['forward', 'backward', 'update', 'optimized', 'schedule', 'memory'] as const) writeFileSync(join(dir, `step${n}.${part}.txt`), l[part].toString() + '\n');
+  l.stages.forEach((st, i) => writeFileSync(join(dir, `step${n}.stage${i}.${st.title}.txt`), st.toString() + '\n'));
   l.kernels.forEach((k, i) => writeFileSync(join(dir, `step${n}.kernel${i}.${k.name}.${k.language}`), k.source + '\n'));
 }
 

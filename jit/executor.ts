@@ -9,11 +9,11 @@ import { contiguousView, isContiguous } from '../ir/view.ts';
 import { copyKernel } from '../compiler/lower.ts';
 import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
-import type { ReturnTree } from '../compiler/trace.ts';
-import { noGrad } from './autograd.ts';
-import { backendFor, type Backend, type BoundArg, type DeviceName, type Storage } from './device.ts';
-import { contiguous } from './dispatch.ts';
-import { Tensor } from './tensor.ts';
+import type { ReturnTree } from './trace.ts';
+import { noGrad } from '../runtime/autograd.ts';
+import { backendFor, type Backend, type BoundArg, type DeviceName, type Storage } from '../runtime/device.ts';
+import { contiguous } from '../runtime/dispatch.ts';
+import { Tensor } from '../runtime/tensor.ts';
 
 type Launch = (args: readonly BoundArg[]) => void;
 

@@ -78,7 +78,7 @@ class Recorder implements Tracer {
     let id = this.values.get(t);
     if (id === undefined) {
       const view = t._view, storage = t._storage;
-      id = this.input({ kind: 'capture', ref: t, label: labelOf(t) }, t);
+      id = this.input({ kind: 'capture', ref: t, label: labelOf(t), view }, t);
       this.values.set(t, id);
       this.guards.push({ check: () => t._storage === storage || (t._storage !== null && t._storage.size === storage.size && sameView(t._view, view)), label: `layout of ${labelOf(t)}` });
     }

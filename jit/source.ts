@@ -6,7 +6,7 @@ import { cwd, nodeFs } from '../runtime/node.ts';
 
 const fileURLToPath = (u: string): string => decodeURIComponent(new URL(u).pathname);
 const root = fileURLToPath(new URL('../', import.meta.url).href);
-const libraryDirs = ['runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
+const libraryDirs = ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
 const frameRe = /\(?((?:file:\/\/)?[^\s()]+?):(\d+):(\d+)\)?\s*$/;
 
 export interface SourceLocation { file: string; line: number; column: number }

@@ -4,8 +4,8 @@
 // (null where an input has none). Kinks follow PyTorch: relu'(0) = 0, |x|'(0) = 0, ties in
 // maximum/minimum split the gradient in half, ties in max share it evenly (a NaN maximum goes to the NaNs).
 
-import type { PrimAttrs, Primitive } from '../../ir/primitives.ts';
-import type { Tensor } from '../../runtime/tensor.ts';
+import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
+import type { Tensor } from './tensor.ts';
 
 export interface VjpContext<P extends Primitive> {
   inputs: readonly Tensor[];
