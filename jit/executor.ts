@@ -12,7 +12,7 @@ import type { MemoryPlan } from '../compiler/passes/memory.ts';
 import type { ReturnTree } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName, type Storage } from '../runtime/device.ts';
-import { contiguous } from '../runtime/dispatch.ts';
+import { contiguous, writeInto } from '../runtime/dispatch.ts';
 import { Tensor } from '../runtime/tensor.ts';
 
 type Launch = (args: readonly BoundArg[]) => void;
@@ -113,10 +113,11 @@ export class Executable {
         }
       }
     }
-    // Returned inputs are copied before anything writes to them.
+    // Outputs that are inputs (returned, written into another tensor, set as a .grad) are copied before
+    // anything writes to them: the program and the write-backs may update those very buffers.
     let early: Map<number, Tensor> | null = null;
     for (const o of g.outputs) {
-      if (o.kind !== 'return' || o.node === null || g.node(o.node).op !== 'input') continue;
+      if (o.node === null || g.node(o.node).op !== 'input' || early?.has(o.node)) continue;
       early ??= new Map();
       const src = g.node(o.node).attrs as InputSource;
       const gradOf = (ref: unknown): Tensor => (ref instanceof Tensor ? ref : args[(ref as { arg: number }).arg])._grad!;
@@ -124,19 +125,29 @@ export class Executable {
       early.set(o.node, noGrad(() => t.detach().clone()));
     }
     this.program(table);
+    const source = (node: number): Storage => early?.get(node)?._storage ?? this.storageOf(node);
     for (const o of g.outputs) {
-      if (o.kind === 'write' && o.node !== null && !plan.inPlace.has(o.node)) {
-        this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: (o.ref as Tensor)._storage!, offset: 0 }]);
+      if (o.kind === 'write' && o.node !== null) {
+        if (o.ref instanceof Tensor) {
+          if (!plan.inPlace.has(o.node)) this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: o.ref._storage!, offset: 0 }]);
+          o.ref._version++;
+        } else {
+          // An argument written in place: into the caller's tensor, through its view.
+          const target = args[(o.ref as { arg: number }).arg];
+          const n = g.node(o.node);
+          noGrad(() => writeInto(target, Tensor._fromStorage(source(o.node!), contiguousView(n.shape), n.dtype)));
+          target._version++;
+        }
       } else if (o.kind === 'grad') {
         const target = o.ref instanceof Tensor ? o.ref : args[(o.ref as { arg: number }).arg];
         if (o.node === null) { target._grad = null; continue; }
         const old = target._grad;
         if (old && old._storage && old._view.offset === 0 && old._storage.size === old.numel() && old.device === target.device) {
-          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
         } else {
           const n = g.node(o.node);
           const fresh = backend.alloc(n.dtype, target.numel());
-          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
           target._grad = Tensor._fromStorage(fresh, contiguousView(n.shape), n.dtype);
         }
       }

@@ -44,6 +44,12 @@ export type Lit = Record<string, unknown>;
 
 export interface OptimizerSpec { kind: 'SGD' | 'Adam'; lr: number; momentum: number }
 
+/**
+ * Adam's step is scale-invariant: with eps 1e-8 a gradient that is 0 eagerly and 1e-9 compiled (float32
+ * rounding in a different order) moves a parameter by ±lr. A larger eps keeps such noise below tolerance.
+ */
+const ADAM_EPS = 1e-3;
+
 export interface Program {
   inits: Init[];
   stmts: Stmt[];
@@ -540,7 +546,8 @@ export function print(p: Program, device: Device = 'cpu'): string {
   const params = p.inits.filter((x) => x.role === 'param').map((x) => name(p, x.id));
   if (p.optimizer) {
     const o = p.optimizer;
-    lines.push(`const opt = new kiln.optim.${o.kind}([${params.join(', ')}], { lr: ${o.lr}${o.kind === 'SGD' && o.momentum ? `, momentum: ${o.momentum}` : ''} });`);
+    const extra = o.kind === 'SGD' ? (o.momentum ? `, momentum: ${o.momentum}` : '') : `, eps: ${ADAM_EPS}`;
+    lines.push(`const opt = new kiln.optim.${o.kind}([${params.join(', ')}], { lr: ${o.lr}${extra} });`);
   }
   const args = p.inits.filter((x) => x.role === 'arg').map((x) => name(p, x.id));
   lines.push(`const step = (${args.map((a) => `${a}: kiln.Tensor`).join(', ')}) => {`);
@@ -581,7 +588,7 @@ export async function run(p: Program, mode: Mode, device: Device): Promise<Obser
   if (p.optimizer) {
     const o = p.optimizer;
     if (!params.length) throw new Error('fuzz: optimizer without parameters');
-    opt = o.kind === 'SGD' ? new kiln.optim.SGD(params, { lr: o.lr, momentum: o.momentum }) : new kiln.optim.Adam(params, { lr: o.lr });
+    opt = o.kind === 'SGD' ? new kiln.optim.SGD(params, { lr: o.lr, momentum: o.momentum }) : new kiln.optim.Adam(params, { lr: o.lr, eps: ADAM_EPS });
   }
   const ctx: RunContext = { opt, params };
   const argIdx = p.inits.map((x, i) => (x.role === 'arg' ? i : -1)).filter((i) => i >= 0);
