@@ -10,7 +10,7 @@
 // write-backs to the caller's tensors; tensors sharing a captured storage and view share one value.
 
 import { Graph, type InputSource, type Phase } from '../ir/graph.ts';
-import { isMovement, shapeRules, type AVal, type PrimAttrs, type Primitive } from '../ir/primitives.ts';
+import { shapeRules, type AVal, type PrimAttrs, type Primitive } from '../ir/primitives.ts';
 import { fmt, sameShape } from '../ir/shape.ts';
 import { isContiguous } from '../ir/view.ts';
 import { setTracer, type Tracer } from '../runtime/dispatch.ts';
@@ -58,6 +58,7 @@ class Recorder implements Tracer {
   /** argument handles, to write back in-place updates of arguments */
   private argHandles = new Map<SymHandle, number>();
   private argWritten = new Set<number>();
+  private argStorages: unknown[] = [];
   /** concrete tensor → its traced .grad (symbolic, lifted or null) */
   private grads = new Map<Tensor, Tensor | null>();
   private gradsInitial = new Map<Tensor, Tensor | null>();
@@ -76,6 +77,7 @@ class Recorder implements Tracer {
   argument(t: Tensor, index: number): Tensor {
     const sym = this.symbolic(this.input({ kind: 'arg', index }, t), t.device);
     this.argHandles.set(sym._sym as SymHandle, index);
+    this.argStorages[index] = t._storage;
     if (t.requiresGrad) sym._requiresGrad = true;
     // An argument's existing .grad is read at call time (the signature records whether there is one).
     if (t._grad) sym._grad = this.symbolic(this.input({ kind: 'grad', ref: { arg: index }, label: `arg${index}.grad` }, t._grad), t.device);
@@ -111,11 +113,11 @@ class Recorder implements Tracer {
     return id;
   }
 
-  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
+  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName, aliases: boolean): Tensor {
     const ids = inputs.map((x) => this.valueOf(x));
     const node = this.graph.add({ op: prim, attrs, inputs: ids, shape: [...out.shape], dtype: out.dtype, phase: this.phase, source: describeUserSource() });
     const result = this.symbolic(node.id, device);
-    if (isMovement(prim)) {
+    if (aliases) {
       const x = inputs[0];
       const v = this.views.get(x);
       const op = { prim, attrs: attrs as PrimAttrs[Primitive] };
@@ -254,6 +256,14 @@ class Recorder implements Tracer {
 
   /** Outputs for in-place writes and .grad changes, after the step's function returned. */
   finish(argSyms: readonly Tensor[]): void {
+    // An argument sharing memory with a captured tensor: a write to either is not seen by the other.
+    for (const [i, st] of this.argStorages.entries()) {
+      const captured = this.byStorage.get(st)?.find((u) => this.values.has(u));
+      if (captured && (this.argWritten.has(i) || this.written.has(captured))) {
+        throw this.fail(`argument ${i} shares memory with ${labelOf(captured)}, which the compiled function also uses, and one of them is written in place; ` +
+          'pass a clone() of the argument (or write through one of them only)');
+      }
+    }
     for (const i of this.argWritten) this.graph.outputs.push({ kind: 'write', node: this.valueOf(argSyms[i]), ref: { arg: i }, label: `arg${i}` });
     this.guards.push(...captureGuards(new Set(this.values.keys())));
     for (const t of this.written) this.graph.outputs.push({ kind: 'write', node: this.values.get(t)!, ref: t, label: labelOf(t) });

@@ -14,7 +14,8 @@ import { Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
-  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor;
+  /** `aliases`: a movement op whose result shares its input's memory (eagerly it would be a view, not a copy). */
+  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName, aliases: boolean): Tensor;
   /** `target`'s value is replaced by `value` (an in-place op). */
   assign(target: Tensor, value: Tensor): void;
   /** Code tried to read values of `t` (item(), data(), ...). */
@@ -49,8 +50,20 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   if (!tracer) {
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
-  const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
-  if (isMovement(prim) && (tracer || result._storage === inputs[0]._storage)) {
+  let result: Tensor;
+  let aliases: boolean;
+  if (tracer) {
+    // Symbolic tensors carry the layout eager execution would give them, so that views, copies and
+    // contiguous() alias exactly as they do eagerly.
+    const view = isMovement(prim) ? movementView(prim, inputs[0]._view, attrs, out.shape) : null;
+    aliases = view !== null;
+    result = tracer.record(prim, inputs, attrs, out, device, aliases);
+    if (view) result._view = view;
+  } else {
+    result = runEager(prim, inputs, attrs, out, device);
+    aliases = isMovement(prim) && result._storage === inputs[0]._storage;
+  }
+  if (aliases) {
     result._base = inputs[0]._base ?? inputs[0];
     result._vc = inputs[0]._vc;
   }
@@ -74,22 +87,30 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   return result;
 }
 
+/** The view a movement op gives its input's layout `v`; null when it must copy (a reshape of a non-viewable layout). */
+function movementView<P extends Primitive>(prim: P, v: View, attrs: PrimAttrs[P], shape: readonly number[]): View | null {
+  switch (prim) {
+    case 'reshape': return reshapeView(v, shape);
+    case 'permute': return permuteView(v, (attrs as PrimAttrs['permute']).perm);
+    case 'expand': return expandView(v, shape);
+    case 'slice': {
+      const a = attrs as PrimAttrs['slice'];
+      return sliceView(v, a.starts, a.steps, a.shape);
+    }
+    default: return null;
+  }
+}
+
 function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
   // Views share storage; only a reshape of a non-viewable layout copies.
   const x = inputs[0];
+  if (isMovement(prim)) {
+    const v = movementView(prim, x._view, attrs, out.shape);
+    if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
+    const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
+    return Tensor._fromStorage(copy._storage!, contiguousView(out.shape), out.dtype);
+  }
   switch (prim) {
-    case 'reshape': {
-      const v = reshapeView(x._view, out.shape);
-      if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
-      const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
-      return Tensor._fromStorage(copy._storage!, contiguousView(out.shape), out.dtype);
-    }
-    case 'permute': return Tensor._fromStorage(x._storage!, permuteView(x._view, (attrs as PrimAttrs['permute']).perm), out.dtype);
-    case 'expand': return Tensor._fromStorage(x._storage!, expandView(x._view, out.shape), out.dtype);
-    case 'slice': {
-      const a = attrs as PrimAttrs['slice'];
-      return Tensor._fromStorage(x._storage!, sliceView(x._view, a.starts, a.steps, a.shape), out.dtype);
-    }
     default: {
       const backend = backendFor(device);
       const storage = backend.alloc(out.dtype, numel(out.shape));
@@ -121,7 +142,10 @@ function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: Prim
 
 /** A tensor whose storage is laid out contiguously from offset 0 (a copy unless it already is). */
 export function contiguous(x: Tensor): Tensor {
-  if (isContiguous(x._view) && x._view.offset === 0 && x._storage && x._storage.size === numel(x.shape)) return x;
+  // (a traced tensor's memory is its root's: a captured tensor's storage, or a traced value of the root's shape)
+  const root = x._base ?? x;
+  const size = x._storage?.size ?? root._storage?.size ?? numel(root.shape);
+  if (isContiguous(x._view) && x._view.offset === 0 && size === numel(x.shape)) return x;
   return dispatch('copy', [x], {});
 }
 

@@ -265,7 +265,7 @@ export class Tensor {
   /** reshape() that never copies: a layout it cannot view throws (PyTorch), naming reshape. */
   view(shape: readonly number[] | number, ...more: number[]): Tensor {
     const s = inferShape('view', this.shape, typeof shape === 'number' ? [shape, ...more] : shape);
-    if (this._storage !== null && !reshapeView(this._view, s)) {
+    if (!reshapeView(this._view, s)) {
       throw new Error(`view: size and stride of this tensor (shape ${fmt(this.shape)}, strides ${fmt(this._view.strides)}) are not compatible with the view ${fmt(s)}: ` +
         'at least one dimension spans across two contiguous subspaces. Use .reshape(...) instead.');
     }

@@ -167,3 +167,151 @@ describeEachDevice('issue 13 reproductions (library edges)', (device) => {
     }
   });
 });
+
+/** The state a reproduction builds fresh for each run, and the step it runs on it. */
+interface Repro { tensors: Record<string, Tensor>; step: (...args: Tensor[]) => unknown; args?: Tensor[] }
+
+async function flat(v: unknown): Promise<number[][]> {
+  if (v instanceof kiln.Tensor) return [await values(v)];
+  if (Array.isArray(v)) return (await Promise.all(v.map(flat))).flat();
+  return [];
+}
+
+/** Runs `make()`'s step `calls` times eagerly and compiled (fused and not); returns, tensors and grads must agree. */
+async function compiledEqualsEager(make: () => Repro, calls = 1): Promise<{ eager: Record<string, number[]>; returns: number[][] }> {
+  const runs: { state: Record<string, number[]>; returns: number[][] }[] = [];
+  for (const mode of ['eager', 'compiled', 'unfused'] as const) {
+    const r = make();
+    const fn = mode === 'eager' ? r.step : kiln.compile(r.step, { fuse: mode === 'compiled' });
+    let returns: number[][] = [];
+    for (let c = 0; c < calls; c++) returns = await flat(await fn(...(r.args ?? [])));
+    const state: Record<string, number[]> = {};
+    for (const [k, t] of Object.entries(r.tensors)) {
+      state[k] = await values(t);
+      if (t.grad) state[`${k}.grad`] = await values(t.grad);
+    }
+    runs.push({ state, returns });
+  }
+  const [eager, ...others] = runs;
+  for (const o of others) {
+    expect(Object.keys(o.state)).toEqual(Object.keys(eager.state));
+    for (const k of Object.keys(eager.state)) expectValues(o.state[k], eager.state[k], LOOSE_TOL, k);
+    expect(o.returns.length).toBe(eager.returns.length);
+    o.returns.forEach((r, i) => expectValues(r, eager.returns[i], LOOSE_TOL, `return ${i}`));
+  }
+  return { eager: eager.state, returns: eager.returns };
+}
+
+describeEachDevice('issue 13 reproductions (compiled equals eager)', (device) => {
+  const t = (data: kiln.NestedData, opts: kiln.TensorOptions = {}): Tensor => kiln.tensor(data, { device, ...opts });
+
+  it('1: a gradient equal to a tensor the step updates keeps the pre-update value (a.grad = b before opt.step())', async () => {
+    const make = () => {
+      const a = t([1, 2], { requiresGrad: true }), b = t([3, 4], { requiresGrad: true });
+      const opt = new optim.SGD([a, b], { lr: 0.5 });
+      return { tensors: { a, b }, step: () => { a.mul(b).sum().backward(); opt.step(); } };
+    };
+    expect((await compiledEqualsEager(make, 1)).eager['a.grad']).toEqual([3, 4]);
+    await compiledEqualsEager(make, 3); // over 3 steps the parameters agree too
+  });
+
+  it('2: a buffer copied from a parameter before the step keeps the pre-step value', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const p = t([1, 2, 3], { requiresGrad: true }), b = t([0, 0, 0]);
+      const opt = new optim.SGD([p], { lr: 0.5 });
+      return { tensors: { p, b }, step: () => { noGrad(() => b.copy_(p)); p.sum().backward(); opt.step(); } };
+    });
+    expect(eager.b).toEqual([1, 2, 3]);
+  });
+
+  it('3: max() over a tensor with size-1 dims: the gradient goes to the maximum, no NaN', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const x = t([0.3, 0.7, 0.1], { requiresGrad: true });
+      return { tensors: { x }, step: () => { x.sin().unsqueeze(1).max().backward(); } };
+    });
+    expectValues(eager['x.grad'], [0, Math.cos(0.7), 0], LOOSE_TOL, 'x.grad');
+  });
+
+  it('4: an argument updated in place inside compile is updated for the caller', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const a = t([1, 2, 3]);
+      return { tensors: { a }, args: [a], step: (x: Tensor) => { noGrad(() => x.add_(10)); return x; } };
+    });
+    expect(eager.a).toEqual([11, 12, 13]);
+    // through a view of the argument, and for a non-contiguous argument
+    await compiledEqualsEager(() => {
+      const a = t([[1, 2], [3, 4]]);
+      return { tensors: { a }, args: [a.T], step: (x: Tensor) => { noGrad(() => x.index(0).mul_(10)); return x.sum(); } };
+    });
+  });
+
+  it('5: views and aliases see later in-place writes to their base (reshape, unsqueeze after opt.step(), detach)', async () => {
+    const { returns } = await compiledEqualsEager(() => {
+      const b = t([1, 2, 3]);
+      return { tensors: { b }, step: () => { const w = b.reshape([3, 1]); noGrad(() => b.zero_()); return w; } };
+    });
+    expect(returns[0]).toEqual([0, 0, 0]);
+    await compiledEqualsEager(() => {
+      const p = t([1, 2, 3], { requiresGrad: true });
+      const opt = new optim.SGD([p], { lr: 0.5 });
+      return { tensors: { p }, step: () => { p.mul(p).sum().backward(); opt.step(); return p.unsqueeze(1); } };
+    }, 2);
+    const r3 = await compiledEqualsEager(() => {
+      const b = t([1, 2, 3]);
+      return { tensors: { b }, step: () => { noGrad(() => b.add_(10)); return b.detach().mul(1); } };
+    });
+    expect(r3.returns[0]).toEqual([11, 12, 13]);
+  });
+
+  it('8: reductions over only size-1 extents compile (softmax(0) of [1, 2]; p.sum() of a [1] parameter)', async () => {
+    const { returns } = await compiledEqualsEager(() => {
+      const x = kiln.ones([1, 2], { device });
+      return { tensors: { x }, step: () => x.softmax(0) };
+    });
+    expect(returns[0]).toEqual([1, 1]);
+    await compiledEqualsEager(() => {
+      const p = t([1.5], { requiresGrad: true });
+      return { tensors: { p }, step: () => { const l = p.sum().mul(-2); l.backward(); return l; } };
+    });
+  });
+
+  it('9: in-place updates of reduction results (sum(0), max(dim), logsumexp, matmul with a 1-D operand)', async () => {
+    const make = (f: (x: Tensor) => Tensor) => () => {
+      const x = t([[1, 2, 3], [4, 5, 6]]);
+      return { tensors: { x }, step: () => { const s = f(x); noGrad(() => s.add_(1)); return s; } };
+    };
+    expect((await compiledEqualsEager(make((x) => x.sum(0)))).returns[0]).toEqual([6, 8, 10]);
+    await compiledEqualsEager(make((x) => x.max(1)));
+    await compiledEqualsEager(make((x) => x.logsumexp(0)));
+    await compiledEqualsEager(make((x) => x.matmul(t([1, 0, -1]))));
+  });
+
+  it('10: in-place writes into views of captured tensors and arguments are writes into their base', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const w = t([[1, 2], [3, 4]]);
+      return { tensors: { w }, step: () => { noGrad(() => w.index(0).zero_()); return w.sum(); } };
+    });
+    expect(eager.w).toEqual([0, 0, 3, 4]);
+    const r = await compiledEqualsEager(() => {
+      const x = t([[1, 2, 3], [4, 5, 6]]), y = t([[7, 8], [9, 10]]);
+      return { tensors: { x, y }, args: [y], step: (yy: Tensor) => { noGrad(() => x.index(null, [0, 2]).copy_(yy)); return x.mul(2); } };
+    });
+    expect(r.eager.x).toEqual([7, 8, 3, 9, 10, 6]);
+    // strided slices, written twice, read through another view in between
+    await compiledEqualsEager(() => {
+      const x = t([[1, 2, 3, 4], [5, 6, 7, 8]]);
+      return { tensors: { x }, step: () => {
+        const v = x.index(null, [null, null, 2]);
+        noGrad(() => v.mul_(-1));
+        const seen = x.sum(1);
+        noGrad(() => x.index(1).add_(100));
+        return [seen, v, x];
+      } };
+    });
+    // an argument that shares memory with a captured tensor written in place: a clear error, nothing changed
+    const x = t([[1, 2], [3, 4]]);
+    const step = kiln.compile((row: Tensor) => { noGrad(() => x.mul_(2)); return row.sum(); });
+    await expect(step(x.index(0))).rejects.toThrow(/argument 0 shares memory with .*clone\(\)/);
+    expectValues(await values(x), [1, 2, 3, 4], 'exact', 'x');
+  });
+});

@@ -70,6 +70,8 @@ export function collapseDims(shape: readonly number[], views: readonly (readonly
   return { shape: out, strides };
 }
 
+const f32 = (dtype: DType, code: string): string => (dtype === 'float32' ? `Math.fround(${code})` : code);
+
 /** Emits the statements that evaluate expression DAGs; shared sub-expressions are computed once. */
 class ExprEmitter {
   lines: string[] = [];
@@ -83,11 +85,13 @@ class ExprEmitter {
     let code: string;
     switch (e.kind) {
       case 'load': code = `b${e.arg}[${this.pos(e.view)}]`; break;
-      case 'const': return jsConst(e.value);
+      // Float results are rounded to float32 as each op's would be stored eagerly: a fused chain then
+      // computes exactly what the unfused ops do (an eq against a stored max must see the same bits).
+      case 'const': return jsConst(e.dtype === 'float32' ? Math.fround(e.value) : e.value);
       case 'acc': return this.acc;
       case 'param': return `p[${e.index}]`;
-      case 'unary': code = jsUnary[e.op](this.emit(e.x)); break;
-      case 'binary': code = jsBinary[e.op](this.emit(e.a), this.emit(e.b)); break;
+      case 'unary': code = f32(e.dtype, jsUnary[e.op](this.emit(e.x))); break;
+      case 'binary': code = f32(e.dtype, jsBinary[e.op](this.emit(e.a), this.emit(e.b))); break;
       case 'where': code = `(${this.emit(e.c)} !== 0 ? ${this.emit(e.a)} : ${this.emit(e.b)})`; break;
       case 'cast': code = jsCast(this.emit(e.x), e.x.dtype, e.dtype); break;
       case 'random': code = `rnd(${this.emit(e.seed)}, lin)`; break;
