@@ -273,8 +273,10 @@ class Builder {
         const b = this.broadcastable(A.shape);
         const shape = broadcast(A.shape, this.info(b).shape);
         const c = this.emit('compare', [a, b], { name: rng.pick(COMPARE) }, { shape, dtype: 'bool', grads: [], expanded: false });
-        const x = this.broadcastable(shape), y = this.broadcastable(shape);
-        this.emit('where', [c, x, y], {}, this.elementwise(broadcast(shape, broadcast(this.info(x).shape, this.info(y).shape)), x, y));
+        const x = this.broadcastable(shape);
+        const xs = broadcast(shape, this.info(x).shape);
+        const y = this.broadcastable(xs);
+        this.emit('where', [c, x, y], {}, this.elementwise(broadcast(xs, this.info(y).shape), x, y));
         return;
       }
       case 'reduce': {
