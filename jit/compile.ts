@@ -69,11 +69,13 @@ function signature(args: readonly Tensor[], device: DeviceName): string {
   return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}${a._grad ? 'G' : ''}`).join(';');
 }
 
-function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
-  const traced = trace(fn, args, device);
+/** `device` undefined: a step without arguments or options.device runs where what it captures lives. */
+function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, asked: DeviceName | undefined, fuse: boolean): Entry {
+  const traced = trace(fn, args, asked);
+  const device = traced.device;
   const backend = backendFor(device);
   const p = runPipeline(traced.graph, { fuse, maxArgs: backend.maxKernelArgs(), splitReductions: device === 'webgpu', verify: env('KILN_VERIFY') === '1' });
-  const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns);
+  const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns, traced.checks);
   const lowered = listings(p, backend);
   const dir = env('KILN_DUMP');
   if (dir) dump(dir, lowered);
@@ -120,8 +122,11 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
   const entries: Entry[] = [];
   const fuse = options.fuse ?? true;
   let last: Entry | null = null;
+  /** where a step without arguments ran last: on what it captures (set by its first trace) */
+  let captured: DeviceName | null = null;
   const entryFor = (rawArgs: A): { entry: Entry; args: Tensor[] } => {
-    const device = options.device ?? rawArgs[0]?.device ?? getDefaultDevice();
+    const asked = options.device ?? rawArgs[0]?.device;
+    const device = asked ?? captured ?? getDefaultDevice();
     // Fast path: the signature and guards of the last call still hold.
     if (last && last.device === device && sameSignature(last, rawArgs) && last.guards.every((g) => g.check())) return { entry: last, args: rawArgs };
     rawArgs.forEach((a, i) => {
@@ -131,7 +136,11 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
     const key = signature(args, device);
     let entry = entries.find((e) => e.key === key && e.guards.every((g) => g.check()));
     if (!entry) {
-      entry = build(fn as (...args: Tensor[]) => unknown, args, key, device, fuse);
+      entry = build(fn as (...args: Tensor[]) => unknown, args, key, asked, fuse);
+      if (entry.device !== device) {
+        captured = entry.device;
+        entry.key = signature(args, entry.device);
+      }
       entries.push(entry);
     }
     last = entry;

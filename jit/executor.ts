@@ -9,11 +9,11 @@ import { contiguousView, isContiguous } from '../ir/view.ts';
 import { copyKernel } from '../compiler/lower.ts';
 import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
-import type { ReturnTree } from './trace.ts';
+import type { ReturnTree, ValueCheck } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName, type Storage } from '../runtime/device.ts';
 import { contiguous, writeInto } from '../runtime/dispatch.ts';
-import { Tensor } from '../runtime/tensor.ts';
+import { forgetValues, Tensor } from '../runtime/tensor.ts';
 
 type Launch = (args: readonly BoundArg[]) => void;
 
@@ -35,7 +35,7 @@ export class Executable {
   private hostValue = new Float32Array(1);
   private pooledReady = false;
 
-  constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree) {
+  constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree, private checks: readonly ValueCheck[] = []) {
     const b = (this.backend = backendFor(device));
     const slotOf = (node: number): number => {
       let s = this.slotOfNode.get(node);
@@ -91,6 +91,11 @@ export class Executable {
 
   run(args: readonly Tensor[]): unknown {
     const { g, plan, backend, table } = this;
+    // Index ranges of arguments and captured tensors, before anything runs (a bad index changes nothing).
+    for (const c of this.checks) {
+      const msg = c.check(c.source instanceof Tensor ? c.source : args[c.source.arg]);
+      if (msg) throw new Error(msg);
+    }
     if (!this.pooledReady) {
       const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
@@ -130,6 +135,7 @@ export class Executable {
       if (o.kind === 'write' && o.node !== null) {
         if (o.ref instanceof Tensor) {
           if (!plan.inPlace.has(o.node)) this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: o.ref._storage!, offset: 0 }]);
+          forgetValues(o.ref._storage!);
           o.ref._version++;
         } else {
           // An argument written in place: into the caller's tensor, through its view.

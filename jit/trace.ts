@@ -38,14 +38,24 @@ export interface Guard { check: () => boolean; label: string }
 /** A returned value's shape: where each returned tensor goes. */
 export type ReturnTree = null | number | ReturnTree[] | { [key: string]: ReturnTree };
 
+/** A check of the values of an argument or captured tensor, run before every call (index ranges). */
+export interface ValueCheck { source: { arg: number } | Tensor; check: (t: Tensor) => string | null }
+
 export interface Traced {
+  /** checks of input values run before each call */
+  checks: ValueCheck[];
+  /** the device the step runs on (its arguments', or what it captures when it has none) */
+  device: DeviceName;
   graph: Graph;
   guards: Guard[];
   returns: ReturnTree;
 }
 
 class Recorder implements Tracer {
-  constructor(readonly device: DeviceName) {}
+  /** `inferred`: no argument or option fixed the device; the first captured tensor may set it. */
+  constructor(readonly device: DeviceName, private inferred = false) {}
+  /** set when the first captured tensor lives on another device than an inferred one: trace again there */
+  switchTo: DeviceName | null = null;
   graph = new Graph();
   phase: Phase = 'forward';
   guards: Guard[] = [];
@@ -102,13 +112,22 @@ class Recorder implements Tracer {
       }
       return h.id;
     }
+    if (t.device !== this.device) {
+      if (this.inferred && this.values.size === 0) {
+        this.switchTo = t.device;
+        throw this.fail(`(retracing on ${t.device})`);
+      }
+      throw this.fail(`the compiled function runs on '${this.device}' (${this.inferred ? 'the default device' : "its arguments' device or options.device"}) but uses ${labelOf(t)}, ` +
+        `which is on '${t.device}'; move the model and the inputs to one device (e.g. model.to('${t.device}') and x.to('${t.device}'))${where()}`);
+    }
     t = this.canonical(t);
     let id = this.values.get(t);
     if (id === undefined) {
       const view = t._view, storage = t._storage!;
       id = this.input({ kind: 'capture', ref: t, label: labelOf(t), view }, t);
       this.values.set(t, id);
-      this.guards.push({ check: () => t._storage === storage || (t._storage !== null && t._storage.size === storage.size && sameView(t._view, view)), label: `layout of ${labelOf(t)}` });
+      const device = t.device;
+      this.guards.push({ check: () => t._storage === storage || (t.device === device && t._storage !== null && t._storage.size === storage.size && sameView(t._view, view)), label: `layout of ${labelOf(t)}` });
     }
     return id;
   }
@@ -254,6 +273,18 @@ class Recorder implements Tracer {
 
   guard(check: () => boolean, label: string): void { this.guards.push({ check, label }); }
 
+  readonly checks: ValueCheck[] = [];
+
+  rangeCheck(index: Tensor, check: (t: Tensor) => string | null): void {
+    // Follow value-preserving movement ops back to an input: an argument or a captured tensor.
+    let n = this.graph.node(this.valueOf(index));
+    while (n.op === 'reshape' || n.op === 'expand' || n.op === 'permute') n = this.graph.node(n.inputs[0]);
+    if (n.op !== 'input') return; // computed inside the step: not checked (documented)
+    const src = n.attrs as InputSource;
+    if (src.kind === 'arg') this.checks.push({ source: { arg: src.index }, check });
+    else if (src.kind === 'capture') this.checks.push({ source: src.ref as Tensor, check });
+  }
+
   /** Outputs for in-place writes and .grad changes, after the step's function returned. */
   finish(argSyms: readonly Tensor[]): void {
     // An argument sharing memory with a captured tensor: a write to either is not seen by the other.
@@ -287,17 +318,20 @@ const sameView = (a: Tensor['_view'], b: Tensor['_view']): boolean =>
  * Traces `fn(...args)`: returns the graph (inputs: args, captures, host scalars; outputs: returned
  * tensors, write-backs, grads) and the guards under which it can be reused.
  */
-export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[], device: DeviceName = args[0]?.device ?? getDefaultDevice()): Traced {
-  const rec = new Recorder(device);
+export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[], device?: DeviceName): Traced {
+  const rec = new Recorder(device ?? args[0]?.device ?? getDefaultDevice(), device === undefined && args.length === 0);
   const symArgs = args.map((a, i) => rec.argument(a, i));
   const prev = setTracer(rec);
   let result: unknown;
   try {
     result = fn(...symArgs);
+  } catch (e) {
+    if (!rec.switchTo) throw e;
   } finally {
     setTracer(prev);
   }
   if (result instanceof Promise) result.catch(() => {});
+  if (rec.switchTo) return trace(fn, args, rec.switchTo);
   if (rec.failure) throw rec.failure;
   if (result instanceof Promise) throw new TraceError('the function passed to compile() must be synchronous (it returned a Promise)');
   const returns = flatten(result, rec);
@@ -306,7 +340,7 @@ export function trace(fn: (...args: Tensor[]) => unknown, args: readonly Tensor[
     if (s._grad && s._grad !== rec.argGrads[i]) rec.graph.outputs.push({ kind: 'grad', node: rec.valueOf(s._grad), ref: { arg: i }, label: `arg${i}.grad` });
   });
   rec.finish(symArgs);
-  return { graph: rec.graph, guards: rec.guards, returns };
+  return { device: rec.device, graph: rec.graph, guards: rec.guards, returns, checks: rec.checks };
 }
 
 function flatten(v: unknown, rec: Recorder): ReturnTree {

@@ -1,7 +1,7 @@
 // nn.functional (`F`): activations, linear, dropout and losses, composed from Tensor methods only
 // (DESIGN principle 1: no new primitives, so autodiff and fusion cover them for free).
 
-import { rand, Tensor, where } from '../runtime/index.ts';
+import { checkIndexRange, rand, Tensor, where } from '../runtime/index.ts';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -162,6 +162,7 @@ function nll(op: string, input: Tensor, target: Tensor, opts: NLLLossOptions): T
   }
   if (input.dtype !== 'float32') throw new Error(`${op}: expected input of dtype float32, got ${input.dtype}`);
   const ignoreIndex = opts.ignoreIndex ?? -100;
+  checkIndexRange(op, target, input.shape[classDim], classDim, ignoreIndex);
   const ignored = target.eq(ignoreIndex);
   const safeTarget = where(ignored, 0, target);
   let picked = input.gather(classDim, safeTarget.unsqueeze(classDim)).squeeze(classDim).neg();

@@ -3,11 +3,11 @@
 import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import { fmt, numel } from '../ir/shape.ts';
 import { contiguousView } from '../ir/view.ts';
-import { backendFor, checkDevice, getDefaultDevice } from './device.ts';
+import { checkDevice, getDefaultDevice } from './device.ts';
 import { noGrad } from './autograd.ts';
 import { dispatch } from './dispatch.ts';
 import { hostScalar } from './host.ts';
-import { checkDtype, full, Tensor, type CreationOptions } from './tensor.ts';
+import { checkDtype, full, Tensor, uploaded, type CreationOptions } from './tensor.ts';
 
 export type NestedData = number | boolean | readonly NestedData[];
 export interface TensorOptions extends CreationOptions { shape?: readonly number[] }
@@ -27,7 +27,7 @@ function fromTyped(data: TypedArray, shape: readonly number[], opts: CreationOpt
     arr = typedArrayFor(dtype, data.length);
     for (let i = 0; i < data.length; i++) arr[i] = dtype === 'bool' ? (data[i] !== 0 ? 1 : 0) : dtype === 'int32' ? toInt32(op, data[i]) : data[i];
   }
-  const t = Tensor._fromStorage(backendFor(device).upload(arr), contiguousView(shape), dtype);
+  const t = Tensor._fromStorage(uploaded(device, arr, dtype), contiguousView(shape), dtype);
   if (opts.requiresGrad) t.requiresGrad = true;
   return t;
 }

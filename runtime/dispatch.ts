@@ -10,7 +10,7 @@ import { fmt, numel } from '../ir/shape.ts';
 import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
-import { Tensor } from './tensor.ts';
+import { forgetValues, Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
@@ -28,6 +28,8 @@ export interface Tracer {
   guard(check: () => boolean, label: string): void;
   /** Labels the nodes recorded from now on (forward, backward, update) for the listings. */
   setPhase?(phase: 'forward' | 'backward' | 'update'): void;
+  /** `check(t)` must pass (return null) for the concrete tensor behind traced `index` on every call. */
+  rangeCheck?(index: Tensor, check: (t: Tensor) => string | null): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
   hostScalar(read: () => number): Tensor;
 }
@@ -152,6 +154,7 @@ export function contiguous(x: Tensor): Tensor {
 /** Writes `value` (already broadcast to target's shape) into `target`'s storage through its view. */
 export function writeInto(target: Tensor, value: Tensor): void {
   if (tracer) return tracer.assign(target, value);
+  forgetValues(target._storage!);
   const backend = backendFor(target.device);
   const spec = copyKernel({ view: { ...value._view, offset: 0 }, dtype: value.dtype }, { view: { ...target._view, offset: 0 }, dtype: target.dtype });
   backend.run([spec], [{ storage: value._storage!, offset: value._view.offset }, { storage: target._storage!, offset: target._view.offset }]);

@@ -402,14 +402,14 @@ export class Tensor {
     if (device === this.device) return this;
     this._readable('to()');
     const host = backendFor(this.device).readSync(noGrad(() => contiguous(this))._storage!, 0, this.numel(), 'toAsync()');
-    const t = Tensor._fromStorage(backendFor(device).upload(host), contiguousView(this.shape), this.dtype);
+    const t = Tensor._fromStorage(uploaded(device, host, this.dtype), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
   }
   /** Moves to another device, waiting for the device if needed (works from webgpu to cpu). */
   async toAsync(device: DeviceName): Promise<Tensor> {
     if (device === this.device) return this;
-    const t = Tensor._fromStorage(backendFor(device).upload(await this.data()), contiguousView(this.shape), this.dtype);
+    const t = Tensor._fromStorage(uploaded(device, await this.data(), this.dtype), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
   }
@@ -550,12 +550,64 @@ function binary(prim: Primitive, a: Tensor, b: TensorLike): Tensor {
   return dispatch(prim, [expandTo(prim, a, shape), expandTo(prim, bt, shape)], {} as PrimAttrs[typeof prim]);
 }
 
-function checkIndexRange(op: string, index: Tensor, size: number, dim: number): void {
-  if (index._storage === null || index.device !== 'cpu') return; // symbolic or on the GPU: checked by shape only
-  const data = index.dataSync();
-  for (const v of data) {
-    if (v < 0 || v >= size) throw new Error(`${op}: index ${v} is out of bounds for dimension ${dim} with size ${size}`);
+/**
+ * What is known on the host about int32 storages whose values came from the host (uploads): the
+ * largest value and the distinct negative ones (up to 4; null: more), so that indices on WebGPU are
+ * checked without reading the device. A write into the storage forgets it.
+ */
+const knownValues = new WeakMap<Storage, { max: number; negatives: number[] | null }>();
+export function noteValues(storage: Storage, data: ArrayLike<number>): void {
+  let max = -Infinity;
+  let negatives: number[] | null = [];
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v > max) max = v;
+    if (v < 0 && negatives && !negatives.includes(v)) negatives = negatives.length < 4 ? [...negatives, v] : null;
   }
+  knownValues.set(storage, { max, negatives });
+}
+export const forgetValues = (storage: Storage): void => { knownValues.delete(storage); };
+
+/** Host data uploaded to `device` (int32 values noted, for index checks). */
+export function uploaded(device: DeviceName, data: TypedArray, dtype: DType): Storage {
+  const storage = backendFor(device).upload(data);
+  if (dtype === 'int32') noteValues(storage, data);
+  return storage;
+}
+
+/**
+ * An index value of concrete `t` outside [0, size) other than `allowed` (e.g. an ignoreIndex), or null:
+ * read on the CPU, host-known on WebGPU (null when nothing is known: computed on the device).
+ */
+export function badIndex(t: Tensor, size: number, allowed?: number): number | null {
+  if (t._storage === null) return null;
+  if (t.device === 'cpu') {
+    for (const v of t.dataSync()) if ((v < 0 || v >= size) && v !== allowed) return v;
+    return null;
+  }
+  const k = knownValues.get(t._storage);
+  if (!k) return null;
+  if (k.max >= size) return k.max;
+  if (k.negatives === null) return -1;
+  return k.negatives.find((v) => v !== allowed) ?? null;
+}
+
+/**
+ * Index values must lie in [0, size) (or equal `allowed`): checked now for concrete tensors, and
+ * inside `compile` on every call for indices that are arguments or captured tensors (the tracer
+ * registers the check). Indices computed on WebGPU (never read back) are not checked.
+ */
+export function checkIndexRange(op: string, index: Tensor, size: number, dim: number, allowed?: number): void {
+  const check = (t: Tensor): string | null => {
+    const bad = badIndex(t, size, allowed);
+    return bad === null ? null : `${op}: index ${bad} is out of bounds for dimension ${dim} with size ${size}`;
+  };
+  if (index._storage === null) {
+    activeTracer()?.rangeCheck?.(index, check);
+    return;
+  }
+  const msg = check(index);
+  if (msg) throw new Error(msg);
 }
 
 export function matmul(a: Tensor, b: Tensor): Tensor {

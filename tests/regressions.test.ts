@@ -263,6 +263,46 @@ describeEachDevice('issue 13 reproductions (compiled equals eager)', (device) =>
     expect(r3.returns[0]).toEqual([11, 12, 13]);
   });
 
+  it('6: out-of-range class indices and index values are refused in compiled steps and on every device, changing nothing', async () => {
+    const lin = new kiln.nn.Linear(3, 4, { device });
+    const opt = new optim.SGD(lin.parameters(), { lr: 0.1 });
+    const step = kiln.compile((x: Tensor, y: Tensor) => {
+      const l = kiln.F.crossEntropy(lin.forward(x), y);
+      l.backward();
+      opt.step();
+      return l;
+    });
+    const x = kiln.ones([2, 3], { device });
+    await step(x, t([1, 2], { dtype: 'int32' }));
+    const w = await values(lin.weight);
+    await expect(step(x, t([1, 9], { dtype: 'int32' }))).rejects.toThrow(/^crossEntropy: index 9 is out of bounds for dimension 1 with size 4$/);
+    expectValues(await values(lin.weight), w, 'exact', 'weight after the refused step');
+    throwsMatching(() => kiln.F.crossEntropy(lin.forward(x), t([1, 9], { dtype: 'int32' })), /crossEntropy: index 9 is out of bounds/);
+    // ignoreIndex (-100) is allowed
+    expect(Number.isFinite(await kiln.F.crossEntropy(lin.forward(x), t([1, -100], { dtype: 'int32' })).item())).toBe(true);
+    const sel = kiln.compile((v: Tensor, i: Tensor) => v.indexSelect(0, i));
+    await expect(sel(t([1, 2, 3]), t([10], { dtype: 'int32' }))).rejects.toThrow(/^indexSelect: index 10 is out of bounds for dimension 0 with size 3$/);
+    throwsMatching(() => t([1, 2, 3]).indexSelect(0, t([10], { dtype: 'int32' })), /indexSelect: index 10 is out of bounds/);
+    throwsMatching(() => t([[1, 2], [3, 4]]).gather(1, t([[0], [-1]], { dtype: 'int32' })), /gather: index -1 is out of bounds/);
+  });
+
+  it('11: a step without arguments runs where its captured tensors live; a device mismatch is a clear error', async () => {
+    const p = t([1, 2, 3]);
+    const s = kiln.compile(() => p.exp().sum());
+    expect(await (await s()).item()).toBeCloseTo(Math.exp(1) + Math.exp(2) + Math.exp(3), 4);
+    expect((await s()).device).toBe(device);
+    expect(s.traces).toBe(1);
+    const other = device === 'cpu' ? null : 'cpu';
+    if (other) {
+      // compiled for one device, model moved, called with inputs on the old one
+      const lin = new kiln.nn.Linear(2, 1, { device: other });
+      const f = kiln.compile((x: Tensor) => lin.forward(x));
+      await f(kiln.ones([1, 2], { device: other }));
+      lin.to(device);
+      await expect(f(kiln.ones([1, 2], { device: other }))).rejects.toThrow(new RegExp(`runs on '${other}' .* but uses weight, which is on '${device}'`));
+    }
+  });
+
   it('8: reductions over only size-1 extents compile (softmax(0) of [1, 2]; p.sum() of a [1] parameter)', async () => {
     const { returns } = await compiledEqualsEager(() => {
       const x = kiln.ones([1, 2], { device });
