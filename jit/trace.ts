@@ -64,7 +64,8 @@ class Recorder implements Tracer {
   private written = new Set<Tensor>();
   /** captured tensors by storage: the first one seen with a given view stands for all (detach() aliases) */
   private byStorage = new Map<unknown, Tensor[]>();
-  private views = new Map<Tensor, ViewOf>();
+  /** traced views by handle (a detach() alias shares its tensor's handle, so it is the same view) */
+  private views = new Map<SymHandle, ViewOf>();
   /** argument handles, to write back in-place updates of arguments */
   private argHandles = new Map<SymHandle, number>();
   private argWritten = new Set<number>();
@@ -101,7 +102,7 @@ class Recorder implements Tracer {
     if (t._storage === null) {
       const h = t._sym as SymHandle;
       if (h.trace !== this) throw new TraceError('a tensor from another compile() trace was used here');
-      const v = this.views.get(t);
+      const v = this.views.get(h);
       if (v) {
         const root = this.valueOf(v.root);
         if (root !== v.from) {
@@ -138,10 +139,10 @@ class Recorder implements Tracer {
     const result = this.symbolic(node.id, device);
     if (aliases) {
       const x = inputs[0];
-      const v = this.views.get(x);
+      const v = x._storage === null ? this.views.get(x._sym as SymHandle) : undefined;
       const op = { prim, attrs: attrs as PrimAttrs[Primitive] };
       const root = v ? v.root : x;
-      this.views.set(result, { root, ops: v ? [...v.ops, op] : [op], from: this.valueOf(root) });
+      this.views.set(result._sym as SymHandle, { root, ops: v ? [...v.ops, op] : [op], from: this.valueOf(root) });
     }
     return result;
   }
@@ -169,7 +170,7 @@ class Recorder implements Tracer {
 
   assign(target: Tensor, value: Tensor): void {
     const id = this.valueOf(value);
-    const view = target._storage === null ? this.views.get(target) : undefined;
+    const view = target._storage === null ? this.views.get(target._sym as SymHandle) : undefined;
     if (view) {
       // A write into a view is a write of the root's new value: the root with this region replaced.
       this.valueOf(target); // brings the view up to date with its root first
