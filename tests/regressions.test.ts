@@ -303,6 +303,25 @@ describeEachDevice('issue 13 reproductions (compiled equals eager)', (device) =>
     }
   });
 
+  it('7: a compiled batched matmul called with a larger batch computes every batch (per-spec dispatch grid)', async () => {
+    const prev = process.env.KILN_AUTOTUNE;
+    process.env.KILN_AUTOTUNE = '0'; // the cold path of the issue: no tuned variant
+    try {
+      kiln.manualSeed(1);
+      const w = kiln.randn([32, 9], { device });
+      const step = kiln.compile((x: Tensor) => w.matmul(x));
+      const wc = await w.toAsync('cpu');
+      for (const batch of [2, 3]) {
+        const x = kiln.randn([batch, 9, 676], { device });
+        const want = await values(wc.matmul(await x.toAsync('cpu')));
+        expectValues(await values(await step(x)), want, LOOSE_TOL, `batch of ${batch}`);
+      }
+    } finally {
+      if (prev === undefined) delete process.env.KILN_AUTOTUNE;
+      else process.env.KILN_AUTOTUNE = prev;
+    }
+  });
+
   it('8: reductions over only size-1 extents compile (softmax(0) of [1, 2]; p.sum() of a [1] parameter)', async () => {
     const { returns } = await compiledEqualsEager(() => {
       const x = kiln.ones([1, 2], { device });

@@ -196,11 +196,15 @@ function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, ali
   let kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto', matmul });
   if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
   const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
-  let p = pipelines.get(pkey);
-  if (!p) {
-    p = createPipeline(d, spec.name, kernel);
-    pipelines.set(pkey, p);
+  let shared = pipelines.get(pkey);
+  if (!shared) {
+    shared = createPipeline(d, spec.name, kernel);
+    pipelines.set(pkey, shared);
   }
+  // Specs with the same shader (sizes in uniforms) share the compiled pipeline, but each keeps its own
+  // dispatch grid: a [3, 9, 676] batch must not launch the workgroups of a [2, 9, 676] one. The
+  // per-spec record reads `error` (set later) through its prototype.
+  const p: Pipeline = shared.kernel.workgroups.join() === kernel.workgroups.join() ? shared : Object.create(shared, { kernel: { value: kernel } });
   sourceCache.set(key, p);
   return p;
 }
