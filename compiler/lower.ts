@@ -1,92 +1,134 @@
-// Lowers one primitive to the backend-neutral kernel description that codegen turns into JS or WGSL.
-// Eager mode runs exactly these kernels; the fusion pass builds bigger ones from the same pieces.
+// Lowering: the one table (`lowerings`) that says how each primitive computes, as a piece of the
+// backend-neutral kernel description that codegen turns into JS or WGSL. Eager dispatch applies an entry
+// to loads of its operands (lowerPrimitive); fusion applies the same entry to whatever expressions the
+// operands fused into (passes/fusion.ts). So eager runs the same kernels as compiled code by construction.
 
 import type { DType } from '../ir/dtype.ts';
-import type { Expr, Kernel, KernelSpec } from '../ir/kernel.ts';
-import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
-import { BINARY_OPS, COMPARE_OPS, UNARY_OPS } from '../ir/primitives.ts';
+import { mapLoads, type Expr, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../ir/kernel.ts';
+import type { AVal, BinaryOp, CompareOp, PrimAttrs, Primitive, ReduceOp, UnaryOp } from '../ir/primitives.ts';
 import { numel } from '../ir/shape.ts';
-import { contiguousView, expandView, sliceView, type View } from '../ir/view.ts';
+import { contiguousView, expandView, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
 
 export interface LowerInput { view: View; dtype: DType }
 
-const load = (arg: number, x: LowerInput): Expr => ({ kind: 'load', arg, view: x.view, dtype: x.dtype });
-const acc = (dtype: DType): Expr => ({ kind: 'acc', dtype });
-
-/** The scalar expression of an elementwise primitive applied to operand expressions. */
-export function elementwiseExpr(prim: Primitive, attrs: PrimAttrs[Primitive], xs: Expr[], dtype: DType): Expr {
-  if ((UNARY_OPS as readonly string[]).includes(prim)) return { kind: 'unary', op: prim as (typeof UNARY_OPS)[number], x: xs[0], dtype };
-  if ((BINARY_OPS as readonly string[]).includes(prim) || (COMPARE_OPS as readonly string[]).includes(prim)) {
-    return { kind: 'binary', op: prim as (typeof BINARY_OPS)[number], a: xs[0], b: xs[1], dtype };
-  }
-  if (prim === 'where') return { kind: 'where', c: xs[0], a: xs[1], b: xs[2], dtype };
-  if (prim === 'cast') return { kind: 'cast', x: xs[0], dtype: (attrs as PrimAttrs['cast']).dtype };
-  if (prim === 'full') return { kind: 'const', value: (attrs as PrimAttrs['full']).value, dtype };
-  throw new Error(`lower: ${prim} is not elementwise`);
+/** What a lowering that builds its own kernels sees of its node. */
+export interface KernelCtx<P extends Primitive> {
+  readonly attrs: PrimAttrs[P];
+  /** the result's shape and dtype */
+  readonly out: AVal;
+  /** the operands' shapes */
+  readonly shapes: readonly (readonly number[])[];
+  /** operand i's value, an expression over its own shape */
+  x(i: number): Expr;
+  /** operand i as a plain load (matmul operands, a gather source) */
+  load(i: number): LoadExpr;
+  /** the contiguous output (ask after the operands: fusion numbers arguments in order of use) */
+  output(): KernelOutput;
 }
 
-const spec = (name: string, inputs: LowerInput[], out: AVal, kernel: Kernel): KernelSpec => ({
-  name,
-  args: [...inputs.map((x) => ({ dtype: x.dtype, size: 0 })), { dtype: out.dtype, size: numel(out.shape) }],
-  kernel,
-  params: 0,
-});
+/** One kernel of a lowering, and what its name gets appended (pad's zero-fill: '_zero'). */
+export interface LoweredKernel { kernel: Kernel; suffix?: string }
+
+/** How one primitive lowers: exactly one of the three shapes below. */
+export type Lowering<P extends Primitive> =
+  /** elementwise ops and constants: a scalar expression of the operands (it fuses into any consumer) */
+  | { readonly expr: (xs: readonly Expr[], attrs: PrimAttrs[P], out: AVal) => Expr }
+  /** views: index arithmetic on the operand's view; null when the layout cannot be viewed so (copy first) */
+  | { readonly view: (v: View, attrs: PrimAttrs[P], out: AVal) => View | null }
+  /** everything else: kernels of its own, with operands fused in where the kernel allows */
+  | { readonly kernels: (c: KernelCtx<P>) => LoweredKernel[] };
+
+const acc = (dtype: DType): Expr => ({ kind: 'acc', dtype });
+const unary = (op: UnaryOp) => ({ expr: (xs: readonly Expr[], _: unknown, out: AVal): Expr => ({ kind: 'unary', op, x: xs[0], dtype: out.dtype }) });
+const binary = (op: BinaryOp | CompareOp) => ({ expr: (xs: readonly Expr[], _: unknown, out: AVal): Expr => ({ kind: 'binary', op, a: xs[0], b: xs[1], dtype: out.dtype }) });
+const reduce = (op: ReduceOp, axes: number[], c: KernelCtx<Primitive>): LoweredKernel[] =>
+  [{ kernel: { kind: 'reduce', op, inShape: [...c.shapes[0]], axes, body: c.x(0), epilogue: acc(c.out.dtype), output: c.output() } }];
+
+/** Applies a view transform to every load of an expression (elementwise ops commute with views). */
+export const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => mapLoads(e, (l) => { const v = f(l.view); return v && { ...l, view: v }; });
+
+/** The lowering table: one entry per primitive (a missing one is a type error). */
+export const lowerings: { [P in Primitive]: Lowering<P> } = {
+  neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'),
+  rsqrt: unary('rsqrt'), sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  relu: unary('relu'), copy: unary('copy'),
+  add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
+  maximum: binary('maximum'), minimum: binary('minimum'),
+  eq: binary('eq'), ne: binary('ne'), lt: binary('lt'), le: binary('le'), gt: binary('gt'), ge: binary('ge'),
+  where: { expr: (xs, _, out) => ({ kind: 'where', c: xs[0], a: xs[1], b: xs[2], dtype: out.dtype }) },
+  cast: { expr: (xs, a) => ({ kind: 'cast', x: xs[0], dtype: a.dtype }) },
+  full: { expr: (_, a, out) => ({ kind: 'const', value: a.value, dtype: out.dtype }) },
+  sum: { kernels: (c) => reduce('sum', c.attrs.axes, c) },
+  max: { kernels: (c) => reduce('max', c.attrs.axes, c) },
+  argmax: { kernels: (c) => reduce('argmax', [c.attrs.axis], c) },
+  reshape: { view: (v, _, out) => reshapeView(v, out.shape) },
+  permute: { view: (v, a) => permuteView(v, a.perm) },
+  expand: { view: (v, _, out) => expandView(v, out.shape) },
+  slice: { view: (v, a) => sliceView(v, a.starts, a.steps, a.shape) },
+  pad: {
+    kernels: (c) => {
+      const src = c.x(0), output = c.output();
+      const inner = sliceView(output.view, c.attrs.starts, c.attrs.steps, c.shapes[0]);
+      return [
+        { suffix: '_zero', kernel: { kind: 'map', shape: [...c.out.shape], exprs: [{ kind: 'const', value: 0, dtype: c.out.dtype }], outputs: [output] } },
+        { kernel: { kind: 'map', shape: [...c.shapes[0]], exprs: [src], outputs: [{ ...output, view: inner }] } },
+      ];
+    },
+  },
+  matmul: {
+    kernels: (c) => {
+      const a = c.load(0), b = c.load(1), s = c.out.shape;
+      return [{ kernel: { kind: 'matmul', batch: s.slice(0, -2), m: s[s.length - 2], n: s[s.length - 1], k: c.shapes[0][c.shapes[0].length - 1], a, b, epilogue: acc(c.out.dtype), output: c.output() } }];
+    },
+  },
+  gather: {
+    kernels: (c) => {
+      const src = c.load(0), index = c.x(1);
+      return [{ kernel: { kind: 'gather', axis: c.attrs.axis, shape: [...c.out.shape], src: { arg: src.arg, view: src.view, dtype: src.dtype }, index, output: c.output() } }];
+    },
+  },
+  scatterAdd: {
+    kernels: (c) => {
+      const index = c.x(0), src = c.x(1);
+      return [{ kernel: { kind: 'scatterAdd', axis: c.attrs.axis, srcShape: [...c.shapes[1]], index, src, output: c.output() } }];
+    },
+  },
+  random: {
+    // counted by the position in the output: the 0-d seed is broadcast over it
+    kernels: (c) => {
+      const seed = moveLoads(c.x(0), (v) => expandView(v, c.out.shape))!;
+      return [{ kernel: { kind: 'map', shape: [...c.out.shape], exprs: [{ kind: 'random', seed, dtype: 'float32' }], outputs: [c.output()] } }];
+    },
+  },
+};
+
+/** The one-output map kernel computing `value` at every point of `shape`. */
+export const mapKernel = (shape: readonly number[], value: Expr, output: KernelOutput): Kernel => ({ kind: 'map', shape: [...shape], exprs: [value], outputs: [output] });
 
 /**
- * Kernels computing `prim` from `inputs` (args 0..n-1) into a contiguous output (arg n).
- * Movement primitives other than pad are views and have no kernel.
+ * Kernels computing `prim` from `inputs` (args 0..n-1) into a contiguous output (arg n): the lowering
+ * table's entry applied to loads of the arguments. Views have no kernel (the dispatcher applies them).
  */
 export function lowerPrimitive<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: LowerInput[], out: AVal): KernelSpec[] {
-  const o = inputs.length;
-  const output = { arg: o, view: contiguousView(out.shape), dtype: out.dtype };
+  const output: KernelOutput = { arg: inputs.length, view: contiguousView(out.shape), dtype: out.dtype };
   const name = `${prim}_${out.shape.join('x') || 'scalar'}`;
-  switch (prim) {
-    case 'sum': case 'max': {
-      const axes = (attrs as PrimAttrs['sum']).axes;
-      return [spec(name, inputs, out, { kind: 'reduce', op: prim, inShape: [...inputs[0].view.shape], axes, body: load(0, inputs[0]), epilogue: acc(out.dtype), output })];
-    }
-    case 'argmax': {
-      const axis = (attrs as PrimAttrs['argmax']).axis;
-      return [spec(name, inputs, out, { kind: 'reduce', op: 'argmax', inShape: [...inputs[0].view.shape], axes: [axis], body: load(0, inputs[0]), epilogue: acc('int32'), output })];
-    }
-    case 'matmul': {
-      const s = out.shape;
-      const k = inputs[0].view.shape[inputs[0].view.shape.length - 1];
-      return [spec(name, inputs, out, { kind: 'matmul', batch: s.slice(0, -2), m: s[s.length - 2], n: s[s.length - 1], k, a: load(0, inputs[0]), b: load(1, inputs[1]), epilogue: acc(out.dtype), output })];
-    }
-    case 'gather': {
-      const { axis } = attrs as PrimAttrs['gather'];
-      return [spec(name, inputs, out, { kind: 'gather', axis, shape: [...out.shape], src: { arg: 0, view: inputs[0].view, dtype: inputs[0].dtype }, index: load(1, inputs[1]), output })];
-    }
-    case 'scatterAdd': {
-      const { axis } = attrs as PrimAttrs['scatterAdd'];
-      return [spec(name, inputs, out, { kind: 'scatterAdd', axis, srcShape: [...inputs[0].view.shape], index: load(0, inputs[0]), src: load(1, inputs[1]), output })];
-    }
-    case 'pad': {
-      const { starts, steps } = attrs as PrimAttrs['pad'];
-      const inner = sliceView(output.view, starts, steps, inputs[0].view.shape);
-      return [
-        spec(`${name}_zero`, inputs, out, { kind: 'map', shape: [...out.shape], exprs: [{ kind: 'const', value: 0, dtype: out.dtype }], outputs: [output] }),
-        spec(name, inputs, out, { kind: 'map', shape: [...inputs[0].view.shape], exprs: [load(0, inputs[0])], outputs: [{ ...output, view: inner }] }),
-      ];
-    }
-    case 'random':
-      return [spec(name, inputs, out, { kind: 'map', shape: [...out.shape], exprs: [{ kind: 'random', seed: load(0, { ...inputs[0], view: expandView(inputs[0].view, out.shape) }), dtype: 'float32' }], outputs: [output] })];
-    case 'reshape': case 'permute': case 'expand': case 'slice':
-      throw new Error(`lower: ${prim} is a view and has no kernel`);
-    default: {
-      const expr = elementwiseExpr(prim, attrs, inputs.map((x, i) => load(i, x)), out.dtype);
-      return [spec(name, inputs, out, { kind: 'map', shape: [...out.shape], exprs: [expr], outputs: [output] })];
-    }
-  }
+  const load = (i: number): LoadExpr => ({ kind: 'load', arg: i, view: inputs[i].view, dtype: inputs[i].dtype });
+  const l: Lowering<P> = lowerings[prim];
+  if ('view' in l) throw new Error(`lower: ${prim} is a view and has no kernel`);
+  const kernels: LoweredKernel[] = 'expr' in l
+    ? [{ kernel: mapKernel(out.shape, l.expr(inputs.map((_, i) => load(i)), attrs, out), output) }]
+    : l.kernels({ attrs, out, shapes: inputs.map((x) => x.view.shape), x: load, load, output: () => output });
+  const args = [...inputs.map((x) => ({ dtype: x.dtype, size: 0 })), { dtype: out.dtype, size: numel(out.shape) }];
+  return kernels.map((k) => ({ name: name + (k.suffix ?? ''), args, kernel: k.kernel, params: 0 }));
 }
 
 /** A kernel that copies `src` (arg 0, any view) into `dst` (arg 1, any view of the same shape). */
 export function copyKernel(src: LowerInput, dst: LowerInput): KernelSpec {
+  const value: Expr = { kind: 'load', arg: 0, view: src.view, dtype: src.dtype };
   return {
     name: `copy_${src.view.shape.join('x') || 'scalar'}`,
     args: [{ dtype: src.dtype, size: 0 }, { dtype: dst.dtype, size: 0 }],
-    kernel: { kind: 'map', shape: [...src.view.shape], exprs: [src.dtype === dst.dtype ? load(0, src) : { kind: 'cast', x: load(0, src), dtype: dst.dtype }], outputs: [{ arg: 1, view: dst.view, dtype: dst.dtype }] },
+    kernel: mapKernel(src.view.shape, src.dtype === dst.dtype ? value : { kind: 'cast', x: value, dtype: dst.dtype }, { arg: 1, view: dst.view, dtype: dst.dtype }),
     params: 0,
   };
 }

@@ -21,16 +21,29 @@ export type InputSource =
 
 export type NodeOp = Primitive | 'input';
 
-export interface Node {
+interface NodeBase {
   readonly id: number;
-  readonly op: NodeOp;
-  readonly attrs: PrimAttrs[Primitive] | InputSource;
   readonly inputs: readonly number[];
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly phase: Phase;
   /** the user source line that created it ("file:line  code") */
   readonly source?: string;
+}
+/** A node of one op: its attributes are that primitive's (an input's are its InputSource). */
+export type NodeOf<O extends NodeOp> = NodeBase & { readonly op: O; readonly attrs: O extends Primitive ? PrimAttrs[O] : InputSource };
+/** An IR node: a union discriminated by `op`, so `n.op === 'permute'` types `n.attrs` as permute's. */
+export type Node = { [O in NodeOp]: NodeOf<O> }[NodeOp];
+export type InputNode = NodeOf<'input'>;
+/** A node before the graph numbers it (Omit applied to each member of the union). */
+export type NodeInit = Node extends infer N ? (N extends Node ? Omit<N, 'id'> : never) : never;
+
+/**
+ * A node of primitive `op` (generic code: the tracer, rewrites that keep an op): the one place where
+ * TypeScript cannot see that `op` and `attrs` belong together.
+ */
+export function primNode<P extends Primitive>(op: P, attrs: PrimAttrs[P], rest: Omit<NodeBase, 'id'>): NodeInit {
+  return { ...rest, op, attrs } as NodeInit;
 }
 
 /** What happens with an output after a call: returned, written into a captured tensor, or set as its .grad. */
@@ -48,13 +61,13 @@ export class Graph {
   nodes: Node[] = [];
   outputs: GraphOutput[] = [];
 
-  add(n: Omit<Node, 'id'>): Node {
-    const node = { ...n, id: this.nodes.length };
+  add(n: NodeInit): Node {
+    const node: Node = { ...n, id: this.nodes.length };
     this.nodes.push(node);
     return node;
   }
   node(id: number): Node { return this.nodes[id]; }
-  get inputNodes(): Node[] { return this.nodes.filter((n) => n.op === 'input'); }
+  get inputNodes(): InputNode[] { return this.nodes.filter((n): n is InputNode => n.op === 'input'); }
 
   /** Consumers of each node (by id), outputs not counted. */
   users(): number[][] {
@@ -76,10 +89,10 @@ export class Graph {
 
 function formatAttrs(n: Node): string {
   if (n.op === 'input') {
-    const s = n.attrs as InputSource;
+    const s = n.attrs;
     return s.kind === 'arg' ? `arg ${s.index}` : `${s.kind} ${s.label}`;
   }
-  const entries = Object.entries(n.attrs as object);
+  const entries = Object.entries(n.attrs);
   return entries.map(([k, v]) => `${k}=${Array.isArray(v) ? fmt(v) : String(v)}`).join(' ');
 }
 

@@ -3,7 +3,7 @@
 // the compiled graph is a bigger one. Loads read kernel arguments through views (strides folded in).
 
 import type { DType } from './dtype.ts';
-import type { BinaryOp, CompareOp, UnaryOp } from './primitives.ts';
+import type { BinaryOp, CompareOp, ReduceOp, UnaryOp } from './primitives.ts';
 import type { View } from './view.ts';
 
 /** A scalar expression evaluated at one point of the kernel's iteration space. */
@@ -31,7 +31,7 @@ export type Kernel =
    * Reduces `body` (an expression over `inShape`) over `axes`, then writes `epilogue` (in which `acc`
    * is the reduced value) at every point of the kept shape (reduced axes have size 1 there).
    */
-  | { kind: 'reduce'; op: 'sum' | 'max' | 'argmax'; inShape: number[]; axes: number[]; body: Expr; epilogue: Expr; output: KernelOutput }
+  | { kind: 'reduce'; op: ReduceOp; inShape: number[]; axes: number[]; body: Expr; epilogue: Expr; output: KernelOutput }
   /** [...B, M, K] @ [...B, K, N]: a and b are expressions over their operand shapes; epilogue over [...B, M, N] */
   | { kind: 'matmul'; batch: number[]; m: number; n: number; k: number; a: Expr; b: Expr; epilogue: Expr; output: KernelOutput }
   /** out[i] = src[i with i[axis] = index(i)]: `index` is an int expression over the output shape */
@@ -52,6 +52,11 @@ export interface KernelSpec {
 
 export type LoadExpr = Extract<Expr, { kind: 'load' }>;
 
+/** A switch over a union ends here: adding a member makes the missing case a type error. */
+export function unreachable(x: never, what: string): never {
+  throw new Error(`kiln: unhandled ${what} ${JSON.stringify(x)}`);
+}
+
 /** The sub-expressions of an expression (the one place that knows each kind's children). */
 export function exprChildren(e: Expr): Expr[] {
   switch (e.kind) {
@@ -59,7 +64,8 @@ export function exprChildren(e: Expr): Expr[] {
     case 'binary': return [e.a, e.b];
     case 'where': return [e.c, e.a, e.b];
     case 'random': return [e.seed];
-    default: return [];
+    case 'load': case 'const': case 'acc': case 'param': return [];
+    default: return unreachable(e, 'expression');
   }
 }
 
@@ -69,37 +75,91 @@ function withChildren(e: Expr, k: Expr[]): Expr {
     case 'binary': return { ...e, a: k[0], b: k[1] };
     case 'where': return { ...e, c: k[0], a: k[1], b: k[2] };
     case 'random': return { ...e, seed: k[0] };
-    default: return e;
+    case 'load': case 'const': case 'acc': case 'param': return e;
+    default: return unreachable(e, 'expression');
   }
+}
+
+/**
+ * The nodes of a DAG reachable from `roots`, each once, children before parents. Iterative (an
+ * explicit stack), so a chain of thousands of fused ops cannot overflow the call stack.
+ */
+export function postorder<T>(roots: readonly T[], children: (x: T) => readonly T[]): T[] {
+  const out: T[] = [];
+  const state = new Map<T, 1 | 2>(); // 1: children pushed, 2: emitted
+  const stack: T[] = [...roots].reverse();
+  while (stack.length) {
+    const x = stack[stack.length - 1];
+    const st = state.get(x);
+    if (st === 2) { stack.pop(); continue; }
+    if (st === 1) { stack.pop(); state.set(x, 2); out.push(x); continue; }
+    state.set(x, 1);
+    const kids = children(x);
+    for (let i = kids.length - 1; i >= 0; i--) if (!state.has(kids[i])) stack.push(kids[i]);
+  }
+  return out;
 }
 
 /**
  * Rebuilds an expression DAG bottom-up, replacing each load by `f(load)` (null aborts the whole
  * rewrite). Shared sub-expressions stay shared.
  */
-export function mapLoads(e: Expr, f: (l: LoadExpr) => Expr | null, memo = new Map<Expr, Expr | null>()): Expr | null {
-  if (memo.has(e)) return memo.get(e)!;
-  let r: Expr | null;
-  if (e.kind === 'load') r = f(e);
-  else {
-    const kids = exprChildren(e);
-    const mapped = kids.map((k) => mapLoads(k, f, memo));
-    r = mapped.some((m) => m === null) ? null : mapped.every((m, i) => m === kids[i]) ? e : withChildren(e, mapped as Expr[]);
+export function mapLoads(e: Expr, f: (l: LoadExpr) => Expr | null): Expr | null {
+  const memo = new Map<Expr, Expr>();
+  for (const x of postorder([e], exprChildren)) {
+    let r: Expr | null;
+    if (x.kind === 'load') r = f(x);
+    else {
+      const kids = exprChildren(x);
+      const mapped = kids.map((k) => memo.get(k)!);
+      r = mapped.every((m, i) => m === kids[i]) ? x : withChildren(x, mapped);
+    }
+    if (r === null) return null;
+    memo.set(x, r);
   }
-  memo.set(e, r);
-  return r;
+  return memo.get(e)!;
 }
 
 /** Every load of an expression DAG, each once. */
 export function exprLoads(e: Expr): LoadExpr[] {
-  const out: LoadExpr[] = [];
-  const seen = new Set<Expr>();
-  const walk = (x: Expr): void => {
-    if (seen.has(x)) return;
-    seen.add(x);
-    if (x.kind === 'load') out.push(x);
-    exprChildren(x).forEach(walk);
-  };
-  walk(e);
-  return out;
+  return postorder([e], exprChildren).filter((x): x is LoadExpr => x.kind === 'load');
+}
+
+/** The expressions of a kernel (the one place that knows where each kernel kind keeps them). */
+export function kernelExprs(k: Kernel): Expr[] {
+  switch (k.kind) {
+    case 'map': return k.exprs;
+    case 'reduce': return [k.body, k.epilogue];
+    case 'matmul': return [k.a, k.b, k.epilogue];
+    case 'gather': return [k.index];
+    case 'scatterAdd': return [k.index, k.src];
+    default: return unreachable(k, 'kernel');
+  }
+}
+
+/** The arguments a kernel reads or writes, ascending. */
+export function kernelArgs(k: Kernel): number[] {
+  const used = new Set<number>();
+  for (const e of kernelExprs(k)) for (const l of exprLoads(e)) used.add(l.arg);
+  switch (k.kind) {
+    case 'map': for (const o of k.outputs) used.add(o.arg); break;
+    case 'gather': used.add(k.src.arg); used.add(k.output.arg); break;
+    case 'reduce': case 'matmul': case 'scatterAdd': used.add(k.output.arg); break;
+    default: return unreachable(k, 'kernel');
+  }
+  return [...used].sort((a, b) => a - b);
+}
+
+/** The same kernel with every argument index `a` replaced by `f(a)` (loads and outputs alike). */
+export function mapKernelArgs(k: Kernel, f: (arg: number) => number): Kernel {
+  const e = (x: Expr): Expr => mapLoads(x, (l) => ({ ...l, arg: f(l.arg) }))!;
+  const o = (x: KernelOutput): KernelOutput => ({ ...x, arg: f(x.arg) });
+  switch (k.kind) {
+    case 'map': return { ...k, exprs: k.exprs.map(e), outputs: k.outputs.map(o) };
+    case 'reduce': return { ...k, body: e(k.body), epilogue: e(k.epilogue), output: o(k.output) };
+    case 'matmul': return { ...k, a: e(k.a), b: e(k.b), epilogue: e(k.epilogue), output: o(k.output) };
+    case 'gather': return { ...k, src: { ...k.src, arg: f(k.src.arg) }, index: e(k.index), output: o(k.output) };
+    case 'scatterAdd': return { ...k, index: e(k.index), src: e(k.src), output: o(k.output) };
+    default: return unreachable(k, 'kernel');
+  }
 }

@@ -1,16 +1,9 @@
-// The primitive set: every op kiln can run is one of these. Each has exactly one shape/dtype rule here,
-// one VJP rule in runtime/vjp.ts and one kernel template per backend (compiler/lower.ts
-// builds the backend-neutral kernel; compiler/codegen/{js,wgsl}.ts spell out each scalar op).
+// The primitive set: every op kiln can run is one of these. Each has one entry in the info table and one
+// shape/dtype rule here, one VJP rule (runtime/vjp.ts), one lowering (compiler/lower.ts, the
+// backend-neutral kernel) and, for scalar ops, one spelling per backend (compiler/codegen/spelling-*.ts).
 
 import { type DType, isFloat, promote } from './dtype.ts';
 import { broadcastShapes, fmt, numel, sameShape } from './shape.ts';
-
-export const UNARY_OPS = ['neg', 'abs', 'sign', 'exp', 'log', 'sqrt', 'rsqrt', 'sin', 'cos', 'tanh', 'sigmoid', 'relu', 'copy'] as const;
-export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum'] as const;
-export const COMPARE_OPS = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'] as const;
-export type UnaryOp = (typeof UNARY_OPS)[number];
-export type BinaryOp = (typeof BINARY_OPS)[number];
-export type CompareOp = (typeof COMPARE_OPS)[number];
 
 /** Attributes of each primitive. Elementwise ops take already-broadcast inputs of one shape. */
 export interface PrimAttrs {
@@ -44,17 +37,85 @@ export interface PrimAttrs {
 }
 export type Primitive = keyof PrimAttrs;
 
-export interface AVal { readonly shape: readonly number[]; readonly dtype: DType }
-type ShapeRule<P extends Primitive> = (inputs: AVal[], attrs: PrimAttrs[P]) => AVal;
+/**
+ * What a primitive is, for every pass and backend that classifies ops: each classification (elementwise,
+ * view, barrier, float-only...) is derived from this one table, never written out as a second list.
+ *   unary/binary/compare/select/cast  elementwise: one scalar op per element (fusible, commute with views)
+ *   reduce   reduces axes (sum, max, argmax)       view     index arithmetic, never runs (reshape...)
+ *   pad      inverse of a slice (zeros + a copy)   matmul   batched product
+ *   gather/scatter  indexed reads / accumulating writes
+ *   constant  a filled tensor (folds into kernels) random   counter-based uniform numbers
+ */
+export type PrimKind = 'unary' | 'binary' | 'compare' | 'select' | 'cast' | 'reduce' | 'view' | 'pad' | 'matmul' | 'gather' | 'scatter' | 'constant' | 'random';
+export interface PrimitiveInfo {
+  readonly kind: PrimKind;
+  /** computed in float32: integer inputs are promoted, and the result is float32 */
+  readonly floatOnly?: boolean;
+}
 
-const unary = (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: x[0].dtype });
-const floatUnary = (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: isFloat(x[0].dtype) ? x[0].dtype : 'float32' });
+const info = <K extends PrimKind>(kind: K, floatOnly = false) => ({ kind, floatOnly }) as const;
+
+/** The primitive-info table (see PrimitiveInfo). */
+export const primitiveInfo = {
+  neg: info('unary'), abs: info('unary'), sign: info('unary'), relu: info('unary'), copy: info('unary'),
+  exp: info('unary', true), log: info('unary', true), sqrt: info('unary', true), rsqrt: info('unary', true),
+  sin: info('unary', true), cos: info('unary', true), tanh: info('unary', true), sigmoid: info('unary', true),
+  add: info('binary'), sub: info('binary'), mul: info('binary'), div: info('binary', true), pow: info('binary'),
+  maximum: info('binary'), minimum: info('binary'),
+  eq: info('compare'), ne: info('compare'), lt: info('compare'), le: info('compare'), gt: info('compare'), ge: info('compare'),
+  where: info('select'),
+  cast: info('cast'),
+  sum: info('reduce'), max: info('reduce'), argmax: info('reduce'),
+  reshape: info('view'), permute: info('view'), expand: info('view'), slice: info('view'),
+  pad: info('pad'),
+  matmul: info('matmul'),
+  gather: info('gather'),
+  scatterAdd: info('scatter'),
+  full: info('constant'),
+  random: info('random'),
+} as const satisfies { [P in Primitive]: PrimitiveInfo };
+
+/** The primitives of one kind, as a type (UnaryOp = the primitives whose kind is 'unary'). */
+export type PrimOfKind<K extends PrimKind> = { [P in Primitive]: (typeof primitiveInfo)[P]['kind'] extends K ? P : never }[Primitive];
+export type UnaryOp = PrimOfKind<'unary'>;
+export type BinaryOp = PrimOfKind<'binary'>;
+export type CompareOp = PrimOfKind<'compare'>;
+export type ElementwiseOp = PrimOfKind<'unary' | 'binary' | 'compare' | 'select' | 'cast'>;
+export type ViewOp = PrimOfKind<'view'>;
+export type ReduceOp = PrimOfKind<'reduce'>;
+
+const ELEMENTWISE_KINDS: ReadonlySet<PrimKind> = new Set(['unary', 'binary', 'compare', 'select', 'cast']);
+const kindOf = (op: string): PrimKind | undefined => (primitiveInfo as Record<string, PrimitiveInfo>)[op]?.kind;
+/** All primitives, in table order. */
+export const PRIMITIVES = Object.keys(primitiveInfo) as Primitive[];
+/** The primitives of the given kinds, in table order. */
+export const primitivesOfKind = <K extends PrimKind>(...kinds: K[]): PrimOfKind<K>[] =>
+  PRIMITIVES.filter((p) => (kinds as PrimKind[]).includes(primitiveInfo[p].kind)) as PrimOfKind<K>[];
+
+// Classifications take any op name (an IR node's op may also be 'input', which is none of them).
+export const isElementwise = (op: string): op is ElementwiseOp => ELEMENTWISE_KINDS.has(kindOf(op)!);
+export const isView = (op: string): op is ViewOp => kindOf(op) === 'view';
+export const isUnary = (op: string): op is UnaryOp => kindOf(op) === 'unary';
+export const isCompare = (op: string): op is CompareOp => kindOf(op) === 'compare';
+export const isFloatOnly = (op: string): boolean => (primitiveInfo as Record<string, PrimitiveInfo>)[op]?.floatOnly === true;
+/**
+ * Ops that always own a buffer in compiled code: everything neither elementwise, a view nor a constant
+ * (reductions, matmul, gather/scatter, pad and random each build their own kernel).
+ */
+export const isBarrier = (op: string): boolean => { const k = kindOf(op); return k !== undefined && !ELEMENTWISE_KINDS.has(k) && k !== 'view' && k !== 'constant'; };
+
+export interface AVal { readonly shape: readonly number[]; readonly dtype: DType }
+/** Validates a primitive's operands and gives its result's shape and dtype (a clear Error on bad input). */
+export type ShapeRule<P extends Primitive> = (inputs: AVal[], attrs: PrimAttrs[P]) => AVal;
+
+const unary = (op: UnaryOp) => (x: AVal[]): AVal => ({ shape: x[0].shape, dtype: isFloatOnly(op) && !isFloat(x[0].dtype) ? 'float32' : x[0].dtype });
 function sameShapes(op: string, xs: AVal[]): void {
   for (const x of xs.slice(1)) if (!sameShape(x.shape, xs[0].shape)) broadcastShapes(op, xs[0].shape, x.shape);
   for (const x of xs.slice(1)) if (!sameShape(x.shape, xs[0].shape)) throw new Error(`${op}: expected inputs of equal shape, got ${xs.map((x) => fmt(x.shape)).join(' and ')}`);
 }
-const binary = (op: string, float = false) => (x: AVal[]): AVal => {
+const binary = (op: BinaryOp) => (x: AVal[]): AVal => {
   sameShapes(op, x);
+  const float = isFloatOnly(op);
   const dtype = promote(x[0].dtype, x[1].dtype);
   return { shape: x[0].shape, dtype: float && !isFloat(dtype) ? 'float32' : dtype === 'bool' ? 'int32' : dtype };
 };
@@ -62,10 +123,10 @@ const compare = (op: string) => (x: AVal[]): AVal => { sameShapes(op, x); return
 const reduce = (x: AVal[], a: { axes: number[] }): AVal => ({ shape: x[0].shape.map((d, i) => (a.axes.includes(i) ? 1 : d)), dtype: x[0].dtype });
 
 export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
-  neg: unary, abs: unary, sign: unary, relu: unary, copy: unary,
-  exp: floatUnary, log: floatUnary, sqrt: floatUnary, rsqrt: floatUnary,
-  sin: floatUnary, cos: floatUnary, tanh: floatUnary, sigmoid: floatUnary,
-  add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div', true), pow: binary('pow'),
+  neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), relu: unary('relu'), copy: unary('copy'),
+  exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'), rsqrt: unary('rsqrt'),
+  sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),
   eq: compare('eq'), ne: compare('ne'), lt: compare('lt'), le: compare('le'), gt: compare('gt'), ge: compare('ge'),
   where: (x) => {
@@ -120,9 +181,3 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
     return { shape: a.shape, dtype: 'float32' };
   },
 };
-
-export const isElementwise = (p: Primitive): boolean =>
-  (UNARY_OPS as readonly string[]).includes(p) || (BINARY_OPS as readonly string[]).includes(p) ||
-  (COMPARE_OPS as readonly string[]).includes(p) || p === 'where' || p === 'cast';
-export const isMovement = (p: Primitive): boolean => p === 'reshape' || p === 'permute' || p === 'expand' || p === 'slice';
-export const isReduce = (p: Primitive): boolean => p === 'sum' || p === 'max' || p === 'argmax';

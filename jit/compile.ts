@@ -4,9 +4,10 @@
 
 import { formatNode, type Phase } from '../ir/graph.ts';
 import { runPipeline, type Pipelined } from '../compiler/pipeline.ts';
+import { kernelSource, maxKernelArgs, splitsReductions, type Target } from '../compiler/target.ts';
 import { GraphListing, MemoryListing, ScheduleListing } from '../compiler/print.ts';
 import { isGradEnabled } from '../runtime/autograd.ts';
-import { backendFor, getDefaultDevice, type Backend, type DeviceName } from '../runtime/device.ts';
+import { backendFor, getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { env, nodeFs, nodePath, requireNode } from '../runtime/node.ts';
 import { Tensor } from '../runtime/tensor.ts';
 import { Executable } from './executor.ts';
@@ -69,14 +70,15 @@ function signature(args: readonly Tensor[], device: DeviceName): string {
   return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}${a._grad ? 'G' : ''}`).join(';');
 }
 
-/** `device` undefined: a step without arguments or options.device runs where what it captures lives. */
+/** `asked` undefined: a step without arguments or options.device runs where what it captures lives. */
 function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, asked: DeviceName | undefined, fuse: boolean): Entry {
   const traced = trace(fn, args, asked);
   const device = traced.device;
-  const backend = backendFor(device);
-  const p = runPipeline(traced.graph, { fuse, maxArgs: backend.maxKernelArgs(), splitReductions: device === 'webgpu', verify: env('KILN_VERIFY') === '1' });
+  // the compiler gets the device's description, never the backend
+  const target = backendFor(device).target;
+  const p = runPipeline(traced.graph, { fuse, maxArgs: maxKernelArgs(target), splitReductions: splitsReductions(target), verify: env('KILN_VERIFY') === '1' });
   const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns, traced.checks);
-  const lowered = listings(p, backend);
+  const lowered = listings(p, target);
   const dir = env('KILN_DUMP');
   if (dir) dump(dir, lowered);
   return {
@@ -85,14 +87,14 @@ function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, 
   };
 }
 
-function listings(p: Pipelined, backend: Backend): Lowered {
+function listings(p: Pipelined, target: Target): Lowered {
   const { graph: g, schedule: sched, plan } = p;
   const g0 = p.stages[0].graph;
   const phase = (ph: Phase) => g0.nodes.filter((n) => n.phase === ph && n.op !== 'input');
   const kernels = sched.kernels.map((k): KernelListing => {
     const ops = k.nodes.map((id) => formatNode(g.node(id)).trim());
     const header = [`// kernel ${k.spec.name}: ${k.nodes.length} IR node(s)`, ...ops.map((o) => `//   ${o}`)].join('\n');
-    const { language, source } = backend.kernelSource(k.spec);
+    const { language, source } = kernelSource(k.spec, target);
     return { name: k.spec.name, language, source: `${header}\n${source}`, ops };
   });
   return {

@@ -11,11 +11,9 @@ import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
 import type { ReturnTree, ValueCheck } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
-import { backendFor, type Backend, type BoundArg, type DeviceName, type Storage } from '../runtime/device.ts';
+import { backendFor, type Backend, type DeviceName, type Launch, type Program, type Storage } from '../runtime/device.ts';
 import { contiguous, writeInto } from '../runtime/dispatch.ts';
 import { forgetValues, Tensor } from '../runtime/tensor.ts';
-
-type Launch = (args: readonly BoundArg[]) => void;
 
 /** How a table entry is filled on each call. */
 type Binding =
@@ -30,7 +28,7 @@ export class Executable {
   private table: Storage[] = [];
   private slotOfNode = new Map<number, number>();
   private dynamic: Binding[] = [];
-  private program: (table: readonly Storage[]) => void;
+  private program: Program;
   private copies = new Map<number, Launch>();
   private hostValue = new Float32Array(1);
   private pooledReady = false;
@@ -58,22 +56,7 @@ export class Executable {
         slotOf(n.id);
       }
     }
-    const bindings = sched.kernels.map((k) => k.args.map(slotOf));
-    if (b.prepareProgram) {
-      this.program = b.prepareProgram(sched.kernels.map((k) => k.spec), bindings);
-    } else {
-      const launches = sched.kernels.map((k, i) => ({
-        run: b.prepare ? b.prepare(k.spec) : (args: readonly BoundArg[]) => b.run([k.spec], args),
-        slots: bindings[i],
-        bound: bindings[i].map(() => ({ storage: null as unknown as Storage, offset: 0 })),
-      }));
-      this.program = (table) => {
-        for (const l of launches) {
-          for (let i = 0; i < l.slots.length; i++) l.bound[i].storage = table[l.slots[i]];
-          l.run(l.bound);
-        }
-      };
-    }
+    this.program = b.prepareProgram(sched.kernels.map((k) => k.spec), sched.kernels.map((k) => k.args.map(slotOf)));
   }
 
   private copyLaunch(node: number): Launch {
@@ -82,8 +65,7 @@ export class Executable {
       const n = this.g.node(node);
       const view = contiguousView(n.shape);
       const spec = copyKernel({ view, dtype: n.dtype }, { view, dtype: n.dtype });
-      const b = this.backend;
-      l = b.prepare ? b.prepare(spec) : (args) => b.run([spec], args);
+      l = this.backend.prepare(spec);
       this.copies.set(node, l);
     }
     return l;
@@ -111,8 +93,7 @@ export class Executable {
         case 'host': {
           this.hostValue[0] = d.read();
           if (!d.storage) d.storage = backend.alloc('float32', 1);
-          if (backend.write) backend.write(d.storage, this.hostValue);
-          else d.storage = backend.upload(this.hostValue.slice());
+          backend.write(d.storage, this.hostValue);
           table[d.slot] = d.storage;
           break;
         }

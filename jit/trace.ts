@@ -9,7 +9,7 @@
 // (the written region scattered into the old one) and writes that. Arguments written in place become
 // write-backs to the caller's tensors; tensors sharing a captured storage and view share one value.
 
-import { Graph, type InputSource, type Phase } from '../ir/graph.ts';
+import { Graph, primNode, type InputSource, type Phase } from '../ir/graph.ts';
 import { shapeRules, type AVal, type PrimAttrs, type Primitive } from '../ir/primitives.ts';
 import { fmt, sameShape } from '../ir/shape.ts';
 import { isContiguous } from '../ir/view.ts';
@@ -135,8 +135,7 @@ class Recorder implements Tracer {
 
   record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName, aliases: boolean): Tensor {
     const ids = inputs.map((x) => this.valueOf(x));
-    const node = this.graph.add({ op: prim, attrs, inputs: ids, shape: [...out.shape], dtype: out.dtype, phase: this.phase, source: describeUserSource() });
-    const result = this.symbolic(node.id, device);
+    const result = this.symbolic(this.add(prim, attrs, ids, out.shape, out.dtype), device);
     if (aliases) {
       const x = inputs[0];
       const v = x._storage === null ? this.views.get(x._sym as SymHandle) : undefined;
@@ -155,7 +154,7 @@ class Recorder implements Tracer {
   }
 
   private add<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: number[], shape: readonly number[], dtype: Tensor['dtype']): number {
-    return this.graph.add({ op: prim, attrs, inputs, shape: [...shape], dtype, phase: this.phase, source: describeUserSource() }).id;
+    return this.graph.add(primNode(prim, attrs, { inputs, shape: [...shape], dtype, phase: this.phase, source: describeUserSource() })).id;
   }
 
   /** The captured tensor that stands for `t`: the first one seen with the same storage and view. */

@@ -1,7 +1,7 @@
 // Adam and AdamW (PyTorch's torch.optim.Adam / AdamW, without amsgrad).
 
 import { full, type Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type HyperValue, type Scalar } from './optimizer.ts';
 
 export interface AdamOptions {
   /** default 1e-3 */
@@ -54,8 +54,16 @@ abstract class AdamBase extends Optimizer {
     this.expAvgSq = this.params.map((p) => this.zerosFor(p, 'expAvgSq'));
   }
 
+  protected readonly _stepInState = true;
+
+  protected readonly _slotNames = ['expAvg', 'expAvgSq'];
+
   protected _state(): (Tensor | null)[][] {
     return this.params.map((_, i) => [this.expAvg[i], this.expAvgSq[i]]);
+  }
+
+  protected _hyper(): Record<string, HyperValue> {
+    return { betas: this.betas, eps: this.eps, weightDecay: this.weightDecay, amsgrad: false };
   }
 
   protected _update(lr: Scalar): void {

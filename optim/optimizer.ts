@@ -25,11 +25,33 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
   return v;
 }
 
-/** What Optimizer.stateDict() returns. */
-export interface OptimizerStateDict {
+/** A hyper-parameter as a parameter group stores it. */
+export type HyperValue = number | boolean | string | null | readonly number[];
+
+/** One parameter group of a state dict (PyTorch's `param_groups[i]`, keys in camelCase). */
+export type ParamGroupState = {
   lr: number;
-  tensors: Record<string, Tensor>;
-}
+  /** Indices of the group's parameters in the optimizer's parameter order. */
+  params: number[];
+  [hyper: string]: HyperValue;
+};
+
+/**
+ * What Optimizer.stateDict() returns: PyTorch's `optimizer.state_dict()` layout with kiln's
+ * spelling, so that a checkpoint maps onto torch.optim key for key. `state[i]` holds parameter i's
+ * tensors (SGD: `momentumBuffer`; Adam/AdamW: `step`, `expAvg`, `expAvgSq`). A type alias, not an
+ * interface, so that it is a state tree `kiln.save` accepts.
+ */
+export type OptimizerStateDict = {
+  state: Record<string, Record<string, Tensor | null>>;
+  paramGroups: ParamGroupState[];
+};
+
+/** Group keys PyTorch writes that change nothing in kiln's update (how torch runs it). */
+const IGNORED_GROUP_KEYS = new Set(['foreach', 'capturable', 'differentiable', 'fused', 'initialLr']);
+
+const sameHyper = (a: unknown, b: HyperValue): boolean =>
+  Array.isArray(b) ? Array.isArray(a) && a.length === b.length && a.every((x, i) => x === b[i]) : a === b;
 
 export abstract class Optimizer {
   /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
@@ -102,45 +124,111 @@ export abstract class Optimizer {
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
   protected abstract _state(): (Tensor | null)[][];
 
+  /** The names of the slots of `_state()`'s lists: PyTorch's state keys, in camelCase (`expAvg`). */
+  protected abstract readonly _slotNames: readonly string[];
+
+  /** The hyper-parameters of the (single) parameter group, as PyTorch names them (camelCase), without lr. */
+  protected abstract _hyper(): Record<string, HyperValue>;
+
+  /** Whether PyTorch keeps a per-parameter `step` in this optimizer's state (Adam does, SGD does not). */
+  protected readonly _stepInState: boolean = false;
+
   /**
-   * A snapshot of the optimizer: the learning rate, the step count and every state tensor (detached
-   * copies), keyed like `state.<param index>.<slot>` (e.g. `state.0.0` is param 0's first buffer).
+   * A snapshot of the optimizer in PyTorch's layout: `{ state: { '0': { step, expAvg, expAvgSq } },
+   * paramGroups: [{ lr, betas, eps, weightDecay, amsgrad: false, maximize: false, params: [0, 1] }] }`.
+   * The tensors are detached copies. `kiln.save` writes it with PyTorch's names (`exp_avg`,
+   * `param_groups`), which torch.optim's load_state_dict accepts once the keys are mapped back to ints.
    */
   stateDict(): OptimizerStateDict {
-    const tensors: Record<string, Tensor> = {};
-    noGrad(() => {
-      tensors.stepCount = this.stepCount.clone();
-      this._allState().forEach((ts, i) => ts.forEach(([j, t]) => { tensors[`state.${i}.${j}`] = t.clone(); }));
-    });
-    return { lr: this._lr, tensors };
+    const state: OptimizerStateDict['state'] = {};
+    noGrad(() => this._slots().forEach((slots, i) => {
+      const entry: Record<string, Tensor> = {};
+      if (this._stepInState) entry.step = this.paramSteps[i].clone();
+      for (const [k, t] of Object.entries(slots)) if (t) entry[k] = t.clone();
+      if (Object.keys(entry).length) state[String(i)] = entry;
+    }));
+    return { state, paramGroups: [{ lr: this._lr, ...this._hyper(), maximize: false, params: this.params.map((_, i) => i) }] };
   }
 
-  /** Restores a stateDict() of an optimizer of the same kind over parameters of the same shapes, in place. */
+  /**
+   * Restores a stateDict() (kiln's, or PyTorch's read with kiln.loadState) in place. The learning
+   * rate is taken from the dict; the other hyper-parameters must equal this optimizer's. A missing
+   * state entry is a parameter that was never updated (zeros). Anything that does not fit is an
+   * Error listing every problem, and then nothing has been changed.
+   */
   loadStateDict(dict: OptimizerStateDict): void {
-    const own: [string, Tensor][] = [['stepCount', this.stepCount]];
-    this._allState().forEach((ts, i) => ts.forEach(([j, t]) => own.push([`state.${i}.${j}`, t])));
-    const given = dict?.tensors ?? {};
-    const ownKeys = new Set(own.map(([k]) => k));
     const problems: string[] = [];
-    for (const [k, t] of own) {
-      const v = given[k];
-      if (!(v instanceof Tensor)) problems.push(`missing "${k}"`);
-      else if (v.shape.length !== t.shape.length || v.shape.some((d, i) => d !== t.shape[i])) problems.push(`size mismatch for "${k}": [${v.shape.join(', ')}] vs [${t.shape.join(', ')}]`);
+    const groups = dict?.paramGroups;
+    const group = Array.isArray(groups) && groups.length === 1 ? groups[0] : null;
+    if (!group) problems.push(`expected paramGroups with one group, got ${Array.isArray(groups) ? `${groups.length} groups` : typeof groups}`);
+    let lr = this._lr;
+    if (group) {
+      if (typeof group.lr !== 'number' || !Number.isFinite(group.lr) || group.lr < 0) problems.push(`paramGroups[0].lr is ${String(group.lr)}, not a number >= 0`);
+      else lr = group.lr;
+      const params = group.params;
+      if (!Array.isArray(params) || params.length !== this.params.length || params.some((p, i) => Number(p) !== i)) {
+        problems.push(`paramGroups[0].params is ${JSON.stringify(params)}; this optimizer has ${this.params.length} parameters [0..${this.params.length - 1}]`);
+      }
+      const hyper = this._hyper();
+      for (const [k, v] of Object.entries(hyper)) {
+        if (k in group && !sameHyper(group[k], v)) problems.push(`paramGroups[0].${k} is ${JSON.stringify(group[k])}, this optimizer's is ${JSON.stringify(v)} (only lr is loaded; make an optimizer with the same settings)`);
+      }
+      for (const k of Object.keys(group)) {
+        if (k === 'lr' || k === 'params' || k in hyper || IGNORED_GROUP_KEYS.has(k)) continue;
+        if (group[k] !== false && group[k] !== null) problems.push(`paramGroups[0].${k} = ${JSON.stringify(group[k])} is not supported by kiln's ${this.name}`);
+      }
     }
-    for (const k of Object.keys(given)) if (!ownKeys.has(k)) problems.push(`unexpected "${k}"`);
+    const given = dict?.state ?? {};
+    const own = this._slots();
+    const copies: [Tensor, Tensor | null][] = [];
+    /** per parameter: its step count after loading */
+    const steps = new Map<number, number>();
+    if (given === null || typeof given !== 'object') problems.push('state is not an object');
+    else {
+      for (const key of Object.keys(given)) {
+        const i = Number(key);
+        if (!Number.isInteger(i) || i < 0 || i >= own.length) { problems.push(`state has an entry '${key}' but this optimizer has ${own.length} parameters`); continue; }
+        const entry = given[key];
+        if (entry === null || typeof entry !== 'object') { problems.push(`state.${key} is not an object`); continue; }
+        const slots = own[i];
+        for (const [slot, v] of Object.entries(entry)) {
+          if (slot === 'step') {
+            if (!(v instanceof Tensor) || v.numel() !== 1) problems.push(`state.${key}.step is not a one-element tensor`);
+            else steps.set(i, v.itemSync());
+          } else if (!(slot in slots)) {
+            problems.push(`unexpected state.${key}.${slot} (${this.name} keeps ${['step', ...Object.keys(slots)].join(', ')})`);
+          } else if (v !== null && !(v instanceof Tensor)) {
+            problems.push(`state.${key}.${slot} is not a Tensor`);
+          } else if (v instanceof Tensor && (v.dtype !== 'float32' || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
+            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is float32[${this.params[i].shape.join(', ')}]`);
+          } else if (slots[slot] === null) {
+            if (v !== null) problems.push(`state.${key}.${slot} is given but this ${this.name} keeps none (check its settings)`);
+          } else {
+            copies.push([slots[slot]!, v]);
+          }
+        }
+        // PyTorch writes all of Adam's slots together with its step; SGD's buffer may be absent (zeros).
+        for (const slot of Object.keys(slots)) {
+          if (slots[slot] !== null && !(slot in entry) && this._stepInState) problems.push(`missing state.${key}.${slot}`);
+        }
+        if (this._stepInState && !('step' in entry)) problems.push(`missing state.${key}.step`);
+      }
+    }
     if (problems.length) throw new Error(`${this.name}.loadStateDict: the state dict does not fit this optimizer (nothing was changed): ${problems.join('; ')}`);
-    const lr = checkNumber(this.name, 'learning rate', dict.lr, (x) => x >= 0, 'a number >= 0');
-    noGrad(() => { for (const [k, t] of own) t.copy_(given[k]); });
+    // Without a step in the state (SGD), a parameter's momentum buffer means it took at least one step.
+    const source = new Map(copies);
+    const stepOf = (i: number): number => steps.get(i) ?? (Object.values(own[i]).some((t) => t !== null && source.get(t)) ? 1 : 0);
+    noGrad(() => {
+      for (const slots of own) for (const t of Object.values(slots)) if (t) { const v = source.get(t); if (v) t.copy_(v); else t.zero_(); }
+      this.paramSteps.forEach((t, i) => t.fill_(stepOf(i)));
+      this.stepCount.fill_(Math.max(0, ...this.params.map((_, i) => stepOf(i))));
+    });
     this._lr = lr;
   }
 
-  /** Per parameter: its state slots by key (`0`, `1`, ... for _state(), then `step`). */
-  private _allState(): [string, Tensor][][] {
-    const state = this._state();
-    return this.params.map((_, i) => [
-      ...(state[i] ?? []).flatMap((t, j): [string, Tensor][] => (t ? [[String(j), t]] : [])),
-      ['step', this.paramSteps[i]],
-    ]);
+  /** `_state()` with slot names: one `{ expAvg, expAvgSq }` record per parameter. */
+  private _slots(): Record<string, Tensor | null>[] {
+    return this._state().map((ts) => Object.fromEntries(ts.map((t, j) => [this._slotNames[j], t])));
   }
 
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
@@ -162,9 +250,9 @@ export abstract class Optimizer {
     const other = this.params.find((p) => p.device !== device);
     if (other) throw new Error(`${this.name}: all parameters must be on the same device, found ${device} and ${other.device}`);
     if (this.stepCount.device !== device) this.stepCount._moveTo(device, this.name);
-    this._allState().forEach((ts, i) => {
+    this._state().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const [, t] of ts) if (t.device !== d) t._moveTo(d, this.name);
+      for (const t of [...ts, this.paramSteps[i]]) if (t && t.device !== d) t._moveTo(d, this.name);
     });
   }
 }

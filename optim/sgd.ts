@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's torch.optim.SGD).
 
 import type { Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type HyperValue, type Scalar } from './optimizer.ts';
 
 export interface SGDOptions {
   /** learning rate (default 1e-3, as PyTorch 2.x) */
@@ -43,8 +43,14 @@ export class SGD extends Optimizer {
     this.momentumBuffers = this.params.map((p) => (this.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null));
   }
 
+  protected readonly _slotNames = ['momentumBuffer'];
+
   protected _state(): (Tensor | null)[][] {
     return this.momentumBuffers.map((b) => [b]);
+  }
+
+  protected _hyper(): Record<string, HyperValue> {
+    return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
   }
 
   protected _update(lr: Scalar): void {

@@ -2,7 +2,7 @@
 
 import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import { compileJs, compileJsProgram, jsSource, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
 
@@ -23,24 +23,28 @@ export function cpuKernel(spec: KernelSpec): JsKernelFn {
 
 const wrap = (data: TypedArray, dtype: DType): CpuStorage => ({ device: 'cpu', dtype, size: data.length, data });
 
+const arrayOf = (a: BoundArg): TypedArray => {
+  const d = (a.storage as CpuStorage).data;
+  return a.offset === 0 ? d : d.subarray(a.offset);
+};
+
 export const cpuBackend: Backend = {
   name: 'cpu',
+  target: { language: 'js' },
   alloc: (dtype, size) => wrap(typedArrayFor(dtype, size), dtype),
+  write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
     const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
     return wrap(data, dtype);
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
-    const arrays = args.map((a) => {
-      const d = (a.storage as CpuStorage).data;
-      return a.offset === 0 ? d : d.subarray(a.offset);
-    });
+    const arrays = args.map(arrayOf);
     for (const spec of specs) cpuKernel(spec)(...arrays, params);
   },
   prepare(spec) {
     const fn = cpuKernel(spec);
     const noParams: number[] = [];
-    return (args) => fn(...args.map((a) => (a.offset === 0 ? (a.storage as CpuStorage).data : (a.storage as CpuStorage).data.subarray(a.offset))), noParams);
+    return (args) => fn(...args.map(arrayOf), noParams);
   },
   prepareProgram(specs, bindings) {
     const program = compileJsProgram(specs, bindings);
@@ -50,9 +54,6 @@ export const cpuBackend: Backend = {
       program(arrays);
     };
   },
-  write(s, data) { (s as CpuStorage).data.set(data); },
-  kernelSource: (spec) => ({ language: 'js', source: jsSource(spec) }),
-  maxKernelArgs: () => Infinity,
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
 };

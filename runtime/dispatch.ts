@@ -3,18 +3,18 @@
 // `compile`) or run now on the tensors' device; finally the tape records it for autograd.
 
 import { savedForBackward, vjpRules } from './vjp.ts';
-import { copyKernel, lowerPrimitive } from '../compiler/lower.ts';
+import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
-import { isMovement, shapeRules } from '../ir/primitives.ts';
+import { isView, shapeRules } from '../ir/primitives.ts';
 import { fmt, numel } from '../ir/shape.ts';
-import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../ir/view.ts';
+import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type Backend, type BoundArg, type DeviceName } from './device.ts';
+import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
 import { forgetValues, Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
-  /** `aliases`: a movement op whose result shares its input's memory (eagerly it would be a view, not a copy). */
+  /** `aliases`: a view op whose result shares its input's memory (eagerly it would be a view, not a copy). */
   record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName, aliases: boolean): Tensor;
   /** `target`'s value is replaced by `value` (an in-place op). */
   assign(target: Tensor, value: Tensor): void;
@@ -57,13 +57,14 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   if (tracer) {
     // Symbolic tensors carry the layout eager execution would give them, so that views, copies and
     // contiguous() alias exactly as they do eagerly.
-    const view = isMovement(prim) ? movementView(prim, inputs[0]._view, attrs, out.shape) : null;
+    const lowering: Lowering<P> = lowerings[prim];
+    const view = 'view' in lowering ? lowering.view(inputs[0]._view, attrs, out) : null;
     aliases = view !== null;
     result = tracer.record(prim, inputs, attrs, out, device, aliases);
     if (view) result._view = view;
   } else {
     result = runEager(prim, inputs, attrs, out, device);
-    aliases = isMovement(prim) && result._storage === inputs[0]._storage;
+    aliases = isView(prim) && result._storage === inputs[0]._storage;
   }
   if (aliases) {
     result._base = inputs[0]._base ?? inputs[0];
@@ -89,40 +90,22 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   return result;
 }
 
-/** The view a movement op gives its input's layout `v`; null when it must copy (a reshape of a non-viewable layout). */
-function movementView<P extends Primitive>(prim: P, v: View, attrs: PrimAttrs[P], shape: readonly number[]): View | null {
-  switch (prim) {
-    case 'reshape': return reshapeView(v, shape);
-    case 'permute': return permuteView(v, (attrs as PrimAttrs['permute']).perm);
-    case 'expand': return expandView(v, shape);
-    case 'slice': {
-      const a = attrs as PrimAttrs['slice'];
-      return sliceView(v, a.starts, a.steps, a.shape);
-    }
-    default: return null;
-  }
-}
-
 function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor {
-  // Views share storage; only a reshape of a non-viewable layout copies.
-  const x = inputs[0];
-  if (isMovement(prim)) {
-    const v = movementView(prim, x._view, attrs, out.shape);
+  const lowering: Lowering<P> = lowerings[prim];
+  if ('view' in lowering) {
+    // Views share storage; only a layout the view cannot express (a reshape of a permuted tensor) copies.
+    const x = inputs[0];
+    const v = lowering.view(x._view, attrs, out);
     if (v) return Tensor._fromStorage(x._storage!, v, out.dtype);
     const copy = runEager('copy', [x], {}, { shape: x.shape, dtype: x.dtype }, device);
-    return Tensor._fromStorage(copy._storage!, contiguousView(out.shape), out.dtype);
+    return Tensor._fromStorage(copy._storage!, lowering.view(copy._view, attrs, out)!, out.dtype);
   }
-  switch (prim) {
-    default: {
-      const backend = backendFor(device);
-      const storage = backend.alloc(out.dtype, numel(out.shape));
-      eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
-      return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
-    }
-  }
+  const backend = backendFor(device);
+  const storage = backend.alloc(out.dtype, numel(out.shape));
+  eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
+  return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
 }
 
-type Launch = (args: readonly BoundArg[]) => void;
 const eagerCache = new Map<string, Launch>();
 
 /**
@@ -135,8 +118,8 @@ function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: Prim
   let launch = eagerCache.get(key);
   if (!launch) {
     const specs = lowerPrimitive(prim, attrs, inputs.map((t) => ({ view: { ...t._view, offset: 0 }, dtype: t.dtype })), out);
-    const prepared = backend.prepare ? specs.map((sp) => backend.prepare!(sp)) : null;
-    launch = prepared ? (args) => { for (const p of prepared) p(args); } : (args) => backend.run(specs, args);
+    const prepared = specs.map((sp) => backend.prepare(sp));
+    launch = prepared.length === 1 ? prepared[0] : (args) => { for (const p of prepared) p(args); };
     eagerCache.set(key, launch);
   }
   return launch;

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import type { Lowered } from '../jit/compile.ts';
 import type { Graph, Node } from '../ir/graph.ts';
+import { isView } from '../ir/primitives.ts';
 import { describeEachDevice } from './devices.ts';
 import { expectValues, values } from './golden.ts';
 import { markedLine } from './helpers/source-lines.ts';
@@ -38,7 +39,6 @@ function kernelNodes(l: Lowered): Node[][] {
   return l.kernels.map((k) => opIds(k.ops).map((id) => g.node(id)));
 }
 
-const isView = (op: string) => op === 'reshape' || op === 'permute' || op === 'expand' || op === 'slice';
 
 /** The kernel body without the leading comment header (`// kernel ...`, `//   %3 = ...`). */
 const body = (source: string) => source.split('\n').filter((l) => !l.trim().startsWith('//')).join('\n');

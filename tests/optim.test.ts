@@ -241,7 +241,11 @@ describe('Optimizer.stateDict / loadStateDict', () => {
     const a = make();
     linearStep(a.opt, [a.p], [[1, -1]]);
     const sd = a.opt.stateDict();
-    expect(Object.keys(sd.tensors)).toEqual(['stepCount', 'state.0.0', 'state.0.1', 'state.0.step']);
+    // PyTorch's layout (torch.optim.Adam.state_dict()), in kiln's spelling
+    expect(Object.keys(sd.state)).toEqual(['0']);
+    expect(Object.keys(sd.state[0])).toEqual(['step', 'expAvg', 'expAvgSq']);
+    expect(vals(sd.state[0].step!)).toEqual([1]);
+    expect(sd.paramGroups).toEqual([{ lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, params: [0] }]);
     const b = make();
     kiln.noGrad(() => b.p.copy_(a.p));
     b.opt.lr = 0.5;
@@ -252,8 +256,35 @@ describe('Optimizer.stateDict / loadStateDict', () => {
     expect(vals(b.p)).toEqual(vals(a.p));
     const c = new optim.Adam([param([1, 2, 3])]);
     const before = vals(c.expAvg[0]);
-    expect(() => c.loadStateDict(sd)).toThrow(/size mismatch.*state\.0\.0/);
+    expect(() => c.loadStateDict(sd)).toThrow(/size mismatch for state\.0\.expAvg.*\[2\].*\[3\]/);
     expect(vals(c.expAvg[0])).toEqual(before);
-    expect(() => new optim.SGD([param([1, 2])], { lr: 0.1 }).loadStateDict(sd)).toThrow(/unexpected "state\.0\.0"/);
+    expect(() => new optim.SGD([param([1, 2])], { lr: 0.1 }).loadStateDict(sd)).toThrow(/unexpected state\.0\.expAvg/);
+    expect(() => new optim.Adam([param([1, 2])], { lr: 0.1, eps: 1e-6 }).loadStateDict(sd)).toThrow(/paramGroups\[0\]\.eps is 1e-8/);
+    const amsgrad = { ...sd, paramGroups: [{ ...sd.paramGroups[0], amsgrad: true }] };
+    expect(() => b.opt.loadStateDict(amsgrad)).toThrow(/amsgrad/);
+  });
+
+  it('SGD keeps PyTorch\'s momentumBuffer; without momentum there is no state', () => {
+    const p = param([1, 2]);
+    const opt = new optim.SGD([p], { lr: 0.1, momentum: 0.9 });
+    linearStep(opt, [p], [[1, -1]]);
+    const sd = opt.stateDict();
+    expect(Object.keys(sd.state[0])).toEqual(['momentumBuffer']);
+    expect(sd.paramGroups[0]).toEqual({ lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false, maximize: false, params: [0] });
+    const q = param([1, 2]);
+    const other = new optim.SGD([q], { lr: 0.1, momentum: 0.9 });
+    kiln.noGrad(() => q.copy_(p));
+    other.loadStateDict(sd);
+    linearStep(opt, [p], [[2, 3]]);
+    linearStep(other, [q], [[2, 3]]);
+    expect(vals(q)).toEqual(vals(p));
+    expect(new optim.SGD([param([1])], { lr: 0.1 }).stateDict().state).toEqual({});
+    // each parameter keeps its own step (PyTorch's state[p]['step']): differing steps load as they are
+    const adam = new optim.Adam([param([1]), param([2])]);
+    const two = adam.stateDict();
+    two.state[1].step = kiln.tensor(5);
+    adam.loadStateDict(two);
+    expect(adam.paramSteps.map(vals)).toEqual([[0], [5]]);
+    expect(vals(adam.stepCount)).toEqual([5]);
   });
 });

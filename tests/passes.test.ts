@@ -4,7 +4,7 @@
 // effects seen end to end through compile(...).lower().
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
-import { Graph, type Node } from '../ir/graph.ts';
+import { Graph, type Node, type NodeInit } from '../ir/graph.ts';
 import type { DType } from '../ir/dtype.ts';
 import { trace } from '../jit/trace.ts';
 import { simplify } from '../compiler/passes/simplify.ts';
@@ -29,7 +29,7 @@ class B {
   }
   op(op: Node['op'], inputs: number[], attrs: object = {}, shape?: number[], dtype?: DType): number {
     const first = this.g.node(inputs[0]);
-    return this.g.add({ op, attrs: attrs as never, inputs, shape: shape ?? [...first.shape], dtype: dtype ?? first.dtype, phase: 'forward' }).id;
+    return this.g.add({ op, attrs: attrs as never, inputs, shape: shape ?? [...first.shape], dtype: dtype ?? first.dtype, phase: 'forward' } as NodeInit).id;
   }
   ret(...ids: number[]): Graph {
     ids.forEach((id, i) => this.g.outputs.push({ kind: 'return', node: id, label: `return ${i}` }));

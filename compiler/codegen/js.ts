@@ -1,134 +1,18 @@
 // JavaScript codegen: one plain-loop function per kernel, sizes and strides baked in as constants.
-// Each scalar op's JavaScript spelling lives in the two tables below (the JS kernel templates).
+// Each scalar op's JavaScript spelling lives in spelling-js.ts; emit.ts turns expressions into statements.
 
 import type { DType } from '../../ir/dtype.ts';
-import { exprChildren, exprLoads, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
-import { contiguousView } from '../../ir/view.ts';
-import type { BinaryOp, CompareOp, UnaryOp } from '../../ir/primitives.ts';
-import type { View } from '../../ir/view.ts';
+import { exprChildren, exprLoads, postorder, unreachable, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
+import { contiguousView, type View } from '../../ir/view.ts';
+import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
+import { JS_RANDOM, jsSpelling } from './spelling-js.ts';
 
-export const jsUnary: { [U in UnaryOp]: (x: string) => string } = {
-  neg: (x) => `(-${x})`,
-  abs: (x) => `Math.abs(${x})`,
-  sign: (x) => `Math.sign(${x})`,
-  exp: (x) => `Math.exp(${x})`,
-  log: (x) => `Math.log(${x})`,
-  sqrt: (x) => `Math.sqrt(${x})`,
-  rsqrt: (x) => `(1 / Math.sqrt(${x}))`,
-  sin: (x) => `Math.sin(${x})`,
-  cos: (x) => `Math.cos(${x})`,
-  tanh: (x) => `Math.tanh(${x})`,
-  sigmoid: (x) => `(1 / (1 + Math.exp(-${x})))`,
-  relu: (x) => `(${x} < 0 ? 0 : ${x})`,
-  copy: (x) => x,
-};
-
-export const jsBinary: { [B in BinaryOp | CompareOp]: (a: string, b: string) => string } = {
-  add: (a, b) => `(${a} + ${b})`,
-  sub: (a, b) => `(${a} - ${b})`,
-  mul: (a, b) => `(${a} * ${b})`,
-  div: (a, b) => `(${a} / ${b})`,
-  pow: (a, b) => `Math.pow(${a}, ${b})`,
-  maximum: (a, b) => `Math.max(${a}, ${b})`,
-  minimum: (a, b) => `Math.min(${a}, ${b})`,
-  eq: (a, b) => `(${a} === ${b} ? 1 : 0)`,
-  ne: (a, b) => `(${a} !== ${b} ? 1 : 0)`,
-  lt: (a, b) => `(${a} < ${b} ? 1 : 0)`,
-  le: (a, b) => `(${a} <= ${b} ? 1 : 0)`,
-  gt: (a, b) => `(${a} > ${b} ? 1 : 0)`,
-  ge: (a, b) => `(${a} >= ${b} ? 1 : 0)`,
-};
-
-function jsCast(x: string, from: DType, to: DType): string {
-  if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
-  if (to === 'int32' && from === 'float32') return `Math.trunc(${x})`;
-  return x;
+/** An emitter of JS kernel expressions: loads read `b<arg>` at `index(view)`. */
+function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }, counter?: string): Emitter {
+  return new Emitter(jsSpelling, { load: (l) => `b${l.arg}[${index(l.view)}]`, acc, counter }, 'js codegen');
 }
 
-function jsConst(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (value === Infinity) return 'Infinity';
-  if (value === -Infinity) return '-Infinity';
-  return Object.is(value, -0) ? '-0' : String(value);
-}
-
-/** Merges adjacent loop dims that every view walks contiguously, and drops size-1 dims. */
-export function collapseDims(shape: readonly number[], views: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
-  const dims = shape.map((_, i) => i).filter((i) => shape[i] !== 1);
-  const out: number[] = [];
-  const strides: number[][] = views.map(() => []);
-  for (const d of dims) {
-    const last = out.length - 1;
-    if (last >= 0 && views.every((s, v) => strides[v][last] === s[d] * shape[d])) {
-      out[last] *= shape[d];
-      views.forEach((s, v) => (strides[v][last] = s[d]));
-    } else {
-      out.push(shape[d]);
-      views.forEach((s, v) => strides[v].push(s[d]));
-    }
-  }
-  return { shape: out, strides };
-}
-
-const f32 = (dtype: DType, code: string): string => (dtype === 'float32' ? `Math.fround(${code})` : code);
-
-/** Emits the statements that evaluate expression DAGs; shared sub-expressions are computed once. */
-class ExprEmitter {
-  lines: string[] = [];
-  private names = new Map<Expr, string>();
-  private byCode = new Map<string, string>();
-  private n = 0;
-  constructor(private pos: (view: View) => string, private acc = 'acc') {}
-  emit(e: Expr): string {
-    const known = this.names.get(e);
-    if (known) return known;
-    let code: string;
-    switch (e.kind) {
-      case 'load': code = `b${e.arg}[${this.pos(e.view)}]`; break;
-      // Float results are rounded to float32 as each op's would be stored eagerly: a fused chain then
-      // computes exactly what the unfused ops do (an eq against a stored max must see the same bits).
-      case 'const': return jsConst(e.dtype === 'float32' ? Math.fround(e.value) : e.value);
-      case 'acc': return this.acc;
-      case 'param': return `p[${e.index}]`;
-      case 'unary': code = f32(e.dtype, jsUnary[e.op](this.emit(e.x))); break;
-      case 'binary': code = f32(e.dtype, jsBinary[e.op](this.emit(e.a), this.emit(e.b))); break;
-      case 'where': code = `(${this.emit(e.c)} !== 0 ? ${this.emit(e.a)} : ${this.emit(e.b)})`; break;
-      case 'cast': code = jsCast(this.emit(e.x), e.x.dtype, e.dtype); break;
-      case 'random': code = `rnd(${this.emit(e.seed)}, lin)`; break;
-    }
-    // Structurally equal expressions (the same load reached through two fused producers) share a name.
-    let name = this.byCode.get(code);
-    if (!name) {
-      name = `v${this.n++}`;
-      this.lines.push(`const ${name} = ${code};`);
-      this.byCode.set(code, name);
-    }
-    this.names.set(e, name);
-    return name;
-  }
-}
-
-
-/** Index expression of `view` given the loop variable of each of its dims (null: dim not looped / size 1). */
-function indexOf(view: View, vars: readonly (string | null)[]): string {
-  const terms = [String(view.offset)];
-  view.strides.forEach((s, d) => {
-    if (s !== 0 && vars[d] !== null) terms.push(s === 1 ? vars[d]! : `${vars[d]} * ${s}`);
-  });
-  return terms.length > 1 && terms[0] === '0' ? terms.slice(1).join(' + ') : terms.join(' + ');
-}
-
-/**
- * A uniform float in [0, 1) from a seed and a counter: PCG's output hash applied to
- * pcg(seed) + counter (Jarzynski & Olano, "Hash Functions for GPU Rendering"); 24 bits.
- * The WGSL backend computes the same numbers.
- */
-export const JS_RANDOM = `function rnd(seed, i) {
-  const pcg = (x) => { const s = (Math.imul(x, 747796405) + 2891336453) >>> 0; const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0; return ((w >>> 22) ^ w) >>> 0; };
-  return (pcg((pcg(seed >>> 0) + i) >>> 0) >>> 8) / 16777216;
-}`;
-
-const usesRandom = (e: Expr): boolean => e.kind === 'random' || exprChildren(e).some(usesRandom);
+const usesRandom = (e: Expr): boolean => postorder([e], exprChildren).some((x) => x.kind === 'random');
 
 function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const random = k.exprs.some(usesRandom);
@@ -139,7 +23,7 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const { shape, strides } = collapseDims(k.shape, uniq.map((v) => v.strides));
   const vars = shape.map((_, d) => `i${d}`);
   const collapsed = new Map<View, View>(uniq.map((v, i) => [v, { shape, strides: strides[i], offset: v.offset }]));
-  const em = new ExprEmitter((v) => indexOf(collapsed.get(v)!, vars));
+  const em = emitter((v) => indexOf(collapsed.get(v)!, vars), undefined, 'lin');
   const values = k.exprs.map((e) => em.emit(e));
   const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
   if (random) body.unshift(`const lin = ${indexOf(collapsed.get(linear)!, vars)};`);
@@ -159,9 +43,9 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
   const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
   const keptVars = k.inShape.map((_, i) => (kept.includes(i) ? `i${i}` : null));
-  const inner = new ExprEmitter((v) => indexOf(v, vars));
+  const inner = emitter((v) => indexOf(v, vars));
   const value = inner.emit(k.body);
-  const outer = new ExprEmitter((v) => indexOf(v, keptVars));
+  const outer = emitter((v) => indexOf(v, keptVars), { name: 'acc', dtype: k.epilogue.dtype });
   const result = outer.emit(k.epilogue);
   const init = k.op === 'sum' ? 'let acc = 0;' : k.op === 'max' ? 'let acc = -Infinity;' : 'let acc = 0, best = -Infinity, n = 0;';
   const update = k.op === 'sum' ? [`acc += ${value};`]
@@ -174,23 +58,18 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   return nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body).join('\n');
 }
 
-function asLoad(e: Expr, what: string): Extract<Expr, { kind: 'load' }> {
-  if (e.kind !== 'load') throw new Error(`js codegen: matmul operand ${what} must be a load`);
-  return e;
-}
-
 /**
  * Matmul as 4x4 register blocks: each step of k loads 4 values of a and 4 of b and updates 16
  * accumulators (strides baked in), with scalar loops for the edges. The epilogue runs per element.
  */
-function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>): string {
-  const a = asLoad(k.a, 'a'), b = asLoad(k.b, 'b');
+function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string {
+  const a = operandLoad(k.a, 'a', name), b = operandLoad(k.b, 'b', name);
   const nb = k.batch.length;
   const bv = k.batch.map((_, i) => `i${i}`);
   const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
   const baseA = indexOf({ ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv);
   const baseB = indexOf({ ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv);
-  const epi = new ExprEmitter((v) => indexOf(v, [...bv, 'ii', 'jj']));
+  const epi = emitter((v) => indexOf(v, [...bv, 'ii', 'jj']), { name: 'acc', dtype: k.epilogue.dtype });
   const result = epi.emit(k.epilogue);
   const storeLines = [...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, [...bv, 'ii', 'jj'])}] = ${result};`].join(' ');
   const store = (acc: string, di: number | string, dj: number | string): string =>
@@ -251,28 +130,34 @@ const GEMM_MIN_WORK = 1 << 15;
 
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
   const vars = k.shape.map((_, i) => `i${i}`);
-  const em = new ExprEmitter((v) => indexOf(v, vars));
+  const em = emitter((v) => indexOf(v, vars));
   const idx = em.emit(k.index);
   const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const body = [...em.lines, `const g = ${idx};`,
-    `b${k.output.arg}[${indexOf(k.output.view, vars)}] = b${k.src.arg}[${indexOf({ ...k.src.view, shape: k.shape }, srcVars)}];`];
+    `b${k.output.arg}[${indexOf(k.output.view, vars)}] = b${k.src.arg}[${indexOf(axisIndexedView(k.src.view, k.shape, k.axis), srcVars)}];`];
   return nest(k.shape, vars, body).join('\n');
 }
 
 function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
   const vars = k.srcShape.map((_, i) => `i${i}`);
-  const em = new ExprEmitter((v) => indexOf(v, vars));
+  const em = emitter((v) => indexOf(v, vars));
   const idx = em.emit(k.index), src = em.emit(k.src);
   const outVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const o = k.output;
-  const body = [...em.lines, `const g = ${idx};`, `b${o.arg}[${indexOf({ ...o.view, shape: k.srcShape }, outVars)}] += ${src};`];
+  const body = [...em.lines, `const g = ${idx};`, `b${o.arg}[${indexOf(axisIndexedView(o.view, k.srcShape, k.axis), outVars)}] += ${src};`];
   return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
 }
 
 function jsBody(spec: KernelSpec): string {
   const k = spec.kernel;
-  return k.kind === 'map' ? genMap(k) : k.kind === 'reduce' ? genReduce(k) : k.kind === 'matmul' ? genMatmul(k)
-    : k.kind === 'gather' ? genGather(k) : genScatterAdd(k);
+  switch (k.kind) {
+    case 'map': return genMap(k);
+    case 'reduce': return genReduce(k);
+    case 'matmul': return genMatmul(k, spec.name);
+    case 'gather': return genGather(k);
+    case 'scatterAdd': return genScatterAdd(k);
+    default: return unreachable(k, 'kernel');
+  }
 }
 
 const indent = (text: string, by = '  '): string => text.split('\n').map((l) => by + l).join('\n');

@@ -9,13 +9,12 @@
 //    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel).
 //  - A kernel never binds more buffers than the device allows: if it would, a producer is realized.
 
-import type { DType } from '../../ir/dtype.ts';
 import type { Graph, Node } from '../../ir/graph.ts';
-import { exprLoads, mapLoads, type Expr, type Kernel, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
-import { isElementwise, type PrimAttrs } from '../../ir/primitives.ts';
+import { exprLoads, kernelArgs, mapKernelArgs, mapLoads, postorder, type Expr, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
+import { isBarrier, isElementwise, isView, type PrimAttrs, type Primitive } from '../../ir/primitives.ts';
 import { numel, sameShape } from '../../ir/shape.ts';
-import { contiguousView, expandView, isContiguous, permuteView, reshapeView, sliceView, type View } from '../../ir/view.ts';
-import { elementwiseExpr } from '../lower.ts';
+import { contiguousView, isContiguous, reshapeView, type View } from '../../ir/view.ts';
+import { lowerings, mapKernel, moveLoads, type LoweredKernel, type Lowering } from '../lower.ts';
 
 export interface ScheduledKernel {
   spec: KernelSpec;
@@ -43,18 +42,16 @@ export interface FusionOptions {
 
 class NeedRealize { constructor(readonly id: number) {} }
 
-const barrierOps = new Set(['sum', 'max', 'argmax', 'matmul', 'gather', 'scatterAdd', 'pad', 'random']);
-const isView = (op: string): boolean => op === 'reshape' || op === 'permute' || op === 'expand' || op === 'slice';
-
-/** Applies a view transform to every load of an expression (elementwise ops commute with views). */
-const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => mapLoads(e, (l) => { const v = f(l.view); return v && { ...l, view: v }; });
 
 /** Replaces the loads that `match` by `by` (epilogue `acc` or an inlined producer). */
 const substitute = (e: Expr, match: (l: LoadExpr) => boolean, by: Expr): Expr => mapLoads(e, (l) => (match(l) ? by : l))!;
 
 const remapArgs = (e: Expr, map: readonly number[]): Expr => mapLoads(e, (l) => ({ ...l, arg: map[l.arg] }))!;
 
-/** A kernel under construction: expressions load from node buffers, numbered as arguments on first use. */
+/**
+ * A kernel under construction: expressions load from node buffers, numbered as arguments on first use.
+ * Each node's piece comes from the lowering table, as in eager mode.
+ */
 class KernelBuilder {
   args: number[] = [];
   covered = new Set<number>();
@@ -67,34 +64,36 @@ class KernelBuilder {
     return i;
   }
 
+  /** Whether node `id` is read from a buffer here (an input, or a node another kernel computes). */
+  private isLoaded(id: number): boolean { return this.g.node(id).op === 'input' || (this.realized.has(id) && id !== this.root); }
+
   /** The value of node `id` as an expression over its own shape. */
   expr(id: number): Expr {
-    const hit = this.memo.get(id);
-    if (hit) return hit;
-    const n = this.g.node(id);
-    let e: Expr;
-    if (n.op === 'input') {
-      e = { kind: 'load', arg: this.arg(id), view: this.opts.inputViews.get(id)!, dtype: n.dtype };
-    } else if (this.realized.has(id) && id !== this.root) {
-      e = { kind: 'load', arg: this.arg(id), view: contiguousView(n.shape), dtype: n.dtype };
-    } else {
-      this.covered.add(id);
-      if (n.op === 'full') e = { kind: 'const', value: (n.attrs as PrimAttrs['full']).value, dtype: n.dtype };
-      else if (n.op === 'random' && id === this.root) e = { kind: 'random', seed: moveLoads(this.expr(n.inputs[0]), (v) => expandView(v, n.shape))!, dtype: n.dtype };
-      else if (isView(n.op)) {
-        const x = this.expr(n.inputs[0]);
-        const f = viewTransform(n, this.g.node(n.inputs[0]).shape);
-        const moved = moveLoads(x, f);
-        if (!moved) throw new NeedRealize(n.inputs[0]);
-        e = moved;
-      } else if (isElementwise(n.op as never)) {
-        e = elementwiseExpr(n.op as never, n.attrs as never, n.inputs.map((i) => this.expr(i)), n.dtype);
-      } else {
-        throw new NeedRealize(id);
-      }
+    // Operands first, without recursion: a fused chain may be thousands of nodes long.
+    const order = postorder([id], (i) => (this.memo.has(i) || this.isLoaded(i) ? [] : this.g.node(i).inputs));
+    for (const i of order) if (!this.memo.has(i)) this.memo.set(i, this.compute(this.g.node(i)));
+    return this.memo.get(id)!;
+  }
+
+  /** A node's expression, its operands' expressions already known. */
+  private compute(n: Node): Expr {
+    if (n.op === 'input') return { kind: 'load', arg: this.arg(n.id), view: this.opts.inputViews.get(n.id)!, dtype: n.dtype };
+    if (this.isLoaded(n.id)) return { kind: 'load', arg: this.arg(n.id), view: contiguousView(n.shape), dtype: n.dtype };
+    this.covered.add(n.id);
+    return this.fold(n.op, n.attrs, n);
+  }
+
+  private fold<P extends Primitive>(op: P, attrs: PrimAttrs[P], n: Node): Expr {
+    const l: Lowering<P> = lowerings[op];
+    const xs = n.inputs.map((i) => this.memo.get(i)!);
+    if ('expr' in l) return l.expr(xs, attrs, n);
+    if ('view' in l) {
+      const moved = moveLoads(xs[0], (v) => l.view(v, attrs, n));
+      if (!moved) throw new NeedRealize(n.inputs[0]);
+      return moved;
     }
-    this.memo.set(id, e);
-    return e;
+    // an op with kernels of its own is always realized, so only the root gets here
+    throw new NeedRealize(n.id);
   }
 
   /** An operand that must be a plain load (matmul operands, gather sources). */
@@ -105,73 +104,40 @@ class KernelBuilder {
     while (isView(this.g.node(base).op) && !this.realized.has(base)) base = this.g.node(base).inputs[0];
     throw new NeedRealize(base);
   }
-}
 
-function viewTransform(n: Node, inShape: readonly number[]): (v: View) => View | null {
-  switch (n.op) {
-    case 'reshape': return (v) => reshapeView(v, n.shape);
-    case 'permute': return (v) => permuteView(v, (n.attrs as PrimAttrs['permute']).perm);
-    case 'expand': return (v) => expandView(v, n.shape);
-    case 'slice': { const a = n.attrs as PrimAttrs['slice']; return (v) => sliceView(v, a.starts, a.steps, a.shape); }
-    default: throw new Error(`fusion: ${n.op} is not a view (input shape ${inShape.join('x')})`);
+  /** The kernels computing the root: its lowering's own, or a map kernel of its fused expression. */
+  kernels<P extends Primitive>(op: P, attrs: PrimAttrs[P], n: Node): LoweredKernel[] {
+    const l: Lowering<P> = lowerings[op];
+    const output = (): KernelOutput => ({ arg: this.arg(n.id), view: contiguousView(n.shape), dtype: n.dtype });
+    if (!('kernels' in l)) {
+      const value = this.expr(n.id);
+      return [{ kernel: mapKernel(n.shape, value, output()) }];
+    }
+    this.covered.add(n.id);
+    return l.kernels({
+      attrs, out: n, shapes: n.inputs.map((i) => this.g.node(i).shape), output,
+      x: (i) => this.expr(n.inputs[i]), load: (i) => this.loadOf(n.inputs[i]),
+    });
   }
 }
 
 function buildKernel(g: Graph, realized: Set<number>, opts: FusionOptions, id: number): ScheduledKernel[] {
   const n = g.node(id);
+  if (n.op === 'input') throw new Error(`fusion: input %${id} has no kernel`);
   const b = new KernelBuilder(g, realized, opts, id);
-  const outView = contiguousView(n.shape);
-  const make = (kernel: Kernel, name: string, args = b.args): ScheduledKernel => {
-    const spec: KernelSpec = { name, args: args.map((a) => ({ dtype: g.node(a).dtype, size: numel(g.node(a).shape) })), kernel, params: 0 };
+  return b.kernels(n.op, n.attrs, n).map(({ kernel, suffix }) => {
+    // A kernel binds only the arguments it uses (pad's zero-fill writes its output alone).
+    const used = kernelArgs(kernel);
+    const args = used.length === b.args.length ? b.args : used.map((a) => b.args[a]);
+    if (args !== b.args) kernel = mapKernelArgs(kernel, (a) => used.indexOf(a));
+    const spec: KernelSpec = { name: `${n.op}_${id}${suffix ?? ''}`, args: args.map((a) => ({ dtype: g.node(a).dtype, size: numel(g.node(a).shape) })), kernel, params: 0 };
     if (args.length > opts.maxArgs) {
       // Too many bindings: realize the covered producer with the most inputs and try again.
       const candidates = [...b.covered].filter((c) => c !== id && g.node(c).inputs.length > 0);
       if (candidates.length) throw new NeedRealize(candidates.sort((x, y) => g.node(y).inputs.length - g.node(x).inputs.length)[0]);
     }
     return { spec, args: [...args], writes: [id], nodes: [...b.covered].sort((x, y) => x - y) };
-  };
-  const out = (): { arg: number; view: View; dtype: DType } => ({ arg: b.arg(id), view: outView, dtype: n.dtype });
-  const label = `${n.op}_${id}`;
-  switch (n.op) {
-    case 'sum': case 'max': case 'argmax': {
-      b.covered.add(id);
-      const inShape = [...g.node(n.inputs[0]).shape];
-      const body = b.expr(n.inputs[0]);
-      const axes = n.op === 'argmax' ? [(n.attrs as PrimAttrs['argmax']).axis] : (n.attrs as PrimAttrs['sum']).axes;
-      return [make({ kind: 'reduce', op: n.op, inShape, axes, body, epilogue: { kind: 'acc', dtype: n.dtype }, output: out() }, label)];
-    }
-    case 'matmul': {
-      b.covered.add(id);
-      const a = b.loadOf(n.inputs[0]), bb = b.loadOf(n.inputs[1]);
-      const s = n.shape;
-      return [make({ kind: 'matmul', batch: s.slice(0, -2), m: s[s.length - 2], n: s[s.length - 1], k: g.node(n.inputs[0]).shape.at(-1)!, a, b: bb, epilogue: { kind: 'acc', dtype: n.dtype }, output: out() }, label)];
-    }
-    case 'gather': {
-      b.covered.add(id);
-      const src = b.loadOf(n.inputs[0]);
-      const index = b.expr(n.inputs[1]);
-      return [make({ kind: 'gather', axis: (n.attrs as PrimAttrs['gather']).axis, shape: [...n.shape], src: { arg: src.arg, view: src.view, dtype: src.dtype }, index, output: out() }, label)];
-    }
-    case 'scatterAdd': {
-      b.covered.add(id);
-      const index = b.expr(n.inputs[0]), src = b.expr(n.inputs[1]);
-      return [make({ kind: 'scatterAdd', axis: (n.attrs as PrimAttrs['scatterAdd']).axis, srcShape: [...g.node(n.inputs[1]).shape], index, src, output: out() }, label)];
-    }
-    case 'pad': {
-      b.covered.add(id);
-      const a = n.attrs as PrimAttrs['pad'];
-      const src = b.expr(n.inputs[0]);
-      const o = out();
-      const zero = make({ kind: 'map', shape: [...n.shape], exprs: [{ kind: 'const', value: 0, dtype: n.dtype }], outputs: [o] }, `${label}_zero`, [id]);
-      zero.spec = { ...zero.spec, kernel: { ...(zero.spec.kernel as Extract<Kernel, { kind: 'map' }>), outputs: [{ ...o, arg: 0 }] } };
-      const inShape = [...g.node(n.inputs[0]).shape];
-      return [zero, make({ kind: 'map', shape: inShape, exprs: [src], outputs: [{ ...o, view: sliceView(outView, a.starts, a.steps, inShape) }] }, label)];
-    }
-    default: {
-      const e = b.expr(id);
-      return [make({ kind: 'map', shape: [...n.shape], exprs: [e], outputs: [out()] }, label)];
-    }
-  }
+  });
 }
 
 /** Nodes that must own a buffer before any fusion decision. */
@@ -181,9 +147,9 @@ function initialRealized(g: Graph, fuse: boolean): Set<number> {
   for (const o of g.outputs) if (o.node !== null && g.node(o.node).op !== 'input') realized.add(o.node);
   for (const n of g.nodes) {
     if (n.op === 'input') continue;
-    if (barrierOps.has(n.op)) realized.add(n.id);
+    if (isBarrier(n.op)) realized.add(n.id);
     else if (!fuse && !isView(n.op)) realized.add(n.id);
-    else if (isElementwise(n.op as never) && users[n.id].length > 1) realized.add(n.id);
+    else if (isElementwise(n.op) && users[n.id].length > 1) realized.add(n.id);
   }
   return realized;
 }
@@ -292,12 +258,6 @@ function mergeArgs(p: ScheduledKernel, c: ScheduledKernel): { args: number[]; pr
 
 /** Removes argument `drop` (an epilogue-fused producer's buffer, no longer read or written). */
 function dropArg(k: ScheduledKernel, drop: number): ScheduledKernel {
-  const renum = (a: number): number => (a > drop ? a - 1 : a);
-  const kern = k.spec.kernel as Extract<Kernel, { kind: 'reduce' | 'matmul' }>;
-  const fix = (e: Expr): Expr => mapLoads(e, (l) => ({ ...l, arg: renum(l.arg) }))!;
-  const output = { ...kern.output, arg: renum(kern.output.arg) };
-  const kernel: Kernel = kern.kind === 'reduce'
-    ? { ...kern, body: fix(kern.body), epilogue: fix(kern.epilogue), output }
-    : { ...kern, a: fix(kern.a), b: fix(kern.b), epilogue: fix(kern.epilogue), output };
+  const kernel = mapKernelArgs(k.spec.kernel, (a) => (a > drop ? a - 1 : a));
   return { ...k, args: k.args.filter((_, i) => i !== drop), spec: { ...k.spec, args: k.spec.args.filter((_, i) => i !== drop), kernel } };
 }

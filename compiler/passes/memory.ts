@@ -4,8 +4,8 @@
 // the old value.
 
 import type { DType } from '../../ir/dtype.ts';
-import type { Graph, InputSource } from '../../ir/graph.ts';
-import { exprLoads, type Expr } from '../../ir/kernel.ts';
+import type { Graph } from '../../ir/graph.ts';
+import { exprLoads, unreachable, type Expr } from '../../ir/kernel.ts';
 import { bytesPerElement } from '../../ir/dtype.ts';
 import { numel } from '../../ir/shape.ts';
 import { isContiguous, type View } from '../../ir/view.ts';
@@ -30,7 +30,9 @@ function readsOnlyAtOutput(k: ScheduledKernel, inputArg: number): boolean {
     case 'map': return kern.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0) && ok(kern.exprs);
     case 'reduce': return loadViewsOf(kern.body, inputArg).length === 0 && ok([kern.epilogue]);
     case 'matmul': return loadViewsOf(kern.a, inputArg).length === 0 && loadViewsOf(kern.b, inputArg).length === 0 && ok([kern.epilogue]);
-    default: return false;
+    // gather and scatterAdd read their operands at other positions than they write
+    case 'gather': case 'scatterAdd': return false;
+    default: return unreachable(kern, 'kernel');
   }
 }
 
@@ -54,7 +56,7 @@ export function planMemory(g: Graph, sched: Schedule): MemoryPlan {
     if (k.writes.length !== 1 && k.spec.kernel.kind !== 'map') continue;
     if (g.node(o.node).op === 'pad') continue;
     // Only captured tensors (an argument written in place goes back through its caller's view).
-    const input = g.inputNodes.find((n) => (n.attrs as InputSource).kind === 'capture' && (n.attrs as Extract<InputSource, { kind: 'capture' }>).ref === o.ref);
+    const input = g.inputNodes.find((n) => n.attrs.kind === 'capture' && n.attrs.ref === o.ref);
     if (!input) continue;
     const readers = kernels.map((kk, i) => (kk.args.includes(input.id) ? i : -1)).filter((i) => i >= 0);
     if (readers.some((i) => i > kIndex)) continue;

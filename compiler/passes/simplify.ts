@@ -3,18 +3,18 @@
 
 import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
-import { BINARY_OPS, COMPARE_OPS, UNARY_OPS, type PrimAttrs } from '../../ir/primitives.ts';
+import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp } from '../../ir/primitives.ts';
 import { sameShape } from '../../ir/shape.ts';
-import { jsBinary, jsUnary } from '../codegen/js.ts';
+import { jsSpelling } from '../codegen/spelling-js.ts';
 import { rewrite, type NodeInit } from './rewrite.ts';
 
 const evaluators = new Map<string, (...xs: number[]) => number>();
-/** Evaluates one scalar op with the JS kernel template, so folding agrees with generated code. */
+/** Evaluates one scalar op with the JS spelling table, so folding agrees with generated code. */
 function evaluate(op: string, xs: number[]): number {
   let f = evaluators.get(op);
   if (!f) {
-    const body = (UNARY_OPS as readonly string[]).includes(op) ? jsUnary[op as (typeof UNARY_OPS)[number]]('a')
-      : op === 'where' ? '(a !== 0 ? b : c)' : jsBinary[op as (typeof BINARY_OPS)[number]]('a', 'b');
+    // (JS has one number type: its binary spellings ignore the operand type)
+    const body = isUnary(op) ? jsSpelling.unary[op]('a') : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', 'float32');
     f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
     evaluators.set(op, f);
   }
@@ -27,9 +27,6 @@ function roundTo(dtype: DType, v: number): number {
   return v !== 0 ? 1 : 0;
 }
 
-const isElementwiseOp = (op: string): boolean =>
-  (UNARY_OPS as readonly string[]).includes(op) || (BINARY_OPS as readonly string[]).includes(op) || (COMPARE_OPS as readonly string[]).includes(op) || op === 'where' || op === 'cast';
-
 /** True when `perm` swaps the last two dims and keeps the others. */
 const swapsLastTwo = (perm: readonly number[]): boolean =>
   perm.length >= 2 && perm.every((p, i) => (i < perm.length - 2 ? p === i : p === (i === perm.length - 1 ? perm.length - 2 : perm.length - 1)));
@@ -38,7 +35,7 @@ export function simplify(g: Graph): Graph {
   const users = g.users();
   return rewrite(g, (n, out, old) => {
     const inp = (i: number): Node => out.node(n.inputs[i]);
-    const fullValue = (node: Node): number | null => (node.op === 'full' ? (node.attrs as PrimAttrs['full']).value : null);
+    const fullValue = (node: Node): number | null => (node.op === 'full' ? node.attrs.value : null);
     const constant = (value: number): number => out.add({ ...n, op: 'full', inputs: [], attrs: { shape: [...n.shape], value: roundTo(n.dtype, value), dtype: n.dtype } }).id;
     /** `x` can stand for this node when it has the same shape and dtype. */
     const same = (x: Node): boolean => sameShape(x.shape, n.shape) && x.dtype === n.dtype;
@@ -48,20 +45,20 @@ export function simplify(g: Graph): Graph {
     if (n.op === 'cast' && same(inp(0))) return n.inputs[0];
 
     // Views: identities vanish, views of views compose, views of constants are constants.
-    if (n.op === 'reshape' || n.op === 'permute' || n.op === 'expand' || n.op === 'slice') {
+    if (isView(n.op)) {
       const x = inp(0);
       if (fullValue(x) !== null) return constant(fullValue(x)!);
-      if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || (n.attrs as PrimAttrs['permute']).perm.every((p, i) => p === i))) return x.id;
+      if (n.op !== 'slice' && sameShape(x.shape, n.shape) && (n.op !== 'permute' || n.attrs.perm.every((p, i) => p === i))) return x.id;
       if (n.op === 'reshape' && x.op === 'reshape') return out.add({ ...n, inputs: x.inputs }).id;
       // (a @ b)^T = b^T @ a^T: computing the transposed product directly lets its consumer fuse
       // into the matmul's epilogue (the weight gradient of a Linear layer and its update).
-      if (n.op === 'permute' && x.op === 'matmul' && swapsLastTwo((n.attrs as PrimAttrs['permute']).perm) && users[old.inputs[0]].length === 1) {
+      if (n.op === 'permute' && x.op === 'matmul' && swapsLastTwo(n.attrs.perm) && users[old.inputs[0]].length === 1) {
         const [a, b] = x.inputs.map((i) => out.node(i));
         const t = (y: Node): number => out.add({ ...n, op: 'permute', inputs: [y.id], shape: [...y.shape.slice(0, -2), y.shape.at(-1)!, y.shape.at(-2)!], dtype: y.dtype }).id;
         return out.add({ ...x, inputs: [t(b), t(a)], shape: n.shape, phase: n.phase, source: n.source }).id;
       }
       if (n.op === 'permute' && x.op === 'permute') {
-        const inner = (x.attrs as PrimAttrs['permute']).perm, outer = (n.attrs as PrimAttrs['permute']).perm;
+        const inner = x.attrs.perm, outer = n.attrs.perm;
         const perm = outer.map((p) => inner[p]);
         if (perm.every((p, i) => p === i)) return x.inputs[0];
         return out.add({ ...n, inputs: x.inputs, attrs: { perm } }).id;
@@ -69,7 +66,7 @@ export function simplify(g: Graph): Graph {
       return out.add(n).id;
     }
 
-    if (isElementwiseOp(n.op)) {
+    if (isElementwise(n.op)) {
       const xs = n.inputs.map((_, i) => inp(i));
       const values = xs.map(fullValue);
       if (values.every((v) => v !== null)) {

@@ -2,8 +2,8 @@
 // of a GPU idle in one workgroup. Rewritten as two reductions — over chunks of about sqrt(n)
 // elements, then over the partial results — each pass has enough independent work.
 
-import type { Graph, Node } from '../../ir/graph.ts';
-import type { PrimAttrs } from '../../ir/primitives.ts';
+import { primNode, type Graph } from '../../ir/graph.ts';
+import type { PrimAttrs, Primitive } from '../../ir/primitives.ts';
 import { numel } from '../../ir/shape.ts';
 import { rewrite } from './rewrite.ts';
 
@@ -29,13 +29,13 @@ export function splitReductions(g: Graph, opts: SplitOptions): Graph {
   return rewrite(g, (n, out) => {
     if (n.op !== 'sum' && n.op !== 'max') return out.add(n).id;
     const x = out.node(n.inputs[0]);
-    const axes = (n.attrs as PrimAttrs['sum']).axes;
+    const axes = n.attrs.axes;
     const extent = axes.reduce((p, a) => p * x.shape[a], 1);
     const outputs = numel(n.shape);
     const chunk = extent >= opts.minExtent && outputs <= opts.maxOutputs ? chunkFor(extent) : null;
     if (chunk === null) return out.add(n).id;
-    const add = (op: Node['op'], inputs: number[], attrs: Node['attrs'], shape: number[]): number =>
-      out.add({ op, inputs, attrs, shape, dtype: n.dtype, phase: n.phase, source: n.source }).id;
+    const add = <P extends Primitive>(op: P, inputs: number[], attrs: PrimAttrs[P], shape: number[]): number =>
+      out.add(primNode(op, attrs, { inputs, shape, dtype: n.dtype, phase: n.phase, source: n.source })).id;
     // [kept..., reduced...] -> [outputs, extent / chunk, chunk], then reduce twice.
     const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
     const perm = [...kept, ...axes];

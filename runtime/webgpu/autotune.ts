@@ -1,3 +1,7 @@
+// The WebGPU tuning policy: what an adapter's kernels look like before any tuning (workgroup cap,
+// reduce tree threshold, untuned matmul variants: `adapterPolicy`, part of the device's description),
+// and matmul autotuning.
+//
 // Matmul autotuning: the first time a matmul kernel of a given shape and operand layout is prepared on
 // an adapter, each applicable kernel variant (compiler/codegen/wgsl.ts MatmulVariant) is timed on
 // scratch buffers and the fastest is remembered, in memory keyed by adapter + shape, and in a JSON file
@@ -5,7 +9,7 @@
 // ignored) so that a later process reuses it.
 //
 // WebGPU cannot wait synchronously, and kernels are prepared synchronously, so tuning runs in the
-// background: until it finishes, launches use the adapter's default (wgsl.ts defaultMatmul); when it
+// background: until it finishes, launches use the adapter's default (defaultMatmul below); when it
 // finishes, `onTuned` listeners run (the backend drops its cached pipelines so the next launch picks
 // the winner). Tunes run one at a time. Each GPU call of a tune runs inside its own error scopes.
 //
@@ -21,7 +25,8 @@
 // process tunes again. A variant must beat the default by more than 5% to be chosen.
 
 import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
-import { defaultMatmul, matmulCandidates, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { untunedMatmul, workOf, type MatmulDefault, type WgslTarget } from '../../compiler/target.ts';
 import { env, nodeFs, nodePath } from '../node.ts';
 import type { AdapterInfo } from './device.ts';
 
@@ -52,14 +57,85 @@ export function shapeKey(spec: KernelSpec, aligned: readonly boolean[] | undefin
   return `${k.batch.join('x')}|${k.m}x${k.n}x${k.k}|a:${lay(a.view)}:${a.dtype}|b:${lay(b.view)}:${b.dtype}|al:${aligned?.[a.arg] ? 1 : 0}${aligned?.[b.arg] ? 1 : 0}`;
 }
 
-/** Multiply-adds of a matmul spec (0 for other kernels). */
-export function workOf(spec: KernelSpec): number {
-  const k = spec.kernel;
-  return k.kind === 'matmul' ? k.m * k.n * k.k * k.batch.reduce((x, y) => x * y, 1) : 0;
-}
-
 export function worthTuning(spec: KernelSpec): boolean {
   return spec.kernel.kind === 'matmul' && workOf(spec) >= TUNE_MIN_WORK;
+}
+
+// ---- the adapter's untuned choices (tuning policy; codegen only applies the options it is given) ----
+
+/** Software adapters (lavapipe, SwiftShader) pay per invocation and compile shaders slowly. */
+export function isSoftwareAdapter(i: AdapterInfo): boolean {
+  return i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.device} ${i.description}`);
+}
+
+/**
+ * The codegen choices for an adapter: the policy half of its description (compiler/target.ts; the
+ * limits are the device's).
+ * - Workgroup cap for per-element kernels: software adapters pay per invocation, so fewer invocations
+ *   each looping over more elements are several times faster there (1M-element add: 22 ms with 4096
+ *   workgroups, 3 ms with 256).
+ * - Workgroup trees for reductions only pay off for a handful of outputs on software adapters
+ *   (measured: sum of [1000, 1000] over dim 1, serial 1.0 ms vs tree 2.9 ms; sum of 1M to one value,
+ *   serial 5.5 ms vs tree 1.4 ms).
+ */
+export function adapterPolicy(i: AdapterInfo): Pick<WgslTarget, 'options' | 'matmul'> {
+  const software = isSoftwareAdapter(i);
+  return { options: { maxWorkgroups: software ? 256 : 4096, treeMaxOutputs: software ? 16 : 16384 }, matmul: matmulDefaults(software) };
+}
+
+const SOFTWARE_BIG: MatmulVariant = { bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: false };
+
+/**
+ * The untuned matmul variants of an adapter by size: 4x4 blocks (codegen's DEFAULT_MATMUL); software
+ * adapters (lavapipe) run products worth tuning 1.5-3x faster with 8x8 blocks (measured on the MLP's
+ * matmuls and 1024^3), but such shaders take about twice as long to compile (~0.45 s vs ~0.23 s), so
+ * small products keep 4x4 blocks.
+ */
+export function matmulDefaults(software: boolean): MatmulDefault[] {
+  const all = [{ minWork: 0, variant: DEFAULT_MATMUL }];
+  return software ? [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_BIG }] : all;
+}
+
+/** The untuned choice for a product of `work` multiply-adds on an adapter. */
+export const defaultMatmul = (software: boolean, work: number): MatmulVariant => untunedMatmul(matmulDefaults(software), work);
+
+/** The variants the tuner tries (those a device's limits allow; see `matmulVariantFits`). */
+export function matmulCandidates(software: boolean): MatmulVariant[] {
+  const r = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: false });
+  const t = (bm: number, bn: number, wx: number, wy: number): MatmulVariant => ({ bm, bn, wg: [wx, wy], vec4: true, tiled: true });
+  // Software adapters (lavapipe) compile each shader for hundreds of ms, so they get a short list: the
+  // register-blocked shapes that won somewhere on lavapipe (8x8 blocks in several workgroup shapes win
+  // on most products; 4x4 blocks on some narrow ones), best first (a tune cut short tries these first).
+  // A single row of invocations per workgroup (wg [x, 1]) makes a's loads uniform across the workgroup.
+  if (software) return [r(8, 8, 8, 8), r(8, 8, 32, 4), r(8, 8, 16, 1), r(4, 4, 8, 8), r(8, 8, 32, 1), r(4, 4, 4, 16)];
+  return [
+    t(4, 4, 16, 16), t(8, 4, 16, 16), t(4, 8, 16, 16), t(8, 8, 8, 8), t(4, 4, 8, 8), t(4, 8, 16, 8),
+    r(4, 4, 16, 16), r(8, 4, 16, 8), r(4, 8, 16, 8), r(8, 8, 16, 16), r(2, 8, 16, 16), r(1, 8, 32, 8), r(8, 4, 64, 1),
+  ];
+}
+
+export interface MatmulChoice {
+  device: GPUDevice;
+  /** adapterKey of the device's adapter, and whether it is a software one */
+  adapter: string;
+  software: boolean;
+  target: WgslTarget;
+  spec: KernelSpec;
+  aligned: readonly boolean[] | undefined;
+  /** false: never start a tune (aliased operands: the tuner's scratch buffers would not match) */
+  mayTune: boolean;
+}
+
+/** The variant a matmul launches with: the tuned one, else the untuned default (starting a tune when worth it). */
+export function chooseMatmul(c: MatmulChoice): MatmulVariant {
+  const fallback = untunedMatmul(c.target.matmul, workOf(c.spec));
+  if (!c.mayTune || !autotuneEnabled() || !worthTuning(c.spec)) return fallback;
+  const shape = shapeKey(c.spec, c.aligned);
+  if (!shape) return fallback;
+  const known = cachedVariant(c.adapter, shape);
+  if (known) return known;
+  void requestTune({ device: c.device, adapter: c.adapter, spec: c.spec, aligned: c.aligned, opts: { ...c.target.options, limits: c.target.limits }, software: c.software });
+  return fallback;
 }
 
 // ---- the cache -------------------------------------------------------------------------------------
@@ -151,8 +227,9 @@ export interface TuneRequest {
   adapter: string;
   spec: KernelSpec;
   aligned: readonly boolean[] | undefined;
-  /** codegen options besides the variant (limits, software flag) */
+  /** codegen options besides the variant (limits, workgroup cap) */
   opts: WgslOptions;
+  /** a software adapter (its candidate list and untuned default) */
   software: boolean;
   /** the variants to time (default: applicableVariants) */
   variants?: MatmulVariant[];

@@ -1,6 +1,12 @@
 // The WebGPU backend: storages are GPUBuffers, kernels are WGSL shaders generated per spec
 // (compiler/codegen/wgsl.ts) and cached by source.
 //
+// One `WebGPUBackend` instance per GPUDevice holds everything tied to that device (pipelines, the
+// pending command encoder, uniform chunks, the buffer pool, pending error checks) as private fields.
+// `webgpuBackend`, the 'webgpu' backend of the registry, forwards to the instance of the current
+// device; a new device (first use, or a new one after a loss) gets a fresh instance, and launchers
+// prepared on the old one prepare themselves again on the new one.
+//
 // Launches are encoded into one pending command encoder that is submitted when a value is read, when
 // data is uploaded into a buffer the pending work may still use, or after MAX_PENDING launches; nothing
 // waits for the GPU until a read. Each launch gets its own slot of a per-batch uniform buffer holding the
@@ -19,19 +25,22 @@
 // queue.writeBuffer would otherwise overtake them.
 //
 // Buffers are pooled (pool.ts): when a storage is garbage-collected (FinalizationRegistry), its GPUBuffer
-// goes back to a pool by size class, to be handed out again only after the submissions that may use it
-// have completed (the pending encoder's buffers wait for the next submit). Free buffers past a cap are
-// destroyed. Compiled steps allocate their temporaries once per signature (executor.ts).
+// goes back to its device's pool by size class, to be handed out again only after the submissions that
+// may use it have completed (the pending encoder's buffers wait for the next submit). Free buffers past
+// a cap are destroyed. Compiled steps allocate their temporaries once per signature (executor.ts).
 //
-// Matmul kernels come in variants (wgsl.ts MatmulVariant); autotune.ts times them per adapter and
-// shape in the background on first use (KILN_AUTOTUNE=0: off) and the next launch picks the winner.
+// What codegen needs of the device is its description (`target`, compiler/target.ts): the limits, and
+// the adapter's codegen choices, which autotune.ts decides (workgroup cap, untuned matmul variants).
+// Matmul kernels come in variants; autotune.ts times them per adapter and shape in the background on
+// first use (KILN_AUTOTUNE=0: off) and the next launch picks the winner.
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
-import { defaultMatmul, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslLimits } from '../../compiler/codegen/wgsl.ts';
-import { registerBackend, type Backend, type BoundArg, type Storage } from '../device.ts';
-import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, limits as deviceLimits, onUncapturedError } from './device.ts';
-import { adapterKey, autotuneEnabled, cachedVariant, onTuned, requestTune, shapeKey, workOf, worthTuning } from './autotune.ts';
+import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
+import type { WgslTarget } from '../../compiler/target.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
+import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
 import { BufferPool, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
@@ -41,40 +50,48 @@ export class WebGPUStorage implements Storage {
 
 /** Bytes of free buffers the pool keeps; buffers returned past this are destroyed. */
 const POOL_CAP = 256 * 1024 * 1024;
-// (GPUBufferUsage exists only once the webgpu module is loaded: read at pool creation)
-const storageUsage = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-let pool: BufferPool | null = null;
-/** submissions so far, and the buffers' way back to the pool when their storage is collected */
-let submitCount = 0;
-const reclaim = new FinalizationRegistry<{ buffer: GPUBuffer; pool: BufferPool }>(({ buffer, pool: p }) => {
-  if (p !== pool) return; // a pool of a lost device
-  p.release(buffer, pendingBuffers.has(buffer) ? submitCount + 1 : submitCount);
-});
-const BALLAST_MIN = 1 << 20;
-/** (browsers may commit an ArrayBuffer's memory up front: the ballast is for Node only) */
-const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
-const ballast = new WeakMap<WebGPUStorage, ArrayBuffer>();
-function pooledStorage(dtype: DType, size: number, buffer: GPUBuffer, p: BufferPool): WebGPUStorage {
-  const s = new WebGPUStorage(dtype, size, buffer);
-  reclaim.register(s, { buffer, pool: p });
-  // The garbage collector does not see GPU memory, so dead tensors would pile up between collections.
-  // A zero-filled ArrayBuffer of the same size rides along with each big storage: V8 counts it as
-  // external memory (and collects sooner), while the OS maps its untouched pages lazily (no memory used).
-  if (inNode && buffer.size >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(buffer.size));
-  return s;
-}
-/** The buffer pool's counters (tests and diagnostics). */
-export function poolStats(): PoolStats | null { return pool ? { ...pool.stats } : null; }
-/** Destroys the pool's idle buffers. */
-export function trimPool(): void { pool?.trim(); }
-
 /** After this many launches the pending encoder is submitted (work is queued; nothing waits). */
 const MAX_PENDING = 128;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
 
+// The garbage collector does not see GPU memory, so dead tensors would pile up between collections.
+// A zero-filled ArrayBuffer of the same size rides along with each big storage: V8 counts it as
+// external memory (and collects sooner), while the OS maps its untouched pages lazily (no memory used).
+// (Browsers may commit an ArrayBuffer's memory up front: the ballast is for Node only.)
+const BALLAST_MIN = 1 << 20;
+const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+const ballast = new WeakMap<WebGPUStorage, ArrayBuffer>();
+
+// ---- test hooks (process-wide, not per device) ---------------------------------------------------
+
+interface Overrides {
+  /** rewrites every generated shader before compilation */
+  shaderTransform: ((code: string, spec: KernelSpec) => string) | null;
+  /** the workgroup cap of per-element kernels (null: the adapter's) */
+  gridCap: number | null;
+  /** a forced reduce strategy (null: by size and adapter) */
+  reduce: 'serial' | 'tree' | null;
+  /** the matmul variant of every matmul (null: tuned or untuned default) */
+  matmul: MatmulVariant | null;
+}
+const overrides: Overrides = { shaderTransform: null, gridCap: null, reduce: null, matmul: null };
+function override<K extends keyof Overrides>(key: K, value: Overrides[K]): void {
+  overrides[key] = value;
+  active?.invalidate();
+}
+/** Test hook: rewrites every generated shader before compilation (null: off). */
+export const setShaderTransform = (fn: Overrides['shaderTransform']): void => override('shaderTransform', fn);
+/** Test hook: overrides the workgroup cap (null: by adapter). */
+export const setGridCap = (cap: number | null): void => override('gridCap', cap);
+/** Test hook: forces a reduce strategy (null: by size and adapter). */
+export const setReduceStrategy = (strategy: 'serial' | 'tree' | null): void => override('reduce', strategy);
+/** Test hook: every matmul uses this variant (null: the tuned or default one). */
+export const setMatmulVariant = (v: MatmulVariant | null): void => override('matmul', v);
+
+// ---- one device ----------------------------------------------------------------------------------
+
 interface Pipeline {
-  device: GPUDevice;
   name: string;
   kernel: WgslKernel;
   pipeline: GPUComputePipeline;
@@ -83,285 +100,6 @@ interface Pipeline {
   error: Error | null;
 }
 
-let device: GPUDevice | null = null;
-const pipelines = new Map<string, Pipeline>();
-/** pipelines by spec structure (the hot path); `pipelines` dedupes them by shader source */
-const sourceCache = new Map<string, Pipeline>();
-/** outcomes of error scopes not yet inspected by a read */
-let pendingChecks: Promise<Error | null>[] = [];
-const asyncErrors: Error[] = [];
-
-let encoder: GPUCommandEncoder | null = null;
-let pass: GPUComputePassEncoder | null = null;
-let pendingLaunches = 0;
-/** buffers the pending encoder uses (an upload into one of them flushes first) */
-let pendingBuffers = new Set<GPUBuffer>();
-let uniformChunk: GPUBuffer | null = null;
-let uniformHost: ArrayBuffer | null = null;
-let uniformI32 = new Int32Array(0);
-let uniformF32 = new Float32Array(0);
-let uniformUsed = 0;
-const freeChunks: GPUBuffer[] = [];
-
-/** Test hook: rewrites every generated shader before compilation (null: off). */
-let shaderTransform: ((code: string, spec: KernelSpec) => string) | null = null;
-export function setShaderTransform(fn: ((code: string, spec: KernelSpec) => string) | null): void {
-  shaderTransform = fn;
-  sourceCache.clear();
-}
-
-function dev(): GPUDevice {
-  if (!isInitialized()) {
-    throw new Error(
-      "kiln: WebGPU is not initialised: call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) before using device 'webgpu'. " +
-        'init() says why when no adapter exists; in Node on a machine without a GPU, install Mesa lavapipe (`sudo bash scripts/install-lavapipe.sh`), or use device \'cpu\'.',
-    );
-  }
-  const d = getDeviceSync();
-  if (d !== device) {
-    // A new device (first use, or after a loss): everything cached belongs to the old one.
-    device = d;
-    maxBinding = d.limits.maxStorageBufferBindingSize;
-    pipelines.clear();
-    sourceCache.clear();
-    encoder = null;
-    pass = null;
-    pendingLaunches = 0;
-    pendingBuffers = new Set();
-    uniformChunk = null;
-    uniformHost = null;
-    uniformUsed = 0;
-    freeChunks.length = 0;
-    pool = new BufferPool(d, POOL_CAP, storageUsage());
-    submitCount = 0;
-    unsubscribe?.();
-    unsubscribe = onUncapturedError((e) => {
-      asyncErrors.push(new Error(`kiln: WebGPU error: ${e.message}`));
-    });
-  }
-  return d;
-}
-let unsubscribe: (() => void) | null = null;
-/** the device's maxStorageBufferBindingSize (read once per device) */
-let maxBinding = Infinity;
-
-function wgslLimits(): WgslLimits {
-  const l = deviceLimits();
-  return {
-    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
-  };
-}
-
-/**
- * The workgroup cap for per-element kernels: software adapters (lavapipe, SwiftShader) pay per
- * invocation, so fewer invocations each looping over more elements are several times faster there
- * (1M-element add: 22 ms with 4096 workgroups, 3 ms with 256).
- */
-let gridCapOverride: number | null = null;
-function isSoftware(): boolean {
-  const i = adapterInfo();
-  return i.architecture === 'software' || /llvmpipe|lavapipe|swiftshader/i.test(`${i.device} ${i.description}`);
-}
-function gridCap(): number {
-  if (gridCapOverride !== null) return gridCapOverride;
-  return isSoftware() ? 256 : 4096;
-}
-/** Test hook: overrides the workgroup cap (null: by adapter). */
-export function setGridCap(cap: number | null): void {
-  gridCapOverride = cap;
-  sourceCache.clear();
-}
-let reduceOverride: 'serial' | 'tree' | null = null;
-/** Test hook: forces a reduce strategy (null: by size and adapter). */
-export function setReduceStrategy(strategy: 'serial' | 'tree' | null): void {
-  reduceOverride = strategy;
-  sourceCache.clear();
-}
-
-function messageOf(e: unknown): string { return e instanceof Error ? e.message : String(e); }
-
-function compileError(name: string, detail: string, code: string): Error {
-  return new Error(`kiln: WebGPU kernel '${name}' failed to compile: ${detail}\n--- WGSL ---\n${code}`);
-}
-
-function pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
-  const d = dev();
-  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
-  const cached = sourceCache.get(key);
-  if (cached) return cached;
-  const matmul = spec.kernel.kind === 'matmul' ? matmulVariant(d, spec, alias, aligned) : undefined;
-  let kernel = wgslSource(spec, { limits: wgslLimits(), alias, aligned, maxWorkgroups: gridCap(), software: isSoftware(), reduce: reduceOverride ?? 'auto', matmul });
-  if (shaderTransform) kernel = { ...kernel, code: shaderTransform(kernel.code, spec) };
-  const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
-  let shared = pipelines.get(pkey);
-  if (!shared) {
-    shared = createPipeline(d, spec.name, kernel);
-    pipelines.set(pkey, shared);
-  }
-  // Specs with the same shader (sizes in uniforms) share the compiled pipeline, but each keeps its own
-  // dispatch grid: a [3, 9, 676] batch must not launch the workgroups of a [2, 9, 676] one. The
-  // per-spec record reads `error` (set later) through its prototype.
-  const p: Pipeline = shared.kernel.workgroups.join() === kernel.workgroups.join() ? shared : Object.create(shared, { kernel: { value: kernel } });
-  sourceCache.set(key, p);
-  return p;
-}
-
-let variantOverride: MatmulVariant | null = null;
-/** Test hook: every matmul uses this variant (null: the tuned or default one). */
-export function setMatmulVariant(v: MatmulVariant | null): void {
-  variantOverride = v;
-  sourceCache.clear();
-  generation++;
-}
-/** bumped whenever cached pipelines may be stale (a tune finished, a hook changed): launchers re-resolve */
-let generation = 0;
-onTuned(() => {
-  sourceCache.clear();
-  generation++;
-});
-
-/** The matmul variant for a spec: the override, the tuned choice, or the default (starting a tune). */
-function matmulVariant(d: GPUDevice, spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): MatmulVariant {
-  if (variantOverride) return variantOverride;
-  const software = isSoftware();
-  const fallback = defaultMatmul(software, workOf(spec));
-  if (alias || !autotuneEnabled() || !worthTuning(spec)) return fallback;
-  const shape = shapeKey(spec, aligned);
-  if (!shape) return fallback;
-  const adapter = adapterKey(adapterInfo());
-  const known = cachedVariant(adapter, shape);
-  if (known) return known;
-  void requestTune({ device: d, adapter, spec, aligned, opts: { limits: wgslLimits(), maxWorkgroups: gridCap(), software }, software });
-  return fallback;
-}
-
-function createPipeline(d: GPUDevice, name: string, kernel: WgslKernel): Pipeline {
-  d.pushErrorScope('validation');
-  d.pushErrorScope('internal');
-  const module = d.createShaderModule({ code: kernel.code, label: name });
-  const layout = d.createBindGroupLayout({
-    label: name,
-    entries: [
-      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-      ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
-    ],
-  });
-  const pipeline = d.createComputePipeline({
-    label: name,
-    layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
-    compute: { module, entryPoint: 'main' },
-  });
-  const internal = d.popErrorScope();
-  const validation = d.popErrorScope();
-  const entry: Pipeline = { device: d, name, kernel, pipeline, layout, error: null };
-  const code = kernel.code;
-  const check = (async (): Promise<Error | null> => {
-    const [ie, ve] = await Promise.all([internal, validation]);
-    const err = ve ?? ie;
-    if (!err) return null;
-    let detail = err.message;
-    try {
-      const info = await module.getCompilationInfo();
-      const lines = code.split('\n');
-      const msgs = info.messages.filter((m) => m.type === 'error')
-        .map((m) => `${m.lineNum}:${m.linePos}: ${m.message}${lines[m.lineNum - 1] !== undefined ? `\n    ${lines[m.lineNum - 1].trim()}` : ''}`);
-      if (msgs.length) detail = msgs.join('\n');
-    } catch {
-      // keep the scope's message
-    }
-    entry.error = compileError(name, detail, code);
-    return entry.error;
-  })().catch((e: unknown) => compileError(name, messageOf(e), code));
-  pendingChecks.push(check);
-  return entry;
-}
-
-function takeChunk(d: GPUDevice): void {
-  uniformChunk = freeChunks.pop() ?? d.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
-  uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
-  uniformI32 = new Int32Array(uniformHost);
-  uniformF32 = new Float32Array(uniformHost);
-  uniformUsed = 0;
-}
-
-/** Submits the pending launches (without waiting for them). */
-export function flush(): void {
-  if (!encoder || !device) return;
-  const d = device;
-  pass?.end();
-  pass = null;
-  if (uniformChunk && uniformUsed > 0) d.queue.writeBuffer(uniformChunk, 0, uniformHost!, 0, uniformUsed);
-  d.pushErrorScope('validation');
-  d.queue.submit([encoder.finish()]);
-  const scope = d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null));
-  pendingChecks.push(scope);
-  const chunk = uniformChunk;
-  const epoch = ++submitCount;
-  const p = pool;
-  void d.queue.onSubmittedWorkDone().then(() => {
-    if (device !== d) return;
-    if (chunk) freeChunks.push(chunk);
-    p?.completedUpTo(epoch);
-  });
-  encoder = null;
-  uniformChunk = null;
-  uniformHost = null;
-  uniformUsed = 0;
-  pendingLaunches = 0;
-  pendingBuffers = new Set();
-}
-
-function encoderFor(d: GPUDevice, uniformBytes: number): GPUComputePassEncoder {
-  const need = Math.ceil(uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-  if (encoder && (pendingLaunches >= MAX_PENDING || uniformUsed + need > UNIFORM_CHUNK)) flush();
-  if (!encoder) {
-    encoder = d.createCommandEncoder({ label: 'kiln' });
-    takeChunk(d);
-  }
-  if (!pass) pass = encoder.beginComputePass();
-  return pass;
-}
-
-/** Throws the first error recorded by error scopes or uncaptured-error events so far (awaits pending checks). */
-async function surfaceErrors(): Promise<void> {
-  while (pendingChecks.length) {
-    const checks = pendingChecks;
-    pendingChecks = [];
-    const results = await Promise.all(checks);
-    for (const r of results) if (r) asyncErrors.push(r);
-  }
-  if (asyncErrors.length) {
-    const [first] = asyncErrors.splice(0, asyncErrors.length);
-    throw first;
-  }
-}
-
-function writtenArgs(spec: KernelSpec): Set<number> {
-  const k = spec.kernel;
-  return new Set(k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
-}
-
-const align4 = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
-
-function storageFor(d: GPUDevice, dtype: DType, size: number): WebGPUStorage {
-  const bytes = align4(size * 4);
-  if (bytes > d.limits.maxBufferSize) {
-    throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
-  }
-  // a size class never pushes a buffer past what may be bound or allocated
-  const p = pool!;
-  return pooledStorage(dtype, size, p.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= maxBinding ? maxBinding : Infinity)), p);
-}
-
-function asStorage(s: Storage): WebGPUStorage {
-  if (!(s instanceof WebGPUStorage)) throw new Error(`kiln: webgpu backend got a storage on device '${s.device}'`);
-  return s;
-}
-
-/** Encodes one kernel launch into the pending command encoder. */
 /**
  * What a prepared launcher keeps between calls: its own uniform buffer (offsets and params, written
  * once) and the bind group of the buffers it last bound, so a compiled step that binds the same
@@ -369,185 +107,482 @@ function asStorage(s: Storage): WebGPUStorage {
  */
 interface LaunchCache { uniform?: GPUBuffer; uniformKey?: string; pipeline?: Pipeline; buffers?: GPUBuffer[]; group?: GPUBindGroup }
 
-function launch(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[],
-  pick: (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline, cache?: LaunchCache): void {
-  const n = spec.args.length;
-  if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
-  // Arguments bound to the same buffer share one binding when the kernel writes one of them
-  // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
-  let alias: number[] | undefined;
-  for (let i = 1; i < n && !alias; i++) {
-    for (let j = 0; j < i; j++) {
-      if (storages[i].buffer === storages[j].buffer) {
-        const all = storages.slice(0, n).map((s) => storages.findIndex((t) => t.buffer === s.buffer));
-        const written = writtenArgs(spec);
-        const conflict = all.some((a, k) => a !== k && (written.has(k) || written.has(a) || all.some((b, m) => b === a && written.has(m))));
-        alias = conflict ? all : undefined;
-        i = n; // decided
-        break;
-      }
-    }
-  }
-  // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
-  const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
-  const p = pick(alias, aligned);
-  if (p.error) throw p.error;
-  for (const b of p.kernel.bindings) {
-    const size = storages[b.arg].buffer.size;
-    if (size > maxBinding) {
-      throw new Error(`kiln: WebGPU kernel '${spec.name}' binds a buffer of ${size} bytes (argument ${b.arg}), more than this device's maxStorageBufferBindingSize (${maxBinding} bytes)`);
-    }
-  }
-  const wg = p.kernel.workgroups;
-  if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
-  if (cache && launchCached(d, spec, args, storages, params, p, cache)) return;
-  const cp = encoderFor(d, p.kernel.uniformBytes);
-  const at = uniformUsed;
-  packUniform(uniformI32, uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
-  uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-  const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniformChunk!, offset: at, size: p.kernel.uniformBytes } }];
-  for (const b of p.kernel.bindings) {
-    const buffer = storages[b.arg].buffer;
-    entries.push({ binding: b.binding, resource: { buffer } });
-    pendingBuffers.add(buffer);
-  }
-  cp.setPipeline(p.pipeline);
-  cp.setBindGroup(0, d.createBindGroup({ layout: p.layout, entries }));
-  cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
-  pendingLaunches++;
+type PickPipeline = (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline;
+
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const compileError = (name: string, detail: string, code: string): Error =>
+  new Error(`kiln: WebGPU kernel '${name}' failed to compile: ${detail}\n--- WGSL ---\n${code}`);
+const align4 = (bytes: number): number => Math.max(4, Math.ceil(bytes / 4) * 4);
+const storageUsage = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+function asStorage(s: Storage): WebGPUStorage {
+  if (!(s instanceof WebGPUStorage)) throw new Error(`kiln: webgpu backend got a storage on device '${s.device}'`);
+  return s;
 }
 
-/** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
-function launchCached(d: GPUDevice, spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
-  const n = spec.args.length;
-  const offsets = args.slice(0, n).map((a) => a.offset);
-  const key = `${offsets.join(',')}|${params.join(',')}`;
-  // The uniform may still be read by queued work: never rewrite it; other offsets use the shared ring.
-  if (cache.uniform && (cache.uniformKey !== key || cache.uniform.size < p.kernel.uniformBytes)) return false;
-  const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
-  if (!cache.uniform) {
-    const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
-    packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offsets, params);
-    cache.uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
-    d.queue.writeBuffer(cache.uniform, 0, bytes);
-    cache.uniformKey = key;
-  }
-  if (!cache.group || cache.pipeline !== p || !cache.buffers!.every((b, i) => b === buffers[i])) {
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: cache.uniform, offset: 0, size: p.kernel.uniformBytes } }];
-    p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
-    cache.group = d.createBindGroup({ layout: p.layout, entries });
-    cache.pipeline = p;
-    cache.buffers = buffers;
-  }
-  for (const b of buffers) pendingBuffers.add(b);
-  const cp = encoderFor(d, 0);
-  const wg = p.kernel.workgroups;
-  cp.setPipeline(p.pipeline);
-  cp.setBindGroup(0, cache.group);
-  cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
-  pendingLaunches++;
-  return true;
+function writtenArgs(spec: KernelSpec): Set<number> {
+  const k = spec.kernel;
+  return new Set(k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
 }
 
-export const webgpuBackend: Backend = {
-  name: 'webgpu',
-  kernelSource: (spec) => ({ language: 'wgsl', source: wgslFor(spec).code }),
-  // one binding per argument; lavapipe allows 16, WebGPU guarantees 8
-  maxKernelArgs: () => (isInitialized() ? deviceLimits().maxStorageBuffersPerShaderStage : 8),
-  alloc(dtype, size) {
-    return storageFor(dev(), dtype, size);
-  },
-  upload(data) {
-    const d = dev();
+/** Host data as the device stores it (bool widened to i32). */
+function deviceData(data: TypedArray, dtype: DType): TypedArray {
+  return dtype === 'bool' ? Int32Array.from(data) : data;
+}
+
+/** The backend of one GPUDevice: all its caches and queues, dropped with it. */
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu' as const;
+  /** adapterKey of the device's adapter (keys tuned choices), and whether it is a software one */
+  private readonly adapter: string;
+  private readonly software: boolean;
+  private readonly maxBinding: number;
+  private readonly pool: BufferPool;
+  /** pipelines by shader source; `bySpec` maps spec structures (the hot path) onto them */
+  private readonly pipelines = new Map<string, Pipeline>();
+  private readonly bySpec = new Map<string, Pipeline>();
+  /** bumped whenever cached pipelines may be stale (a tune finished, a hook changed): launchers re-resolve */
+  private generation = 0;
+  private described: WgslTarget | null = null;
+  /** outcomes of error scopes not yet inspected by a read */
+  private pendingChecks: Promise<Error | null>[] = [];
+  private readonly asyncErrors: Error[] = [];
+  private readonly unsubscribe: () => void;
+  // the pending command encoder, its compute pass, and the buffers its launches use
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private pendingLaunches = 0;
+  private pendingBuffers = new Set<GPUBuffer>();
+  /** submissions so far (the pool hands a returned buffer out once the submissions using it completed) */
+  private submitCount = 0;
+  // the uniform chunk the pending launches' slots are packed into
+  private uniformChunk: GPUBuffer | null = null;
+  private uniformHost: ArrayBuffer | null = null;
+  private uniformI32 = new Int32Array(0);
+  private uniformF32 = new Float32Array(0);
+  private uniformUsed = 0;
+  private readonly freeChunks: GPUBuffer[] = [];
+  /** a collected storage's buffer goes back to the pool */
+  private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
+    this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
+  });
+
+  constructor(readonly device: GPUDevice) {
+    const info = adapterInfo();
+    this.adapter = adapterKey(info);
+    this.software = isSoftwareAdapter(info);
+    this.maxBinding = device.limits.maxStorageBufferBindingSize;
+    this.pool = new BufferPool(device, POOL_CAP, storageUsage());
+    this.unsubscribe = onUncapturedError((e) => {
+      this.asyncErrors.push(new Error(`kiln: WebGPU error: ${e.message}`));
+    });
+  }
+
+  /** Stops listening for the device's errors (the instance is being replaced). */
+  dispose(): void { this.unsubscribe(); }
+
+  /** Drops what a tune or a test hook may have made stale. */
+  invalidate(): void {
+    this.bySpec.clear();
+    this.described = null;
+    this.generation++;
+  }
+
+  /** The device as codegen sees it: its limits and its adapter's choices (overridable by test hooks). */
+  get target(): WgslTarget {
+    if (this.described) return this.described;
+    const l = this.device.limits;
+    const policy = adapterPolicy(adapterInfo());
+    const options = { ...policy.options, ...(overrides.gridCap !== null && { maxWorkgroups: overrides.gridCap }), ...(overrides.reduce !== null && { reduce: overrides.reduce }) };
+    return (this.described = {
+      language: 'wgsl',
+      limits: {
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      },
+      options,
+      matmul: overrides.matmul ? [{ minWork: 0, variant: overrides.matmul }] : policy.matmul,
+    });
+  }
+
+  alloc(dtype: DType, size: number): WebGPUStorage {
+    const d = this.device;
+    const bytes = align4(size * 4);
+    if (bytes > d.limits.maxBufferSize) {
+      throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
+    }
+    // a size class never pushes a buffer past what may be bound or allocated
+    const buffer = this.pool.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= this.maxBinding ? this.maxBinding : Infinity));
+    const s = new WebGPUStorage(dtype, size, buffer);
+    this.reclaim.register(s, buffer);
+    if (inNode && buffer.size >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(buffer.size));
+    return s;
+  }
+
+  upload(data: TypedArray): WebGPUStorage {
     const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
-    const st = storageFor(d, dtype, data.length);
+    const st = this.alloc(dtype, data.length);
     if (data.length > 0) {
-      const src = dtype === 'bool' ? Int32Array.from(data) : data;
-      d.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+      const src = deviceData(data, dtype);
+      this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
     }
     return st;
-  },
-  run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
-    const d = dev();
+  }
+
+  write(s: Storage, data: TypedArray): void {
+    const st = asStorage(s);
+    // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
+    if (this.pendingBuffers.has(st.buffer)) this.flush();
+    const src = deviceData(data, st.dtype);
+    const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
+    if (bytes > 0) this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
+  }
+
+  run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []): void {
     const storages = args.map((a) => asStorage(a.storage));
-    for (const spec of specs) launch(d, spec, args, storages, params, (alias, aligned) => pipelineFor(spec, alias, aligned));
-  },
-  prepare(spec: KernelSpec) {
+    for (const spec of specs) this.launch(spec, args, storages, params, (alias, aligned) => this.pipelineFor(spec, alias, aligned));
+  }
+
+  prepare(spec: KernelSpec): Launch {
     // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
     const variants = new Map<string, Pipeline>();
     const noParams: number[] = [];
     const cache: LaunchCache = {};
-    let gen = generation;
-    return (args: readonly BoundArg[]) => {
-      const d = dev();
+    let gen = this.generation;
+    return (args) => {
       const storages = args.map((a) => asStorage(a.storage));
-      if (gen !== generation) { variants.clear(); gen = generation; for (const k of Object.keys(cache) as (keyof LaunchCache)[]) delete cache[k]; }
-      launch(d, spec, args, storages, noParams, (alias, aligned) => {
+      if (gen !== this.generation) {
+        variants.clear();
+        gen = this.generation;
+        for (const k of Object.keys(cache) as (keyof LaunchCache)[]) delete cache[k];
+      }
+      this.launch(spec, args, storages, noParams, (alias, aligned) => {
         const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
         let p = variants.get(key);
-        if (!p || p.device !== d) {
-          p = pipelineFor(spec, alias, aligned);
+        if (!p) {
+          p = this.pipelineFor(spec, alias, aligned);
           variants.set(key, p);
         }
         return p;
       }, cache);
     };
-  },
-  write(s: Storage, data: TypedArray) {
+  }
+
+  prepareProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
+    return launcherProgram((spec) => this.prepare(spec), specs, bindings);
+  }
+
+  async read(s: Storage, offset: number, size: number): Promise<TypedArray> {
     const st = asStorage(s);
-    const d = dev();
-    // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
-    if (pendingBuffers.has(st.buffer)) flush();
-    const src = st.dtype === 'bool' ? Int32Array.from(data) : data;
-    const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
-    if (bytes > 0) d.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
-  },
-  async read(s, offset, size) {
-    const st = asStorage(s);
-    const d = dev();
+    const d = this.device;
     const out = (n: number): TypedArray => (st.dtype === 'float32' ? new Float32Array(n) : st.dtype === 'int32' ? new Int32Array(n) : new Uint8Array(n));
     if (size <= 0) {
-      flush();
-      await surfaceErrors();
+      this.flush();
+      await this.surfaceErrors();
       return out(0);
     }
     if (offset < 0 || offset + size > st.size) throw new Error(`kiln: webgpu read of [${offset}, ${offset + size}) is outside a storage of ${st.size} elements`);
     const bytes = size * 4;
     const staging = d.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    if (!encoder) {
-      encoder = d.createCommandEncoder({ label: 'kiln read' });
-    }
-    pass?.end();
-    pass = null;
-    encoder.copyBufferToBuffer(st.buffer, offset * 4, staging, 0, bytes);
-    flush();
+    this.encoder ??= d.createCommandEncoder({ label: 'kiln read' });
+    this.pass?.end();
+    this.pass = null;
+    this.encoder.copyBufferToBuffer(st.buffer, offset * 4, staging, 0, bytes);
+    this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
     } catch (e) {
-      await surfaceErrors();
+      await this.surfaceErrors();
       throw new Error(`kiln: reading a WebGPU buffer failed: ${messageOf(e)}`, { cause: e });
     }
     const raw = staging.getMappedRange().slice(0);
     staging.unmap();
     staging.destroy();
-    await surfaceErrors();
+    await this.surfaceErrors();
     if (st.dtype === 'float32') return new Float32Array(raw);
     const ints = new Int32Array(raw);
     return st.dtype === 'int32' ? ints : Uint8Array.from(ints);
-  },
-  readSync(_s, _offset, _size, method) {
+  }
+
+  readSync(_s: Storage, _offset: number, _size: number, method: string): never {
     throw new Error(`kiln: WebGPU tensors cannot be read synchronously; use \`await t.${method}\` instead`);
-  },
+  }
+
+  /** Submits the pending launches (without waiting for them). */
+  flush(): void {
+    const { encoder, device: d } = this;
+    if (!encoder) return;
+    this.pass?.end();
+    this.pass = null;
+    if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost!, 0, this.uniformUsed);
+    d.pushErrorScope('validation');
+    d.queue.submit([encoder.finish()]);
+    this.pendingChecks.push(d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null)));
+    const chunk = this.uniformChunk;
+    const epoch = ++this.submitCount;
+    void d.queue.onSubmittedWorkDone().then(() => {
+      if (chunk) this.freeChunks.push(chunk);
+      this.pool.completedUpTo(epoch);
+    });
+    this.encoder = null;
+    this.uniformChunk = null;
+    this.uniformHost = null;
+    this.uniformUsed = 0;
+    this.pendingLaunches = 0;
+    this.pendingBuffers = new Set();
+  }
+
+  /** Waits until all queued work has finished, and surfaces any error it raised. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.surfaceErrors();
+  }
+
+  poolStats(): PoolStats { return { ...this.pool.stats }; }
+  trimPool(): void { this.pool.trim(); }
+
+  /** Throws the first error recorded by error scopes or uncaptured-error events so far (awaits pending checks). */
+  private async surfaceErrors(): Promise<void> {
+    while (this.pendingChecks.length) {
+      const checks = this.pendingChecks;
+      this.pendingChecks = [];
+      const results = await Promise.all(checks);
+      for (const r of results) if (r) this.asyncErrors.push(r);
+    }
+    if (this.asyncErrors.length) {
+      const [first] = this.asyncErrors.splice(0, this.asyncErrors.length);
+      throw first;
+    }
+  }
+
+  private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
+    const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
+    const cached = this.bySpec.get(key);
+    if (cached) return cached;
+    const t = this.target;
+    const matmul = spec.kernel.kind === 'matmul' ? overrides.matmul ?? chooseMatmul({ device: this.device, adapter: this.adapter, software: this.software, target: t, spec, aligned, mayTune: !alias }) : undefined;
+    let kernel = wgslSource(spec, { ...t.options, limits: t.limits, alias, aligned, matmul });
+    if (overrides.shaderTransform) kernel = { ...kernel, code: overrides.shaderTransform(kernel.code, spec) };
+    const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
+    let shared = this.pipelines.get(pkey);
+    if (!shared) {
+      shared = this.createPipeline(spec.name, kernel);
+      this.pipelines.set(pkey, shared);
+    }
+    // Specs with the same shader (sizes in uniforms) share the compiled pipeline, but each keeps its own
+    // dispatch grid: a [3, 9, 676] batch must not launch the workgroups of a [2, 9, 676] one. The
+    // per-spec record reads `error` (set later) through its prototype.
+    const p: Pipeline = shared.kernel.workgroups.join() === kernel.workgroups.join() ? shared : Object.create(shared, { kernel: { value: kernel } });
+    this.bySpec.set(key, p);
+    return p;
+  }
+
+  private createPipeline(name: string, kernel: WgslKernel): Pipeline {
+    const d = this.device;
+    d.pushErrorScope('validation');
+    d.pushErrorScope('internal');
+    const module = d.createShaderModule({ code: kernel.code, label: name });
+    const layout = d.createBindGroupLayout({
+      label: name,
+      entries: [
+        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+        ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
+      ],
+    });
+    const pipeline = d.createComputePipeline({
+      label: name,
+      layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: 'main' },
+    });
+    const internal = d.popErrorScope();
+    const validation = d.popErrorScope();
+    const entry: Pipeline = { name, kernel, pipeline, layout, error: null };
+    const code = kernel.code;
+    const check = (async (): Promise<Error | null> => {
+      const [ie, ve] = await Promise.all([internal, validation]);
+      const err = ve ?? ie;
+      if (!err) return null;
+      let detail = err.message;
+      try {
+        const info = await module.getCompilationInfo();
+        const lines = code.split('\n');
+        const msgs = info.messages.filter((m) => m.type === 'error')
+          .map((m) => `${m.lineNum}:${m.linePos}: ${m.message}${lines[m.lineNum - 1] !== undefined ? `\n    ${lines[m.lineNum - 1].trim()}` : ''}`);
+        if (msgs.length) detail = msgs.join('\n');
+      } catch {
+        // keep the scope's message
+      }
+      entry.error = compileError(name, detail, code);
+      return entry.error;
+    })().catch((e: unknown) => compileError(name, messageOf(e), code));
+    this.pendingChecks.push(check);
+    return entry;
+  }
+
+  private takeChunk(): void {
+    this.uniformChunk = this.freeChunks.pop() ?? this.device.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
+    this.uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
+    this.uniformI32 = new Int32Array(this.uniformHost);
+    this.uniformF32 = new Float32Array(this.uniformHost);
+    this.uniformUsed = 0;
+  }
+
+  private encoderFor(uniformBytes: number): GPUComputePassEncoder {
+    const need = Math.ceil(uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    if (this.encoder && (this.pendingLaunches >= MAX_PENDING || this.uniformUsed + need > UNIFORM_CHUNK)) this.flush();
+    if (!this.encoder) {
+      this.encoder = this.device.createCommandEncoder({ label: 'kiln' });
+      this.takeChunk();
+    }
+    this.pass ??= this.encoder.beginComputePass();
+    return this.pass;
+  }
+
+  /** Encodes one kernel launch into the pending command encoder. */
+  private launch(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], pick: PickPipeline, cache?: LaunchCache): void {
+    const n = spec.args.length;
+    if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
+    // Arguments bound to the same buffer share one binding when the kernel writes one of them
+    // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
+    let alias: number[] | undefined;
+    for (let i = 1; i < n && !alias; i++) {
+      for (let j = 0; j < i; j++) {
+        if (storages[i].buffer === storages[j].buffer) {
+          const all = storages.slice(0, n).map((s) => storages.findIndex((t) => t.buffer === s.buffer));
+          const written = writtenArgs(spec);
+          const conflict = all.some((a, k) => a !== k && (written.has(k) || written.has(a) || all.some((b, m) => b === a && written.has(m))));
+          alias = conflict ? all : undefined;
+          i = n; // decided
+          break;
+        }
+      }
+    }
+    // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
+    const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
+    const p = pick(alias, aligned);
+    if (p.error) throw p.error;
+    for (const b of p.kernel.bindings) {
+      const size = storages[b.arg].buffer.size;
+      if (size > this.maxBinding) {
+        throw new Error(`kiln: WebGPU kernel '${spec.name}' binds a buffer of ${size} bytes (argument ${b.arg}), more than this device's maxStorageBufferBindingSize (${this.maxBinding} bytes)`);
+      }
+    }
+    const wg = p.kernel.workgroups;
+    if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
+    if (cache && this.launchCached(spec, args, storages, params, p, cache)) return;
+    const cp = this.encoderFor(p.kernel.uniformBytes);
+    const at = this.uniformUsed;
+    packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
+    this.uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniformChunk!, offset: at, size: p.kernel.uniformBytes } }];
+    for (const b of p.kernel.bindings) {
+      const buffer = storages[b.arg].buffer;
+      entries.push({ binding: b.binding, resource: { buffer } });
+      this.pendingBuffers.add(buffer);
+    }
+    cp.setPipeline(p.pipeline);
+    cp.setBindGroup(0, this.device.createBindGroup({ layout: p.layout, entries }));
+    cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+    this.pendingLaunches++;
+  }
+
+  /** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
+  private launchCached(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
+    const d = this.device;
+    const n = spec.args.length;
+    const offsets = args.slice(0, n).map((a) => a.offset);
+    const key = `${offsets.join(',')}|${params.join(',')}`;
+    // The uniform may still be read by queued work: never rewrite it; other offsets use the shared ring.
+    if (cache.uniform && (cache.uniformKey !== key || cache.uniform.size < p.kernel.uniformBytes)) return false;
+    const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
+    if (!cache.uniform) {
+      const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
+      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offsets, params);
+      cache.uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
+      d.queue.writeBuffer(cache.uniform, 0, bytes);
+      cache.uniformKey = key;
+    }
+    if (!cache.group || cache.pipeline !== p || !cache.buffers!.every((b, i) => b === buffers[i])) {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: cache.uniform, offset: 0, size: p.kernel.uniformBytes } }];
+      p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
+      cache.group = d.createBindGroup({ layout: p.layout, entries });
+      cache.pipeline = p;
+      cache.buffers = buffers;
+    }
+    for (const b of buffers) this.pendingBuffers.add(b);
+    const cp = this.encoderFor(0);
+    const wg = p.kernel.workgroups;
+    cp.setPipeline(p.pipeline);
+    cp.setBindGroup(0, cache.group);
+    cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
+    this.pendingLaunches++;
+    return true;
+  }
+}
+
+// ---- the 'webgpu' backend: the current device's instance ------------------------------------------
+
+let active: WebGPUBackend | null = null;
+onTuned(() => active?.invalidate());
+
+/** The instance of the current device; a new device (first use, or after a loss) gets a fresh one. */
+function current(): WebGPUBackend {
+  if (!isInitialized()) {
+    throw new Error(
+      "kiln: WebGPU is not initialised: call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) before using device 'webgpu'. " +
+        'init() says why when no adapter exists; in Node on a machine without a GPU, install Mesa lavapipe (`sudo bash scripts/install-lavapipe.sh`), or use device \'cpu\'.',
+    );
+  }
+  const d = getDeviceSync();
+  if (active?.device !== d) {
+    active?.dispose();
+    active = new WebGPUBackend(d);
+  }
+  return active;
+}
+
+/** A launcher that prepares itself on the current device's instance, again whenever the device changes. */
+function followingLaunch(spec: KernelSpec): Launch {
+  let owner: WebGPUBackend | null = null;
+  let launch: Launch | null = null;
+  return (args) => {
+    const b = current();
+    if (b !== owner || !launch) {
+      owner = b;
+      launch = b.prepare(spec);
+    }
+    launch(args);
+  };
+}
+
+export const webgpuBackend: Backend = {
+  name: 'webgpu',
+  get target() { return current().target; },
+  alloc: (dtype, size) => current().alloc(dtype, size),
+  upload: (data) => current().upload(data),
+  write: (s, data) => current().write(s, data),
+  run: (specs, args, params) => current().run(specs, args, params),
+  prepare: followingLaunch,
+  prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
+  read: (s, offset, size) => current().read(s, offset, size),
+  readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
 };
+
+/** Submits the pending launches (without waiting for them). */
+export function flush(): void { active?.flush(); }
 
 /** Waits until all queued WebGPU work has finished, and surfaces any error it raised. */
 export async function sync(): Promise<void> {
-  if (!isInitialized()) return;
-  const d = dev();
-  flush();
-  await d.queue.onSubmittedWorkDone();
-  await surfaceErrors();
+  if (isInitialized()) await current().sync();
 }
+
+/** The current device's buffer pool counters (tests and diagnostics); null before the device is used. */
+export function poolStats(): PoolStats | null { return active?.poolStats() ?? null; }
+/** Destroys the pool's idle buffers. */
+export function trimPool(): void { active?.trimPool(); }
 
 /** Registers the backend (its methods acquire nothing: they need `init()` to have completed). */
 export function registerWebGPUBackend(): void {
@@ -560,19 +595,5 @@ registerWebGPUBackend();
 export async function initWebGPU(): Promise<void> {
   await deviceInit();
   registerWebGPUBackend();
-  dev();
+  current();
 }
-
-/** The WGSL source a spec compiles to on this device (for inspection and `step.lower()`). */
-export function wgslFor(spec: KernelSpec): WgslKernel {
-  if (!isInitialized()) return wgslSource(spec, {});
-  const aligned = spec.kernel.kind === 'matmul' ? spec.args.map(() => true) : undefined;
-  let matmul: MatmulVariant | undefined;
-  if (spec.kernel.kind === 'matmul') {
-    const shape = variantOverride ? null : shapeKey(spec, aligned);
-    matmul = variantOverride ?? (shape && autotuneEnabled() ? cachedVariant(adapterKey(adapterInfo()), shape) : undefined) ?? defaultMatmul(isSoftware(), workOf(spec));
-  }
-  return wgslSource(spec, { limits: wgslLimits(), maxWorkgroups: gridCap(), software: isSoftware(), aligned, matmul });
-}
-
-export { uniformLayout };

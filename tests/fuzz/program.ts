@@ -619,7 +619,11 @@ export async function run(p: Program, mode: Mode, device: Device): Promise<Obser
     grads.push(t.grad ? toNums(await t.grad.data()) : null);
   }
   const optState: Record<string, number[]> = {};
-  if (opt) for (const [k, t] of Object.entries(opt.stateDict().tensors)) optState[k] = toNums(await t.data());
+  if (opt) {
+    for (const [i, slots] of Object.entries(opt.stateDict().state)) {
+      for (const [k, t] of Object.entries(slots)) if (t) optState[`${i}.${k}`] = toNums(await t.data());
+    }
+  }
   return { returns, values, grads, optState };
 }
 

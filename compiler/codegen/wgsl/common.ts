@@ -1,0 +1,122 @@
+// What every WGSL kernel strategy shares: the device limits, the buffers a kernel binds (Args), the
+// expression emitter over them, stores, index decomposition and the one-invocation-per-element grid.
+
+import type { DType } from '../../../ir/dtype.ts';
+import type { KernelOutput, KernelSpec, LoadExpr } from '../../../ir/kernel.ts';
+import type { View } from '../../../ir/view.ts';
+import { Emitter } from '../emit.ts';
+import { conv, wgslSpelling } from '../spelling-wgsl.ts';
+
+export interface WgslLimits {
+  maxStorageBuffersPerShaderStage: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeWorkgroupsPerDimension: number;
+}
+
+export const DEFAULT_LIMITS: WgslLimits = {
+  maxStorageBuffersPerShaderStage: 8,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeWorkgroupsPerDimension: 65535,
+};
+
+export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write'; vec4: boolean }
+
+/** Which buffers a kernel uses, and how it names them. */
+export class Args {
+  private used = new Map<number, boolean>(); // canonical arg -> written
+  private vec = new Set<number>(); // canonical args read as array<vec4<T>>
+  readonly offs = new Set<number>();
+  constructor(private spec: KernelSpec, private alias: readonly number[] | undefined, readonly aligned: readonly boolean[] | undefined) {}
+  /** the buffer of `arg` typed as array<vec4<T>> (read only) */
+  bufVec4(arg: number): string {
+    const c = this.canon(arg);
+    if (this.used.has(c) && !this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
+    this.used.set(c, this.used.get(c) ?? false);
+    this.vec.add(c);
+    this.offs.add(arg);
+    return `b${c}`;
+  }
+  canon(arg: number): number {
+    if (arg < 0 || arg >= this.spec.args.length) throw new Error(`wgsl codegen: kernel '${this.spec.name}' uses argument ${arg} but has ${this.spec.args.length}`);
+    return this.alias?.[arg] ?? arg;
+  }
+  buf(arg: number, write = false): string {
+    const c = this.canon(arg);
+    if (this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
+    this.used.set(c, (this.used.get(c) ?? false) || write);
+    this.offs.add(arg);
+    return `b${c}`;
+  }
+  off(arg: number): string { this.offs.add(arg); return `ofs${arg}`; }
+  storage(arg: number): DType { return this.spec.args[this.canon(arg)].dtype; }
+  bindings(): WgslBinding[] {
+    return [...this.used.keys()].sort((a, b) => a - b).map((arg, i) => ({ binding: i + 1, arg, access: this.used.get(arg) ? 'read_write' as const : 'read' as const, vec4: this.vec.has(arg) }));
+  }
+}
+
+/** An emitter of a kernel's expressions: loads read `args`' buffers at `index(view, arg)`. */
+export function emitter(args: Args, index: (view: View, arg: number) => string, prefix: string, acc?: { name: string; dtype: DType }, counter?: string): Emitter {
+  const load = (l: LoadExpr): string => conv(`${args.buf(l.arg)}[${index(l.view, l.arg)}]`, args.storage(l.arg), l.dtype);
+  return new Emitter(wgslSpelling, { load, prefix, acc, counter }, 'wgsl codegen');
+}
+
+/** A store of `value` (of dtype `from`) into output `o`. */
+export function store(args: Args, o: KernelOutput, idx: string, value: string, from: DType): string {
+  const b = args.buf(o.arg, true);
+  const to = args.storage(o.arg);
+  const v = to === 'bool' && from === 'float32' ? `select(0i, 1i, ${value} != 0 || k_isnan(${value}))` : conv(value, from, to);
+  return `${b}[${idx}] = ${v};`;
+}
+
+/** Splits flat index `flat` over `sizes` (row-major) into the variables `vars`. */
+export function decompose(flat: string, sizes: readonly number[], vars: readonly string[], tmp: string): string[] {
+  const lines: string[] = [];
+  if (sizes.length === 0) return lines;
+  let r = flat;
+  for (let d = sizes.length - 1; d >= 1; d--) {
+    lines.push(`let ${vars[d]} = ${r} % ${sizes[d]};`);
+    lines.push(`let ${tmp}${d} = ${r} / ${sizes[d]};`);
+    r = `${tmp}${d}`;
+  }
+  lines.push(`let ${vars[0]} = ${r};`);
+  return lines;
+}
+
+export function grid1d(groups: number, lim: WgslLimits, name: string): [number, number, number] {
+  if (groups <= 0) return [0, 1, 1];
+  const max = lim.maxComputeWorkgroupsPerDimension;
+  const x = Math.min(groups, max);
+  const y = Math.ceil(groups / x);
+  if (y > max) throw new Error(`kiln: WebGPU kernel '${name}' needs ${groups} workgroups, more than this device can launch (${max} x ${max})`);
+  return [x, y, 1];
+}
+
+export const indent = (lines: readonly string[], by = '  '): string[] => lines.map((l) => by + l);
+
+/**
+ * One logical invocation per element `gi` in [0, total): a 1-D or 2-D grid of `wg`-wide workgroups,
+ * capped at `cap` workgroups with each invocation looping over several elements (grid-stride).
+ */
+export function perElement(total: number, wg: number, cap: number, lim: WgslLimits, name: string, body: string[]): { main: string[]; workgroups: [number, number, number] } {
+  const groups = Math.ceil(total / wg);
+  if (groups <= cap || groups <= 1) {
+    const workgroups = grid1d(groups, lim, name);
+    return { workgroups, main: [`let gi = i32((wid.y * ${workgroups[0]}u + wid.x) * ${wg}u + lid);`, `if (gi >= ${total}) { return; }`, ...body] };
+  }
+  const g = Math.min(cap, lim.maxComputeWorkgroupsPerDimension);
+  const stride = g * wg;
+  const per = Math.ceil(total / stride);
+  return {
+    workgroups: [g, 1, 1],
+    main: [
+      `let g0 = i32(wid.x * ${wg}u + lid);`,
+      `for (var rep = 0; rep < ${per}; rep = rep + 1) {`,
+      ...indent([`let gi = g0 + rep * ${stride};`, `if (gi >= ${total}) { break; }`, ...body]),
+      '}',
+    ],
+  };
+}
+
+export interface Body { decls: string[]; wg: number | [number, number]; main: string[]; workgroups: [number, number, number] }

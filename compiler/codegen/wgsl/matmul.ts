@@ -1,0 +1,215 @@
+// The WGSL matmul strategy and its variants (register blocks, vec4 loads, workgroup-memory tiles), which
+// the autotuner (runtime/webgpu/autotune.ts) picks per adapter and shape; the epilogue runs per element.
+
+import type { DType } from '../../../ir/dtype.ts';
+import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
+import { indexOf, operandLoad } from '../emit.ts';
+import { conv, wtype } from '../spelling-wgsl.ts';
+import { decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+
+/**
+ * A matmul kernel variant (what the autotuner picks per adapter and shape). Every variant sums each
+ * output element's products in increasing k order, one product at a time, so variants agree bit for bit
+ * up to the driver's contraction of multiply-adds.
+ */
+export interface MatmulVariant {
+  /** output rows (m) per invocation: 1, 2, 4 or 8 */
+  bm: number;
+  /** output columns (n) per invocation: 4 or 8 */
+  bn: number;
+  /** invocations per workgroup along n (x) and m (y) */
+  wg: [number, number];
+  /** read float32 operands as vec4s where the layout and alignment allow (else scalar loads) */
+  vec4: boolean;
+  /** stage [TM x 16] / [16 x TN] slices of a and b in workgroup memory (real GPUs); else registers only */
+  tiled: boolean;
+}
+
+/**
+ * The variant when none is given: a 4x4 block per invocation, 8x8 invocations, vec4 loads where
+ * possible, no workgroup memory. Which variant an adapter uses is the autotuner's policy
+ * (runtime/webgpu/autotune.ts).
+ */
+export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
+const TILE_K = 16;
+
+export const matmulVariantKey = (v: MatmulVariant): string => `${v.tiled ? 't' : 'r'}${v.bm}x${v.bn}@${v.wg[0]}x${v.wg[1]}${v.vec4 ? 'v' : 's'}`;
+
+/** Whether `v` fits a device's limits. */
+export function matmulVariantFits(v: MatmulVariant, lim: WgslLimits): boolean {
+  const inv = v.wg[0] * v.wg[1];
+  if (inv > lim.maxComputeInvocationsPerWorkgroup) return false;
+  if (v.tiled && 4 * TILE_K * (v.wg[0] * v.bn + v.wg[1] * v.bm) > lim.maxComputeWorkgroupStorageSize) return false;
+  return true;
+}
+
+function checkVariant(v: MatmulVariant, name: string): void {
+  if (![1, 2, 4, 8].includes(v.bm) || ![4, 8].includes(v.bn) || !(v.wg[0] >= 1 && v.wg[1] >= 1 && Number.isInteger(v.wg[0]) && Number.isInteger(v.wg[1]))) {
+    throw new Error(`wgsl codegen: kernel '${name}': unsupported matmul variant ${JSON.stringify(v)}`);
+  }
+}
+
+export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, lim: WgslLimits, name: string, v: MatmulVariant): Body {
+  checkVariant(v, name);
+  const a = operandLoad(k.a, 'a', name), b = operandLoad(k.b, 'b', name);
+  const nb = k.batch.length;
+  const bv = k.batch.map((_, i) => `z${i}`);
+  const batch = k.batch.reduce((x, y) => x * y, 1);
+  const [sam, sak] = a.view.strides.slice(nb), [sbk, sbn] = b.view.strides.slice(nb);
+  const baseA = indexOf({ ...a.view, shape: k.batch, strides: a.view.strides.slice(0, nb) }, bv, args.off(a.arg));
+  const baseB = indexOf({ ...b.view, shape: k.batch, strides: b.view.strides.slice(0, nb) }, bv, args.off(b.arg));
+  const accType: DType = a.dtype === 'float32' || b.dtype === 'float32' ? 'float32' : 'int32';
+  const at = wtype(accType);
+  const { bm: BM, bn: BN } = v;
+  const [WX, WY] = v.wg;
+  const max = lim.maxComputeWorkgroupsPerDimension;
+  const workgroups: [number, number, number] = [Math.ceil(k.n / (BN * WX)), Math.ceil(k.m / (BM * WY)), batch];
+  if (k.m === 0 || k.n === 0 || batch === 0) workgroups[0] = 0;
+  if (workgroups.some((g) => g > max)) throw new Error(`kiln: WebGPU kernel '${name}' needs a ${workgroups.join(' x ')} grid, more than this device's ${max} workgroups per dimension`);
+  const ld = (buf: string, arg: number, dt: DType, idx: string) => conv(`${buf}[${idx}]`, args.storage(arg), dt === 'bool' ? 'int32' : accType);
+  const head = [
+    `let zz = i32(${v.tiled ? 'wid.z' : 'gid.z'});`,
+    ...decompose('zz', k.batch, bv, 'zq'),
+    `let pa = ${baseA};`,
+    `let pb = ${baseB};`,
+  ];
+  const accs: string[] = [];
+  for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) accs.push(`var c${r}_${cv} = vec4<${at}>(0);`);
+  const stores = blockStores(k, args, [...bv, 'i', 'j'], accType, BM, BN);
+
+  if (v.tiled) {
+    // Workgroup-memory tiles: TM x TILE_K of a and TILE_K x TN of b, loaded by all invocations with
+    // bounds-checked scalar loads (zeros outside), then each invocation accumulates its BM x BN block.
+    const TM = WY * BM, TN = WX * BN, NT = WX * WY;
+    const A = args.buf(a.arg), B = args.buf(b.arg);
+    const decls = [`var<workgroup> tA: array<${at}, ${TILE_K * TM}>;`, `var<workgroup> tB: array<${at}, ${TILE_K * TN}>;`];
+    const aByM = sam === 1 && sak !== 1, bByN = sbn === 1 || sbk !== 1;
+    // Stages `len` rows (from `row0`) x TILE_K of an operand: tile[q * len + r] = op[row0 + r, k0 + q],
+    // zeros outside; `byRow`: consecutive invocations take consecutive rows (the operand's contiguous dim).
+    const stage = (tile: string, len: number, byRow: boolean, row0: string, rows: number, buf: string, op: LoadExpr, base: string, sRow: number, sK: number): string[] => [
+      `for (var e = i32(lid); e < ${len * TILE_K}; e = e + ${NT}) {`,
+      ...indent([
+        byRow ? `let r = e % ${len}; let q = e / ${len};` : `let r = e / ${TILE_K}; let q = e % ${TILE_K};`,
+        `let gr = ${row0} + r; let gk = k0 + q;`,
+        `let x = ${ld(buf, op.arg, op.dtype, `${base} + min(gr, ${Math.max(0, rows - 1)}) * ${sRow} + min(gk, ${Math.max(0, k.k - 1)}) * ${sK}`)};`,
+        `${tile}[q * ${len} + r] = select(${at}(0), x, gr < ${rows} && gk < ${k.k});`,
+      ]),
+      '}',
+    ];
+    const main = [
+      ...head,
+      `let tx = i32(lid) % ${WX};`,
+      `let ty = i32(lid) / ${WX};`,
+      `let row0 = i32(wid.y) * ${TM};`,
+      `let col0 = i32(wid.x) * ${TN};`,
+      `let i0 = row0 + ty * ${BM};`,
+      `let j0 = col0 + tx * ${BN};`,
+      ...accs,
+      `for (var k0 = 0; k0 < ${k.k}; k0 = k0 + ${TILE_K}) {`,
+      ...indent([
+        ...stage('tA', TM, aByM, 'row0', k.m, A, a, 'pa', sam, sak),
+        ...stage('tB', TN, bByN, 'col0', k.n, B, b, 'pb', sbn, sbk),
+        'workgroupBarrier();',
+        `for (var q = 0; q < ${TILE_K}; q = q + 1) {`,
+        ...indent([
+          `let ab = q * ${TM} + ty * ${BM};`,
+          `let bb = q * ${TN} + tx * ${BN};`,
+          ...Array.from({ length: BN / 4 }, (_, cv) => `let y${cv} = vec4<${at}>(tB[bb + ${4 * cv}], tB[bb + ${4 * cv + 1}], tB[bb + ${4 * cv + 2}], tB[bb + ${4 * cv + 3}]);`),
+          ...Array.from({ length: BM }, (_, r) => [`let x${r} = tA[ab + ${r}];`, ...Array.from({ length: BN / 4 }, (_, cv) => `c${r}_${cv} = c${r}_${cv} + x${r} * y${cv};`)]).flat(),
+        ]),
+        '}',
+        'workgroupBarrier();',
+      ]),
+      '}',
+      ...stores,
+    ];
+    return { decls, wg: [WX, WY], main, workgroups };
+  }
+
+  // Register blocking. How each operand is read:
+  //   a: 'k4' vec4 along k (row-major a; k % 4 == 0), 'm4' vec4 along m (a transposed a), 'scalar'
+  //   b: 'n4' vec4 along n (row-major b), 'k4' vec4 along k (a transposed b, e.g. w.T; k % 4 == 0), 'scalar'
+  const epiArgs = new Set(exprLoads(k.epilogue).map((l) => args.canon(l.arg)));
+  const four = (xs: readonly number[]) => xs.every((x) => x % 4 === 0);
+  const vecBase = v.vec4 && a.dtype === 'float32' && b.dtype === 'float32' && args.storage(a.arg) === 'float32' && args.storage(b.arg) === 'float32'
+    && args.canon(a.arg) !== args.canon(b.arg)
+    && !epiArgs.has(args.canon(a.arg)) && !epiArgs.has(args.canon(b.arg)) && args.canon(k.output.arg) !== args.canon(a.arg) && args.canon(k.output.arg) !== args.canon(b.arg);
+  const vecA = vecBase && args.aligned?.[a.arg] === true && four([a.view.offset, ...a.view.strides.slice(0, nb)]);
+  const vecB = vecBase && args.aligned?.[b.arg] === true && four([b.view.offset, ...b.view.strides.slice(0, nb)]);
+  const modeA = vecA && sak === 1 && k.k % 4 === 0 && four([sam]) ? 'k4' : vecA && sam === 1 && four([sak]) && BM % 4 === 0 ? 'm4' : 'scalar';
+  const modeB = vecB && sbn === 1 && four([sbk]) ? 'n4' : vecB && sbk === 1 && k.k % 4 === 0 && four([sbn]) ? 'k4' : 'scalar';
+  const KS = modeA === 'k4' || modeB === 'k4' ? 4 : 1;
+  const A = modeA === 'scalar' ? args.buf(a.arg) : args.bufVec4(a.arg);
+  const B = modeB === 'scalar' ? args.buf(b.arg) : args.bufVec4(b.arg);
+  const main = [
+    `let j0 = i32(gid.x) * ${BN};`,
+    // one row of invocations per workgroup: the rows come from the workgroup id, so a's loads are the same
+    // for every invocation of the workgroup (software drivers load them once instead of per invocation)
+    `let i0 = i32(${WY === 1 ? 'wid.y' : 'gid.y'}) * ${BM};`,
+    `if (i0 >= ${k.m} || j0 >= ${k.n}) { return; }`,
+    ...head,
+  ];
+  const body: string[] = [];
+  // a value of row r at k step q (a scalar expression)
+  let aval: (r: number, q: number) => string;
+  if (modeA === 'k4') {
+    for (let r = 0; r < BM; r++) main.push(`var pa${r} = (pa + min(i0 + ${r}, ${k.m - 1}) * ${sam}) / 4;`);
+    for (let r = 0; r < BM; r++) body.push(`let xa${r} = ${A}[pa${r}];`, `pa${r} = pa${r} + 1;`);
+    aval = (r, q) => `xa${r}.${'xyzw'[q]}`;
+  } else if (modeA === 'm4') {
+    // rows past m read whatever lies there (robust access); their results are never stored
+    for (let g = 0; g < BM / 4; g++) main.push(`var pa${g} = (pa + i0 + ${4 * g}) / 4;`);
+    for (let q = 0; q < KS; q++) for (let g = 0; g < BM / 4; g++) body.push(`let xa${g}_${q} = ${A}[pa${g}${q ? ` + ${(q * sak) / 4}` : ''}];`);
+    for (let g = 0; g < BM / 4; g++) body.push(`pa${g} = pa${g} + ${(KS * sak) / 4};`);
+    aval = (r, q) => `xa${r >> 2}_${q}.${'xyzw'[r & 3]}`;
+  } else {
+    for (let r = 0; r < BM; r++) main.push(`var pa${r} = pa + min(i0 + ${r}, ${k.m - 1}) * ${sam};`);
+    for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) body.push(`let xa${r}_${q} = ${ld(A, a.arg, a.dtype, `pa${r}${q ? ` + ${q * sak}` : ''}`)};`);
+    for (let r = 0; r < BM; r++) body.push(`pa${r} = pa${r} + ${KS * sak};`);
+    aval = (r, q) => `xa${r}_${q}`;
+  }
+  // b values of columns 4cv..4cv+3 at k step q (a vec4 expression)
+  let bvec: (q: number, cv: number) => string;
+  if (modeB === 'n4') {
+    // columns past n: as rows past m above
+    main.push(`var pb0 = (pb + j0) / 4;`);
+    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) body.push(`let yb${q}_${cv} = ${B}[pb0 + ${(q * sbk) / 4 + cv}];`);
+    body.push(`pb0 = pb0 + ${(KS * sbk) / 4};`);
+    bvec = (q, cv) => `yb${q}_${cv}`;
+  } else if (modeB === 'k4') {
+    for (let c = 0; c < BN; c++) main.push(`var pb${c} = (pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn}) / 4;`);
+    for (let c = 0; c < BN; c++) body.push(`let yb${c} = ${B}[pb${c}];`, `pb${c} = pb${c} + 1;`);
+    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) body.push(`let yv${q}_${cv} = vec4<f32>(${[0, 1, 2, 3].map((e) => `yb${4 * cv + e}.${'xyzw'[q]}`).join(', ')});`);
+    bvec = (q, cv) => `yv${q}_${cv}`;
+  } else {
+    for (let c = 0; c < BN; c++) main.push(`var pb${c} = pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn};`);
+    for (let q = 0; q < KS; q++) {
+      for (let cv = 0; cv < BN / 4; cv++) {
+        body.push(`let yv${q}_${cv} = vec4<${at}>(${[0, 1, 2, 3].map((e) => ld(B, b.arg, b.dtype, `pb${4 * cv + e}${q ? ` + ${q * sbk}` : ''}`)).join(', ')});`);
+      }
+    }
+    for (let c = 0; c < BN; c++) body.push(`pb${c} = pb${c} + ${KS * sbk};`);
+    bvec = (q, cv) => `yv${q}_${cv}`;
+  }
+  for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) body.push(`c${r}_${cv} = c${r}_${cv} + ${aval(r, q)} * ${bvec(q, cv)};`);
+  main.push(...accs, `for (var kk = 0; kk < ${k.k / KS}; kk = kk + 1) {`, ...indent(body), '}', ...stores);
+  return { decls: [], wg: [WX, WY], main, workgroups };
+}
+
+/**
+ * The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (columns 4cv..4cv+3): the
+ * block is copied into a private array and one copy of the epilogue runs in a loop over its elements
+ * (unrolling it BM x BN times made shader compilation several times slower on software adapters).
+ */
+function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars: string[], accType: DType, BM: number, BN: number): string[] {
+  const at = wtype(accType);
+  const lines: string[] = [`var res: array<vec4<${at}>, ${(BM * BN) / 4}>;`];
+  for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) lines.push(`res[${(r * BN) / 4 + cv}] = c${r}_${cv};`);
+  const epi = emitter(args, (v, arg) => indexOf(v, outVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
+  const result = epi.emit(k.epilogue);
+  const st = store(args, k.output, indexOf(k.output.view, outVars, args.off(k.output.arg)), result, k.epilogue.dtype);
+  lines.push(`for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
+    ...indent([`let i = i0 + qe / ${BN};`, `let j = j0 + qe % ${BN};`, `if (i < ${k.m} && j < ${k.n}) {`,
+      ...indent([`let acc = res[qe / 4][qe % 4];`, ...epi.lines, st]), '}']), '}');
+  return lines;
+}
