@@ -394,6 +394,17 @@ export class Tensor {
     checkTensor('copy_', 'src', src);
     this._checkInplace('copy_');
     const s = src.device === this.device ? src : src.to(this.device);
+    // A source that is another view of the same memory would be read while it is written (PyTorch raises).
+    const sameMemory = s._storage !== null ? s._storage === this._storage : (s._base ?? s) === (this._base ?? this) || s._sym === this._sym;
+    const v = s._view, w = this._view;
+    // (as PyTorch: memory ranges that intersect without being the same view)
+    const span = (x: View): [number, number] => [x.offset, x.offset + x.shape.reduce((n, d, i) => n + (d - 1) * Math.abs(x.strides[i]), 0)];
+    const [a0, a1] = span(v), [b0, b1] = span(w);
+    const identical = v.offset === w.offset && sameShape(v.shape, w.shape) && sameShape(v.strides, w.strides);
+    if (sameMemory && !identical && this.numel() > 0 && a0 <= b1 && b0 <= a1) {
+      throw new Error('copy_: unsupported operation: some elements of the input tensor and the written-to tensor refer to a single memory location. ' +
+        'Please clone() the tensor before performing the operation.');
+    }
     return this._inplace('copy_', expandTo('copy_', s, this.shape));
   }
 

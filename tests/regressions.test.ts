@@ -374,3 +374,47 @@ describeEachDevice('issue 13 reproductions (compiled equals eager)', (device) =>
     expectValues(await values(x), [1, 2, 3, 4], 'exact', 'x');
   });
 });
+
+describeEachDevice('classes the differential fuzzer found (tests/fuzz)', (device) => {
+  const t = (data: kiln.NestedData, opts: kiln.TensorOptions = {}): Tensor => kiln.tensor(data, { device, ...opts });
+
+  it('fuzz class "contiguous inplace": contiguous() of a contiguous tensor is the tensor itself, also while tracing', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const x = t([[1, 2], [3, 4]]);
+      return { tensors: { x }, args: [x], step: (a: Tensor) => { const c = a.contiguous(); noGrad(() => c.add_(c)); return a.T.contiguous(); } };
+    });
+    expect(eager.x).toEqual([2, 4, 6, 8]);
+    // a reshape that must copy eagerly (of a transposed tensor) is no view while tracing either
+    await compiledEqualsEager(() => {
+      const x = t([[1, 2], [3, 4]]);
+      return { tensors: { x }, step: () => { const r = x.T.reshape([4]); noGrad(() => r.zero_()); return [r, x]; } };
+    });
+  });
+
+  it('fuzz class "detach inplace reshape|index": a detach() of a traced view aliases the same memory', async () => {
+    const { eager } = await compiledEqualsEager(() => {
+      const p = t([1], { requiresGrad: true }), q = t([2], { requiresGrad: true });
+      return { tensors: { p, q }, step: () => { const v = p.reshape([1]).detach(); noGrad(() => v.sub_(q)); } };
+    });
+    expect(eager.p).toEqual([-1]);
+    await compiledEqualsEager(() => {
+      const p = t([1, 1], { requiresGrad: true });
+      const opt = new optim.SGD([p], { lr: 0.1 });
+      return { tensors: { p }, step: () => { const v = p.index([1, 2]); const d = v.detach(); v.sum().backward(); opt.step(); return d; } };
+    });
+  });
+
+  it('fuzz class "inplace.copy_ transpose": copy_ from an overlapping view of the same memory raises (PyTorch), eagerly and compiled', async () => {
+    const x = t([[1, 2], [3, 4]]);
+    throwsMatching(() => x.copy_(x.T), /^copy_: unsupported operation: some elements of the input tensor and the written-to tensor refer to a single memory location/);
+    expectValues(await values(x), [1, 2, 3, 4], 'exact', 'x');
+    const step = kiln.compile((a: Tensor) => { noGrad(() => a.copy_(a.T)); });
+    await expect(step(x)).rejects.toThrow(/single memory location/);
+    expectValues(await values(x), [1, 2, 3, 4], 'exact', 'x after the compiled attempt');
+    // disjoint views of one tensor copy fine
+    await compiledEqualsEager(() => {
+      const y = t([[1, 2], [3, 4]]);
+      return { tensors: { y }, args: [y], step: (a: Tensor) => { noGrad(() => a.index(0).copy_(a.index(1))); } };
+    });
+  });
+});
