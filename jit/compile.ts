@@ -150,7 +150,10 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
   };
   const step = (async (...rawArgs: A): Promise<R> => {
     const { entry, args } = entryFor(rawArgs);
-    return entry.exec.run(args) as R;
+    const out = entry.exec.run(args) as R;
+    // Bounded queue depth: a loop that never reads a value waits here when the device falls behind.
+    await backendFor(entry.device).settle();
+    return out;
   }) as CompiledFunction<A, R>;
   step.lower = async (...rawArgs: A) => entryFor(rawArgs).entry.lowered;
   Object.defineProperty(step, 'traces', { get: () => entries.length });

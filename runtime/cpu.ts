@@ -56,6 +56,7 @@ export const cpuBackend: Backend = {
   },
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
+  settle: () => null, // kernels run synchronously: nothing is ever queued
 };
 
 setJsKernelEnv({ gemm });

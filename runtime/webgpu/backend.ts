@@ -52,6 +52,8 @@ export class WebGPUStorage implements Storage {
 const POOL_CAP = 256 * 1024 * 1024;
 /** After this many launches the pending encoder is submitted (work is queued; nothing waits). */
 const MAX_PENDING = 128;
+/** Submissions a compiled step may leave unfinished before the next call waits for the device (backpressure). */
+const MAX_IN_FLIGHT = 2;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
 
@@ -155,6 +157,8 @@ export class WebGPUBackend implements Backend {
   private pendingBuffers = new Set<GPUBuffer>();
   /** submissions so far (the pool hands a returned buffer out once the submissions using it completed) */
   private submitCount = 0;
+  /** the last submission known to have completed */
+  private completed = 0;
   // the uniform chunk the pending launches' slots are packed into
   private uniformChunk: GPUBuffer | null = null;
   private uniformHost: ArrayBuffer | null = null;
@@ -324,6 +328,7 @@ export class WebGPUBackend implements Backend {
     const epoch = ++this.submitCount;
     void d.queue.onSubmittedWorkDone().then(() => {
       if (chunk) this.freeChunks.push(chunk);
+      this.completed = Math.max(this.completed, epoch);
       this.pool.completedUpTo(epoch);
     });
     this.encoder = null;
@@ -332,6 +337,18 @@ export class WebGPUBackend implements Backend {
     this.uniformUsed = 0;
     this.pendingLaunches = 0;
     this.pendingBuffers = new Set();
+  }
+
+  /**
+   * Backpressure for loops that never read: the pending launches are submitted, and when more than
+   * MAX_IN_FLIGHT submissions are unfinished the caller waits for the device, then lets the event loop
+   * turn once so that collected tensors return their buffers to the pool (FinalizationRegistry runs as
+   * a task, never between the microtasks of an `await step()` loop).
+   */
+  settle(): Promise<void> | null {
+    this.flush();
+    if (this.submitCount - this.completed <= MAX_IN_FLIGHT) return null;
+    return this.device.queue.onSubmittedWorkDone().then(() => new Promise<void>((resolve) => setTimeout(resolve, 0)));
   }
 
   /** Waits until all queued work has finished, and surfaces any error it raised. */
@@ -569,6 +586,7 @@ export const webgpuBackend: Backend = {
   prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
+  settle: () => current().settle(),
 };
 
 /** Submits the pending launches (without waiting for them). */

@@ -21,12 +21,17 @@ if (device === 'webgpu') {
   kiln.setDefaultDevice('webgpu');
 }
 
+// Ctrl-C (or SIGTERM) ends the run after the current program, with the summary.
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { interrupted = true; });
+
 console.log(`fuzz: device ${device}, seeds from ${firstSeed}, ${Number.isFinite(seconds) ? `${seconds} s` : `${count} programs`}`);
 const start = Date.now();
 const stats = await fuzz({
   device, firstSeed, count, seconds: Number.isFinite(seconds) ? seconds : undefined,
   shrink: !process.argv.includes('--no-shrink'),
   onFailure: (f) => console.log(describeFailure(f) + '\n'),
+  stop: () => interrupted,
 });
 const secs = ((Date.now() - start) / 1000).toFixed(1);
 console.log(`fuzz: ${stats.programs} programs in ${secs} s on ${device} (seeds ${firstSeed}..${firstSeed + stats.programs - 1}): ` +

@@ -141,13 +141,15 @@ export interface FuzzOptions {
   shrink?: boolean;
   /** called on each new failure class */
   onFailure?: (f: Failure) => void;
+  /** polled between programs: true ends the run early (the statistics so far are returned) */
+  stop?: () => boolean;
 }
 
 /** Runs programs with seeds firstSeed, firstSeed + 1, ... and collects statistics. */
 export async function fuzz(o: FuzzOptions): Promise<FuzzStats> {
   const stats: FuzzStats = { device: o.device, programs: 0, ok: 0, invalid: 0, mismatches: 0, crashes: 0, failures: [], classes: new Map(), invalidReasons: new Map() };
   const until = o.seconds ? Date.now() + o.seconds * 1000 : Infinity;
-  for (let seed = o.firstSeed; (o.count === undefined || stats.programs < o.count) && Date.now() < until; seed++) {
+  for (let seed = o.firstSeed; (o.count === undefined || stats.programs < o.count) && Date.now() < until && !o.stop?.(); seed++) {
     const p = generate(seed, { maxStmts: o.maxStmts ?? 8 });
     const outcome = await check(p, o.device);
     stats.programs++;
