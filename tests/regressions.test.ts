@@ -418,3 +418,17 @@ describeEachDevice('classes the differential fuzzer found (tests/fuzz)', (device
     });
   });
 });
+
+describe('issue 13 reproduction 12 [cpu]', () => {
+  it('12: a fused chain of 5,000 elementwise ops compiles (iterative walks) and equals eager bit for bit', async () => {
+    const x = kiln.tensor([1, 2, 3]);
+    const chain = (a: Tensor): Tensor => {
+      let y = a;
+      for (let i = 0; i < 5000; i++) y = i % 2 ? y.mul(1.0001) : y.add(0.001);
+      return y;
+    };
+    const step = kiln.compile(chain);
+    expectValues(await values(await step(x)), await values(chain(x)), 'exact', 'chain');
+    expect((await step.lower(x)).kernels.length).toBe(1);
+  });
+});
