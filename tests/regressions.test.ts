@@ -322,6 +322,24 @@ describeEachDevice('issue 13 reproductions (compiled equals eager)', (device) =>
     }
   });
 
+  it('19: loops that never read a value are held back (compiled steps settle by themselves; eager loops await webgpu.settle())', async () => {
+    const { nn, F } = kiln;
+    const model = new nn.Sequential(new nn.Linear(16, 32, { device }), new nn.ReLU(), new nn.Linear(32, 4, { device }));
+    const opt = new optim.SGD(model.parameters(), { lr: 0.05 });
+    const x = kiln.randn([8, 16], { device });
+    const y = t([0, 1, 2, 3, 0, 1, 2, 3], { dtype: 'int32' });
+    const body = (): Tensor => { opt.zeroGrad(); const l = F.crossEntropy(model.forward(x), y); l.backward(); opt.step(); return l; };
+    const step = kiln.compile(body);
+    let loss: Tensor | null = null;
+    for (let i = 0; i < 150; i++) loss = await step();
+    for (let i = 0; i < 150; i++) { loss = body(); await kiln.webgpu.settle(); }
+    expect(Number.isFinite(await loss!.item())).toBe(true);
+    if (device === 'webgpu') {
+      // dead tensors' buffers went back to the pool and were handed out again (without settling: never)
+      expect(kiln.webgpu.poolStats()!.reused).toBeGreaterThan(0);
+    }
+  });
+
   it('8: reductions over only size-1 extents compile (softmax(0) of [1, 2]; p.sum() of a [1] parameter)', async () => {
     const { returns } = await compiledEqualsEager(() => {
       const x = kiln.ones([1, 2], { device });

@@ -54,6 +54,8 @@ const POOL_CAP = 256 * 1024 * 1024;
 const MAX_PENDING = 128;
 /** Submissions a compiled step may leave unfinished before the next call waits for the device (backpressure). */
 const MAX_IN_FLIGHT = 2;
+/** Buffers created before settle() lets the event loop turn (so that collected tensors give theirs back). */
+const NEW_BUFFERS_PER_TURN = 256;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
 
@@ -347,9 +349,13 @@ export class WebGPUBackend implements Backend {
    */
   settle(): Promise<void> | null {
     this.flush();
-    if (this.submitCount - this.completed <= MAX_IN_FLIGHT) return null;
-    return this.device.queue.onSubmittedWorkDone().then(() => new Promise<void>((resolve) => setTimeout(resolve, 0)));
+    const turn = (): Promise<void> => new Promise<void>((resolve) => setTimeout(() => { this.createdAtTurn = this.pool.stats.created; resolve(); }, 0));
+    if (this.submitCount - this.completed > MAX_IN_FLIGHT) return this.device.queue.onSubmittedWorkDone().then(turn);
+    // Many new buffers since the event loop last turned: dead tensors are waiting for their finalizers.
+    if (this.pool.stats.created - this.createdAtTurn > NEW_BUFFERS_PER_TURN) return turn();
+    return null;
   }
+  private createdAtTurn = 0;
 
   /** Waits until all queued work has finished, and surfaces any error it raised. */
   async sync(): Promise<void> {
@@ -591,6 +597,15 @@ export const webgpuBackend: Backend = {
 
 /** Submits the pending launches (without waiting for them). */
 export function flush(): void { active?.flush(); }
+
+/**
+ * Backpressure for eager loops: waits for the device when more than a couple of submissions are
+ * unfinished, and lets the event loop turn so that dead tensors return their buffers. Compiled steps do
+ * this on every call; an eager loop that never reads a value should await it once a step.
+ */
+export async function settle(): Promise<void> {
+  if (isInitialized()) await current().settle();
+}
 
 /** Waits until all queued WebGPU work has finished, and surfaces any error it raised. */
 export async function sync(): Promise<void> {

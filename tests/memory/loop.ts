@@ -1,6 +1,6 @@
 // A small eager (or compiled) training loop that records the process's resident memory, for the
 // memory test (CPU) and for measuring WebGPU by hand:
-//   npx tsx tests/memory/loop.ts --device webgpu --steps 3000 [--compile] [--no-read]
+//   npx tsx tests/memory/loop.ts --device webgpu --steps 3000 [--compile] [--no-read [--settle]]
 // An MLP 16-32-4 with SGD on a fixed batch; RSS is sampled after `warm` steps and at the end.
 
 import * as kiln from '../../index.ts';
@@ -13,6 +13,8 @@ export interface LoopOptions {
   compile?: boolean;
   /** read the loss every step (false: never read a value until the end) */
   read?: boolean;
+  /** an eager WebGPU loop that never reads awaits kiln.webgpu.settle() each step (else only a microtask) */
+  settle?: boolean;
 }
 
 export interface LoopResult { rssWarm: number; rssEnd: number; lossEnd: number }
@@ -38,7 +40,7 @@ export async function trainingLoop(o: LoopOptions): Promise<LoopResult> {
   for (let i = 1; i <= o.steps; i++) {
     loss = step ? await step(x, y) : body(x, y);
     if (o.read !== false) await loss.item();
-    else if (!step && device === 'webgpu') await Promise.resolve(); // an async loop that never reads
+    else if (!step && device === 'webgpu') await (o.settle ? kiln.webgpu.settle() : Promise.resolve()); // an async loop that never reads
     if (i === o.warm) rssWarm = process.memoryUsage().rss;
   }
   const lossEnd = await loss!.item();
@@ -51,8 +53,8 @@ if (isMain) {
   const device = (arg('device') ?? 'cpu') as 'cpu' | 'webgpu';
   if (device === 'webgpu') await kiln.webgpu.init();
   const steps = Number(arg('steps') ?? 3000);
-  const r = await trainingLoop({ device, steps, warm: Math.round(steps / 10), compile: process.argv.includes('--compile'), read: !process.argv.includes('--no-read') });
+  const r = await trainingLoop({ device, steps, warm: Math.round(steps / 10), compile: process.argv.includes('--compile'), read: !process.argv.includes('--no-read'), settle: process.argv.includes('--settle') });
   const mb = (b: number) => (b / 2 ** 20).toFixed(1);
-  console.log(`${device}${process.argv.includes('--compile') ? ' compiled' : ' eager'}${process.argv.includes('--no-read') ? ' (never reads)' : ''}: ` +
+  console.log(`${device}${process.argv.includes('--compile') ? ' compiled' : ' eager'}${process.argv.includes('--no-read') ? ` (never reads${process.argv.includes('--settle') ? ', awaits webgpu.settle()' : ''})` : ''}: ` +
     `RSS ${mb(r.rssWarm)} MB after ${Math.round(steps / 10)} steps, ${mb(r.rssEnd)} MB after ${steps} (${((r.rssEnd / r.rssWarm - 1) * 100).toFixed(1)}%), final loss ${r.lossEnd.toFixed(4)}`);
 }
