@@ -1,7 +1,9 @@
 // A small eager (or compiled) training loop that records the process's resident memory, for the
 // memory test (CPU) and for measuring WebGPU by hand:
 //   npx tsx tests/memory/loop.ts --device webgpu --steps 3000 [--compile] [--no-read [--settle]]
-// An MLP 16-32-4 with SGD on a fixed batch; RSS is sampled after `warm` steps and at the end.
+// An MLP 16-32-4 with SGD on a fixed batch; RSS is sampled after `warm` steps and at the end, after a
+// full garbage collection when Node runs with --expose-gc (so that the figure is what is live, not
+// when the collector last ran). `--json` prints the result as one JSON line (tests/memory.test.ts).
 
 import * as kiln from '../../index.ts';
 
@@ -18,6 +20,11 @@ export interface LoopOptions {
 }
 
 export interface LoopResult { rssWarm: number; rssEnd: number; lossEnd: number }
+
+function rss(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().rss;
+}
 
 export async function trainingLoop(o: LoopOptions): Promise<LoopResult> {
   const { nn, F, optim } = kiln;
@@ -41,10 +48,10 @@ export async function trainingLoop(o: LoopOptions): Promise<LoopResult> {
     loss = step ? await step(x, y) : body(x, y);
     if (o.read !== false) await loss.item();
     else if (!step && device === 'webgpu') await (o.settle ? kiln.webgpu.settle() : Promise.resolve()); // an async loop that never reads
-    if (i === o.warm) rssWarm = process.memoryUsage().rss;
+    if (i === o.warm) rssWarm = rss();
   }
   const lossEnd = await loss!.item();
-  return { rssWarm, rssEnd: process.memoryUsage().rss, lossEnd };
+  return { rssWarm, rssEnd: rss(), lossEnd };
 }
 
 const isMain = process.argv[1]?.endsWith('loop.ts');
@@ -55,6 +62,7 @@ if (isMain) {
   const steps = Number(arg('steps') ?? 3000);
   const r = await trainingLoop({ device, steps, warm: Math.round(steps / 10), compile: process.argv.includes('--compile'), read: !process.argv.includes('--no-read'), settle: process.argv.includes('--settle') });
   const mb = (b: number) => (b / 2 ** 20).toFixed(1);
-  console.log(`${device}${process.argv.includes('--compile') ? ' compiled' : ' eager'}${process.argv.includes('--no-read') ? ` (never reads${process.argv.includes('--settle') ? ', awaits webgpu.settle()' : ''})` : ''}: ` +
+  if (process.argv.includes('--json')) console.log(JSON.stringify(r));
+  else console.log(`${device}${process.argv.includes('--compile') ? ' compiled' : ' eager'}${process.argv.includes('--no-read') ? ` (never reads${process.argv.includes('--settle') ? ', awaits webgpu.settle()' : ''})` : ''}: ` +
     `RSS ${mb(r.rssWarm)} MB after ${Math.round(steps / 10)} steps, ${mb(r.rssEnd)} MB after ${steps} (${((r.rssEnd / r.rssWarm - 1) * 100).toFixed(1)}%), final loss ${r.lossEnd.toFixed(4)}`);
 }
