@@ -1,7 +1,7 @@
 // kiln benchmarks against its peers, on this machine.
 //
 //   npm run bench                     (from the repository root: installs the peers, runs all)
-//   npm run bench -- dose mlp webgpu  (any subset)
+//   npm run bench -- dose mlp cpu webgpu  (any subset)
 //
 // Prints one table per benchmark and writes bench/results.json.
 import { execFileSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { formatTable, errorMessage, type Table } from './timing.ts';
 import { loadKiln } from './peers/kiln.ts';
 
-const ALL = ['dose', 'mlp', 'webgpu'] as const;
+const ALL = ['dose', 'mlp', 'cpu', 'webgpu', 'cnn'] as const;
 type Name = (typeof ALL)[number];
 
 function cpuModel(): string {
@@ -114,6 +114,8 @@ async function main() {
     try {
       if (name === 'dose') got = [await (await import('./dose.ts')).runDose()];
       else if (name === 'mlp') got = [await (await import('./mlp.ts')).runMlp()];
+      else if (name === 'cpu') got = await (await import('./cpu.ts')).runCpu();
+      else if (name === 'cnn') got = [await (await import('./cnn.ts')).runCnn()];
       else got = await (await import('./webgpu.ts')).runWebgpu();
     } catch (e) {
       got = [{ id: name, title: name, unit: 'ms', rows: [], notes: [`benchmark crashed: ${errorMessage(e)}`], baseline: '' }];

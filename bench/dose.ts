@@ -5,20 +5,21 @@
 // step (lr 0.1) and zero grad. Every row returns the epoch's total loss as a
 // number, so the work is really done.
 import { finishTable, measure, rowFrom, skipped, tryRow, type Row, type Table } from './timing.ts';
-import { kilnMissing, loadKiln, type Kiln, type KTensor } from './peers/kiln.ts';
+import { kilnMissing, loadKiln, type Device, type Kiln, type KTensor } from './peers/kiln.ts';
 import { torchBench, torchMissing } from './peers/torch.ts';
 
 const OPTS = { budgetMs: 2500, warmupMs: 500 };
 
-function kilnDose(kiln: Kiln) {
+/** The dose network on a device (webgpu.ts times it eagerly on WebGPU). */
+export function kilnDose(kiln: Kiln, device: Device = 'cpu') {
   const { tensor, optim } = kiln;
-  const s = (v: number) => tensor(v);
+  const s = (v: number) => tensor(v, { device });
   const w00 = s(1.7), b00 = s(-0.85), w01 = s(-40.8);
   const w10 = s(12.6), b10 = s(0.0), w11 = s(2.7);
   // A leaf that requires grad (what nn.Parameter(torch.tensor(0.0)) is in the tutorial).
-  const finalBias = tensor(0.0, { requiresGrad: true });
-  const inputs = tensor([0, 0.5, 1]);
-  const labels = tensor([0, 1, 0]);
+  const finalBias = tensor(0.0, { requiresGrad: true, device });
+  const inputs = tensor([0, 0.5, 1], { device });
+  const labels = tensor([0, 1, 0], { device });
   const opt = new optim.SGD([finalBias], { lr: 0.1 });
   const forward = (x: KTensor) => {
     const top = x.mul(w00).add(b00).relu().mul(w01);

@@ -6,20 +6,23 @@
 //   register-blocked: no workgroup memory; each invocation computes a 4×4 block
 //     of C from vec4 loads of A and B (8×8 invocations per workgroup, a 32×32
 //     tile of C per workgroup).
+//   register-blocked-8x1: the same kernel in one row of 8 invocations (a 4×32
+//     tile of C per workgroup): every invocation of a workgroup loads the same
+//     A values, which software adapters (lavapipe, SwiftShader) load once.
 //   tiled: 16×16 invocations per workgroup compute a 64×64 tile of C; the
 //     64×16 slice of A and the 16×64 slice of B are staged in workgroup memory
 //     (8 KiB) each k-step, and every invocation accumulates a 4×4 block.
 
-export type RefKernel = 'register-blocked' | 'tiled';
+export type RefKernel = 'register-blocked' | 'register-blocked-8x1' | 'tiled';
 
-const REGISTER_BLOCKED = /* wgsl */ `
+const registerBlocked = (wy: number): string => /* wgsl */ `
 struct Dims { n: u32 };
 @group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> dims: Dims;
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(8, ${wy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let n = dims.n;
   let n4 = n / 4u;            // row length in vec4s
@@ -107,7 +110,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }
 `;
 
-export const REFERENCE_WGSL: Record<RefKernel, string> = { 'register-blocked': REGISTER_BLOCKED, tiled: TILED };
+export const REFERENCE_WGSL: Record<RefKernel, string> = { 'register-blocked': registerBlocked(8), 'register-blocked-8x1': registerBlocked(1), tiled: TILED };
 
 export interface RefMatmul {
   /** Runs one matmul and waits for the queue. */
@@ -144,7 +147,7 @@ export async function referenceMatmul(device: GPUDevice, kind: RefKernel, n: num
     layout: pipeline.getBindGroupLayout(0),
     entries: [A, B, C, dims].map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
-  const groups: [number, number] = kind === 'tiled' ? [n / 64, n / 64] : [n / 4 / 8, n / 4 / 8];
+  const groups: [number, number] = kind === 'tiled' ? [n / 64, n / 64] : kind === 'register-blocked' ? [n / 4 / 8, n / 4 / 8] : [n / 4 / 8, n / 4];
 
   const encode = (withCopy: boolean) => {
     const enc = device.createCommandEncoder();

@@ -50,7 +50,7 @@ export const moveLoads = (e: Expr, f: (v: View) => View | null): Expr | null => 
 /** The lowering table: one entry per primitive (a missing one is a type error). */
 export const lowerings: { [P in Primitive]: Lowering<P> } = {
   neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'),
-  rsqrt: unary('rsqrt'), sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  rsqrt: unary('rsqrt'), sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'), erf: unary('erf'),
   relu: unary('relu'), copy: unary('copy'),
   add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),
@@ -79,6 +79,13 @@ export const lowerings: { [P in Primitive]: Lowering<P> } = {
     kernels: (c) => {
       const a = c.load(0), b = c.load(1), s = c.out.shape;
       return [{ kernel: { kind: 'matmul', batch: s.slice(0, -2), m: s[s.length - 2], n: s[s.length - 1], k: c.shapes[0][c.shapes[0].length - 1], a, b, epilogue: acc(c.out.dtype), output: c.output() } }];
+    },
+  },
+  conv: {
+    // operands are read through their views (a permuted operand of a gradient in place)
+    kernels: (c) => {
+      const x = c.load(0), w = c.load(1);
+      return [{ kernel: { kind: 'conv', attrs: c.attrs, x, w, epilogue: acc(c.out.dtype), output: c.output() } }];
     },
   },
   gather: {

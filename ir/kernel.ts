@@ -2,6 +2,7 @@
 // thing that passes from the compiler to a backend. An eager op is a one-node kernel; a fused group of
 // the compiled graph is a bigger one. Loads read kernel arguments through views (strides folded in).
 
+import type { ConvKernel } from './conv.ts';
 import type { DType } from './dtype.ts';
 import type { BinaryOp, CompareOp, ReduceOp, UnaryOp } from './primitives.ts';
 import type { View } from './view.ts';
@@ -37,7 +38,9 @@ export type Kernel =
   /** out[i] = src[i with i[axis] = index(i)]: `index` is an int expression over the output shape */
   | { kind: 'gather'; axis: number; shape: number[]; src: { arg: number; view: View; dtype: DType }; index: Expr; output: KernelOutput }
   /** out = zeros; out[i with i[axis] = index(i)] += src(i) over `srcShape` */
-  | { kind: 'scatterAdd'; axis: number; srcShape: number[]; index: Expr; src: Expr; output: KernelOutput };
+  | { kind: 'scatterAdd'; axis: number; srcShape: number[]; index: Expr; src: Expr; output: KernelOutput }
+  /** a convolution (ir/conv.ts) with an epilogue over its output [N, G, Og, ...O] */
+  | ConvKernel;
 
 export interface KernelArg { dtype: DType; size: number }
 
@@ -131,6 +134,7 @@ export function kernelExprs(k: Kernel): Expr[] {
     case 'map': return k.exprs;
     case 'reduce': return [k.body, k.epilogue];
     case 'matmul': return [k.a, k.b, k.epilogue];
+    case 'conv': return [k.x, k.w, k.epilogue];
     case 'gather': return [k.index];
     case 'scatterAdd': return [k.index, k.src];
     default: return unreachable(k, 'kernel');
@@ -144,7 +148,7 @@ export function kernelArgs(k: Kernel): number[] {
   switch (k.kind) {
     case 'map': for (const o of k.outputs) used.add(o.arg); break;
     case 'gather': used.add(k.src.arg); used.add(k.output.arg); break;
-    case 'reduce': case 'matmul': case 'scatterAdd': used.add(k.output.arg); break;
+    case 'reduce': case 'matmul': case 'conv': case 'scatterAdd': used.add(k.output.arg); break;
     default: return unreachable(k, 'kernel');
   }
   return [...used].sort((a, b) => a - b);
@@ -158,6 +162,7 @@ export function mapKernelArgs(k: Kernel, f: (arg: number) => number): Kernel {
     case 'map': return { ...k, exprs: k.exprs.map(e), outputs: k.outputs.map(o) };
     case 'reduce': return { ...k, body: e(k.body), epilogue: e(k.epilogue), output: o(k.output) };
     case 'matmul': return { ...k, a: e(k.a), b: e(k.b), epilogue: e(k.epilogue), output: o(k.output) };
+    case 'conv': return { ...k, x: { ...k.x, arg: f(k.x.arg) }, w: { ...k.w, arg: f(k.w.arg) }, epilogue: e(k.epilogue), output: o(k.output) };
     case 'gather': return { ...k, src: { ...k.src, arg: f(k.src.arg) }, index: e(k.index), output: o(k.output) };
     case 'scatterAdd': return { ...k, index: e(k.index), src: e(k.src), output: o(k.output) };
     default: return unreachable(k, 'kernel');

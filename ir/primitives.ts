@@ -3,12 +3,13 @@
 // backend-neutral kernel) and, for scalar ops, one spelling per backend (compiler/codegen/spelling-*.ts).
 
 import { type DType, isFloat, promote } from './dtype.ts';
+import { convShape, type ConvAttrs } from './conv.ts';
 import { broadcastShapes, fmt, numel, sameShape } from './shape.ts';
 
 /** Attributes of each primitive. Elementwise ops take already-broadcast inputs of one shape. */
 export interface PrimAttrs {
   // elementwise
-  neg: {}; abs: {}; sign: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; sin: {}; cos: {}; tanh: {}; sigmoid: {}; relu: {}; copy: {};
+  neg: {}; abs: {}; sign: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; sin: {}; cos: {}; tanh: {}; sigmoid: {}; erf: {}; relu: {}; copy: {};
   add: {}; sub: {}; mul: {}; div: {}; pow: {}; maximum: {}; minimum: {};
   eq: {}; ne: {}; lt: {}; le: {}; gt: {}; ge: {};
   where: {};
@@ -26,6 +27,8 @@ export interface PrimAttrs {
   pad: { starts: number[]; steps: number[]; shape: number[] };
   // [...B, M, K] @ [...B, K, N] with equal batch dims (the frontend broadcasts)
   matmul: {};
+  // x [N, G, Cg, ...S] * w [G, Og, Cg, ...K] -> [N, G, Og, ...O] (ir/conv.ts)
+  conv: ConvAttrs;
   // out[i] = x[i with i[axis] = index[i]]; index has the output's shape
   gather: { axis: number };
   // zeros(shape) then out[i with i[axis] = index[i]] += src[i]
@@ -43,10 +46,11 @@ export type Primitive = keyof PrimAttrs;
  *   unary/binary/compare/select/cast  elementwise: one scalar op per element (fusible, commute with views)
  *   reduce   reduces axes (sum, max, argmax)       view     index arithmetic, never runs (reshape...)
  *   pad      inverse of a slice (zeros + a copy)   matmul   batched product
+ *   conv     grouped N-d convolution (ir/conv.ts)
  *   gather/scatter  indexed reads / accumulating writes
  *   constant  a filled tensor (folds into kernels) random   counter-based uniform numbers
  */
-export type PrimKind = 'unary' | 'binary' | 'compare' | 'select' | 'cast' | 'reduce' | 'view' | 'pad' | 'matmul' | 'gather' | 'scatter' | 'constant' | 'random';
+export type PrimKind = 'unary' | 'binary' | 'compare' | 'select' | 'cast' | 'reduce' | 'view' | 'pad' | 'matmul' | 'conv' | 'gather' | 'scatter' | 'constant' | 'random';
 export interface PrimitiveInfo {
   readonly kind: PrimKind;
   /** computed in float32: integer inputs are promoted, and the result is float32 */
@@ -60,6 +64,7 @@ export const primitiveInfo = {
   neg: info('unary'), abs: info('unary'), sign: info('unary'), relu: info('unary'), copy: info('unary'),
   exp: info('unary', true), log: info('unary', true), sqrt: info('unary', true), rsqrt: info('unary', true),
   sin: info('unary', true), cos: info('unary', true), tanh: info('unary', true), sigmoid: info('unary', true),
+  erf: info('unary', true),
   add: info('binary'), sub: info('binary'), mul: info('binary'), div: info('binary', true), pow: info('binary'),
   maximum: info('binary'), minimum: info('binary'),
   eq: info('compare'), ne: info('compare'), lt: info('compare'), le: info('compare'), gt: info('compare'), ge: info('compare'),
@@ -69,6 +74,7 @@ export const primitiveInfo = {
   reshape: info('view'), permute: info('view'), expand: info('view'), slice: info('view'),
   pad: info('pad'),
   matmul: info('matmul'),
+  conv: info('conv'),
   gather: info('gather'),
   scatterAdd: info('scatter'),
   full: info('constant'),
@@ -125,7 +131,7 @@ const reduce = (x: AVal[], a: { axes: number[] }): AVal => ({ shape: x[0].shape.
 export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
   neg: unary('neg'), abs: unary('abs'), sign: unary('sign'), relu: unary('relu'), copy: unary('copy'),
   exp: unary('exp'), log: unary('log'), sqrt: unary('sqrt'), rsqrt: unary('rsqrt'),
-  sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'),
+  sin: unary('sin'), cos: unary('cos'), tanh: unary('tanh'), sigmoid: unary('sigmoid'), erf: unary('erf'),
   add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'), pow: binary('pow'),
   maximum: binary('maximum'), minimum: binary('minimum'),
   eq: compare('eq'), ne: compare('ne'), lt: compare('lt'), le: compare('le'), gt: compare('gt'), ge: compare('ge'),
@@ -135,7 +141,7 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
     return { shape: x[1].shape, dtype: promote(x[1].dtype, x[2].dtype) };
   },
   cast: (x, a) => ({ shape: x[0].shape, dtype: a.dtype }),
-  sum: (x, a) => ({ ...reduce(x, a), dtype: x[0].dtype === 'float32' ? 'float32' : 'int32' }),
+  sum: (x, a) => ({ ...reduce(x, a), dtype: isFloat(x[0].dtype) ? x[0].dtype : 'int32' }),
   max: reduce,
   argmax: (x, a) => ({ shape: x[0].shape.map((d, i) => (i === a.axis ? 1 : d)), dtype: 'int32' }),
   reshape: (x, a) => {
@@ -164,6 +170,10 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
       throw new Error(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied`);
     }
     return { shape: [...a.shape.slice(0, -1), b.shape[n - 1]], dtype: promote(a.dtype, b.dtype) };
+  },
+  conv: ([x, w], a) => {
+    if (x.dtype !== 'float32' || w.dtype !== 'float32') throw new Error(`conv: expected float32 input and weight, got ${x.dtype} and ${w.dtype}`);
+    return { shape: convShape(x.shape, w.shape, a), dtype: 'float32' };
   },
   gather: ([x, index], a) => {
     if (index.dtype !== 'int32') throw new Error(`gather: expected index of dtype int32, got ${index.dtype}`);

@@ -3,6 +3,7 @@
 // function), then performs the write-backs (in-place updates, .grad assignments) and wraps returned
 // values as tensors. Everything that does not change between calls is worked out once, here.
 
+import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { Graph, InputSource } from '../ir/graph.ts';
 import { numel } from '../ir/shape.ts';
 import { contiguousView, isContiguous } from '../ir/view.ts';
@@ -11,7 +12,8 @@ import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
 import type { ReturnTree, ValueCheck } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
-import { backendFor, type Backend, type DeviceName, type Launch, type Program, type Storage } from '../runtime/device.ts';
+import { backendFor, type Backend, type DeviceName, type KernelTimes, type Launch, type Program, type Storage } from '../runtime/device.ts';
+import type { KernelSpec } from '../ir/kernel.ts';
 import { contiguous, writeInto } from '../runtime/dispatch.ts';
 import { forgetValues, Tensor } from '../runtime/tensor.ts';
 
@@ -20,7 +22,7 @@ type Binding =
   | { kind: 'arg'; slot: number; index: number }
   | { kind: 'capture'; slot: number; tensor: Tensor }
   | { kind: 'grad'; slot: number; tensor: Tensor | { arg: number } }
-  | { kind: 'host'; slot: number; read: () => number; storage: Storage | null }
+  | { kind: 'host'; slot: number; read: () => number; dtype: DType; value: TypedArray; storage: Storage | null }
   | { kind: 'fresh'; slot: number; dtype: Tensor['dtype']; size: number };
 
 export class Executable {
@@ -30,8 +32,10 @@ export class Executable {
   private dynamic: Binding[] = [];
   private program: Program;
   private copies = new Map<number, Launch>();
-  private hostValue = new Float32Array(1);
   private pooledReady = false;
+  /** the kernels and, per kernel, the table slots its arguments bind (for precompile and profile) */
+  readonly specs: KernelSpec[];
+  private readonly bindings: number[][];
 
   constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree, private checks: readonly ValueCheck[] = []) {
     const b = (this.backend = backendFor(device));
@@ -47,7 +51,7 @@ export class Executable {
         if (src.kind === 'arg') this.dynamic.push({ kind: 'arg', slot, index: src.index });
         else if (src.kind === 'capture') this.dynamic.push({ kind: 'capture', slot, tensor: src.ref as Tensor });
         else if (src.kind === 'grad') this.dynamic.push({ kind: 'grad', slot, tensor: src.ref as Tensor | { arg: number } });
-        else this.dynamic.push({ kind: 'host', slot, read: src.read, storage: null });
+        else this.dynamic.push({ kind: 'host', slot, read: src.read, dtype: n.dtype, value: typedArrayFor(n.dtype, 1), storage: null });
       } else if (plan.inPlace.has(n.id)) {
         this.dynamic.push({ kind: 'capture', slot: slotOf(n.id), tensor: plan.inPlace.get(n.id) as Tensor });
       } else if (plan.fresh.has(n.id)) {
@@ -56,7 +60,9 @@ export class Executable {
         slotOf(n.id);
       }
     }
-    this.program = b.prepareProgram(sched.kernels.map((k) => k.spec), sched.kernels.map((k) => k.args.map(slotOf)));
+    this.specs = sched.kernels.map((k) => k.spec);
+    this.bindings = sched.kernels.map((k) => k.args.map(slotOf));
+    this.program = b.prepareProgram(this.specs, this.bindings);
   }
 
   private copyLaunch(node: number): Launch {
@@ -72,6 +78,24 @@ export class Executable {
   }
 
   run(args: readonly Tensor[]): unknown {
+    const early = this.bind(args);
+    this.program(this.table);
+    return this.finish(args, early);
+  }
+
+  /**
+   * One real call (same effects and result as `run`) with each kernel timed by the backend
+   * (`profileProgram`: GPU timestamps, or the wall clock around each launch).
+   */
+  async profile(args: readonly Tensor[]): Promise<{ result: unknown; times: KernelTimes }> {
+    const early = this.bind(args);
+    const { backend, table } = this;
+    const times = await backend.profileProgram(this.specs, this.bindings, table);
+    return { result: this.finish(args, early), times };
+  }
+
+  /** Binds the call's inputs into the table; returns copies of returned inputs, taken before any kernel writes. */
+  private bind(args: readonly Tensor[]): Map<number, Tensor> | null {
     const { g, plan, backend, table } = this;
     // Index ranges of arguments and captured tensors, before anything runs (a bad index changes nothing).
     for (const c of this.checks) {
@@ -91,9 +115,9 @@ export class Executable {
         case 'grad': table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!; break;
         case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size); break;
         case 'host': {
-          this.hostValue[0] = d.read();
-          if (!d.storage) d.storage = backend.alloc('float32', 1);
-          backend.write(d.storage, this.hostValue);
+          d.value[0] = d.read();
+          if (!d.storage) d.storage = backend.alloc(d.dtype, 1);
+          backend.write(d.storage, d.value);
           table[d.slot] = d.storage;
           break;
         }
@@ -110,7 +134,12 @@ export class Executable {
       const t = src.kind === 'arg' ? inputs[src.index] : src.kind === 'capture' ? (src.ref as Tensor) : src.kind === 'grad' ? gradOf(src.ref) : this.tensorOf(o.node);
       early.set(o.node, noGrad(() => t.detach().clone()));
     }
-    this.program(table);
+    return early;
+  }
+
+  /** Write-backs (in-place updates, .grad) after the kernels, and the returned values. */
+  private finish(args: readonly Tensor[], early: Map<number, Tensor> | null): unknown {
+    const { g, plan, backend } = this;
     const source = (node: number): Storage => early?.get(node)?._storage ?? this.storageOf(node);
     for (const o of g.outputs) {
       if (o.kind === 'write' && o.node !== null) {

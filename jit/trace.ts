@@ -17,13 +17,33 @@ import { setTracer, type Tracer } from '../runtime/dispatch.ts';
 import { captureGuards, labelOf } from '../runtime/host.ts';
 import { getDefaultDevice, type DeviceName } from '../runtime/device.ts';
 import { Tensor } from '../runtime/tensor.ts';
-import { describeLocation, describeUserSource, userFrame } from './source.ts';
+import { describeLocation, describeUserSource, loadExpression, userFrame, type SourceLocation } from './source.ts';
+import { TraceErrorBase } from './trace-error.ts';
 
-/** Thrown when traced code does something a static graph cannot express (reading values to branch). */
-export class TraceError extends Error {
-  constructor(message: string) {
-    super(message);
+/**
+ * Thrown when traced code does something a static graph cannot express (reading values to branch).
+ * A message given as a function receives " at file:line:column (expression)" for the user's line.
+ */
+export class TraceError extends TraceErrorBase {
+  readonly location: SourceLocation | null;
+  private readonly compose: (at: string) => string;
+
+  constructor(message: string | ((at: string) => string), location: SourceLocation | null = null) {
+    const compose = typeof message === 'string' ? () => message : message;
+    super(compose(location ? ` at ${describeLocation(location)}` : ''));
     this.name = 'TraceError';
+    this.location = location;
+    this.compose = compose;
+  }
+
+  /** Completes the message with the expression at the user's line (fetching its text and importing acorn as needed). */
+  async withExpression(): Promise<this> {
+    if (!this.location) return this;
+    await loadExpression(this.location);
+    const before = this.message;
+    this.message = this.compose(` at ${describeLocation(this.location)}`);
+    if (this.stack) this.stack = this.stack.replace(before, this.message);
+    return this;
   }
 }
 
@@ -116,10 +136,10 @@ class Recorder implements Tracer {
     if (t.device !== this.device) {
       if (this.inferred && this.values.size === 0) {
         this.switchTo = t.device;
-        throw this.fail(`(retracing on ${t.device})`);
+        throw this.fail(() => `(retracing on ${t.device})`);
       }
-      throw this.fail(`the compiled function runs on '${this.device}' (${this.inferred ? 'the default device' : "its arguments' device or options.device"}) but uses ${labelOf(t)}, ` +
-        `which is on '${t.device}'; move the model and the inputs to one device (e.g. model.to('${t.device}') and x.to('${t.device}'))${where()}`);
+      throw this.fail((at) => `the compiled function runs on '${this.device}' (${this.inferred ? 'the default device' : "its arguments' device or options.device"}) but uses ${labelOf(t)}, ` +
+        `which is on '${t.device}'; move the model and the inputs to one device (e.g. model.to('${t.device}') and x.to('${t.device}'))${at}`);
     }
     t = this.canonical(t);
     let id = this.values.get(t);
@@ -191,13 +211,13 @@ class Recorder implements Tracer {
     }
     target = this.canonical(target);
     if (!isContiguous(target._view) || target._view.offset !== 0 || target._storage!.size !== target.numel()) {
-      throw this.fail(`an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) made outside the compiled function cannot be compiled; ` +
-        `take the view inside the compiled function (a write into it is then a write into its base)${where()}`);
+      throw this.fail((at) => `an in-place write into a view of ${labelOf(target)} (shape ${fmt(target.shape)}) made outside the compiled function cannot be compiled; ` +
+        `take the view inside the compiled function (a write into it is then a write into its base)${at}`);
     }
     const others = this.byStorage.get(target._storage)!.filter((u) => u !== target && this.values.has(u));
     if (others.length) {
-      throw this.fail(`an in-place write into ${labelOf(target)} cannot be compiled while another view of its storage (${labelOf(others[0])}, shape ${fmt(others[0].shape)}) ` +
-        `is also used in the compiled function; take views inside the compiled function${where()}`);
+      throw this.fail((at) => `an in-place write into ${labelOf(target)} cannot be compiled while another view of its storage (${labelOf(others[0])}, shape ${fmt(others[0].shape)}) ` +
+        `is also used in the compiled function; take views inside the compiled function${at}`);
     }
     this.valueOf(target);
     this.values.set(target, id);
@@ -224,8 +244,8 @@ class Recorder implements Tracer {
         return this.add('where', {}, [mask, placed, old], o.shape, o.dtype);
       }
       default:
-        throw this.fail(`an in-place write into an expanded view (shape ${fmt(this.graph.node(v).shape)}) cannot be compiled: more than one element of the written-to tensor ` +
-          `refers to a single memory location (PyTorch raises as well); call .clone() before writing${where()}`);
+        throw this.fail((at) => `an in-place write into an expanded view (shape ${fmt(this.graph.node(v).shape)}) cannot be compiled: more than one element of the written-to tensor ` +
+          `refers to a single memory location (PyTorch raises as well); call .clone() before writing${at}`);
     }
   }
 
@@ -233,13 +253,13 @@ class Recorder implements Tracer {
   failure: TraceError | null = null;
 
   read(t: Tensor, method: string): never {
-    const loc = userFrame();
-    throw this.fail(`${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${loc ? ` at ${describeLocation(loc)}` : ''}. ` +
+    throw this.fail((at) => `${method} reads the value of a traced tensor (shape ${fmt(t.shape)}) inside a compiled function${at}. ` +
       'Compiled code cannot branch on tensor values: return the tensor from the compiled function and read it outside, or express the choice with kiln.where().');
   }
 
-  private fail(message: string): TraceError {
-    const e = new TraceError(message);
+  /** A TraceError at the user's current line. */
+  private fail(message: (at: string) => string): TraceError {
+    const e = new TraceError(message, userFrame());
     this.failure ??= e;
     return e;
   }
@@ -266,8 +286,8 @@ class Recorder implements Tracer {
     this.grads.set(t, g);
   }
 
-  hostScalar(read: () => number): Tensor {
-    const id = this.graph.add({ op: 'input', attrs: { kind: 'host', read, label: 'host scalar' }, inputs: [], shape: [], dtype: 'float32', phase: this.phase, source: describeUserSource() }).id;
+  hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor {
+    const id = this.graph.add({ op: 'input', attrs: { kind: 'host', read, label: 'host scalar' }, inputs: [], shape: [], dtype, phase: this.phase, source: describeUserSource() }).id;
     return this.symbolic(id, this.device);
   }
 
@@ -291,7 +311,7 @@ class Recorder implements Tracer {
     for (const [i, st] of this.argStorages.entries()) {
       const captured = this.byStorage.get(st)?.find((u) => this.values.has(u));
       if (captured && (this.argWritten.has(i) || this.written.has(captured))) {
-        throw this.fail(`argument ${i} shares memory with ${labelOf(captured)}, which the compiled function also uses, and one of them is written in place; ` +
+        throw this.fail(() => `argument ${i} shares memory with ${labelOf(captured)}, which the compiled function also uses, and one of them is written in place; ` +
           'pass a clone() of the argument (or write through one of them only)');
       }
     }
@@ -304,11 +324,6 @@ class Recorder implements Tracer {
     }
   }
 }
-
-const where = (): string => {
-  const loc = userFrame();
-  return loc ? ` (at ${describeLocation(loc)})` : '';
-};
 
 const sameView = (a: Tensor['_view'], b: Tensor['_view']): boolean =>
   a.offset === b.offset && sameShape(a.shape, b.shape) && sameShape(a.strides, b.strides);

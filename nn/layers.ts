@@ -1,6 +1,7 @@
-// Layers: Linear, activations, Flatten, Dropout, and the containers Sequential and ModuleList.
+// Layers: Linear, Embedding, activations, Flatten, Dropout, and the containers Sequential, ModuleList
+// and ModuleDict.
 
-import { uniform, type DeviceName, type Tensor } from '../runtime/index.ts';
+import { randn, uniform, type DeviceName, type Tensor } from '../runtime/index.ts';
 import * as F from './functional.ts';
 import { Module, Parameter } from './module.ts';
 
@@ -42,6 +43,28 @@ export class Linear extends Module {
   }
 }
 
+export interface EmbeddingOptions {
+  device?: DeviceName;
+}
+
+/** A lookup table `[numEmbeddings, embeddingDim]` (initialised N(0, 1)); `forward(indices)` is `weight[indices]`. */
+export class Embedding extends Module {
+  readonly numEmbeddings: number;
+  readonly embeddingDim: number;
+  weight: Tensor;
+  constructor(numEmbeddings: number, embeddingDim: number, opts: EmbeddingOptions = {}) {
+    super();
+    for (const [n, v] of [['numEmbeddings', numEmbeddings], ['embeddingDim', embeddingDim]] as const) {
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`Embedding: ${n} must be a positive integer, got ${v}`);
+    }
+    this.numEmbeddings = numEmbeddings;
+    this.embeddingDim = embeddingDim;
+    this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { device: opts.device }));
+  }
+  forward(indices: Tensor): Tensor { return F.embedding(indices, this.weight); }
+  extraRepr(): string { return `${this.numEmbeddings}, ${this.embeddingDim}`; }
+}
+
 export class Identity extends Module {
   forward(x: Tensor): Tensor { return x; }
 }
@@ -56,6 +79,34 @@ export class Sigmoid extends Module {
 
 export class Tanh extends Module {
   forward(x: Tensor): Tensor { return x.tanh(); }
+}
+
+export class GELU extends Module {
+  constructor(readonly approximate: 'none' | 'tanh' = 'none') { super(); }
+  forward(x: Tensor): Tensor { return F.gelu(x, { approximate: this.approximate }); }
+  extraRepr(): string { return `approximate='${this.approximate}'`; }
+}
+
+export class SiLU extends Module {
+  forward(x: Tensor): Tensor { return F.silu(x); }
+}
+
+export class LeakyReLU extends Module {
+  constructor(readonly negativeSlope = 0.01) { super(); }
+  forward(x: Tensor): Tensor { return F.leakyRelu(x, this.negativeSlope); }
+  extraRepr(): string { return `negativeSlope=${this.negativeSlope}`; }
+}
+
+export class ELU extends Module {
+  constructor(readonly alpha = 1) { super(); }
+  forward(x: Tensor): Tensor { return F.elu(x, this.alpha); }
+  extraRepr(): string { return `alpha=${this.alpha}`; }
+}
+
+export class Softplus extends Module {
+  constructor(readonly beta = 1, readonly threshold = 20) { super(); }
+  forward(x: Tensor): Tensor { return F.softplus(x, this.beta, this.threshold); }
+  extraRepr(): string { return `beta=${this.beta}, threshold=${this.threshold}`; }
 }
 
 function checkDim(name: string, dim: unknown): void {
@@ -137,4 +188,31 @@ export class Sequential extends ModuleList {
     for (const m of this.items()) y = m.forward(y);
     return y;
   }
+}
+
+/** Holds sub-modules by name (children named by their keys, in insertion order). */
+export class ModuleDict extends Module {
+  constructor(modules: Record<string, Module> | Iterable<[string, Module]> = {}) {
+    super();
+    const entries = Symbol.iterator in Object(modules) ? [...(modules as Iterable<[string, Module]>)] : Object.entries(modules);
+    for (const [k, m] of entries) this.set(k, m);
+  }
+  set(key: string, m: Module): this {
+    if (typeof key !== 'string' || key === '' || key.includes('.')) throw new Error(`ModuleDict: key must be a non-empty string without '.', got ${JSON.stringify(key)}`);
+    if (key in Module.prototype || key in ModuleDict.prototype || key === '_training') throw new Error(`ModuleDict: key '${key}' would shadow a Module attribute`);
+    checkModules('ModuleDict', [m]);
+    (this as unknown as Record<string, Module>)[key] = m;
+    return this;
+  }
+  get(key: string): Module {
+    const m = (this as unknown as Record<string, unknown>)[key];
+    if (!(m instanceof Module) || !Object.hasOwn(this, key)) throw new Error(`ModuleDict: no module named '${key}' (keys: ${this.keys().join(', ')})`);
+    return m;
+  }
+  has(key: string): boolean { return Object.hasOwn(this, key) && (this as unknown as Record<string, unknown>)[key] instanceof Module; }
+  keys(): string[] { return this.namedChildren().map(([k]) => k); }
+  values(): Module[] { return this.namedChildren().map(([, m]) => m); }
+  entries(): [string, Module][] { return this.namedChildren(); }
+  get length(): number { return this.keys().length; }
+  [Symbol.iterator](): Iterator<string> { return this.keys()[Symbol.iterator](); }
 }

@@ -4,6 +4,8 @@
 // (tensors that move with the module and are saved in stateDict but are not trained) are declared
 // with registerBuffer.
 
+import { isFloat } from '../ir/dtype.ts';
+import { checkDType } from '../runtime/device.ts';
 import { givenLabel, noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -33,8 +35,8 @@ function makeParameter(data: Tensor, opts: ParameterOptions): Tensor {
   }
   const p = data.detach();
   const flag = opts.requiresGrad ?? true;
-  if (flag && p.dtype !== 'float32') {
-    throw new Error(`Parameter: only float32 tensors can require gradients, got dtype ${p.dtype} (pass { requiresGrad: false } for a frozen ${p.dtype} parameter)`);
+  if (flag && !isFloat(p.dtype)) {
+    throw new Error(`Parameter: only floating point tensors (float32, float64) can require gradients, got dtype ${p.dtype} (pass { requiresGrad: false } for a frozen ${p.dtype} parameter)`);
   }
   p.requiresGrad = flag;
   parameters.add(p);
@@ -268,9 +270,24 @@ export class Module {
   }
 
   // ---- devices ----
-  /** Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this. */
-  to(device: DeviceName): this {
+  /**
+   * Moves every parameter and buffer to `device` in place (the same Parameter objects); returns this.
+   * `to('float64')` / `to('float32')` is `double()` / `float()`.
+   */
+  to(device: DeviceName | 'float32' | 'float64'): this {
+    if (device === 'float32' || device === 'float64') return this._castFloats(device, `Module.to('${device}')`);
     for (const t of [...this.parameters(), ...this.buffers()]) t._moveTo(device, 'Module.to');
+    return this;
+  }
+
+  /** Converts every floating point parameter and buffer to float64 in place, as PyTorch's `module.double()` (CPU only). */
+  double(): this { return this._castFloats('float64', 'Module.double'); }
+  /** Converts every floating point parameter and buffer to float32 in place (`module.float()`). */
+  float(): this { return this._castFloats('float32', 'Module.float'); }
+  private _castFloats(dtype: 'float32' | 'float64', who: string): this {
+    const floats = [...this.parameters(), ...this.buffers()].filter((t) => isFloat(t.dtype));
+    for (const t of floats) checkDType(who, t.device, dtype); // all or nothing
+    for (const t of floats) t._castTo(dtype, who);
     return this;
   }
 

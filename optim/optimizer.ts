@@ -3,12 +3,14 @@
 //    constructor and only updated with in-place ops under noGrad;
 //  - no JavaScript branch depends on a value that changes from step to step (first-step and
 //    bias-correction logic is tensor arithmetic on the 0-d step-count tensor);
-//  - the learning rate is read through hostScalar, so a compiled step re-reads `opt.lr` on every call.
+//  - learning rates are read through hostScalar, so a compiled step re-reads `opt.lr` (and every
+//    `opt.paramGroups[i].lr`) on every call.
 // Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch), and each
 // parameter counts its own steps (PyTorch's state[p]['step']): one without a gradient does not advance.
+// Parameters come in groups (PyTorch's param_groups), each with its own learning rate and options.
 // State tensors follow their parameter when a module moves it (Tensor._addFollower).
 
-import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, type DeviceName } from '../runtime/index.ts';
+import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, traceGuard, type DeviceName, type DType } from '../runtime/index.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -24,6 +26,9 @@ export function checkNumber(name: string, what: string, v: unknown, ok: (x: numb
   if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new Error(`${name}: invalid ${what}: ${String(v)} (expected ${range})`);
   return v;
 }
+
+/** 1 - s for a host number or a traced scalar. */
+export const oneMinus = (s: Scalar): Scalar => (typeof s === 'number' ? 1 - s : s.neg().add(1));
 
 /** A hyper-parameter as a parameter group stores it. */
 export type HyperValue = number | boolean | string | null | readonly number[];
@@ -53,46 +58,112 @@ const IGNORED_GROUP_KEYS = new Set(['foreach', 'capturable', 'differentiable', '
 const sameHyper = (a: unknown, b: HyperValue): boolean =>
   Array.isArray(b) ? Array.isArray(a) && a.length === b.length && a.every((x, i) => x === b[i]) : a === b;
 
-export abstract class Optimizer {
-  /** The parameters this optimizer updates (PyTorch's param_groups[0]['params']). */
+/** One parameter group (PyTorch's param_groups[i]): its parameters, learning rate and options. */
+export type ParamGroup<O extends object = object> = O & { params: Tensor[]; lr: number };
+
+/** What optimizers accept: tensors, or groups `{ params, ...options }` whose options override the defaults. */
+export type ParamsInput<O extends object = object> = Iterable<Tensor> | Iterable<{ params: Iterable<Tensor> } & Partial<O> & { lr?: number }>;
+
+const isGroupSpec = (p: unknown): p is { params: Iterable<Tensor> } => p !== null && typeof p === 'object' && !(p instanceof Tensor) && 'params' in p;
+
+export abstract class Optimizer<O extends object = object> {
+  /** Every parameter this optimizer updates, over all groups, in order. */
   readonly params: Tensor[];
-  /** The number of step() calls, as a 0-d float32 tensor on the parameters' device (updated in place). */
+  /** The parameter groups; `paramGroups[i].lr` reads and sets a group's learning rate (also in compiled steps). */
+  readonly paramGroups: ParamGroup<O>[];
+  /** The number of steps taken, as a 0-d tensor on the parameters' device (updated in place; float64 when every parameter is). */
   readonly stepCount: Tensor;
-  /** Per parameter, the number of steps that updated it (0-d tensors; PyTorch's state[p]['step']). */
+  /** Per parameter, the number of steps that updated it (0-d tensors of stepCount's dtype; PyTorch's state[p]['step']). */
   readonly paramSteps: Tensor[];
   protected readonly name: string;
-  private _lr: number;
 
-  constructor(name: string, params: Iterable<Tensor>, lr: number) {
+  /**
+   * `defaults` are the options with their defaults filled in (lr included); `keys` the allowed option
+   * names; `check` validates one group's merged options (it throws a message naming the option).
+   */
+  constructor(name: string, params: ParamsInput<O>, defaults: O & { lr: number }, keys: readonly string[], check: (g: O & { lr: number }) => void) {
     this.name = name;
-    if (params === null || params === undefined || typeof (params as Iterable<Tensor>)[Symbol.iterator] !== 'function') {
-      throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()), got ${params === null ? 'null' : typeof params}`);
+    if (params === null || params === undefined || typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+      throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()) or of parameter groups, got ${params === null ? 'null' : typeof params}`);
     }
-    const list: Tensor[] = [];
-    for (const p of params) {
-      if (!(p instanceof Tensor)) {
-        const group = p !== null && typeof p === 'object' && 'params' in p;
-        throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : group ? 'a parameter group ({ params, ... }); parameter groups are not supported, pass a list of tensors' : typeof p}`);
+    const items = [...(params as Iterable<unknown>)];
+    const groupCount = items.filter(isGroupSpec).length;
+    if (groupCount > 0 && groupCount < items.length) throw new Error(`${name}: params must be all Tensors or all parameter groups ({ params, ...options }), not a mix`);
+    const specs = groupCount > 0 ? (items as { params: Iterable<Tensor> }[]) : [{ params: items as Tensor[] }];
+    const all: Tensor[] = [];
+    this.paramGroups = specs.map((spec, gi) => {
+      const { params: ps, ...overrides } = spec as { params: Iterable<Tensor> } & Record<string, unknown>;
+      checkOptions(`${name} (param group ${gi})`, overrides, keys);
+      if (ps === null || ps === undefined || typeof (ps as Iterable<unknown>)[Symbol.iterator] !== 'function') throw new Error(`${name}: param group ${gi} needs 'params', an iterable of Tensors`);
+      const list: Tensor[] = [];
+      for (const p of ps instanceof Tensor ? [ps] : ps) {
+        if (!(p instanceof Tensor)) throw new Error(`${name}: can only optimize Tensors, but one of the params is ${p === null ? 'null' : typeof p}`);
+        if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
+        if (p.dtype !== 'float32' && p.dtype !== 'float64') throw new Error(`${name}: can only optimize floating point tensors (float32, float64), got a ${p.dtype} tensor`);
+        if (all.includes(p)) {
+          if (list.includes(p)) continue;
+          throw new Error(`${name}: some parameters appear in more than one parameter group`);
+        }
+        list.push(p);
+        all.push(p);
       }
-      if (!p.isLeaf) throw new Error(`${name}: can't optimize a non-leaf Tensor (gradFn ${p.gradFn}); pass parameters or tensors created with requiresGrad`);
-      if (p.dtype !== 'float32') throw new Error(`${name}: can only optimize float32 tensors, got a ${p.dtype} tensor`);
-      if (!list.includes(p)) list.push(p);
-    }
-    if (list.length === 0) throw new Error(`${name}: got an empty parameter list`);
-    this.params = list;
-    this._lr = checkNumber(name, 'learning rate', lr, (x) => x >= 0, 'a number >= 0');
-    this.stepCount = noGrad(() => full([], 0, { device: list[0].device }));
+      const merged = { ...defaults, ...overrides } as O & { lr: number };
+      checkNumber(name, 'learning rate', merged.lr, (x) => x >= 0, 'a number >= 0');
+      check(merged);
+      return { ...merged, params: list } as ParamGroup<O>;
+    });
+    if (all.length === 0) throw new Error(`${name}: got an empty parameter list`);
+    this.params = all;
+    // float64 where every parameter is (the bias corrections computed from it then keep every digit)
+    const stepDType = all.every((p) => p.dtype === 'float64') ? 'float64' : 'float32';
+    this.stepCount = noGrad(() => full([], 0, { device: all[0].device, dtype: stepDType }));
     setLabel(this.stepCount, `${name}.stepCount`);
-    list[0]._addFollower(this.stepCount);
-    this.paramSteps = list.map((p) => this.stateFor(p, 'step', []));
+    all[0]._addFollower(this.stepCount);
+    this.paramSteps = all.map((p) => this.stateFor(p, 'step', [], stepDType));
   }
 
-  /** The learning rate (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
+  /** The learning rate of the first group (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
   get lr(): number {
-    return this._lr;
+    return this.paramGroups[0].lr;
   }
   set lr(v: number) {
-    this._lr = checkNumber(this.name, 'learning rate', v, (x) => x >= 0, 'a number >= 0');
+    this.paramGroups[0].lr = checkNumber(this.name, 'learning rate', v, (x) => x >= 0, 'a number >= 0');
+  }
+
+  /** Each (group, parameter, index into `params`) whose parameter has a gradient, for the updates. */
+  protected *withGrads(): Generator<[ParamGroup<O>, Tensor, Tensor, number]> {
+    let i = 0;
+    for (const group of this.paramGroups) {
+      for (const p of group.params) {
+        const g = p.grad;
+        if (g !== null) yield [group, p, g, i];
+        i++;
+      }
+    }
+  }
+
+  /**
+   * Options a scheduler changes at every step (OneCycleLR's 'momentum' or 'beta1'): read per call like
+   * learning rates instead of being guarded (which would retrace at every step).
+   */
+  readonly perCallOptions = new Set<'momentum' | 'beta1'>();
+
+  /** A momentum-like option: per call when in perCallOptions, else a number the trace is guarded on. */
+  protected optionOf(group: ParamGroup<O>, key: 'momentum' | 'beta1', read: () => number): Scalar {
+    if (this.perCallOptions.has(key)) return hostScalar(read, this.hostDType(group));
+    const v = read();
+    traceGuard(() => read() === v, `param group ${key} === ${v}`);
+    return v;
+  }
+
+  /** A group's learning rate: a number eagerly, a per-call input while tracing (never a stale constant). */
+  protected lrOf(group: ParamGroup<O>): Scalar {
+    return hostScalar(() => checkNumber(this.name, 'learning rate', group.lr, (x) => x >= 0, 'a number >= 0'), this.hostDType(group));
+  }
+
+  /** Per-call scalars are float64 for a group of float64 parameters (eagerly they are plain numbers anyway). */
+  private hostDType(group: ParamGroup<O>): 'float32' | 'float64' {
+    return group.params.every((p) => p.dtype === 'float64') ? 'float64' : 'float32';
   }
 
   /** Sets every parameter's grad to null (PyTorch 2.x's set_to_none). */
@@ -109,17 +180,16 @@ export abstract class Optimizer {
     noGrad(() => {
       this._syncDevices();
       this.params.forEach((p, i) => { if (p.grad !== null) this.paramSteps[i].add_(1); });
-      this._update(hostScalar(() => this._lr));
-      this.stepCount.add_(1);
+      this._update();
     });
     return loss;
   }
 
   /**
-   * The update itself, under noGrad, after paramSteps advanced for the parameters with a gradient;
-   * `lr` is a number eagerly and a per-call scalar while tracing.
+   * The update itself, under noGrad (learning rates through lrOf), after paramSteps advanced for the
+   * parameters with a gradient; it advances stepCount.
    */
-  protected abstract _update(lr: Scalar): void;
+  protected abstract _update(): void;
 
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
   protected abstract _state(): (Tensor | null)[][];
@@ -127,17 +197,18 @@ export abstract class Optimizer {
   /** The names of the slots of `_state()`'s lists: PyTorch's state keys, in camelCase (`expAvg`). */
   protected abstract readonly _slotNames: readonly string[];
 
-  /** The hyper-parameters of the (single) parameter group, as PyTorch names them (camelCase), without lr. */
-  protected abstract _hyper(): Record<string, HyperValue>;
+  /** A group's hyper-parameters, as PyTorch names them (camelCase), without lr. */
+  protected abstract _hyper(group: ParamGroup<O>): Record<string, HyperValue>;
 
   /** Whether PyTorch keeps a per-parameter `step` in this optimizer's state (Adam does, SGD does not). */
   protected readonly _stepInState: boolean = false;
 
   /**
    * A snapshot of the optimizer in PyTorch's layout: `{ state: { '0': { step, expAvg, expAvgSq } },
-   * paramGroups: [{ lr, betas, eps, weightDecay, amsgrad: false, maximize: false, params: [0, 1] }] }`.
-   * The tensors are detached copies. `kiln.save` writes it with PyTorch's names (`exp_avg`,
-   * `param_groups`), which torch.optim's load_state_dict accepts once the keys are mapped back to ints.
+   * paramGroups: [{ lr, betas, eps, weightDecay, amsgrad: false, maximize: false, params: [0, 1] }, ...] }`
+   * (one entry per parameter group; `params` index the optimizer's parameter order). The tensors are
+   * detached copies. `kiln.save` writes it with PyTorch's names (`exp_avg`, `param_groups`), which
+   * torch.optim's load_state_dict accepts once the keys are mapped back to ints.
    */
   stateDict(): OptimizerStateDict {
     const state: OptimizerStateDict['state'] = {};
@@ -147,36 +218,44 @@ export abstract class Optimizer {
       for (const [k, t] of Object.entries(slots)) if (t) entry[k] = t.clone();
       if (Object.keys(entry).length) state[String(i)] = entry;
     }));
-    return { state, paramGroups: [{ lr: this._lr, ...this._hyper(), maximize: false, params: this.params.map((_, i) => i) }] };
+    const paramGroups = this.paramGroups.map((g) => ({ lr: g.lr, ...this._hyper(g), maximize: false, params: g.params.map((p) => this.params.indexOf(p)) }));
+    return { state, paramGroups };
   }
 
   /**
-   * Restores a stateDict() (kiln's, or PyTorch's read with kiln.loadState) in place. The learning
-   * rate is taken from the dict; the other hyper-parameters must equal this optimizer's. A missing
-   * state entry is a parameter that was never updated (zeros). Anything that does not fit is an
-   * Error listing every problem, and then nothing has been changed.
+   * Restores a stateDict() (kiln's, or PyTorch's read with kiln.loadState) in place. Each group's
+   * learning rate is taken from the dict; the groups must hold the same parameters and the other
+   * hyper-parameters must equal this optimizer's. A missing state entry is a parameter that was never
+   * updated (zeros). Anything that does not fit is an Error listing every problem, and then nothing has
+   * been changed.
    */
   loadStateDict(dict: OptimizerStateDict): void {
     const problems: string[] = [];
     const groups = dict?.paramGroups;
-    const group = Array.isArray(groups) && groups.length === 1 ? groups[0] : null;
-    if (!group) problems.push(`expected paramGroups with one group, got ${Array.isArray(groups) ? `${groups.length} groups` : typeof groups}`);
-    let lr = this._lr;
-    if (group) {
-      if (typeof group.lr !== 'number' || !Number.isFinite(group.lr) || group.lr < 0) problems.push(`paramGroups[0].lr is ${String(group.lr)}, not a number >= 0`);
-      else lr = group.lr;
-      const params = group.params;
-      if (!Array.isArray(params) || params.length !== this.params.length || params.some((p, i) => Number(p) !== i)) {
-        problems.push(`paramGroups[0].params is ${JSON.stringify(params)}; this optimizer has ${this.params.length} parameters [0..${this.params.length - 1}]`);
-      }
-      const hyper = this._hyper();
-      for (const [k, v] of Object.entries(hyper)) {
-        if (k in group && !sameHyper(group[k], v)) problems.push(`paramGroups[0].${k} is ${JSON.stringify(group[k])}, this optimizer's is ${JSON.stringify(v)} (only lr is loaded; make an optimizer with the same settings)`);
-      }
-      for (const k of Object.keys(group)) {
-        if (k === 'lr' || k === 'params' || k in hyper || IGNORED_GROUP_KEYS.has(k)) continue;
-        if (group[k] !== false && group[k] !== null) problems.push(`paramGroups[0].${k} = ${JSON.stringify(group[k])} is not supported by kiln's ${this.name}`);
-      }
+    const n = this.paramGroups.length;
+    if (!Array.isArray(groups) || groups.length !== n) problems.push(`expected paramGroups with ${n} group${n === 1 ? '' : 's'}, got ${Array.isArray(groups) ? `${groups.length} groups` : typeof groups}`);
+    const lrs = this.paramGroups.map((g) => g.lr);
+    if (Array.isArray(groups) && groups.length === n) {
+      groups.forEach((group, gi) => {
+        const own = this.paramGroups[gi];
+        const at = `paramGroups[${gi}]`;
+        if (group === null || typeof group !== 'object') { problems.push(`${at} is not an object`); return; }
+        if (typeof group.lr !== 'number' || !Number.isFinite(group.lr) || group.lr < 0) problems.push(`${at}.lr is ${String(group.lr)}, not a number >= 0`);
+        else lrs[gi] = group.lr;
+        const expected = own.params.map((p) => this.params.indexOf(p));
+        const params = group.params;
+        if (!Array.isArray(params) || params.length !== expected.length || params.some((p, i) => Number(p) !== expected[i])) {
+          problems.push(`${at}.params is ${JSON.stringify(params)}; this optimizer's group ${gi} holds parameters ${JSON.stringify(expected)}`);
+        }
+        const hyper = this._hyper(own);
+        for (const [k, v] of Object.entries(hyper)) {
+          if (k in group && !sameHyper(group[k], v)) problems.push(`${at}.${k} is ${JSON.stringify(group[k])}, this optimizer's is ${JSON.stringify(v)} (only lr is loaded; make an optimizer with the same settings)`);
+        }
+        for (const k of Object.keys(group)) {
+          if (k === 'lr' || k === 'params' || k in hyper || IGNORED_GROUP_KEYS.has(k)) continue;
+          if (group[k] !== false && group[k] !== null) problems.push(`${at}.${k} = ${JSON.stringify(group[k])} is not supported by kiln's ${this.name}`);
+        }
+      });
     }
     const given = dict?.state ?? {};
     const own = this._slots();
@@ -199,8 +278,8 @@ export abstract class Optimizer {
             problems.push(`unexpected state.${key}.${slot} (${this.name} keeps ${['step', ...Object.keys(slots)].join(', ')})`);
           } else if (v !== null && !(v instanceof Tensor)) {
             problems.push(`state.${key}.${slot} is not a Tensor`);
-          } else if (v instanceof Tensor && (v.dtype !== 'float32' || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
-            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is float32[${this.params[i].shape.join(', ')}]`);
+          } else if (v instanceof Tensor && (v.dtype !== this.params[i].dtype || v.shape.length !== this.params[i].shape.length || v.shape.some((d, j) => d !== this.params[i].shape[j]))) {
+            problems.push(`size mismatch for state.${key}.${slot}: ${v.dtype}[${v.shape.join(', ')}], the parameter is ${this.params[i].dtype}[${this.params[i].shape.join(', ')}]`);
           } else if (slots[slot] === null) {
             if (v !== null) problems.push(`state.${key}.${slot} is given but this ${this.name} keeps none (check its settings)`);
           } else {
@@ -223,7 +302,7 @@ export abstract class Optimizer {
       this.paramSteps.forEach((t, i) => t.fill_(stepOf(i)));
       this.stepCount.fill_(Math.max(0, ...this.params.map((_, i) => stepOf(i))));
     });
-    this._lr = lr;
+    this.paramGroups.forEach((g, i) => (g.lr = lrs[i]));
   }
 
   /** `_state()` with slot names: one `{ expAvg, expAvgSq }` record per parameter. */
@@ -233,12 +312,12 @@ export abstract class Optimizer {
 
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
   protected zerosFor(p: Tensor, slot: string): Tensor {
-    return this.stateFor(p, slot, p.shape);
+    return this.stateFor(p, slot, p.shape, p.dtype);
   }
 
   /** Zero state of `shape` on the parameter's device that moves with the parameter. */
-  private stateFor(p: Tensor, slot: string, shape: readonly number[]): Tensor {
-    const t = noGrad(() => full(shape, 0, { device: p.device }));
+  private stateFor(p: Tensor, slot: string, shape: readonly number[], dtype: DType): Tensor {
+    const t = noGrad(() => full(shape, 0, { device: p.device, dtype }));
     setLabel(t, `${givenLabel(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
     p._addFollower(t);
     return t;

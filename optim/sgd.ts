@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's torch.optim.SGD).
 
 import type { Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type HyperValue, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type HyperValue, type ParamGroup, type ParamsInput, type Scalar } from './optimizer.ts';
 
 export interface SGDOptions {
   /** learning rate (default 1e-3, as PyTorch 2.x) */
@@ -20,27 +20,25 @@ const KEYS = ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'] as const
  * g ← nesterov ? g + momentum·buf : buf; p ← p − lr·g`.
  * The momentum buffers start at zero and the first step uses coefficient 1 − dampening·min(step, 1),
  * which makes the first buffer exactly the gradient without branching on the step count.
+ * Options may differ per parameter group; a group whose momentum is 0 when the optimizer is made has no buffers.
  */
-export class SGD extends Optimizer {
-  readonly momentum: number;
-  readonly dampening: number;
-  readonly weightDecay: number;
-  readonly nesterov: boolean;
-  /** One momentum buffer per parameter (null when momentum is 0). */
+type SGDGroupOptions = Required<Omit<SGDOptions, 'lr'>>;
+
+export class SGD extends Optimizer<SGDGroupOptions> {
+  /** One momentum buffer per parameter (null when its group's momentum is 0). */
   readonly momentumBuffers: (Tensor | null)[];
 
-  constructor(params: Iterable<Tensor>, opts: SGDOptions = {}) {
+  constructor(params: ParamsInput<SGDOptions>, opts: SGDOptions = {}) {
     checkOptions('SGD', opts, KEYS);
-    super('SGD', params, opts.lr ?? 1e-3);
-    this.momentum = checkNumber('SGD', 'momentum value', opts.momentum ?? 0, (x) => x >= 0, 'a number >= 0');
-    this.dampening = checkNumber('SGD', 'dampening value', opts.dampening ?? 0, () => true, 'a finite number');
-    this.weightDecay = checkNumber('SGD', 'weightDecay value', opts.weightDecay ?? 0, (x) => x >= 0, 'a number >= 0');
-    this.nesterov = opts.nesterov ?? false;
-    if (typeof this.nesterov !== 'boolean') throw new Error(`SGD: nesterov must be a boolean, got ${typeof this.nesterov}`);
-    if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) {
-      throw new Error('SGD: Nesterov momentum requires a momentum > 0 and zero dampening');
-    }
-    this.momentumBuffers = this.params.map((p) => (this.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null));
+    const defaults = { lr: opts.lr ?? 1e-3, momentum: opts.momentum ?? 0, dampening: opts.dampening ?? 0, weightDecay: opts.weightDecay ?? 0, nesterov: opts.nesterov ?? false };
+    super('SGD', params, defaults, KEYS, (g) => {
+      checkNumber('SGD', 'momentum value', g.momentum, (x) => x >= 0, 'a number >= 0');
+      checkNumber('SGD', 'dampening value', g.dampening, () => true, 'a finite number');
+      checkNumber('SGD', 'weightDecay value', g.weightDecay, (x) => x >= 0, 'a number >= 0');
+      if (typeof g.nesterov !== 'boolean') throw new Error(`SGD: nesterov must be a boolean, got ${typeof g.nesterov}`);
+      if (g.nesterov && (g.momentum <= 0 || g.dampening !== 0)) throw new Error('SGD: Nesterov momentum requires a momentum > 0 and zero dampening');
+    });
+    this.momentumBuffers = this.paramGroups.flatMap((g) => g.params.map((p) => (g.momentum !== 0 ? this.zerosFor(p, 'momentumBuffer') : null)));
   }
 
   protected readonly _slotNames = ['momentumBuffer'];
@@ -49,17 +47,17 @@ export class SGD extends Optimizer {
     return this.momentumBuffers.map((b) => [b]);
   }
 
-  protected _hyper(): Record<string, HyperValue> {
-    return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
+  protected _hyper(g: ParamGroup<SGDGroupOptions>): Record<string, HyperValue> {
+    return { momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay, nesterov: g.nesterov };
   }
 
-  protected _update(lr: Scalar): void {
-    const { momentum, dampening, weightDecay, nesterov } = this;
-    this.params.forEach((p, i) => {
-      const grad = p.grad;
-      if (grad === null) return;
+  protected _update(): void {
+    const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));
+    for (const [group, p, grad, i] of this.withGrads()) {
+      const { dampening, weightDecay, nesterov } = group;
+      const momentum = this.optionOf(group, 'momentum', () => group.momentum);
       // 1 on the parameter's first step, 1 - dampening afterwards (a tensor only when dampening matters).
-      const gradCoef: Scalar = momentum !== 0 && dampening !== 0 ? this.paramSteps[i].sub(1).minimum(1).mul(-dampening).add(1) : 1;
+      const gradCoef: Scalar = group.momentum !== 0 && dampening !== 0 ? this.paramSteps[i].sub(1).minimum(1).mul(-dampening).add(1) : 1;
       let d = weightDecay !== 0 ? grad.add(p.mul(weightDecay)) : grad;
       const buf = this.momentumBuffers[i];
       if (buf) {
@@ -67,7 +65,8 @@ export class SGD extends Optimizer {
         buf.copy_(next);
         d = nesterov ? d.add(next.mul(momentum)) : next;
       }
-      p.sub_(d.mul(lr));
-    });
+      p.sub_(d.mul(lrs.get(group)!));
+    }
+    this.stepCount.add_(1);
   }
 }

@@ -1,10 +1,18 @@
 // The CPU device: storages are typed arrays; kernels are generated JavaScript, compiled once per spec.
+//
+// Memory bookkeeping (kiln.memory()) counts storages as they are created and garbage-collected
+// (a FinalizationRegistry). Registering every storage makes eager work on tiny tensors markedly
+// slower (the dose epoch, all scalars: ~135 -> ~210 us), so the count starts only when asked for:
+// with the first kiln.memory() call, or from the start with KILN_TRACK_MEMORY=1.
 
-import { typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
+import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
+import { convCpu } from './conv-cpu.ts';
 import { gemm } from './gemm-wasm.ts';
-import { registerBackend, type Backend, type BoundArg, type Storage } from './device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
+import { env } from './node.ts';
 
 export interface CpuStorage extends Storage { readonly data: TypedArray }
 
@@ -12,7 +20,7 @@ const cache = new Map<string, JsKernelFn>();
 
 /** The compiled function of a kernel, cached by the kernel's structure (its name is only a label). */
 export function cpuKernel(spec: KernelSpec): JsKernelFn {
-  const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',');
+  const key = structuralKey(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',');
   let fn = cache.get(key);
   if (!fn) {
     fn = compileJs(spec);
@@ -21,7 +29,25 @@ export function cpuKernel(spec: KernelSpec): JsKernelFn {
   return fn;
 }
 
-const wrap = (data: TypedArray, dtype: DType): CpuStorage => ({ device: 'cpu', dtype, size: data.length, data });
+const live = { storages: 0, bytes: 0 };
+let tracked: FinalizationRegistry<number> | null = null;
+function startTracking(): FinalizationRegistry<number> {
+  return (tracked ??= new FinalizationRegistry<number>((bytes) => {
+    live.storages--;
+    live.bytes -= bytes;
+  }));
+}
+if (env('KILN_TRACK_MEMORY') === '1') startTracking();
+
+function wrap(data: TypedArray, dtype: DType): CpuStorage {
+  const s: CpuStorage = { device: 'cpu', dtype, size: data.length, data };
+  if (tracked) {
+    tracked.register(s, data.byteLength);
+    live.storages++;
+    live.bytes += data.byteLength;
+  }
+  return s;
+}
 
 const arrayOf = (a: BoundArg): TypedArray => {
   const d = (a.storage as CpuStorage).data;
@@ -34,8 +60,7 @@ export const cpuBackend: Backend = {
   alloc: (dtype, size) => wrap(typedArrayFor(dtype, size), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
-    const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
-    return wrap(data, dtype);
+    return wrap(data, dtypeOfArray(data));
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const arrays = args.map(arrayOf);
@@ -54,10 +79,28 @@ export const cpuBackend: Backend = {
       program(arrays);
     };
   },
+  // kernels are compiled as they are prepared, and run synchronously
+  async precompile() { return null; },
+  async finish() {},
+  async profileProgram(specs, bindings, table): Promise<KernelTimes> {
+    const ms = specs.map((spec, k) => {
+      const launch = cpuBackend.prepare(spec);
+      const bound = bindings[k].map((slot) => ({ storage: table[slot], offset: 0 }));
+      const t0 = performance.now();
+      launch(bound);
+      return performance.now() - t0;
+    });
+    return { ms, method: 'wall', note: 'cpu runs kernels synchronously: wall time around each kernel' };
+  },
   async read(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
+  memory(): DeviceMemory {
+    const wasTracked = tracked !== null;
+    startTracking();
+    return { ...live, cachedBytes: 0, tracked: wasTracked };
+  },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
   settle: () => null, // kernels run synchronously: nothing is ever queued
 };
 
-setJsKernelEnv({ gemm });
+setJsKernelEnv({ gemm, conv: convCpu });
 registerBackend(cpuBackend);

@@ -46,7 +46,26 @@ export interface Backend {
    * caught up (a compiled step awaits it, so a loop that never reads still cannot queue without bound).
    */
   settle(): Promise<void> | null;
+  /** Live storages and their bytes (kiln.memory()). */
+  memory(): DeviceMemory;
+  /**
+   * Creates the pipelines of a compiled step's kernels before its first launch, in parallel where the
+   * device can; null where there is nothing to create (the CPU compiles its kernels as it prepares them).
+   * Background work such as tuning waits until `firstRun` resolves (the first call's kernels are queued),
+   * so that it stays off the first call's path.
+   */
+  precompile(specs: readonly KernelSpec[], firstRun: Promise<void>): Promise<PrecompileReport | null>;
+  /** Waits until all queued work has finished (at once on devices that run synchronously). */
+  finish(): Promise<void>;
+  /** Runs a program once, one kernel at a time, and measures each (compiled steps' `profile`). */
+  profileProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[]): Promise<KernelTimes>;
 }
+
+/** What `precompile` did: shaders compiled (deduplicated by source), their size, and the wall time. */
+export interface PrecompileReport { kernels: number; shaders: number; bytes: number; ms: number; tunesPending: number }
+
+/** Per-kernel times of one run: `ms[k]` for kernel k, and how they were measured. */
+export interface KernelTimes { ms: number[]; method: 'timestamp-query' | 'wall' ; note: string }
 
 /** A program that runs one prepared launcher per kernel, binding each from the table (devices without a fused program). */
 export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
@@ -63,10 +82,25 @@ export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: re
   };
 }
 
+/** What kiln.memory() reports for one device. */
+export interface DeviceMemory {
+  /** storages not yet garbage-collected: one per tensor that owns memory (views share their base's) */
+  storages: number;
+  /** their bytes */
+  bytes: number;
+  /** bytes of free buffers the device keeps for reuse (WebGPU's pool; 0 on the CPU) */
+  cachedBytes: number;
+  /** false while the device keeps no count (the CPU's starts with the first kiln.memory() call) */
+  tracked: boolean;
+}
+
 const backends = new Map<DeviceName, Backend>();
 let defaultDevice: DeviceName = 'cpu';
 
 export function registerBackend(b: Backend): void { backends.set(b.name, b); }
+
+/** The backend of a device, or undefined where it is not set up (WebGPU before init()). */
+export const registeredBackend = (device: DeviceName): Backend | undefined => backends.get(device);
 
 export function backendFor(device: DeviceName): Backend {
   const b = backends.get(device);
@@ -82,5 +116,18 @@ export function checkDevice(device: string): DeviceName {
   return device as DeviceName;
 }
 
+/**
+ * A clear error, before anything is allocated, when `device` cannot hold `dtype` (float64 on WebGPU:
+ * WGSL has no 64-bit floats). `op` names the operation in the message.
+ */
+export function checkDType(op: string, device: DeviceName, dtype: DType): void {
+  if (dtype !== 'float64' || device === 'cpu') return; // the common case costs one comparison
+  const target = backendFor(device).target;
+  // (the language decides: JavaScript computes in doubles; WGSL has no 64-bit floats. A type-only look
+  // at the target keeps the compiler out of the first-loaded chunk.)
+  if (target.language !== 'js') {
+    throw new Error(`${op}: float64 is not supported on device '${device}' (${target.language.toUpperCase()} has no 64-bit floats); float64 tensors live on the CPU: create them with { device: 'cpu' } or use float32 on ${device}`);
+  }
+}
 export function setDefaultDevice(device: DeviceName): void { defaultDevice = checkDevice(device); }
 export const getDefaultDevice = (): DeviceName => defaultDevice;

@@ -4,12 +4,14 @@
 
 import { savedForBackward, vjpRules } from './vjp.ts';
 import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
+import { isFloat } from '../ir/dtype.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isView, shapeRules } from '../ir/primitives.ts';
 import { fmt, numel } from '../ir/shape.ts';
+import { structuralKey } from '../ir/key.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
-import { backendFor, type Backend, type DeviceName, type Launch } from './device.ts';
+import { backendFor, checkDType, type Backend, type DeviceName, type Launch } from './device.ts';
 import { forgetValues, Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
@@ -31,7 +33,7 @@ export interface Tracer {
   /** `check(t)` must pass (return null) for the concrete tensor behind traced `index` on every call. */
   rangeCheck?(index: Tensor, check: (t: Tensor) => string | null): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
-  hostScalar(read: () => number): Tensor;
+  hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor;
 }
 let tracer: Tracer | null = null;
 export const activeTracer = (): Tracer | null => tracer;
@@ -49,6 +51,7 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
     if (x.device !== device) throw new Error(`${prim}: expected all tensors to be on the same device, but found at least two devices, ${device} and ${x.device}`);
   }
   const out = shapeRules[prim](inputs, attrs);
+  checkDType(prim, device, out.dtype);
   if (!tracer) {
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
@@ -84,7 +87,9 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
           `(compute the new value out of place, or modify it only after backward)`);
       }
     });
-    const node: GradNode = { name, inputs, vjp: (g) => rule(g, ctx), check };
+    // A gradient has its input's dtype (PyTorch): a float32 operand promoted into a float64 op gets a float32 gradient.
+    const vjp = (g: Tensor) => rule(g, ctx).map((gi, i) => (gi && gi.dtype !== inputs[i].dtype && isFloat(inputs[i].dtype) ? gi.to(inputs[i].dtype) : gi));
+    const node: GradNode = { name, inputs, vjp, check };
     result._setGradNode(node);
   }
   return result;
@@ -113,7 +118,7 @@ const eagerCache = new Map<string, Launch>();
  * repeated op skips lowering and codegen. Offsets are not part of it: they are bound at launch.
  */
 function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: PrimAttrs[P], inputs: readonly Tensor[], out: AVal): Launch {
-  let key = `${backend.name}|${prim}|${JSON.stringify(attrs)}|${out.dtype}`;
+  let key = `${backend.name}|${prim}|${structuralKey(attrs)}|${out.dtype}`;
   for (const t of inputs) key += `|${t.dtype}:${t._view.shape.join(',')}:${t._view.strides.join(',')}`;
   let launch = eagerCache.get(key);
   if (!launch) {

@@ -1,17 +1,23 @@
-// A float32 matrix product in WebAssembly SIMD for the CPU device: C = A @ B on packed row-major
-// operands, in register blocks of a few rows x a few f32x4 columns (see makeGemm). Generated matmul kernels
-// call `gemm` and apply their epilogue in JavaScript. The module is a few hundred bytes, encoded here
-// (no toolchain); where WebAssembly SIMD is missing, `gemm` is null and the JavaScript loops run.
+// A float32 matrix product in WebAssembly SIMD for the CPU device: C = A @ B. Operands are packed
+// (A in blocks of RB rows interleaved over k, B in panels of 4*CB columns, both per block of KC values
+// of k) so that the micro-kernel (4 x 8 accumulators) reads both with constant offsets from two pointers. The module is
+// encoded here (no toolchain); where WebAssembly SIMD is missing, `gemm` is null and generated
+// JavaScript loops run. Big products are split over the thread pool (threads.ts) by column panels or
+// row blocks; every thread runs the same micro-kernel over the same shared memory.
+
+import { gemmSplitPays } from '../compiler/codegen/js.ts';
+import { MAX_PAGES, pool, runPart, type GemmJob, type KernelFn, type Pool } from './threads.ts';
 
 const I32 = 0x7f, V128 = 0x7b;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
   i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Eqz: 0x45,
-  f32Load: 0x2a, simd: 0xfd,
+  simd: 0xfd,
 } as const;
-// SIMD opcodes (after 0xfd, LEB128): v128.load 0, v128.store 11, v128.const 12, f32x4.splat 19, f32x4.add 228, f32x4.mul 230
-const simd = { load: [0x00], store: [0x0b], const: [0x0c], splat: [0x13], add: [0xe4, 0x01], mul: [0xe6, 0x01] } as const;
+// SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
+// f32x4.add 228, f32x4.mul 230; relaxed SIMD: f32x4.relaxed_madd 261 (a * b + c, fused where the CPU can).
+const simd = { load: [0x00], splat32: [0x09], store: [0x0b], const: [0x0c], add: [0xe4, 0x01], mul: [0xe6, 0x01], madd: [0x85, 0x02] } as const;
 
 function uleb(n: number): number[] {
   const out: number[] = [];
@@ -30,140 +36,195 @@ const section = (id: number, body: number[]): number[] => [id, ...uleb(body.leng
 const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
 const str = (s: string): number[] => [...uleb(s.length), ...[...s].map((c) => c.charCodeAt(0))];
 
-/** The module: `gemm(a, b, c, M, N, K)` with byte pointers; M % RB == 0, N % (4 * CB) == 0. */
-function gemmModule(RB: number, CB: number): Uint8Array<ArrayBuffer> {
-  // params 0..7: a b c M N K lda accumulate; i32 locals 8.. ; v128 locals after
-  const [A, B, C, M, N, K, LDA, ACCUM] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const i = 8, j = 9, k = 10, pa = Array.from({ length: RB }, (_, r) => 11 + r), pb = 11 + RB, rowBytes = 12 + RB, kBytes = 13 + RB, pc = 14 + RB;
-  const nI32 = 7 + RB;
+/** A micro-kernel's shape: RB rows x 4*CB columns of accumulators; relaxed uses f32x4.relaxed_madd. */
+export interface KernelShape { RB: number; CB: number; relaxed: boolean }
+
+/**
+ * The module: imports memory `env.mem` (shared when `shared`) and exports
+ * `kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate)` over packed operands (byte pointers):
+ * for every panel of B (outer: it stays in the first-level cache) and every row block of A,
+ * C[block, panel] (+)= A_block @ B_panel over kc values of k.
+ */
+export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): Uint8Array<ArrayBuffer> {
+  const [PA, PB, PC, MB, NP, KC, LDC, ACCUM] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const p = 8, ib = 9, pbp = 10, q = 11, r = 12, end = 13, pcb = 14, aStride = 15, bStride = 16;
+  const nI32 = 9;
   const v0 = 8 + nI32;
-  const acc = (r: number, c: number) => v0 + r * CB + c;
-  const av = Array.from({ length: RB }, (_, r) => v0 + RB * CB + r), bv = Array.from({ length: CB }, (_, c) => v0 + RB * CB + RB + c);
-  const R = Array.from({ length: RB }, (_, r) => r), Cc = Array.from({ length: CB }, (_, c) => c);
+  const acc = (i: number, c: number) => v0 + i * CB + c;
+  const bv = (c: number) => v0 + RB * CB + c, av = v0 + RB * CB + CB;
+  const NR = 4 * CB;
+  const rows = Array.from({ length: RB }, (_, i) => i), cols = Array.from({ length: CB }, (_, c) => c);
   const code: number[] = [];
   const e = (...xs: number[]) => code.push(...xs);
   const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
   const i32 = (v: number) => e(op.i32Const, ...sleb(v));
   const memarg = (offset: number, align: number) => [align, ...uleb(offset)];
-  // rowBytes = N * 4, kBytes = lda * 4 (a's row stride: k may be one block of a longer row)
-  get(N); i32(4); e(op.i32Mul); set(rowBytes);
-  get(LDA); i32(4); e(op.i32Mul); set(kBytes);
-  // Column panels outside, row blocks inside: a panel of b (k x 4*CB floats) stays in cache while
-  // every row block of a streams past it.
-  i32(0); set(j);
+  // aStride = kc * RB * 4 (one packed row block), bStride = kc * NR * 4 (one packed panel)
+  get(KC); i32(RB * 4); e(op.i32Mul); set(aStride);
+  get(KC); i32(NR * 4); e(op.i32Mul); set(bStride);
+  i32(0); set(p); get(PB); set(pbp);
   e(op.block, 0x40, op.loop, 0x40);
-  get(j); get(N); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
-  i32(0); set(i);
+  get(p); get(NP); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  i32(0); set(ib);
   e(op.block, 0x40, op.loop, 0x40);
-  get(i); get(M); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
-  // pc = C + (i * N + j) * 4; accumulators start at zero, or at C when accumulating over k blocks
-  get(C); get(i); get(rowBytes); e(op.i32Mul, op.i32Add); get(j); i32(4); e(op.i32Mul, op.i32Add); set(pc);
+  get(ib); get(MB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  // pcb = PC + ib * RB * ldc + p * NR * 4
+  get(PC); get(ib); i32(RB); e(op.i32Mul); get(LDC); e(op.i32Mul, op.i32Add); get(p); i32(NR * 4); e(op.i32Mul, op.i32Add); set(pcb);
+  const rowAddress = (i: number) => { get(pcb); if (i) { get(LDC); i32(i); e(op.i32Mul, op.i32Add); } };
   get(ACCUM); e(op.if, 0x40);
-  const rowAddress = (r: number) => { get(pc); if (r) { get(rowBytes); i32(r); e(op.i32Mul, op.i32Add); } };
-  for (const r of R) for (const c of Cc) { rowAddress(r); e(op.simd, ...simd.load, ...memarg(16 * c, 4)); set(acc(r, c)); }
+  for (const i of rows) for (const c of cols) { rowAddress(i); e(op.simd, ...simd.load, ...memarg(16 * c, 4)); set(acc(i, c)); }
   e(op.else);
-  for (const r of R) for (const c of Cc) { e(op.simd, ...simd.const, ...new Array(16).fill(0)); set(acc(r, c)); }
+  for (const i of rows) for (const c of cols) { e(op.simd, ...simd.const, ...new Array(16).fill(0)); set(acc(i, c)); }
   e(op.end);
-  // pa[r] = A + (i + r) * K * 4; pb = B + j * 4
-  for (const r of R) { get(A); get(i); i32(r); e(op.i32Add); get(kBytes); e(op.i32Mul, op.i32Add); set(pa[r]); }
-  get(B); get(j); i32(4); e(op.i32Mul, op.i32Add); set(pb);
-  i32(0); set(k);
-  e(op.block, 0x40, op.loop, 0x40);
-  get(k); get(K); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
-  for (const r of R) {
-    get(pa[r]); e(op.f32Load, ...memarg(0, 2), op.simd, ...simd.splat); set(av[r]);
-    get(pa[r]); i32(4); e(op.i32Add); set(pa[r]);
-  }
-  for (const c of Cc) { get(pb); e(op.simd, ...simd.load, ...memarg(16 * c, 4)); set(bv[c]); }
-  get(pb); get(rowBytes); e(op.i32Add); set(pb);
-  for (const r of R) {
-    for (const c of Cc) {
-      get(acc(r, c)); get(av[r]); get(bv[c]); e(op.simd, ...simd.mul, op.simd, ...simd.add); set(acc(r, c));
+  // q walks the packed row block (RB floats per k), r the panel (NR floats per k); kc >= 1.
+  get(PA); get(ib); get(aStride); e(op.i32Mul, op.i32Add); e(op.tee, q); get(aStride); e(op.i32Add); set(end);
+  get(pbp); set(r);
+  e(op.loop, 0x40);
+  for (const c of cols) { get(r); e(op.simd, ...simd.load, ...memarg(16 * c, 4)); set(bv(c)); }
+  for (const i of rows) {
+    get(q); e(op.simd, ...simd.splat32, ...memarg(4 * i, 2)); set(av);
+    for (const c of cols) {
+      if (relaxed) { get(av); get(bv(c)); get(acc(i, c)); e(op.simd, ...simd.madd); }
+      else { get(acc(i, c)); get(av); get(bv(c)); e(op.simd, ...simd.mul, op.simd, ...simd.add); }
+      set(acc(i, c));
     }
   }
-  get(k); i32(1); e(op.i32Add); set(k);
+  get(r); i32(NR * 4); e(op.i32Add); set(r);
+  get(q); i32(RB * 4); e(op.i32Add); e(op.tee, q); get(end); e(op.i32LtU, op.brIf, 0);
+  e(op.end);
+  for (const i of rows) for (const c of cols) { rowAddress(i); get(acc(i, c)); e(op.simd, ...simd.store, ...memarg(16 * c, 4)); }
+  get(ib); i32(1); e(op.i32Add); set(ib);
   e(op.br, 0, op.end, op.end);
-  // store: pc + r * N * 4 + 16c
-  for (const r of R) {
-    for (const c of Cc) {
-      rowAddress(r);
-      get(acc(r, c)); e(op.simd, ...simd.store, ...memarg(16 * c, 4));
-    }
-  }
-  get(i); i32(RB); e(op.i32Add); set(i);
-  e(op.br, 0, op.end, op.end);
-  get(j); i32(4 * CB); e(op.i32Add); set(j);
+  get(pbp); get(bStride); e(op.i32Add); set(pbp);
+  get(p); i32(1); e(op.i32Add); set(p);
   e(op.br, 0, op.end, op.end);
   e(op.end);
-  const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + RB + CB), V128]]);
+  const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
+  const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00]])),
+    ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
     ...section(3, vec([[0x00]])),
-    ...section(5, vec([[0x00, 0x01]])),
-    ...section(7, vec([[...str('gemm'), 0x00, 0x00], [...str('mem'), 0x02, 0x00]])),
+    ...section(7, vec([[...str('kernel'), 0x00, 0x00]])),
     ...section(10, vec([[...uleb(body.length), ...body]])),
   ]);
 }
 
-/** An operand as the generated kernel sees it: a typed array, an offset and strides (elements). */
-export type Gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number) => { c: Float32Array; ldc: number };
+/**
+ * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
+ * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
+ * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
+ * at compile time (gemmSplitPays); left out, it is made here by the same rule.
+ */
+export type Gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number };
 
 /**
- * A gemm with register blocks of RB rows x 4*CB columns over blocks of KC values of k. 2 x 16
- * (8 accumulators + 6 operands, within x86-64's 16 vector registers) with k blocks of 128 measured
- * fastest here: 34-39 GFLOP/s on the MLP's shapes, single-threaded.
+ * The micro-kernels: 4 rows x 8 columns (8 accumulators, 2 panel vectors, 1 splat) measured fastest here
+ * for both, against 2x16, 3x8, 6x8, 2x12, 3x12, 4x12, 5x12 and 8x4: wider blocks make V8 spill.
  */
-export function makeGemm(RB = 2, CB = 4, KC = 128): Gemm | null {
-  if (typeof WebAssembly === 'undefined') return null;
-  let instance: WebAssembly.Instance;
+export const PLAIN: KernelShape = { RB: 4, CB: 2, relaxed: false };
+export const RELAXED: KernelShape = { RB: 4, CB: 2, relaxed: true };
+/** Values of k per block: a row block (RB x KC) and a panel (KC x 4CB) stay in the first-level cache. */
+export const KC = 256;
+
+/** Whether this engine accepts a module with `shape` (relaxed SIMD needs Chrome/Firefox, or Node with a flag). */
+export function kernelSupported(shape: KernelShape): boolean {
   try {
-    instance = new WebAssembly.Instance(new WebAssembly.Module(gemmModule(RB, CB)));
+    return typeof WebAssembly !== 'undefined' && WebAssembly.validate(gemmModule(shape, false));
   } catch {
-    return null; // no SIMD: the JavaScript kernels run
+    return false;
   }
-  const mem = instance.exports.mem as WebAssembly.Memory;
-  const run = instance.exports.gemm as (a: number, b: number, c: number, m: number, n: number, k: number, lda: number, accumulate: number) => void;
+}
+
+/**
+ * A gemm over a given kernel shape. `threads` is the pool to split big products over (null: one thread).
+ * Packing happens on the calling thread; the micro-kernel runs on every thread over disjoint parts of C.
+ */
+export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Pool | null = pool()): Gemm | null {
+  if (!kernelSupported(shape)) return null;
+  const { RB, CB } = shape, NR = 4 * CB;
+  const bytes = gemmModule(shape, threads !== null);
+  const mem = threads ? threads.memory : new WebAssembly.Memory({ initial: 1 });
+  const mod = new WebAssembly.Module(bytes);
+  const kernel = new WebAssembly.Instance(mod, { env: { mem } }).exports.kernel as KernelFn;
+  const kernelId = threads ? threads.addKernel(bytes) : -1;
   let heap = new Float32Array(mem.buffer);
-  return (a, offA, sam, sak, b, offB, sbk, sbn, m, n, k) => {
-    const mp = Math.ceil(m / RB) * RB, np = Math.ceil(n / (4 * CB)) * 4 * CB;
-    const need = mp * k + k * np + mp * np;
+  return (a, offA, sam, sak, b, offB, sbk, sbn, m, n, k, split = gemmSplitPays(m, n, k)) => {
+    const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
+    const base = threads ? threads.scratchStart / 4 : 0;
+    const need = base + mp * k + k * ldc + mp * ldc;
+    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
     if (need > heap.length) {
-      mem.grow(Math.ceil((need * 4 - mem.buffer.byteLength) / 65536));
+      const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
+      try {
+        mem.grow(pages);
+      } catch {
+        throw new Error(`gemm: a ${m}x${k} @ ${k}x${n} product needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for its packed operands, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
+      }
       heap = new Float32Array(mem.buffer);
     }
-    const pa = 0, pb = mp * k, pc = pb + k * np;
-    // Pack A as [mp, k] and B as [k, np] row-major, zero-padded.
-    pack(heap, pa, k, a, offA, sam, sak, m, k);
-    heap.fill(0, pa + m * k, pa + mp * k);
-    pack(heap, pb, np, b, offB, sbk, sbn, k, n);
-    if (np > n) for (let kk = 0; kk < k; kk++) heap.fill(0, pb + kk * np + n, pb + (kk + 1) * np);
-    // Blocks of k keep a's rows and b's panel in the first-level cache; later blocks accumulate into c.
-    for (let k0 = 0; k0 < k; k0 += KC) run((pa + k0) * 4, (pb + k0 * np) * 4, pc * 4, mp, np, Math.min(KC, k - k0), k, k0 > 0 ? 1 : 0);
-    return { c: heap.subarray(pc, pc + mp * np), ldc: np };
+    const pa = base, pb = pa + mp * k, pc = pb + k * ldc;
+    for (let k0 = 0; k0 < k; k0 += kc) {
+      const kb = Math.min(kc, k - k0);
+      packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
+      packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
+    }
+    // Split over column panels when there are at least as many as row blocks, else over row blocks.
+    const job: GemmJob = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, np >= mb ? 0 : 1];
+    if (split && threads && threads.size > 1) threads.run(kernelId, kernel, job);
+    else runPart(kernel, job, 0, 1);
+    return { c: heap.subarray(pc, pc + mp * ldc), ldc };
   };
 }
 
-/** dst[at + r * ld + c] = src[off + r * s0 + c * s1] for a rows x cols block. */
-function pack(dst: Float32Array, at: number, ld: number, src: Float32Array, off: number, s0: number, s1: number, rows: number, cols: number): void {
-  if (s1 === 1) {
-    for (let r = 0; r < rows; r++) dst.set(src.subarray(off + r * s0, off + r * s0 + cols), at + r * ld);
-  } else if (s0 === 1) {
-    // A transposed view (a weight's .T, a gradient's .T): transpose in cache-sized tiles.
-    const T = 32;
-    for (let c0 = 0; c0 < cols; c0 += T) {
-      for (let r0 = 0; r0 < rows; r0 += T) {
-        const c1 = Math.min(c0 + T, cols), r1 = Math.min(r0 + T, rows);
-        for (let c = c0; c < c1; c++) {
-          const from = off + c * s1;
-          for (let r = r0; r < r1; r++) dst[at + r * ld + c] = src[from + r];
-        }
+// Packing runs on the calling thread for every product (weights change every step), so it is written
+// for V8: k outer with one contiguous write stream, and the 4-row / 8-column blocks of the 4 x 8 kernels
+// unrolled (twice as fast as the generic loops here).
+
+/** Pack rows [0, m) x k [0, kb) of A into blocks of RB rows: dst[blk * kb * RB + kk * RB + r]; rows past m are zero. */
+function packA(dst: Float32Array, at: number, src: Float32Array, off: number, sam: number, sak: number, m: number, mp: number, kb: number, RB: number): void {
+  for (let i0 = 0; i0 < mp; i0 += RB) {
+    const blk = at + i0 * kb, rows = Math.min(RB, m - i0);
+    let s = off + i0 * sam, d = blk;
+    if (RB === 4 && rows === 4) {
+      const s1 = sam, s2 = 2 * sam, s3 = 3 * sam;
+      for (let kk = 0; kk < kb; kk++, s += sak, d += 4) {
+        dst[d] = src[s]; dst[d + 1] = src[s + s1]; dst[d + 2] = src[s + s2]; dst[d + 3] = src[s + s3];
       }
+      continue;
     }
-  } else {
-    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[at + r * ld + c] = src[off + r * s0 + c * s1];
+    if (rows < RB) dst.fill(0, blk, blk + kb * RB);
+    for (let kk = 0; kk < kb; kk++, s += sak, d += RB) {
+      for (let r = 0; r < rows; r++) dst[d + r] = src[s + r * sam];
+    }
   }
+}
+
+/** Pack k [0, kb) x columns [0, n) of B into panels of NR columns: dst[p * kb * NR + kk * NR + c]; columns past n are zero. */
+function packB(dst: Float32Array, at: number, src: Float32Array, off: number, sbk: number, sbn: number, n: number, np: number, kb: number, NR: number): void {
+  for (let p = 0; p < np; p++) {
+    const panel = at + p * kb * NR, j0 = p * NR, w = Math.min(NR, n - j0);
+    let s = off + j0 * sbn, d = panel;
+    if (NR === 8 && w === 8) {
+      const s1 = sbn, s2 = 2 * sbn, s3 = 3 * sbn, s4 = 4 * sbn, s5 = 5 * sbn, s6 = 6 * sbn, s7 = 7 * sbn;
+      for (let kk = 0; kk < kb; kk++, s += sbk, d += 8) {
+        dst[d] = src[s]; dst[d + 1] = src[s + s1]; dst[d + 2] = src[s + s2]; dst[d + 3] = src[s + s3];
+        dst[d + 4] = src[s + s4]; dst[d + 5] = src[s + s5]; dst[d + 6] = src[s + s6]; dst[d + 7] = src[s + s7];
+      }
+      continue;
+    }
+    if (w < NR) dst.fill(0, panel, panel + kb * NR);
+    for (let kk = 0; kk < kb; kk++, s += sbk, d += NR) {
+      for (let c = 0; c < w; c++) dst[d + c] = src[s + c * sbn];
+    }
+  }
+}
+
+/** The relaxed-SIMD kernel where the engine validates it, else the plain SIMD one. */
+export function bestShape(): KernelShape {
+  return kernelSupported(RELAXED) ? RELAXED : PLAIN;
 }
 
 export const gemm: Gemm | null = makeGemm();

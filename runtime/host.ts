@@ -6,9 +6,10 @@ import { fmt } from '../ir/shape.ts';
 import { activeTracer } from './dispatch.ts';
 import type { Tensor } from './tensor.ts';
 
-export function hostScalar(read: () => number): number | Tensor {
+/** `dtype`: the type of the traced scalar (float64 where it scales float64 tensors, so they see every digit). */
+export function hostScalar(read: () => number, dtype: 'float32' | 'float64' = 'float32'): number | Tensor {
   const tracer = activeTracer();
-  return tracer ? tracer.hostScalar(read) : read();
+  return tracer ? tracer.hostScalar(read, dtype) : read();
 }
 
 /** Registers that a JavaScript branch taken while tracing depends on `check()` staying true. */

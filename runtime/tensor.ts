@@ -2,18 +2,25 @@
 // execution and tracing); composite ops (softmax, mean, clamp, indexing, ...) are written here in
 // terms of primitives, so autodiff and fusion cover them for free.
 
-import { DTYPES, type DType, type TypedArray } from '../ir/dtype.ts';
+import { checkDTypeName, isDType, isFloat, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
 import { contiguousView, reshapeView, type View } from '../ir/view.ts';
 import { isGradEnabled, noGrad, runBackward, type BackwardOptions, type GradNode } from './autograd.ts';
-import { backendFor, checkDevice, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
+import { backendFor, checkDevice, checkDType, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
 import { activeTracer, contiguous, dispatch, writeInto } from './dispatch.ts';
 
 export type TensorLike = Tensor | number | boolean;
 /** One entry of `index(...)`: a number selects, null keeps a dimension, [start?, end?, step?] slices. */
 export type IndexEntry = number | null | undefined | readonly [(number | null | undefined)?, (number | null | undefined)?, (number | null | undefined)?];
 export type Dims = number | readonly number[];
+/** Options of var and std: `correction` 1 (default) is Bessel's unbiased estimate, 0 the biased one. */
+export interface VarOptions { correction?: number; keepdim?: boolean }
+/** What topk returns: `const [values, indices] = x.topk(k)`, or `.values` and `.indices`. */
+export class TopK {
+  constructor(readonly values: Tensor, readonly indices: Tensor) {}
+  *[Symbol.iterator](): Iterator<Tensor> { yield this.values; yield this.indices; }
+}
 
 export class Tensor {
   readonly shape: number[];
@@ -66,7 +73,7 @@ export class Tensor {
   get requiresGrad(): boolean { return this._requiresGrad; }
   set requiresGrad(flag: boolean) {
     if (!flag && this._ctx) throw new Error('requiresGrad: you can only change requiresGrad flags of leaf tensors (use detach() to get a tensor without history)');
-    if (flag && this.dtype !== 'float32') throw new Error(`requiresGrad: only float32 tensors can require gradients, got ${this.dtype}`);
+    if (flag && !isFloat(this.dtype)) throw new Error(`requiresGrad: only floating point tensors (float32, float64) can require gradients, got ${this.dtype}`);
     this._requiresGrad = flag;
   }
   requiresGrad_(flag = true): this { this.requiresGrad = flag; return this; }
@@ -191,9 +198,17 @@ export class Tensor {
   logicalAnd(o: Tensor): Tensor { return where(this.ne(0), o.ne(0), false); }
   /** Zero where `mask` is true (a gradient-masking helper). */
   where0(mask: Tensor): Tensor { return where(mask, 0, this); }
-  float(): Tensor { return this.dtype === 'float32' ? this : dispatch('cast', [this], { dtype: 'float32' }); }
-  int(): Tensor { return this.dtype === 'int32' ? this : dispatch('cast', [this], { dtype: 'int32' }); }
-  bool(): Tensor { return this.dtype === 'bool' ? this : dispatch('cast', [this], { dtype: 'bool' }); }
+  float(): Tensor { return this._cast('float32', 'float()'); }
+  /** float64 (CPU only: WebGPU has no 64-bit floats) */
+  double(): Tensor { return this._cast('float64', 'double()'); }
+  int(): Tensor { return this._cast('int32', 'int()'); }
+  bool(): Tensor { return this._cast('bool', 'bool()'); }
+  /** The values as `dtype` (this tensor itself when it already is); gradients flow between float types. */
+  private _cast(dtype: DType, op: string): Tensor {
+    if (this.dtype === dtype) return this;
+    checkDType(op, this.device, dtype);
+    return dispatch('cast', [this], { dtype });
+  }
   clone(): Tensor { return dispatch('copy', [this], {}); }
   contiguous(): Tensor { return contiguous(this); }
 
@@ -204,7 +219,7 @@ export class Tensor {
   }
   mean(dim?: Dims, keepdim = false): Tensor {
     const axes = normAxes('mean', dim, this.ndim);
-    if (this.dtype !== 'float32') throw new Error(`mean: expected a float32 input, got ${this.dtype}`);
+    if (!isFloat(this.dtype)) throw new Error(`mean: expected a floating point input (float32, float64), got ${this.dtype}`);
     const count = axes.reduce((n, a) => n * this.shape[a], 1);
     return renamed(this.sum(axes, keepdim).div(count), 'MeanBackward');
   }
@@ -306,7 +321,20 @@ export class Tensor {
   broadcastTo(shape: readonly number[]): Tensor { return this.expand(shape); }
 
   // ---- indexing ----
-  index(...idx: IndexEntry[]): Tensor {
+  index(...idx: (IndexEntry | Tensor)[]): Tensor {
+    const first = idx[0];
+    if (first instanceof Tensor) return this._indexByTensor(first, idx.slice(1));
+    if (idx.some((e) => e instanceof Tensor)) throw new Error('index: an integer tensor is only supported as the first index (C.index(X), PyTorch\'s C[X])');
+    return this._indexBasic(idx as IndexEntry[]);
+  }
+  /** `C.index(X, ...rest)`: rows of C picked by the int tensor X, shape [...X.shape, ...C.shape.slice(1)], then `rest` on the remaining dims. */
+  private _indexByTensor(X: Tensor, rest: (IndexEntry | Tensor)[]): Tensor {
+    if (this.ndim === 0) throw new Error(`index: cannot index a 0-d tensor with a tensor of shape ${fmt(X.shape)}`);
+    if (X.dtype !== 'int32') throw new Error(`index: tensors used as indices must be int32, got ${X.dtype} (shape ${fmt(X.shape)})`);
+    const picked = this.indexSelect(0, X.reshape([-1])).reshape([...X.shape, ...this.shape.slice(1)]);
+    return rest.length === 0 ? picked : picked.index(...X.shape.map(() => null), ...rest);
+  }
+  private _indexBasic(idx: IndexEntry[]): Tensor {
     if (idx.length > this.ndim) throw new Error(`index: too many indices for tensor of dimension ${this.ndim} (got ${idx.length})`);
     const starts: number[] = [], steps: number[] = [], shape: number[] = [], keep: boolean[] = [];
     this.shape.forEach((size, d) => {
@@ -350,6 +378,128 @@ export class Tensor {
     const src = index.shape.every((s, i) => i === d || s === this.shape[i]) ? this
       : dispatch('slice', [this], { starts: this.shape.map(() => 0), steps: this.shape.map(() => 1), shape: this.shape.map((s, i) => (i === d ? s : index.shape[i])) });
     return dispatch('gather', [src, index], { axis: d });
+  }
+
+  // ---- beyond the MLP (API.md "Beyond the MLP"): composites of the primitives above ----
+  /** The error function (a primitive: a Taylor series near 0, else Numerical Recipes' erfc; relative error ~1e-7; exact gradient). */
+  erf(): Tensor { return dispatch('erf', [this], {}); }
+  /**
+   * log(1 + x), accurate for small x: log(u) · x / (u − 1) with u = 1 + x (Goldberg's correction; the
+   * factor x / (u − 1) is ≈ 1 and held constant for the gradient, which is then 1 / (1 + x)).
+   */
+  log1p(): Tensor {
+    const u = this.add(1);
+    const exact = u.eq(1);
+    const c = noGrad(() => where(exact, 1, this.div(where(exact, 1, u.sub(1)))));
+    return where(exact, this, u.log().mul(c));
+  }
+  reciprocal(): Tensor { return scalar(1, this).div(this); }
+  /** Lower triangle of the last two dims: keeps elements with column − row <= k. */
+  tril(k = 0): Tensor { return this._triangle('tril', k, true); }
+  /** Upper triangle of the last two dims: keeps elements with column − row >= k. */
+  triu(k = 0): Tensor { return this._triangle('triu', k, false); }
+  private _triangle(op: string, k: number, lower: boolean): Tensor {
+    if (this.ndim < 2) throw new Error(`${op}: expected a tensor with at least 2 dimensions, got shape ${fmt(this.shape)}`);
+    if (!Number.isInteger(k)) throw new Error(`${op}: diagonal k must be an integer, got ${k}`);
+    const [r, c] = this.shape.slice(-2);
+    const diff = indexGrid(c, this.device).reshape([1, c]).sub(indexGrid(r, this.device).reshape([r, 1]));
+    const keep = lower ? diff.le(k) : diff.ge(k);
+    return where(keep, this, this.dtype === 'bool' ? false : 0);
+  }
+  /** `value` where `mask` (bool, broadcast to this shape) is true, this tensor elsewhere. */
+  maskedFill(mask: Tensor, value: number | Tensor): Tensor {
+    if (!(mask instanceof Tensor) || mask.dtype !== 'bool') throw new Error(`maskedFill: expected a bool mask tensor, got ${mask instanceof Tensor ? mask.dtype : typeof mask}`);
+    broadcastShapes('maskedFill', this.shape, mask.shape);
+    if (mask.ndim > this.ndim || mask.shape.some((d, i) => d !== 1 && d !== this.shape[this.ndim - mask.ndim + i])) {
+      throw new Error(`maskedFill: the mask of shape ${fmt(mask.shape)} cannot be broadcast to the input's shape ${fmt(this.shape)}`);
+    }
+    if (value instanceof Tensor && value.ndim !== 0) throw new Error(`maskedFill: value must be a number or a 0-d tensor, got shape ${fmt(value.shape)}`);
+    return where(expandTo('maskedFill', mask, this.shape), value instanceof Tensor ? value.expand(this.shape) : value, this);
+  }
+  /** Variance over `dim` (all dims by default), divided by N − correction. */
+  var(dim?: Dims, opts: VarOptions = {}): Tensor {
+    const axes = normAxes('var', dim, this.ndim);
+    if (!isFloat(this.dtype)) throw new Error(`var: expected a floating point input (float32, float64), got ${this.dtype}`);
+    const correction = opts.correction ?? 1;
+    const n = axes.reduce((k, a) => k * this.shape[a], 1);
+    const d = this.sub(this.mean(axes, true));
+    return d.mul(d).sum(axes, opts.keepdim ?? false).div(Math.max(0, n - correction));
+  }
+  std(dim?: Dims, opts: VarOptions = {}): Tensor { return this.var(dim, opts).sqrt(); }
+  /** Running sums along `dim` (a product with a triangular matrix of ones, so it runs as one matmul). */
+  cumsum(dim: number): Tensor {
+    const d = normDim('cumsum', dim, this.ndim);
+    if (this.ndim === 0) return this.clone();
+    const n = this.shape[d];
+    const upper = indexGrid(n, this.device).reshape([n, 1]).le(indexGrid(n, this.device).reshape([1, n])).float();
+    const moved = this.transpose(d, -1);
+    const r = (isFloat(this.dtype) ? moved : moved.float()).matmul(upper).transpose(d, -1);
+    return isFloat(this.dtype) ? r : r.int();
+  }
+  /** Views of consecutive parts along `dim`: of `size` each (the last may be smaller), or of the given sizes. */
+  split(sizeOrSizes: number | readonly number[], dim = 0): Tensor[] {
+    const d = normDim('split', dim, this.ndim);
+    const n = this.shape[d];
+    let sizes: number[];
+    if (typeof sizeOrSizes === 'number') {
+      if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0) throw new Error(`split: split size must be a positive integer, got ${sizeOrSizes}`);
+      sizes = [];
+      for (let s = 0; s < n; s += sizeOrSizes) sizes.push(Math.min(sizeOrSizes, n - s));
+      if (n === 0) sizes.push(0);
+    } else {
+      sizes = [...sizeOrSizes];
+      if (sizes.some((s) => !Number.isInteger(s) || s < 0) || sizes.reduce((a, b) => a + b, 0) !== n) {
+        throw new Error(`split: sizes ${fmt(sizes)} must be non-negative integers summing to ${n}, the size of dimension ${d} of ${fmt(this.shape)}`);
+      }
+    }
+    let start = 0;
+    return sizes.map((s) => {
+      const entries: IndexEntry[] = this.shape.map(() => null);
+      entries[d] = [start, start + s];
+      start += s;
+      return this.index(...entries);
+    });
+  }
+  /** `n` parts along `dim` of ceil(size / n) each (fewer when the size is small, as PyTorch). */
+  chunk(n: number, dim = 0): Tensor[] {
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`chunk: number of chunks must be a positive integer, got ${n}`);
+    const size = this.shape[normDim('chunk', dim, this.ndim)];
+    return this.split(Math.max(1, Math.ceil(size / n)), dim);
+  }
+  /** Tiles the tensor: `sizes[i]` copies along dim i (leading extra sizes add dimensions). */
+  repeat(sizes: readonly number[]): Tensor {
+    if (sizes.length < this.ndim) throw new Error(`repeat: number of repeat dims ${sizes.length} can not be smaller than number of tensor dims ${this.ndim} (shape ${fmt(this.shape)})`);
+    if (sizes.some((s) => !Number.isInteger(s) || s < 0)) throw new Error(`repeat: repeats must be non-negative integers, got ${fmt(sizes)}`);
+    const shape = [...sizes.slice(0, sizes.length - this.ndim).map(() => 1), ...this.shape];
+    // [s0, s1] -> [1, s0, 1, s1] -> expand [r0, s0, r1, s1] -> [r0*s0, r1*s1]
+    const inter = shape.flatMap((s) => [1, s]);
+    const expanded = this.reshape(inter).expand(shape.flatMap((s, i) => [sizes[i], s]));
+    return expanded.reshape(shape.map((s, i) => s * sizes[i]));
+  }
+  viewAs(other: Tensor): Tensor { return this.reshape(other.shape); }
+  /**
+   * The k largest (or smallest) values along `dim` and their indices, largest first: k rounds of
+   * argmax, each masking out the winner (ties go to the lowest index, as PyTorch on the CPU).
+   */
+  topk(k: number, dim = -1, largest = true): TopK {
+    const d = normDim('topk', dim, this.ndim);
+    const n = this.ndim === 0 ? 1 : this.shape[d];
+    if (!Number.isInteger(k) || k < 0 || k > n) throw new Error(`topk: k (${k}) is out of range for dimension ${d} of size ${n} (shape ${fmt(this.shape)})`);
+    if (this.dtype === 'bool') throw new Error('topk: expected a float32 or int32 input, got bool');
+    const x = this.ndim === 0 ? this.reshape([1]) : this;
+    let cur = noGrad(() => (largest ? x : x.neg()).float());
+    const positions = indexGrid(n, this.device).reshape(x.shape.map((s, i) => (i === d ? n : 1)));
+    const values: Tensor[] = [], indices: Tensor[] = [];
+    for (let i = 0; i < k; i++) {
+      const idx = cur.argmax(d, true);
+      indices.push(idx);
+      values.push(x.gather(d, idx));
+      if (i + 1 < k) cur = noGrad(() => cur.maskedFill(positions.eq(idx), -Infinity));
+    }
+    const empty = x.shape.map((s, i) => (i === d ? 0 : s));
+    const [v, ix] = k === 0 ? [full(empty, 0, { dtype: this.dtype, device: this.device }), full(empty, 0, { dtype: 'int32', device: this.device })]
+      : [cat(values, d), cat(indices, d)];
+    return this.ndim === 0 ? new TopK(v.reshape([]), ix.reshape([])) : new TopK(v, ix);
   }
 
   // ---- in place ----
@@ -408,9 +558,13 @@ export class Tensor {
     return this._inplace('copy_', expandTo('copy_', s, this.shape));
   }
 
-  // ---- devices ----
-  to(device: DeviceName): Tensor {
+  // ---- devices and dtypes ----
+  /** `to(device)` moves to a device; `to(dtype)` casts (as `float()`, `double()`, `int()`, `bool()`). */
+  to(target: DeviceName | DType): Tensor {
+    if (isDType(target)) return this._cast(target, `to('${target}')`);
+    const device = checkDevice(target);
     if (device === this.device) return this;
+    checkDType(`to('${device}')`, device, this.dtype);
     this._readable('to()');
     const host = backendFor(this.device).readSync(noGrad(() => contiguous(this))._storage!, 0, this.numel(), 'toAsync()');
     const t = Tensor._fromStorage(uploaded(device, host, this.dtype), contiguousView(this.shape), this.dtype);
@@ -420,19 +574,20 @@ export class Tensor {
   /** Moves to another device, waiting for the device if needed (works from webgpu to cpu). */
   async toAsync(device: DeviceName): Promise<Tensor> {
     if (device === this.device) return this;
+    checkDType(`toAsync('${device}')`, device, this.dtype);
     const t = Tensor._fromStorage(uploaded(device, await this.data(), this.dtype), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
   }
   cpu(): Tensor { return this.to('cpu'); }
 
+  /** Registers `t` (optimizer state) to move whenever this tensor moves in place: users move the model, not the optimizer. */
+  _addFollower(t: Tensor): void { (this._followers ??= []).push(t); }
+  private _followers: Tensor[] | null = null;
   /**
    * Moves this tensor's storage and its .grad to `device` in place, keeping the same object, so that
    * whoever holds it (a module, an optimizer) still does: Module.to. `who` names the caller in errors.
    */
-  /** Registers `t` (optimizer state) to move whenever this tensor moves in place: users move the model, not the optimizer. */
-  _addFollower(t: Tensor): void { (this._followers ??= []).push(t); }
-  private _followers: Tensor[] | null = null;
   _moveTo(device: DeviceName, who: string): void {
     for (const f of this._followers ?? []) f._moveTo(device, who);
     if (this.device !== device) {
@@ -449,11 +604,25 @@ export class Tensor {
     const g = this.grad;
     if (g && g.device !== device) this.grad = await g.toAsync(device);
   }
-  /** Takes over `moved`'s storage, view and device (a new version: views of the old storage are stale). */
+  /**
+   * Converts this tensor's values and its .grad to `dtype` in place, keeping the same object (as _moveTo
+   * does for devices): Module.double / Module.float. `who` names the caller in errors.
+   */
+  _castTo(dtype: DType, who: string): void {
+    if (this.dtype !== dtype) {
+      if (this._storage === null) throw new Error(`${who}: cannot convert a symbolic (traced) tensor to ${dtype}; convert it before compiling`);
+      checkDType(who, this.device, dtype);
+      this._adopt(noGrad(() => this._cast(dtype, who)));
+    }
+    const g = this.grad;
+    if (g && g.dtype !== dtype) this.grad = noGrad(() => g._cast(dtype, who));
+  }
+  /** Takes over `moved`'s storage, view, device and dtype (a new version: views of the old storage are stale). */
   private _adopt(moved: Tensor): void {
     this._storage = moved._storage;
     this._view = moved._view;
     (this as { device: DeviceName }).device = moved.device;
+    (this as { dtype: DType }).dtype = moved.dtype;
     this._version++;
   }
 }
@@ -503,10 +672,13 @@ function dropAxes(t: Tensor, axes: readonly number[], keepdim: boolean): Tensor 
   return keepdim ? t : t.reshape(t.shape.filter((_, i) => !axes.includes(i)));
 }
 
-/** A 0-d constant for a number operand: int32 for integers next to int tensors, else float32. */
+/**
+ * A 0-d constant for a number operand (PyTorch: a Python number never widens a tensor): the tensor's
+ * own type next to a float tensor, int32 for integers next to int tensors, else float32.
+ */
 export function scalar(v: number | boolean, like: Tensor): Tensor {
   const n = Number(v);
-  const dtype: DType = typeof v === 'boolean' ? 'bool' : like.dtype === 'float32' || !Number.isInteger(n) ? 'float32' : 'int32';
+  const dtype: DType = typeof v === 'boolean' ? 'bool' : isFloat(like.dtype) ? like.dtype : !Number.isInteger(n) ? 'float32' : 'int32';
   if (activeTracer()) return full([], n, { dtype, device: like.device }); // a constant node of the graph
   // Eagerly, operand constants are read-only internal tensors: keep the recent ones instead of
   // allocating and filling one for every `x.mul(2)`.
@@ -559,6 +731,24 @@ function binary(prim: Primitive, a: Tensor, b: TensorLike): Tensor {
   const bt = b instanceof Tensor ? b : scalar(b, a);
   const shape = broadcastShapes(prim, a.shape, bt.shape);
   return dispatch(prim, [expandTo(prim, a, shape), expandTo(prim, bt, shape)], {} as PrimAttrs[typeof prim]);
+}
+
+/**
+ * `[0, 1, ..., n-1]` as int32 on a device: a read-only constant (tril masks, cumsum, topk), uploaded
+ * once and captured by reference while tracing.
+ */
+const gridCache = new Map<string, Tensor>();
+export function indexGrid(n: number, device: DeviceName): Tensor {
+  const key = `${device}|${n}`;
+  let t = gridCache.get(key);
+  if (!t) {
+    const data = new Int32Array(n);
+    for (let i = 0; i < n; i++) data[i] = i;
+    t = Tensor._fromStorage(uploaded(device, data, 'int32'), contiguousView([n]), 'int32');
+    if (gridCache.size >= 256) gridCache.clear();
+    gridCache.set(key, t);
+  }
+  return t;
 }
 
 /**
@@ -691,14 +881,8 @@ export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
 export interface CreationOptions { dtype?: DType; device?: DeviceName; requiresGrad?: boolean }
 
 /** Creates a filled tensor (through the dispatcher, so tracing records a constant). */
-/** The dtype asked for, checked (a clear error instead of an internal one for 'float64' or a typo). */
-export function checkDtype(op: string, dtype: unknown): DType | undefined {
-  if (dtype === undefined || DTYPES.includes(dtype as DType)) return dtype as DType | undefined;
-  throw new Error(`${op}: unsupported dtype ${JSON.stringify(dtype)} (expected one of ${DTYPES.join(', ')})`);
-}
-
 export function full(shape: readonly number[], value: number | boolean, opts: CreationOptions = {}): Tensor {
-  const dtype = checkDtype('full', opts.dtype) ?? (typeof value === 'boolean' ? 'bool' : 'float32');
+  const dtype = checkDTypeName('full', opts.dtype ?? (typeof value === 'boolean' ? 'bool' : 'float32'));
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw new Error(`full: invalid shape ${fmt(shape)}`);
   const t = noGrad(() => dispatch('full', [], { shape: [...shape], value: Number(value), dtype }, checkDevice(opts.device ?? getDefaultDevice())));
   if (opts.requiresGrad) t.requiresGrad = true;

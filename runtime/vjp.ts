@@ -4,7 +4,9 @@
 // (null where an input has none). Kinks follow PyTorch: relu'(0) = 0, |x|'(0) = 0, ties in
 // maximum/minimum split the gradient in half, ties in max share it evenly (a NaN maximum goes to the NaNs).
 
+import { isFloat } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { convVjp } from './conv-vjp.ts';
 import type { Tensor } from './tensor.ts';
 
 export interface VjpContext<P extends Primitive> {
@@ -36,6 +38,8 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   cos: (g, { inputs: [x] }) => [g.mul(x.sin()).neg()],
   tanh: (g, { out }) => [g.mul(out.mul(out).neg().add(1))],
   sigmoid: (g, { out }) => [g.mul(out.mul(out.neg().add(1)))],
+  // erf'(x) = 2/√π · exp(−x²)
+  erf: (g, { inputs: [x] }) => [g.mul(x.mul(x).neg().exp().mul(2 / Math.sqrt(Math.PI)))],
   relu: (g, { out }) => [g.mul(out.gt(0))],
   copy: (g) => [g],
   add: (g) => [g, g],
@@ -51,7 +55,8 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   minimum: (g, { inputs: [x, y] }) => [g.mul(winMask(x, y, x.lt(y))), g.mul(winMask(y, x, y.lt(x)))],
   eq: none, ne: none, lt: none, le: none, gt: none, ge: none,
   where: (g, { inputs: [c] }) => [null, g.where0(c.logicalNot()), g.where0(c)],
-  cast: (g, { inputs: [x] }) => [x.dtype === 'float32' ? g : null],
+  // between float types the gradient comes back in the input's type (PyTorch); integer inputs get none
+  cast: (g, { inputs: [x] }) => [isFloat(x.dtype) ? g.to(x.dtype) : null],
   sum: (g, { inputs: [x] }) => [g.expand(x.shape)],
   max: (g, { inputs: [x], out, attrs }) => {
     // Ties share the gradient evenly (PyTorch's amax/amin and full max()); a NaN maximum is its NaN inputs.
@@ -75,6 +80,7 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   slice: (g, { inputs: [x], attrs, prim }) => [prim('pad', [g], { starts: attrs.starts, steps: attrs.steps, shape: [...x.shape] })],
   pad: (g, { inputs: [x], attrs, prim }) => [prim('slice', [g], { starts: attrs.starts, steps: attrs.steps, shape: [...x.shape] })],
   matmul: (g, { inputs: [a, b] }) => [a.requiresGrad ? g.matmul(mT(b)) : null, b.requiresGrad ? mT(a).matmul(g) : null],
+  conv: (g, { inputs: [x, w], attrs, prim }) => convVjp(g, x, w, attrs, (a, b, at) => prim('conv', [a, b], at)),
   gather: (g, { inputs: [x, index], attrs, prim }) => [prim('scatterAdd', [index, g], { axis: attrs.axis, shape: [...x.shape] }), null],
   scatterAdd: (g, { inputs: [index], attrs, prim }) => [null, prim('gather', [g, index], { axis: attrs.axis })],
   full: none,

@@ -1,7 +1,7 @@
 // The golden PyTorch data again, this time through kiln.compile:
-//  - every optim.json trajectory with the whole training step (zeroGrad, loss, backward, step)
+//  - every optim.json and optim-extra.json trajectory with the whole training step (zeroGrad, loss, backward, step)
 //    compiled: the parameters after each of the 5 steps, and the returned loss before each;
-//  - every `kind: "op"` case of elementwise/reductions/matmul/shape/indexing/losses/nn compiled as
+//  - every `kind: "op"` case of elementwise/reductions/matmul/shape/indexing/losses/nn/norm/layers compiled as
 //    `(...inputs, gradOutput) => { out = <expr>; out.backward(gradOutput); return [out, ...grads] }`:
 //    the output, the gradients returned from inside the step and the `.grad` written back to the
 //    real argument tensors after the call (fused, and again with fuse: false);
@@ -15,7 +15,8 @@ const { nn, optim } = kiln;
 type Tensor = kiln.Tensor;
 
 const optimCases = loadGolden('optim').cases.filter((c): c is OptimCase => c.kind === 'optim');
-const OP_FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn'];
+const extraOptimCases = loadGolden('optim-extra').cases.filter((c): c is OptimCase => c.kind === 'optim');
+const OP_FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn', 'norm', 'layers'];
 
 function makeParams(c: OptimCase, device: Device): Tensor[] {
   return c.params.map((p) => new nn.Parameter(toTensor(p, device, false)) as unknown as Tensor);
@@ -31,7 +32,7 @@ describeEachDevice('compile golden optim', (device) => {
     expect(optimCases.length).toBe(20);
   });
 
-  for (const c of optimCases) {
+  for (const c of [...optimCases, ...extraOptimCases]) {
     it(c.name, async () => {
       const label = `${c.name} [${device}] compiled (${c.expr})`;
       const params = makeParams(c, device);
@@ -93,7 +94,7 @@ function opSuite(device: Device, fuse: boolean): void {
           const gradOut = withGrad && c.gradOutput ? [toTensor(c.gradOutput, device)] : [];
           const step = kiln.compile((...args: Tensor[]) => {
             const ins = args.slice(0, names.length);
-            const out = evalExpr(c.expr, names, ins) as Tensor;
+            const out = evalExpr(c.expr, names, ins, device) as Tensor;
             if (!withGrad) return [out];
             out.backward(gradOut.length ? args[names.length] : undefined);
             return [out, ...gradNames.map((n) => ins[names.indexOf(n)].grad)];

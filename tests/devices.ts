@@ -32,6 +32,9 @@
 
 import { describe, it } from 'vitest';
 import { available, getDevice } from '../runtime/webgpu/device.ts';
+// The backend registers the 'webgpu' device when its module loads; the package loads it lazily, on
+// kiln.webgpu.init() or available() (runtime/webgpu/lazy.ts), and these suites acquire the device directly.
+import '../runtime/webgpu/backend.ts';
 
 export type TestDevice = 'cpu' | 'webgpu';
 

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { gemm } from '../runtime/gemm-wasm.ts';
+import { setJsKernelEnv } from '../compiler/codegen/js.ts';
 
 function reference(a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number): Float64Array {
   const c = new Float64Array(m * n);
@@ -50,5 +51,21 @@ describe('WebAssembly gemm', () => {
     const got = await (await step(x)).data();
     const want = x.matmul(w.T).add(bias).relu().dataSync();
     want.forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(v))));
+  });
+
+  it('without a gemm (no WebAssembly SIMD) big products run as generated JavaScript loops, with the same results', async () => {
+    kiln.manualSeed(2);
+    const x = kiln.randn([67, 90]), w = kiln.randn([90, 70]);
+    const want = x.matmul(w).relu().dataSync();
+    setJsKernelEnv({ gemm: null, conv: null });
+    try {
+      const step = kiln.compile((t: kiln.Tensor) => t.matmul(w).relu());
+      const l = await step.lower(x);
+      expect(l.kernels[0].source).not.toContain('env.gemm');
+      const got = await (await step(x)).data();
+      want.forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(v))));
+    } finally {
+      setJsKernelEnv({ gemm, conv: null });
+    }
   });
 });

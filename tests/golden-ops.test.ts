@@ -1,11 +1,11 @@
 // Every `kind: "op"` golden case (elementwise, reductions, matmul, shape, indexing,
-// losses, nn): forward values, then the gradients of every input that requires grad,
+// losses, nn, norm, layers): forward values, then the gradients of every input that requires grad,
 // against PyTorch's numbers. One parameterised suite per device.
 import { describe, it } from 'vitest';
 import { describeEachDevice } from './devices.ts';
 import { evalExpr, expectTensor, loadGolden, toTensor, type OpCase } from './golden.ts';
 
-const FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn'];
+const FILES = ['elementwise', 'reductions', 'matmul', 'shape', 'indexing', 'losses', 'nn', 'norm', 'layers'];
 
 describeEachDevice('golden ops', (device) => {
   for (const file of FILES) {
@@ -17,7 +17,7 @@ describeEachDevice('golden ops', (device) => {
           const label = `${file}: ${c.name} [${device}] (${c.expr})`;
           const names = Object.keys(c.inputs);
           const xs = names.map((n) => toTensor(c.inputs[n], device));
-          const out = evalExpr(c.expr, names, xs);
+          const out = evalExpr(c.expr, names, xs, device);
           await expectTensor(out, c.output, c.tol, `${label}: output`);
 
           const gradNames = Object.keys(c.grads);

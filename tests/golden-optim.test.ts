@@ -1,6 +1,6 @@
-// Every optim.json case: 5 steps of SGD / Adam / AdamW on a quadratic or a linear
-// loss, comparing the loss before each step and the parameters after it with
-// PyTorch's; plus `opt.lr` reading and setting the learning rate.
+// Every optim.json and optim-extra.json case: 5 steps of SGD / Adam / AdamW / RMSprop / Adagrad /
+// Adadelta on a quadratic or a linear loss, comparing the loss before each step and the parameters
+// after it with PyTorch's; plus `opt.lr` reading and setting the learning rate.
 import { describe, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { describeEachDevice, } from './devices.ts';
@@ -8,6 +8,8 @@ import { expectTensor, expectValues, loadGolden, toTensor, values, type Device, 
 
 const { nn, optim } = kiln;
 const cases = loadGolden('optim').cases.filter((c): c is OptimCase => c.kind === 'optim');
+/** RMSprop, Adagrad and Adadelta (optim-extra.json; quadratic loss only). */
+const extraCases = loadGolden('optim-extra').cases.filter((c): c is OptimCase => c.kind === 'optim');
 
 function makeParams(c: OptimCase, device: Device): kiln.Tensor[] {
   return c.params.map((p) => new nn.Parameter(toTensor(p, device, false)) as unknown as kiln.Tensor);
@@ -44,7 +46,11 @@ describeEachDevice('golden optim', (device) => {
     if (cases.length !== 20) throw new Error(`expected 20 optim cases, found ${cases.length}`);
   });
 
-  for (const c of cases) {
+  it('optim-extra.json has 6 cases', () => {
+    if (extraCases.length !== 6) throw new Error(`expected 6 optim-extra cases, found ${extraCases.length}`);
+  });
+
+  for (const c of [...cases, ...extraCases]) {
     it(c.name, async () => {
       const label = `${c.name} [${device}] (${c.expr})`;
       const params = makeParams(c, device);

@@ -48,7 +48,7 @@ export interface DoubleBackwardCase {
 export interface OptimCase {
   kind: 'optim';
   name: string;
-  optimizer: 'SGD' | 'Adam' | 'AdamW';
+  optimizer: string;
   options: Record<string, unknown>;
   expr: string;
   loss: 'quadratic' | 'linear';
@@ -61,7 +61,47 @@ export interface OptimCase {
   tags: string[];
 }
 
-export type Case = OpCase | DoubleBackwardCase | OptimCase;
+/** norm.json: a module trained for a few steps, then evaluated (golden/README.md "kind: module"). */
+export interface ModuleCase {
+  kind: 'module';
+  name: string;
+  ctor: string;
+  trainInputs: GTensor[];
+  gradOutputs: GTensor[];
+  trainOutputs: GTensor[];
+  inputGrads: GTensor[];
+  evalInput: GTensor;
+  evalOutput: GTensor;
+  grads: Record<string, GTensor>;
+  buffers: Record<string, GTensor>;
+  tol: Tol;
+  tags: string[];
+}
+
+/** schedules.json: the learning rates a scheduler sets over 11 steps. */
+export interface ScheduleCase {
+  kind: 'schedule';
+  name: string;
+  optimizer: string;
+  expr: string;
+  lrs: number[];
+  tol: Tol;
+  tags: string[];
+}
+
+/** schedules.json: gradient clipping of parameters whose .grad is given. */
+export interface ClipCase {
+  kind: 'clip';
+  name: string;
+  expr: string;
+  grads: GTensor[];
+  returned: GTensor | null;
+  clippedGrads: GTensor[];
+  tol: Tol;
+  tags: string[];
+}
+
+export type Case = OpCase | DoubleBackwardCase | OptimCase | ModuleCase | ScheduleCase | ClipCase;
 
 export interface GoldenFile {
   schema: number;
@@ -174,9 +214,18 @@ export async function values(t: kiln.Tensor | null | undefined): Promise<number[
   return Array.from((await t.data()) as ArrayLike<unknown>, (v) => Number(v));
 }
 
-/** Evaluate a golden `expr` with the case's input names bound. */
-export function evalExpr(expr: string, names: string[], args: unknown[]): any {
+/**
+ * Evaluate a golden `expr` with the case's input names bound. With `device`, tensors the expression
+ * creates itself (`kiln.ones([4, 4])`, `new nn.Embedding(...)`) are made there too.
+ */
+export function evalExpr(expr: string, names: string[], args: unknown[], device?: Device): any {
   // eslint-disable-next-line no-new-func
-  const fn = new Function('kiln', 'F', 'nn', ...names, `return ${expr};`);
-  return fn(kiln, kiln.F, kiln.nn, ...args);
+  const fn = new Function('kiln', 'F', 'nn', 'optim', ...names, `return ${expr};`);
+  const prev = kiln.getDefaultDevice();
+  if (device) kiln.setDefaultDevice(device);
+  try {
+    return fn(kiln, kiln.F, kiln.nn, kiln.optim, ...args);
+  } finally {
+    kiln.setDefaultDevice(prev);
+  }
 }

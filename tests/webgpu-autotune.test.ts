@@ -5,7 +5,7 @@
 // tuner must cache per adapter + shape and persist to its JSON file; KILN_AUTOTUNE=0 must turn it off.
 // The pool must reuse buffers of collected tensors, never while queued work may still use them.
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import * as fs from 'node:fs';
@@ -19,7 +19,7 @@ import { lowerPrimitive } from '../compiler/lower.ts';
 import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, applicableVariants, cachedVariant, clearAutotuneCache, defaultMatmul, matmulCandidates, requestTune, shapeKey, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
@@ -138,9 +138,14 @@ describe('matmul variants (codegen only)', () => {
     expect(shapeKey(spec, [true, true, true])).not.toBe(shapeKey(nt, [true, true, true]));
     expect(shapeKey(spec, [true, true, true])).not.toBe(shapeKey(spec, [false, true, true]));
     expect(applicableVariants(spec, {}, false)[0]).toBe(DEFAULT_MATMUL);
-    // software adapters: 8x8 blocks for products worth tuning, 4x4 below
-    expect(applicableVariants(spec, {}, true)[0]).toEqual({ bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: false });
+    // software adapters: 4x4 blocks in one row of 8 invocations for products worth tuning, the default below
+    expect(applicableVariants(spec, {}, true)[0]).toEqual({ bm: 4, bn: 4, wg: [8, 1], vec4: true, tiled: false });
+    expect(matmulCandidates(true)[0]).toEqual(SOFTWARE_MATMUL);
     expect(defaultMatmul(true, 1000)).toBe(DEFAULT_MATMUL);
+    // adapters as Dawn/lavapipe and Chromium/SwiftShader describe themselves
+    expect(isSoftwareAdapter({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe-llvm-15', description: 'llvmpipe' })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '' })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' })).toBe(false);
     expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
   });
 });
@@ -197,7 +202,7 @@ describe.runIf(hasWebGPU)('matmul variants on webgpu vs cpu', () => {
       for (const c of cs) expectMatch(`${matmulVariantKey(v)}: ${c.label}`, await runCase(c), c.exact ?? false);
     }
   };
-  it('the defaults (4x4, and 8x8 for software adapters; and a scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
+  it('the defaults (4x4 @ 8x8, and 4x4 @ 8x1 for software adapters; and a scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
     await check([DEFAULT_MATMUL, defaultMatmul(true, 2 ** 30), { ...DEFAULT_MATMUL, vec4: false }], all);
   }, 300_000);
   it('the software candidates on every load mode (a along k / m / scalar x b along n / k / scalar)', async () => {
@@ -245,8 +250,8 @@ describe.runIf(hasWebGPU)('autotune', () => {
     await requestTune({ device: getDeviceSync(), adapter, spec, aligned, opts: {}, software: true });
     expect(tuneReports().length).toBe(before + 1);
     // the file, as a second process would read it
-    const data = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, MatmulVariant>>;
-    expect(data[adapter][shape]).toEqual(v);
+    const data = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, { variant: MatmulVariant; tried?: string[] }>>;
+    expect(data[adapter][shape]).toEqual({ variant: v });
     clearAutotuneCache();
     expect(cachedVariant(adapter, shape)).toEqual(v);
     expect(cachedVariant('another/adapter', shape)).toBeUndefined();
@@ -281,6 +286,86 @@ describe.runIf(hasWebGPU)('autotune', () => {
       delete process.env.KILN_AUTOTUNE;
     }
   });
+
+  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters', () => {
+    process.env.KILN_AUTOTUNE = '0';
+    try {
+      const info = adapterInfo();
+      const spec = lowerPrimitive('matmul', {}, [{ view: contiguousView([256, 256]), dtype: 'float32' }, { view: contiguousView([256, 256]), dtype: 'float32' }], { shape: [256, 256], dtype: 'float32' })[0];
+      const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
+      const v = chooseMatmul({ device: getDeviceSync(), adapter: adapterKey(info), software: isSoftwareAdapter(info), target, spec, aligned: [true, true, true], mayTune: true });
+      expect(v).toEqual(isSoftwareAdapter(info) ? SOFTWARE_MATMUL : DEFAULT_MATMUL);
+      expect(adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul.at(-1)!.variant).toEqual(SOFTWARE_MATMUL);
+    } finally {
+      delete process.env.KILN_AUTOTUNE;
+    }
+  });
+
+  it('a tune its budget cut short is persisted with what it timed, and the next process resumes it and keeps the winner', async () => {
+    try { fs.unlinkSync(file); } catch { /* none */ }
+    clearAutotuneCache();
+    const spec = lowerPrimitive('matmul', {}, [{ view: contiguousView([64, 80]), dtype: 'float32' }, { view: contiguousView([80, 96]), dtype: 'float32' }], { shape: [64, 96], dtype: 'float32' })[0];
+    const aligned = [true, true, true];
+    const adapter = adapterKey(adapterInfo()), software = isSoftwareAdapter(adapterInfo());
+    const shape = shapeKey(spec, aligned)!;
+    const opts = { limits: { maxComputeInvocationsPerWorkgroup: limits().maxComputeInvocationsPerWorkgroup } };
+    const all = applicableVariants(spec, opts, software);
+    expect(all.length).toBeGreaterThan(1);
+    // budget 0: the first variant is timed, then the tune stops
+    const first = await requestTune({ device: getDeviceSync(), adapter, spec, aligned, opts, software, budgetMs: 0 });
+    expect(first).toEqual(all[0]);
+    expect(cachedEntry(adapter, shape)).toEqual({ variant: all[0], tried: [matmulVariantKey(all[0])] });
+    const onDisk = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(onDisk[adapter][shape]).toEqual({ variant: all[0], tried: [matmulVariantKey(all[0])] });
+    // a fresh process (memory forgotten, file re-read) resumes: the choice so far first, then the rest
+    clearAutotuneCache();
+    const before = tuneReports().length;
+    const v = await requestTune({ device: getDeviceSync(), adapter, spec, aligned, opts, software, budgetMs: 120_000 });
+    const report = tuneReports()[before];
+    expect(report.tried).toEqual(all.map(matmulVariantKey));
+    expect(report.timings.map((t) => t.variant)).toEqual(all.map(matmulVariantKey));
+    expect(cachedEntry(adapter, shape)).toEqual({ variant: v });
+    clearAutotuneCache();
+    expect(cachedEntry(adapter, shape)).toEqual({ variant: v });
+    // and a complete entry is reused as is: no new tune
+    const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
+    expect(chooseMatmul({ device: getDeviceSync(), adapter, software, target, spec, aligned, mayTune: true })).toEqual(v);
+    await tunesSettled();
+    expect(tuneReports().length).toBe(before + 1);
+  }, 300_000);
+
+  it('a corrupt or malformed cache file is ignored with a note, never a crash, and the next tune replaces it', async () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const adapter = adapterKey(adapterInfo());
+      const spec = lowerPrimitive('matmul', {}, [{ view: contiguousView([64, 64]), dtype: 'float32' }, { view: contiguousView([64, 64]), dtype: 'float32' }], { shape: [64, 64], dtype: 'float32' })[0];
+      const shape = shapeKey(spec, [true, true, true])!;
+      fs.writeFileSync(file, '{"truncated": {"x": {"variant": {"bm": 4');
+      clearAutotuneCache();
+      expect(cachedVariant(adapter, shape)).toBeUndefined();
+      expect(cachedVariant(adapter, shape)).toBeUndefined();
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0][0])).toMatch(/ignoring the matmul autotune cache .*not valid JSON/);
+      // well-formed JSON with bad entries: the good one is kept, the rest noted
+      fs.writeFileSync(file, JSON.stringify({ [adapter]: { [shape]: { variant: { ...DEFAULT_MATMUL, wg: [8, 8] } }, bad: { variant: { bm: 3, bn: 4, wg: [1, 1], vec4: true, tiled: false } }, worse: "x" }, [adapter + "2"]: 5, "v1:old": { x: 1 } }));
+      clearAutotuneCache();
+      expect(cachedVariant(adapter, shape)).toEqual(DEFAULT_MATMUL);
+      expect(cachedVariant(adapter, 'bad')).toBeUndefined();
+      expect(String(warn.mock.calls.at(-1)![0])).toMatch(/ignoring 3 malformed entries/);
+      fs.writeFileSync(file, '[1, 2]');
+      clearAutotuneCache();
+      expect(cachedVariant(adapter, shape)).toBeUndefined();
+      expect(String(warn.mock.calls.at(-1)![0])).toMatch(/not a JSON object/);
+      // the next tune writes a valid file in place of the corrupt one
+      fs.writeFileSync(file, 'garbage');
+      clearAutotuneCache();
+      const v = await requestTune({ device: getDeviceSync(), adapter, spec, aligned: [true, true, true], opts: {}, software: true, variants: [DEFAULT_MATMUL], budgetMs: 60_000 });
+      const data = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Record<string, unknown>>;
+      expect(data[adapter][shape]).toEqual({ variant: v });
+    } finally {
+      warn.mockRestore();
+    }
+  }, 120_000);
 });
 
 describe.runIf(hasWebGPU)('buffer pool (webgpu)', () => {

@@ -541,4 +541,11 @@ describe('wgsl codegen (no device needed)', () => {
     // the tree reduction uses workgroup memory and barriers
     expect(wgslSource(kinds[1]).code).toMatch(/var<workgroup>[\s\S]*workgroupBarrier/);
   });
+  it('a shader carries only the helper functions it calls, and those they call', () => {
+    const defined = (code: string) => [...code.matchAll(/^fn (k_\w+)\(/gm)].map((m) => m[1]).sort();
+    expect(defined(wgslSource(lowerOne('matmul', {}, [inp([3, 4]), inp([4, 5])], { shape: [3, 5], dtype: 'float32' })[0]).code)).toEqual([]);
+    // pow calls k_pow, which calls k_isnan, k_nan and k_inf
+    expect(defined(wgslSource(lowerOne('pow', {}, [inp([3]), inp([3])], { shape: [3], dtype: 'float32' })[0]).code)).toEqual(['k_inf', 'k_isnan', 'k_nan', 'k_pow']);
+    expect(defined(wgslSource(lowerOne('maximum', {}, [inp([3]), inp([3])], { shape: [3], dtype: 'float32' })[0]).code)).toEqual(['k_isnan', 'k_max', 'k_nan']);
+  });
 });

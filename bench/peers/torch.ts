@@ -26,7 +26,7 @@ export interface TorchResult extends Measurement {
   blas: string;
 }
 
-export async function torchBench(which: 'dose' | 'mlp', budgetS = 3): Promise<TorchResult> {
+export async function torchBench(which: 'dose' | 'mlp' | 'matmul' | 'cnn', budgetS = 3): Promise<TorchResult> {
   const { stdout } = await run(PY, [SCRIPT, which, String(budgetS)], { timeout: 120_000 });
   const last = stdout.trim().split('\n').pop() ?? '';
   return JSON.parse(last) as TorchResult;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch eager peer for the kiln benchmarks.
 
-Usage: python3 torch_bench.py dose|mlp [budget_s]
+Usage: python3 torch_bench.py dose|mlp|matmul [budget_s]
 Times its own loop with time.perf_counter using the same protocol as
 bench/timing.ts (first call alone, warm-up, samples of k iterations sized to
 >= 2 ms, median per iteration) and prints one JSON object on stdout.
@@ -104,6 +104,46 @@ def mlp(budget_s):
     return measure(step, budget_s=budget_s)
 
 
+def matmul(budget_s):
+    """A 1024x1024x1024 float32 product (2 threads, the BLAS torch loaded)."""
+    g = torch.Generator().manual_seed(42)
+    a = torch.rand(1024, 1024, generator=g) * 2 - 1
+    b = torch.rand(1024, 1024, generator=g) * 2 - 1
+    return measure(lambda: torch.mm(a, b), budget_s=budget_s)
+
+
+def cnn(budget_s):
+    """One training step of PyTorch's MNIST Net (examples/mnist/main.py), batch 64, SGD lr 0.01 (bench/cnn.ts)."""
+    import torch.nn.functional as F
+    torch.manual_seed(1234)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
+            self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+            self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+            x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
+            return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
+
+    model = Net()
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.randint(0, 10, (64,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return measure(step, budget_s=budget_s)
+
+
 def blas_in_use():
     """Which libblas the process mapped (Debian's torch uses the libblas.so.3 alternative)."""
     import os
@@ -127,7 +167,7 @@ def main():
     which = sys.argv[1]
     budget = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     torch.set_num_threads(2)
-    res = {"dose": dose, "mlp": mlp}[which](budget)
+    res = {"dose": dose, "mlp": mlp, "matmul": matmul, "cnn": cnn}[which](budget)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     res["blas"] = blas_in_use()

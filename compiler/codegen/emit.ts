@@ -3,7 +3,7 @@
 // spelling table (spelling-js.ts, spelling-wgsl.ts). Adding a scalar op is one entry per spelling table;
 // the kernel strategies of each backend only say how loads are indexed.
 
-import type { DType } from '../../ir/dtype.ts';
+import { compareType, isFloat, type DType } from '../../ir/dtype.ts';
 import { exprChildren, postorder, unreachable, type Expr, type LoadExpr } from '../../ir/kernel.ts';
 import { isCompare, isFloatOnly, type BinaryOp, type CompareOp, type UnaryOp } from '../../ir/primitives.ts';
 import type { View } from '../../ir/view.ts';
@@ -12,9 +12,9 @@ import type { View } from '../../ir/view.ts';
 export interface Spelling {
   /** `x` (a value of dtype `from`) represented as `to`, value unchanged (WGSL: f32 <-> i32; JS: one number type) */
   conv(x: string, from: DType, to: DType): string;
-  /** operands already in the result's representation (float-only ops: in float32) */
-  unary: { [U in UnaryOp]: (x: string) => string };
-  /** operands in `t` (comparisons: float32 if either side is, else int32); comparisons yield a bool */
+  /** operand already in `t`, the result's representation (float-only ops: a float type); `t` picks a precision */
+  unary: { [U in UnaryOp]: (x: string, t: DType) => string };
+  /** operands in `t` (comparisons: compareType of the two sides); comparisons yield a bool */
   binary: { [B in BinaryOp | CompareOp]: (a: string, b: string, t: DType) => string };
   /** `c` a bool (0/1), `a` and `b` in the result's representation */
   where(c: string, a: string, b: string): string;
@@ -75,11 +75,17 @@ export class Emitter {
       }
       case 'param': code = sp.param(e.index, e.dtype); break;
       case 'unary':
-        code = isFloatOnly(e.op) ? sp.conv(sp.unary[e.op](as(e.x, 'float32')), 'float32', e.dtype) : sp.unary[e.op](as(e.x, e.dtype));
+        if (isFloatOnly(e.op)) {
+          // computed in the result's float type (float32 for integer operands)
+          const t: DType = isFloat(e.dtype) ? e.dtype : 'float32';
+          code = sp.conv(sp.unary[e.op](as(e.x, t), t), t, e.dtype);
+        } else {
+          code = sp.unary[e.op](as(e.x, e.dtype), e.dtype);
+        }
         break;
       case 'binary':
         if (isCompare(e.op)) {
-          const t: DType = e.a.dtype === 'float32' || e.b.dtype === 'float32' ? 'float32' : 'int32';
+          const t = compareType(e.a.dtype, e.b.dtype);
           code = sp.conv(sp.binary[e.op](as(e.a, t), as(e.b, t), t), 'bool', e.dtype);
         } else {
           code = sp.binary[e.op](as(e.a, e.dtype), as(e.b, e.dtype), e.dtype);

@@ -2,6 +2,7 @@
 // Each scalar op's JavaScript spelling lives in spelling-js.ts; emit.ts turns expressions into statements.
 
 import type { DType } from '../../ir/dtype.ts';
+import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
 import { exprChildren, exprLoads, postorder, unreachable, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { contiguousView, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
@@ -96,16 +97,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     `  ${store('s', 0, 0)}`,
     '}',
   ];
-  if (a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
+  if (kernelEnv.gemm && a.dtype === 'float32' && b.dtype === 'float32' && k.m * k.n * k.k >= GEMM_MIN_WORK) {
     // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
+    // Whether the product is split over threads is decided here, once, from its shape. (Without a gemm --
+    // no WebAssembly SIMD -- the blocked loops below run instead; emitting only one keeps kernels small.)
     return nest(k.batch, bv, [
-      `const prod = env.gemm ? env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}) : null;`,
-      'if (prod) {',
-      '  const cc = prod.c, ldc = prod.ldc;',
-      `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
-      '} else {',
-      ...blocked().map((l) => '  ' + l),
-      '}',
+      `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
+      'const cc = prod.c, ldc = prod.ldc;',
+      `for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
     ]).join('\n');
   }
   return nest(k.batch, bv, blocked()).join('\n');
@@ -128,6 +127,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
 /** Products with fewer multiply-adds than this stay in JavaScript (packing would cost more than it saves). */
 const GEMM_MIN_WORK = 1 << 15;
 
+/**
+ * Whether an m x k by k x n product is worth splitting over the CPU's threads: below ~2M multiply-adds
+ * (~0.1 ms on one core) waking the workers (10-50 µs) and sharing caches costs more than it saves.
+ */
+export function gemmSplitPays(m: number, n: number, k: number): boolean {
+  return m * n * k >= 1 << 21;
+}
+
 function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
   const vars = k.shape.map((_, i) => `i${i}`);
   const em = emitter((v) => indexOf(v, vars));
@@ -148,6 +155,24 @@ function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
   return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
 }
 
+/**
+ * Convolution: the runtime's `env.conv` (runtime/conv-cpu.ts: im2col blocks through the WebAssembly
+ * gemm) computes the natural layout [N, G, Og, ...O] into a scratch; the epilogue runs per element
+ * while copying it out.
+ */
+function genConv(k: ConvKernel): string {
+  const geo = convGeometry(k.x.view.shape, k.w.view.shape, k.attrs);
+  const shape = [geo.n, geo.groups, geo.cout, ...geo.outSize];
+  const natural = shape.map((_, i) => `i${i}`);
+  const vars = k.attrs.outPerm.map((d) => natural[d]); // the output's dims in the natural loop variables
+  const epi = emitter((v) => indexOf(v, vars), { name: 'acc', dtype: 'float32' });
+  const result = epi.emit(k.epilogue);
+  const body = [`const acc = r[lin++];`, ...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, vars)}] = ${result};`];
+  const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
+  return [`const r = env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)});`, 'let lin = 0;',
+    ...nest(shape, natural, body)].join('\n');
+}
+
 function jsBody(spec: KernelSpec): string {
   const k = spec.kernel;
   switch (k.kind) {
@@ -156,6 +181,7 @@ function jsBody(spec: KernelSpec): string {
     case 'matmul': return genMatmul(k, spec.name);
     case 'gather': return genGather(k);
     case 'scatterAdd': return genScatterAdd(k);
+    case 'conv': return genConv(k);
     default: return unreachable(k, 'kernel');
   }
 }
@@ -168,28 +194,31 @@ export function jsSource(spec: KernelSpec): string {
 }
 
 /**
- * One function running a whole list of kernels in order (a compiled step on the CPU): each kernel
- * becomes a block whose `b0, b1, ...` name entries of the buffer table `B`.
+ * A whole list of kernels run in order (a compiled step on the CPU): one function per kernel, whose
+ * `b0, b1, ...` name entries of the buffer table `B`, and `program` calling them in turn. One function per
+ * kernel (not one function for the step) keeps each small enough for V8's optimizing compiler, which
+ * gives up on functions with too much bytecode (a 2-layer transformer step as one function ran 2.7x
+ * slower than eagerly); the calls cost nanoseconds.
  */
 export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): string {
-  const blocks = specs.map((spec, i) => {
+  const fns = specs.map((spec, i) => {
     const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
-    return `// ${spec.name}\n{\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
+    return `// ${spec.name}\nfunction k${i}(B, p) {\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
   });
-  return `function program(B, p) {\n${indent(blocks.join('\n'))}\n}`;
+  return [...fns, `return function program(B, p) {\n${specs.map((_, i) => `  k${i}(B, p);`).join('\n')}\n};`].join('\n');
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
-  const fn = new Function('env', `"use strict"; return (${jsProgramSource(specs, bindings)});`)(kernelEnv) as (B: unknown[], p: number[]) => void;
+  const fn = new Function('env', `"use strict";\n${jsProgramSource(specs, bindings)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
   const noParams: number[] = [];
   return (buffers) => fn(buffers, noParams);
 }
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
-/** Helpers generated kernels may call (`env.gemm`); the CPU runtime provides them. */
-export interface JsKernelEnv { gemm: unknown }
-let kernelEnv: JsKernelEnv = { gemm: null };
+/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD; `env.conv`, runtime/conv-cpu.ts); the CPU runtime provides them before any kernel is generated. */
+export interface JsKernelEnv { gemm: unknown; conv: unknown }
+let kernelEnv: JsKernelEnv = { gemm: null, conv: null };
 export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
 
 export function compileJs(spec: KernelSpec): JsKernelFn {

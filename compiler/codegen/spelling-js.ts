@@ -1,11 +1,12 @@
 // The JavaScript spelling table: how generated JS writes each scalar op, literal and cast (see emit.ts).
 // JS has one number type, so value representations never change (`conv` is the identity) and a bool is
-// the number 0 or 1. Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
-// Float results that can round are rounded to float32 (Math.fround), as storing each op's result
-// eagerly does: a fused chain computes exactly the unfused ops' values (an eq against a stored max
+// the number 0 or 1; float32 values are doubles rounded where a cast or a store says so, and float ops
+// that can round are rounded to float32 (Math.fround) when they compute in float32, as storing each op's
+// result eagerly does: a fused chain computes exactly the unfused ops' values (an eq against a stored max
 // sees the same bits; a compiled step equals eager execution bit for bit in elementwise code).
+// Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
 
-import type { DType } from '../../ir/dtype.ts';
+import { isFloat, type DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
 function literal(value: number, dtype: DType): string {
@@ -22,9 +23,18 @@ const f32If = (t: DType, code: string): string => (t === 'float32' ? f32(code) :
 
 function cast(x: string, from: DType, to: DType): string {
   if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
-  if (to === 'int32' && from === 'float32') return `Math.trunc(${x})`;
+  if (to === 'int32' && isFloat(from)) return `Math.trunc(${x})`;
+  // float64 -> float32 rounds here, not only at a store, so that a fused kernel rounds where eager code does
+  if (to === 'float32' && from === 'float64') return `Math.fround(${x})`;
   return x;
 }
+
+/**
+ * erf in double precision (relative error ~1e-13): the Maclaurin series below |x| = 3 (at most ~45
+ * terms; cancellation costs two or three digits near 3), the continued fraction of erfc from 3 to 6
+ * (evaluated backwards from depth 60), and ±1 beyond (erfc(6) < 2e-17).
+ */
+const ERF64 = `((x) => { const z = Math.abs(x); if (z < 3) { const s = x * x; let term = x, sum = x; for (let n = 1; n < 80; n++) { term *= -s / n; const add = term / (2 * n + 1); sum += add; if (Math.abs(add) <= 1e-17 * Math.abs(sum)) break; } return 1.1283791670955126 * sum; } if (z >= 6) return x > 0 ? 1 : -1; let f = 0; for (let k = 60; k >= 1; k--) f = (k / 2) / (z + f); const c = Math.exp(-z * z) / 1.7724538509055159 / (z + f); return x > 0 ? 1 - c : c - 1; })`;
 
 export const jsSpelling: Spelling = {
   conv: (x) => x,
@@ -32,14 +42,17 @@ export const jsSpelling: Spelling = {
     neg: (x) => `(-${x})`,
     abs: (x) => `Math.abs(${x})`,
     sign: (x) => `Math.sign(${x})`,
-    exp: (x) => f32(`Math.exp(${x})`),
-    log: (x) => f32(`Math.log(${x})`),
-    sqrt: (x) => f32(`Math.sqrt(${x})`),
-    rsqrt: (x) => f32(`(1 / Math.sqrt(${x}))`),
-    sin: (x) => f32(`Math.sin(${x})`),
-    cos: (x) => f32(`Math.cos(${x})`),
-    tanh: (x) => f32(`Math.tanh(${x})`),
-    sigmoid: (x) => f32(`(1 / (1 + Math.exp(-${x})))`),
+    exp: (x, t) => f32If(t, `Math.exp(${x})`),
+    log: (x, t) => f32If(t, `Math.log(${x})`),
+    sqrt: (x, t) => f32If(t, `Math.sqrt(${x})`),
+    rsqrt: (x, t) => f32If(t, `(1 / Math.sqrt(${x}))`),
+    sin: (x, t) => f32If(t, `Math.sin(${x})`),
+    cos: (x, t) => f32If(t, `Math.cos(${x})`),
+    tanh: (x, t) => f32If(t, `Math.tanh(${x})`),
+    sigmoid: (x, t) => f32If(t, `(1 / (1 + Math.exp(-${x})))`),
+    // float32: |x| < 0.5, the Taylor series to x^11 (keeps erf(0) = 0 and the relative error small); else
+    // Numerical Recipes' erfc (fractional error < 1.2e-7). float64: ERF64 (full double precision).
+    erf: (x, t) => (t === 'float64' ? `${ERF64}(${x})` : f32(`((x) => { const z = Math.abs(x); if (z < 0.5) { const s = x * x; return 1.1283791670955126 * x * (1 + s * (-1 / 3 + s * (0.1 + s * (-1 / 42 + s * (1 / 216 - s / 1320))))); } const t = 1 / (1 + 0.5 * z); const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))); return x >= 0 ? 1 - r : r - 1; })(${x})`)),
     relu: (x) => `(${x} < 0 ? 0 : ${x})`,
     copy: (x) => x,
   },

@@ -7,7 +7,11 @@ import type { DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
 export type WType = 'f32' | 'i32';
-export const wtype = (d: DType): WType => (d === 'float32' ? 'f32' : 'i32');
+export function wtype(d: DType): WType {
+  // the runtime refuses float64 on WebGPU before anything reaches codegen (runtime/device.ts checkDType)
+  if (d === 'float64') throw new Error('codegen: WGSL has no 64-bit floats (float64 tensors live on the CPU)');
+  return d === 'float32' ? 'f32' : 'i32';
+}
 
 const unary: Spelling['unary'] = {
   neg: (x) => `(-${x})`,
@@ -22,6 +26,7 @@ const unary: Spelling['unary'] = {
   cos: (x) => `cos(${x})`,
   tanh: (x) => `k_tanh(${x})`,
   sigmoid: (x) => `(1.0 / (1.0 + exp(-${x})))`,
+  erf: (x) => `k_erf(${x})`,
   // x < 0 ? 0 : x  (NaN and -0 pass through, as in js.ts)
   relu: (x) => `select(${x}, 0, ${x} < 0)`,
   copy: (x) => x,
@@ -46,13 +51,24 @@ const binary: Spelling['binary'] = {
 };
 
 
-/** Helper functions every shader carries (NaN tests by bits, so no float optimisation can drop them). */
+/** Helper functions of the shaders (NaN tests by bits, so no float optimisation can drop them); a shader carries those it calls (wgsl.ts preludeFor). */
 export const PRELUDE = `
 fn k_isnan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn k_inf() -> f32 { let b = 0x7f800000u; return bitcast<f32>(b); }
 fn k_nan() -> f32 { let b = 0x7fc00000u; return bitcast<f32>(b); }
 fn k_max(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a > b); }
 fn k_min(a: f32, b: f32) -> f32 { if (k_isnan(a) || k_isnan(b)) { return k_nan(); } return select(b, a, a < b); }
+// as spelling-js.ts's erf: the Taylor series to x^11 for |x| < 0.5, else Numerical Recipes' erfc
+fn k_erf(x: f32) -> f32 {
+  let z = abs(x);
+  if (z < 0.5) {
+    let s = x * x;
+    return 1.1283791670955126 * x * (1.0 + s * (-1.0 / 3.0 + s * (0.1 + s * (-1.0 / 42.0 + s * (1.0 / 216.0 - s / 1320.0)))));
+  }
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
 fn k_tanh(x: f32) -> f32 {
   if (abs(x) > 9.1) { return sign(x); }
   if (abs(x) < 0.0004) { return x - x * x * x / 3.0; }

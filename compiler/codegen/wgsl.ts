@@ -33,6 +33,9 @@
 //              offset must be a multiple of 4. The epilogue runs once per element in a loop over the
 //              block (not unrolled: compile time). Every variant sums in increasing k order, one product
 //              at a time.
+//   conv       an implicit GEMM (wgsl/conv.ts): per group, 32 x 32 output tiles of [Og, N * P], 16-deep slices
+//              of the weight and of the never-stored unfolded input staged in workgroup memory, 4 x 4 blocks
+//              per invocation, the epilogue per element.
 //   gather     one invocation per output element.
 //   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
 //              positions along the axis that could land on it, in increasing order (so the float32
@@ -45,7 +48,30 @@
 
 import { unreachable, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { PRELUDE, wtype } from './spelling-wgsl.ts';
+
+/** The prelude's helper functions by name (each starts with `fn k_<name>(` at the start of a line). */
+const HELPERS: ReadonlyMap<string, string> = new Map(
+  PRELUDE.split(/\n(?=fn k_)/).map((f) => f.trim()).filter((f) => f.startsWith('fn k_')).map((f) => [/^fn (k_\w+)/.exec(f)![1], f]),
+);
+
+/**
+ * The helpers `text` calls, and those they call, in prelude order: every shader used to carry all of
+ * them (~2.5 KiB), most of its source for small kernels (the MLP step's 23 shaders: 83 KiB, 57 of it
+ * helpers); fewer bytes to parse and validate on the first call.
+ */
+function preludeFor(text: string): string[] {
+  const used = new Set<string>();
+  const visit = (src: string): void => {
+    for (const m of src.matchAll(/\b(k_\w+)\(/g)) {
+      const f = HELPERS.get(m[1]);
+      if (f && !used.has(m[1])) { used.add(m[1]); visit(f); }
+    }
+  };
+  visit(text);
+  return [...HELPERS].filter(([name]) => used.has(name)).map(([, f]) => f);
+}
 import { Args, DEFAULT_LIMITS, indent, type Body, type WgslBinding, type WgslLimits } from './wgsl/common.ts';
+import { convKernel } from './wgsl/conv.ts';
 import { gatherKernel, scatterAddKernel } from './wgsl/indexed.ts';
 import { uniformLayout } from './wgsl/launch.ts';
 import { mapKernel } from './wgsl/map.ts';
@@ -94,6 +120,7 @@ function kernelBody(k: Kernel, args: Args, lim: WgslLimits, name: string, cap: n
     case 'matmul': return matmulKernel(k, args, lim, name, opts.matmul ?? DEFAULT_MATMUL);
     case 'gather': return gatherKernel(k, args, lim, name, cap);
     case 'scatterAdd': return scatterAddKernel(k, args, lim, name, cap);
+    case 'conv': return convKernel(k, args, lim, name);
     default: return unreachable(k, 'kernel');
   }
 }
@@ -115,16 +142,17 @@ export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel
     throw new Error(`kiln: WebGPU kernel '${spec.name}' needs ${wg[0] * wg[1]} invocations per workgroup, but this device allows ${lim.maxComputeInvocationsPerWorkgroup}`);
   }
   const offLines = [...args.offs].sort((x, y) => x - y).map((i) => `let ofs${i} = U.off[${i >> 2}][${i & 3}];`);
+  const mainLines = [...offLines, ...body.main];
   const code = [
     `// kiln kernel ${spec.name} (${k.kind})`,
     `struct Launch { off: array<vec4<i32>, ${a4}>, pf: array<vec4<f32>, ${p4}>, pi: array<vec4<i32>, ${p4}> };`,
     `@group(0) @binding(0) var<uniform> U: Launch;`,
     ...bindings.map((b) => `@group(0) @binding(${b.binding}) var<storage, ${b.access}> b${b.arg}: array<${b.vec4 ? `vec4<${wtype(spec.args[b.arg].dtype)}>` : wtype(spec.args[b.arg].dtype)}>;`),
     ...body.decls,
-    PRELUDE,
+    ...preludeFor([...body.decls, ...mainLines].join('\n')),
     `@compute @workgroup_size(${wg[0]}, ${wg[1]})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(global_invocation_id) gid: vec3<u32>) {`,
-    ...indent([...offLines, ...body.main]),
+    ...indent(mainLines),
     '}',
     '',
   ].join('\n');

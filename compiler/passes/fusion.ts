@@ -199,7 +199,7 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     const nodes = [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y);
     const name = `${producer.spec.name}_${consumer.spec.name}`;
 
-    if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul') {
+    if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul' || pk.kind === 'conv') {
       // Epilogue fusion: the producer's value is needed by this one-output consumer alone.
       if (consumer.writes.length !== 1 || producer.writes.length !== 1 || pk.epilogue.kind !== 'acc' || outputs.has(rid)) return null;
       const readers = kernels.filter((k) => !removed.has(k) && k !== producer && k.args.includes(rid));
@@ -208,7 +208,9 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
       const epilogue = substitute(remapArgs(exprs[0]!, merged.consumerMap), (l) => l.arg === rArg, { kind: 'acc', dtype: pk.epilogue.dtype });
       const remap = (e: Expr): Expr => remapArgs(e, merged.producerMap);
       const output = { arg: outArg, view: contiguousView(rShape), dtype: cmap.outputs[0].dtype };
-      const kernel: Kernel = pk.kind === 'reduce' ? { ...pk, body: remap(pk.body), epilogue, output } : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
+      const kernel: Kernel = pk.kind === 'reduce' ? { ...pk, body: remap(pk.body), epilogue, output }
+        : pk.kind === 'conv' ? { ...pk, x: remap(pk.x) as LoadExpr, w: remap(pk.w) as LoadExpr, epilogue, output }
+        : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
       return { producer, merged: dropArg({ spec: { ...producer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: consumer.writes, nodes }, rArg) };
     }
     if (pk.kind === 'map' && sameShape(pk.shape, cmap.shape) && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {

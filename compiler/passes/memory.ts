@@ -30,6 +30,7 @@ function readsOnlyAtOutput(k: ScheduledKernel, inputArg: number): boolean {
     case 'map': return kern.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0) && ok(kern.exprs);
     case 'reduce': return loadViewsOf(kern.body, inputArg).length === 0 && ok([kern.epilogue]);
     case 'matmul': return loadViewsOf(kern.a, inputArg).length === 0 && loadViewsOf(kern.b, inputArg).length === 0 && ok([kern.epilogue]);
+    case 'conv': return kern.x.arg !== inputArg && kern.w.arg !== inputArg && ok([kern.epilogue]);
     // gather and scatterAdd read their operands at other positions than they write
     case 'gather': case 'scatterAdd': return false;
     default: return unreachable(kern, 'kernel');

@@ -10,18 +10,21 @@ import { rewrite, type NodeInit } from './rewrite.ts';
 
 const evaluators = new Map<string, (...xs: number[]) => number>();
 /** Evaluates one scalar op with the JS spelling table, so folding agrees with generated code. */
-function evaluate(op: string, xs: number[]): number {
-  let f = evaluators.get(op);
+function evaluate(op: string, xs: number[], dtype: DType): number {
+  const key = `${op}|${dtype}`;
+  let f = evaluators.get(key);
   if (!f) {
-    // (JS has one number type: its binary spellings ignore the operand type)
-    const body = isUnary(op) ? jsSpelling.unary[op]('a') : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', 'float32');
+    // `dtype` is the result's: the compute type of arithmetic (float32 rounds as generated code does, float64
+    // keeps every digit); comparisons ignore it
+    const body = isUnary(op) ? jsSpelling.unary[op]('a', dtype) : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', dtype);
     f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
-    evaluators.set(op, f);
+    evaluators.set(key, f);
   }
   return f(...xs);
 }
 
 function roundTo(dtype: DType, v: number): number {
+  if (dtype === 'float64') return v;
   if (dtype === 'float32') return Math.fround(v);
   if (dtype === 'int32') return v | 0;
   return v !== 0 ? 1 : 0;
@@ -70,7 +73,7 @@ export function simplify(g: Graph): Graph {
       const xs = n.inputs.map((_, i) => inp(i));
       const values = xs.map(fullValue);
       if (values.every((v) => v !== null)) {
-        return constant(n.op === 'cast' ? values[0]! : evaluate(n.op, values as number[]));
+        return constant(n.op === 'cast' ? values[0]! : evaluate(n.op, values as number[], n.dtype));
       }
       const [a, b] = xs;
       const [va, vb] = values;

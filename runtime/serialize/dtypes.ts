@@ -1,6 +1,6 @@
 // Element types as files store them (safetensors' names; torch storages map onto the same ones),
 // and the one rule that turns them into kiln's dtypes:
-//   F32, I32, BOOL          kept as they are (float32, int32, bool);
+//   F32, I32, BOOL          kept as they are (float32, int32, bool); kiln writes float64 as F64;
 //   F64, F16, BF16          -> float32 (F16 and BF16 exactly; F64 rounded to nearest, and a finite
 //                              value beyond float32's range is an error, not an Infinity);
 //   I64, I16, I8, U8        -> int32 (I16/I8/U8 exactly; an I64 value outside int32's range is an
@@ -40,6 +40,7 @@ export const kilnDTypeOf = (d: FileDType): DType => INFO[d].kiln;
 export function fileDTypeOf(d: DType): FileDType {
   switch (d) {
     case 'float32': return 'F32';
+    case 'float64': return 'F64';
     case 'int32': return 'I32';
     case 'bool': return 'BOOL';
   }
@@ -125,6 +126,7 @@ export function encodeElements(dtype: DType, data: TypedArray): Uint8Array {
   const out = new Uint8Array(data.length * bytesOf(fd));
   const dv = new DataView(out.buffer);
   if (fd === 'F32') for (let i = 0; i < data.length; i++) dv.setFloat32(4 * i, data[i], true);
+  else if (fd === 'F64') for (let i = 0; i < data.length; i++) dv.setFloat64(8 * i, data[i], true);
   else if (fd === 'I32') for (let i = 0; i < data.length; i++) dv.setInt32(4 * i, data[i], true);
   else for (let i = 0; i < data.length; i++) out[i] = data[i] !== 0 ? 1 : 0;
   return out;

@@ -36,12 +36,13 @@
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
 import type { KernelSpec } from '../../ir/kernel.ts';
+import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type Launch, type Program, type Storage } from '../device.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
-import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, onTuned } from './autotune.ts';
-import { BufferPool, type PoolStats } from './pool.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
+import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
@@ -58,6 +59,9 @@ const MAX_IN_FLIGHT = 2;
 const NEW_BUFFERS_PER_TURN = 256;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
+/** Read-back buffers up to this size are kept for reuse (at most STAGING_KEEP of them). */
+const STAGING_MAX = 64 * 1024;
+const STAGING_KEEP = 8;
 
 // The garbage collector does not see GPU memory, so dead tensors would pile up between collections.
 // A zero-filled ArrayBuffer of the same size rides along with each big storage: V8 counts it as
@@ -105,11 +109,31 @@ interface Pipeline {
 }
 
 /**
- * What a prepared launcher keeps between calls: its own uniform buffer (offsets and params, written
- * once) and the bind group of the buffers it last bound, so a compiled step that binds the same
- * buffers every call creates no bind group and writes no uniform per step.
+ * What a prepared launcher keeps between calls: its own uniform buffers (offsets and params, each
+ * written once) and the bind groups of the buffer sets it last bound, so a compiled step that binds the
+ * same buffers every call creates no bind group and writes no uniform per step.
  */
-interface LaunchCache { uniform?: GPUBuffer; uniformKey?: string; pipeline?: Pipeline; buffers?: GPUBuffer[]; group?: GPUBindGroup }
+interface LaunchCache {
+  /** the pipeline the groups were made for */
+  pipeline: Pipeline | null;
+  /** uniform buffers by offsets + params (written once each: queued work may still read them) */
+  uniforms: Map<string, GPUBuffer>;
+  /** bind groups by uniform key + buffer ids, least recently used first */
+  groups: Map<string, GPUBindGroup>;
+}
+/** Per prepared launcher: uniforms kept (other offsets use the shared ring) and bind groups kept (LRU). */
+const UNIFORMS_PER_LAUNCHER = 4;
+const GROUPS_PER_LAUNCHER = 16;
+const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map(), groups: new Map() });
+
+/** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 0;
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
 
 type PickPipeline = (alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined) => Pipeline;
 
@@ -156,6 +180,10 @@ export class WebGPUBackend implements Backend {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pendingLaunches = 0;
+  /** launches encoded so far */
+  private launched = 0;
+  /** timestamp writes of the next compute pass begun (profileProgram) */
+  private passTimestamps: GPUComputePassTimestampWrites | null = null;
   private pendingBuffers = new Set<GPUBuffer>();
   /** submissions so far (the pool hands a returned buffer out once the submissions using it completed) */
   private submitCount = 0;
@@ -168,6 +196,8 @@ export class WebGPUBackend implements Backend {
   private uniformF32 = new Float32Array(0);
   private uniformUsed = 0;
   private readonly freeChunks: GPUBuffer[] = [];
+  /** unmapped MAP_READ buffers of past reads, by size class */
+  private readonly freeStaging: GPUBuffer[] = [];
   /** a collected storage's buffer goes back to the pool */
   private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
     this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
@@ -255,14 +285,14 @@ export class WebGPUBackend implements Backend {
     // the pipeline per (aliasing, alignment) variant, resolved without hashing the spec again
     const variants = new Map<string, Pipeline>();
     const noParams: number[] = [];
-    const cache: LaunchCache = {};
+    let cache = newLaunchCache();
     let gen = this.generation;
     return (args) => {
       const storages = args.map((a) => asStorage(a.storage));
       if (gen !== this.generation) {
         variants.clear();
         gen = this.generation;
-        for (const k of Object.keys(cache) as (keyof LaunchCache)[]) delete cache[k];
+        cache = newLaunchCache();
       }
       this.launch(spec, args, storages, noParams, (alias, aligned) => {
         const key = `${alias?.join(',') ?? ''}|${aligned?.map(Number).join('') ?? ''}`;
@@ -280,6 +310,11 @@ export class WebGPUBackend implements Backend {
     return launcherProgram((spec) => this.prepare(spec), specs, bindings);
   }
 
+  memory(): DeviceMemory {
+    const s = this.pool.stats;
+    return { storages: s.liveBuffers, bytes: s.liveBytes, cachedBytes: s.freeBytes + s.waitingBytes, tracked: true };
+  }
+
   async read(s: Storage, offset: number, size: number): Promise<TypedArray> {
     const st = asStorage(s);
     const d = this.device;
@@ -291,7 +326,7 @@ export class WebGPUBackend implements Backend {
     }
     if (offset < 0 || offset + size > st.size) throw new Error(`kiln: webgpu read of [${offset}, ${offset + size}) is outside a storage of ${st.size} elements`);
     const bytes = size * 4;
-    const staging = d.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.takeStaging(bytes);
     this.encoder ??= d.createCommandEncoder({ label: 'kiln read' });
     this.pass?.end();
     this.pass = null;
@@ -303,13 +338,26 @@ export class WebGPUBackend implements Backend {
       await this.surfaceErrors();
       throw new Error(`kiln: reading a WebGPU buffer failed: ${messageOf(e)}`, { cause: e });
     }
-    const raw = staging.getMappedRange().slice(0);
+    const raw = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
-    staging.destroy();
+    this.giveStaging(staging);
     await this.surfaceErrors();
     if (st.dtype === 'float32') return new Float32Array(raw);
     const ints = new Int32Array(raw);
     return st.dtype === 'int32' ? ints : Uint8Array.from(ints);
+  }
+
+  /** A MAP_READ buffer of at least `bytes` (small ones are reused: eager code reads a scalar per step). */
+  private takeStaging(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const i = size <= STAGING_MAX ? this.freeStaging.findIndex((b) => b.size === size) : -1;
+    if (i >= 0) return this.freeStaging.splice(i, 1)[0];
+    return this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'kiln read' });
+  }
+
+  private giveStaging(b: GPUBuffer): void {
+    if (b.size <= STAGING_MAX && this.freeStaging.length < STAGING_KEEP) this.freeStaging.push(b);
+    else b.destroy();
   }
 
   readSync(_s: Storage, _offset: number, _size: number, method: string): never {
@@ -357,7 +405,69 @@ export class WebGPUBackend implements Backend {
   }
   private createdAtTurn = 0;
 
+  /**
+   * Runs a compiled step's kernels once, each in its own compute pass, and measures each: with the
+   * adapter's 'timestamp-query' feature, GPU timestamps at the start and end of each pass (one
+   * submission); otherwise (or with `method` 'wall') each kernel is submitted alone and its wall time
+   * from submit to completion counts (which includes the submission's own overhead).
+   */
+  async profileProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[], method?: 'wall'): Promise<KernelTimes> {
+    const d = this.device;
+    const launches = specs.map((spec) => this.prepare(spec));
+    const bound = (k: number): BoundArg[] => bindings[k].map((slot) => ({ storage: table[slot], offset: 0 }));
+    await this.sync();
+    const stamps = method !== 'wall' && d.features.has('timestamp-query');
+    if (!stamps) {
+      const ms: number[] = [];
+      for (let k = 0; k < specs.length; k++) {
+        const t0 = performance.now();
+        launches[k](bound(k));
+        this.flush();
+        await d.queue.onSubmittedWorkDone();
+        ms.push(performance.now() - t0);
+      }
+      await this.surfaceErrors();
+      const why = method === 'wall' ? 'wall time asked for' : "this adapter has no 'timestamp-query'";
+      return { ms, method: 'wall', note: `${why}: each kernel was submitted alone and timed from submit to completion (includes ~0.1-1 ms of submission overhead per kernel)` };
+    }
+    const n = specs.length;
+    const querySet = d.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const resolved = d.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readback = d.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const ran: boolean[] = [];
+    try {
+      for (let k = 0; k < n; k++) {
+        // a pass per kernel, stamped at its start and end
+        this.pass?.end();
+        this.pass = null;
+        this.passTimestamps = { querySet, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 };
+        const before = this.launched;
+        launches[k](bound(k));
+        ran.push(this.launched > before); // a kernel with an empty grid launches nothing
+        this.passTimestamps = null;
+        (this.pass as GPUComputePassEncoder | null)?.end();
+        this.pass = null;
+      }
+      this.encoder ??= d.createCommandEncoder({ label: 'kiln profile' });
+      this.encoder.resolveQuerySet(querySet, 0, 2 * n, resolved, 0);
+      this.encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16 * n);
+      this.flush();
+      await readback.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(readback.getMappedRange().slice(0));
+      readback.unmap();
+      await this.surfaceErrors();
+      return { ms: Array.from({ length: n }, (_, k) => (ran[k] && t[2 * k + 1] >= t[2 * k] ? Number(t[2 * k + 1] - t[2 * k]) / 1e6 : 0)), method: 'timestamp-query', note: 'GPU timestamps at the start and end of each kernel\'s compute pass' };
+    } finally {
+      this.passTimestamps = null;
+      querySet.destroy();
+      resolved.destroy();
+      readback.destroy();
+    }
+  }
+
   /** Waits until all queued work has finished, and surfaces any error it raised. */
+  finish(): Promise<void> { return this.sync(); }
+
   async sync(): Promise<void> {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
@@ -381,15 +491,20 @@ export class WebGPUBackend implements Backend {
     }
   }
 
-  private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
-    const key = JSON.stringify(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
-    const cached = this.bySpec.get(key);
-    if (cached) return cached;
+  /** The shader a spec launches with (tuned matmul variant, test hooks applied) and its pipeline cache key. */
+  private kernelFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): { kernel: WgslKernel; pkey: string } {
     const t = this.target;
     const matmul = spec.kernel.kind === 'matmul' ? overrides.matmul ?? chooseMatmul({ device: this.device, adapter: this.adapter, software: this.software, target: t, spec, aligned, mayTune: !alias }) : undefined;
     let kernel = wgslSource(spec, { ...t.options, limits: t.limits, alias, aligned, matmul });
     if (overrides.shaderTransform) kernel = { ...kernel, code: overrides.shaderTransform(kernel.code, spec) };
-    const pkey = kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',');
+    return { kernel, pkey: kernel.code + '|' + kernel.bindings.map((b) => b.access).join(',') };
+  }
+
+  private pipelineFor(spec: KernelSpec, alias: readonly number[] | undefined, aligned: readonly boolean[] | undefined): Pipeline {
+    const key = structuralKey(spec.kernel) + '|' + spec.args.map((a) => a.dtype).join(',') + '|' + spec.params + '|' + (alias?.join(',') ?? '') + '|' + (aligned?.map(Number).join('') ?? '');
+    const cached = this.bySpec.get(key);
+    if (cached) return cached;
+    const { kernel, pkey } = this.kernelFor(spec, alias, aligned);
     let shared = this.pipelines.get(pkey);
     if (!shared) {
       shared = this.createPipeline(spec.name, kernel);
@@ -403,18 +518,57 @@ export class WebGPUBackend implements Backend {
     return p;
   }
 
-  private createPipeline(name: string, kernel: WgslKernel): Pipeline {
+  /**
+   * Creates the pipelines of a compiled step's kernels ahead of its first launch, all at once with
+   * createComputePipelineAsync (the driver may compile them in parallel, and nothing blocks the event
+   * loop). Kernels are assumed bound at offset 0 without aliasing, as compiled steps bind them; a shader
+   * that fails here is left to the synchronous path, which reports its errors in full. Matmul tunes
+   * wait for `firstRun`: on software adapters their shader compiles would otherwise share the CPU with
+   * the first call's (measured on lavapipe, busy machine: 34 s first MLP step with tunes, 1.0 s without).
+   */
+  async precompile(specs: readonly KernelSpec[], firstRun: Promise<void>): Promise<PrecompileReport> {
+    const t0 = performance.now();
     const d = this.device;
-    d.pushErrorScope('validation');
-    d.pushErrorScope('internal');
-    const module = d.createShaderModule({ code: kernel.code, label: name });
-    const layout = d.createBindGroupLayout({
-      label: name,
+    // tunes (started below by new matmul shapes) wait until the first call's work has run
+    holdTunesUntil(firstRun.then(() => this.sync()).catch(() => undefined));
+    const made = new Map<string, Promise<void>>();
+    let bytes = 0;
+    for (const spec of specs) {
+      const aligned = spec.kernel.kind === 'matmul' ? spec.args.map(() => true) : undefined;
+      const { kernel, pkey } = this.kernelFor(spec, undefined, aligned);
+      if (this.pipelines.has(pkey) || made.has(pkey)) continue;
+      bytes += kernel.code.length;
+      d.pushErrorScope('validation');
+      d.pushErrorScope('internal');
+      const module = d.createShaderModule({ code: kernel.code, label: spec.name });
+      const layout = this.bindGroupLayout(spec.name, kernel);
+      const pipeline = d.createComputePipelineAsync({ label: spec.name, layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+      const scopes = Promise.all([d.popErrorScope(), d.popErrorScope()]);
+      made.set(pkey, Promise.all([pipeline, scopes]).then(([pl, errs]) => {
+        if (errs.some((e) => e !== null) || this.pipelines.has(pkey)) return;
+        this.pipelines.set(pkey, { name: spec.name, kernel, pipeline: pl, layout, error: null });
+      }, () => { /* the synchronous path reports it */ }));
+    }
+    await Promise.all(made.values());
+    return { kernels: specs.length, shaders: made.size, bytes, ms: performance.now() - t0, tunesPending: tunesPending() };
+  }
+
+  private bindGroupLayout(label: string, kernel: WgslKernel): GPUBindGroupLayout {
+    return this.device.createBindGroupLayout({
+      label,
       entries: [
         { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
         ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
       ],
     });
+  }
+
+  private createPipeline(name: string, kernel: WgslKernel): Pipeline {
+    const d = this.device;
+    d.pushErrorScope('validation');
+    d.pushErrorScope('internal');
+    const module = d.createShaderModule({ code: kernel.code, label: name });
+    const layout = this.bindGroupLayout(name, kernel);
     const pipeline = d.createComputePipeline({
       label: name,
       layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
@@ -460,7 +614,7 @@ export class WebGPUBackend implements Backend {
       this.encoder = this.device.createCommandEncoder({ label: 'kiln' });
       this.takeChunk();
     }
-    this.pass ??= this.encoder.beginComputePass();
+    this.pass ??= this.encoder.beginComputePass(this.passTimestamps ? { timestampWrites: this.passTimestamps } : undefined);
     return this.pass;
   }
 
@@ -510,38 +664,56 @@ export class WebGPUBackend implements Backend {
     cp.setBindGroup(0, this.device.createBindGroup({ layout: p.layout, entries }));
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
+    this.launched++;
   }
 
-  /** Launches through the prepared launcher's own uniform and bind group; false when it cannot (then the shared ring is used). */
+  /**
+   * Launches through the prepared launcher's own uniforms and bind groups; false when it cannot (then
+   * the shared ring is used). Creating a bind group costs ~50 us in dawn.node (measured on lavapipe),
+   * more than the rest of an eager launch, so a launcher keeps the groups of the last few buffer sets
+   * it bound: compiled steps bind the same buffers every call, and eager loops get pooled buffers back.
+   */
   private launchCached(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
     const d = this.device;
     const n = spec.args.length;
-    const offsets = args.slice(0, n).map((a) => a.offset);
-    const key = `${offsets.join(',')}|${params.join(',')}`;
-    // The uniform may still be read by queued work: never rewrite it; other offsets use the shared ring.
-    if (cache.uniform && (cache.uniformKey !== key || cache.uniform.size < p.kernel.uniformBytes)) return false;
-    const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
-    if (!cache.uniform) {
+    let key = '';
+    for (let i = 0; i < n; i++) key += `${args[i].offset},`;
+    key += `|${params.join(',')}`;
+    let uniform = cache.uniforms.get(key);
+    if (!uniform) {
+      if (cache.uniforms.size >= UNIFORMS_PER_LAUNCHER) return false;
       const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
-      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offsets, params);
-      cache.uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
-      d.queue.writeBuffer(cache.uniform, 0, bytes);
-      cache.uniformKey = key;
+      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, args.slice(0, n).map((a) => a.offset), params);
+      uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
+      d.queue.writeBuffer(uniform, 0, bytes);
+      cache.uniforms.set(key, uniform);
     }
-    if (!cache.group || cache.pipeline !== p || !cache.buffers!.every((b, i) => b === buffers[i])) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: cache.uniform, offset: 0, size: p.kernel.uniformBytes } }];
-      p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
-      cache.group = d.createBindGroup({ layout: p.layout, entries });
+    if (uniform.size < p.kernel.uniformBytes) return false;
+    if (cache.pipeline !== p) {
+      cache.groups.clear();
       cache.pipeline = p;
-      cache.buffers = buffers;
     }
+    const buffers = p.kernel.bindings.map((b) => storages[b.arg].buffer);
+    let gkey = key + '#';
+    for (const b of buffers) gkey += `${bufferId(b)},`;
+    let group = cache.groups.get(gkey);
+    if (group) {
+      cache.groups.delete(gkey); // most recently used last
+    } else {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform, offset: 0, size: p.kernel.uniformBytes } }];
+      p.kernel.bindings.forEach((b, i) => entries.push({ binding: b.binding, resource: { buffer: buffers[i] } }));
+      group = d.createBindGroup({ layout: p.layout, entries });
+      if (cache.groups.size >= GROUPS_PER_LAUNCHER) cache.groups.delete(cache.groups.keys().next().value!);
+    }
+    cache.groups.set(gkey, group);
     for (const b of buffers) this.pendingBuffers.add(b);
     const cp = this.encoderFor(0);
     const wg = p.kernel.workgroups;
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, cache.group);
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
+    this.launched++;
     return true;
   }
 }
@@ -593,7 +765,16 @@ export const webgpuBackend: Backend = {
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
   settle: () => current().settle(),
+  // before the device is first used there is nothing to count
+  memory: () => active?.memory() ?? { storages: 0, bytes: 0, cachedBytes: 0, tracked: true },
+  precompile: (specs, firstRun) => current().precompile(specs, firstRun),
+  finish: () => current().sync(),
+  profileProgram: (specs, bindings, table) => current().profileProgram(specs, bindings, table, profileMethod ?? undefined),
 };
+
+let profileMethod: 'wall' | null = null;
+/** Test hook: profile by wall time even where the adapter has 'timestamp-query' (null: by adapter). */
+export const setProfileMethod = (m: 'wall' | null): void => { profileMethod = m; };
 
 /** Submits the pending launches (without waiting for them). */
 export function flush(): void { active?.flush(); }
@@ -627,6 +808,8 @@ registerWebGPUBackend();
 /** Acquires the WebGPU device (a clear Error where there is none) and registers the 'webgpu' backend. */
 export async function initWebGPU(): Promise<void> {
   await deviceInit();
+  // browsers keep tuned matmul choices in IndexedDB (asynchronous): load them before the first kernel
+  await loadAutotuneCache();
   registerWebGPUBackend();
   current();
 }

@@ -25,6 +25,7 @@
 // The global WebGPU types (GPUDevice, GPUBufferUsage, ...) come from
 // @webgpu/types, which the `webgpu` package's own typings import.
 import type {} from 'webgpu';
+import { notAcquired } from './not-acquired.ts';
 
 /** String fields of the acquired adapter's GPUAdapterInfo (empty strings where the platform hides them). */
 export interface AdapterInfo {
@@ -220,10 +221,7 @@ function notInitialized(what: string): Error {
         'call `await kiln.webgpu.init()` to acquire a new one',
     );
   }
-  return new Error(
-    `kiln: ${what}: the WebGPU device has not been acquired yet; ` +
-      'call `await kiln.webgpu.init()` (or check `await kiln.webgpu.available()`) first',
-  );
+  return notAcquired(what);
 }
 
 /** The already-acquired device. Throws if init()/getDevice() has not completed. */

@@ -14,9 +14,15 @@ import { initWebGPU } from './backend.ts';
 export { adapterInfo, limits, hasFeature, destroy, type AdapterInfo } from './device.ts';
 export { sync, flush, settle, poolStats } from './backend.ts';
 
-/** Whether a WebGPU device can be acquired here. Never throws. */
+/** Whether a WebGPU device can be acquired here. Never throws. (Acquiring it also loads the tuned matmul choices.) */
 export async function available(): Promise<boolean> {
-  return deviceAvailable();
+  if (!(await deviceAvailable())) return false;
+  try {
+    await initWebGPU();
+    return true;
+  } catch {
+    return false; // lost between the two calls
+  }
 }
 
 /** Acquires the WebGPU device and registers the 'webgpu' backend. */

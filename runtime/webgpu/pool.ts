@@ -10,7 +10,11 @@
 // Size classes: exact up to 4 KiB (rounded to 16 bytes), then four classes per power of two
 // (2^k, 1.25·2^k, 1.5·2^k, 1.75·2^k), so at most 25% of a buffer is slack.
 
-export interface PoolStats { created: number; reused: number; destroyed: number; freeBytes: number; waiting: number; liveBytes: number }
+export interface PoolStats {
+  created: number; reused: number; destroyed: number; freeBytes: number; waiting: number; liveBytes: number;
+  /** buffers held by storages (kiln.memory()), and bytes of returned buffers still waiting for their work */
+  liveBuffers: number; waitingBytes: number;
+}
 
 export function sizeClass(bytes: number): number {
   if (bytes <= 4096) return Math.max(16, Math.ceil(bytes / 16) * 16);
@@ -27,7 +31,7 @@ export class BufferPool {
   private freeBytes = 0;
   /** the submission count reached by completed work */
   private completed = 0;
-  readonly stats: PoolStats = { created: 0, reused: 0, destroyed: 0, freeBytes: 0, waiting: 0, liveBytes: 0 };
+  readonly stats: PoolStats = { created: 0, reused: 0, destroyed: 0, freeBytes: 0, waiting: 0, liveBytes: 0, liveBuffers: 0, waitingBytes: 0 };
 
   constructor(private device: GPUDevice, readonly capBytes: number, private usage: number) {}
 
@@ -42,11 +46,13 @@ export class BufferPool {
       this.freeBytes -= size;
       this.stats.reused++;
       this.stats.liveBytes += size;
+      this.stats.liveBuffers++;
       this.sync();
       return reused;
     }
     this.stats.created++;
     this.stats.liveBytes += size;
+    this.stats.liveBuffers++;
     this.sync();
     return this.device.createBuffer({ size, usage: this.usage });
   }
@@ -54,6 +60,8 @@ export class BufferPool {
   /** Takes back a buffer no storage references any more; it is reusable once submission `epoch` completed. */
   release(buffer: GPUBuffer, epoch: number): void {
     this.stats.liveBytes -= buffer.size;
+    this.stats.liveBuffers--;
+    this.stats.waitingBytes += buffer.size;
     this.waiting.push({ buffer, bytes: buffer.size, epoch });
     this.drain();
   }
@@ -69,6 +77,7 @@ export class BufferPool {
       const still: Waiting[] = [];
       for (const w of this.waiting) {
         if (w.epoch > this.completed) { still.push(w); continue; }
+        this.stats.waitingBytes -= w.bytes;
         if (this.freeBytes + w.bytes > this.capBytes) {
           w.buffer.destroy();
           this.stats.destroyed++;

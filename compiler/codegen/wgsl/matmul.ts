@@ -192,7 +192,10 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
     bvec = (q, cv) => `yv${q}_${cv}`;
   }
   for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) body.push(`c${r}_${cv} = c${r}_${cv} + ${aval(r, q)} * ${bvec(q, cv)};`);
-  main.push(...accs, `for (var kk = 0; kk < ${k.k / KS}; kk = kk + 1) {`, ...indent(body), '}', ...stores);
+  // The trip count is hidden from the shader compiler (an element offset is never negative, so the
+  // min is 0): software drivers fully unroll constant short loops, which made lavapipe spend seconds
+  // compiling small-k matmuls at their first dispatch.
+  main.push(...accs, `let kn = ${k.k / KS} + min(${args.off(a.arg)}, 0);`, `for (var kk = 0; kk < kn; kk = kk + 1) {`, ...indent(body), '}', ...stores);
   return { decls: [], wg: [WX, WY], main, workgroups };
 }
 

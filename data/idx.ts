@@ -1,0 +1,124 @@
+// Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory; gzip
+// unpacked by magic number; and the IDX format the MNIST files use (LeCun's "idx3-ubyte"). Every
+// file is untrusted: a wrong magic, an unknown type, or a size that disagrees with the header is a
+// clear error naming the source, never an out-of-range read.
+
+import { nodeFs, requireNode } from '../runtime/node.ts';
+import { tensor, type Tensor } from '../runtime/index.ts';
+
+/** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
+export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
+
+/** A source in an error message. */
+export const sourceName = (source: ByteSource): string =>
+  typeof source === 'string' || source instanceof URL ? String(source) : `${source.byteLength} bytes in memory`;
+
+/** A string or URL as a URL: absolute, else relative to the page in a browser; null for a Node path. */
+function toUrl(source: string | URL): URL | null {
+  if (source instanceof URL) return source;
+  if (/^[a-z][\w+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source)) return new URL(source);
+  const page = (globalThis as { location?: { href: string } }).location?.href;
+  return page ? new URL(source, page) : null;
+}
+
+async function gunzip(bytes: Uint8Array, what: string): Promise<Uint8Array> {
+  try {
+    const stream = new Blob([bytes.slice()]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  } catch (e) {
+    throw new Error(`${what}: the gzip data is corrupt: ${(e as Error).message}`);
+  }
+}
+
+/** The bytes of a source, gunzipped when they are gzip data. */
+export async function readBytes(source: ByteSource, what: string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  if (source instanceof Uint8Array) {
+    bytes = source;
+  } else if (source instanceof ArrayBuffer) {
+    bytes = new Uint8Array(source);
+  } else {
+    const url = toUrl(source);
+    if (url === null || url.protocol === 'file:') {
+      const path = url === null ? String(source) : decodeURIComponent(url.pathname);
+      try {
+        bytes = await requireNode(nodeFs, `${what} from ${path}`).promises.readFile(path);
+      } catch (e) {
+        throw new Error(`${what}: cannot read ${path}: ${(e as Error).message}`);
+      }
+    } else {
+      let response: Response;
+      try {
+        response = await fetch(url);
+      } catch (e) {
+        throw new Error(`${what}: fetching ${url.href} failed: ${(e as Error).message}`);
+      }
+      if (!response.ok) throw new Error(`${what}: fetching ${url.href} failed: HTTP ${response.status} ${response.statusText}`);
+      bytes = new Uint8Array(await response.arrayBuffer());
+    }
+  }
+  return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
+}
+
+// The IDX element types: code -> bytes per element and the typed array kiln keeps them in.
+const idxTypes = {
+  0x08: { name: 'unsigned byte', size: 1 },
+  0x09: { name: 'signed byte', size: 1 },
+  0x0b: { name: 'short', size: 2 },
+  0x0c: { name: 'int', size: 4 },
+  0x0d: { name: 'float', size: 4 },
+  0x0e: { name: 'double', size: 8 },
+} as const;
+type IdxCode = keyof typeof idxTypes;
+
+export interface IdxArray {
+  dims: number[];
+  /** the element type: 'unsigned byte', 'signed byte', 'short', 'int', 'float' or 'double' */
+  type: (typeof idxTypes)[IdxCode]['name'];
+  /** the raw elements (big-endian in the file, native here) */
+  values: Uint8Array | Int8Array | Int16Array | Int32Array | Float32Array | Float64Array;
+}
+
+/** Parses an IDX file (validated: a corrupt one is a clear error naming `what`). */
+export function parseIdx(bytes: Uint8Array, what = 'idx'): IdxArray {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.byteLength < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
+    const head = Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, '0')).join(' ');
+    throw new Error(`${what}: not an IDX file (it must start with two zero bytes, a type and a rank; starts with [${head}], ${bytes.byteLength} bytes)`);
+  }
+  const code = bytes[2];
+  if (!(code in idxTypes)) throw new Error(`${what}: unknown IDX element type 0x${code.toString(16)} (expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)`);
+  const { name, size } = idxTypes[code as IdxCode];
+  const ndim = bytes[3];
+  const offset = 4 + 4 * ndim;
+  if (ndim === 0 || bytes.byteLength < offset) {
+    throw new Error(`${what}: IDX header of rank ${ndim} needs ${offset} bytes but the file has ${bytes.byteLength}`);
+  }
+  const dims: number[] = [];
+  for (let i = 0; i < ndim; i++) dims.push(view.getUint32(4 + 4 * i, false));
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (bytes.byteLength - offset !== count * size) {
+    throw new Error(`${what}: IDX dims [${dims.join(', ')}] of ${name}s need ${count * size} data bytes but the file has ${bytes.byteLength - offset} (truncated or corrupt)`);
+  }
+  const at = (i: number): number => offset + i * size;
+  let values: IdxArray['values'];
+  switch (code as IdxCode) {
+    case 0x08: values = bytes.slice(offset); break;
+    case 0x09: values = new Int8Array(bytes.slice(offset).buffer); break;
+    case 0x0b: values = Int16Array.from({ length: count }, (_, i) => view.getInt16(at(i), false)); break;
+    case 0x0c: values = Int32Array.from({ length: count }, (_, i) => view.getInt32(at(i), false)); break;
+    case 0x0d: values = Float32Array.from({ length: count }, (_, i) => view.getFloat32(at(i), false)); break;
+    case 0x0e: values = Float64Array.from({ length: count }, (_, i) => view.getFloat64(at(i), false)); break;
+  }
+  return { dims, type: name, values };
+}
+
+/**
+ * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
+ * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
+ */
+export async function idx(source: ByteSource): Promise<Tensor> {
+  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
+  if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
+  return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
+}

@@ -1,0 +1,169 @@
+// kiln in a real browser: Debian's Chromium, headless, driven by playwright-core (which never
+// downloads a browser), with WebGPU on SwiftShader. The playground server serves kiln's split build
+// (scripts/build.ts) and the test pages. Checks: the bundle loads as an ES module, the first module
+// and its static imports only, and a training page then loads the WebGPU and compiler chunks but not
+// the file formats; a compiled step trains on WebGPU with
+// Node's CPU losses; the playground trains and draws, and falls back to the CPU with its note where
+// the page has no WebGPU; a TraceError and a listing name the user's URL and line.
+//
+// Chromium: KILN_CHROMIUM or /usr/bin/chromium. Without it the suite is skipped with a message,
+// except with KILN_REQUIRE_WEBGPU=1 (CI), where that is a failure.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundlePage, startPlayground, type Asset, type Playground } from '../playground/server.ts';
+import { buildKiln, chunkFor, staticClosure, type KilnBuild } from '../scripts/build.ts';
+import type { KilnTests } from './browser/page.ts';
+import { trainSmall } from './browser/small-mlp.ts';
+
+const executablePath = process.env.KILN_CHROMIUM ?? '/usr/bin/chromium';
+const required = process.env.KILN_REQUIRE_WEBGPU === '1';
+const haveChromium = existsSync(executablePath);
+const flags = [
+  '--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader',
+  '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync',
+];
+
+if (!haveChromium && !required) {
+  console.warn(`tests/browser.test.ts: skipped: no Chromium at ${executablePath} (install Debian's chromium, or set KILN_CHROMIUM)`);
+}
+
+/** What the pages put on window: the fixtures (tests/browser/page.ts) and the playground's report. */
+interface TestWindow {
+  kilnTests: KilnTests;
+  kilnPlayground: { state: string; device: string; losses: { loss: number }[]; accuracy?: number; error?: string };
+}
+
+describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)', () => {
+  let server: Playground;
+  let context: BrowserContext;
+  let userDataDir = '';
+  let pageJs = '';
+  /** the build the server serves (the same files: esbuild's output is deterministic) */
+  let kiln: KilnBuild;
+  /** the paths each page requested, in order */
+  const requested = new Map<Page, string[]>();
+  /** kiln's files among them */
+  const kilnFiles = (p: Page): string[] => [...new Set(requested.get(p)!.filter((u) => /^\/kiln[\w-]*\.js$/.test(u)).map((u) => u.slice(1)))].sort();
+
+  const page = async (path: string, hideWebGPU = false): Promise<Page> => {
+    const p = await context.newPage();
+    const errors: string[] = [];
+    p.on('pageerror', (e) => errors.push(e.message));
+    const urls: string[] = [];
+    requested.set(p, urls);
+    p.on('request', (r) => urls.push(new URL(r.url()).pathname));
+    // Like a browser without WebGPU: navigator.gpu is undefined.
+    if (hideWebGPU) await p.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
+    await p.goto(server.url + path.replace(/^\//, ''));
+    if (path === '/tests/') await p.waitForFunction(() => 'kilnTests' in window, null, { timeout: 30_000 });
+    expect(errors).toEqual([]);
+    return p;
+  };
+
+  beforeAll(async () => {
+    if (!haveChromium) throw new Error(`KILN_REQUIRE_WEBGPU=1 but there is no Chromium at ${executablePath}: install it (apt-get install chromium) or set KILN_CHROMIUM`);
+    const here = new URL('./browser/', import.meta.url).pathname;
+    pageJs = await bundlePage(join(here, 'page.ts'));
+    const html = '<!doctype html><link rel="icon" href="data:,"><script type="importmap">{ "imports": { "acorn": "/acorn.js" } }</script>' +
+      '<script type="module" src="/tests/page.js"></script><p>kiln tests</p>';
+    const pages = new Map<string, Asset>([
+      ['/tests/', { type: 'text/html; charset=utf-8', body: html }],
+      ['/tests/page.js', { type: 'text/javascript; charset=utf-8', body: pageJs }],
+    ]);
+    server = await startPlayground({ port: 0, pages });
+    kiln = await buildKiln();
+    userDataDir = mkdtempSync(join(tmpdir(), 'kiln-chromium-'));
+    context = await chromium.launchPersistentContext(userDataDir, { executablePath, headless: true, args: flags });
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await server?.close();
+    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  it('the bundle loads as an ES module and the page has a WebGPU adapter', async () => {
+    const p = await page('/tests/');
+    // at load, the first module and its static imports only; WebGPU's chunk comes with available()
+    expect(kilnFiles(p)).toEqual([...kiln.atLoad].sort());
+    const got = await p.evaluate(async () => {
+      const { kiln } = (window as unknown as TestWindow).kilnTests;
+      return { exports: Object.keys(kiln), webgpu: await kiln.webgpu.available(), sum: await kiln.tensor([1, 2, 3]).sum().item() };
+    });
+    expect(got.exports).toEqual(expect.arrayContaining(['compile', 'tensor', 'nn', 'optim', 'data', 'webgpu', 'TraceError']));
+    expect(got.sum).toBe(6);
+    expect(got.webgpu).toBe(true);
+    await p.close();
+  });
+
+  it('a compiled step trains on WebGPU in the page with the losses of Node on the CPU', async () => {
+    const p = await page('/tests/');
+    const inPage = await p.evaluate(() => (window as unknown as TestWindow).kilnTests.trainSmall('webgpu'));
+    const inNode = await trainSmall('cpu');
+    expect(inPage).toHaveLength(inNode.length);
+    inPage.forEach((l, i) => expect(Math.abs(l - inNode[i])).toBeLessThan(1e-4 + 1e-4 * Math.abs(inNode[i])));
+    expect(inNode[inNode.length - 1]).toBeLessThan(inNode[0]); // it learns
+    await p.close();
+  });
+
+  it('a TraceError names the user file:line (a URL) and the expression; listings carry the source lines', async () => {
+    const p = await page('/tests/');
+    const got = await p.evaluate(() => (window as unknown as TestWindow).kilnTests.traceError());
+    const lines = pageJs.split('\n');
+    const lineOf = (text: string): number => {
+      const hits = lines.flatMap((l, i) => (l.includes(text) ? [i + 1] : []));
+      expect(hits).toHaveLength(1);
+      return hits[0];
+    };
+    const file = `${server.url}tests/page.js`;
+    expect(got.name).toBe('TraceError');
+    expect(got.message).toContain(`itemSync() reads the value of a traced tensor`);
+    expect(got.message).toMatch(new RegExp(`at ${file.replace(/[.]/g, '\\.')}:${lineOf('t.sum().itemSync()')}:\\d+ \\(t\\.sum\\(\\)\\.itemSync\\(\\) > 0\\)`));
+    expect(got.message).not.toMatch(/kiln[\w-]*\.js/); // none of kiln's files
+    const listed = lineOf('t.mul(3).exp()');
+    expect(got.listing).toContain(`# ${file}:${listed}  ${lines[listed - 1].trim()}`);
+    expect(got.listing).not.toMatch(/kiln[\w-]*\.js/);
+    await p.close();
+  });
+
+  it('the playground trains on WebGPU, draws the loss and lists the kernels with their source lines', async () => {
+    const p = await page('/?steps=8&test=500');
+    await p.waitForFunction(() => (window as unknown as TestWindow).kilnPlayground.state !== 'running', null, { timeout: 90_000 });
+    const report = await p.evaluate(() => (window as unknown as TestWindow).kilnPlayground);
+    expect(report.error).toBeUndefined();
+    expect(report).toMatchObject({ state: 'done', device: 'webgpu' });
+    expect(report.losses).toHaveLength(8);
+    expect(report.losses[7].loss).toBeLessThan(report.losses[0].loss);
+    expect(report.accuracy).toBeGreaterThan(0.3); // 8 steps of 64 digits: far above chance (0.1)
+    expect(await p.locator('#note').isHidden()).toBe(true);
+    expect((await p.locator('#plot polyline').getAttribute('points'))?.split(' ')).toHaveLength(8);
+    expect(await p.locator('#accuracy').textContent()).toMatch(/^\d+\.\d%$/);
+    const listings = await p.locator('#listings pre').allTextContents();
+    expect(listings.some((t) => t.includes('@compute'))).toBe(true);
+    expect(listings.some((t) => /app\.js:\d+ {2}const loss = /.test(t))).toBe(true);
+    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend and the
+    // compiler with what they import -- never the file formats
+    const chunks = kiln.chunks;
+    const training = new Set([...kiln.atLoad, ...staticClosure(chunks, chunkFor(chunks, 'runtime/webgpu/index.ts')), ...staticClosure(chunks, chunkFor(chunks, 'jit/compile.ts'))]);
+    expect(kilnFiles(p)).toEqual([...training].sort());
+    await p.close();
+  });
+
+  it('a page without WebGPU falls back to the CPU and says so', async () => {
+    const p = await page('/?steps=3&test=200', true);
+    await p.waitForFunction(() => (window as unknown as TestWindow).kilnPlayground.state !== 'running', null, { timeout: 90_000 });
+    const report = await p.evaluate(() => (window as unknown as TestWindow).kilnPlayground);
+    expect(report.error).toBeUndefined();
+    expect(report).toMatchObject({ state: 'done', device: 'cpu' });
+    expect(report.losses).toHaveLength(3);
+    expect(await p.locator('#note').isVisible()).toBe(true);
+    expect(await p.locator('#note').textContent()).toMatch(/WebGPU is not available in this browser, so kiln trains on the CPU/);
+    expect(await p.locator('#device').textContent()).toBe('CPU');
+    const listings = await p.locator('#listings pre').allTextContents();
+    expect(listings.some((t) => t.includes('function '))).toBe(true); // JavaScript kernels
+    await p.close();
+  });
+});

@@ -1,0 +1,113 @@
+// The convolution machinery on its own, against PyTorch's golden conv.json: the option rules
+// (ir/conv.ts), the CPU kernel (runtime/conv-cpu.ts, im2col blocks through the WebAssembly gemm and
+// its JavaScript fallback) and the VJP math (runtime/conv-vjp.ts: both gradients as convolutions
+// through permuted views), with plain arrays standing in for tensors.
+import { describe, expect, it } from 'vitest';
+import { convParams, convShape, naturalOrder, type ConvAttrs, type ConvOptions } from '../ir/conv.ts';
+import { numel } from '../ir/shape.ts';
+import { contiguousView, permuteView, type View } from '../ir/view.ts';
+import { convCpu } from '../runtime/conv-cpu.ts';
+import { convVjp } from '../runtime/conv-vjp.ts';
+import type { Tensor } from '../runtime/tensor.ts';
+import { describeMismatch, loadGolden, type GTensor, type OpCase } from './golden.ts';
+
+/** A stand-in for a tensor: an array read through a view (what convVjp needs: shape, permute, requiresGrad). */
+class Arr {
+  constructor(readonly data: Float32Array, readonly view: View, readonly requiresGrad = true) {}
+  get shape(): readonly number[] { return this.view.shape; }
+  get ndim(): number { return this.view.shape.length; }
+  permute(perm: number[]): Arr { return new Arr(this.data, permuteView(this.view, perm), this.requiresGrad); }
+  reshape(shape: number[]): Arr { return new Arr(this.contiguous(), contiguousView(shape), this.requiresGrad); }
+  contiguous(): Float32Array {
+    const out = new Float32Array(numel(this.shape));
+    const idx = new Array<number>(this.ndim).fill(0);
+    for (let i = 0; i < out.length; i++) {
+      out[i] = this.data[this.view.offset + idx.reduce((s, v, d) => s + v * this.view.strides[d], 0)];
+      for (let d = this.ndim - 1; d >= 0 && ++idx[d] === this.shape[d]; d--) idx[d] = 0;
+    }
+    return out;
+  }
+}
+const arr = (g: GTensor) => new Arr(Float32Array.from(g.data), contiguousView(g.shape));
+const call = (gemmOn: boolean) => (x: Arr, w: Arr, a: ConvAttrs): Arr => {
+  const out = convCpu(a, x.data, x.view, w.data, w.view, gemmOn ? undefined : null);
+  const natural = convShape(x.shape, w.shape, { ...a, outPerm: naturalOrder(x.ndim - 3) });
+  return new Arr(out.slice(0, numel(natural)), contiguousView(natural)).permute(a.outPerm);
+};
+
+/** F.conv1d / F.conv2d over arrays: the grouped layout of the primitive, then back. */
+function fakeConv(nd: number, gemmOn: boolean, record: { x?: Arr; w?: Arr; attrs?: ConvAttrs; groups?: number }) {
+  return (x: Arr, w: Arr, b: Arr | null, opts: ConvOptions = {}): Arr => {
+    const { attrs, groups } = convParams(`conv${nd}d`, x.shape, w.shape, opts, nd);
+    const xg = x.reshape([x.shape[0], groups, x.shape[1] / groups, ...x.shape.slice(2)]);
+    const wg = w.reshape([groups, w.shape[0] / groups, ...w.shape.slice(1)]);
+    Object.assign(record, { x: xg, w: wg, attrs, groups });
+    const out = call(gemmOn)(xg, wg, attrs);
+    const shape = [x.shape[0], w.shape[0], ...out.shape.slice(3)];
+    const data = out.data;
+    if (b) { const P = numel(shape.slice(2)); for (let i = 0; i < data.length; i++) data[i] += b.data[Math.floor(i / P) % shape[1]]; }
+    return new Arr(data, contiguousView(shape));
+  };
+}
+
+const cases = loadGolden('conv').cases.filter((c): c is OpCase => c.kind === 'op' && /^F\.conv[12]d\(x, w, (b|null)(, \{[^}]*\})?\)$/.test(c.expr));
+
+for (const gemmOn of [true, false]) {
+  describe(`conv on the CPU (${gemmOn ? 'WebAssembly gemm' : 'JavaScript fallback'}), golden conv.json`, () => {
+    it('has the plain F.conv cases', () => expect(cases.length).toBeGreaterThanOrEqual(10));
+    for (const c of cases) {
+      it(c.name, () => {
+        const rec: { x?: Arr; w?: Arr; attrs?: ConvAttrs; groups?: number } = {};
+        const names = Object.keys(c.inputs);
+        const xs = names.map((n) => arr(c.inputs[n]));
+        const F = { conv1d: fakeConv(1, gemmOn, rec), conv2d: fakeConv(2, gemmOn, rec) };
+        // eslint-disable-next-line no-new-func
+        const out = new Function('F', ...names, `return ${c.expr};`)(F, ...xs) as Arr;
+        expect([...out.shape]).toEqual(c.output.shape);
+        const m = describeMismatch(out.data, c.output.data, c.tol, false, c.output.shape);
+        if (m) throw new Error(`${c.name}: output: ${m}`);
+        // gradients: g in the grouped layout, then back to the user's shapes
+        const gOut = c.gradOutput!;
+        const G = rec.groups!;
+        const g = arr(gOut).reshape([gOut.shape[0], G, gOut.shape[1] / G, ...gOut.shape.slice(2)]);
+        const x = new Arr(rec.x!.data, rec.x!.view, c.inputs.x.requiresGrad ?? false);
+        const [dx, dw] = convVjp(g as unknown as Tensor, x as unknown as Tensor, rec.w! as unknown as Tensor, rec.attrs!, call(gemmOn) as unknown as Parameters<typeof convVjp>[4]) as unknown as [Arr | null, Arr | null];
+        for (const [name, got] of [['x', dx], ['w', dw]] as const) {
+          const want = c.grads[name];
+          if (!want) { expect(got).toBeNull(); continue; }
+          const flat = got!.contiguous();
+          const m2 = describeMismatch(flat, want.data, c.tol, false, want.shape);
+          if (m2) throw new Error(`${c.name}: grad of ${name}: ${m2}`);
+        }
+      });
+    }
+  });
+}
+
+describe('conv options: bad input is a clear error naming the op and the shapes', () => {
+  const p = (x: number[], w: number[], o: ConvOptions = {}, nd = 2) => () => convParams(`conv${nd}d`, x, w, o, nd);
+  it('channels that do not match the weight', () => {
+    expect(p([2, 3, 7, 7], [4, 2, 3, 3])).toThrow('conv2d: input [2, 3, 7, 7] has 3 channels but weight [4, 2, 3, 3] expects 2');
+  });
+  it('a kernel larger than the padded input', () => {
+    expect(p([1, 1, 4, 4], [1, 1, 5, 5])).toThrow('conv2d: kernel [5, 5] is larger than the padded input [4, 4]');
+    expect(p([1, 1, 4, 4], [1, 1, 3, 3], { dilation: 2 })).toThrow('with dilation [2, 2] (span [5, 5]) is larger than the padded input [4, 4]');
+    expect(p([1, 1, 4, 4], [1, 1, 5, 5], { padding: 1 })).not.toThrow();
+  });
+  it('groups not dividing the channels', () => {
+    expect(p([1, 4, 5, 5], [6, 2, 3, 3], { groups: 3 })).toThrow("conv2d: groups 3 does not divide the input's 4 channels (input [1, 4, 5, 5])");
+    expect(p([1, 6, 5, 5], [4, 2, 3, 3], { groups: 3 })).toThrow("conv2d: groups 3 does not divide the weight's 4 output channels (weight [4, 2, 3, 3])");
+  });
+  it('wrong ranks, strides and padding', () => {
+    expect(p([2, 3, 7], [4, 3, 3, 3])).toThrow('conv2d: expected a 4-d input [N, C, H, W], got [2, 3, 7]');
+    expect(p([2, 3, 7], [4, 3, 3, 3], {}, 1)).toThrow('conv1d: expected a 3-d weight');
+    expect(p([1, 1, 5, 5], [1, 1, 3, 3], { stride: 0 })).toThrow('conv2d: stride must be a positive integer or 2 of them, got 0');
+    expect(p([1, 1, 5, 5], [1, 1, 3, 3], { padding: [1, 2, 3] })).toThrow('conv2d: padding must be a non-negative integer or 2 of them, got [1,2,3]');
+    expect(p([1, 1, 5, 5], [1, 1, 3, 3], { padding: 'same', stride: 2 })).toThrow("conv2d: padding='same' is not supported for strided convolutions (stride [2, 2])");
+  });
+  it("padding 'same' with an even kernel puts the extra row on the high side (as PyTorch)", () => {
+    const { attrs } = convParams('conv2d', [1, 1, 6, 6], [1, 1, 4, 2], { padding: 'same' }, 2);
+    expect([attrs.padLo, attrs.padHi]).toEqual([[1, 0], [2, 1]]);
+    expect(convShape([1, 1, 1, 6, 6], [1, 1, 1, 4, 2], attrs)).toEqual([1, 1, 1, 6, 6]);
+  });
+});

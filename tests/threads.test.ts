@@ -1,0 +1,150 @@
+// The CPU thread pool (runtime/threads.ts): big gemms split over 1 and 2 threads give the float64
+// reference's values within the gemm tolerance and the same bits either way; compiled and eager steps
+// agree across thread counts; a worker that dies is an Error naming it, and the pool restarts.
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import v8 from 'node:v8';
+import { afterAll, describe, expect, it } from 'vitest';
+import * as kiln from '../index.ts';
+import { gemm, makeGemm, PLAIN, RELAXED, kernelSupported } from '../runtime/gemm-wasm.ts';
+import { pool } from '../runtime/threads.ts';
+
+function reference(a: Float32Array, sam: number, sak: number, b: Float32Array, sbk: number, sbn: number, m: number, n: number, k: number): Float64Array {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let kk = 0; kk < k; kk++) {
+    const av = a[i * sam + kk * sak];
+    for (let j = 0; j < n; j++) c[i * n + j] += av * b[kk * sbk + j * sbn];
+  }
+  return c;
+}
+
+function operands(m: number, n: number, k: number, tb: boolean) {
+  const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i * 1.3));
+  const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i * 0.7));
+  const [sbk, sbn] = tb ? [1, k] : [n, 1];
+  return { a, b, sbk, sbn };
+}
+
+function expectClose(c: Float32Array, ldc: number, want: Float64Array, m: number, n: number, k: number): void {
+  let worst = 0;
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    const w = want[i * n + j];
+    worst = Math.max(worst, Math.abs(c[i * ldc + j] - w) / (1e-5 * Math.sqrt(k) * (1 + Math.abs(w))));
+  }
+  expect(worst, 'worst error in units of the tolerance').toBeLessThanOrEqual(1);
+}
+
+const threadCounts = [1, 2];
+const initial = kiln.getNumThreads();
+afterAll(() => kiln.setNumThreads(initial));
+
+describe('thread pool', () => {
+  it('setNumThreads takes 1..64 and says what is wrong otherwise', () => {
+    for (const bad of [0, -1, 1.5, 65, NaN]) {
+      expect(() => kiln.setNumThreads(bad)).toThrow(/setNumThreads: n must be an integer from 1 to 64, got/);
+    }
+    kiln.setNumThreads(2);
+    expect(kiln.getNumThreads()).toBe(2);
+    kiln.setNumThreads(1);
+    expect(kiln.getNumThreads()).toBe(1);
+  });
+
+  it('KILN_NUM_THREADS sets the default, and a bad value is an Error naming it', () => {
+    const threadsOf = (value: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e',
+      "import('./runtime/threads.ts').then((t) => console.log('threads=' + t.getNumThreads()))"], {
+      encoding: 'utf8', timeout: 60_000, cwd: resolve(import.meta.dirname, '..'), env: { ...process.env, KILN_NUM_THREADS: value },
+    });
+    const three = threadsOf('3');
+    expect(three.stdout, three.stderr).toContain('threads=3');
+    const bad = threadsOf('two');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain("KILN_NUM_THREADS must be an integer from 1 to 64, got 'two'");
+  });
+
+  // Panels split (wide), row blocks split (a single panel), a transposed weight, ragged edges.
+  const cases: [string, number, number, number, boolean][] = [
+    ['MLP layer, transposed weight', 128, 512, 784, true],
+    ['tall, one panel: split by rows', 1030, 10, 300, false],
+    ['ragged edges', 131, 257, 67, false],
+  ];
+  for (const [name, m, n, k, tb] of cases) {
+    it(`gemm on 1 and 2 threads matches float64 and itself: ${name} (${m}x${k} @ ${k}x${n})`, () => {
+      const { a, b, sbk, sbn } = operands(m, n, k, tb);
+      const want = reference(a, k, 1, b, sbk, sbn, m, n, k);
+      const results: Float32Array[] = [];
+      for (const t of threadCounts) {
+        kiln.setNumThreads(t);
+        const { c, ldc } = gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true);
+        expectClose(c, ldc, want, m, n, k);
+        results.push(c.slice());
+      }
+      // Each thread computes whole output tiles in the same k order: the split changes no bit.
+      expect(results[1]).toEqual(results[0]);
+    });
+  }
+
+  it('the relaxed-SIMD kernel (f32x4.relaxed_madd) is chosen only where validated, and stays within the same tolerance', () => {
+    // Node 20 has relaxed SIMD behind a V8 flag: off by default (the plain kernel runs), on here to test it.
+    expect(kernelSupported(PLAIN)).toBe(true);
+    expect(kernelSupported(RELAXED)).toBe(false);
+    v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+    expect(kernelSupported(RELAXED)).toBe(true);
+    const [m, n, k] = [131, 72, 300];
+    const { a, b, sbk, sbn } = operands(m, n, k, false);
+    const want = reference(a, k, 1, b, sbk, sbn, m, n, k);
+    for (const t of threadCounts) {
+      kiln.setNumThreads(t);
+      const { c, ldc } = makeGemm(RELAXED)!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true);
+      expectClose(c, ldc, want, m, n, k);
+    }
+  });
+
+  it('a compiled MLP step gives the same losses and weights on 1 and 2 threads, and as eagerly', async () => {
+    const run = async (threads: number, compiled: boolean) => {
+      kiln.setNumThreads(threads);
+      kiln.manualSeed(3);
+      const model = new kiln.nn.Sequential(new kiln.nn.Linear(256, 512), new kiln.nn.ReLU(), new kiln.nn.Linear(512, 10));
+      const opt = new kiln.optim.SGD(model.parameters(), { lr: 0.1 });
+      const x = kiln.randn([128, 256]), y = kiln.randint(0, 10, [128]);
+      const body = (xb: kiln.Tensor, yb: kiln.Tensor) => {
+        const loss = kiln.F.crossEntropy(model.forward(xb), yb);
+        loss.backward();
+        opt.step();
+        opt.zeroGrad();
+        return loss;
+      };
+      const step = compiled ? kiln.compile(body) : null;
+      const losses: number[] = [];
+      for (let i = 0; i < 3; i++) losses.push(step ? await (await step(x, y)).item() : body(x, y).itemSync());
+      return { losses, w: model.parameters()[0].dataSync() };
+    };
+    const one = await run(1, true), two = await run(2, true), eager = await run(2, false);
+    expect(two.losses).toEqual(one.losses);
+    expect(two.w).toEqual(one.w);
+    eager.losses.forEach((l, i) => expect(Math.abs(l - one.losses[i])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(l))));
+    eager.w.forEach((v, i) => expect(Math.abs(v - one.w[i]), `w[${i}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(v))));
+  });
+
+  it('shrinking and growing the pool between calls keeps the results and blames no stopped worker', () => {
+    const [m, n, k] = [128, 512, 300];
+    const { a, b, sbk, sbn } = operands(m, n, k, false);
+    kiln.setNumThreads(2);
+    const want = gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true).c.slice();
+    for (const t of [1, 2, 1, 2, 2, 1, 2]) {
+      kiln.setNumThreads(t);
+      expect(gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true).c.slice()).toEqual(want);
+    }
+  });
+
+  it('a worker that dies is an Error naming it, and the next call runs on a restarted pool', () => {
+    kiln.setNumThreads(2);
+    const [m, n, k] = [128, 512, 784];
+    const { a, b, sbk, sbn } = operands(m, n, k, true);
+    const want = gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true).c.slice();
+    pool()!.injectFault(1);
+    expect(() => gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true)).toThrow(/kiln thread pool: worker 1 of 2 died \(exited with code 70\).*pool has restarted/);
+    const again = gemm!(a, 0, k, 1, b, 0, sbk, sbn, m, n, k, true);
+    expect(again.c.slice()).toEqual(want);
+    expect(() => pool()!.injectFault(2)).toThrow(/no worker 2 \(workers are 1\.\.1\)/);
+  });
+});
