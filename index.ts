@@ -10,3 +10,4 @@ export { compile, TraceError, type CompileOptions, type CompiledFunction, type L
 export type { StepProfile, KernelProfile } from './jit/compile.ts';
 export * as data from './data/index.ts';
 export { save, load, loadState, toTorchName, fromTorchName, type StateTree, type Source, type LoadOptions } from './runtime/serialize/lazy.ts';
+export * as onnx from './onnx/lazy.ts';

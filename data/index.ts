@@ -197,8 +197,8 @@ function mnistDataset(imageBytes: Uint8Array, labelBytes: Uint8Array, names: { i
   const bad = classes.findIndex((c) => c > 9);
   if (bad >= 0) throw new Error(`mnist: label ${bad} in ${names.labels} is ${classes[bad]}, not a digit 0..9`);
   return new TensorDataset(
-    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32' }),
-    tensor(classes, { shape: [n], dtype: 'int32' }),
+    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
+    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
   );
 }
 

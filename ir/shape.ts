@@ -39,6 +39,7 @@ export function broadcastShapes(op: string, ...shapes: Shape[]): number[] {
 export function normDim(op: string, dim: number, ndim: number, extra = 0): number {
   const n = ndim + extra;
   const lo = -Math.max(n, 1), hi = Math.max(n, 1) - 1;
+  if (typeof dim !== 'number') throw new Error(`${op}: dim must be an integer, got ${typeof dim === 'string' ? `the string '${dim}'` : typeof dim}`);
   if (!Number.isInteger(dim) || dim < lo || dim > hi) {
     throw new Error(`${op}: dimension ${dim} is out of range (expected to be in range of [${lo}, ${hi}])`);
   }
@@ -48,14 +49,21 @@ export function normDim(op: string, dim: number, ndim: number, extra = 0): numbe
 /** Normalises `dim?: number | number[]` into sorted unique axes (all axes when undefined). */
 export function normAxes(op: string, dim: number | readonly number[] | undefined, ndim: number): number[] {
   if (dim === undefined) return Array.from({ length: ndim }, (_, i) => i);
+  if (typeof dim !== 'number' && !(Array.isArray(dim) && dim.every((d) => typeof d === 'number'))) {
+    throw new Error(`${op}: dim must be an integer or an array of integers, got ${typeof dim === 'string' ? `the string '${dim}'` : JSON.stringify(dim) ?? typeof dim}`);
+  }
   const dims = typeof dim === 'number' ? [dim] : dim;
   const axes = dims.map((d) => normDim(op, d, ndim));
   if (new Set(axes).size !== axes.length) throw new Error(`${op}: dim ${JSON.stringify(dim)} appears multiple times in the list of dims`);
-  return axes.sort((a, b) => a - b);
+  // A 0-d tensor accepts dim 0 and -1 (PyTorch) and has no axis to reduce.
+  return ndim === 0 ? [] : axes.sort((a, b) => a - b);
 }
 
 /** Resolves one -1 in a requested shape against a total size. */
 export function inferShape(op: string, from: Shape, requested: readonly number[]): number[] {
+  if (!Array.isArray(requested) || requested.some((d) => typeof d !== 'number')) {
+    throw new Error(`${op}: shape must be an array of integers, got ${JSON.stringify(requested) ?? typeof requested}`);
+  }
   const total = numel(from);
   const unknown = requested.filter((d) => d === -1).length;
   if (unknown > 1) throw new Error(`${op}: only one dimension can be inferred (-1) in ${fmt(requested)}`);

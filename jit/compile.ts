@@ -100,15 +100,17 @@ function signature(args: readonly Tensor[], device: DeviceName): string {
   return `${device}|${isGradEnabled()}|` + args.map((a) => `${a.dtype}[${a.shape.join(',')}]${a.requiresGrad ? 'g' : ''}${a._grad ? 'G' : ''}`).join(';');
 }
 
-function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, device: DeviceName, fuse: boolean): Entry {
+/** `asked` undefined: a step without arguments or options.device runs where what it captures lives. */
+function build(fn: (...args: Tensor[]) => unknown, args: Tensor[], key: string, asked: DeviceName | undefined, fuse: boolean): Entry {
   const t0 = performance.now();
-  const traced = trace(fn, args, device);
+  const traced = trace(fn, args, asked);
   const t1 = performance.now();
+  const device = traced.device;
   // the compiler gets the device's description, never the backend
   const backend = backendFor(device);
   const target = backend.target;
   const p = runPipeline(traced.graph, { fuse, maxArgs: maxKernelArgs(target), splitReductions: splitsReductions(target), verify: env('KILN_VERIFY') === '1' });
-  const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns);
+  const exec = new Executable(p.graph, p.schedule, p.plan, device, traced.returns, traced.checks);
   const t2 = performance.now();
   let lowered: Lowered | null = null;
   const lower = (): Lowered => (lowered ??= listings(p, target));
@@ -211,8 +213,11 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
   const entries: Entry[] = [];
   const fuse = options.fuse ?? true;
   let last: Entry | null = null;
+  /** where a step without arguments ran last: on what it captures (set by its first trace) */
+  let captured: DeviceName | null = null;
   const entryFor = (rawArgs: A): { entry: Entry; args: Tensor[] } => {
-    const device = options.device ?? rawArgs[0]?.device ?? getDefaultDevice();
+    const asked = options.device ?? rawArgs[0]?.device;
+    const device = asked ?? captured ?? getDefaultDevice();
     // Fast path: the signature and guards of the last call still hold.
     if (last && last.device === device && sameSignature(last, rawArgs) && last.guards.every((g) => g.check())) return { entry: last, args: rawArgs };
     rawArgs.forEach((a, i) => {
@@ -222,7 +227,11 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
     const key = signature(args, device);
     let entry = entries.find((e) => e.key === key && e.guards.every((g) => g.check()));
     if (!entry) {
-      entry = build(fn as (...args: Tensor[]) => unknown, args, key, device, fuse);
+      entry = build(fn as (...args: Tensor[]) => unknown, args, key, asked, fuse);
+      if (entry.device !== device) {
+        captured = entry.device;
+        entry.key = signature(args, entry.device);
+      }
       entries.push(entry);
     }
     last = entry;
@@ -241,8 +250,10 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, options: C
       return failed(e);
     }
     const { entry, args } = found;
-    if (!entry.called) return firstCall(entry, args, t0) as R;
-    return entry.exec.run(args) as R;
+    const out = entry.called ? entry.exec.run(args) : await firstCall(entry, args, t0);
+    // Bounded queue depth: a loop that never reads a value waits here when the device falls behind.
+    await backendFor(entry.device).settle();
+    return out as R;
   }) as CompiledFunction<A, R>;
   /** The entry for these arguments; a TraceError completed with its expression. */
   const lookup = async (rawArgs: A): Promise<{ entry: Entry; args: Tensor[] }> => {

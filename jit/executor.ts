@@ -10,12 +10,12 @@ import { contiguousView, isContiguous } from '../ir/view.ts';
 import { copyKernel } from '../compiler/lower.ts';
 import type { Schedule } from '../compiler/passes/fusion.ts';
 import type { MemoryPlan } from '../compiler/passes/memory.ts';
-import type { ReturnTree } from './trace.ts';
+import type { ReturnTree, ValueCheck } from './trace.ts';
 import { noGrad } from '../runtime/autograd.ts';
 import { backendFor, type Backend, type DeviceName, type KernelTimes, type Launch, type Program, type Storage } from '../runtime/device.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
-import { contiguous } from '../runtime/dispatch.ts';
-import { Tensor } from '../runtime/tensor.ts';
+import { contiguous, writeInto } from '../runtime/dispatch.ts';
+import { forgetValues, Tensor } from '../runtime/tensor.ts';
 
 /** How a table entry is filled on each call. */
 type Binding =
@@ -37,7 +37,7 @@ export class Executable {
   readonly specs: KernelSpec[];
   private readonly bindings: number[][];
 
-  constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree) {
+  constructor(private g: Graph, sched: Schedule, private plan: MemoryPlan, device: DeviceName, private returns: ReturnTree, private checks: readonly ValueCheck[] = []) {
     const b = (this.backend = backendFor(device));
     const slotOf = (node: number): number => {
       let s = this.slotOfNode.get(node);
@@ -97,6 +97,11 @@ export class Executable {
   /** Binds the call's inputs into the table; returns copies of returned inputs, taken before any kernel writes. */
   private bind(args: readonly Tensor[]): Map<number, Tensor> | null {
     const { g, plan, backend, table } = this;
+    // Index ranges of arguments and captured tensors, before anything runs (a bad index changes nothing).
+    for (const c of this.checks) {
+      const msg = c.check(c.source instanceof Tensor ? c.source : args[c.source.arg]);
+      if (msg) throw new Error(msg);
+    }
     if (!this.pooledReady) {
       const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
@@ -118,10 +123,11 @@ export class Executable {
         }
       }
     }
-    // Returned inputs are copied before anything writes to them.
+    // Outputs that are inputs (returned, written into another tensor, set as a .grad) are copied before
+    // anything writes to them: the program and the write-backs may update those very buffers.
     let early: Map<number, Tensor> | null = null;
     for (const o of g.outputs) {
-      if (o.kind !== 'return' || o.node === null || g.node(o.node).op !== 'input') continue;
+      if (o.node === null || g.node(o.node).op !== 'input' || early?.has(o.node)) continue;
       early ??= new Map();
       const src = g.node(o.node).attrs as InputSource;
       const gradOf = (ref: unknown): Tensor => (ref instanceof Tensor ? ref : args[(ref as { arg: number }).arg])._grad!;
@@ -134,19 +140,30 @@ export class Executable {
   /** Write-backs (in-place updates, .grad) after the kernels, and the returned values. */
   private finish(args: readonly Tensor[], early: Map<number, Tensor> | null): unknown {
     const { g, plan, backend } = this;
+    const source = (node: number): Storage => early?.get(node)?._storage ?? this.storageOf(node);
     for (const o of g.outputs) {
-      if (o.kind === 'write' && o.node !== null && !plan.inPlace.has(o.node)) {
-        this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: (o.ref as Tensor)._storage!, offset: 0 }]);
+      if (o.kind === 'write' && o.node !== null) {
+        if (o.ref instanceof Tensor) {
+          if (!plan.inPlace.has(o.node)) this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: o.ref._storage!, offset: 0 }]);
+          forgetValues(o.ref._storage!);
+          o.ref._version++;
+        } else {
+          // An argument written in place: into the caller's tensor, through its view.
+          const target = args[(o.ref as { arg: number }).arg];
+          const n = g.node(o.node);
+          noGrad(() => writeInto(target, Tensor._fromStorage(source(o.node!), contiguousView(n.shape), n.dtype)));
+          target._version++;
+        }
       } else if (o.kind === 'grad') {
         const target = o.ref instanceof Tensor ? o.ref : args[(o.ref as { arg: number }).arg];
         if (o.node === null) { target._grad = null; continue; }
         const old = target._grad;
         if (old && old._storage && old._view.offset === 0 && old._storage.size === old.numel() && old.device === target.device) {
-          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
         } else {
           const n = g.node(o.node);
           const fresh = backend.alloc(n.dtype, target.numel());
-          this.copyLaunch(o.node)([{ storage: this.storageOf(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
           target._grad = Tensor._fromStorage(fresh, contiguousView(n.shape), n.dtype);
         }
       }

@@ -30,7 +30,7 @@ export function parseFrame(frame: string): SourceLocation | null {
 // yields no user frame (nothing rather than a line of kiln).
 const ownFile = parseFrame(new Error().stack?.split('\n').find((l) => frameRe.test(l.trim())) ?? '')?.file ?? null;
 const root = import.meta.url.startsWith('file:') ? fileURLToPath(new URL('../', import.meta.url).href) : null;
-const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'index.ts'].map((d) => root + d);
+const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'onnx/', 'index.ts'].map((d) => root + d);
 const isLibrary = (file: string): boolean =>
   file === ownFile || file.includes('/node_modules/') || libraryDirs.some((d) => file.startsWith(d));
 
@@ -157,7 +157,7 @@ export function describeUserSource(): string | undefined {
 }
 
 /** A node's source label with the line's code when it is known: "file:line  code". */
-function withLineText(label: string): string {
+export function withLineText(label: string): string {
   const loc = labels.get(label);
   const text = loc && lines(loc.file)?.[loc.line - 1]?.trim();
   return text ? `${label}  ${text}` : label;

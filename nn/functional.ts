@@ -2,7 +2,7 @@
 // (DESIGN principle 1: no new primitives, so autodiff and fusion cover them for free).
 
 import { isFloat } from '../ir/dtype.ts';
-import { arange, cat, full, noGrad, rand, Tensor, where } from '../runtime/index.ts';
+import { arange, cat, checkIndexRange, full, noGrad, rand, Tensor, where } from '../runtime/index.ts';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -165,6 +165,7 @@ function nll(op: string, input: Tensor, target: Tensor, opts: NLLLossOptions): T
   }
   if (!isFloat(input.dtype)) throw new Error(`${op}: expected input of a floating point dtype (float32, float64), got ${input.dtype}`);
   const ignoreIndex = opts.ignoreIndex ?? -100;
+  checkIndexRange(op, target, input.shape[classDim], classDim, ignoreIndex);
   const ignored = target.eq(ignoreIndex);
   const safeTarget = where(ignored, 0, target);
   let picked = input.gather(classDim, safeTarget.unsqueeze(classDim)).squeeze(classDim).neg();

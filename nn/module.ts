@@ -327,6 +327,9 @@ export class Module {
    */
   loadStateDict(dict: StateDict | Map<string, Tensor>, opts: { strict?: boolean } = {}): LoadStateDictResult {
     const strict = opts.strict ?? true;
+    if (dict === null || typeof dict !== 'object') {
+      throw new Error(`loadStateDict: expected a state dict (an object or Map of name -> Tensor, e.g. from stateDict()), got ${dict === null ? 'null' : typeof dict} (nothing was changed)`);
+    }
     const given = dict instanceof Map ? dict : new Map(Object.entries(dict));
     const own = new Map(this._stateEntries());
     const missingKeys = [...own.keys()].filter((k) => !given.has(k));

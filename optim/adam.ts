@@ -29,7 +29,7 @@ function check(name: string, g: AdamGroupOptions): void {
 
 /**
  * `m ← β1 m + (1 − β1) g; v ← β2 v + (1 − β2) g²;
- * p ← p − lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)`, with t the step count (a tensor).
+ * p ← p − lr / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)`, with t the parameter's step count (a tensor).
  * Adam adds weightDecay·p to the gradient; AdamW multiplies p by 1 − lr·weightDecay first.
  */
 abstract class AdamBase extends Optimizer<AdamGroupOptions> {
@@ -62,22 +62,22 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
   }
 
   protected _update(): void {
-    const t = this.stepCount.add_(1);
-    const { device, dtype } = t; // float64 for float64 parameters
-    // Per group: the learning rate and the bias corrections, as tensor ops on the step count (never
-    // stale inside a compiled step).
+    this.stepCount.add_(1);
+    // Per group: the learning rate and beta1 (per-call scalars where they change between calls).
     const perGroup = new Map(this.paramGroups.map((group) => {
       const beta1 = this.optionOf(group, 'beta1', () => group.betas[0]);
-      const beta2 = group.betas[1];
-      const lr = this.lrOf(group);
+      return [group, { beta1, beta2: group.betas[1], lr: this.lrOf(group) }];
+    }));
+    for (const [group, p, grad, i] of this.withGrads()) {
+      const { beta1, beta2, lr } = perGroup.get(group)!;
+      const { eps, weightDecay } = group;
+      // Bias corrections as tensor ops on the parameter's own step count (never stale inside a compiled
+      // step); float64 for float64 parameters.
+      const t = this.paramSteps[i];
+      const { device, dtype } = t;
       const bc1 = full([], 1, { device, dtype }).mul(beta1).pow(t).neg().add(1);
       const bc2Sqrt = full([], beta2, { device, dtype }).pow(t).neg().add(1).sqrt();
       const stepSize = full([], 1, { device, dtype }).mul(lr).div(bc1);
-      return [group, { beta1, beta2, lr, bc2Sqrt, stepSize }];
-    }));
-    for (const [group, p, grad, i] of this.withGrads()) {
-      const { beta1, beta2, lr, bc2Sqrt, stepSize } = perGroup.get(group)!;
-      const { eps, weightDecay } = group;
       let g = grad;
       if (weightDecay !== 0) {
         if (this.decoupled) p.mul_(typeof lr === 'number' ? 1 - lr * weightDecay : lr.mul(-weightDecay).add(1));

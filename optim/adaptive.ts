@@ -104,7 +104,7 @@ export interface AdagradOptions {
 
 const ADAGRAD_KEYS = ['lr', 'lrDecay', 'weightDecay', 'initialAccumulatorValue', 'eps'] as const;
 
-/** `g ← grad + wd·p; sum ← sum + g²; p ← p − lr / (1 + (t − 1)·lrDecay) · g / (sqrt(sum) + eps)`. */
+/** `g ← grad + wd·p; sum ← sum + g²; p ← p − lr / (1 + (t − 1)·lrDecay) · g / (sqrt(sum) + eps)`, t the parameter's step count. */
 export class Adagrad extends Optimizer<Required<Omit<AdagradOptions, 'lr'>>> {
   /** the sums of squared gradients (PyTorch's state_sum) */
   readonly stateSum: Tensor[];
@@ -139,17 +139,16 @@ export class Adagrad extends Optimizer<Required<Omit<AdagradOptions, 'lr'>>> {
   }
 
   protected _update(): void {
-    const t = this.stepCount.add_(1);
-    const clrs = new Map(this.paramGroups.map((g) => {
-      const lr = this.lrOf(g);
-      // lr / (1 + (t - 1) * lrDecay), a tensor on the step count
-      return [g, g.lrDecay === 0 ? lr : t.sub(1).mul(g.lrDecay).add(1).reciprocal().mul(lr)];
-    }));
+    this.stepCount.add_(1);
+    const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));
     for (const [group, p, grad, i] of this.withGrads()) {
+      const lr = lrs.get(group)!;
+      // lr / (1 + (t - 1) * lrDecay), a tensor on the parameter's step count
+      const clr = group.lrDecay === 0 ? lr : this.paramSteps[i].sub(1).mul(group.lrDecay).add(1).reciprocal().mul(lr);
       const g = group.weightDecay !== 0 ? grad.add(p.mul(group.weightDecay)) : grad;
       const sum = this.stateSum[i].add(g.mul(g));
       this.stateSum[i].copy_(sum);
-      p.sub_(g.div(sum.sqrt().add(group.eps)).mul(clrs.get(group)!));
+      p.sub_(g.div(sum.sqrt().add(group.eps)).mul(clr));
     }
   }
 }

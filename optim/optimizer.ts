@@ -5,10 +5,12 @@
 //    bias-correction logic is tensor arithmetic on the 0-d step-count tensor);
 //  - learning rates are read through hostScalar, so a compiled step re-reads `opt.lr` (and every
 //    `opt.paramGroups[i].lr`) on every call.
-// Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch).
+// Which parameters are updated depends only on whether their `.grad` is null (as in PyTorch), and each
+// parameter counts its own steps (PyTorch's state[p]['step']): one without a gradient does not advance.
 // Parameters come in groups (PyTorch's param_groups), each with its own learning rate and options.
+// State tensors follow their parameter when a module moves it (Tensor._addFollower).
 
-import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, traceGuard, zerosLike, type DeviceName } from '../runtime/index.ts';
+import { enableGrad, full, givenLabel, hostScalar, noGrad, setLabel, Tensor, traceGuard, type DeviceName, type DType } from '../runtime/index.ts';
 
 /** A host number or (while tracing) a 0-d tensor read on every call. */
 export type Scalar = number | Tensor;
@@ -71,6 +73,8 @@ export abstract class Optimizer<O extends object = object> {
   readonly paramGroups: ParamGroup<O>[];
   /** The number of steps taken, as a 0-d tensor on the parameters' device (updated in place; float64 when every parameter is). */
   readonly stepCount: Tensor;
+  /** Per parameter, the number of steps that updated it (0-d tensors of stepCount's dtype; PyTorch's state[p]['step']). */
+  readonly paramSteps: Tensor[];
   protected readonly name: string;
 
   /**
@@ -111,8 +115,11 @@ export abstract class Optimizer<O extends object = object> {
     if (all.length === 0) throw new Error(`${name}: got an empty parameter list`);
     this.params = all;
     // float64 where every parameter is (the bias corrections computed from it then keep every digit)
-    this.stepCount = noGrad(() => full([], 0, { device: all[0].device, dtype: all.every((p) => p.dtype === 'float64') ? 'float64' : 'float32' }));
+    const stepDType = all.every((p) => p.dtype === 'float64') ? 'float64' : 'float32';
+    this.stepCount = noGrad(() => full([], 0, { device: all[0].device, dtype: stepDType }));
     setLabel(this.stepCount, `${name}.stepCount`);
+    all[0]._addFollower(this.stepCount);
+    this.paramSteps = all.map((p) => this.stateFor(p, 'step', [], stepDType));
   }
 
   /** The learning rate of the first group (PyTorch's param_groups[0]['lr']); setting it changes the next step, also in compiled steps. */
@@ -172,12 +179,16 @@ export abstract class Optimizer<O extends object = object> {
     const loss = closure ? enableGrad(closure) : undefined;
     noGrad(() => {
       this._syncDevices();
+      this.params.forEach((p, i) => { if (p.grad !== null) this.paramSteps[i].add_(1); });
       this._update();
     });
     return loss;
   }
 
-  /** The update itself, under noGrad (learning rates through lrOf). */
+  /**
+   * The update itself, under noGrad (learning rates through lrOf), after paramSteps advanced for the
+   * parameters with a gradient; it advances stepCount.
+   */
   protected abstract _update(): void;
 
   /** State tensors, one list per parameter (moved with their parameter if the model moved). */
@@ -203,7 +214,7 @@ export abstract class Optimizer<O extends object = object> {
     const state: OptimizerStateDict['state'] = {};
     noGrad(() => this._slots().forEach((slots, i) => {
       const entry: Record<string, Tensor> = {};
-      if (this._stepInState) entry.step = this.stepCount.clone();
+      if (this._stepInState) entry.step = this.paramSteps[i].clone();
       for (const [k, t] of Object.entries(slots)) if (t) entry[k] = t.clone();
       if (Object.keys(entry).length) state[String(i)] = entry;
     }));
@@ -249,7 +260,8 @@ export abstract class Optimizer<O extends object = object> {
     const given = dict?.state ?? {};
     const own = this._slots();
     const copies: [Tensor, Tensor | null][] = [];
-    const steps: Tensor[] = [];
+    /** per parameter: its step count after loading */
+    const steps = new Map<number, number>();
     if (given === null || typeof given !== 'object') problems.push('state is not an object');
     else {
       for (const key of Object.keys(given)) {
@@ -261,7 +273,7 @@ export abstract class Optimizer<O extends object = object> {
         for (const [slot, v] of Object.entries(entry)) {
           if (slot === 'step') {
             if (!(v instanceof Tensor) || v.numel() !== 1) problems.push(`state.${key}.step is not a one-element tensor`);
-            else steps.push(v);
+            else steps.set(i, v.itemSync());
           } else if (!(slot in slots)) {
             problems.push(`unexpected state.${key}.${slot} (${this.name} keeps ${['step', ...Object.keys(slots)].join(', ')})`);
           } else if (v !== null && !(v instanceof Tensor)) {
@@ -281,16 +293,14 @@ export abstract class Optimizer<O extends object = object> {
         if (this._stepInState && !('step' in entry)) problems.push(`missing state.${key}.step`);
       }
     }
-    // kiln counts steps once per optimizer; PyTorch per parameter. They must agree.
-    const stepValues = steps.map((t) => t.itemSync());
-    if (stepValues.some((v) => v !== stepValues[0])) problems.push(`the parameters' steps differ (${stepValues.join(', ')}); kiln keeps one step count per optimizer`);
     if (problems.length) throw new Error(`${this.name}.loadStateDict: the state dict does not fit this optimizer (nothing was changed): ${problems.join('; ')}`);
-    // Without a step in the state (SGD), any momentum buffer means at least one step was taken.
-    const step = stepValues.length ? stepValues[0] : copies.some(([, v]) => v !== null) ? 1 : 0;
+    // Without a step in the state (SGD), a parameter's momentum buffer means it took at least one step.
+    const source = new Map(copies);
+    const stepOf = (i: number): number => steps.get(i) ?? (Object.values(own[i]).some((t) => t !== null && source.get(t)) ? 1 : 0);
     noGrad(() => {
-      const source = new Map(copies);
       for (const slots of own) for (const t of Object.values(slots)) if (t) { const v = source.get(t); if (v) t.copy_(v); else t.zero_(); }
-      this.stepCount.fill_(step);
+      this.paramSteps.forEach((t, i) => t.fill_(stepOf(i)));
+      this.stepCount.fill_(Math.max(0, ...this.params.map((_, i) => stepOf(i))));
     });
     this.paramGroups.forEach((g, i) => (g.lr = lrs[i]));
   }
@@ -302,8 +312,14 @@ export abstract class Optimizer<O extends object = object> {
 
   /** Zero state of a parameter's shape on its device, named `<param name>.<slot>` in compile's listings. */
   protected zerosFor(p: Tensor, slot: string): Tensor {
-    const t = noGrad(() => zerosLike(p, { requiresGrad: false }));
+    return this.stateFor(p, slot, p.shape, p.dtype);
+  }
+
+  /** Zero state of `shape` on the parameter's device that moves with the parameter. */
+  private stateFor(p: Tensor, slot: string, shape: readonly number[], dtype: DType): Tensor {
+    const t = noGrad(() => full(shape, 0, { device: p.device, dtype }));
     setLabel(t, `${givenLabel(p) ?? `${this.name}.params[${this.params.indexOf(p)}]`}.${slot}`);
+    p._addFollower(t);
     return t;
   }
 
@@ -315,7 +331,7 @@ export abstract class Optimizer<O extends object = object> {
     if (this.stepCount.device !== device) this.stepCount._moveTo(device, this.name);
     this._state().forEach((ts, i) => {
       const d = this.params[i].device;
-      for (const t of ts) if (t && t.device !== d) t._moveTo(d, this.name);
+      for (const t of [...ts, this.paramSteps[i]]) if (t && t.device !== d) t._moveTo(d, this.name);
     });
   }
 }

@@ -56,8 +56,8 @@ export class SGD extends Optimizer<SGDGroupOptions> {
     for (const [group, p, grad, i] of this.withGrads()) {
       const { dampening, weightDecay, nesterov } = group;
       const momentum = this.optionOf(group, 'momentum', () => group.momentum);
-      // 1 on the first step, 1 - dampening afterwards (a tensor only when dampening matters).
-      const gradCoef: Scalar = group.momentum !== 0 && dampening !== 0 ? this.stepCount.minimum(1).mul(-dampening).add(1) : 1;
+      // 1 on the parameter's first step, 1 - dampening afterwards (a tensor only when dampening matters).
+      const gradCoef: Scalar = group.momentum !== 0 && dampening !== 0 ? this.paramSteps[i].sub(1).minimum(1).mul(-dampening).add(1) : 1;
       let d = weightDecay !== 0 ? grad.add(p.mul(weightDecay)) : grad;
       const buf = this.momentumBuffers[i];
       if (buf) {

@@ -30,6 +30,8 @@ export interface GradNode {
   readonly inputs: readonly Tensor[];
   /** null once the graph was freed by a backward without retainGraph */
   vjp: ((g: Tensor) => (Tensor | null)[]) | null;
+  /** throws when a tensor the rule reads was modified in place since the op ran */
+  check?: () => void;
 }
 
 export interface BackwardOptions { retainGraph?: boolean; createGraph?: boolean }
@@ -77,6 +79,7 @@ export function runBackward(roots: readonly Tensor[], rootGrads: readonly Tensor
       throw new Error('Trying to backward through the graph a second time (or directly access saved tensors after they have already been freed). ' +
         'Saved intermediate values of the graph are freed when you call backward(). Specify retainGraph: true if you need to backward through the graph a second time.');
     }
+    n.check?.();
   }
   const tracer = activeTracer();
   tracer?.setPhase?.('backward');

@@ -99,6 +99,7 @@ export const cpuBackend: Backend = {
     return { ...live, cachedBytes: 0, tracked: wasTracked };
   },
   readSync(s, offset, size) { return (s as CpuStorage).data.slice(offset, offset + size); },
+  settle: () => null, // kernels run synchronously: nothing is ever queued
 };
 
 setJsKernelEnv({ gemm, conv: convCpu });

@@ -7,10 +7,17 @@ import { backendFor, checkDevice, checkDType, getDefaultDevice } from './device.
 import { noGrad } from './autograd.ts';
 import { dispatch } from './dispatch.ts';
 import { hostScalar } from './host.ts';
-import { full, Tensor, type CreationOptions } from './tensor.ts';
+import { full, Tensor, uploaded, type CreationOptions } from './tensor.ts';
 
 export type NestedData = number | boolean | readonly NestedData[];
 export interface TensorOptions extends CreationOptions { shape?: readonly number[] }
+
+/** A number stored as int32: PyTorch refuses values that do not fit instead of wrapping them. */
+function toInt32(op: string, v: number): number {
+  const n = Math.trunc(v);
+  if (!(n >= -2147483648 && n <= 2147483647)) throw new Error(`${op}: value ${v} cannot be converted to type int32 without overflow`);
+  return n;
+}
 
 /** A tensor holding `data` (converted to `opts.dtype` where that differs); `op` names the creator in errors. */
 function fromTyped(op: string, data: TypedArray, shape: readonly number[], opts: CreationOptions): Tensor {
@@ -20,9 +27,9 @@ function fromTyped(op: string, data: TypedArray, shape: readonly number[], opts:
   let arr = data;
   if (dtype !== dtypeOfArray(data)) {
     arr = typedArrayFor(dtype, data.length);
-    for (let i = 0; i < data.length; i++) arr[i] = dtype === 'bool' ? (data[i] !== 0 ? 1 : 0) : dtype === 'int32' ? Math.trunc(data[i]) : data[i];
+    for (let i = 0; i < data.length; i++) arr[i] = dtype === 'bool' ? (data[i] !== 0 ? 1 : 0) : dtype === 'int32' ? toInt32(op, data[i]) : data[i];
   }
-  const t = Tensor._fromStorage(backendFor(device).upload(arr), contiguousView(shape), dtype);
+  const t = Tensor._fromStorage(uploaded(device, arr, dtype), contiguousView(shape), dtype);
   if (opts.requiresGrad) t.requiresGrad = true;
   return t;
 }
@@ -53,7 +60,7 @@ export function tensor(data: NestedData | TypedArray, opts: TensorOptions = {}):
   if (opts.shape && numel(opts.shape) !== flat.length) throw new Error(`tensor: shape ${fmt(opts.shape)} does not match ${flat.length} elements`);
   const dtype: DType = checkDTypeName('tensor', opts.dtype ?? (flat.length > 0 && flat.every((v) => typeof v === 'boolean') ? 'bool' : 'float32'));
   const arr = typedArrayFor(dtype, flat.length);
-  flat.forEach((v, i) => (arr[i] = dtype === 'int32' ? Math.trunc(Number(v)) : Number(v)));
+  flat.forEach((v, i) => (arr[i] = dtype === 'int32' ? toInt32('tensor', Number(v)) : Number(v)));
   return fromTyped('tensor', arr, opts.shape ?? shape, { ...opts, dtype });
 }
 

@@ -41,6 +41,11 @@ export interface Backend {
   read(storage: Storage, offset: number, size: number): Promise<TypedArray>;
   /** Synchronous read; devices that cannot read synchronously throw an error naming the async reader. */
   readSync(storage: Storage, offset: number, size: number, method: string): TypedArray;
+  /**
+   * Backpressure: null when little work is queued, else a promise that resolves once the device has
+   * caught up (a compiled step awaits it, so a loop that never reads still cannot queue without bound).
+   */
+  settle(): Promise<void> | null;
   /** Live storages and their bytes (kiln.memory()). */
   memory(): DeviceMemory;
   /**

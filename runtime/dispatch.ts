@@ -2,21 +2,22 @@
 // rule validates and types the result; then it is either recorded by the active tracer (inside
 // `compile`) or run now on the tensors' device; finally the tape records it for autograd.
 
-import { vjpRules } from './vjp.ts';
+import { savedForBackward, vjpRules } from './vjp.ts';
 import { copyKernel, lowerings, lowerPrimitive, type Lowering } from '../compiler/lower.ts';
 import { isFloat } from '../ir/dtype.ts';
 import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { isView, shapeRules } from '../ir/primitives.ts';
-import { numel } from '../ir/shape.ts';
+import { fmt, numel } from '../ir/shape.ts';
 import { structuralKey } from '../ir/key.ts';
 import { contiguousView, isContiguous, type View } from '../ir/view.ts';
 import { isGradEnabled, type GradNode } from './autograd.ts';
 import { backendFor, checkDType, type Backend, type DeviceName, type Launch } from './device.ts';
-import { Tensor } from './tensor.ts';
+import { forgetValues, Tensor } from './tensor.ts';
 
 /** Hooks a tracer installs to turn dispatches into IR (jit/trace.ts). */
 export interface Tracer {
-  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName): Tensor;
+  /** `aliases`: a view op whose result shares its input's memory (eagerly it would be a view, not a copy). */
+  record<P extends Primitive>(prim: P, inputs: readonly Tensor[], attrs: PrimAttrs[P], out: AVal, device: DeviceName, aliases: boolean): Tensor;
   /** `target`'s value is replaced by `value` (an in-place op). */
   assign(target: Tensor, value: Tensor): void;
   /** Code tried to read values of `t` (item(), data(), ...). */
@@ -29,6 +30,8 @@ export interface Tracer {
   guard(check: () => boolean, label: string): void;
   /** Labels the nodes recorded from now on (forward, backward, update) for the listings. */
   setPhase?(phase: 'forward' | 'backward' | 'update'): void;
+  /** `check(t)` must pass (return null) for the concrete tensor behind traced `index` on every call. */
+  rangeCheck?(index: Tensor, check: (t: Tensor) => string | null): void;
   /** A number read from the host on every call of the compiled step (runtime/host.ts). */
   hostScalar(read: () => number, dtype: 'float32' | 'float64'): Tensor;
 }
@@ -52,14 +55,41 @@ export function dispatch<P extends Primitive>(prim: P, inputs: Tensor[], attrs: 
   if (!tracer) {
     for (const x of inputs) if (x._storage === null) throw new Error(`${prim}: a traced tensor escaped its compile() trace; only use tensors a compiled function returns`);
   }
-  const result = tracer ? tracer.record(prim, inputs, attrs, out, device) : runEager(prim, inputs, attrs, out, device);
-  if (isView(prim) && (tracer || result._storage === inputs[0]._storage)) result._base = inputs[0]._base ?? inputs[0];
+  let result: Tensor;
+  let aliases: boolean;
+  if (tracer) {
+    // Symbolic tensors carry the layout eager execution would give them, so that views, copies and
+    // contiguous() alias exactly as they do eagerly.
+    const lowering: Lowering<P> = lowerings[prim];
+    const view = 'view' in lowering ? lowering.view(inputs[0]._view, attrs, out) : null;
+    aliases = view !== null;
+    result = tracer.record(prim, inputs, attrs, out, device, aliases);
+    if (view) result._view = view;
+  } else {
+    result = runEager(prim, inputs, attrs, out, device);
+    aliases = isView(prim) && result._storage === inputs[0]._storage;
+  }
+  if (aliases) {
+    result._base = inputs[0]._base ?? inputs[0];
+    result._vc = inputs[0]._vc;
+  }
   if (isGradEnabled() && inputs.some((x) => x.requiresGrad)) {
     const rule = vjpRules[prim];
     const ctx = { inputs, out: result, attrs, prim: <Q extends Primitive>(q: Q, xs: Tensor[], a: PrimAttrs[Q]) => dispatch(q, xs, a) };
+    const name = gradName(prim);
+    // The rule reads these tensors' values later: an in-place write before backward is an error (PyTorch).
+    const saved = savedForBackward(prim, inputs, result);
+    const versions = saved.map((t) => t._version);
+    const check = (): void => saved.forEach((t, i) => {
+      if (t._version !== versions[i]) {
+        throw new Error(`backward: one of the variables needed for gradient computation has been modified by an inplace operation: ` +
+          `a tensor of shape ${fmt(t.shape)} saved by ${name} is at version ${t._version}; expected version ${versions[i]} ` +
+          `(compute the new value out of place, or modify it only after backward)`);
+      }
+    });
     // A gradient has its input's dtype (PyTorch): a float32 operand promoted into a float64 op gets a float32 gradient.
     const vjp = (g: Tensor) => rule(g, ctx).map((gi, i) => (gi && gi.dtype !== inputs[i].dtype && isFloat(inputs[i].dtype) ? gi.to(inputs[i].dtype) : gi));
-    const node: GradNode = { name: gradName(prim), inputs, vjp };
+    const node: GradNode = { name, inputs, vjp, check };
     result._setGradNode(node);
   }
   return result;
@@ -102,13 +132,17 @@ function eagerLaunch<P extends Primitive>(backend: Backend, prim: P, attrs: Prim
 
 /** A tensor whose storage is laid out contiguously from offset 0 (a copy unless it already is). */
 export function contiguous(x: Tensor): Tensor {
-  if (isContiguous(x._view) && x._view.offset === 0 && x._storage && x._storage.size === numel(x.shape)) return x;
+  // (a traced tensor's memory is its root's: a captured tensor's storage, or a traced value of the root's shape)
+  const root = x._base ?? x;
+  const size = x._storage?.size ?? root._storage?.size ?? numel(root.shape);
+  if (isContiguous(x._view) && x._view.offset === 0 && size === numel(x.shape)) return x;
   return dispatch('copy', [x], {});
 }
 
 /** Writes `value` (already broadcast to target's shape) into `target`'s storage through its view. */
 export function writeInto(target: Tensor, value: Tensor): void {
   if (tracer) return tracer.assign(target, value);
+  forgetValues(target._storage!);
   const backend = backendFor(target.device);
   const spec = copyKernel({ view: { ...value._view, offset: 0 }, dtype: value.dtype }, { view: { ...target._view, offset: 0 }, dtype: target.dtype });
   backend.run([spec], [{ storage: value._storage!, offset: value._view.offset }, { storage: target._storage!, offset: target._view.offset }]);

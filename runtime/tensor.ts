@@ -5,7 +5,7 @@
 import { checkDTypeName, isDType, isFloat, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
-import { contiguousView, type View } from '../ir/view.ts';
+import { contiguousView, reshapeView, type View } from '../ir/view.ts';
 import { isGradEnabled, noGrad, runBackward, type BackwardOptions, type GradNode } from './autograd.ts';
 import { backendFor, checkDevice, checkDType, getDefaultDevice, type DeviceName, type Storage } from './device.ts';
 import { activeTracer, contiguous, dispatch, writeInto } from './dispatch.ts';
@@ -34,7 +34,8 @@ export class Tensor {
   _ctx: GradNode | null = null;
   _requiresGrad = false;
   _grad: Tensor | null = null;
-  _version = 0;
+  /** PyTorch's version counter: bumped by every in-place write; shared by views and detach() aliases */
+  _vc: { n: number } = { n: 0 };
   /** the tensor this one is a view of (shares its storage or, while tracing, its value) */
   _base: Tensor | null = null;
 
@@ -58,8 +59,11 @@ export class Tensor {
   _alias(): Tensor {
     const t = new Tensor(this.shape, this.dtype, this.device, this._storage, this._view);
     t._sym = this._sym;
+    t._vc = this._vc;
     return t;
   }
+  get _version(): number { return this._vc.n; }
+  set _version(n: number) { this._vc.n = n; }
   _setGradNode(node: GradNode): void {
     this._ctx = node;
     this._requiresGrad = true;
@@ -221,16 +225,25 @@ export class Tensor {
   }
   max(dim?: Dims, keepdim = false): Tensor {
     const axes = normAxes('max', dim, this.ndim);
-    if (this.numel() === 0) throw new Error('max: cannot reduce an empty tensor');
+    checkNonEmptyReduction('max', this, axes);
     return renamed(dropAxes(dispatch('max', [this], { axes }), axes, keepdim), 'MaxBackward');
   }
-  min(dim?: Dims, keepdim = false): Tensor { return renamed(this.neg().max(dim, keepdim).neg(), 'MinBackward'); }
-  argmax(dim?: number, keepdim = false): Tensor {
-    if (dim === undefined) return dispatch('argmax', [this.reshape([-1])], { axis: 0 }).reshape([]);
-    const axis = normDim('argmax', dim, this.ndim);
-    return dropAxes(dispatch('argmax', [this], { axis }), [axis], keepdim);
+  min(dim?: Dims, keepdim = false): Tensor {
+    checkNonEmptyReduction('min', this, normAxes('min', dim, this.ndim));
+    return renamed(this.neg().max(dim, keepdim).neg(), 'MinBackward');
   }
-  argmin(dim?: number, keepdim = false): Tensor { return this.neg().argmax(dim, keepdim); }
+  argmax(dim?: number, keepdim = false): Tensor { return this._argmax('argmax', this, dim, keepdim); }
+  argmin(dim?: number, keepdim = false): Tensor { return this._argmax('argmin', this.neg(), dim, keepdim); }
+  private _argmax(op: string, x: Tensor, dim: number | undefined, keepdim: boolean): Tensor {
+    if (dim === undefined) {
+      if (x.numel() === 0) throw new Error(`${op}: cannot take the ${op} of an empty tensor (shape ${fmt(x.shape)}) without a dim`);
+      return dispatch('argmax', [x.reshape([-1])], { axis: 0 }).reshape([]);
+    }
+    const axis = normDim(op, dim, x.ndim);
+    if (x.ndim === 0) return full([], 0, { dtype: 'int32', device: x.device });
+    checkNonEmptyReduction(op, x, [axis]);
+    return dropAxes(dispatch('argmax', [x], { axis }), [axis], keepdim);
+  }
   logsumexp(dim: Dims, keepdim = false): Tensor {
     const axes = normAxes('logsumexp', dim, this.ndim);
     // Shift by the (detached) max for stability; an infinite max shifts by 0 instead.
@@ -259,11 +272,20 @@ export class Tensor {
   }
 
   // ---- shape ----
-  reshape(shape: readonly number[]): Tensor {
-    const s = inferShape('reshape', this.shape, shape);
+  /** reshape([2, 3]) or, as PyTorch, reshape(2, 3) */
+  reshape(shape: readonly number[] | number, ...more: number[]): Tensor {
+    const s = inferShape('reshape', this.shape, typeof shape === 'number' ? [shape, ...more] : shape);
     return sameShape(s, this.shape) ? this : dispatch('reshape', [this], { shape: s });
   }
-  view(shape: readonly number[]): Tensor { return this.reshape(shape); }
+  /** reshape() that never copies: a layout it cannot view throws (PyTorch), naming reshape. */
+  view(shape: readonly number[] | number, ...more: number[]): Tensor {
+    const s = inferShape('view', this.shape, typeof shape === 'number' ? [shape, ...more] : shape);
+    if (!reshapeView(this._view, s)) {
+      throw new Error(`view: size and stride of this tensor (shape ${fmt(this.shape)}, strides ${fmt(this._view.strides)}) are not compatible with the view ${fmt(s)}: ` +
+        'at least one dimension spans across two contiguous subspaces. Use .reshape(...) instead.');
+    }
+    return this.reshape(s);
+  }
   flatten(startDim = 0, endDim = -1): Tensor {
     if (this.ndim === 0) return this.reshape([1]);
     const s = normDim('flatten', startDim, this.ndim), e = normDim('flatten', endDim, this.ndim);
@@ -335,6 +357,7 @@ export class Tensor {
   }
   indexSelect(dim: number, indices: Tensor): Tensor {
     const d = normDim('indexSelect', dim, this.ndim);
+    checkTensor('indexSelect', 'indices', indices);
     if (indices.dtype !== 'int32') throw new Error(`indexSelect: expected indices of dtype int32, got ${indices.dtype}`);
     if (indices.ndim > 1) throw new Error(`indexSelect: indices must be 0-D or 1-D, got shape ${fmt(indices.shape)}`);
     checkIndexRange('indexSelect', indices, this.shape[d], d);
@@ -345,6 +368,7 @@ export class Tensor {
   }
   gather(dim: number, index: Tensor): Tensor {
     const d = normDim('gather', dim, this.ndim);
+    checkTensor('gather', 'index', index);
     if (index.dtype !== 'int32') throw new Error(`gather: expected index of dtype int32, got ${index.dtype}`);
     if (index.ndim !== this.ndim) throw new Error(`gather: index ${fmt(index.shape)} must have as many dimensions as input ${fmt(this.shape)}`);
     index.shape.forEach((s, i) => {
@@ -493,8 +517,13 @@ export class Tensor {
     return this;
   }
   private _checkInplace(op: string): void {
-    if (this.isLeaf && this._requiresGrad && isGradEnabled()) {
+    if (!isGradEnabled()) return;
+    if (this.isLeaf && this._requiresGrad) {
       throw new Error(`${op}: a leaf tensor that requires grad is being used in an in-place operation (wrap the update in kiln.noGrad(() => ...))`);
+    }
+    const base = this._base;
+    if (base && base.isLeaf && base._requiresGrad) {
+      throw new Error(`${op}: a view (shape ${fmt(this.shape)}) of a leaf tensor that requires grad (shape ${fmt(base.shape)}) is being used in an in-place operation (wrap the update in kiln.noGrad(() => ...))`);
     }
   }
   add_(o: TensorLike): this { this._checkInplace('add_'); return this._inplace('add_', this.add(o)); }
@@ -502,16 +531,30 @@ export class Tensor {
   mul_(o: TensorLike): this { this._checkInplace('mul_'); return this._inplace('mul_', this.mul(o)); }
   div_(o: TensorLike): this { this._checkInplace('div_'); return this._inplace('div_', this.div(o)); }
   clamp_(min?: number | null, max?: number | null): this { this._checkInplace('clamp_'); return this._inplace('clamp_', this.clamp(min, max)); }
-  fill_(value: number | Tensor): this {
-    this._checkInplace('fill_');
+  fill_(value: number | Tensor): this { return this._fill('fill_', value); }
+  zero_(): this { return this._fill('zero_', 0); }
+  private _fill(op: string, value: number | Tensor): this {
+    this._checkInplace(op);
+    if (!(value instanceof Tensor) && typeof value !== 'number' && typeof value !== 'boolean') throw new Error(`${op}: expected a number or a one-element Tensor, got ${describe(value)}`);
     const v = value instanceof Tensor ? value : scalar(value, this);
-    if (v.numel() !== 1) throw new Error(`fill_: expected a one-element value, got shape ${fmt(v.shape)}`);
-    return this._inplace('fill_', v.reshape([]).expand(this.shape));
+    if (v.numel() !== 1) throw new Error(`${op}: expected a one-element value, got shape ${fmt(v.shape)}`);
+    return this._inplace(op, v.reshape([]).expand(this.shape));
   }
-  zero_(): this { return this.fill_(0); }
   copy_(src: Tensor): this {
+    checkTensor('copy_', 'src', src);
     this._checkInplace('copy_');
     const s = src.device === this.device ? src : src.to(this.device);
+    // A source that is another view of the same memory would be read while it is written (PyTorch raises).
+    const sameMemory = s._storage !== null ? s._storage === this._storage : (s._base ?? s) === (this._base ?? this) || s._sym === this._sym;
+    const v = s._view, w = this._view;
+    // (as PyTorch: memory ranges that intersect without being the same view)
+    const span = (x: View): [number, number] => [x.offset, x.offset + x.shape.reduce((n, d, i) => n + (d - 1) * Math.abs(x.strides[i]), 0)];
+    const [a0, a1] = span(v), [b0, b1] = span(w);
+    const identical = v.offset === w.offset && sameShape(v.shape, w.shape) && sameShape(v.strides, w.strides);
+    if (sameMemory && !identical && this.numel() > 0 && a0 <= b1 && b0 <= a1) {
+      throw new Error('copy_: unsupported operation: some elements of the input tensor and the written-to tensor refer to a single memory location. ' +
+        'Please clone() the tensor before performing the operation.');
+    }
     return this._inplace('copy_', expandTo('copy_', s, this.shape));
   }
 
@@ -524,7 +567,7 @@ export class Tensor {
     checkDType(`to('${device}')`, device, this.dtype);
     this._readable('to()');
     const host = backendFor(this.device).readSync(noGrad(() => contiguous(this))._storage!, 0, this.numel(), 'toAsync()');
-    const t = Tensor._fromStorage(backendFor(device).upload(host), contiguousView(this.shape), this.dtype);
+    const t = Tensor._fromStorage(uploaded(device, host, this.dtype), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
   }
@@ -532,17 +575,21 @@ export class Tensor {
   async toAsync(device: DeviceName): Promise<Tensor> {
     if (device === this.device) return this;
     checkDType(`toAsync('${device}')`, device, this.dtype);
-    const t = Tensor._fromStorage(backendFor(device).upload(await this.data()), contiguousView(this.shape), this.dtype);
+    const t = Tensor._fromStorage(uploaded(device, await this.data(), this.dtype), contiguousView(this.shape), this.dtype);
     t._requiresGrad = this._requiresGrad && this.isLeaf;
     return t;
   }
   cpu(): Tensor { return this.to('cpu'); }
 
+  /** Registers `t` (optimizer state) to move whenever this tensor moves in place: users move the model, not the optimizer. */
+  _addFollower(t: Tensor): void { (this._followers ??= []).push(t); }
+  private _followers: Tensor[] | null = null;
   /**
    * Moves this tensor's storage and its .grad to `device` in place, keeping the same object, so that
    * whoever holds it (a module, an optimizer) still does: Module.to. `who` names the caller in errors.
    */
   _moveTo(device: DeviceName, who: string): void {
+    for (const f of this._followers ?? []) f._moveTo(device, who);
     if (this.device !== device) {
       if (this._storage === null) throw new Error(`${who}: cannot move a symbolic (traced) tensor to '${device}'; move it before compiling`);
       this._adopt(noGrad(() => this.to(device)));
@@ -552,6 +599,7 @@ export class Tensor {
   }
   /** _moveTo that can also move from WebGPU to the CPU (reading a GPU buffer is asynchronous). */
   async _moveToAsync(device: DeviceName): Promise<void> {
+    for (const f of this._followers ?? []) await f._moveToAsync(device);
     if (this.device !== device) this._adopt(await this.toAsync(device));
     const g = this.grad;
     if (g && g.device !== device) this.grad = await g.toAsync(device);
@@ -654,7 +702,32 @@ export function expandTo(op: string, t: Tensor, shape: readonly number[]): Tenso
   return dispatch('expand', [t], { shape: [...shape] });
 }
 
+/** What a bad argument is, for error messages. */
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `the string '${v}'`;
+  return typeof v === 'object' ? `an object (${(v as object).constructor?.name ?? 'Object'})` : typeof v;
+}
+
+function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
+  if (!(v instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${describe(v)}`);
+}
+
+function checkOperand(op: string, v: unknown): asserts v is TensorLike {
+  if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') {
+    throw new Error(`${op}: expected a Tensor, a number or a boolean as operand, got ${describe(v)}`);
+  }
+}
+
+/** Reducing over an empty extent has no identity for max/argmax (PyTorch raises). */
+function checkNonEmptyReduction(op: string, x: Tensor, axes: readonly number[]): void {
+  const empty = x.ndim === 0 ? false : axes.some((a) => x.shape[a] === 0);
+  if (empty) throw new Error(`${op}: cannot reduce over a dimension of size 0 (input shape ${fmt(x.shape)}, dims ${fmt(axes)}); PyTorch raises as well`);
+}
+
 function binary(prim: Primitive, a: Tensor, b: TensorLike): Tensor {
+  checkOperand(prim, b);
   const bt = b instanceof Tensor ? b : scalar(b, a);
   const shape = broadcastShapes(prim, a.shape, bt.shape);
   return dispatch(prim, [expandTo(prim, a, shape), expandTo(prim, bt, shape)], {} as PrimAttrs[typeof prim]);
@@ -671,22 +744,76 @@ export function indexGrid(n: number, device: DeviceName): Tensor {
   if (!t) {
     const data = new Int32Array(n);
     for (let i = 0; i < n; i++) data[i] = i;
-    t = Tensor._fromStorage(backendFor(device).upload(data), contiguousView([n]), 'int32');
+    t = Tensor._fromStorage(uploaded(device, data, 'int32'), contiguousView([n]), 'int32');
     if (gridCache.size >= 256) gridCache.clear();
     gridCache.set(key, t);
   }
   return t;
 }
 
-function checkIndexRange(op: string, index: Tensor, size: number, dim: number): void {
-  if (index._storage === null || index.device !== 'cpu') return; // symbolic or on the GPU: checked by shape only
-  const data = index.dataSync();
-  for (const v of data) {
-    if (v < 0 || v >= size) throw new Error(`${op}: index ${v} is out of bounds for dimension ${dim} with size ${size}`);
+/**
+ * What is known on the host about int32 storages whose values came from the host (uploads): the
+ * largest value and the distinct negative ones (up to 4; null: more), so that indices on WebGPU are
+ * checked without reading the device. A write into the storage forgets it.
+ */
+const knownValues = new WeakMap<Storage, { max: number; negatives: number[] | null }>();
+export function noteValues(storage: Storage, data: ArrayLike<number>): void {
+  let max = -Infinity;
+  let negatives: number[] | null = [];
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v > max) max = v;
+    if (v < 0 && negatives && !negatives.includes(v)) negatives = negatives.length < 4 ? [...negatives, v] : null;
   }
+  knownValues.set(storage, { max, negatives });
+}
+export const forgetValues = (storage: Storage): void => { knownValues.delete(storage); };
+
+/** Host data uploaded to `device` (int32 values noted, for index checks). */
+export function uploaded(device: DeviceName, data: TypedArray, dtype: DType): Storage {
+  const storage = backendFor(device).upload(data);
+  if (dtype === 'int32') noteValues(storage, data);
+  return storage;
+}
+
+/**
+ * An index value of concrete `t` outside [0, size) other than `allowed` (e.g. an ignoreIndex), or null:
+ * read on the CPU, host-known on WebGPU (null when nothing is known: computed on the device).
+ */
+export function badIndex(t: Tensor, size: number, allowed?: number): number | null {
+  if (t._storage === null) return null;
+  if (t.device === 'cpu') {
+    for (const v of t.dataSync()) if ((v < 0 || v >= size) && v !== allowed) return v;
+    return null;
+  }
+  const k = knownValues.get(t._storage);
+  if (!k) return null;
+  if (k.max >= size) return k.max;
+  if (k.negatives === null) return -1;
+  return k.negatives.find((v) => v !== allowed) ?? null;
+}
+
+/**
+ * Index values must lie in [0, size) (or equal `allowed`): checked now for concrete tensors, and
+ * inside `compile` on every call for indices that are arguments or captured tensors (the tracer
+ * registers the check). Indices computed on WebGPU (never read back) are not checked.
+ */
+export function checkIndexRange(op: string, index: Tensor, size: number, dim: number, allowed?: number): void {
+  const check = (t: Tensor): string | null => {
+    const bad = badIndex(t, size, allowed);
+    return bad === null ? null : `${op}: index ${bad} is out of bounds for dimension ${dim} with size ${size}`;
+  };
+  if (index._storage === null) {
+    activeTracer()?.rangeCheck?.(index, check);
+    return;
+  }
+  const msg = check(index);
+  if (msg) throw new Error(msg);
 }
 
 export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkTensor('matmul', 'the first operand', a);
+  checkTensor('matmul', 'the second operand', b);
   if (a.ndim === 0 || b.ndim === 0) throw new Error(`matmul: both arguments need at least 1 dimension, got shapes ${fmt(a.shape)} and ${fmt(b.shape)}`);
   const ka = a.shape[a.ndim - 1], kb = b.shape[b.ndim === 1 ? 0 : b.ndim - 2];
   if (ka !== kb) throw new Error(`matmul: shapes ${fmt(a.shape)} and ${fmt(b.shape)} cannot be multiplied (${ka} != ${kb})`);
@@ -702,6 +829,9 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 }
 
 export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  checkTensor('where', 'the condition', cond);
+  checkOperand('where', a);
+  checkOperand('where', b);
   if (cond.dtype !== 'bool') throw new Error(`where: expected condition of dtype bool, got ${cond.dtype}`);
   const like = a instanceof Tensor ? a : b instanceof Tensor ? b : cond;
   const ta = a instanceof Tensor ? a : scalar(a, like.dtype === 'bool' ? full([], 0, { device: cond.device }) : like);
@@ -710,8 +840,15 @@ export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
   return dispatch('where', [expandTo('where', cond, shape), expandTo('where', ta, shape), expandTo('where', tb, shape)], {});
 }
 
+/** A list of tensors for cat/stack, checked element by element. */
+function checkTensorList(op: string, tensors: unknown): asserts tensors is readonly Tensor[] {
+  if (!Array.isArray(tensors)) throw new Error(`${op}: expected an array of Tensors, got ${describe(tensors)}`);
+  if (tensors.length === 0) throw new Error(`${op}: expected a non-empty list of tensors`);
+  tensors.forEach((t, i) => { if (!(t instanceof Tensor)) throw new Error(`${op}: expected a list of Tensors, but element ${i} is ${describe(t)}`); });
+}
+
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
-  if (tensors.length === 0) throw new Error('cat: expected a non-empty list of tensors');
+  checkTensorList('cat', tensors);
   const first = tensors[0];
   const d = normDim('cat', dim, first.ndim);
   for (const t of tensors) {
@@ -733,7 +870,7 @@ export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
 }
 
 export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
-  if (tensors.length === 0) throw new Error('stack: expected a non-empty list of tensors');
+  checkTensorList('stack', tensors);
   const d = normDim('stack', dim, tensors[0].ndim, 1);
   for (const t of tensors) {
     if (!sameShape(t.shape, tensors[0].shape)) throw new Error(`stack: expects each tensor to be equal size, but got ${fmt(tensors[0].shape)} and ${fmt(t.shape)}`);

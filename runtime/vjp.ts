@@ -2,7 +2,7 @@
 // tensors; inside `compile` the same calls on symbolic tensors record the backward IR.
 // A rule gets the output gradient `g` (shape of the output) and returns one gradient per input
 // (null where an input has none). Kinks follow PyTorch: relu'(0) = 0, |x|'(0) = 0, ties in
-// maximum/minimum split the gradient in half, ties in max share it evenly.
+// maximum/minimum split the gradient in half, ties in max share it evenly (a NaN maximum goes to the NaNs).
 
 import { isFloat } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
@@ -59,8 +59,9 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   cast: (g, { inputs: [x] }) => [isFloat(x.dtype) ? g.to(x.dtype) : null],
   sum: (g, { inputs: [x] }) => [g.expand(x.shape)],
   max: (g, { inputs: [x], out, attrs }) => {
-    // Ties share the gradient evenly (PyTorch's amax/amin and full max()).
-    const mask = x.eq(out.expand(x.shape)).float();
+    // Ties share the gradient evenly (PyTorch's amax/amin and full max()); a NaN maximum is its NaN inputs.
+    const o = out.expand(x.shape);
+    const mask = x.eq(o).float().add(x.ne(x).float().mul(o.ne(o).float()));
     const count = mask.sum(attrs.axes, true);
     return [mask.mul(g.div(count).expand(x.shape))];
   },
@@ -85,3 +86,20 @@ export const vjpRules: { [P in Primitive]: VjpRule<P> } = {
   full: none,
   random: none,
 };
+
+/**
+ * The tensors a primitive's rule reads values of (PyTorch's saved tensors), so that the tape can
+ * refuse a backward after one of them was modified in place. Rules that need only shapes save none.
+ */
+export function savedForBackward(prim: Primitive, inputs: readonly Tensor[], out: Tensor): Tensor[] {
+  switch (prim) {
+    case 'abs': case 'log': case 'sin': case 'cos': return [inputs[0]];
+    case 'exp': case 'sqrt': case 'rsqrt': case 'tanh': case 'sigmoid': case 'relu': return [out];
+    case 'mul': case 'maximum': case 'minimum': case 'matmul': return [inputs[0], inputs[1]];
+    case 'div': return [inputs[1], out];
+    case 'pow': case 'max': return [...inputs, out];
+    case 'where': case 'scatterAdd': return [inputs[0]];
+    case 'gather': return [inputs[1]];
+    default: return [];
+  }
+}

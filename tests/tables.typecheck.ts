@@ -9,6 +9,7 @@ import { jsSpelling } from '../compiler/codegen/spelling-js.ts';
 import { wgslSpelling } from '../compiler/codegen/spelling-wgsl.ts';
 import { lowerings } from '../compiler/lower.ts';
 import { primitiveInfo, shapeRules } from '../ir/primitives.ts';
+import { onnxLowerings } from '../onnx/ops.ts';
 
 type Without<T, K extends keyof T> = Omit<T, K>;
 
@@ -27,6 +28,10 @@ export const vjps: typeof vjpRules = vjpRulesWithoutRandom;
 declare const loweringsWithoutRandom: Without<typeof lowerings, 'random'>;
 // @ts-expect-error lowerings needs an entry per primitive ('random' missing)
 export const lowering: typeof lowerings = loweringsWithoutRandom;
+
+declare const onnxWithoutRandom: Without<typeof onnxLowerings, 'random'>;
+// @ts-expect-error the ONNX export needs an entry per primitive ('random' missing)
+export const onnx: typeof onnxLowerings = onnxWithoutRandom;
 
 declare const jsUnaryWithoutExp: Without<typeof jsSpelling.unary, 'exp'>;
 // @ts-expect-error the JS spelling needs every unary op ('exp' missing)

@@ -52,8 +52,9 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   const update = k.op === 'sum' ? [`acc += ${value};`]
     : k.op === 'max' ? [`if (${value} > acc || ${value} !== ${value}) acc = ${value};`]
     : [`if (${value} > best || (${value} !== ${value} && best === best)) { best = ${value}; acc = n; }`, 'n++;'];
-  // argmax counts positions along its single axis; `n` runs over the flattened reduced loops.
-  const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), [...inner.lines, ...update]), ...outer.lines,
+  // argmax counts positions along its single axis; `n` runs over the flattened reduced loops. The
+  // loop body is a block even with no loop (only size-1 extents reduced): its names shadow none of the epilogue's.
+  const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), ['{', ...inner.lines, ...update, '}']), ...outer.lines,
     `b${k.output.arg}[${indexOf(k.output.view, keptVars)}] = ${result};`];
   return nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body).join('\n');
 }

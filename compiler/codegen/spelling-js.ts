@@ -1,16 +1,25 @@
 // The JavaScript spelling table: how generated JS writes each scalar op, literal and cast (see emit.ts).
 // JS has one number type, so value representations never change (`conv` is the identity) and a bool is
-// the number 0 or 1; float32 values are doubles rounded where a cast or a store says so. Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
+// the number 0 or 1; float32 values are doubles rounded where a cast or a store says so, and float ops
+// that can round are rounded to float32 (Math.fround) when they compute in float32, as storing each op's
+// result eagerly does: a fused chain computes exactly the unfused ops' values (an eq against a stored max
+// sees the same bits; a compiled step equals eager execution bit for bit in elementwise code).
+// Constant folding (passes/simplify.ts) evaluates ops with these same spellings.
 
 import { isFloat, type DType } from '../../ir/dtype.ts';
 import type { Spelling } from './emit.ts';
 
-function literal(value: number): string {
+function literal(value: number, dtype: DType): string {
   if (Number.isNaN(value)) return 'NaN';
   if (value === Infinity) return 'Infinity';
   if (value === -Infinity) return '-Infinity';
-  return Object.is(value, -0) ? '-0' : String(value);
+  const v = dtype === 'float32' ? Math.fround(value) : value;
+  return Object.is(v, -0) ? '-0' : String(v);
 }
+
+/** float32 rounding of a float op's result */
+const f32 = (code: string): string => `Math.fround(${code})`;
+const f32If = (t: DType, code: string): string => (t === 'float32' ? f32(code) : code);
 
 function cast(x: string, from: DType, to: DType): string {
   if (to === 'bool') return `(${x} !== 0 ? 1 : 0)`;
@@ -33,26 +42,26 @@ export const jsSpelling: Spelling = {
     neg: (x) => `(-${x})`,
     abs: (x) => `Math.abs(${x})`,
     sign: (x) => `Math.sign(${x})`,
-    exp: (x) => `Math.exp(${x})`,
-    log: (x) => `Math.log(${x})`,
-    sqrt: (x) => `Math.sqrt(${x})`,
-    rsqrt: (x) => `(1 / Math.sqrt(${x}))`,
-    sin: (x) => `Math.sin(${x})`,
-    cos: (x) => `Math.cos(${x})`,
-    tanh: (x) => `Math.tanh(${x})`,
-    sigmoid: (x) => `(1 / (1 + Math.exp(-${x})))`,
+    exp: (x, t) => f32If(t, `Math.exp(${x})`),
+    log: (x, t) => f32If(t, `Math.log(${x})`),
+    sqrt: (x, t) => f32If(t, `Math.sqrt(${x})`),
+    rsqrt: (x, t) => f32If(t, `(1 / Math.sqrt(${x}))`),
+    sin: (x, t) => f32If(t, `Math.sin(${x})`),
+    cos: (x, t) => f32If(t, `Math.cos(${x})`),
+    tanh: (x, t) => f32If(t, `Math.tanh(${x})`),
+    sigmoid: (x, t) => f32If(t, `(1 / (1 + Math.exp(-${x})))`),
     // float32: |x| < 0.5, the Taylor series to x^11 (keeps erf(0) = 0 and the relative error small); else
     // Numerical Recipes' erfc (fractional error < 1.2e-7). float64: ERF64 (full double precision).
-    erf: (x, t) => (t === 'float64' ? `${ERF64}(${x})` : `((x) => { const z = Math.abs(x); if (z < 0.5) { const s = x * x; return 1.1283791670955126 * x * (1 + s * (-1 / 3 + s * (0.1 + s * (-1 / 42 + s * (1 / 216 - s / 1320))))); } const t = 1 / (1 + 0.5 * z); const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))); return x >= 0 ? 1 - r : r - 1; })(${x})`),
+    erf: (x, t) => (t === 'float64' ? `${ERF64}(${x})` : f32(`((x) => { const z = Math.abs(x); if (z < 0.5) { const s = x * x; return 1.1283791670955126 * x * (1 + s * (-1 / 3 + s * (0.1 + s * (-1 / 42 + s * (1 / 216 - s / 1320))))); } const t = 1 / (1 + 0.5 * z); const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))); return x >= 0 ? 1 - r : r - 1; })(${x})`)),
     relu: (x) => `(${x} < 0 ? 0 : ${x})`,
     copy: (x) => x,
   },
   binary: {
-    add: (a, b) => `(${a} + ${b})`,
-    sub: (a, b) => `(${a} - ${b})`,
-    mul: (a, b) => `(${a} * ${b})`,
-    div: (a, b) => `(${a} / ${b})`,
-    pow: (a, b) => `Math.pow(${a}, ${b})`,
+    add: (a, b, t) => f32If(t, `(${a} + ${b})`),
+    sub: (a, b, t) => f32If(t, `(${a} - ${b})`),
+    mul: (a, b, t) => f32If(t, `(${a} * ${b})`),
+    div: (a, b, t) => f32If(t, `(${a} / ${b})`),
+    pow: (a, b, t) => f32If(t, `Math.pow(${a}, ${b})`),
     maximum: (a, b) => `Math.max(${a}, ${b})`,
     minimum: (a, b) => `Math.min(${a}, ${b})`,
     eq: (a, b) => `(${a} === ${b} ? 1 : 0)`,

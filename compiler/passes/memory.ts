@@ -56,12 +56,12 @@ export function planMemory(g: Graph, sched: Schedule): MemoryPlan {
     const k = kernels[kIndex];
     if (k.writes.length !== 1 && k.spec.kernel.kind !== 'map') continue;
     if (g.node(o.node).op === 'pad') continue;
+    // Only captured tensors (an argument written in place goes back through its caller's view).
     const input = g.inputNodes.find((n) => n.attrs.kind === 'capture' && n.attrs.ref === o.ref);
-    if (input) {
-      const readers = kernels.map((kk, i) => (kk.args.includes(input.id) ? i : -1)).filter((i) => i >= 0);
-      if (readers.some((i) => i > kIndex)) continue;
-      if (readers.includes(kIndex) && !readsOnlyAtOutput(k, k.args.indexOf(input.id))) continue;
-    }
+    if (!input) continue;
+    const readers = kernels.map((kk, i) => (kk.args.includes(input.id) ? i : -1)).filter((i) => i >= 0);
+    if (readers.some((i) => i > kIndex)) continue;
+    if (readers.includes(kIndex) && !readsOnlyAtOutput(k, k.args.indexOf(input.id))) continue;
     inPlace.set(o.node, o.ref);
   }
 

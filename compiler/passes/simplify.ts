@@ -14,8 +14,9 @@ function evaluate(op: string, xs: number[], dtype: DType): number {
   const key = `${op}|${dtype}`;
   let f = evaluators.get(key);
   if (!f) {
-    // (JS has one number type: its binary spellings ignore the operand type)
-    const body = isUnary(op) ? jsSpelling.unary[op]('a', dtype) : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', 'float32');
+    // `dtype` is the result's: the compute type of arithmetic (float32 rounds as generated code does, float64
+    // keeps every digit); comparisons ignore it
+    const body = isUnary(op) ? jsSpelling.unary[op]('a', dtype) : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', dtype);
     f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
     evaluators.set(key, f);
   }

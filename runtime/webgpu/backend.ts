@@ -53,6 +53,10 @@ export class WebGPUStorage implements Storage {
 const POOL_CAP = 256 * 1024 * 1024;
 /** After this many launches the pending encoder is submitted (work is queued; nothing waits). */
 const MAX_PENDING = 128;
+/** Submissions a compiled step may leave unfinished before the next call waits for the device (backpressure). */
+const MAX_IN_FLIGHT = 2;
+/** Buffers created before settle() lets the event loop turn (so that collected tensors give theirs back). */
+const NEW_BUFFERS_PER_TURN = 256;
 const UNIFORM_ALIGN = 256;
 const UNIFORM_CHUNK = MAX_PENDING * UNIFORM_ALIGN * 2;
 /** Read-back buffers up to this size are kept for reuse (at most STAGING_KEEP of them). */
@@ -183,6 +187,8 @@ export class WebGPUBackend implements Backend {
   private pendingBuffers = new Set<GPUBuffer>();
   /** submissions so far (the pool hands a returned buffer out once the submissions using it completed) */
   private submitCount = 0;
+  /** the last submission known to have completed */
+  private completed = 0;
   // the uniform chunk the pending launches' slots are packed into
   private uniformChunk: GPUBuffer | null = null;
   private uniformHost: ArrayBuffer | null = null;
@@ -372,6 +378,7 @@ export class WebGPUBackend implements Backend {
     const epoch = ++this.submitCount;
     void d.queue.onSubmittedWorkDone().then(() => {
       if (chunk) this.freeChunks.push(chunk);
+      this.completed = Math.max(this.completed, epoch);
       this.pool.completedUpTo(epoch);
     });
     this.encoder = null;
@@ -381,6 +388,22 @@ export class WebGPUBackend implements Backend {
     this.pendingLaunches = 0;
     this.pendingBuffers = new Set();
   }
+
+  /**
+   * Backpressure for loops that never read: the pending launches are submitted, and when more than
+   * MAX_IN_FLIGHT submissions are unfinished the caller waits for the device, then lets the event loop
+   * turn once so that collected tensors return their buffers to the pool (FinalizationRegistry runs as
+   * a task, never between the microtasks of an `await step()` loop).
+   */
+  settle(): Promise<void> | null {
+    this.flush();
+    const turn = (): Promise<void> => new Promise<void>((resolve) => setTimeout(() => { this.createdAtTurn = this.pool.stats.created; resolve(); }, 0));
+    if (this.submitCount - this.completed > MAX_IN_FLIGHT) return this.device.queue.onSubmittedWorkDone().then(turn);
+    // Many new buffers since the event loop last turned: dead tensors are waiting for their finalizers.
+    if (this.pool.stats.created - this.createdAtTurn > NEW_BUFFERS_PER_TURN) return turn();
+    return null;
+  }
+  private createdAtTurn = 0;
 
   /**
    * Runs a compiled step's kernels once, each in its own compute pass, and measures each: with the
@@ -482,11 +505,15 @@ export class WebGPUBackend implements Backend {
     const cached = this.bySpec.get(key);
     if (cached) return cached;
     const { kernel, pkey } = this.kernelFor(spec, alias, aligned);
-    let p = this.pipelines.get(pkey);
-    if (!p) {
-      p = this.createPipeline(spec.name, kernel);
-      this.pipelines.set(pkey, p);
+    let shared = this.pipelines.get(pkey);
+    if (!shared) {
+      shared = this.createPipeline(spec.name, kernel);
+      this.pipelines.set(pkey, shared);
     }
+    // Specs with the same shader (sizes in uniforms) share the compiled pipeline, but each keeps its own
+    // dispatch grid: a [3, 9, 676] batch must not launch the workgroups of a [2, 9, 676] one. The
+    // per-spec record reads `error` (set later) through its prototype.
+    const p: Pipeline = shared.kernel.workgroups.join() === kernel.workgroups.join() ? shared : Object.create(shared, { kernel: { value: kernel } });
     this.bySpec.set(key, p);
     return p;
   }
@@ -737,6 +764,7 @@ export const webgpuBackend: Backend = {
   prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
+  settle: () => current().settle(),
   // before the device is first used there is nothing to count
   memory: () => active?.memory() ?? { storages: 0, bytes: 0, cachedBytes: 0, tracked: true },
   precompile: (specs, firstRun) => current().precompile(specs, firstRun),
@@ -750,6 +778,15 @@ export const setProfileMethod = (m: 'wall' | null): void => { profileMethod = m;
 
 /** Submits the pending launches (without waiting for them). */
 export function flush(): void { active?.flush(); }
+
+/**
+ * Backpressure for eager loops: waits for the device when more than a couple of submissions are
+ * unfinished, and lets the event loop turn so that dead tensors return their buffers. Compiled steps do
+ * this on every call; an eager loop that never reads a value should await it once a step.
+ */
+export async function settle(): Promise<void> {
+  if (isInitialized()) await current().settle();
+}
 
 /** Waits until all queued WebGPU work has finished, and surfaces any error it raised. */
 export async function sync(): Promise<void> {

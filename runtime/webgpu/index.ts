@@ -3,6 +3,7 @@
 //   await kiln.webgpu.available()   whether an adapter exists (acquires the device; never throws)
 //   await kiln.webgpu.init()        acquires the device (throws a clear Error where there is none)
 //   kiln.webgpu.adapterInfo(), kiln.webgpu.limits()
+//   await kiln.webgpu.settle()      backpressure for an eager loop that never reads (compiled steps do it themselves)
 //
 // The 'webgpu' backend is registered when this module loads; its methods need the device to have been
 // acquired by init() or available() first, and say so otherwise.
@@ -11,7 +12,7 @@ import { available as deviceAvailable } from './device.ts';
 import { initWebGPU } from './backend.ts';
 
 export { adapterInfo, limits, hasFeature, destroy, type AdapterInfo } from './device.ts';
-export { sync, flush } from './backend.ts';
+export { sync, flush, settle, poolStats } from './backend.ts';
 
 /** Whether a WebGPU device can be acquired here. Never throws. (Acquiring it also loads the tuned matmul choices.) */
 export async function available(): Promise<boolean> {

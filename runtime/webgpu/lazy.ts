@@ -6,6 +6,7 @@
 // with no device acquired until it has been loaded. tests/bundle.test.ts checks that this module
 // exports what ./index.ts does.
 
+import { registeredBackend } from '../device.ts';
 import { notAcquired } from './not-acquired.ts';
 
 export type { AdapterInfo } from './device.ts';
@@ -62,3 +63,8 @@ export const destroy: WebGPU['destroy'] = () => webgpu?.destroy();
 export const flush: WebGPU['flush'] = () => webgpu?.flush();
 
 export const sync: WebGPU['sync'] = async () => webgpu?.sync();
+
+// through the registered backend: whoever loaded it (this facade, or a direct import) queued the work
+export const settle: WebGPU['settle'] = async () => { await registeredBackend('webgpu')?.settle(); };
+
+export const poolStats: WebGPU['poolStats'] = () => webgpu?.poolStats() ?? null;
