@@ -1,7 +1,7 @@
 // kiln benchmarks against its peers, on this machine.
 //
 //   npm run bench                     (from the repository root: installs the peers, runs all)
-//   npm run bench -- dose mlp cpu webgpu  (any subset)
+//   npm run bench -- dose mlp cpu webgpu  (any subset; `models` = cnn chargpt makemore)
 //
 // Prints one table per benchmark and writes bench/results.json.
 import { execFileSync } from 'node:child_process';
@@ -11,8 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { formatTable, errorMessage, type Table } from './timing.ts';
 import { loadKiln } from './peers/kiln.ts';
 
-const ALL = ['dose', 'mlp', 'cpu', 'webgpu', 'cnn'] as const;
+const ALL = ['dose', 'mlp', 'cpu', 'webgpu', 'cnn', 'chargpt', 'makemore'] as const;
 type Name = (typeof ALL)[number];
+/** Names that stand for several benchmarks. */
+const GROUPS: Record<string, Name[]> = { models: ['cnn', 'chargpt', 'makemore'] };
 
 function cpuModel(): string {
   try {
@@ -60,13 +62,13 @@ function otherCpuLoad(): number {
 }
 
 async function main() {
-  const args = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const args = process.argv.slice(2).filter((a) => !a.startsWith('-')).flatMap((a) => GROUPS[a] ?? [a]);
   const bad = args.filter((a) => !(ALL as readonly string[]).includes(a));
   if (bad.length) {
-    console.error(`unknown benchmark(s): ${bad.join(', ')}; choose from ${ALL.join(' ')}`);
+    console.error(`unknown benchmark(s): ${bad.join(', ')}; choose from ${ALL.join(' ')} ${Object.keys(GROUPS).join(' ')}`);
     process.exit(2);
   }
-  const which: Name[] = args.length ? (args as Name[]) : [...ALL];
+  const which: Name[] = args.length ? [...new Set(args as Name[])] : [...ALL];
 
   const load = await loadKiln();
   let kilnCommit = 'unknown';
@@ -87,9 +89,9 @@ async function main() {
     kiln: load.kiln
       ? `loaded from ../index.ts (compile: ${load.hasCompile ? 'yes' : 'missing'}, webgpu: ${load.hasWebgpu ? 'yes' : 'missing'})`
       : load.error,
-    adapter: 'not probed (webgpu benchmark not selected)',
+    adapter: 'not probed (no WebGPU benchmark selected)',
   };
-  if (which.includes('webgpu')) {
+  if (which.some((n) => n === 'webgpu' || n === 'cnn' || n === 'chargpt')) {
     const { webgpuEnv } = await import('./peers/webgpu-env.ts');
     const env = await webgpuEnv().catch((e: unknown) => `failed: ${errorMessage(e)}`);
     machine.adapter = typeof env === 'string' ? env : env.info;
@@ -115,7 +117,7 @@ async function main() {
       if (name === 'dose') got = [await (await import('./dose.ts')).runDose()];
       else if (name === 'mlp') got = [await (await import('./mlp.ts')).runMlp()];
       else if (name === 'cpu') got = await (await import('./cpu.ts')).runCpu();
-      else if (name === 'cnn') got = [await (await import('./cnn.ts')).runCnn()];
+      else if (name === 'cnn' || name === 'chargpt' || name === 'makemore') got = await (await import('./models.ts')).runModels(name);
       else got = await (await import('./webgpu.ts')).runWebgpu();
     } catch (e) {
       got = [{ id: name, title: name, unit: 'ms', rows: [], notes: [`benchmark crashed: ${errorMessage(e)}`], baseline: '' }];

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { MlpData } from '../mlp-data.ts';
+import { ADADELTA, permute, type CnnData } from '../cnn-data.ts';
 
 export type TfBackend = 'cpu' | 'wasm' | 'webgpu';
 
@@ -96,6 +97,45 @@ export async function mlpStep(b: TfBackend, d: MlpData): Promise<{ step: () => P
         const h2 = tf.relu(tf.add(tf.matMul(h1, w2), b2));
         const logits = tf.add(tf.matMul(h2, w3), b3);
         return tf.losses.softmaxCrossEntropy(y, logits) as tf.Scalar;
+      },
+      true,
+      vars,
+    )!;
+    const v = (await loss.data())[0]!;
+    loss.dispose();
+    return v;
+  };
+  return { step, note };
+}
+
+/** One training step of PyTorch's MNIST Net (NHWC, as tfjs convolves), Adadelta; returns the loss value. */
+export async function cnnStep(b: TfBackend, d: CnnData): Promise<{ step: () => Promise<number>; note: string }> {
+  const note = await useBackend(b);
+  const p = d.params;
+  // PyTorch's weights in tfjs's layouts: conv [kh, kw, in, out], dense [in, out]. fc1's input is
+  // flattened NHWC here ((h, w, c) order) against PyTorch's NCHW ((c, h, w)), so its rows are
+  // reordered too and the step computes exactly PyTorch's function.
+  const conv = (name: 'conv1.weight' | 'conv2.weight') => tf.variable(tf.tensor4d(permute(p[name].data, p[name].shape, [2, 3, 1, 0]), [3, 3, p[name].shape[1]!, p[name].shape[0]!]));
+  const vars = [
+    conv('conv1.weight'), tf.variable(tf.tensor1d(p['conv1.bias'].data)),
+    conv('conv2.weight'), tf.variable(tf.tensor1d(p['conv2.bias'].data)),
+    tf.variable(tf.tensor2d(permute(p['fc1.weight'].data, [128, 64, 12, 12], [2, 3, 1, 0]), [9216, 128])), tf.variable(tf.tensor1d(p['fc1.bias'].data)),
+    tf.variable(tf.tensor2d(permute(p['fc2.weight'].data, [10, 128], [1, 0]), [128, 10])), tf.variable(tf.tensor1d(p['fc2.bias'].data)),
+  ];
+  const [c1, c1b, c2, c2b, f1, f1b, f2, f2b] = vars as [tf.Variable<tf.Rank.R4>, tf.Variable, tf.Variable<tf.Rank.R4>, tf.Variable, tf.Variable, tf.Variable, tf.Variable, tf.Variable];
+  // [batch, 1, 28, 28] and [batch, 28, 28, 1] are the same numbers in memory (one channel).
+  const x = tf.keep(tf.tensor4d(d.x, [d.batch, 28, 28, 1]));
+  const y = tf.keep(tf.oneHot(tf.tensor1d(d.y, 'int32'), 10));
+  const opt = tf.train.adadelta(ADADELTA.lr, ADADELTA.rho, ADADELTA.eps);
+  const step = async () => {
+    const loss = opt.minimize(
+      () => {
+        let h: tf.Tensor = tf.relu(tf.add(tf.conv2d(x, c1, 1, 'valid'), c1b));
+        h = tf.relu(tf.add(tf.conv2d(h as tf.Tensor4D, c2, 1, 'valid'), c2b));
+        h = tf.dropout(tf.maxPool(h as tf.Tensor4D, 2, 2, 'valid'), 0.25).reshape([d.batch, 9216]);
+        h = tf.dropout(tf.relu(tf.add(tf.matMul(h, f1), f1b)), 0.5);
+        const logp = tf.logSoftmax(tf.add(tf.matMul(h, f2), f2b));
+        return tf.neg(tf.mean(tf.sum(tf.mul(logp, y), 1))) as tf.Scalar;
       },
       true,
       vars,

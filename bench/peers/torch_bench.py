@@ -2,11 +2,15 @@
 """PyTorch eager peer for the kiln benchmarks.
 
 Usage: python3 torch_bench.py dose|mlp|matmul [budget_s]
-Times its own loop with time.perf_counter using the same protocol as
+       python3 torch_bench.py cnn|chargpt|makemore budget_s ARRAYS.json ARRAYS.bin
+The model benchmarks (bench/models.ts) start from the weights and data the JavaScript side
+wrote to ARRAYS.bin (named float32/int32 arrays back to back, described by ARRAYS.json), so
+every framework runs the same numbers. Times its own loop with time.perf_counter using the same protocol as
 bench/timing.ts (first call alone, warm-up, samples of k iterations sized to
 >= 2 ms, median per iteration) and prints one JSON object on stdout.
 """
 import json
+import math
 import sys
 import time
 
@@ -112,33 +116,162 @@ def matmul(budget_s):
     return measure(lambda: torch.mm(a, b), budget_s=budget_s)
 
 
-def cnn(budget_s):
-    """One training step of PyTorch's MNIST Net (examples/mnist/main.py), batch 64, SGD lr 0.01 (bench/cnn.ts)."""
-    import torch.nn.functional as F
-    torch.manual_seed(1234)
+def load_arrays(spec_path, bin_path):
+    """Named tensors from the file bench/peers/torch.ts wrote: [[name, dtype, shape], ...] + raw little-endian bytes."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    with open(bin_path, "rb") as f:
+        raw = bytearray(f.read())
+    out, off = {}, 0
+    for name, dtype, shape in spec:
+        n = 1
+        for d in shape:
+            n *= d
+        t = torch.frombuffer(raw, dtype=torch.float32 if dtype == "float32" else torch.int32, count=n, offset=off)
+        out[name] = t.reshape(shape).clone()
+        off += 4 * n
+    if off != len(raw):
+        raise ValueError(f"{bin_path}: {len(raw)} bytes, but the spec describes {off}")
+    return out
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
-            self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
-            self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
 
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-            x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
-            return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
+def state(arrays, prefix):
+    """The arrays named `prefix` + parameter name, as a state dict without the prefix."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    model = Net()
-    x = torch.randn(64, 1, 28, 28)
-    y = torch.randint(0, 10, (64,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+class MnistNet(nn.Module):
+    """PyTorch's examples/mnist/main.py Net."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = F.relu(self.fc1(torch.flatten(self.dropout1(x), 1)))
+        return F.log_softmax(self.fc2(self.dropout2(x)), dim=1)
+
+
+def cnn(budget_s, arrays):
+    """One MNIST Net training step (batch 64), Adadelta lr 1.0 as main.py; weights and data from bench/models.ts."""
+    torch.manual_seed(1)
+    model = MnistNet()
+    model.load_state_dict(state(arrays, "model."))
+    x, y = arrays["x"], arrays["y"].long()
+    opt = torch.optim.Adadelta(model.parameters(), lr=1.0)
 
     def step():
         opt.zero_grad()
         loss = F.nll_loss(model(x), y)
         loss.backward()
         opt.step()
+        return loss.item()
+
+    return measure(step, budget_s=budget_s, warmup_s=0, min_warmup=1, min_samples=3)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.cAttn = nn.Linear(n_embd, 3 * n_embd)
+        self.cProj = nn.Linear(n_embd, n_embd)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        H = self.n_head
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in self.cAttn(x).split(C, dim=2))
+        # torch 1.13 has no F.scaled_dot_product_attention: the same computation, spelled out
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        return self.cProj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, n_embd):
+        super().__init__()
+        self.cFc = nn.Linear(n_embd, 4 * n_embd)
+        self.gelu = nn.GELU()
+        self.cProj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x):
+        return self.cProj(self.gelu(self.cFc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln2 = nn.LayerNorm(n_embd)
+        self.mlp = Mlp(n_embd)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class CharGPT(nn.Module):
+    """examples/char-gpt.ts's GPT with the same parameter names, so kiln's stateDict loads as is."""
+
+    def __init__(self, vocab, block, n_layer, n_head, n_embd):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, n_embd)
+        self.wpe = nn.Embedding(block, n_embd)
+        self.h = nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)])
+        self.lnF = nn.LayerNorm(n_embd)
+        self.lmHead = nn.Linear(n_embd, vocab, bias=False)
+
+    def forward(self, idx):
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T))
+        for block in self.h:
+            x = block(x)
+        return self.lmHead(self.lnF(x))
+
+
+def chargpt(budget_s, arrays):
+    """One char-gpt.ts training step: cross-entropy, backward, clip_grad_norm_(1.0), AdamW (decay on matrices only)."""
+    cfg = arrays["config"].tolist()  # vocab, block, layers, heads, width
+    model = CharGPT(*cfg)
+    model.load_state_dict(state(arrays, "model."))
+    x, y = arrays["x"].long(), arrays["y"].long()
+    params = list(model.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return loss.item()
+
+    return measure(step, budget_s=budget_s, warmup_s=0, min_warmup=1, min_samples=3)
+
+
+def makemore(budget_s, arrays):
+    """One makemore.ts step (Bengio MLP: C[X], tanh layer, cross-entropy), SGD lr 0.1, weights from kiln."""
+    p = {k: v.requires_grad_() for k, v in state(arrays, "model.").items()}
+    X, Y = arrays["x"].long(), arrays["y"].long()
+    opt = torch.optim.SGD(p.values(), lr=0.1)
+
+    def step():
+        emb = p["C"][X]
+        h = torch.tanh(emb.view(-1, p["W1"].shape[0]) @ p["W1"] + p["b1"])
+        loss = F.cross_entropy(h @ p["W2"] + p["b2"], Y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
         return loss.item()
 
     return measure(step, budget_s=budget_s)
@@ -163,11 +296,17 @@ def blas_in_use():
     return "reference BLAS (slow; apt-get install libopenblas0-pthread)" if paths else "unknown"
 
 
+MODELS = {"cnn": cnn, "chargpt": chargpt, "makemore": makemore}
+
+
 def main():
     which = sys.argv[1]
     budget = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
     torch.set_num_threads(2)
-    res = {"dose": dose, "mlp": mlp, "matmul": matmul, "cnn": cnn}[which](budget)
+    if which in MODELS:
+        res = MODELS[which](budget, load_arrays(sys.argv[3], sys.argv[4]))
+    else:
+        res = {"dose": dose, "mlp": mlp, "matmul": matmul}[which](budget)
     res["torch"] = torch.__version__
     res["threads"] = torch.get_num_threads()
     res["blas"] = blas_in_use()
