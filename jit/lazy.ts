@@ -2,7 +2,7 @@
 // graph passes, fusion, memory planning, the executor, the listings, the code generators they reach
 // -- is imported by the first compile() call, so a page that runs only eager code never downloads it
 // and one that compiles fetches it while it sets up: in kiln's browser build it is a chunk of its own
-// (notes/README-bundle.md). The tracer and source provenance come with it; kiln.TraceError, for
+// (README.md, "In the browser"). The tracer and source provenance come with it; kiln.TraceError, for
 // `instanceof`, is the base class of the tracer's errors (./trace-error.ts), here from the start.
 //
 // Once the compiler is loaded, compile() returns ./compile.ts's compiled function itself. A function

@@ -2,7 +2,7 @@
 // express (reading a traced value to branch on it). This abstract class is what the package exports,
 // for `instanceof`, from a module of a few lines; the errors themselves are jit/trace.ts's TraceError,
 // a subclass that composes the message with the user's source line, and that loads with the compiler
-// (jit/lazy.ts, notes/README-bundle.md).
+// (jit/lazy.ts, README.md, "In the browser").
 
 import type { SourceLocation } from './source.ts';
 

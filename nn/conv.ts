@@ -1,7 +1,7 @@
 // nn.functional's convolutions and pooling (API.md "Beyond the MLP"). Convolution is one primitive
 // (ir/conv.ts) on a grouped layout; these functions reshape PyTorch's [N, C, ...] layout into it (views)
 // and back. Pooling is not a primitive: windows are views folded into the consumers' indexing
-// (notes/README-conv.md says why):
+// (README.md, "Convolution and the pooling decision", says why):
 //  - maxPool2d: the window positions are k*k strided slices of the (padded) input, or, when the windows
 //    tile the input, one [N, C, Ho, kh, Wo, kw] view; the maximum is selected with a mask that keeps
 //    PyTorch's rule for ties (the gradient goes to the first maximum of the window), so forward and

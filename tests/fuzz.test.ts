@@ -1,4 +1,4 @@
-// The differential fuzzer's fixed-seed budget (tests/fuzz/, notes/README-fuzz.md): random programs over
+// The differential fuzzer's fixed-seed budget (tests/fuzz/, README.md, "Reliability"): random programs over
 // the public API run eagerly, compiled and compiled unfused must leave the same returns, values,
 // grads and optimizer state. A failure prints its shrunk program, ready to paste into a test.
 // Longer runs: `npm run fuzz -- --seconds N --device cpu|webgpu`.

@@ -2,7 +2,7 @@
 // within 10% of the resident memory it had after its first 300 steps; so does the compiled loop that
 // never reads a value. Each loop runs in its own Node process with --expose-gc (tests/memory/loop.ts
 // collects garbage before sampling), so the figure is live memory, not the collector's timing.
-// (WebGPU figures are measured by hand with the same script; see notes/README-fuzz.md.)
+// (WebGPU figures are measured by hand with the same script; see README.md, "Reliability".)
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';

@@ -2,7 +2,7 @@
 // table's type demands an entry for EVERY primitive (or scalar op), so adding a primitive is a type error
 // until each table has its entry. Each `@ts-expect-error` below holds a table missing one entry; were a
 // table's type ever loosened (Partial, Record<string, ...>), the error would vanish and tsc would fail
-// on the unused directive. The tables, in the order a new primitive fills them: notes/README-archb.md.
+// on the unused directive. The tables, in the order a new primitive fills them: README.md, "Primitives, one table per concern".
 
 import { vjpRules } from '../runtime/vjp.ts';
 import { jsSpelling } from '../compiler/codegen/spelling-js.ts';

@@ -1,7 +1,7 @@
 // kiln.save / load / loadState as the package exports them: a lazy facade over ./index.ts. The file
 // formats (safetensors, torch.save's zip and pickle) are imported on first use, so a page that never
 // saves or loads never downloads them: in kiln's browser build they are a chunk of their own
-// (notes/README-bundle.md). The three functions were async already; nothing else changes.
+// (README.md, "In the browser"). The three functions were async already; nothing else changes.
 // tests/bundle.test.ts checks that this module exports what ./index.ts does.
 
 import type { Tensor } from '../tensor.ts';

@@ -2,7 +2,7 @@
 // buffer pool, autotuner, and the WGSL code generators it reaches) is imported by the first
 // available() or init() -- the calls that must come before any WebGPU tensor exists, and that are
 // async anyway -- so a page that never uses WebGPU never downloads it: in kiln's browser build it is
-// a chunk of its own (notes/README-bundle.md). The synchronous calls answer as the backend would
+// a chunk of its own (README.md, "In the browser"). The synchronous calls answer as the backend would
 // with no device acquired until it has been loaded. tests/bundle.test.ts checks that this module
 // exports what ./index.ts does.
 
