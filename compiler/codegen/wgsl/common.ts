@@ -96,6 +96,21 @@ export function grid1d(groups: number, lim: WgslLimits, name: string): [number, 
 export const indent = (lines: readonly string[], by = '  '): string[] => lines.map((l) => by + l);
 
 /**
+ * Where an invocation's register block lies in a tiled product: the workgroup's tile (row0, col0) of
+ * `tm` x `tn`, and this invocation's `bm` x `bn` block (i0, j0) in it, `wx` invocations to a row.
+ */
+export function blockCoords(wx: number, tm: number, tn: number, bm: number, bn: number): string[] {
+  return [
+    `let tx = i32(lid) % ${wx};`,
+    `let ty = i32(lid) / ${wx};`,
+    `let row0 = i32(wid.y) * ${tm};`,
+    `let col0 = i32(wid.x) * ${tn};`,
+    `let i0 = row0 + ty * ${bm};`,
+    `let j0 = col0 + tx * ${bn};`,
+  ];
+}
+
+/**
  * One logical invocation per element `gi` in [0, total): a 1-D or 2-D grid of `wg`-wide workgroups,
  * capped at `cap` workgroups with each invocation looping over several elements (grid-stride).
  */

@@ -11,7 +11,7 @@ import { convGeometry, type ConvKernel } from '../../../ir/conv.ts';
 import { numel } from '../../../ir/shape.ts';
 import { indexOf } from '../emit.ts';
 import { conv } from '../spelling-wgsl.ts';
-import { emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
 
 const BM = 4, BN = 4, WX = 8, WY = 8, TK = 16;
 const TM = BM * WY, TN = BN * WX, NT = WX * WY;
@@ -96,12 +96,7 @@ export function convKernel(k: ConvKernel, args: Args, lim: WgslLimits, name: str
   const R = Array.from({ length: BM }, (_, r) => r);
   const main = [
     `let g = i32(wid.z);`,
-    `let tx = i32(lid) % ${WX};`,
-    `let ty = i32(lid) / ${WX};`,
-    `let row0 = i32(wid.y) * ${TM};`,
-    `let col0 = i32(wid.x) * ${TN};`,
-    `let i0 = row0 + ty * ${BM};`,
-    `let j0 = col0 + tx * ${BN};`,
+    ...blockCoords(WX, TM, TN, BM, BN),
     ...R.map((r) => `var c${r} = vec4<f32>(0.0);`),
     `for (var k0 = 0; k0 < ${Kc}; k0 = k0 + ${TK}) {`,
     ...indent([

@@ -5,7 +5,7 @@ import type { DType } from '../../../ir/dtype.ts';
 import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
-import { decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
 
 /**
  * A matmul kernel variant (what the autotuner picks per adapter and shape). Every variant sums each
@@ -98,12 +98,7 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
     ];
     const main = [
       ...head,
-      `let tx = i32(lid) % ${WX};`,
-      `let ty = i32(lid) / ${WX};`,
-      `let row0 = i32(wid.y) * ${TM};`,
-      `let col0 = i32(wid.x) * ${TN};`,
-      `let i0 = row0 + ty * ${BM};`,
-      `let j0 = col0 + tx * ${BN};`,
+      ...blockCoords(WX, TM, TN, BM, BN),
       ...accs,
       `for (var k0 = 0; k0 < ${k.k}; k0 = k0 + ${TILE_K}) {`,
       ...indent([
