@@ -56,15 +56,15 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const wp = (wScratch = grow(wScratch, Og * Kc));
   const col = (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd), oIdx = new Int32Array(nd);
+  // The unfolded block is written along whichever of the window and the output is longer in the
+  // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
+  const byWindow = kernel[nd - 1] > outSize[nd - 1];
   for (let g = 0; g < G; g++) {
     packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        // The unfolded block is written along whichever of the window and the output is longer in the
-        // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
-        const byWindow = kernel[nd - 1] > outSize[nd - 1];
         if (byWindow) im2colT(col, rows, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
         else im2col(a, col, cols, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
         const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
