@@ -56,15 +56,15 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const wp = (wScratch = grow(wScratch, Og * Kc));
   const col = (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd), oIdx = new Int32Array(nd);
+  // The unfolded block is written along whichever of the window and the output is longer in the
+  // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
+  const byWindow = kernel[nd - 1] > outSize[nd - 1];
   for (let g = 0; g < G; g++) {
     packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        // The unfolded block is written along whichever of the window and the output is longer in the
-        // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
-        const byWindow = kernel[nd - 1] > outSize[nd - 1];
         if (byWindow) im2colT(col, rows, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
         else im2col(a, col, cols, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
         const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
@@ -102,6 +102,20 @@ function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: 
 }
 
 /**
+ * The input offset of a window position's leading spatial dims (all but the last): base plus each
+ * dim's table index times its stride, or -1 when any of them falls outside the input (padding).
+ */
+function leadOffset(base: number, tables: Int32Array[], kIdx: Int32Array, oIdx: Int32Array, outSize: number[], s: readonly number[], last: number): number {
+  let off = base;
+  for (let d = 0; d < last; d++) {
+    const i = tables[d][kIdx[d] * outSize[d] + oIdx[d]];
+    if (i < 0) return -1;
+    off += i * s[3 + d];
+  }
+  return off;
+}
+
+/**
  * col[(c - c0) * KP + k, (b - b0) * P + p] = x[b, g, c, pos(p, k)] (0 outside the input) for the
  * channels c0.. c0 + icc and images b0 .. b0 + nbc; the last spatial dim is the inner loop.
  */
@@ -122,13 +136,8 @@ function im2col(a: ConvAttrs, col: Float32Array, cols: number, x: Float32Array, 
         oIdx.fill(0);
         for (let l = 0; l < lead; l++) {
           const dst = row + bi * P + l * OL;
-          let off = base, inside = true;
-          for (let d = 0; d < last; d++) {
-            const i = tables[d][kIdx[d] * outSize[d] + oIdx[d]];
-            if (i < 0) { inside = false; break; }
-            off += i * s[3 + d];
-          }
-          if (!inside) col.fill(0, dst, dst + OL);
+          const off = leadOffset(base, tables, kIdx, oIdx, outSize, s, last);
+          if (off < 0) col.fill(0, dst, dst + OL);
           else if (ldL === 1) {
             // q = o * stride + k * dilation - padLo runs over the input in steps: zeros, a strided copy, zeros
             const q0 = kIdx[last] * dL - loL;
@@ -169,13 +178,8 @@ function im2colT(col: Float32Array, rows: number, x: Float32Array, xv: View, tab
         kIdx.fill(0);
         for (let l = 0; l < lead; l++) {
           const dst = rowBase + c * KP + l * KL;
-          let off = base, inside = true;
-          for (let d = 0; d < last; d++) {
-            const i = tables[d][kIdx[d] * outSize[d] + oIdx[d]];
-            if (i < 0) { inside = false; break; }
-            off += i * s[3 + d];
-          }
-          if (!inside) col.fill(0, dst, dst + KL);
+          const off = leadOffset(base, tables, kIdx, oIdx, outSize, s, last);
+          if (off < 0) col.fill(0, dst, dst + KL);
           else {
             for (let k = 0; k < KL; k++) {
               const i = tL[k * OL + oL];
