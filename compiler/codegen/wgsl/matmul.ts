@@ -5,7 +5,7 @@ import type { DType } from '../../../ir/dtype.ts';
 import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
-import { blockCoords, decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, decompose, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 /**
  * A matmul kernel variant (what the autotuner picks per adapter and shape). Every variant sums each
@@ -100,22 +100,10 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
       ...head,
       ...blockCoords(WX, TM, TN, BM, BN),
       ...accs,
-      `for (var k0 = 0; k0 < ${k.k}; k0 = k0 + ${TILE_K}) {`,
-      ...indent([
+      ...tiledKLoop(k.k, TILE_K, TM, TN, BM, BN, at, [
         ...stage('tA', TM, aByM, 'row0', k.m, A, a, 'pa', sam, sak),
         ...stage('tB', TN, bByN, 'col0', k.n, B, b, 'pb', sbn, sbk),
-        'workgroupBarrier();',
-        `for (var q = 0; q < ${TILE_K}; q = q + 1) {`,
-        ...indent([
-          `let ab = q * ${TM} + ty * ${BM};`,
-          `let bb = q * ${TN} + tx * ${BN};`,
-          ...Array.from({ length: BN / 4 }, (_, cv) => `let y${cv} = vec4<${at}>(tB[bb + ${4 * cv}], tB[bb + ${4 * cv + 1}], tB[bb + ${4 * cv + 2}], tB[bb + ${4 * cv + 3}]);`),
-          ...Array.from({ length: BM }, (_, r) => [`let x${r} = tA[ab + ${r}];`, ...Array.from({ length: BN / 4 }, (_, cv) => `c${r}_${cv} = c${r}_${cv} + x${r} * y${cv};`)]).flat(),
-        ]),
-        '}',
-        'workgroupBarrier();',
       ]),
-      '}',
       ...stores,
     ];
     return { decls, wg: [WX, WY], main, workgroups };
