@@ -136,6 +136,24 @@ export function tiledKLoop(kTotal: number, tk: number, tm: number, tn: number, b
 }
 
 /**
+ * The epilogue of a bm x bn register block held in vec4s c{r}_{cv} (columns 4cv..4cv+3): the block is
+ * copied into a private array and one copy of `body` runs in a loop over its elements, with `acc` the
+ * element at row `row` (i0 + ..) and column `j` (j0 + ..), where `row < rows && j < cols` (unrolling it
+ * bm x bn times made shader compilation several times slower on software adapters).
+ */
+export function blockEpilogue(bm: number, bn: number, at: string, row: string, rows: number, cols: number, body: string[]): string[] {
+  const nv = bn / 4;
+  return [
+    `var res: array<vec4<${at}>, ${bm * nv}>;`,
+    ...Array.from({ length: bm * nv }, (_, v) => `res[${v}] = c${Math.floor(v / nv)}_${v % nv};`),
+    `for (var qe = 0; qe < ${bm * bn}; qe = qe + 1) {`,
+    ...indent([`let ${row} = i0 + qe / ${bn};`, `let j = j0 + qe % ${bn};`, `if (${row} < ${rows} && j < ${cols}) {`,
+      ...indent([`let acc = res[qe / 4][qe % 4];`, ...body]), '}']),
+    '}',
+  ];
+}
+
+/**
  * One logical invocation per element `gi` in [0, total): a 1-D or 2-D grid of `wg`-wide workgroups,
  * capped at `cap` workgroups with each invocation looping over several elements (grid-stride).
  */

@@ -11,7 +11,7 @@ import { convGeometry, type ConvKernel } from '../../../ir/conv.ts';
 import { numel } from '../../../ir/shape.ts';
 import { indexOf } from '../emit.ts';
 import { conv } from '../spelling-wgsl.ts';
-import { blockCoords, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, blockEpilogue, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 const BM = 4, BN = 4, WX = 8, WY = 8, TK = 16;
 const TM = BM * WY, TN = BN * WX, NT = WX * WY;
@@ -99,23 +99,11 @@ export function convKernel(k: ConvKernel, args: Args, lim: WgslLimits, name: str
     ...blockCoords(WX, TM, TN, BM, BN),
     ...R.map((r) => `var c${r}_0 = vec4<f32>(0.0);`),
     ...tiledKLoop(Kc, TK, TM, TN, BM, BN, 'f32', [...loadA, ...loadB]),
-    // The epilogue once, in a loop over the block (unrolled copies compile slowly on software adapters).
-    `var res: array<vec4<f32>, ${BM}>;`,
-    ...R.map((r) => `res[${r}] = c${r}_0;`),
-    `for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
-    ...indent([
-      `let o = i0 + qe / ${BN};`,
-      `let j = j0 + qe % ${BN};`,
-      `if (o < ${Og} && j < ${cols}) {`,
-      ...indent([
-        `let n = j / ${P};`,
-        ...split(`(j % ${P})`, O, ov),
-        `let acc = res[qe / ${BN}][qe % ${BN}];`,
-        ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),
-      ]),
-      '}',
+    ...blockEpilogue(BM, BN, 'f32', 'o', Og, cols, [
+      `let n = j / ${P};`,
+      ...split(`(j % ${P})`, O, ov),
+      ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),
     ]),
-    '}',
   ];
   const decls = [`var<workgroup> tA: array<f32, ${TK * TM}>;`, `var<workgroup> tB: array<f32, ${TK * TN}>;`];
   return { decls, wg: [WX, WY], main, workgroups };
