@@ -111,6 +111,49 @@ export function blockCoords(wx: number, tm: number, tn: number, bm: number, bn: 
 }
 
 /**
+ * The k loop of a workgroup-tiled product (matmul and conv): `stage` fills tA [tk x tm] and tB [tk x tn]
+ * for reduction positions k0.., then each invocation adds its bm x bn block of tA * tB to `c{r}_{cv}`
+ * (vec4 accumulators of type `at`, declared by the caller).
+ */
+export function tiledKLoop(kTotal: number, tk: number, tm: number, tn: number, bm: number, bn: number, at: string, stage: string[]): string[] {
+  return [
+    `for (var k0 = 0; k0 < ${kTotal}; k0 = k0 + ${tk}) {`,
+    ...indent([
+      ...stage,
+      'workgroupBarrier();',
+      `for (var q = 0; q < ${tk}; q = q + 1) {`,
+      ...indent([
+        `let ab = q * ${tm} + ty * ${bm};`,
+        `let bb = q * ${tn} + tx * ${bn};`,
+        ...Array.from({ length: bn / 4 }, (_, cv) => `let y${cv} = vec4<${at}>(tB[bb + ${4 * cv}], tB[bb + ${4 * cv + 1}], tB[bb + ${4 * cv + 2}], tB[bb + ${4 * cv + 3}]);`),
+        ...Array.from({ length: bm }, (_, r) => [`let x${r} = tA[ab + ${r}];`, ...Array.from({ length: bn / 4 }, (_, cv) => `c${r}_${cv} = c${r}_${cv} + x${r} * y${cv};`)]).flat(),
+      ]),
+      '}',
+      'workgroupBarrier();',
+    ]),
+    '}',
+  ];
+}
+
+/**
+ * The epilogue of a bm x bn register block held in vec4s c{r}_{cv} (columns 4cv..4cv+3): the block is
+ * copied into a private array and one copy of `body` runs in a loop over its elements, with `acc` the
+ * element at row `row` (i0 + ..) and column `j` (j0 + ..), where `row < rows && j < cols` (unrolling it
+ * bm x bn times made shader compilation several times slower on software adapters).
+ */
+export function blockEpilogue(bm: number, bn: number, at: string, row: string, rows: number, cols: number, body: string[]): string[] {
+  const nv = bn / 4;
+  return [
+    `var res: array<vec4<${at}>, ${bm * nv}>;`,
+    ...Array.from({ length: bm * nv }, (_, v) => `res[${v}] = c${Math.floor(v / nv)}_${v % nv};`),
+    `for (var qe = 0; qe < ${bm * bn}; qe = qe + 1) {`,
+    ...indent([`let ${row} = i0 + qe / ${bn};`, `let j = j0 + qe % ${bn};`, `if (${row} < ${rows} && j < ${cols}) {`,
+      ...indent([`let acc = res[qe / 4][qe % 4];`, ...body]), '}']),
+    '}',
+  ];
+}
+
+/**
  * One logical invocation per element `gi` in [0, total): a 1-D or 2-D grid of `wg`-wide workgroups,
  * capped at `cap` workgroups with each invocation looping over several elements (grid-stride).
  */

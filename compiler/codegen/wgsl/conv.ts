@@ -11,7 +11,7 @@ import { convGeometry, type ConvKernel } from '../../../ir/conv.ts';
 import { numel } from '../../../ir/shape.ts';
 import { indexOf } from '../emit.ts';
 import { conv } from '../spelling-wgsl.ts';
-import { blockCoords, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, blockEpilogue, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 const BM = 4, BN = 4, WX = 8, WY = 8, TK = 16;
 const TM = BM * WY, TN = BN * WX, NT = WX * WY;
@@ -97,40 +97,13 @@ export function convKernel(k: ConvKernel, args: Args, lim: WgslLimits, name: str
   const main = [
     `let g = i32(wid.z);`,
     ...blockCoords(WX, TM, TN, BM, BN),
-    ...R.map((r) => `var c${r} = vec4<f32>(0.0);`),
-    `for (var k0 = 0; k0 < ${Kc}; k0 = k0 + ${TK}) {`,
-    ...indent([
-      ...loadA,
-      ...loadB,
-      'workgroupBarrier();',
-      `for (var q = 0; q < ${TK}; q = q + 1) {`,
-      ...indent([
-        `let bb = q * ${TN} + tx * ${BN};`,
-        `let yv = vec4<f32>(tB[bb], tB[bb + 1], tB[bb + 2], tB[bb + 3]);`,
-        `let ab = q * ${TM} + ty * ${BM};`,
-        ...R.map((r) => `c${r} = c${r} + tA[ab + ${r}] * yv;`),
-      ]),
-      '}',
-      'workgroupBarrier();',
+    ...R.map((r) => `var c${r}_0 = vec4<f32>(0.0);`),
+    ...tiledKLoop(Kc, TK, TM, TN, BM, BN, 'f32', [...loadA, ...loadB]),
+    ...blockEpilogue(BM, BN, 'f32', 'o', Og, cols, [
+      `let n = j / ${P};`,
+      ...split(`(j % ${P})`, O, ov),
+      ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),
     ]),
-    '}',
-    // The epilogue once, in a loop over the block (unrolled copies compile slowly on software adapters).
-    `var res: array<vec4<f32>, ${BM}>;`,
-    ...R.map((r) => `res[${r}] = c${r};`),
-    `for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
-    ...indent([
-      `let o = i0 + qe / ${BN};`,
-      `let j = j0 + qe % ${BN};`,
-      `if (o < ${Og} && j < ${cols}) {`,
-      ...indent([
-        `let n = j / ${P};`,
-        ...split(`(j % ${P})`, O, ov),
-        `let acc = res[qe / ${BN}][qe % ${BN}];`,
-        ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),
-      ]),
-      '}',
-    ]),
-    '}',
   ];
   const decls = [`var<workgroup> tA: array<f32, ${TK * TM}>;`, `var<workgroup> tB: array<f32, ${TK * TN}>;`];
   return { decls, wg: [WX, WY], main, workgroups };

@@ -5,7 +5,7 @@ import type { DType } from '../../../ir/dtype.ts';
 import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
-import { blockCoords, decompose, emitter, indent, store, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, blockEpilogue, decompose, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 /**
  * A matmul kernel variant (what the autotuner picks per adapter and shape). Every variant sums each
@@ -100,22 +100,10 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
       ...head,
       ...blockCoords(WX, TM, TN, BM, BN),
       ...accs,
-      `for (var k0 = 0; k0 < ${k.k}; k0 = k0 + ${TILE_K}) {`,
-      ...indent([
+      ...tiledKLoop(k.k, TILE_K, TM, TN, BM, BN, at, [
         ...stage('tA', TM, aByM, 'row0', k.m, A, a, 'pa', sam, sak),
         ...stage('tB', TN, bByN, 'col0', k.n, B, b, 'pb', sbn, sbk),
-        'workgroupBarrier();',
-        `for (var q = 0; q < ${TILE_K}; q = q + 1) {`,
-        ...indent([
-          `let ab = q * ${TM} + ty * ${BM};`,
-          `let bb = q * ${TN} + tx * ${BN};`,
-          ...Array.from({ length: BN / 4 }, (_, cv) => `let y${cv} = vec4<${at}>(tB[bb + ${4 * cv}], tB[bb + ${4 * cv + 1}], tB[bb + ${4 * cv + 2}], tB[bb + ${4 * cv + 3}]);`),
-          ...Array.from({ length: BM }, (_, r) => [`let x${r} = tA[ab + ${r}];`, ...Array.from({ length: BN / 4 }, (_, cv) => `c${r}_${cv} = c${r}_${cv} + x${r} * y${cv};`)]).flat(),
-        ]),
-        '}',
-        'workgroupBarrier();',
       ]),
-      '}',
       ...stores,
     ];
     return { decls, wg: [WX, WY], main, workgroups };
@@ -194,20 +182,10 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   return { decls: [], wg: [WX, WY], main, workgroups };
 }
 
-/**
- * The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (columns 4cv..4cv+3): the
- * block is copied into a private array and one copy of the epilogue runs in a loop over its elements
- * (unrolling it BM x BN times made shader compilation several times slower on software adapters).
- */
+/** The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (common.ts blockEpilogue). */
 function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars: string[], accType: DType, BM: number, BN: number): string[] {
-  const at = wtype(accType);
-  const lines: string[] = [`var res: array<vec4<${at}>, ${(BM * BN) / 4}>;`];
-  for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) lines.push(`res[${(r * BN) / 4 + cv}] = c${r}_${cv};`);
   const epi = emitter(args, (v, arg) => indexOf(v, outVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
   const result = epi.emit(k.epilogue);
   const st = store(args, k.output, indexOf(k.output.view, outVars, args.off(k.output.arg)), result, k.epilogue.dtype);
-  lines.push(`for (var qe = 0; qe < ${BM * BN}; qe = qe + 1) {`,
-    ...indent([`let i = i0 + qe / ${BN};`, `let j = j0 + qe % ${BN};`, `if (i < ${k.m} && j < ${k.n}) {`,
-      ...indent([`let acc = res[qe / 4][qe % 4];`, ...epi.lines, st]), '}']), '}');
-  return lines;
+  return blockEpilogue(BM, BN, wtype(accType), 'i', k.m, k.n, [...epi.lines, st]);
 }
