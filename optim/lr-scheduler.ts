@@ -39,13 +39,13 @@ export abstract class LRScheduler {
     this.lastLr = this.optimizer.paramGroups.map((g, i) => {
       const lr = this.lrAt(this.lastEpoch, this.baseLrs[i], i);
       g.lr = checkNumber(this.name, 'computed learning rate', lr, nonNegative, 'a number >= 0');
-      this.onApply(g, this.lastEpoch);
+      this.onApply(g, this.lastEpoch, i);
       return lr;
     });
   }
 
   /** A hook for schedules that change more than the lr (OneCycleLR's momentum). */
-  protected onApply(group: ParamGroup, epoch: number): void { void group; void epoch; }
+  protected onApply(group: ParamGroup, epoch: number, i: number): void { void group; void epoch; void i; }
 
   /** Checks a constructor option, naming this scheduler in the error. */
   protected option(what: string, v: unknown, ok: (x: number) => boolean, range: string): number {
@@ -224,10 +224,10 @@ export class OneCycleLR extends LRScheduler {
 
   protected lrAt(e: number, _base: number, i: number): number { return this.at(e, this.maxLrs[i])[0]; }
 
-  protected onApply(group: ParamGroup, epoch: number): void {
+  protected onApply(group: ParamGroup, epoch: number, i: number): void {
     if (!this.opts.cycleMomentum) return;
     const r = group as unknown as Record<string, unknown>;
-    const m = this.at(epoch, this.maxLrs[this.optimizer.paramGroups.indexOf(group)])[1];
+    const m = this.at(epoch, this.maxLrs[i])[1];
     if (Array.isArray(r.betas)) r.betas = [m, r.betas[1]];
     else r.momentum = m;
   }
