@@ -4,6 +4,9 @@
 
 import { checkNumber, type Optimizer, type ParamGroup } from './optimizer.ts';
 
+const positiveInt = (x: number): boolean => Number.isInteger(x) && x > 0;
+const nonNegative = (x: number): boolean => x >= 0;
+
 /** The base of all schedulers: `step()` advances the epoch counter and sets each group's lr. */
 export abstract class LRScheduler {
   readonly optimizer: Optimizer;
@@ -35,22 +38,24 @@ export abstract class LRScheduler {
   private apply(): void {
     this.lastLr = this.optimizer.paramGroups.map((g, i) => {
       const lr = this.lrAt(this.lastEpoch, this.baseLrs[i], i);
-      g.lr = checkNumber(this.name, 'computed learning rate', lr, (x) => x >= 0, 'a number >= 0');
-      this.onApply(g, this.lastEpoch);
+      g.lr = checkNumber(this.name, 'computed learning rate', lr, nonNegative, 'a number >= 0');
+      this.onApply(g, this.lastEpoch, i);
       return lr;
     });
   }
 
   /** A hook for schedules that change more than the lr (OneCycleLR's momentum). */
-  protected onApply(group: ParamGroup, epoch: number): void { void group; void epoch; }
+  protected onApply(group: ParamGroup, epoch: number, i: number): void { void group; void epoch; void i; }
+
+  /** Checks a constructor option, naming this scheduler in the error. */
+  protected option(what: string, v: unknown, ok: (x: number) => boolean, range: string): number {
+    return checkNumber(this.name, what, v, ok, range);
+  }
 
   /** The rates the last step() set, one per group. */
   getLastLr(): number[] { return [...this.lastLr]; }
 }
 
-function option(name: string, what: string, v: unknown, ok: (x: number) => boolean, range: string): number {
-  return checkNumber(name, what, v, ok, range);
-}
 
 /** `base · gamma^⌊epoch / stepSize⌋`. */
 export class StepLR extends LRScheduler {
@@ -58,8 +63,8 @@ export class StepLR extends LRScheduler {
   readonly gamma: number;
   constructor(optimizer: Optimizer, opts: { stepSize: number; gamma?: number }) {
     super(optimizer, 'StepLR');
-    this.stepSize = option('StepLR', 'stepSize', opts?.stepSize, (x) => Number.isInteger(x) && x > 0, 'a positive integer');
-    this.gamma = option('StepLR', 'gamma', opts.gamma ?? 0.1, (x) => x >= 0, 'a number >= 0');
+    this.stepSize = this.option('stepSize', opts?.stepSize, positiveInt, 'a positive integer');
+    this.gamma = this.option('gamma', opts.gamma ?? 0.1, nonNegative, 'a number >= 0');
     this.start();
   }
   protected lrAt(e: number, base: number): number { return base * this.gamma ** Math.floor(e / this.stepSize); }
@@ -73,7 +78,7 @@ export class MultiStepLR extends LRScheduler {
     super(optimizer, 'MultiStepLR');
     if (!Array.isArray(opts?.milestones) || opts.milestones.some((m) => !Number.isInteger(m) || m < 0)) throw new Error(`MultiStepLR: milestones must be an array of non-negative integers, got ${String(opts?.milestones)}`);
     this.milestones = [...opts.milestones].sort((a, b) => a - b);
-    this.gamma = option('MultiStepLR', 'gamma', opts.gamma ?? 0.1, (x) => x >= 0, 'a number >= 0');
+    this.gamma = this.option('gamma', opts.gamma ?? 0.1, nonNegative, 'a number >= 0');
     this.start();
   }
   protected lrAt(e: number, base: number): number { return base * this.gamma ** this.milestones.filter((m) => m <= e).length; }
@@ -84,7 +89,7 @@ export class ExponentialLR extends LRScheduler {
   readonly gamma: number;
   constructor(optimizer: Optimizer, opts: { gamma: number }) {
     super(optimizer, 'ExponentialLR');
-    this.gamma = option('ExponentialLR', 'gamma', opts?.gamma, (x) => x >= 0, 'a number >= 0');
+    this.gamma = this.option('gamma', opts?.gamma, nonNegative, 'a number >= 0');
     this.start();
   }
   protected lrAt(e: number, base: number): number { return base * this.gamma ** e; }
@@ -96,8 +101,8 @@ export class CosineAnnealingLR extends LRScheduler {
   readonly etaMin: number;
   constructor(optimizer: Optimizer, opts: { tMax: number; etaMin?: number }) {
     super(optimizer, 'CosineAnnealingLR');
-    this.tMax = option('CosineAnnealingLR', 'tMax', opts?.tMax, (x) => Number.isInteger(x) && x > 0, 'a positive integer');
-    this.etaMin = option('CosineAnnealingLR', 'etaMin', opts.etaMin ?? 0, (x) => x >= 0, 'a number >= 0');
+    this.tMax = this.option('tMax', opts?.tMax, positiveInt, 'a positive integer');
+    this.etaMin = this.option('etaMin', opts.etaMin ?? 0, nonNegative, 'a number >= 0');
     this.start();
   }
   protected lrAt(e: number, base: number): number { return this.etaMin + (base - this.etaMin) * (1 + Math.cos((Math.PI * e) / this.tMax)) / 2; }
@@ -110,9 +115,9 @@ export class LinearLR extends LRScheduler {
   readonly totalIters: number;
   constructor(optimizer: Optimizer, opts: { startFactor?: number; endFactor?: number; totalIters?: number } = {}) {
     super(optimizer, 'LinearLR');
-    this.startFactor = option('LinearLR', 'startFactor', opts.startFactor ?? 1 / 3, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
-    this.endFactor = option('LinearLR', 'endFactor', opts.endFactor ?? 1, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
-    this.totalIters = option('LinearLR', 'totalIters', opts.totalIters ?? 5, (x) => Number.isInteger(x) && x > 0, 'a positive integer');
+    this.startFactor = this.option('startFactor', opts.startFactor ?? 1 / 3, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
+    this.endFactor = this.option('endFactor', opts.endFactor ?? 1, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+    this.totalIters = this.option('totalIters', opts.totalIters ?? 5, positiveInt, 'a positive integer');
     this.start();
   }
   protected lrAt(e: number, base: number): number {
@@ -169,11 +174,11 @@ export class OneCycleLR extends LRScheduler {
     super(optimizer, 'OneCycleLR');
     const n = optimizer.paramGroups.length;
     const total = opts?.totalSteps ?? (opts?.epochs !== undefined && opts.stepsPerEpoch !== undefined ? opts.epochs * opts.stepsPerEpoch : undefined);
-    this.totalSteps = option('OneCycleLR', 'totalSteps', total, (x) => Number.isInteger(x) && x > 0, 'a positive integer (or epochs and stepsPerEpoch)');
+    this.totalSteps = this.option('totalSteps', total, positiveInt, 'a positive integer (or epochs and stepsPerEpoch)');
     this.maxLrs = Array.isArray(opts.maxLr) ? [...opts.maxLr] : Array.from({ length: n }, () => opts.maxLr as number);
     if (this.maxLrs.length !== n) throw new Error(`OneCycleLR: maxLr must be a number or an array of ${n} numbers (one per param group)`);
-    this.maxLrs.forEach((v) => option('OneCycleLR', 'maxLr', v, (x) => x >= 0, 'a number >= 0'));
-    const pct = option('OneCycleLR', 'pctStart', opts.pctStart ?? 0.3, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+    this.maxLrs.forEach((v) => this.option('maxLr', v, nonNegative, 'a number >= 0'));
+    const pct = this.option('pctStart', opts.pctStart ?? 0.3, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
     this.opts = {
       annealStrategy: opts.annealStrategy ?? 'cos', cycleMomentum: opts.cycleMomentum ?? true,
       baseMomentum: opts.baseMomentum ?? 0.85, maxMomentum: opts.maxMomentum ?? 0.95,
@@ -219,10 +224,10 @@ export class OneCycleLR extends LRScheduler {
 
   protected lrAt(e: number, _base: number, i: number): number { return this.at(e, this.maxLrs[i])[0]; }
 
-  protected onApply(group: ParamGroup, epoch: number): void {
+  protected onApply(group: ParamGroup, epoch: number, i: number): void {
     if (!this.opts.cycleMomentum) return;
     const r = group as unknown as Record<string, unknown>;
-    const m = this.at(epoch, this.maxLrs[this.optimizer.paramGroups.indexOf(group)])[1];
+    const m = this.at(epoch, this.maxLrs[i])[1];
     if (Array.isArray(r.betas)) r.betas = [m, r.betas[1]];
     else r.momentum = m;
   }

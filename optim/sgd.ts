@@ -52,10 +52,11 @@ export class SGD extends Optimizer<SGDGroupOptions> {
   }
 
   protected _update(): void {
-    const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));
+    // Per group: the learning rate and momentum (per-call scalars where they change between calls).
+    const perGroup = new Map(this.paramGroups.map((g) => [g, { lr: this.lrOf(g), momentum: this.optionOf(g, 'momentum', () => g.momentum) }]));
     for (const [group, p, grad, i] of this.withGrads()) {
       const { dampening, weightDecay, nesterov } = group;
-      const momentum = this.optionOf(group, 'momentum', () => group.momentum);
+      const { lr, momentum } = perGroup.get(group)!;
       // 1 on the parameter's first step, 1 - dampening afterwards (a tensor only when dampening matters).
       const gradCoef: Scalar = group.momentum !== 0 && dampening !== 0 ? this.paramSteps[i].sub(1).minimum(1).mul(-dampening).add(1) : 1;
       let d = weightDecay !== 0 ? grad.add(p.mul(weightDecay)) : grad;
@@ -65,7 +66,7 @@ export class SGD extends Optimizer<SGDGroupOptions> {
         buf.copy_(next);
         d = nesterov ? d.add(next.mul(momentum)) : next;
       }
-      p.sub_(d.mul(lrs.get(group)!));
+      p.sub_(d.mul(lr));
     }
     this.stepCount.add_(1);
   }
