@@ -145,15 +145,16 @@ async function runCnn(): Promise<Table[]> {
     ...CNN_PARAMS.map((n) => ({ name: `model.${n}`, ...d.params[n] })),
   ], 3));
   const tfjs = await import('./peers/tfjs.ts').catch((e: unknown) => e as Error);
-  cpu.rows.push(await tryRow('tfjs (wasm)', async () => {
+  const tfjsRow = (b: 'wasm' | 'webgpu', opts: MeasureOptions): Promise<Row> => tryRow(`tfjs (${b})`, async () => {
     if (tfjs instanceof Error) throw new Error(`tfjs did not load: ${tfjs.message}`);
     try {
-      const { step, note } = await tfjs.cnnStep('wasm', d);
-      return rowFrom('tfjs (wasm)', await measure(step, SLOW), note);
+      const { step, note } = await tfjs.cnnStep(b, d);
+      return rowFrom(`tfjs (${b})`, await measure(step, opts), note);
     } finally {
       tfjs.disposeAll();
     }
-  }));
+  });
+  cpu.rows.push(await tfjsRow('wasm', SLOW));
   cpu.rows.push(await tryRow('jax-js jit (wasm)', async () => {
     const jax = await import('./peers/jax.ts');
     const { run, note } = await jax.cnnStep('wasm', d);
@@ -180,15 +181,7 @@ async function runCnn(): Promise<Table[]> {
   const missing = await kilnWebgpuMissing();
   if (missing) gpu.rows.push(skipped('kiln compiled (webgpu)', missing));
   else gpu.rows.push(...(await kilnRows('webgpu', () => kilnCnn(d, 'webgpu'), { compiled: CRAWL, eager: null }, gpu.notes)));
-  gpu.rows.push(await tryRow('tfjs (webgpu)', async () => {
-    if (tfjs instanceof Error) throw new Error(`tfjs did not load: ${tfjs.message}`);
-    try {
-      const { step, note } = await tfjs.cnnStep('webgpu', d);
-      return rowFrom('tfjs (webgpu)', await measure(step, CRAWL), note);
-    } finally {
-      tfjs.disposeAll();
-    }
-  }));
+  gpu.rows.push(await tfjsRow('webgpu', CRAWL));
   gpu.notes.push(...CNN_NOTES);
   gpu.notes.push("jax-js webgpu fails in this process (after its wasm row) on a synchronous read; alone in a process (2026-11-30, same machine) its first step took 11.2 s");
   gpu.notes.push('first call includes WGSL pipeline creation (Mesa caches compiled shaders on disk, so it is far shorter on a warm cache)');
