@@ -55,7 +55,8 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const icb = Math.min(Cg, Math.max(1, Math.floor(BLOCK / (KP * nb * P))));
   const wp = (wScratch = grow(wScratch, Og * Kc));
   const col = (colScratch = grow(colScratch, icb * KP * nb * P));
-  const kIdx = new Int32Array(nd), oIdx = new Int32Array(nd);
+  const kIdx = new Int32Array(nd);
+  const rel = leadOffsets(tables, kernel, outSize, xv.strides);
   // The unfolded block is written along whichever of the window and the output is longer in the
   // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
@@ -65,15 +66,15 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        if (byWindow) im2colT(col, rows, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
-        else im2col(a, col, cols, x, xv, tables, g, b0, nbc, c0, icc, kernel, outSize, kIdx, oIdx);
+        if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
+        else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
         const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
         const prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, sbk, sbn, cols, Og, rows);
         const c = prod.c, ldc = prod.ldc;
         for (let bi = 0; bi < nbc; bi++) {
           for (let o = 0; o < Og; o++) {
             const dst = (((b0 + bi) * G + g) * Og + o) * P, src = o * ldc + bi * P;
-            if (c0 === 0) for (let p = 0; p < P; p++) out[dst + p] = c[src + p];
+            if (c0 === 0) out.set(c.subarray(src, src + P), dst);
             else for (let p = 0; p < P; p++) out[dst + p] += c[src + p];
           }
         }
@@ -102,60 +103,82 @@ function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: 
 }
 
 /**
- * The input offset of a window position's leading spatial dims (all but the last): base plus each
- * dim's table index times its stride, or -1 when any of them falls outside the input (padding).
+ * For the leading spatial dims (all but the last): the offset, within one image's channel plane, of
+ * the input row that window position kl and output position ol read (rel[kl * OLead + ol], both
+ * row-major over those dims), or -1 when any dim of it falls outside the input (padding). Built once
+ * per call, so the unfolding loops below copy rows without index arithmetic.
  */
-function leadOffset(base: number, tables: Int32Array[], kIdx: Int32Array, oIdx: Int32Array, outSize: number[], s: readonly number[], last: number): number {
-  let off = base;
-  for (let d = 0; d < last; d++) {
-    const i = tables[d][kIdx[d] * outSize[d] + oIdx[d]];
-    if (i < 0) return -1;
-    off += i * s[3 + d];
+function leadOffsets(tables: Int32Array[], kernel: number[], outSize: number[], s: readonly number[]): Int32Array {
+  const lead = kernel.length - 1;
+  const KLead = numel(kernel.slice(0, lead)), OLead = numel(outSize.slice(0, lead));
+  const rel = new Int32Array(KLead * OLead);
+  const k = new Int32Array(lead);
+  for (let kl = 0; kl < KLead; kl++) {
+    const o = new Int32Array(lead);
+    for (let ol = 0; ol < OLead; ol++) {
+      let off = 0;
+      for (let d = 0; d < lead && off >= 0; d++) {
+        const i = tables[d][k[d] * outSize[d] + o[d]];
+        off = i < 0 ? -1 : off + i * s[3 + d];
+      }
+      rel[kl * OLead + ol] = off;
+      for (let d = lead - 1; d >= 0 && ++o[d] === outSize[d]; d--) o[d] = 0;
+    }
+    for (let d = lead - 1; d >= 0 && ++k[d] === kernel[d]; d--) k[d] = 0;
   }
-  return off;
+  return rel;
+}
+
+/**
+ * The last spatial dim's input positions as runs: for window position k, outputs [o0, o1) read
+ * input q0 + o * step (in elements of that dim) and the rest are padding. Null when the input is
+ * dilated (lhsDilation > 1: zeros between its elements); then the position table is read per element.
+ */
+function lastDimRuns(a: ConvAttrs, inSize: number, K: number, O: number, last: number): Int32Array | null {
+  if (a.lhsDilation[last] !== 1) return null;
+  const runs = new Int32Array(3 * K), st = a.stride[last];
+  for (let k = 0; k < K; k++) {
+    const q0 = k * a.dilation[last] - a.padLo[last];
+    const o0 = Math.min(O, Math.max(0, Math.ceil(-q0 / st))), o1 = Math.min(O, Math.max(o0, Math.floor((inSize - 1 - q0) / st) + 1));
+    runs.set([o0, o1, q0], 3 * k);
+  }
+  return runs;
 }
 
 /**
  * col[(c - c0) * KP + k, (b - b0) * P + p] = x[b, g, c, pos(p, k)] (0 outside the input) for the
  * channels c0.. c0 + icc and images b0 .. b0 + nbc; the last spatial dim is the inner loop.
  */
-function im2col(a: ConvAttrs, col: Float32Array, cols: number, x: Float32Array, xv: View, tables: Int32Array[], g: number, b0: number, nbc: number, c0: number, icc: number,
-  kernel: number[], outSize: number[], kIdx: Int32Array, oIdx: Int32Array): void {
+function im2col(a: ConvAttrs, col: Float32Array, cols: number, x: Float32Array, xv: View, tables: Int32Array[], rel: Int32Array, g: number, b0: number, nbc: number, c0: number, icc: number,
+  kernel: number[], outSize: number[]): void {
   const nd = kernel.length, KP = numel(kernel), P = numel(outSize);
   const s = xv.strides;
-  const last = nd - 1, OL = outSize[last], sL = s[3 + last], tL = tables[last];
-  const SL = xv.shape[3 + last], sSt = a.stride[last], dL = a.dilation[last], loL = a.padLo[last], ldL = a.lhsDilation[last];
-  const lead = P / OL;
+  const last = nd - 1, KL = kernel[last], OL = outSize[last], sL = s[3 + last], tL = tables[last];
+  const OLead = P / OL, step = a.stride[last] * sL;
+  const runs = lastDimRuns(a, xv.shape[3 + last], KL, OL, last);
   for (let c = 0; c < icc; c++) {
-    kIdx.fill(0);
     for (let kf = 0; kf < KP; kf++) {
-      const row = ((c * KP + kf) * cols);
-      const tOff = kIdx[last] * OL;
+      const row = (c * KP + kf) * cols, kl = Math.floor(kf / KL), kL = kf - kl * KL, tOff = kL * OL;
+      const o0 = runs ? runs[3 * kL] : 0, o1 = runs ? runs[3 * kL + 1] : 0, q0 = runs ? runs[3 * kL + 2] : 0;
       for (let bi = 0; bi < nbc; bi++) {
         const base = xv.offset + (b0 + bi) * s[0] + g * s[1] + (c0 + c) * s[2];
-        oIdx.fill(0);
-        for (let l = 0; l < lead; l++) {
-          const dst = row + bi * P + l * OL;
-          const off = leadOffset(base, tables, kIdx, oIdx, outSize, s, last);
-          if (off < 0) col.fill(0, dst, dst + OL);
-          else if (ldL === 1) {
-            // q = o * stride + k * dilation - padLo runs over the input in steps: zeros, a strided copy, zeros
-            const q0 = kIdx[last] * dL - loL;
-            const o0 = Math.min(OL, Math.max(0, Math.ceil(-q0 / sSt))), o1 = Math.min(OL, Math.max(o0, Math.floor((SL - 1 - q0) / sSt) + 1));
-            col.fill(0, dst, dst + o0);
-            const step = sSt * sL;
-            for (let o = o0, at = off + (q0 + o0 * sSt) * sL; o < o1; o++, at += step) col[dst + o] = x[at];
-            col.fill(0, dst + o1, dst + OL);
+        for (let ol = 0; ol < OLead; ol++) {
+          const dst = row + bi * P + ol * OL, r = rel[kl * OLead + ol];
+          if (r < 0) {
+            for (let o = 0; o < OL; o++) col[dst + o] = 0;
+          } else if (runs) {
+            // zeros, a strided copy, zeros
+            for (let o = 0; o < o0; o++) col[dst + o] = 0;
+            for (let o = o0, at = base + r + (q0 + o0 * a.stride[last]) * sL; o < o1; o++, at += step) col[dst + o] = x[at];
+            for (let o = o1; o < OL; o++) col[dst + o] = 0;
           } else {
             for (let o = 0; o < OL; o++) {
               const i = tL[tOff + o];
-              col[dst + o] = i < 0 ? 0 : x[off + i * sL];
+              col[dst + o] = i < 0 ? 0 : x[base + r + i * sL];
             }
           }
-          for (let d = last - 1; d >= 0 && ++oIdx[d] === outSize[d]; d--) oIdx[d] = 0;
         }
       }
-      for (let d = last; d >= 0 && ++kIdx[d] === kernel[d]; d--) kIdx[d] = 0;
     }
   }
 }
@@ -163,33 +186,29 @@ function im2col(a: ConvAttrs, col: Float32Array, cols: number, x: Float32Array, 
 /**
  * The same block transposed: col[(b - b0) * P + p, (c - c0) * KP + k], the last window dim inner.
  */
-function im2colT(col: Float32Array, rows: number, x: Float32Array, xv: View, tables: Int32Array[], g: number, b0: number, nbc: number, c0: number, icc: number,
-  kernel: number[], outSize: number[], kIdx: Int32Array, oIdx: Int32Array): void {
+function im2colT(col: Float32Array, rows: number, x: Float32Array, xv: View, tables: Int32Array[], rel: Int32Array, g: number, b0: number, nbc: number, c0: number, icc: number,
+  kernel: number[], outSize: number[]): void {
   const nd = kernel.length, KP = numel(kernel), P = numel(outSize);
   const s = xv.strides;
   const last = nd - 1, KL = kernel[last], OL = outSize[last], sL = s[3 + last], tL = tables[last];
-  const lead = KP / KL;
+  const KLead = KP / KL, OLead = P / OL;
   for (let bi = 0; bi < nbc; bi++) {
-    oIdx.fill(0);
     for (let p = 0; p < P; p++) {
-      const rowBase = (bi * P + p) * rows, oL = oIdx[last];
+      const rowBase = (bi * P + p) * rows, ol = Math.floor(p / OL), oL = p - ol * OL;
       for (let c = 0; c < icc; c++) {
         const base = xv.offset + (b0 + bi) * s[0] + g * s[1] + (c0 + c) * s[2];
-        kIdx.fill(0);
-        for (let l = 0; l < lead; l++) {
-          const dst = rowBase + c * KP + l * KL;
-          const off = leadOffset(base, tables, kIdx, oIdx, outSize, s, last);
-          if (off < 0) col.fill(0, dst, dst + KL);
-          else {
+        for (let kl = 0; kl < KLead; kl++) {
+          const dst = rowBase + c * KP + kl * KL, r = rel[kl * OLead + ol];
+          if (r < 0) {
+            for (let k = 0; k < KL; k++) col[dst + k] = 0;
+          } else {
             for (let k = 0; k < KL; k++) {
               const i = tL[k * OL + oL];
-              col[dst + k] = i < 0 ? 0 : x[off + i * sL];
+              col[dst + k] = i < 0 ? 0 : x[base + r + i * sL];
             }
           }
-          for (let d = last - 1; d >= 0 && ++kIdx[d] === kernel[d]; d--) kIdx[d] = 0;
         }
       }
-      for (let d = last; d >= 0 && ++oIdx[d] === outSize[d]; d--) oIdx[d] = 0;
     }
   }
 }
