@@ -104,7 +104,11 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     return nest(k.batch, bv, [
       `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
       'const cc = prod.c, ldc = prod.ldc;',
-      `for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
+      `if (ldc === ${k.n}) {`,
+      ...flatEpilogue(k, bv).map((l) => '  ' + l),
+      '} else {',
+      `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
+      '}',
     ]).join('\n');
   }
   return nest(k.batch, bv, blocked()).join('\n');
@@ -131,6 +135,33 @@ const GEMM_MIN_WORK = 1 << 15;
  * Whether an m x k by k x n product is worth splitting over the CPU's threads: below ~2M multiply-adds
  * (~0.1 ms on one core) waking the workers (10-50 µs) and sharing caches costs more than it saves.
  */
+/**
+ * The epilogue over a gemm result whose rows are packed (ldc = n) as one flat loop over t = i * n + j:
+ * V8 runs it 1.5-1.8x faster than the two nested loops (measured on the MLP's update epilogues). Views
+ * that walk [m, n] contiguously read at t; the others at the row and column counters ii, jj, kept only
+ * when some view needs them.
+ */
+function flatEpilogue(k: Extract<Kernel, { kind: 'matmul' }>, bv: readonly string[]): string[] {
+  const nb = k.batch.length;
+  const at = (v: View): string => {
+    const batch = indexOf({ shape: k.batch, strides: v.strides.slice(0, nb), offset: v.offset }, bv);
+    const [sm, sn] = v.strides.slice(nb);
+    const inner = sm === k.n && sn === 1 ? 't' : indexOf({ shape: [k.m, k.n], strides: [sm, sn], offset: 0 }, ['ii', 'jj']);
+    return batch === '0' ? inner : inner === '0' ? batch : `${batch} + ${inner}`;
+  };
+  const epi = emitter(at, { name: 'acc', dtype: k.epilogue.dtype });
+  const result = epi.emit(k.epilogue);
+  const body = [...epi.lines, `b${k.output.arg}[${at(k.output.view)}] = ${result};`];
+  const text = body.join('\n'), rows = /\bii\b/.test(text), cols = rows || /\bjj\b/.test(text);
+  return [
+    `for (let t = 0${rows ? ', ii = 0' : ''}${cols ? ', jj = 0' : ''}; t < ${k.m * k.n}; t++) {`,
+    '  const acc = cc[t];',
+    ...body.map((l) => '  ' + l),
+    ...(cols ? [`  if (++jj === ${k.n}) { jj = 0;${rows ? ' ii++;' : ''} }`] : []),
+    '}',
+  ];
+}
+
 export function gemmSplitPays(m: number, n: number, k: number): boolean {
   return m * n * k >= 1 << 21;
 }
