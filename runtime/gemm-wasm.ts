@@ -6,13 +6,14 @@
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
-import { MAX_PAGES, pool, runPart, type GemmJob, type KernelFn, type Pool } from './threads.ts';
+import { MAX_PAGES, pool, runPart, type GemmFns, type GemmJob, type Pool } from './threads.ts';
 
 const I32 = 0x7f, V128 = 0x7b;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
-  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Eqz: 0x45,
+  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32LeU: 0x4d, i32Eqz: 0x45,
+  f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d,
   simd: 0xfd,
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
@@ -102,14 +103,63 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
+  const functions = [body, packBody(RB), packBody(NR)].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00]])),
+    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00]])),
-    ...section(7, vec([[...str('kernel'), 0x00, 0x00]])),
-    ...section(10, vec([[...uleb(body.length), ...body]])),
+    ...section(3, vec([[0x00], [0x01], [0x01]])),
+    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02]])),
+    ...section(10, vec(functions)),
   ]);
+}
+
+/**
+ * The body of a packer for blocks of W elements (threads.ts PackFn): per block, W source pointers walk
+ * k together and each k-step stores W floats contiguously; a block that runs past `count` (the last
+ * one) stores zeros for the missing elements.
+ */
+function packBody(W: number): number[] {
+  const [DST, DBS, SRC, SE, SK, COUNT, B0, B1, KB] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+  const b = 9, d = 10, kk = 11, seB = 12, skB = 13, src = (e: number) => 14 + e;
+  const code: number[] = [];
+  const e = (...xs: number[]) => code.push(...xs);
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const elems = Array.from({ length: W }, (_, i) => i);
+  get(SE); i32(4); e(op.i32Mul); set(seB);
+  get(SK); i32(4); e(op.i32Mul); set(skB);
+  get(B0); set(b);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(b); get(B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(DST); get(b); get(DBS); e(op.i32Mul, op.i32Add); set(d);
+  // src(e) = SRC + (b * W + e) * sElem * 4
+  get(SRC); get(b); i32(W); e(op.i32Mul); get(seB); e(op.i32Mul, op.i32Add); set(src(0));
+  for (const i of elems.slice(1)) { get(src(i - 1)); get(seB); e(op.i32Add); set(src(i)); }
+  const kLoop = (value: (i: number) => void) => {
+    i32(0); set(kk);
+    e(op.block, 0x40, op.loop, 0x40);
+    get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+    for (const i of elems) { get(d); value(i); e(op.f32Store, 2, ...uleb(4 * i)); }
+    for (const i of elems) { get(src(i)); get(skB); e(op.i32Add); set(src(i)); }
+    get(d); i32(4 * W); e(op.i32Add); set(d);
+    get(kk); i32(1); e(op.i32Add); set(kk);
+    e(op.br, 0, op.end, op.end);
+  };
+  // a whole block: (b + 1) * W <= count
+  get(b); i32(1); e(op.i32Add); i32(W); e(op.i32Mul); get(COUNT); e(op.i32LeU);
+  e(op.if, 0x40);
+  kLoop((i) => { get(src(i)); e(op.f32Load, 2, 0); });
+  e(op.else);
+  kLoop((i) => {
+    get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); get(COUNT); e(op.i32LtU);
+    e(op.if, op.f32); get(src(i)); e(op.f32Load, 2, 0); e(op.else, op.f32Const, 0, 0, 0, 0, op.end);
+  });
+  e(op.end);
+  get(b); i32(1); e(op.i32Add); set(b);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  return [...vec([[...uleb(5 + W), I32]]), ...code];
 }
 
 /**
@@ -140,7 +190,9 @@ export function kernelSupported(shape: KernelShape): boolean {
 
 /**
  * A gemm over a given kernel shape. `threads` is the pool to split big products over (null: one thread).
- * Packing happens on the calling thread; the micro-kernel runs on every thread over disjoint parts of C.
+ * Each operand is copied raw into the WebAssembly memory (one memcpy of the span it occupies) and packed
+ * there by the module's packers: the operand the parts share before the job, the one they split by each
+ * part for itself, in parallel. An operand spread far wider than its elements is packed here instead.
  */
 export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Pool | null = pool()): Gemm | null {
   if (!kernelSupported(shape)) return null;
@@ -148,13 +200,15 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const bytes = gemmModule(shape, threads !== null);
   const mem = threads ? threads.memory : new WebAssembly.Memory({ initial: 1 });
   const mod = new WebAssembly.Module(bytes);
-  const kernel = new WebAssembly.Instance(mod, { env: { mem } }).exports.kernel as KernelFn;
+  const fns = new WebAssembly.Instance(mod, { env: { mem } }).exports as unknown as GemmFns;
   const kernelId = threads ? threads.addKernel(bytes) : -1;
   let heap = new Float32Array(mem.buffer);
   return (a, offA, sam, sak, b, offB, sbk, sbn, m, n, k, split = gemmSplitPays(m, n, k)) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
+    const spanA = span(offA, m, sam, k, sak), spanB = span(offB, k, sbk, n, sbn);
+    const raw = spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64;
     const base = threads ? threads.scratchStart / 4 : 0;
-    const need = base + mp * k + k * ldc + mp * ldc;
+    const need = base + mp * k + k * ldc + mp * ldc + (raw ? spanA.hi - spanA.lo + spanB.hi - spanB.lo : 0);
     if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
     if (need > heap.length) {
       const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
@@ -166,21 +220,42 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       heap = new Float32Array(mem.buffer);
     }
     const pa = base, pb = pa + mp * k, pc = pb + k * ldc;
-    for (let k0 = 0; k0 < k; k0 += kc) {
-      const kb = Math.min(kc, k - k0);
-      packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
-      packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
-    }
     // Split over column panels when there are at least as many as row blocks, else over row blocks.
-    const job: GemmJob = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, np >= mb ? 0 : 1];
-    if (split && threads && threads.size > 1) threads.run(kernelId, kernel, job);
-    else runPart(kernel, job, 0, 1);
+    const axis = np >= mb ? 0 : 1;
+    let job: GemmJob;
+    if (raw) {
+      const rawA = pc + mp * ldc, rawB = rawA + spanA.hi - spanA.lo;
+      heap.set(a.subarray(spanA.lo, spanA.hi), rawA);
+      heap.set(b.subarray(spanB.lo, spanB.hi), rawB);
+      const srcA = (rawA + offA - spanA.lo) * 4, srcB = (rawB + offB - spanB.lo) * 4;
+      for (let k0 = 0; k0 < k; k0 += kc) {
+        const kb = Math.min(kc, k - k0);
+        if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
+        else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
+      }
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 1] as unknown as GemmJob;
+    } else {
+      for (let k0 = 0; k0 < k; k0 += kc) {
+        const kb = Math.min(kc, k - k0);
+        packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
+        packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
+      }
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, 0, 0, 0, 0, 0, 0, m, n, 0] as unknown as GemmJob;
+    }
+    if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
+    else runPart(fns, job, 0, 1);
     return { c: heap.subarray(pc, pc + mp * ldc), ldc };
   };
 }
 
-// Packing runs on the calling thread for every product (weights change every step), so it is written
-// for V8: k outer with one contiguous write stream, and the 4-row / 8-column blocks of the 4 x 8 kernels
+/** The elements [lo, hi) an operand of rows x cols read at off + r * sr + c * sc occupies. */
+function span(off: number, rows: number, sr: number, cols: number, sc: number): { lo: number; hi: number } {
+  const ends = [(rows - 1) * sr, (cols - 1) * sc];
+  return { lo: off + Math.min(0, ends[0]) + Math.min(0, ends[1]), hi: off + Math.max(0, ends[0]) + Math.max(0, ends[1]) + 1 };
+}
+
+// Packing in JavaScript (operands spread wider than their elements; see makeGemm) is written for V8:
+// k outer with one contiguous write stream, and the 4-row / 8-column blocks of the 4 x 8 kernels
 // unrolled (twice as fast as the generic loops here).
 
 /** Pack rows [0, m) x k [0, kb) of A into blocks of RB rows: dst[blk * kb * RB + kk * RB + r]; rows past m are zero. */

@@ -13,27 +13,39 @@ export const MAX_PAGES = 16384;
 export const SCRATCH_START = 65536;
 
 // Int32 indices into the control block.
-const GEN = 0, PENDING = 1, KERNEL = 3, JOB = 4, PARTS = 15;
+const GEN = 0, PENDING = 1, KERNEL = 3, PARTS = 15, JOB = 16, JOB_LENGTH = 20;
 const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, MAX_WORKERS = 63;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
 
 /**
- * A product over packed operands (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k,
- * ldcBytes, kc, RB, NR, axis]. A and B are packed per block of kc values of k: A's block at
- * pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats.
+ * A product (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k, ldcBytes, kc, RB, NR,
+ * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn]. A and B are packed per block of kc values of k:
+ * A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn, each part packs
+ * its own slice of the operand it splits (B's panels on axis 0, A's row blocks on axis 1) from the raw
+ * copy at srcA / srcB (element strides sam, sak / sbk, sbn), a block of k just before using it; the
+ * other operand is packed before the job starts.
  */
-export type GemmJob = readonly [number, number, number, number, number, number, number, number, number, number, number];
+export type GemmJob = readonly number[] & { length: 20 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
 export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
+/**
+ * A packer: pack(dst, dstBlockBytes, src, sElem, sK, count, b0, b1, kb) writes blocks b0..b1 of W
+ * elements (rows of A, W = RB; columns of B, W = NR) interleaved over kb values of k, block b at
+ * dst + b * dstBlockBytes, reading element e of k-step kk at src + (e * sElem + kk * sK) * 4; elements
+ * past `count` are zeros.
+ */
+export type PackFn = (dst: number, dstBlockBytes: number, src: number, sElem: number, sK: number, count: number, b0: number, b1: number, kb: number) => void;
+/** A gemm module's exports. */
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
  * block of k. Shared by the caller and the workers (spliced into their source), so both agree on the
  * tiling without messages; each part writes its own tiles of C, in the same k order as one thread would.
  */
-export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: number): void {
-  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis] = job;
+export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number): void {
+  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn] = job;
   let i0 = 0, i1 = mb, p0 = 0, p1 = np;
   if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
   else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
@@ -42,8 +54,10 @@ export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: num
   // every panel of B passes over it.
   for (let k0 = 0; k0 < k; k0 += kc) {
     const kb = Math.min(kc, k - k0);
+    if (packOwn && axis === 0) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, p0, p1, kb);
+    else if (packOwn) fns.packA(pa + mb * rb * k0 * 4, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, i0, i1, kb);
     for (let c0 = i0; c0 < i1; c0 += 32) {
-      kernel(pa + (mb * rb * k0 + c0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + c0 * rb * ldc + p0 * nr * 4, Math.min(32, i1 - c0), p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
+      fns.kernel(pa + (mb * rb * k0 + c0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + c0 * rb * ldc + p0 * nr * 4, Math.min(32, i1 - c0), p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
     }
   }
 }
@@ -62,7 +76,7 @@ function start({ mem, index, epoch }) {
     if (!kernels[id]) {
       const at = ${SLOT} + id * ${SLOT_BYTES}, len = Atomics.load(ctrl, at / 4);
       const bytes = new Uint8Array(mem.buffer, at + 4, len).slice();
-      kernels[id] = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.kernel;
+      kernels[id] = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports;
     }
     return kernels[id];
   };
@@ -92,7 +106,7 @@ function start({ mem, index, epoch }) {
       die('closed on request'); close(); return;
     }
     try {
-      runPart(kernel(ctrl[${KERNEL}]), Array.from(ctrl.subarray(${JOB}, ${JOB + 11})), part, ctrl[${PARTS}]);
+      runPart(kernel(ctrl[${KERNEL}]), Array.from(ctrl.subarray(${JOB}, ${JOB + JOB_LENGTH})), part, ctrl[${PARTS}]);
     } catch (e) {
       const text = new TextEncoder().encode(String(e && e.message || e).slice(0, ${MESSAGE_BYTES - 1}));
       new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
@@ -203,13 +217,13 @@ export class Pool {
   }
 
   /** Runs a job split into one part per ready thread (this one included); returns when every part is done. */
-  run(id: number, kernel: KernelFn, job: GemmJob): void {
+  run(id: number, fns: GemmFns, job: GemmJob): void {
     const ready = this.readyWorkers();
     const parts = 1 + ready.length;
-    if (parts === 1) { runPart(kernel, job, 0, 1); return; }
+    if (parts === 1) { runPart(fns, job, 0, 1); return; }
     this.publish(id, job, ready);
     let error: unknown = null;
-    try { runPart(kernel, job, 0, parts); } catch (e) { error = e; }
+    try { runPart(fns, job, 0, parts); } catch (e) { error = e; }
     this.join(ready);
     if (error) throw error;
   }

@@ -41,6 +41,28 @@ describe('WebAssembly gemm', () => {
     });
   }
 
+  // Operands are copied raw into WebAssembly memory and packed there, except one spread over more than
+  // twice its elements (every third row here), which is packed in JavaScript; k past one block of 256,
+  // a broadcast row (stride 0) and a split over row blocks (m > n) take the other paths of the packers.
+  const strided: [string, number, number, number, [number, number], [number, number], boolean][] = [
+    ['every third row of a (packed in JavaScript)', 10, 12, 9, [27, 1], [12, 1], false],
+    ['k over two blocks, split over threads', 37, 21, 300, [300, 1], [1, 300], true],
+    ['a broadcast row (stride 0)', 6, 9, 11, [0, 1], [9, 1], false],
+    ['rows split over threads, transposed a', 300, 20, 40, [1, 300], [20, 1], true],
+  ];
+  for (const [name, m, n, k, [sam, sak], [sbk, sbn], split] of strided) {
+    it(`matches a float64 reference: ${name} (${m}x${k} @ ${k}x${n})`, () => {
+      const a = Float32Array.from({ length: 2 + (m - 1) * sam + (k - 1) * sak + 1 }, (_, i) => Math.sin(i * 0.9));
+      const b = Float32Array.from({ length: 1 + (k - 1) * sbk + (n - 1) * sbn + 1 }, (_, i) => Math.cos(i * 0.3));
+      const want = reference(a, 2, sam, sak, b, 1, sbk, sbn, m, n, k);
+      const { c, ldc } = gemm!(a, 2, sam, sak, b, 1, sbk, sbn, m, n, k, split);
+      for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+        const w = want[i * n + j];
+        expect(Math.abs(c[i * ldc + j] - w), `c[${i}][${j}]`).toBeLessThanOrEqual(1e-5 * Math.sqrt(k) * (1 + Math.abs(w)));
+      }
+    });
+  }
+
   it('generated kernels call it for big products and keep their epilogue', async () => {
     kiln.manualSeed(1);
     const x = kiln.randn([64, 96]), w = kiln.randn([80, 96]), bias = kiln.randn([80]);
