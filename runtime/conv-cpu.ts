@@ -50,9 +50,11 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const out = (outScratch = grow(outScratch, N * G * Og * P));
   const tables = positionTables(a, geo.inSize, kernel, outSize);
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
-  // channels as fit the block budget.
-  const nb = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
-  const icb = Math.min(Cg, Math.max(1, Math.floor(BLOCK / (KP * nb * P))));
+  // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
+  // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
+  const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
+  const icb = Math.min(Cg, Math.max(1, Math.floor(BLOCK / (KP * minImages * P))));
+  const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(BLOCK / (Kc * P))));
   const wp = (wScratch = grow(wScratch, Og * Kc));
   const col = (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd);
