@@ -682,16 +682,22 @@ export function scalar(v: number | boolean, like: Tensor): Tensor {
   if (activeTracer()) return full([], n, { dtype, device: like.device }); // a constant node of the graph
   // Eagerly, operand constants are read-only internal tensors: keep the recent ones instead of
   // allocating and filling one for every `x.mul(2)`.
-  const key = `${like.device}|${dtype}|${Object.is(n, -0) ? '-0' : n}`;
-  let t = scalarCache.get(key);
+  // Keyed by the device's description (Backend.target: a new object for each acquired device), not its
+  // name: after webgpu.destroy() and init() the name is the same, but the old constants' buffers belong
+  // to the destroyed GPUDevice.
+  const device = backendFor(like.device).target;
+  let cache = scalarCaches.get(device);
+  if (!cache) scalarCaches.set(device, (cache = new Map()));
+  const key = `${dtype}|${Object.is(n, -0) ? '-0' : n}`;
+  let t = cache.get(key);
   if (!t) {
-    if (scalarCache.size >= 1024) scalarCache.clear();
+    if (cache.size >= 1024) cache.clear();
     t = full([], n, { dtype, device: like.device });
-    scalarCache.set(key, t);
+    cache.set(key, t);
   }
   return t;
 }
-const scalarCache = new Map<string, Tensor>();
+const scalarCaches = new WeakMap<object, Map<string, Tensor>>();
 
 export function expandTo(op: string, t: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(t.shape, shape)) return t;

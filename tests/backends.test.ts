@@ -81,4 +81,13 @@ if ((await testDevices()).includes('webgpu')) describe('webgpu: a replaced devic
     const u = kiln.tensor([1, 2, 3], { device: 'webgpu' }), v = kiln.tensor([4, 5, 6], { device: 'webgpu' });
     expect(Array.from(await u.add(v).data())).toEqual([5, 7, 9]);
   });
+
+  it("a number operand's cached constant from the old device is not used on the new one", async () => {
+    const x = kiln.tensor([1, 2, 3], { device: 'webgpu' });
+    expect(Array.from(await x.mul(2).data())).toEqual([2, 4, 6]); // caches the constant 2 on this device
+    destroy();
+    await kiln.webgpu.init();
+    const y = kiln.tensor([1, 2, 3], { device: 'webgpu' });
+    expect(Array.from(await y.mul(2).data())).toEqual([2, 4, 6]);
+  });
 });
