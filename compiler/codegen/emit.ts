@@ -40,12 +40,22 @@ export interface EmitterOptions {
   acc?: { name: string; dtype: DType };
   /** the int32 counter random numbers are drawn with (map kernels only) */
   counter?: string;
+  /**
+   * Loads whose index is the same on every iteration (a 0-d value, a broadcast scalar). Given, values
+   * that depend only on such loads and constants are declared in `hoisted` instead of `lines`, so a
+   * backend that loops (JavaScript) computes them once per kernel instead of per element: an optimizer's
+   * bias corrections (pow, sqrt of the step count) fused into its update.
+   */
+  invariant?: (l: LoadExpr) => boolean;
 }
 
 /** Emits the statements that evaluate expression DAGs (in `lines`); shared sub-expressions are computed once. */
 export class Emitter {
   readonly lines: string[] = [];
+  /** statements of loop-invariant values (only with `invariant`); they come before the loops */
+  readonly hoisted: string[] = [];
   private names = new Map<Expr, string>();
+  private invariant = new Set<Expr>();
   private byCode = new Map<string, string>();
   private n = 0;
   constructor(private sp: Spelling, private opts: EmitterOptions, private what = 'codegen') {}
@@ -103,12 +113,26 @@ export class Emitter {
     }
     // Structurally equal expressions (the same load reached through two fused producers) share a name.
     let name = this.byCode.get(code);
+    const hoist = this.isInvariant(e);
+    if (hoist) this.invariant.add(e);
     if (!name) {
       name = `${this.opts.prefix ?? 'v'}${this.n++}`;
-      this.lines.push(sp.declare(name, code));
+      (hoist ? this.hoisted : this.lines).push(sp.declare(name, code));
       this.byCode.set(code, name);
     }
     return name;
+  }
+
+  /** Whether `e` (its children already emitted) has the same value on every iteration. */
+  private isInvariant(e: Expr): boolean {
+    const inv = this.opts.invariant;
+    if (!inv) return false;
+    switch (e.kind) {
+      case 'load': return inv(e);
+      case 'const': case 'param': return true;
+      case 'acc': case 'random': return false;
+      default: return exprChildren(e).every((c) => c.kind === 'const' || this.invariant.has(c)); // inline literals are never registered
+    }
   }
 }
 

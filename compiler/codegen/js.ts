@@ -9,9 +9,12 @@ import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './
 import { JS_RANDOM, jsSpelling } from './spelling-js.ts';
 
 /** An emitter of JS kernel expressions: loads read `b<arg>` at `index(view)`. */
-function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }, counter?: string): Emitter {
-  return new Emitter(jsSpelling, { load: (l) => `b${l.arg}[${index(l.view)}]`, acc, counter }, 'js codegen');
+function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }, counter?: string, prefix?: string): Emitter {
+  return new Emitter(jsSpelling, { load: (l) => `b${l.arg}[${index(l.view)}]`, acc, counter, prefix, invariant: (l) => constantView(l.view) }, 'js codegen');
 }
+
+/** A view that reads one element whatever the loop indices (a 0-d value, or one broadcast everywhere). */
+const constantView = (v: View): boolean => v.strides.every((s, d) => s === 0 || v.shape[d] === 1);
 
 const usesRandom = (e: Expr): boolean => postorder([e], exprChildren).some((x) => x.kind === 'random');
 
@@ -28,7 +31,7 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const values = k.exprs.map((e) => em.emit(e));
   const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
   if (random) body.unshift(`const lin = ${indexOf(collapsed.get(linear)!, vars)};`);
-  return [...(random ? [JS_RANDOM] : []), ...nest(shape, vars, body)].join('\n');
+  return [...(random ? [JS_RANDOM] : []), ...em.hoisted, ...nest(shape, vars, body)].join('\n');
 }
 
 function nest(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
@@ -44,7 +47,7 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
   const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
   const keptVars = k.inShape.map((_, i) => (kept.includes(i) ? `i${i}` : null));
-  const inner = emitter((v) => indexOf(v, vars));
+  const inner = emitter((v) => indexOf(v, vars), undefined, undefined, 'r'); // both emitters' hoisted values share the function's scope
   const value = inner.emit(k.body);
   const outer = emitter((v) => indexOf(v, keptVars), { name: 'acc', dtype: k.epilogue.dtype });
   const result = outer.emit(k.epilogue);
@@ -56,7 +59,7 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   // loop body is a block even with no loop (only size-1 extents reduced): its names shadow none of the epilogue's.
   const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), ['{', ...inner.lines, ...update, '}']), ...outer.lines,
     `b${k.output.arg}[${indexOf(k.output.view, keptVars)}] = ${result};`];
-  return nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body).join('\n');
+  return [...inner.hoisted, ...outer.hoisted, ...nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body)].join('\n');
 }
 
 /**
@@ -101,7 +104,7 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
     // Whether the product is split over threads is decided here, once, from its shape. (Without a gemm --
     // no WebAssembly SIMD -- the blocked loops below run instead; emitting only one keeps kernels small.)
-    return nest(k.batch, bv, [
+    return [...epi.hoisted, ...nest(k.batch, bv, [
       `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
       'const cc = prod.c, ldc = prod.ldc;',
       `if (ldc === ${k.n}) {`,
@@ -109,9 +112,9 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
       '} else {',
       `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
       '}',
-    ]).join('\n');
+    ])].join('\n');
   }
-  return nest(k.batch, bv, blocked()).join('\n');
+  return [...epi.hoisted, ...nest(k.batch, bv, blocked())].join('\n');
 
   function blocked(): string[] {
   const m4 = k.m - (k.m % 4), n4 = k.n - (k.n % 4);
@@ -154,6 +157,7 @@ function flatEpilogue(k: Extract<Kernel, { kind: 'matmul' }>, bv: readonly strin
   const body = [...epi.lines, `b${k.output.arg}[${at(k.output.view)}] = ${result};`];
   const text = body.join('\n'), rows = /\bii\b/.test(text), cols = rows || /\bjj\b/.test(text);
   return [
+    ...epi.hoisted,
     `for (let t = 0${rows ? ', ii = 0' : ''}${cols ? ', jj = 0' : ''}; t < ${k.m * k.n}; t++) {`,
     '  const acc = cc[t];',
     ...body.map((l) => '  ' + l),
@@ -173,7 +177,7 @@ function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
   const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const body = [...em.lines, `const g = ${idx};`,
     `b${k.output.arg}[${indexOf(k.output.view, vars)}] = b${k.src.arg}[${indexOf(axisIndexedView(k.src.view, k.shape, k.axis), srcVars)}];`];
-  return nest(k.shape, vars, body).join('\n');
+  return [...em.hoisted, ...nest(k.shape, vars, body)].join('\n');
 }
 
 function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
@@ -183,7 +187,7 @@ function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
   const outVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const o = k.output;
   const body = [...em.lines, `const g = ${idx};`, `b${o.arg}[${indexOf(axisIndexedView(o.view, k.srcShape, k.axis), outVars)}] += ${src};`];
-  return [`b${o.arg}.fill(0);`, ...nest(k.srcShape, vars, body)].join('\n');
+  return [`b${o.arg}.fill(0);`, ...em.hoisted, ...nest(k.srcShape, vars, body)].join('\n');
 }
 
 /**
@@ -201,7 +205,7 @@ function genConv(k: ConvKernel): string {
   const body = [`const acc = r[lin++];`, ...epi.lines, `b${k.output.arg}[${indexOf(k.output.view, vars)}] = ${result};`];
   const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
   return [`const r = env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)});`, 'let lin = 0;',
-    ...nest(shape, natural, body)].join('\n');
+    ...epi.hoisted, ...nest(shape, natural, body)].join('\n');
 }
 
 function jsBody(spec: KernelSpec): string {

@@ -764,7 +764,7 @@ export const webgpuBackend: Backend = {
   prepareProgram: (specs, bindings) => launcherProgram(followingLaunch, specs, bindings),
   read: (s, offset, size) => current().read(s, offset, size),
   readSync: (s, offset, size, method) => current().readSync(s, offset, size, method),
-  settle: () => current().settle(),
+  settle: () => settle(), // before init() (kiln.webgpu.settle() in a loop on the CPU) there is nothing to wait for
   // before the device is first used there is nothing to count
   memory: () => active?.memory() ?? { storages: 0, bytes: 0, cachedBytes: 0, tracked: true },
   precompile: (specs, firstRun) => current().precompile(specs, firstRun),
