@@ -10,7 +10,7 @@
 import { convGeometry, type ConvAttrs } from '../ir/conv.ts';
 import { numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
-import { gemm as wasmGemm, type Gemm } from './gemm-wasm.ts';
+import { gemm as wasmGemm, type Gemm, type Unfolding } from './gemm-wasm.ts';
 
 /** Floats in one block of the unfolded input (4 MiB: big enough to amortise packing the weight block). */
 const BLOCK = 1 << 20;
@@ -62,16 +62,30 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // The unfolded block is written along whichever of the window and the output is longer in the
   // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
+  // Otherwise, for 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's
+  // packers unfold the input themselves, each thread its own panels: no im2col block is written here.
+  const unfoldable = !byWindow && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
   for (let g = 0; g < G; g++) {
     packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
-        else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
-        const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
-        const prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, sbk, sbn, cols, Og, rows);
+        let prod: { c: Float32Array; ldc: number };
+        if (gemm && unfoldable) {
+          const s = xv.strides;
+          const u: Unfolding = nd === 1
+            ? { x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: 0, sW: s[3], kh: 1, kw: kernel[0], oh: 1, ow: outSize[0], h: 1, w: geo.inSize[0],
+              strideH: 1, strideW: a.stride[0], dilationH: 1, dilationW: a.dilation[0], padH: 0, padW: a.padLo[0] }
+            : { x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: s[3], sW: s[4], kh: kernel[0], kw: kernel[1], oh: outSize[0], ow: outSize[1],
+              h: geo.inSize[0], w: geo.inSize[1], strideH: a.stride[0], strideW: a.stride[1], dilationH: a.dilation[0], dilationW: a.dilation[1], padH: a.padLo[0], padW: a.padLo[1] };
+          prod = gemm.unfolded(wp, c0 * KP, Kc, 1, u, Og, cols, rows);
+        } else {
+          if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
+          else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
+          const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
+          prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, sbk, sbn, cols, Og, rows);
+        }
         const c = prod.c, ldc = prod.ldc;
         for (let bi = 0; bi < nbc; bi++) {
           for (let o = 0; o < Og; o++) {

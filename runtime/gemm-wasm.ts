@@ -12,7 +12,7 @@ const I32 = 0x7f, V128 = 0x7b;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
-  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32LeU: 0x4d, i32Eqz: 0x45,
+  i32Const: 0x41, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32And: 0x71, i32LtU: 0x49, i32LeU: 0x4d, i32Eq: 0x46, i32Eqz: 0x45,
   f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d,
   simd: 0xfd,
 } as const;
@@ -103,13 +103,13 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
-  const functions = [body, packBody(RB), packBody(NR)].map((b) => [...uleb(b.length), ...b]);
+  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR)].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00]])),
+    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00], [0x01], [0x01]])),
-    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02]])),
+    ...section(3, vec([[0x00], [0x01], [0x01], [0x02]])),
+    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03]])),
     ...section(10, vec(functions)),
   ]);
 }
@@ -162,13 +162,105 @@ function packBody(W: number): number[] {
   return [...vec([[...uleb(5 + W), I32]]), ...code];
 }
 
+/** Parameters of the unfolding packer (threads.ts UnfoldFn). */
+const UNFOLD_PARAMS = 24;
+
+/**
+ * The body of the unfolding packer (threads.ts UnfoldFn): B of a convolution as im2col would write it,
+ * packed straight from the input. Per panel, each of its W columns (image, output row y, column x)
+ * gets a base pointer and the input row/column its window starts at; per k-step (channel, window row
+ * i, column j) one offset is added to every base, and a column whose input position falls outside the
+ * input (padding, or past the last column) stores a zero.
+ */
+function unfoldBody(W: number): number[] {
+  const [DST, DBS, B0, B1, KB, K0, N, SRC, SN, SC, SH, SW, KH, KW, OH, OW, H, WI, STH, STW, DLH, DLW, PDH, PDW] = Array.from({ length: UNFOLD_PARAMS }, (_, i) => i);
+  let next = UNFOLD_PARAMS;
+  const local = () => next++;
+  const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), dh = local(), dw = local();
+  const j = local(), bi = local(), rem = local(), y = local(), P = local();
+  const base = Array.from({ length: W }, local), ih = Array.from({ length: W }, local), iw = Array.from({ length: W }, local);
+  const code: number[] = [];
+  const e = (...xs: number[]) => code.push(...xs);
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const inc = (l: number) => { get(l); i32(1); e(op.i32Add); set(l); };
+  get(OH); get(OW); e(op.i32Mul); set(P);
+  get(B0); set(b);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(b); get(B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(DST); get(b); get(DBS); e(op.i32Mul, op.i32Add); set(d);
+  for (let i = 0; i < W; i++) {
+    // column j = b * W + i: image bi, output row y, column x = rem - y * OW
+    get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); set(j);
+    get(j); get(N); e(op.i32LtU);
+    e(op.if, 0x40);
+    get(j); get(P); e(op.i32DivU); set(bi);
+    get(j); get(bi); get(P); e(op.i32Mul, op.i32Sub); set(rem);
+    get(rem); get(OW); e(op.i32DivU); set(y);
+    get(y); get(STH); e(op.i32Mul); get(PDH); e(op.i32Sub); set(ih[i]);
+    get(rem); get(y); get(OW); e(op.i32Mul, op.i32Sub); get(STW); e(op.i32Mul); get(PDW); e(op.i32Sub); set(iw[i]);
+    // base = SRC + (bi * sN + ih * sH + iw * sW) * 4
+    get(bi); get(SN); e(op.i32Mul); get(ih[i]); get(SH); e(op.i32Mul, op.i32Add); get(iw[i]); get(SW); e(op.i32Mul, op.i32Add);
+    i32(4); e(op.i32Mul); get(SRC); e(op.i32Add); set(base[i]);
+    e(op.else);
+    i32(-(2 ** 30)); set(ih[i]); // never inside the input: a zero column
+    e(op.end);
+  }
+  // the window position of k-step K0: channel c, row ki, column kj
+  get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
+  get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
+  get(rem); get(KW); e(op.i32DivU); set(ki);
+  get(rem); get(ki); get(KW); e(op.i32Mul, op.i32Sub); set(kj);
+  i32(0); set(kk);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(ki); get(DLH); e(op.i32Mul); set(dh);
+  get(kj); get(DLW); e(op.i32Mul); set(dw);
+  get(c); get(SC); e(op.i32Mul); get(dh); get(SH); e(op.i32Mul, op.i32Add); get(dw); get(SW); e(op.i32Mul, op.i32Add); i32(4); e(op.i32Mul); set(row);
+  for (let i = 0; i < W; i++) {
+    get(d);
+    get(ih[i]); get(dh); e(op.i32Add); get(H); e(op.i32LtU);
+    get(iw[i]); get(dw); e(op.i32Add); get(WI); e(op.i32LtU);
+    e(op.i32And);
+    e(op.if, op.f32); get(base[i]); get(row); e(op.i32Add, op.f32Load, 2, 0); e(op.else, op.f32Const, 0, 0, 0, 0, op.end);
+    e(op.f32Store, 2, ...uleb(4 * i));
+  }
+  get(d); i32(4 * W); e(op.i32Add); set(d);
+  // next window position
+  inc(kj);
+  get(kj); get(KW); e(op.i32Eq); e(op.if, 0x40);
+  i32(0); set(kj); inc(ki);
+  get(ki); get(KH); e(op.i32Eq); e(op.if, 0x40); i32(0); set(ki); inc(c); e(op.end);
+  e(op.end);
+  inc(kk);
+  e(op.br, 0, op.end, op.end);
+  inc(b);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  return [...vec([[...uleb(next - UNFOLD_PARAMS), I32]]), ...code];
+}
+
 /**
  * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
  * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
  * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
  * at compile time (gemmSplitPays); left out, it is made here by the same rule.
  */
-export type Gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number };
+export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
+  /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
+  unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean): { c: Float32Array; ldc: number };
+};
+
+/**
+ * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (threads.ts UnfoldFn): element
+ * strides of `x` from `off` (image 0, channel 0 of the block), window, output and input sizes, stride,
+ * dilation and low padding per spatial dim (a 1-d convolution has h = kh = oh = 1).
+ */
+export interface Unfolding {
+  x: Float32Array; off: number; sN: number; sC: number; sH: number; sW: number;
+  kh: number; kw: number; oh: number; ow: number; h: number; w: number;
+  strideH: number; strideW: number; dilationH: number; dilationW: number; padH: number; padW: number;
+}
 
 /**
  * The micro-kernels: 4 rows x 8 columns (8 accumulators, 2 panel vectors, 1 splat) measured fastest here
@@ -203,10 +295,13 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const fns = new WebAssembly.Instance(mod, { env: { mem } }).exports as unknown as GemmFns;
   const kernelId = threads ? threads.addKernel(bytes) : -1;
   let heap = new Float32Array(mem.buffer);
-  return (a, offA, sam, sak, b, offB, sbk, sbn, m, n, k, split = gemmSplitPays(m, n, k)) => {
+  type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
+  const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
-    const spanA = span(offA, m, sam, k, sak), spanB = span(offB, k, sbk, n, sbn);
-    const raw = spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64;
+    const spanA = span(offA, m, sam, k, sak);
+    const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
+    // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
+    const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
     const base = threads ? threads.scratchStart / 4 : 0;
     const need = base + mp * k + k * ldc + mp * ldc + (raw ? spanA.hi - spanA.lo + spanB.hi - spanB.lo : 0);
     if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
@@ -226,27 +321,47 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     if (raw) {
       const rawA = pc + mp * ldc, rawB = rawA + spanA.hi - spanA.lo;
       heap.set(a.subarray(spanA.lo, spanA.hi), rawA);
-      heap.set(b.subarray(spanB.lo, spanB.hi), rawB);
-      const srcA = (rawA + offA - spanA.lo) * 4, srcB = (rawB + offB - spanB.lo) * 4;
+      heap.set(('u' in src ? src.u.x : src.b).subarray(spanB.lo, spanB.hi), rawB);
+      const srcA = (rawA + offA - spanA.lo) * 4;
+      const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [(rawB + src.offB - spanB.lo) * 4, src.sbk, src.sbn];
+      const u = 'u' in src ? unfoldingArgs(src.u, rawB * 4) : new Array<number>(17).fill(0);
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0);
         if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
+        else if ('u' in src) fns.packUnfolded((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 1] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? 2 : 1, ...u] as unknown as GemmJob;
     } else {
+      const { b, offB, sbk, sbn } = src;
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0);
         packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
         packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, 0, 0, 0, 0, 0, 0, m, n, 0] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, ...new Array<number>(17).fill(0)] as unknown as GemmJob;
     }
     if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
     else runPart(fns, job, 0, 1);
     return { c: heap.subarray(pc, pc + mp * ldc), ldc };
   };
+  const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
+    run(a, offA, sam, sak, { b, offB, sbk, sbn }, m, n, k, split);
+  return Object.assign(gemm, {
+    unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
+      run(a, offA, sam, sak, { u }, m, n, k, split),
+  });
 }
+
+/** The elements [lo, hi) of `u.x` an unfolded B of k x n reads (the block's images and channels). */
+function unfoldedSpan(u: Unfolding, n: number, k: number): { lo: number; hi: number } {
+  const images = n / (u.oh * u.ow), channels = k / (u.kh * u.kw);
+  return { lo: u.off, hi: u.off + (images - 1) * u.sN + (channels - 1) * u.sC + (u.h - 1) * u.sH + (u.w - 1) * u.sW + 1 };
+}
+
+/** UnfoldFn's arguments from src on, for an input copied to byte `at`. */
+const unfoldingArgs = (u: Unfolding, at: number): number[] =>
+  [at, u.sN, u.sC, u.sH, u.sW, u.kh, u.kw, u.oh, u.ow, u.h, u.w, u.strideH, u.strideW, u.dilationH, u.dilationW, u.padH, u.padW];
 
 /** The elements [lo, hi) an operand of rows x cols read at off + r * sr + c * sc occupies. */
 function span(off: number, rows: number, sr: number, cols: number, sc: number): { lo: number; hi: number } {

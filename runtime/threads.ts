@@ -13,20 +13,21 @@ export const MAX_PAGES = 16384;
 export const SCRATCH_START = 65536;
 
 // Int32 indices into the control block.
-const GEN = 0, PENDING = 1, KERNEL = 3, PARTS = 15, JOB = 16, JOB_LENGTH = 20;
+const GEN = 0, PENDING = 1, KERNEL = 3, PARTS = 15, JOB = 16, JOB_LENGTH = 37;
 const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, MAX_WORKERS = 63;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
 
 /**
  * A product (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k, ldcBytes, kc, RB, NR,
- * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn]. A and B are packed per block of kc values of k:
- * A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn, each part packs
- * its own slice of the operand it splits (B's panels on axis 0, A's row blocks on axis 1) from the raw
- * copy at srcA / srcB (element strides sam, sak / sbk, sbn), a block of k just before using it; the
- * other operand is packed before the job starts.
+ * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, ...unfolding]. A and B are packed per block of kc
+ * values of k: A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn,
+ * each part packs its own slice of the operand it splits (B's panels on axis 0, A's row blocks on
+ * axis 1), a block of k just before using it, from the raw copy at srcA / srcB (element strides sam,
+ * sak / sbk, sbn) or, when packOwn is 2, B by unfolding a convolution's input (the 17 numbers of
+ * `unfolding`, UnfoldFn's from src on); the other operand is packed before the job starts.
  */
-export type GemmJob = readonly number[] & { length: 20 };
+export type GemmJob = readonly number[] & { length: 37 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
 export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
 /**
@@ -36,8 +37,15 @@ export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPa
  * past `count` are zeros.
  */
 export type PackFn = (dst: number, dstBlockBytes: number, src: number, sElem: number, sK: number, count: number, b0: number, b1: number, kb: number) => void;
+/**
+ * The unfolding packer: packUnfolded(dst, dstBlockBytes, b0, b1, kb, k0, n, src, sN, sC, sH, sW, kh, kw,
+ * oh, ow, h, w, strideH, strideW, dilationH, dilationW, padH, padW) writes panels b0..b1 of B for k-steps
+ * k0..k0 + kb, B[(c, i, j), (image, y, x)] = input[src + image sN + c sC + (y strideH + i dilationH - padH) sH
+ * + (x strideW + j dilationW - padW) sW] (zero outside the h x w input): im2col, straight into panels.
+ */
+export type UnfoldFn = (...args: number[]) => void;
 /** A gemm module's exports. */
-export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn }
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
@@ -54,7 +62,8 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
   // every panel of B passes over it.
   for (let k0 = 0; k0 < k; k0 += kc) {
     const kb = Math.min(kc, k - k0);
-    if (packOwn && axis === 0) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, p0, p1, kb);
+    if (packOwn === 2 && axis === 0) fns.packUnfolded(pb + ldc * k0, kb * nr * 4, p0, p1, kb, k0, n, ...job.slice(20));
+    else if (packOwn && axis === 0) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, p0, p1, kb);
     else if (packOwn) fns.packA(pa + mb * rb * k0 * 4, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, i0, i1, kb);
     for (let c0 = i0; c0 < i1; c0 += 32) {
       fns.kernel(pa + (mb * rb * k0 + c0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + c0 * rb * ldc + p0 * nr * 4, Math.min(32, i1 - c0), p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);

@@ -125,6 +125,24 @@ describe('thread pool', () => {
     eager.w.forEach((v, i) => expect(Math.abs(v - one.w[i]), `w[${i}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(v))));
   });
 
+  it('a convolution big enough to split (its input unfolded by each thread into its own panels) gives the same bits on 1 and 2 threads, and matches float64', () => {
+    // conv2 of PyTorch's MNIST Net on 4 images, padding 1 and stride 2 on one dim: 64 x 288 @ 288 x (4 x 13 x 24)
+    const [N, C, H, W, O] = [4, 32, 26, 26, 64];
+    const x = kiln.tensor(Float32Array.from({ length: N * C * H * W }, (_, i) => Math.sin(i * 0.37)), { shape: [N, C, H, W] });
+    const w = kiln.tensor(Float32Array.from({ length: O * C * 9 }, (_, i) => Math.cos(i * 0.11) * 0.1), { shape: [O, C, 3, 3] });
+    const outs = threadCounts.map((t) => { kiln.setNumThreads(t); return kiln.F.conv2d(x, w, null, { padding: [1, 0], stride: [2, 1] }).dataSync(); });
+    expect(outs[1]).toEqual(outs[0]);
+    const [OH, OW] = [13, 24], xs = x.dataSync(), ws = w.dataSync();
+    for (const [n, o, y, xo] of [[0, 0, 0, 0], [3, 63, 12, 23], [1, 17, 5, 9], [2, 40, 0, 23]]) {
+      let want = 0;
+      for (let c = 0; c < C; c++) for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) {
+        const iy = y * 2 + i - 1, ix = xo + j;
+        if (iy >= 0 && iy < H) want += xs[((n * C + c) * H + iy) * W + ix] * ws[((o * C + c) * 3 + i) * 3 + j];
+      }
+      expect(Math.abs(outs[0][((n * O + o) * OH + y) * OW + xo] - want), `out[${n}, ${o}, ${y}, ${xo}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)));
+    }
+  });
+
   it('shrinking and growing the pool between calls keeps the results and blames no stopped worker', () => {
     const [m, n, k] = [128, 512, 300];
     const { a, b, sbk, sbn } = operands(m, n, k, false);
