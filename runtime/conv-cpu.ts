@@ -14,6 +14,8 @@ import { gemm as wasmGemm, type Gemm, type Unfolding } from './gemm-wasm.ts';
 
 /** Floats in one block of the unfolded input (4 MiB: big enough to amortise packing the weight block). */
 const BLOCK = 1 << 20;
+/** Floats of packed B (the unfolded input) one gemm may take when its packer unfolds the input (32 MiB). */
+const UNFOLDED = 1 << 23;
 
 type F32 = Float32Array<ArrayBuffer>;
 let colScratch: F32 = new Float32Array(0), wScratch: F32 = new Float32Array(0), outScratch: F32 = new Float32Array(0);
@@ -52,19 +54,21 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
+  // For 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's packer
+  // unfolds the input itself, each thread into its own panels: no im2col block is written here, and a
+  // block is bounded only by the packed operand's size (UNFOLDED floats).
+  const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
+  const budget = unfoldable ? UNFOLDED : BLOCK;
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
-  const icb = Math.min(Cg, Math.max(1, Math.floor(BLOCK / (KP * minImages * P))));
-  const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(BLOCK / (Kc * P))));
+  const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
+  const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));
   const wp = (wScratch = grow(wScratch, Og * Kc));
-  const col = (colScratch = grow(colScratch, icb * KP * nb * P));
+  const col = unfoldable ? colScratch : (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd);
   const rel = leadOffsets(tables, kernel, outSize, xv.strides);
-  // The unfolded block is written along whichever of the window and the output is longer in the
-  // last dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
+  // An im2col block is written along whichever of the window and the output is longer in the last
+  // dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
-  // Otherwise, for 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's
-  // packers unfold the input themselves, each thread its own panels: no im2col block is written here.
-  const unfoldable = !byWindow && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
   for (let g = 0; g < G; g++) {
     packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {

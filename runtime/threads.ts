@@ -59,14 +59,24 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
   else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
   if (i1 <= i0 || p1 <= p0) return;
   // Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level cache while
-  // every panel of B passes over it.
+  // the panels of B pass over it. A part packs its own operand a chunk at a time (32 panels of B, or 32
+  // row blocks of A) just before multiplying it, so the packed chunk is still in cache.
   for (let k0 = 0; k0 < k; k0 += kc) {
-    const kb = Math.min(kc, k - k0);
-    if (packOwn === 2 && axis === 0) fns.packUnfolded(pb + ldc * k0, kb * nr * 4, p0, p1, kb, k0, n, ...job.slice(20));
-    else if (packOwn && axis === 0) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, p0, p1, kb);
-    else if (packOwn) fns.packA(pa + mb * rb * k0 * 4, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, i0, i1, kb);
-    for (let c0 = i0; c0 < i1; c0 += 32) {
-      fns.kernel(pa + (mb * rb * k0 + c0 * kb * rb) * 4, pb + ((ldc / 4) * k0 + p0 * kb * nr) * 4, pc + c0 * rb * ldc + p0 * nr * 4, Math.min(32, i1 - c0), p1 - p0, kb, ldc, k0 > 0 ? 1 : 0);
+    const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
+    const aAt = (c0: number) => pa + (mb * rb * k0 + c0 * kb * rb) * 4, bAt = (q0: number) => pb + ((ldc / 4) * k0 + q0 * kb * nr) * 4;
+    if (axis === 0) {
+      for (let q0 = p0; q0 < p1; q0 += 32) {
+        const q1 = Math.min(p1, q0 + 32);
+        if (packOwn === 2) fns.packUnfolded(pb + ldc * k0, kb * nr * 4, q0, q1, kb, k0, n, ...job.slice(20));
+        else if (packOwn) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aAt(c0), bAt(q0), pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
+      }
+    } else {
+      for (let c0 = i0; c0 < i1; c0 += 32) {
+        const c1 = Math.min(i1, c0 + 32);
+        if (packOwn) fns.packA(pa + mb * rb * k0 * 4, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
+        fns.kernel(aAt(c0), bAt(p0), pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
+      }
     }
   }
 }
