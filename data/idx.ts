@@ -1,10 +1,7 @@
-// Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory; gzip
-// unpacked by magic number; and the IDX format the MNIST files use (LeCun's "idx3-ubyte"). Every
+// The IDX format the MNIST files use (LeCun's "idx3-ubyte"), and the sources bytes come from. Every
 // file is untrusted: a wrong magic, an unknown type, or a size that disagrees with the header is a
-// clear error naming the source, never an out-of-range read.
-
-import { nodeFs, requireNode } from '../runtime/node.ts';
-import { tensor, type Tensor } from '../runtime/index.ts';
+// clear error naming the source, never an out-of-range read. Reading a source (fetch, files, gzip)
+// is ./read.ts, loaded on first use; parsing is here, for data.mnist()'s synchronous Node path.
 
 /** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
 export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
@@ -12,53 +9,6 @@ export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
 /** A source in an error message. */
 export const sourceName = (source: ByteSource): string =>
   typeof source === 'string' || source instanceof URL ? String(source) : `${source.byteLength} bytes in memory`;
-
-/** A string or URL as a URL: absolute, else relative to the page in a browser; null for a Node path. */
-function toUrl(source: string | URL): URL | null {
-  if (source instanceof URL) return source;
-  if (/^[a-z][\w+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source)) return new URL(source);
-  const page = (globalThis as { location?: { href: string } }).location?.href;
-  return page ? new URL(source, page) : null;
-}
-
-async function gunzip(bytes: Uint8Array, what: string): Promise<Uint8Array> {
-  try {
-    const stream = new Blob([bytes.slice()]).stream().pipeThrough(new DecompressionStream('gzip'));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  } catch (e) {
-    throw new Error(`${what}: the gzip data is corrupt: ${(e as Error).message}`);
-  }
-}
-
-/** The bytes of a source, gunzipped when they are gzip data. */
-export async function readBytes(source: ByteSource, what: string): Promise<Uint8Array> {
-  let bytes: Uint8Array;
-  if (source instanceof Uint8Array) {
-    bytes = source;
-  } else if (source instanceof ArrayBuffer) {
-    bytes = new Uint8Array(source);
-  } else {
-    const url = toUrl(source);
-    if (url === null || url.protocol === 'file:') {
-      const path = url === null ? String(source) : decodeURIComponent(url.pathname);
-      try {
-        bytes = await requireNode(nodeFs, `${what} from ${path}`).promises.readFile(path);
-      } catch (e) {
-        throw new Error(`${what}: cannot read ${path}: ${(e as Error).message}`);
-      }
-    } else {
-      let response: Response;
-      try {
-        response = await fetch(url);
-      } catch (e) {
-        throw new Error(`${what}: fetching ${url.href} failed: ${(e as Error).message}`);
-      }
-      if (!response.ok) throw new Error(`${what}: fetching ${url.href} failed: HTTP ${response.status} ${response.statusText}`);
-      bytes = new Uint8Array(await response.arrayBuffer());
-    }
-  }
-  return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
-}
 
 // The IDX element types: code -> bytes per element and the typed array kiln keeps them in.
 const idxTypes = {
@@ -111,14 +61,4 @@ export function parseIdx(bytes: Uint8Array, what = 'idx'): IdxArray {
     case 0x0e: values = Float64Array.from({ length: count }, (_, i) => view.getFloat64(at(i), false)); break;
   }
   return { dims, type: name, values };
-}
-
-/**
- * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
- * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
- */
-export async function idx(source: ByteSource): Promise<Tensor> {
-  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
-  if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
-  return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
 }

@@ -6,9 +6,9 @@
 
 import { nodeFs, nodeModule, nodePath, requireNode } from '../runtime/node.ts';
 import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
-import { parseIdx, readBytes, sourceName, type ByteSource } from './idx.ts';
+import { parseIdx, type ByteSource } from './idx.ts';
 
-export { idx, type ByteSource, type IdxArray } from './idx.ts';
+export type { ByteSource, IdxArray } from './idx.ts';
 
 export { mulberry32, permutation } from './random.ts';
 import { mulberry32, permutation } from './random.ts';
@@ -202,19 +202,29 @@ function mnistDataset(imageBytes: Uint8Array, labelBytes: Uint8Array, names: { i
   );
 }
 
+type Readers = typeof import('./read.ts');
+let readers: Promise<Readers> | undefined;
+
+/** ./read.ts (fetch, files, gzip), imported on the first read from a source. */
+function read(): Promise<Readers> {
+  readers ??= import('./read.ts').catch((e: unknown) => {
+    readers = undefined; // a later call may try again
+    throw new Error(`data: cannot load kiln's data readers module: ${e instanceof Error ? e.message : String(e)}`);
+  });
+  return readers;
+}
+
+/**
+ * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
+ * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
+ */
+export async function idx(source: ByteSource): Promise<Tensor> {
+  return (await read()).idx(source);
+}
+
 async function mnistFrom(source: string | URL | MnistFiles, split: 'train' | 'test'): Promise<TensorDataset> {
-  let files: MnistFiles;
-  if (typeof source === 'string' || source instanceof URL) {
-    const names = fileNames(split);
-    const base = String(source).endsWith('/') ? String(source) : `${String(source)}/`;
-    files = { images: base + names.images, labels: base + names.labels };
-  } else if (source && typeof source === 'object' && 'images' in source && 'labels' in source) {
-    files = source;
-  } else {
-    throw new Error('mnist: source must be a base URL or folder, or { images, labels } (URLs, paths or bytes)');
-  }
-  const [images, labels] = await Promise.all([readBytes(files.images, 'mnist images'), readBytes(files.labels, 'mnist labels')]);
-  return mnistDataset(images, labels, { images: sourceName(files.images), labels: sourceName(files.labels) });
+  const { images, labels, names } = await (await read()).readMnist(source, fileNames(split));
+  return mnistDataset(images, labels, names);
 }
 
 /**

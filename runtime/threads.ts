@@ -48,60 +48,75 @@ export function runPart(kernel: KernelFn, job: GemmJob, part: number, parts: num
   }
 }
 
+/** The control block's layout, which the worker's program gets in its start message (it is spliced in as source: no closure). */
+const LAYOUT = { GEN, PENDING, KERNEL, JOB, PARTS, PART, READY, DEAD, FAULT, EPOCH, MESSAGE, MESSAGE_BYTES, SLOT, SLOT_BYTES, SCRATCH_START };
+
+/** What a worker is started with: its shared memory, its index, the epoch it was started in, and the layout. */
+interface WorkerStart { mem: WebAssembly.Memory; index: number; epoch: number; layout: typeof LAYOUT }
+
+/** The globals of a worker that the program uses (Node's worker_threads, or a Web Worker). */
+type WorkerGlobals = { process?: { on?(ev: 'exit', f: (code: number) => void): void; exit?(code: number): void }; close?(): void };
+
 /**
- * The worker's program; `start({ mem, index, epoch })` is called with its shared memory, its index and
- * the epoch it was started in: a worker whose slot has been given to a newer one (the pool restarted
- * or shrank while it was still winding down) touches nothing and ends.
+ * The worker's program: `workerMain(runPart, start)` in the worker, spliced in with `toString()` as
+ * runPart is, so it must use nothing from this module but its arguments. A worker whose slot has been
+ * given to a newer one (the pool restarted or shrank while it was still winding down) touches nothing
+ * and ends.
  */
-const WORKER_SOURCE = `
-const runPart = ${runPart.toString()};
-function start({ mem, index, epoch }) {
-  const ctrl = new Int32Array(mem.buffer, 0, ${SCRATCH_START / 4});
-  const kernels = [];
-  const kernel = (id) => {
+function workerMain(run: typeof runPart, { mem, index, epoch, layout }: WorkerStart): void {
+  const { GEN, PENDING, KERNEL, JOB, PARTS, PART, READY, DEAD, FAULT, EPOCH, MESSAGE, MESSAGE_BYTES, SLOT, SLOT_BYTES, SCRATCH_START } = layout;
+  const g = globalThis as WorkerGlobals;
+  const ctrl = new Int32Array(mem.buffer, 0, SCRATCH_START / 4);
+  const kernels: KernelFn[] = [];
+  const kernel = (id: number): KernelFn => {
     if (!kernels[id]) {
-      const at = ${SLOT} + id * ${SLOT_BYTES}, len = Atomics.load(ctrl, at / 4);
+      const at = SLOT + id * SLOT_BYTES, len = Atomics.load(ctrl, at / 4);
       const bytes = new Uint8Array(mem.buffer, at + 4, len).slice();
-      kernels[id] = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.kernel;
+      kernels[id] = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports.kernel as KernelFn;
     }
     return kernels[id];
   };
-  let holding = false;
-  const finish = () => { holding = false; if (Atomics.sub(ctrl, ${PENDING}, 1) === 1) Atomics.notify(ctrl, ${PENDING}); };
-  const mine = () => Atomics.load(ctrl, ${EPOCH} + index) === epoch;
-  const die = (why) => {
-    if (!mine()) return;
-    const text = new TextEncoder().encode(String(why).slice(0, ${MESSAGE_BYTES - 1}));
-    new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
-    Atomics.store(ctrl, ${DEAD} + index, 1);
-    if (holding) finish();
-    Atomics.notify(ctrl, ${PENDING});
+  /** Leaves a dead worker's last words where the pool reads them. */
+  const say = (why: unknown): void => {
+    const text = new TextEncoder().encode(String(why).slice(0, MESSAGE_BYTES - 1));
+    new Uint8Array(mem.buffer, MESSAGE + index * MESSAGE_BYTES, MESSAGE_BYTES).fill(0).set(text);
   };
-  if (typeof process !== 'undefined' && process.on) process.on('exit', (code) => die('exited with code ' + code));
-  let seen = Atomics.load(ctrl, ${GEN});
-  Atomics.store(ctrl, ${READY} + index, 1);
-  for (;;) {
-    Atomics.wait(ctrl, ${GEN}, seen);
-    seen = Atomics.load(ctrl, ${GEN});
+  let holding = false;
+  const finish = (): void => { holding = false; if (Atomics.sub(ctrl, PENDING, 1) === 1) Atomics.notify(ctrl, PENDING); };
+  const mine = (): boolean => Atomics.load(ctrl, EPOCH + index) === epoch;
+  const die = (why: string): void => {
     if (!mine()) return;
-    const part = Atomics.exchange(ctrl, ${PART} + index, -1);
+    say(why);
+    Atomics.store(ctrl, DEAD + index, 1);
+    if (holding) finish();
+    Atomics.notify(ctrl, PENDING);
+  };
+  g.process?.on?.('exit', (code) => die(`exited with code ${code}`));
+  let seen = Atomics.load(ctrl, GEN);
+  Atomics.store(ctrl, READY + index, 1);
+  for (;;) {
+    Atomics.wait(ctrl, GEN, seen);
+    seen = Atomics.load(ctrl, GEN);
+    if (!mine()) return;
+    const part = Atomics.exchange(ctrl, PART + index, -1);
     if (part < 0) continue;
     holding = true;
-    if (Atomics.exchange(ctrl, ${FAULT} + index, 0)) {
-      if (typeof process !== 'undefined' && process.exit) process.exit(70);
-      die('closed on request'); close(); return;
+    if (Atomics.exchange(ctrl, FAULT + index, 0)) {
+      g.process?.exit?.(70);
+      die('closed on request'); g.close?.(); return;
     }
     try {
-      runPart(kernel(ctrl[${KERNEL}]), Array.from(ctrl.subarray(${JOB}, ${JOB + 11})), part, ctrl[${PARTS}]);
+      run(kernel(ctrl[KERNEL]), Array.from(ctrl.subarray(JOB, JOB + 11)) as unknown as GemmJob, part, ctrl[PARTS]);
     } catch (e) {
-      const text = new TextEncoder().encode(String(e && e.message || e).slice(0, ${MESSAGE_BYTES - 1}));
-      new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
-      Atomics.store(ctrl, ${DEAD} + index, 2);
+      say((e as Error | undefined)?.message || e);
+      Atomics.store(ctrl, DEAD + index, 2);
     }
     finish();
   }
 }
-`;
+
+/** The worker's source: its program, started with `start` (an expression of the worker's scope that holds a WorkerStart). */
+const workerSource = (start: string): string => `(${workerMain.toString()})(${runPart.toString()}, ${start});`;
 
 interface WorkerHandle { terminate(): unknown; exited: boolean; exitCode: number | null }
 interface NodeWorkerModule {
@@ -115,7 +130,7 @@ function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): Wor
   const g = globalThis as { process?: { getBuiltinModule?: Builtin }; Worker?: new (url: string) => { postMessage(m: unknown): void; terminate(): void; addEventListener(ev: string, f: () => void): void }; Blob?: typeof Blob; URL?: typeof URL };
   const wt = g.process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerModule | undefined;
   if (wt) {
-    const w = new wt.Worker(`${WORKER_SOURCE}\nstart(require('node:worker_threads').workerData);`, { eval: true, workerData: { mem, index, epoch } });
+    const w = new wt.Worker(workerSource("require('node:worker_threads').workerData"), { eval: true, workerData: { mem, index, epoch, layout: LAYOUT } satisfies WorkerStart });
     w.unref(); // an idle pool never keeps the process alive
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.on('exit', (code) => { h.exited = true; h.exitCode = code; });
@@ -123,11 +138,11 @@ function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): Wor
     return h;
   }
   if (g.Worker && g.Blob && g.URL) {
-    const url = g.URL.createObjectURL(new g.Blob([`${WORKER_SOURCE}\nonmessage = (e) => start(e.data);`], { type: 'text/javascript' }));
+    const url = g.URL.createObjectURL(new g.Blob([`onmessage = (e) => ${workerSource('e.data')}`], { type: 'text/javascript' }));
     const w = new g.Worker(url);
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.addEventListener('error', () => { h.exited = true; });
-    w.postMessage({ mem, index, epoch });
+    w.postMessage({ mem, index, epoch, layout: LAYOUT } satisfies WorkerStart);
     return h;
   }
   return null;

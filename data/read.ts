@@ -1,0 +1,84 @@
+// Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory, gzip unpacked
+// by magic number; `data.idx(source)` and `data.mnist({ source })` read through it. Every reader here is
+// async, so ./index.ts imports this module on first use: in kiln's browser build it is a chunk of its
+// own (tests/bundle.test.ts).
+
+import { nodeFs, requireNode } from '../runtime/node.ts';
+import { tensor, type Tensor } from '../runtime/index.ts';
+import { parseIdx, sourceName, type ByteSource } from './idx.ts';
+import type { MnistFiles } from './index.ts';
+
+/** A string or URL as a URL: absolute, else relative to the page in a browser; null for a Node path. */
+function toUrl(source: string | URL): URL | null {
+  if (source instanceof URL) return source;
+  if (/^[a-z][\w+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source)) return new URL(source);
+  const page = (globalThis as { location?: { href: string } }).location?.href;
+  return page ? new URL(source, page) : null;
+}
+
+async function gunzip(bytes: Uint8Array, what: string): Promise<Uint8Array> {
+  try {
+    const stream = new Blob([bytes.slice()]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  } catch (e) {
+    throw new Error(`${what}: the gzip data is corrupt: ${(e as Error).message}`);
+  }
+}
+
+/** The bytes of a source, gunzipped when they are gzip data. */
+export async function readBytes(source: ByteSource, what: string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  if (source instanceof Uint8Array) {
+    bytes = source;
+  } else if (source instanceof ArrayBuffer) {
+    bytes = new Uint8Array(source);
+  } else {
+    const url = toUrl(source);
+    if (url === null || url.protocol === 'file:') {
+      const path = url === null ? String(source) : decodeURIComponent(url.pathname);
+      try {
+        bytes = await requireNode(nodeFs, `${what} from ${path}`).promises.readFile(path);
+      } catch (e) {
+        throw new Error(`${what}: cannot read ${path}: ${(e as Error).message}`);
+      }
+    } else {
+      let response: Response;
+      try {
+        response = await fetch(url);
+      } catch (e) {
+        throw new Error(`${what}: fetching ${url.href} failed: ${(e as Error).message}`);
+      }
+      if (!response.ok) throw new Error(`${what}: fetching ${url.href} failed: HTTP ${response.status} ${response.statusText}`);
+      bytes = new Uint8Array(await response.arrayBuffer());
+    }
+  }
+  return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
+}
+
+/**
+ * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
+ * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
+ */
+export async function idx(source: ByteSource): Promise<Tensor> {
+  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
+  if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
+  return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
+}
+
+/**
+ * The bytes of MNIST's two IDX files, and their names for errors: `source` is a base URL or folder
+ * holding the standard `names`, or the two files (`{ images, labels }`).
+ */
+export async function readMnist(source: string | URL | MnistFiles, names: { images: string; labels: string }): Promise<{ images: Uint8Array; labels: Uint8Array; names: { images: string; labels: string } }> {
+  let files: MnistFiles;
+  if (typeof source === 'string' || source instanceof URL) {
+    const base = String(source).endsWith('/') ? String(source) : `${String(source)}/`;
+    files = { images: base + names.images, labels: base + names.labels };
+  } else if (source && typeof source === 'object' && 'images' in source && 'labels' in source) {
+    files = source;
+  } else {
+    throw new Error('mnist: source must be a base URL or folder, or { images, labels } (URLs, paths or bytes)');
+  }
+  const [images, labels] = await Promise.all([readBytes(files.images, 'mnist images'), readBytes(files.labels, 'mnist labels')]);
+  return { images, labels, names: { images: sourceName(files.images), labels: sourceName(files.labels) } };
+}
