@@ -8,7 +8,7 @@
 // the compiler and the file formats load on first use, behind lazy facades, and acorn never. Bundled,
 // kiln must still name the user's line, never a line of any of its files.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build, type BuildOptions } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -130,6 +130,45 @@ it('a function compiled before the compiler has loaded runs its calls in order, 
   writeFileSync(join(dir, 'program.mts'), program);
   const out = execFileSync(join(root, 'node_modules/.bin/tsx'), [join(dir, 'program.mts')], { cwd: root, encoding: 'utf8' });
   expect(JSON.parse(out)).toEqual({ traced: 0, a: 6, b: 12, modes: [false, true], traces: 2, listing: true, onWebGPU: expect.stringMatching(/WebGPU is not initialised/), g: [1, 1], h: [2] });
+});
+
+it("in a browser build, the thread pool's workers load on first use, minified, and split products keep their bits", async () => {
+  // An entry built as kiln's browser build is (the browser condition of "#thread-workers": workers
+  // behind an import()), minified, run by plain Node: the workers' program is thread-workers.ts's
+  // function, spliced into each worker as minified source.
+  const dir = join(scratch, 'threads');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  const runtime = join(root, 'runtime');
+  writeFileSync(join(dir, 'entry.ts'), [
+    `import { gemm } from '${runtime}/gemm-wasm.ts';`,
+    `import { pool, setNumThreads } from '${runtime}/threads.ts';`,
+    'const out: unknown[] = [];',
+    'const [m, n, k] = [128, 512, 300];',
+    'const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));',
+    'const product = () => gemm!(a, 0, k, 1, b, 0, n, 1, m, n, k, true).c.slice();',
+    'setNumThreads(2);',
+    'try { pool()!.injectFault(1); } catch (e) { out.push((e as Error).message); }', // the workers' module is not here yet
+    'const before = product();', // so this ran on one thread
+    'await new Promise((r) => setTimeout(r, 0));',
+    'const split = product();', // on two
+    'pool()!.injectFault(1);',
+    'try { product(); } catch (e) { out.push((e as Error).message); }', // worker 1 ran the minified program, and died as told
+    'const again = product();',
+    'setNumThreads(1);',
+    'const one = product();',
+    'out.push([before, split, again].map((c) => c.every((v, i) => Object.is(v, one[i]))));',
+    'console.log(JSON.stringify(out));',
+  ].join('\n'));
+  const result = await build({ entryPoints: [join(dir, 'entry.ts')], bundle: true, splitting: true, format: 'esm', platform: 'browser', minify: true, outdir: dir, chunkNames: '[name]-[hash]', logLevel: 'silent' });
+  expect(result.errors).toEqual([]);
+  expect(readdirSync(dir).filter((f) => f.startsWith('thread-workers-'))).toHaveLength(1); // a chunk of its own
+  const out = execFileSync(process.execPath, ['entry.js'], { cwd: dir, encoding: 'utf8' });
+  expect(JSON.parse(out)).toEqual([
+    "thread pool: the workers' module has not loaded yet",
+    expect.stringMatching(/^kiln thread pool: worker 1 of 2 died \(exited with code 70\).*pool has restarted/),
+    [true, true, true],
+  ]);
 });
 
 /** A user's program beside kiln's files, run by plain Node (no test runner in the stack): what it prints. */
