@@ -1,14 +1,7 @@
-// The IDX format the MNIST files use (LeCun's "idx3-ubyte"), and the sources bytes come from. Every
-// file is untrusted: a wrong magic, an unknown type, or a size that disagrees with the header is a
-// clear error naming the source, never an out-of-range read. Reading a source (fetch, files, gzip)
-// is ./read.ts, loaded on first use; parsing is here, for data.mnist()'s synchronous Node path.
-
-/** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
-export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
-
-/** A source in an error message. */
-export const sourceName = (source: ByteSource): string =>
-  typeof source === 'string' || source instanceof URL ? String(source) : `${source.byteLength} bytes in memory`;
+// The IDX format the MNIST files use (LeCun's "idx3-ubyte"). Every file is untrusted: a wrong magic,
+// an unknown type, or a size that disagrees with the header is a clear error naming the source, never
+// an out-of-range read. Reading a source (fetch, files, gzip) is ./read.ts, loaded on first use;
+// parsing is here, for data.mnist()'s synchronous Node path too.
 
 // The IDX element types: code -> bytes per element and the typed array kiln keeps them in.
 const idxTypes = {

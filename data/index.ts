@@ -6,9 +6,11 @@
 
 import { nodeFs, nodeModule, nodePath, requireNode } from '../runtime/node.ts';
 import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
-import { parseIdx, type ByteSource } from './idx.ts';
+import { parseIdx } from './idx.ts';
+import type { ByteSource } from './read.ts';
 
-export type { ByteSource, IdxArray } from './idx.ts';
+export type { IdxArray } from './idx.ts';
+export type { ByteSource } from './read.ts';
 
 export { mulberry32, permutation } from './random.ts';
 import { mulberry32, permutation } from './random.ts';
@@ -219,7 +221,10 @@ function read(): Promise<Readers> {
  * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
  */
 export async function idx(source: ByteSource): Promise<Tensor> {
-  return (await read()).idx(source);
+  const { readBytes, sourceName } = await read();
+  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
+  if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
+  return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
 }
 
 async function mnistFrom(source: string | URL | MnistFiles, split: 'train' | 'test'): Promise<TensorDataset> {

@@ -1,12 +1,17 @@
 // Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory, gzip unpacked
-// by magic number; `data.idx(source)` and `data.mnist({ source })` read through it. Every reader here is
-// async, so ./index.ts imports this module on first use: in kiln's browser build it is a chunk of its
-// own (tests/bundle.test.ts).
+// by magic number; `data.idx(source)` and `data.mnist({ source })` read their files through it (and
+// parse them in ./idx.ts). Reading is async, so ./index.ts imports this module on first use: in
+// kiln's browser build it is a chunk of its own (tests/bundle.test.ts).
 
 import { nodeFs, requireNode } from '../runtime/node.ts';
-import { tensor, type Tensor } from '../runtime/index.ts';
-import { parseIdx, sourceName, type ByteSource } from './idx.ts';
 import type { MnistFiles } from './index.ts';
+
+/** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
+export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
+
+/** A source in an error message. */
+export const sourceName = (source: ByteSource): string =>
+  typeof source === 'string' || source instanceof URL ? String(source) : `${source.byteLength} bytes in memory`;
 
 /** A string or URL as a URL: absolute, else relative to the page in a browser; null for a Node path. */
 function toUrl(source: string | URL): URL | null {
@@ -53,16 +58,6 @@ export async function readBytes(source: ByteSource, what: string): Promise<Uint8
     }
   }
   return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
-}
-
-/**
- * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
- * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
- */
-export async function idx(source: ByteSource): Promise<Tensor> {
-  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
-  if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
-  return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
 }
 
 /**

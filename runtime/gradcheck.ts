@@ -3,8 +3,7 @@
 // never checks gradients never downloads this: in kiln's browser build it is a chunk of its own.
 
 import { isFloat, type TypedArray } from '../ir/dtype.ts';
-import { noGrad } from './autograd.ts';
-import { grad } from './autograd-api.ts';
+import { grad, noGrad } from './autograd.ts';
 import { zerosLike, tensor } from './creation.ts';
 import { cat, Tensor } from './tensor.ts';
 

@@ -10,20 +10,17 @@
 // workers are there for the first split job, as they always were), in a browser build an import() on
 // the pool's first use, so that a page -- which starts its workers in the background anyway, and whose
 // split jobs run on one thread until they are up -- does not load it first (README.md, "In the browser").
-// threads.ts's bindings are read here only once the pool runs, never while the modules load.
+// The pool hands over its memory map and runPart; nothing of threads.ts is imported here but types.
 
-import { MAX_WORKERS, runPart, SCRATCH_START, SLOT, SLOT_BYTES, type Builtin, type GemmJob, type KernelFn, type Pool } from './threads.ts';
+import type { Builtin, GemmJob, KernelFn, MemoryMap, Pool, runPart } from './threads.ts';
 
 // Int32 indices into the control block.
 const GEN = 0, PENDING = 1, KERNEL = 3, JOB = 4, PARTS = 15;
 const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 
-/**
- * The memory's layout, which the worker's program gets in its start message (it is spliced in as
- * source: no closure). Made when a worker starts, not as this module loads (see above).
- */
-const layout = () => ({ GEN, PENDING, KERNEL, JOB, PARTS, PART, READY, DEAD, FAULT, EPOCH, MESSAGE, MESSAGE_BYTES, SLOT, SLOT_BYTES, SCRATCH_START });
+/** The memory's layout, which the worker's program gets in its start message (it is spliced in as source: no closure). */
+const layout = (map: MemoryMap) => ({ GEN, PENDING, KERNEL, JOB, PARTS, PART, READY, DEAD, FAULT, EPOCH, MESSAGE, MESSAGE_BYTES, ...map });
 
 /** What a worker is started with: its shared memory, its index, the epoch it was started in, and the layout. */
 interface WorkerStart { mem: WebAssembly.Memory; index: number; epoch: number; layout: ReturnType<typeof layout> }
@@ -90,7 +87,7 @@ function workerMain(run: typeof runPart, { mem, index, epoch, layout }: WorkerSt
 }
 
 /** The worker's source: its program, started with `start` (an expression of the worker's scope that holds a WorkerStart). */
-const workerSource = (start: string): string => `(${workerMain.toString()})(${runPart.toString()}, ${start});`;
+const workerSource = (part: typeof runPart, start: string): string => `(${workerMain.toString()})(${part.toString()}, ${start});`;
 
 interface WorkerHandle { terminate(): unknown; exited: boolean; exitCode: number | null }
 interface NodeWorkerModule {
@@ -99,11 +96,11 @@ interface NodeWorkerModule {
   };
 }
 
-function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): WorkerHandle | null {
+function spawnWorker(start: WorkerStart, part: typeof runPart): WorkerHandle | null {
   const g = globalThis as { process?: { getBuiltinModule?: Builtin }; Worker?: new (url: string) => { postMessage(m: unknown): void; terminate(): void; addEventListener(ev: string, f: () => void): void }; Blob?: typeof Blob; URL?: typeof URL };
   const wt = g.process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerModule | undefined;
   if (wt) {
-    const w = new wt.Worker(workerSource("require('node:worker_threads').workerData"), { eval: true, workerData: { mem, index, epoch, layout: layout() } satisfies WorkerStart });
+    const w = new wt.Worker(workerSource(part, "require('node:worker_threads').workerData"), { eval: true, workerData: start });
     w.unref(); // an idle pool never keeps the process alive
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.on('exit', (code) => { h.exited = true; h.exitCode = code; });
@@ -111,11 +108,11 @@ function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): Wor
     return h;
   }
   if (g.Worker && g.Blob && g.URL) {
-    const url = g.URL.createObjectURL(new g.Blob([`onmessage = (e) => ${workerSource('e.data')}`], { type: 'text/javascript' }));
+    const url = g.URL.createObjectURL(new g.Blob([`onmessage = (e) => ${workerSource(part, 'e.data')}`], { type: 'text/javascript' }));
     const w = new g.Worker(url);
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.addEventListener('error', () => { h.exited = true; });
-    w.postMessage({ mem, index, epoch, layout: layout() } satisfies WorkerStart);
+    w.postMessage(start);
     return h;
   }
   return null;
@@ -136,20 +133,21 @@ export class Crew {
   private copied = 0;
   private readonly blocking = canBlock();
 
-  constructor(private readonly pool: Pool) {
-    this.ctrl = new Int32Array(pool.memory.buffer, 0, SCRATCH_START / 4);
+  /** `map`: the pool's memory map; `part`: threads.ts's runPart (this thread runs part 0, and the workers get its source). */
+  constructor(private readonly pool: Pool, private readonly map: MemoryMap, private readonly part: typeof runPart) {
+    this.ctrl = new Int32Array(pool.memory.buffer, 0, map.SCRATCH_START / 4);
     this.ctrl.fill(0);
-    for (let w = 0; w < MAX_WORKERS; w++) this.ctrl[PART + w] = -1;
+    for (let w = 0; w < map.MAX_WORKERS; w++) this.ctrl[PART + w] = -1;
   }
 
   /** Runs a job split into one part per ready worker and this thread; returns when every part is done. */
   run(id: number, kernel: KernelFn, job: GemmJob): void {
     const ready = this.readyWorkers();
     const parts = 1 + ready.length;
-    if (parts === 1) { runPart(kernel, job, 0, 1); return; }
+    if (parts === 1) { this.part(kernel, job, 0, 1); return; }
     this.publish(id, job, ready);
     let error: unknown = null;
-    try { runPart(kernel, job, 0, parts); } catch (e) { error = e; }
+    try { this.part(kernel, job, 0, parts); } catch (e) { error = e; }
     this.join(ready);
     if (error) throw error;
   }
@@ -167,7 +165,7 @@ export class Crew {
   /** Copies the kernels the pool got since the last job into their slots, where the workers compile them. */
   private copyKernels(): void {
     for (; this.copied < this.pool.kernels.length; this.copied++) {
-      const bytes = this.pool.kernels[this.copied], at = SLOT + this.copied * SLOT_BYTES;
+      const bytes = this.pool.kernels[this.copied], at = this.map.SLOT + this.copied * this.map.SLOT_BYTES;
       new Uint8Array(this.pool.memory.buffer, at + 4, bytes.length).set(bytes);
       Atomics.store(this.ctrl, at / 4, bytes.length);
     }
@@ -225,7 +223,7 @@ export class Crew {
         for (const f of [READY, DEAD, FAULT]) Atomics.store(this.ctrl, f + i, 0);
         Atomics.store(this.ctrl, PART + i, -1);
         const epoch = Atomics.add(this.ctrl, EPOCH + i, 1) + 1;
-        this.workers[i] = spawnWorker(this.pool.memory, i, epoch);
+        this.workers[i] = spawnWorker({ mem: this.pool.memory, index: i, epoch, layout: layout(this.map) }, this.part);
       }
       if (this.blocking) {
         const until = performance.now() + 2000;

@@ -16,10 +16,12 @@ export const MAX_PAGES = 16384;
 export const SCRATCH_START = 65536;
 
 /** The most workers a pool has (besides the calling thread). */
-export const MAX_WORKERS = 63;
+const MAX_WORKERS = 63;
 /** Bytes of the first page where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
-export const SLOT = 12288, SLOT_BYTES = 4096;
-const MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
+const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
+/** The memory map a pool hands its workers' module (./thread-workers.ts lays out the control block below SLOT). */
+const MEMORY_MAP = { SCRATCH_START, SLOT, SLOT_BYTES, MAX_WORKERS };
+export type MemoryMap = typeof MEMORY_MAP;
 
 /**
  * A product over packed operands (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k,
@@ -87,17 +89,17 @@ export class Pool {
   private wanted: number;
   /** the workers, once ./thread-workers.ts has loaded (at once in Node) */
   private crew: Crew | null = null;
+  /** settles once the workers' module is in place, or failed to load (then split jobs stay on one thread) */
+  readonly ready: Promise<void>;
 
   constructor(size: number) {
     this.wanted = size;
     const workers = loadWorkers();
-    if (!(workers instanceof Promise)) this.crew = new workers.Crew(this);
-    else {
-      workers.then(
-        (m) => { this.crew = new m.Crew(this); },
-        (e: unknown) => console.info(`kiln: running on one thread: the thread pool's workers did not load (${e instanceof Error ? e.message : String(e)}).`),
-      );
-    }
+    if (!(workers instanceof Promise)) this.crew = new workers.Crew(this, MEMORY_MAP, runPart);
+    this.ready = Promise.resolve(workers).then(
+      (m) => { this.crew ??= new m.Crew(this, MEMORY_MAP, runPart); },
+      (e: unknown) => console.info(`kiln: running on one thread: the thread pool's workers did not load (${e instanceof Error ? e.message : String(e)}).`),
+    );
   }
 
   /** Threads a split job runs on (this one included). */

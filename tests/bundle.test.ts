@@ -150,7 +150,7 @@ it("in a browser build, the thread pool's workers load on first use, minified, a
     'setNumThreads(2);',
     'try { pool()!.injectFault(1); } catch (e) { out.push((e as Error).message); }', // the workers' module is not here yet
     'const before = product();', // so this ran on one thread
-    'await new Promise((r) => setTimeout(r, 0));',
+    'await pool()!.ready;',
     'const split = product();', // on two
     'pool()!.injectFault(1);',
     'try { product(); } catch (e) { out.push((e as Error).message); }', // worker 1 ran the minified program, and died as told
