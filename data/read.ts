@@ -1,9 +1,11 @@
 // Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory, gzip unpacked
-// by magic number; `data.idx(source)` and `data.mnist({ source })` read their files through it (and
-// parse them in ./idx.ts). Reading is async, so ./index.ts imports this module on first use: in
-// kiln's browser build it is a chunk of its own (tests/bundle.test.ts).
+// by magic number; `data.idx(source)` and `data.mnist({ source })` (parsed by ./idx.ts). Reading is
+// async, so ./index.ts imports this module on first use: in kiln's browser build it is a chunk of its
+// own, with the IDX parser (tests/bundle.test.ts).
 
 import { nodeFs, requireNode } from '../runtime/node.ts';
+import type { Tensor } from '../runtime/tensor.ts';
+import { idxTensor, mnistFileNames, mnistTensors } from './idx.ts';
 import type { MnistFiles } from './index.ts';
 
 /** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
@@ -60,13 +62,19 @@ export async function readBytes(source: ByteSource, what: string): Promise<Uint8
   return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
 }
 
+/** `data.idx(source)`: an IDX file as a tensor (./idx.ts's idxTensor). */
+export async function idx(source: ByteSource): Promise<Tensor> {
+  return idxTensor(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
+}
+
 /**
- * The bytes of MNIST's two IDX files, and their names for errors: `source` is a base URL or folder
- * holding the standard `names`, or the two files (`{ images, labels }`).
+ * `data.mnist({ split, source })`'s tensors: `source` is a base URL or folder holding the split's
+ * standard file names, or the two files (`{ images, labels }`).
  */
-export async function readMnist(source: string | URL | MnistFiles, names: { images: string; labels: string }): Promise<{ images: Uint8Array; labels: Uint8Array; names: { images: string; labels: string } }> {
+export async function mnist(source: string | URL | MnistFiles, split: 'train' | 'test'): Promise<[images: Tensor, labels: Tensor]> {
   let files: MnistFiles;
   if (typeof source === 'string' || source instanceof URL) {
+    const names = mnistFileNames(split);
     const base = String(source).endsWith('/') ? String(source) : `${String(source)}/`;
     files = { images: base + names.images, labels: base + names.labels };
   } else if (source && typeof source === 'object' && 'images' in source && 'labels' in source) {
@@ -75,5 +83,5 @@ export async function readMnist(source: string | URL | MnistFiles, names: { imag
     throw new Error('mnist: source must be a base URL or folder, or { images, labels } (URLs, paths or bytes)');
   }
   const [images, labels] = await Promise.all([readBytes(files.images, 'mnist images'), readBytes(files.labels, 'mnist labels')]);
-  return { images, labels, names: { images: sourceName(files.images), labels: sourceName(files.labels) } };
+  return mnistTensors(images, labels, { images: sourceName(files.images), labels: sourceName(files.labels) });
 }
