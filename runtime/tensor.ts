@@ -710,7 +710,8 @@ function describe(v: unknown): string {
   return typeof v === 'object' ? `an object (${(v as object).constructor?.name ?? 'Object'})` : typeof v;
 }
 
-function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
+/** An argument that must be a Tensor (ops here, nn's functions), or an Error naming `op` and `what` it got. */
+export function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
   if (!(v instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${describe(v)}`);
 }
 
