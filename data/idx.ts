@@ -4,8 +4,7 @@
 // data.mnist({ source }), loaded on first use) and ./mnist-package.ts (data.mnist() in Node), so a
 // browser build loads it only with ./read.ts.
 
-import { tensor } from '../runtime/creation.ts';
-import type { Tensor } from '../runtime/tensor.ts';
+import { tensor, type Tensor } from '../runtime/tensor.ts';
 
 // The IDX element types: code -> bytes per element and the typed array kiln keeps them in.
 const idxTypes = {

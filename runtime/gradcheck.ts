@@ -4,8 +4,7 @@
 
 import { isFloat, type TypedArray } from '../ir/dtype.ts';
 import { grad, noGrad } from './autograd.ts';
-import { zerosLike, tensor } from './creation.ts';
-import { cat, Tensor } from './tensor.ts';
+import { cat, full, Tensor, tensor } from './tensor.ts';
 
 /** A function of tensors to a tensor, as gradcheck takes it (the plain function: pass `compile` to check it compiled). */
 export type TensorFn = (...inputs: Tensor[]) => Tensor;
@@ -138,7 +137,7 @@ function vjpOf(fn: TensorFn, wrt: readonly number[], createGraph = false): (...a
     const ins = wrt.map((i) => xs[i]);
     // an output that does not depend on any input has a zero Jacobian
     const gs = y.requiresGrad ? grad([y], ins, { gradOutputs: [v], allowUnused: true, createGraph }) : ins.map(() => null);
-    return gs.map((g, k) => g ?? zerosLike(ins[k]));
+    return gs.map((g, k) => g ?? full(ins[k].shape, 0, { dtype: ins[k].dtype, device: ins[k].device }));
   };
 }
 
