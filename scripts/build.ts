@@ -22,7 +22,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
  * kiln's code is split over several files, and a stack frame in any of them is kiln's, never the user's line.
  */
 const BUNDLE_FILES_KEY = 'kiln.bundleFiles';
-const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})] ??= new Set()).add(import.meta.url);`;
+const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})]??=new Set).add(import.meta.url);`; // minified, as the rest
 
 export interface Chunk {
   /** file name in the output folder: kiln.js, or kiln-<name>-<hash>.js */
