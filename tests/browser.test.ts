@@ -1,8 +1,8 @@
 // kiln in a real browser: Debian's Chromium, headless, driven by playwright-core (which never
 // downloads a browser), with WebGPU on SwiftShader. The playground server serves kiln's split build
 // (scripts/build.ts) and the test pages. Checks: the bundle loads as an ES module, the first module
-// and its static imports only, and a training page then loads the WebGPU and compiler chunks but not
-// the file formats; a compiled step trains on WebGPU with
+// and its static imports only, and a training page then loads the WebGPU, compiler and data-reader
+// chunks but not the file formats; a compiled step trains on WebGPU with
 // Node's CPU losses; the playground trains and draws, and falls back to the CPU with its note where
 // the page has no WebGPU; a TraceError and a listing name the user's URL and line.
 //
@@ -144,10 +144,10 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     const listings = await p.locator('#listings pre').allTextContents();
     expect(listings.some((t) => t.includes('@compute'))).toBe(true);
     expect(listings.some((t) => /app\.js:\d+ {2}const loss = /.test(t))).toBe(true);
-    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend and the
-    // compiler with what they import -- never the file formats
+    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend, the compiler
+    // and the data readers (it reads MNIST from URLs) with what they import -- never the file formats
     const chunks = kiln.chunks;
-    const training = new Set([...kiln.atLoad, ...staticClosure(chunks, chunkFor(chunks, 'runtime/webgpu/index.ts')), ...staticClosure(chunks, chunkFor(chunks, 'jit/compile.ts'))]);
+    const training = new Set([...kiln.atLoad, ...['runtime/webgpu/index.ts', 'jit/compile.ts', 'data/read.ts'].flatMap((m) => staticClosure(chunks, chunkFor(chunks, m)))]);
     expect(kilnFiles(p)).toEqual([...training].sort());
     await p.close();
   });
