@@ -86,8 +86,13 @@ function workerMain(run: typeof runPart, { mem, index, epoch, layout }: WorkerSt
   }
 }
 
-/** The worker's source: its program, started with `start` (an expression of the worker's scope that holds a WorkerStart). */
-const workerSource = (part: typeof runPart, start: string): string => `(${workerMain.toString()})(${part.toString()}, ${start});`;
+/**
+ * The worker's source (statements): its program, started with `start` (an expression of the worker's
+ * scope that holds a WorkerStart). Run from source by tsx, esbuild's keepNames wraps the program's
+ * inner functions in a `__name` helper: the worker gets a stand-in (names are only cosmetic there).
+ */
+const workerSource = (part: typeof runPart, start: string): string =>
+  `const __name = (f) => f;\n(${workerMain.toString()})(${part.toString()}, ${start});`;
 
 interface WorkerHandle { terminate(): unknown; exited: boolean; exitCode: number | null }
 interface NodeWorkerModule {
@@ -108,7 +113,7 @@ function spawnWorker(start: WorkerStart, part: typeof runPart): WorkerHandle | n
     return h;
   }
   if (g.Worker && g.Blob && g.URL) {
-    const url = g.URL.createObjectURL(new g.Blob([`onmessage = (e) => ${workerSource(part, 'e.data')}`], { type: 'text/javascript' }));
+    const url = g.URL.createObjectURL(new g.Blob([`onmessage = (e) => {\n${workerSource(part, 'e.data')}\n};`], { type: 'text/javascript' }));
     const w = new g.Worker(url);
     const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
     w.addEventListener('error', () => { h.exited = true; });

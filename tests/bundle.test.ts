@@ -183,6 +183,29 @@ it("in a browser build, the thread pool's workers load on first use, minified, a
   ]);
 });
 
+it("run from source by tsx (esbuild's keepNames), the functions spliced into kernels and workers run: erf, rand, a product on 2 threads", () => {
+  const program = [
+    "import * as kiln from './index.ts';",
+    "import { pool } from './runtime/threads.ts';",
+    'kiln.manualSeed(1);',
+    "const erf = kiln.tensor([-1, 0.25, 4], { dtype: 'float64' }).erf().dataSync();",
+    'const u = kiln.rand([1000]).dataSync();',
+    'kiln.setNumThreads(2);',
+    'const a = kiln.randn([128, 300]), b = kiln.randn([300, 512]);',
+    'const two = a.matmul(b).dataSync();',
+    // a worker that runs its program exits when told to, mid-job: the product then names it
+    "pool().injectFault(1);",
+    "let died = ''; try { a.matmul(b); } catch (e) { died = e.message; }",
+    'kiln.setNumThreads(1);',
+    'const one = a.matmul(b).dataSync();',
+    'console.log(JSON.stringify({ erf: Array.from(erf, (v) => v.toFixed(12)), inUnit: u.every((v) => v >= 0 && v < 1), same: two.every((v, i) => Object.is(v, one[i])), died }));',
+  ].join('\n');
+  const r = spawnSync(join(root, 'node_modules/.bin/tsx'), ['-e', program], { cwd: root, encoding: 'utf8' });
+  expect(r.stderr).toBe(''); // a worker whose program fails to start would say so here (and leave the product to one thread)
+  // erf: Python's math.erf
+  expect(JSON.parse(r.stdout)).toEqual({ erf: ['-0.842700792950', '0.276326390168', '0.999999984583'], inUnit: true, same: true, died: expect.stringMatching(/worker 1 of 2 died \(exited with code 70\)/) });
+});
+
 /** A user's program beside kiln's files, run by plain Node (no test runner in the stack): what it prints. */
 function runUserProgram(dir: string, kilnFile: string): string {
   const user = [

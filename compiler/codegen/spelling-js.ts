@@ -30,7 +30,9 @@ function cast(x: string, from: DType, to: DType): string {
 }
 
 // Helpers that generated kernels inline: real functions (type-checked here, minified in a bundle),
-// spliced into a kernel's source with toString(), so each must use nothing but its arguments.
+// spliced into a kernel's source with toString(), so each must use nothing but its arguments -- and
+// declare no named function inside (run from source by tsx, esbuild's keepNames would wrap it in a
+// `__name` helper that a kernel does not have).
 
 /**
  * erf in double precision (relative error ~1e-13): the Maclaurin series below |x| = 3 (at most ~45
@@ -120,12 +122,14 @@ export const jsSpelling: Spelling = {
  * The WGSL backend computes the same numbers (spelling-wgsl.ts, k_rnd).
  */
 function uniformHash(seed: number, i: number): number {
-  const pcg = (x: number): number => {
+  let x = seed >>> 0;
+  for (let round = 0; round < 2; round++) { // pcg(pcg(seed) + i)
     const s = (Math.imul(x, 747796405) + 2891336453) >>> 0;
     const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0;
-    return ((w >>> 22) ^ w) >>> 0;
-  };
-  return (pcg((pcg(seed >>> 0) + i) >>> 0) >>> 8) / 16777216;
+    x = ((w >>> 22) ^ w) >>> 0;
+    if (round === 0) x = (x + i) >>> 0;
+  }
+  return (x >>> 8) / 16777216;
 }
 
 /** The declaration a kernel that draws random numbers starts with: `rnd(seed, i)` (see `random` above). */
