@@ -1,64 +1,10 @@
-// Data from anywhere: bytes from a URL (fetch), a file: URL or path (Node), or memory; gzip
-// unpacked by magic number; and the IDX format the MNIST files use (LeCun's "idx3-ubyte"). Every
+// The IDX format the MNIST files use (LeCun's "idx3-ubyte"), and MNIST's two files as tensors. Every
 // file is untrusted: a wrong magic, an unknown type, or a size that disagrees with the header is a
-// clear error naming the source, never an out-of-range read.
+// clear error naming the source, never an out-of-range read. Used by ./read.ts (data.idx and
+// data.mnist({ source }), loaded on first use) and ./mnist-package.ts (data.mnist() in Node), so a
+// browser build loads it only with ./read.ts.
 
-import { nodeFs, requireNode } from '../runtime/node.ts';
-import { tensor, type Tensor } from '../runtime/index.ts';
-
-/** Where bytes come from: a URL (http(s), file:, or relative to the page), a path in Node, or the bytes themselves. */
-export type ByteSource = string | URL | Uint8Array | ArrayBuffer;
-
-/** A source in an error message. */
-export const sourceName = (source: ByteSource): string =>
-  typeof source === 'string' || source instanceof URL ? String(source) : `${source.byteLength} bytes in memory`;
-
-/** A string or URL as a URL: absolute, else relative to the page in a browser; null for a Node path. */
-function toUrl(source: string | URL): URL | null {
-  if (source instanceof URL) return source;
-  if (/^[a-z][\w+.-]*:/i.test(source) && !/^[a-z]:[\\/]/i.test(source)) return new URL(source);
-  const page = (globalThis as { location?: { href: string } }).location?.href;
-  return page ? new URL(source, page) : null;
-}
-
-async function gunzip(bytes: Uint8Array, what: string): Promise<Uint8Array> {
-  try {
-    const stream = new Blob([bytes.slice()]).stream().pipeThrough(new DecompressionStream('gzip'));
-    return new Uint8Array(await new Response(stream).arrayBuffer());
-  } catch (e) {
-    throw new Error(`${what}: the gzip data is corrupt: ${(e as Error).message}`);
-  }
-}
-
-/** The bytes of a source, gunzipped when they are gzip data. */
-export async function readBytes(source: ByteSource, what: string): Promise<Uint8Array> {
-  let bytes: Uint8Array;
-  if (source instanceof Uint8Array) {
-    bytes = source;
-  } else if (source instanceof ArrayBuffer) {
-    bytes = new Uint8Array(source);
-  } else {
-    const url = toUrl(source);
-    if (url === null || url.protocol === 'file:') {
-      const path = url === null ? String(source) : decodeURIComponent(url.pathname);
-      try {
-        bytes = await requireNode(nodeFs, `${what} from ${path}`).promises.readFile(path);
-      } catch (e) {
-        throw new Error(`${what}: cannot read ${path}: ${(e as Error).message}`);
-      }
-    } else {
-      let response: Response;
-      try {
-        response = await fetch(url);
-      } catch (e) {
-        throw new Error(`${what}: fetching ${url.href} failed: ${(e as Error).message}`);
-      }
-      if (!response.ok) throw new Error(`${what}: fetching ${url.href} failed: HTTP ${response.status} ${response.statusText}`);
-      bytes = new Uint8Array(await response.arrayBuffer());
-    }
-  }
-  return bytes[0] === 0x1f && bytes[1] === 0x8b ? gunzip(bytes, `${what} (${sourceName(source)})`) : bytes;
-}
+import { tensor, type Tensor } from '../runtime/tensor.ts';
 
 // The IDX element types: code -> bytes per element and the typed array kiln keeps them in.
 const idxTypes = {
@@ -113,12 +59,41 @@ export function parseIdx(bytes: Uint8Array, what = 'idx'): IdxArray {
   return { dims, type: name, values };
 }
 
-/**
- * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
- * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
- */
-export async function idx(source: ByteSource): Promise<Tensor> {
-  const { dims, values } = parseIdx(await readBytes(source, 'data.idx'), `data.idx (${sourceName(source)})`);
+/** An IDX file's values as a tensor of its dims: integer types as int32, float and double as float32. */
+export function idxTensor(bytes: Uint8Array, what: string): Tensor {
+  const { dims, values } = parseIdx(bytes, what);
   if (values instanceof Float32Array || values instanceof Float64Array) return tensor(Float32Array.from(values), { shape: dims, dtype: 'float32' });
   return tensor(Int32Array.from(values), { shape: dims, dtype: 'int32' });
+}
+
+/** The standard names of a split's two MNIST files. */
+export function mnistFileNames(split: 'train' | 'test'): { images: string; labels: string } {
+  const prefix = split === 'train' ? 'train' : 't10k';
+  return { images: `${prefix}-images-idx3-ubyte`, labels: `${prefix}-labels-idx1-ubyte` };
+}
+
+/**
+ * MNIST's images `[N, 1, rows, cols]` (float32 in [0, 1]) and labels `[N]` (int32) from the bytes of
+ * its two IDX files, checked to be MNIST-shaped (so a wrong file is a clear error naming it).
+ */
+export function mnistTensors(imageBytes: Uint8Array, labelBytes: Uint8Array, names: { images: string; labels: string }): [images: Tensor, labels: Tensor] {
+  const images = parseIdx(imageBytes, `mnist images (${names.images})`);
+  const labels = parseIdx(labelBytes, `mnist labels (${names.labels})`);
+  if (images.type !== 'unsigned byte' || images.dims.length !== 3) {
+    throw new Error(`mnist: ${names.images} must hold unsigned bytes of dims [N, rows, cols], got ${images.type}s of dims [${images.dims.join(', ')}]`);
+  }
+  if (labels.type !== 'unsigned byte' || labels.dims.length !== 1) {
+    throw new Error(`mnist: ${names.labels} must hold unsigned bytes of dims [N], got ${labels.type}s of dims [${labels.dims.join(', ')}]`);
+  }
+  const [n, h, w] = images.dims;
+  if (labels.dims[0] !== n) throw new Error(`mnist: ${n} images (${names.images}) but ${labels.dims[0]} labels (${names.labels})`);
+  const pixels = new Float32Array(images.values.length);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = images.values[i] / 255;
+  const classes = Int32Array.from(labels.values);
+  const bad = classes.findIndex((c) => c > 9);
+  if (bad >= 0) throw new Error(`mnist: label ${bad} in ${names.labels} is ${classes[bad]}, not a digit 0..9`);
+  return [
+    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
+    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
+  ];
 }

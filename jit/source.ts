@@ -7,7 +7,7 @@
 import type { parseExpressionAt } from 'acorn';
 import { setSourceDisplay } from '../ir/graph.ts';
 import { cwd, nodeFs } from '../runtime/node.ts';
-import { inBundle } from './bundle-files.ts';
+import { bundleFileUrls } from './bundle-files.ts';
 
 export interface SourceLocation { file: string; line: number; column: number }
 
@@ -33,6 +33,13 @@ const root = import.meta.url.startsWith('file:') ? fileURLToPath(new URL('../', 
 const libraryDirs = root === null ? [] : ['jit/', 'runtime/', 'compiler/', 'ir/', 'nn/', 'optim/', 'data/', 'onnx/', 'index.ts'].map((d) => root + d);
 const isLibrary = (file: string): boolean =>
   file === ownFile || file.includes('/node_modules/') || libraryDirs.some((d) => file.startsWith(d));
+
+let bundleFiles = new Set<string>();
+/** Whether `file` (a path, or a URL that is not file:) is one of the files kiln runs from when bundled (./bundle-files.ts). */
+function inBundle(file: string): boolean {
+  if (bundleFileUrls.size !== bundleFiles.size) bundleFiles = new Set([...bundleFileUrls].map((u) => (u.startsWith('file://') ? fileURLToPath(u) : u)));
+  return bundleFiles.has(file);
+}
 
 /** The innermost user frame of the current stack, or null. */
 export function userFrame(): SourceLocation | null {

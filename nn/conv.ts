@@ -11,14 +11,10 @@
 //  - adaptiveAvgPool2d: two products with averaging matrices (PyTorch's windows, overlapping or not).
 
 import { convParams, expandTuple, naturalOrder, type ConvOptions, type IntOrTuple } from '../ir/conv.ts';
+import { fmt } from '../ir/shape.ts';
 import { convGrouped, zeroPad } from '../runtime/conv.ts';
 import { arange, full, noGrad, tensor, Tensor, where } from '../runtime/index.ts';
-
-const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
-
-function checkTensor(op: string, what: string, t: unknown): asserts t is Tensor {
-  if (!(t instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${t === null ? 'null' : typeof t}`);
-}
+import { checkTensor } from '../runtime/tensor.ts';
 
 /** Runs `f` on a batched input, accepting an unbatched one ([C, ...S]) as PyTorch does. */
 function batched(x: Tensor, nd: number, f: (x: Tensor) => Tensor): Tensor {

@@ -2,7 +2,9 @@
 // (DESIGN principle 1: no new primitives, so autodiff and fusion cover them for free).
 
 import { isFloat } from '../ir/dtype.ts';
+import { fmt, sameShape } from '../ir/shape.ts';
 import { arange, cat, checkIndexRange, full, noGrad, rand, Tensor, where } from '../runtime/index.ts';
+import { checkTensor } from '../runtime/tensor.ts';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
@@ -30,26 +32,14 @@ export interface BCEWithLogitsOptions extends BCELossOptions {
   posWeight?: Tensor | null;
 }
 
-const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
-
-function checkTensor(op: string, what: string, t: unknown): asserts t is Tensor {
-  if (!(t instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${t === null ? 'null' : typeof t}`);
-}
-
-function reduce(op: string, loss: Tensor, reduction: Reduction | undefined): Tensor {
-  switch (reduction ?? 'mean') {
-    case 'mean': return loss.mean();
-    case 'sum': return loss.sum();
-    case 'none': return loss;
-    default: throw new Error(`${op}: reduction must be 'mean', 'sum' or 'none', got '${String(reduction)}'`);
-  }
-}
-
+/** Checks a loss's reduction option, before anything is computed; `reduce` then applies it. */
 function checkReduction(op: string, reduction: Reduction | undefined): void {
   if (reduction !== undefined && reduction !== 'mean' && reduction !== 'sum' && reduction !== 'none') {
     throw new Error(`${op}: reduction must be 'mean', 'sum' or 'none', got '${String(reduction)}'`);
   }
 }
+
+const reduce = (loss: Tensor, reduction: Reduction = 'mean'): Tensor => (reduction === 'mean' ? loss.mean() : reduction === 'sum' ? loss.sum() : loss);
 
 function broadcastable(a: readonly number[], b: readonly number[]): boolean {
   for (let i = 1; i <= Math.min(a.length, b.length); i++) {
@@ -59,26 +49,17 @@ function broadcastable(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-/** Elementwise losses: input and target of the same shape (broadcastable ones are accepted, as PyTorch does). */
-function checkPair(op: string, input: Tensor, target: Tensor): void {
+/**
+ * Elementwise losses: input and target of a floating point dtype and of the same shape, or with
+ * `broadcast` broadcastable ones (mseLoss and l1Loss accept those, as PyTorch does).
+ */
+function checkPair(op: string, input: Tensor, target: Tensor, broadcast: boolean): void {
   checkTensor(op, 'input', input);
   checkTensor(op, 'target', target);
-  if (!broadcastable(input.shape, target.shape)) {
+  if (broadcast && !broadcastable(input.shape, target.shape)) {
     throw new Error(`${op}: the size of input ${fmt(input.shape)} must match the size of target ${fmt(target.shape)}`);
   }
-  if (!isFloat(input.dtype) || !isFloat(target.dtype)) {
-    throw new Error(`${op}: expected input and target of a floating point dtype (float32, float64), got ${input.dtype} and ${target.dtype}`);
-  }
-}
-
-function checkSameShape(op: string, input: Tensor, target: Tensor): void {
-  checkTensor(op, 'input', input);
-  checkTensor(op, 'target', target);
-  if (!sameShape(input.shape, target.shape)) {
+  if (!broadcast && !sameShape(input.shape, target.shape)) {
     throw new Error(`${op}: target size ${fmt(target.shape)} must be the same as input size ${fmt(input.shape)}`);
   }
   if (!isFloat(input.dtype) || !isFloat(target.dtype)) {
@@ -128,17 +109,17 @@ export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
 // ---- losses ----
 /** Mean squared error `(input - target)²`, reduced. */
 export function mseLoss(input: Tensor, target: Tensor, opts: LossOptions = {}): Tensor {
-  checkPair('mseLoss', input, target);
+  checkPair('mseLoss', input, target, true);
   checkReduction('mseLoss', opts.reduction);
   const d = input.sub(target);
-  return reduce('mseLoss', d.mul(d), opts.reduction);
+  return reduce(d.mul(d), opts.reduction);
 }
 
 /** Mean absolute error `|input - target|`, reduced. */
 export function l1Loss(input: Tensor, target: Tensor, opts: LossOptions = {}): Tensor {
-  checkPair('l1Loss', input, target);
+  checkPair('l1Loss', input, target, true);
   checkReduction('l1Loss', opts.reduction);
-  return reduce('l1Loss', input.sub(target).abs(), opts.reduction);
+  return reduce(input.sub(target).abs(), opts.reduction);
 }
 
 /**
@@ -208,7 +189,7 @@ export function crossEntropy(input: Tensor, target: Tensor, opts: CrossEntropyOp
       logp = logp.mul(opts.weight.reshape([C, ...input.shape.slice(classDim + 1).map(() => 1)]));
     }
     // 'mean' divides by the number of samples (not by the weights), as PyTorch does for probabilities.
-    return reduce(op, logp.mul(target).sum(classDim).neg(), opts.reduction);
+    return reduce(logp.mul(target).sum(classDim).neg(), opts.reduction);
   }
   if (target.dtype !== 'int32') {
     const expected = input.shape.filter((_, i) => i !== classDim);
@@ -226,11 +207,11 @@ function clampedLog(p: Tensor): Tensor {
 /** Binary cross entropy of probabilities `input` in [0, 1]: `-(y log p + (1 - y) log(1 - p))`, logs clamped at -100. */
 export function binaryCrossEntropy(input: Tensor, target: Tensor, opts: BCELossOptions = {}): Tensor {
   const op = 'binaryCrossEntropy';
-  checkSameShape(op, input, target);
+  checkPair(op, input, target, false);
   checkReduction(op, opts.reduction);
   let loss = target.mul(clampedLog(input)).add(target.neg().add(1).mul(clampedLog(input.neg().add(1)))).neg();
   if (opts.weight) loss = loss.mul(opts.weight);
-  return reduce(op, loss, opts.reduction);
+  return reduce(loss, opts.reduction);
 }
 
 /**
@@ -240,7 +221,7 @@ export function binaryCrossEntropy(input: Tensor, target: Tensor, opts: BCELossO
  */
 export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts: BCEWithLogitsOptions = {}): Tensor {
   const op = 'binaryCrossEntropyWithLogits';
-  checkSameShape(op, input, target);
+  checkPair(op, input, target, false);
   checkReduction(op, opts.reduction);
   // The loss does not depend on m (its partial derivative is identically 0), so m is detached.
   const m = input.neg().relu().detach();
@@ -254,7 +235,7 @@ export function binaryCrossEntropyWithLogits(input: Tensor, target: Tensor, opts
     loss = oneMinusY.mul(input).add(softplusNeg);
   }
   if (opts.weight) loss = loss.mul(opts.weight);
-  return reduce(op, loss, opts.reduction);
+  return reduce(loss, opts.reduction);
 }
 
 // ---- activations beyond the MLP (API.md "Beyond the MLP") ----

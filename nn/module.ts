@@ -5,8 +5,13 @@
 // with registerBuffer.
 
 import { isFloat } from '../ir/dtype.ts';
-import { checkDType } from '../runtime/device.ts';
-import { givenLabel, noGrad, onCapture, setLabel, Tensor, traceGuard, type DeviceName, type HostGuard } from '../runtime/index.ts';
+// the runtime's modules themselves, not its index: the ONNX exporter (a chunk of its own in the
+// browser build) imports this file, and through the index would share the whole runtime with the
+// first module as a chunk of its own
+import { noGrad } from '../runtime/autograd.ts';
+import { checkDType, type DeviceName } from '../runtime/device.ts';
+import { givenLabel, onCapture, setLabel, traceGuard, type HostGuard } from '../runtime/host.ts';
+import { Tensor } from '../runtime/tensor.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameter

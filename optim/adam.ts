@@ -57,8 +57,9 @@ abstract class AdamBase extends Optimizer<AdamGroupOptions> {
     return this.params.map((_, i) => [this.expAvg[i], this.expAvgSq[i]]);
   }
 
+  /** (PyTorch also writes amsgrad, which kiln does not implement: always false) */
   protected _hyper(g: ParamGroup<AdamGroupOptions>): Record<string, HyperValue> {
-    return { betas: g.betas, eps: g.eps, weightDecay: g.weightDecay, amsgrad: false };
+    return { ...super._hyper(g), amsgrad: false };
   }
 
   protected _update(): void {

@@ -3,7 +3,7 @@
 // per-step quantity is tensor arithmetic or a per-call host scalar, so `compile` can replay `step()`.
 
 import { noGrad, type Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type HyperValue, type ParamGroup, type ParamsInput } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type ParamsInput } from './optimizer.ts';
 
 const nonNegative = (name: string, what: string, v: number): void => { checkNumber(name, what, v, (x) => x >= 0, 'a number >= 0'); };
 
@@ -57,9 +57,6 @@ export class RMSprop extends Optimizer<Required<Omit<RMSpropOptions, 'lr'>>> {
     return this.params.map((_, i) => [this.squareAvg[i], this.gradAvg[i], this.momentumBuffers[i]]);
   }
 
-  protected _hyper(g: ParamGroup<Required<Omit<RMSpropOptions, 'lr'>>>): Record<string, HyperValue> {
-    return { alpha: g.alpha, eps: g.eps, weightDecay: g.weightDecay, momentum: g.momentum, centered: g.centered };
-  }
 
   protected _update(): void {
     const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));
@@ -134,9 +131,6 @@ export class Adagrad extends Optimizer<Required<Omit<AdagradOptions, 'lr'>>> {
     return this.stateSum.map((s) => [s]);
   }
 
-  protected _hyper(g: ParamGroup<Required<Omit<AdagradOptions, 'lr'>>>): Record<string, HyperValue> {
-    return { lrDecay: g.lrDecay, weightDecay: g.weightDecay, initialAccumulatorValue: g.initialAccumulatorValue, eps: g.eps };
-  }
 
   protected _update(): void {
     this.stepCount.add_(1);
@@ -194,9 +188,6 @@ export class Adadelta extends Optimizer<Required<Omit<AdadeltaOptions, 'lr'>>> {
     return this.params.map((_, i) => [this.squareAvg[i], this.accDelta[i]]);
   }
 
-  protected _hyper(g: ParamGroup<Required<Omit<AdadeltaOptions, 'lr'>>>): Record<string, HyperValue> {
-    return { rho: g.rho, eps: g.eps, weightDecay: g.weightDecay };
-  }
 
   protected _update(): void {
     const lrs = new Map(this.paramGroups.map((g) => [g, this.lrOf(g)]));

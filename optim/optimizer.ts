@@ -76,6 +76,8 @@ export abstract class Optimizer<O extends object = object> {
   /** Per parameter, the number of steps that updated it (0-d tensors of stepCount's dtype; PyTorch's state[p]['step']). */
   readonly paramSteps: Tensor[];
   protected readonly name: string;
+  /** the option names groups may set (lr included) */
+  private readonly keys: readonly string[];
 
   /**
    * `defaults` are the options with their defaults filled in (lr included); `keys` the allowed option
@@ -83,6 +85,7 @@ export abstract class Optimizer<O extends object = object> {
    */
   constructor(name: string, params: ParamsInput<O>, defaults: O & { lr: number }, keys: readonly string[], check: (g: O & { lr: number }) => void) {
     this.name = name;
+    this.keys = keys;
     if (params === null || params === undefined || typeof (params as Iterable<unknown>)[Symbol.iterator] !== 'function') {
       throw new Error(`${name}: params must be an iterable of Tensors (e.g. model.parameters()) or of parameter groups, got ${params === null ? 'null' : typeof params}`);
     }
@@ -197,8 +200,10 @@ export abstract class Optimizer<O extends object = object> {
   /** The names of the slots of `_state()`'s lists: PyTorch's state keys, in camelCase (`expAvg`). */
   protected abstract readonly _slotNames: readonly string[];
 
-  /** A group's hyper-parameters, as PyTorch names them (camelCase), without lr. */
-  protected abstract _hyper(group: ParamGroup<O>): Record<string, HyperValue>;
+  /** A group's hyper-parameters, as PyTorch names them (camelCase), without lr: its options, in their order. */
+  protected _hyper(group: ParamGroup<O>): Record<string, HyperValue> {
+    return Object.fromEntries(this.keys.filter((k) => k !== 'lr').map((k) => [k, (group as unknown as Record<string, HyperValue>)[k]]));
+  }
 
   /** Whether PyTorch keeps a per-parameter `step` in this optimizer's state (Adam does, SGD does not). */
   protected readonly _stepInState: boolean = false;

@@ -1,7 +1,7 @@
 // SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's torch.optim.SGD).
 
 import type { Tensor } from '../runtime/index.ts';
-import { checkNumber, checkOptions, Optimizer, type HyperValue, type ParamGroup, type ParamsInput, type Scalar } from './optimizer.ts';
+import { checkNumber, checkOptions, Optimizer, type ParamsInput, type Scalar } from './optimizer.ts';
 
 export interface SGDOptions {
   /** learning rate (default 1e-3, as PyTorch 2.x) */
@@ -47,9 +47,6 @@ export class SGD extends Optimizer<SGDGroupOptions> {
     return this.momentumBuffers.map((b) => [b]);
   }
 
-  protected _hyper(g: ParamGroup<SGDGroupOptions>): Record<string, HyperValue> {
-    return { momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay, nesterov: g.nesterov };
-  }
 
   protected _update(): void {
     // Per group: the learning rate and momentum (per-call scalars where they change between calls).

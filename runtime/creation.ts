@@ -1,68 +1,15 @@
-// Tensor creation: from data, filled, ranges and seeded random numbers.
+// Tensor creation: filled, ranges and seeded random numbers (`tensor(data)` itself is in tensor.ts, with
+// `full`: the parts of the runtime that make tensors from data need only that module).
 
-import { checkDTypeName, dtypeOfArray, isFloat, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
-import { fmt, numel } from '../ir/shape.ts';
-import { contiguousView } from '../ir/view.ts';
-import { backendFor, checkDevice, checkDType, getDefaultDevice } from './device.ts';
+import { checkDTypeName, isFloat, typedArrayFor, type DType } from '../ir/dtype.ts';
+import { fmt } from '../ir/shape.ts';
+import { checkDevice, checkDType, getDefaultDevice } from './device.ts';
 import { noGrad } from './autograd.ts';
 import { dispatch } from './dispatch.ts';
 import { hostScalar } from './host.ts';
-import { full, Tensor, uploaded, type CreationOptions } from './tensor.ts';
+import { fromTyped, full, Tensor, type CreationOptions } from './tensor.ts';
 
-export type NestedData = number | boolean | readonly NestedData[];
-export interface TensorOptions extends CreationOptions { shape?: readonly number[] }
-
-/** A number stored as int32: PyTorch refuses values that do not fit instead of wrapping them. */
-function toInt32(op: string, v: number): number {
-  const n = Math.trunc(v);
-  if (!(n >= -2147483648 && n <= 2147483647)) throw new Error(`${op}: value ${v} cannot be converted to type int32 without overflow`);
-  return n;
-}
-
-/** A tensor holding `data` (converted to `opts.dtype` where that differs); `op` names the creator in errors. */
-function fromTyped(op: string, data: TypedArray, shape: readonly number[], opts: CreationOptions): Tensor {
-  const device = checkDevice(opts.device ?? getDefaultDevice());
-  const dtype = checkDTypeName(op, opts.dtype ?? dtypeOfArray(data));
-  checkDType(op, device, dtype);
-  let arr = data;
-  if (dtype !== dtypeOfArray(data)) {
-    arr = typedArrayFor(dtype, data.length);
-    for (let i = 0; i < data.length; i++) arr[i] = dtype === 'bool' ? (data[i] !== 0 ? 1 : 0) : dtype === 'int32' ? toInt32(op, data[i]) : data[i];
-  }
-  const t = Tensor._fromStorage(uploaded(device, arr, dtype), contiguousView(shape), dtype);
-  if (opts.requiresGrad) t.requiresGrad = true;
-  return t;
-}
-
-/** `tensor(data, opts?)`: numbers, nested arrays, booleans, or a typed array with `opts.shape`. */
-export function tensor(data: NestedData | TypedArray, opts: TensorOptions = {}): Tensor {
-  if (ArrayBuffer.isView(data)) {
-    const typed = data as TypedArray;
-    const shape = opts.shape ?? [typed.length];
-    if (numel(shape) !== typed.length) throw new Error(`tensor: shape ${fmt(shape)} does not match ${typed.length} elements`);
-    // Copy so later writes to the caller's array don't alias the tensor.
-    return fromTyped('tensor', typed.slice(), shape, opts);
-  }
-  const shape: number[] = [];
-  for (let d: NestedData = data; Array.isArray(d); d = (d as readonly NestedData[])[0]) shape.push((d as readonly NestedData[]).length);
-  const flat: (number | boolean)[] = [];
-  const walk = (d: NestedData, depth: number): void => {
-    if (Array.isArray(d)) {
-      if (depth >= shape.length || d.length !== shape[depth]) throw new Error(`tensor: nested arrays are ragged (expected length ${shape[depth]} at depth ${depth}, got ${d.length})`);
-      for (const x of d as readonly NestedData[]) walk(x, depth + 1);
-    } else {
-      if (depth !== shape.length) throw new Error(`tensor: nested arrays are ragged at depth ${depth}`);
-      if (typeof d !== 'number' && typeof d !== 'boolean') throw new Error(`tensor: expected numbers or booleans, got ${typeof d}`);
-      flat.push(d);
-    }
-  };
-  walk(data, 0);
-  if (opts.shape && numel(opts.shape) !== flat.length) throw new Error(`tensor: shape ${fmt(opts.shape)} does not match ${flat.length} elements`);
-  const dtype: DType = checkDTypeName('tensor', opts.dtype ?? (flat.length > 0 && flat.every((v) => typeof v === 'boolean') ? 'bool' : 'float32'));
-  const arr = typedArrayFor(dtype, flat.length);
-  flat.forEach((v, i) => (arr[i] = dtype === 'int32' ? toInt32('tensor', Number(v)) : Number(v)));
-  return fromTyped('tensor', arr, opts.shape ?? shape, { ...opts, dtype });
-}
+export { tensor, type NestedData, type TensorOptions } from './tensor.ts';
 
 export const zeros = (shape: readonly number[], opts: CreationOptions = {}): Tensor => full(shape, 0, opts);
 export const ones = (shape: readonly number[], opts: CreationOptions = {}): Tensor => full(shape, 1, opts);

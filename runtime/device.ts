@@ -67,21 +67,6 @@ export interface PrecompileReport { kernels: number; shaders: number; bytes: num
 /** Per-kernel times of one run: `ms[k]` for kernel k, and how they were measured. */
 export interface KernelTimes { ms: number[]; method: 'timestamp-query' | 'wall' ; note: string }
 
-/** A program that runs one prepared launcher per kernel, binding each from the table (devices without a fused program). */
-export function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
-  const launches = specs.map((spec, k) => ({
-    run: prepare(spec),
-    slots: bindings[k],
-    bound: bindings[k].map((): { storage: Storage | null; offset: number } => ({ storage: null, offset: 0 })),
-  }));
-  return (table) => {
-    for (const l of launches) {
-      for (let i = 0; i < l.slots.length; i++) l.bound[i].storage = table[l.slots[i]];
-      l.run(l.bound as BoundArg[]);
-    }
-  };
-}
-
 /** What kiln.memory() reports for one device. */
 export interface DeviceMemory {
   /** storages not yet garbage-collected: one per tensor that owns memory (views share their base's) */

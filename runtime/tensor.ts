@@ -2,7 +2,7 @@
 // execution and tracing); composite ops (softmax, mean, clamp, indexing, ...) are written here in
 // terms of primitives, so autodiff and fusion cover them for free.
 
-import { checkDTypeName, isDType, isFloat, type DType, type TypedArray } from '../ir/dtype.ts';
+import { checkDTypeName, dtypeOfArray, isDType, isFloat, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { PrimAttrs, Primitive } from '../ir/primitives.ts';
 import { broadcastShapes, fmt, inferShape, normAxes, normDim, numel, sameShape } from '../ir/shape.ts';
 import { contiguousView, reshapeView, type View } from '../ir/view.ts';
@@ -716,7 +716,8 @@ function describe(v: unknown): string {
   return typeof v === 'object' ? `an object (${(v as object).constructor?.name ?? 'Object'})` : typeof v;
 }
 
-function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
+/** An argument that must be a Tensor (ops here, nn's functions), or an Error naming `op` and `what` it got. */
+export function checkTensor(op: string, what: string, v: unknown): asserts v is Tensor {
   if (!(v instanceof Tensor)) throw new Error(`${op}: expected ${what} to be a Tensor, got ${describe(v)}`);
 }
 
@@ -893,4 +894,59 @@ export function full(shape: readonly number[], value: number | boolean, opts: Cr
   const t = noGrad(() => dispatch('full', [], { shape: [...shape], value: Number(value), dtype }, checkDevice(opts.device ?? getDefaultDevice())));
   if (opts.requiresGrad) t.requiresGrad = true;
   return t;
+}
+
+export type NestedData = number | boolean | readonly NestedData[];
+export interface TensorOptions extends CreationOptions { shape?: readonly number[] }
+
+/** A number stored as int32: PyTorch refuses values that do not fit instead of wrapping them. */
+function toInt32(op: string, v: number): number {
+  const n = Math.trunc(v);
+  if (!(n >= -2147483648 && n <= 2147483647)) throw new Error(`${op}: value ${v} cannot be converted to type int32 without overflow`);
+  return n;
+}
+
+/** A tensor holding `data` (converted to `opts.dtype` where that differs); `op` names the creator in errors. */
+export function fromTyped(op: string, data: TypedArray, shape: readonly number[], opts: CreationOptions): Tensor {
+  const device = checkDevice(opts.device ?? getDefaultDevice());
+  const dtype = checkDTypeName(op, opts.dtype ?? dtypeOfArray(data));
+  checkDType(op, device, dtype);
+  let arr = data;
+  if (dtype !== dtypeOfArray(data)) {
+    arr = typedArrayFor(dtype, data.length);
+    for (let i = 0; i < data.length; i++) arr[i] = dtype === 'bool' ? (data[i] !== 0 ? 1 : 0) : dtype === 'int32' ? toInt32(op, data[i]) : data[i];
+  }
+  const t = Tensor._fromStorage(uploaded(device, arr, dtype), contiguousView(shape), dtype);
+  if (opts.requiresGrad) t.requiresGrad = true;
+  return t;
+}
+
+/** `tensor(data, opts?)`: numbers, nested arrays, booleans, or a typed array with `opts.shape`. */
+export function tensor(data: NestedData | TypedArray, opts: TensorOptions = {}): Tensor {
+  if (ArrayBuffer.isView(data)) {
+    const typed = data as TypedArray;
+    const shape = opts.shape ?? [typed.length];
+    if (numel(shape) !== typed.length) throw new Error(`tensor: shape ${fmt(shape)} does not match ${typed.length} elements`);
+    // Copy so later writes to the caller's array don't alias the tensor.
+    return fromTyped('tensor', typed.slice(), shape, opts);
+  }
+  const shape: number[] = [];
+  for (let d: NestedData = data; Array.isArray(d); d = (d as readonly NestedData[])[0]) shape.push((d as readonly NestedData[]).length);
+  const flat: (number | boolean)[] = [];
+  const walk = (d: NestedData, depth: number): void => {
+    if (Array.isArray(d)) {
+      if (depth >= shape.length || d.length !== shape[depth]) throw new Error(`tensor: nested arrays are ragged (expected length ${shape[depth]} at depth ${depth}, got ${d.length})`);
+      for (const x of d as readonly NestedData[]) walk(x, depth + 1);
+    } else {
+      if (depth !== shape.length) throw new Error(`tensor: nested arrays are ragged at depth ${depth}`);
+      if (typeof d !== 'number' && typeof d !== 'boolean') throw new Error(`tensor: expected numbers or booleans, got ${typeof d}`);
+      flat.push(d);
+    }
+  };
+  walk(data, 0);
+  if (opts.shape && numel(opts.shape) !== flat.length) throw new Error(`tensor: shape ${fmt(opts.shape)} does not match ${flat.length} elements`);
+  const dtype: DType = checkDTypeName('tensor', opts.dtype ?? (flat.length > 0 && flat.every((v) => typeof v === 'boolean') ? 'bool' : 'float32'));
+  const arr = typedArrayFor(dtype, flat.length);
+  flat.forEach((v, i) => (arr[i] = dtype === 'int32' ? toInt32('tensor', Number(v)) : Number(v)));
+  return fromTyped('tensor', arr, opts.shape ?? shape, { ...opts, dtype });
 }

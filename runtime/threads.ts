@@ -1,22 +1,27 @@
-// The CPU thread pool: workers (Node worker_threads, or Web Workers in a cross-origin-isolated page)
-// sharing one WebAssembly.Memory with the calling thread, which run WebAssembly kernels over parts of a
-// job. Everything a worker needs lives in that memory's first page (job, flags, kernel bytes), so a job
-// is a few atomic stores and one notify: no messages. Calls stay synchronous: the caller runs part 0
-// itself, then waits for the rest -- with Atomics.wait in Node, spinning on Atomics.load in a browser's
-// main thread (where Atomics.wait is not allowed; the parts are equal, so the spin is short).
+// The CPU thread pool: threads sharing one WebAssembly.Memory with the calling thread, which run
+// WebAssembly kernels over parts of a job (a product split by column panels or row blocks; runPart).
+// Calls stay synchronous. This module is the pool as gemm-wasm.ts uses it -- its memory, its kernels,
+// its size, run() -- and the process's pool(); the workers themselves (starting them, their program,
+// handing out parts) are ./thread-workers.ts, which a browser build loads on the pool's first use:
+// until it is there, split jobs run on this thread alone (with the same result: each part writes its
+// own tiles of C in the same k order as one thread would).
 
+import { loadWorkers } from '#thread-workers';
 import { env } from './node.ts';
+import type { Crew } from './thread-workers.ts';
 
 /** Largest size (64 KiB pages) the shared memory may grow to: 1 GiB. */
 export const MAX_PAGES = 16384;
 /** Bytes of the first page reserved for the control block; kernels' scratch starts here. */
 export const SCRATCH_START = 65536;
 
-// Int32 indices into the control block.
-const GEN = 0, PENDING = 1, KERNEL = 3, PARTS = 15, JOB = 16, JOB_LENGTH = 37;
-const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, MAX_WORKERS = 63;
-const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
+/** The most workers a pool has (besides the calling thread). */
+const MAX_WORKERS = 63;
+/** Bytes of the first page where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
 const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
+/** The memory map a pool hands its workers' module (./thread-workers.ts lays out the control block below SLOT). */
+const MEMORY_MAP = { SCRATCH_START, SLOT, SLOT_BYTES, MAX_WORKERS };
+export type MemoryMap = typeof MEMORY_MAP;
 
 /**
  * A product (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k, ldcBytes, kc, RB, NR,
@@ -81,96 +86,8 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
   }
 }
 
-/**
- * The worker's program; `start({ mem, index, epoch })` is called with its shared memory, its index and
- * the epoch it was started in: a worker whose slot has been given to a newer one (the pool restarted
- * or shrank while it was still winding down) touches nothing and ends.
- */
-const WORKER_SOURCE = `
-const runPart = ${runPart.toString()};
-function start({ mem, index, epoch }) {
-  const ctrl = new Int32Array(mem.buffer, 0, ${SCRATCH_START / 4});
-  const kernels = [];
-  const kernel = (id) => {
-    if (!kernels[id]) {
-      const at = ${SLOT} + id * ${SLOT_BYTES}, len = Atomics.load(ctrl, at / 4);
-      const bytes = new Uint8Array(mem.buffer, at + 4, len).slice();
-      kernels[id] = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { mem } }).exports;
-    }
-    return kernels[id];
-  };
-  let holding = false;
-  const finish = () => { holding = false; if (Atomics.sub(ctrl, ${PENDING}, 1) === 1) Atomics.notify(ctrl, ${PENDING}); };
-  const mine = () => Atomics.load(ctrl, ${EPOCH} + index) === epoch;
-  const die = (why) => {
-    if (!mine()) return;
-    const text = new TextEncoder().encode(String(why).slice(0, ${MESSAGE_BYTES - 1}));
-    new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
-    Atomics.store(ctrl, ${DEAD} + index, 1);
-    if (holding) finish();
-    Atomics.notify(ctrl, ${PENDING});
-  };
-  if (typeof process !== 'undefined' && process.on) process.on('exit', (code) => die('exited with code ' + code));
-  let seen = Atomics.load(ctrl, ${GEN});
-  Atomics.store(ctrl, ${READY} + index, 1);
-  for (;;) {
-    Atomics.wait(ctrl, ${GEN}, seen);
-    seen = Atomics.load(ctrl, ${GEN});
-    if (!mine()) return;
-    const part = Atomics.exchange(ctrl, ${PART} + index, -1);
-    if (part < 0) continue;
-    holding = true;
-    if (Atomics.exchange(ctrl, ${FAULT} + index, 0)) {
-      if (typeof process !== 'undefined' && process.exit) process.exit(70);
-      die('closed on request'); close(); return;
-    }
-    try {
-      runPart(kernel(ctrl[${KERNEL}]), Array.from(ctrl.subarray(${JOB}, ${JOB + JOB_LENGTH})), part, ctrl[${PARTS}]);
-    } catch (e) {
-      const text = new TextEncoder().encode(String(e && e.message || e).slice(0, ${MESSAGE_BYTES - 1}));
-      new Uint8Array(mem.buffer, ${MESSAGE} + index * ${MESSAGE_BYTES}, ${MESSAGE_BYTES}).fill(0).set(text);
-      Atomics.store(ctrl, ${DEAD} + index, 2);
-    }
-    finish();
-  }
-}
-`;
-
-interface WorkerHandle { terminate(): unknown; exited: boolean; exitCode: number | null }
-interface NodeWorkerModule {
-  Worker: new (code: string, opts: { eval: true; workerData: unknown }) => {
-    on(ev: 'exit', f: (code: number) => void): void; on(ev: 'error', f: (e: Error) => void): void; unref(): void; terminate(): Promise<number>;
-  };
-}
-type Builtin = (id: string) => unknown;
-
-function spawnWorker(mem: WebAssembly.Memory, index: number, epoch: number): WorkerHandle | null {
-  const g = globalThis as { process?: { getBuiltinModule?: Builtin }; Worker?: new (url: string) => { postMessage(m: unknown): void; terminate(): void; addEventListener(ev: string, f: () => void): void }; Blob?: typeof Blob; URL?: typeof URL };
-  const wt = g.process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerModule | undefined;
-  if (wt) {
-    const w = new wt.Worker(`${WORKER_SOURCE}\nstart(require('node:worker_threads').workerData);`, { eval: true, workerData: { mem, index, epoch } });
-    w.unref(); // an idle pool never keeps the process alive
-    const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
-    w.on('exit', (code) => { h.exited = true; h.exitCode = code; });
-    w.on('error', () => { h.exited = true; });
-    return h;
-  }
-  if (g.Worker && g.Blob && g.URL) {
-    const url = g.URL.createObjectURL(new g.Blob([`${WORKER_SOURCE}\nonmessage = (e) => start(e.data);`], { type: 'text/javascript' }));
-    const w = new g.Worker(url);
-    const h: WorkerHandle = { terminate: () => w.terminate(), exited: false, exitCode: null };
-    w.addEventListener('error', () => { h.exited = true; });
-    w.postMessage({ mem, index, epoch });
-    return h;
-  }
-  return null;
-}
-
-/** Whether this thread may block in Atomics.wait (Node's main thread and workers; not a browser's main thread). */
-function canBlock(): boolean {
-  const g = globalThis as { process?: { versions?: { node?: string } }; document?: unknown };
-  return Boolean(g.process?.versions?.node) || g.document === undefined;
-}
+/** Node's process.getBuiltinModule (20.16 on), which reaches worker_threads and os without an import a browser build would see. */
+export type Builtin = (id: string) => unknown;
 
 /** Why threads are unavailable here, or null when they are. */
 function threadsUnavailable(): string | null {
@@ -199,16 +116,23 @@ function defaultThreads(): number {
 export class Pool {
   readonly memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true });
   readonly scratchStart = SCRATCH_START;
-  private ctrl = new Int32Array(this.memory.buffer, 0, SCRATCH_START / 4);
-  private workers: (WorkerHandle | null)[] = [];
-  private kernels = new Map<string, number>();
+  /** the kernel modules' bytes, by id (the workers compile each once) */
+  readonly kernels: Uint8Array[] = [];
+  private readonly ids = new Map<string, number>();
   private wanted: number;
-  private readonly blocking = canBlock();
+  /** the workers, once ./thread-workers.ts has loaded (at once in Node) */
+  private crew: Crew | null = null;
+  /** settles once the workers' module is in place, or failed to load (then split jobs stay on one thread) */
+  readonly ready: Promise<void>;
 
   constructor(size: number) {
     this.wanted = size;
-    this.ctrl.fill(0);
-    for (let w = 0; w < MAX_WORKERS; w++) this.ctrl[PART + w] = -1;
+    const workers = loadWorkers();
+    if (!(workers instanceof Promise)) this.crew = new workers.Crew(this, MEMORY_MAP, runPart);
+    this.ready = Promise.resolve(workers).then(
+      (m) => { this.crew ??= new m.Crew(this, MEMORY_MAP, runPart); },
+      (e: unknown) => console.info(`kiln: running on one thread: the thread pool's workers did not load (${e instanceof Error ? e.message : String(e)}).`),
+    );
   }
 
   /** Threads a split job runs on (this one included). */
@@ -218,106 +142,32 @@ export class Pool {
   resize(n: number): void {
     if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS + 1) throw new Error(`setNumThreads: n must be an integer from 1 to ${MAX_WORKERS + 1}, got ${n}`);
     this.wanted = n;
-    while (this.workers.length > n - 1) this.stop(this.workers.length - 1);
+    this.crew?.shrink(n - 1);
   }
 
-  /** Stores a kernel module's bytes where every worker can compile it (once per distinct module); returns its id. */
+  /** Keeps a kernel module's bytes where every worker can compile it (once per distinct module); returns its id. */
   addKernel(bytes: Uint8Array): number {
     const key = bytes.join(',');
-    const known = this.kernels.get(key);
+    const known = this.ids.get(key);
     if (known !== undefined) return known;
-    if (this.kernels.size >= MAX_KERNELS) throw new Error(`thread pool: at most ${MAX_KERNELS} distinct kernels`);
+    if (this.kernels.length >= MAX_KERNELS) throw new Error(`thread pool: at most ${MAX_KERNELS} distinct kernels`);
     if (bytes.length > SLOT_BYTES - 4) throw new Error(`thread pool: a kernel module of ${bytes.length} bytes exceeds ${SLOT_BYTES - 4}`);
-    const id = this.kernels.size, at = SLOT + id * SLOT_BYTES;
-    this.kernels.set(key, id);
-    new Uint8Array(this.memory.buffer, at + 4, bytes.length).set(bytes);
-    Atomics.store(this.ctrl, at / 4, bytes.length);
-    return id;
+    this.ids.set(key, this.kernels.length);
+    this.kernels.push(bytes);
+    return this.kernels.length - 1;
   }
 
   /** Runs a job split into one part per ready thread (this one included); returns when every part is done. */
   run(id: number, fns: GemmFns, job: GemmJob): void {
-    const ready = this.readyWorkers();
-    const parts = 1 + ready.length;
-    if (parts === 1) { runPart(fns, job, 0, 1); return; }
-    this.publish(id, job, ready);
-    let error: unknown = null;
-    try { runPart(fns, job, 0, parts); } catch (e) { error = e; }
-    this.join(ready);
-    if (error) throw error;
+    if (this.crew) this.crew.run(id, fns, job);
+    else runPart(fns, job, 0, 1);
   }
 
   /** For tests: worker `w` (1-based, as errors name it) exits, as if it crashed, in the middle of its next job. */
   injectFault(w: number): void {
     if (!Number.isInteger(w) || w < 1 || w >= this.wanted) throw new Error(`thread pool: no worker ${w} (workers are 1..${this.wanted - 1})`);
-    Atomics.store(this.ctrl, FAULT + w - 1, 1);
-  }
-
-  private publish(id: number, job: GemmJob, workers: number[]): void {
-    const c = this.ctrl;
-    c[KERNEL] = id; c.set(job, JOB); c[PARTS] = 1 + workers.length;
-    Atomics.store(c, PENDING, workers.length);
-    workers.forEach((w, i) => Atomics.store(c, PART + w, i + 1));
-    Atomics.add(c, GEN, 1);
-    Atomics.notify(c, GEN);
-  }
-
-  /** Waits for the workers' parts; a worker that died or failed is an Error naming it, and the pool restarts. */
-  private join(workers: number[]): void {
-    const c = this.ctrl;
-    for (let spins = 0; ; spins++) {
-      const left = Atomics.load(c, PENDING);
-      if (left === 0) break;
-      if (workers.some((w) => Atomics.load(c, DEAD + w) === 1 || this.workers[w]?.exited)) break;
-      if (this.blocking && spins > 500) Atomics.wait(c, PENDING, left, 20); // a short spin first: the parts are equal
-    }
-    const failed = workers.find((w) => Atomics.load(c, DEAD + w) !== 0 || this.workers[w]?.exited);
-    if (failed !== undefined) this.fail(failed);
-  }
-
-  private fail(w: number): never {
-    const c = this.ctrl;
-    const how = Atomics.load(c, DEAD + w) === 2 ? 'failed' : 'died';
-    const bytes = new Uint8Array(this.memory.buffer, MESSAGE + w * MESSAGE_BYTES, MESSAGE_BYTES).slice();
-    const said = new TextDecoder().decode(bytes.subarray(0, Math.max(0, bytes.indexOf(0)))) || `exited with code ${this.workers[w]?.exitCode ?? 'unknown'}`;
-    // Restart: stop every worker, clear the flags; the next split job starts fresh ones.
-    for (let i = this.workers.length - 1; i >= 0; i--) this.stop(i);
-    Atomics.store(c, PENDING, 0);
-    throw new Error(`kiln thread pool: worker ${w + 1} of ${this.wanted} ${how} (${said}); its part of the product is missing. The pool has restarted; the next call runs on fresh workers.`);
-  }
-
-  private stop(i: number): void {
-    Atomics.add(this.ctrl, EPOCH + i, 1); // the old worker, if it still runs, ends at its next wake-up
-    this.workers[i]?.terminate();
-    this.workers.length = Math.min(this.workers.length, i);
-    Atomics.store(this.ctrl, READY + i, 0);
-    Atomics.store(this.ctrl, DEAD + i, 0);
-    Atomics.store(this.ctrl, FAULT + i, 0);
-    Atomics.store(this.ctrl, PART + i, -1);
-  }
-
-  /** Workers that are up, starting missing ones (Node: waits up to 2 s for them; a browser's come up in the background). */
-  private readyWorkers(): number[] {
-    const want = this.wanted - 1;
-    if (want > 0 && this.workers.length < want) {
-      for (let i = this.workers.length; i < want; i++) {
-        for (const f of [READY, DEAD, FAULT]) Atomics.store(this.ctrl, f + i, 0);
-        Atomics.store(this.ctrl, PART + i, -1);
-        const epoch = Atomics.add(this.ctrl, EPOCH + i, 1) + 1;
-        this.workers[i] = spawnWorker(this.memory, i, epoch);
-      }
-      if (this.blocking) {
-        const until = performance.now() + 2000;
-        for (let i = 0; i < want; i++) {
-          while (Atomics.load(this.ctrl, READY + i) === 0 && performance.now() < until) Atomics.wait(this.ctrl, READY + i, 0, 5);
-        }
-      }
-    }
-    const out: number[] = [];
-    for (let i = 0; i < Math.min(want, this.workers.length); i++) {
-      if (this.workers[i] && Atomics.load(this.ctrl, READY + i) === 1) out.push(i);
-    }
-    return out;
+    if (!this.crew) throw new Error("thread pool: the workers' module has not loaded yet");
+    this.crew.injectFault(w);
   }
 }
 

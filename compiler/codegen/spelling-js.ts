@@ -29,12 +29,50 @@ function cast(x: string, from: DType, to: DType): string {
   return x;
 }
 
+// Helpers that generated kernels inline: real functions (type-checked here, minified in a bundle),
+// spliced into a kernel's source with toString(), so each must use nothing but its arguments -- and
+// declare no named function inside (run from source by tsx, esbuild's keepNames would wrap it in a
+// `__name` helper that a kernel does not have).
+
 /**
  * erf in double precision (relative error ~1e-13): the Maclaurin series below |x| = 3 (at most ~45
  * terms; cancellation costs two or three digits near 3), the continued fraction of erfc from 3 to 6
  * (evaluated backwards from depth 60), and ±1 beyond (erfc(6) < 2e-17).
  */
-const ERF64 = `((x) => { const z = Math.abs(x); if (z < 3) { const s = x * x; let term = x, sum = x; for (let n = 1; n < 80; n++) { term *= -s / n; const add = term / (2 * n + 1); sum += add; if (Math.abs(add) <= 1e-17 * Math.abs(sum)) break; } return 1.1283791670955126 * sum; } if (z >= 6) return x > 0 ? 1 : -1; let f = 0; for (let k = 60; k >= 1; k--) f = (k / 2) / (z + f); const c = Math.exp(-z * z) / 1.7724538509055159 / (z + f); return x > 0 ? 1 - c : c - 1; })`;
+function erf64(x: number): number {
+  const z = Math.abs(x);
+  if (z < 3) {
+    const s = x * x;
+    let term = x, sum = x;
+    for (let n = 1; n < 80; n++) {
+      term *= -s / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) <= 1e-17 * Math.abs(sum)) break;
+    }
+    return 1.1283791670955126 * sum;
+  }
+  if (z >= 6) return x > 0 ? 1 : -1;
+  let f = 0;
+  for (let k = 60; k >= 1; k--) f = k / 2 / (z + f);
+  const c = Math.exp(-z * z) / 1.7724538509055159 / (z + f);
+  return x > 0 ? 1 - c : c - 1;
+}
+
+/**
+ * erf for float32: |x| < 0.5, the Taylor series to x^11 (keeps erf(0) = 0 and the relative error
+ * small); else Numerical Recipes' erfc (fractional error < 1.2e-7).
+ */
+function erf32(x: number): number {
+  const z = Math.abs(x);
+  if (z < 0.5) {
+    const s = x * x;
+    return 1.1283791670955126 * x * (1 + s * (-1 / 3 + s * (0.1 + s * (-1 / 42 + s * (1 / 216 - s / 1320)))));
+  }
+  const t = 1 / (1 + 0.5 * z);
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? 1 - r : r - 1;
+}
 
 export const jsSpelling: Spelling = {
   conv: (x) => x,
@@ -50,9 +88,7 @@ export const jsSpelling: Spelling = {
     cos: (x, t) => f32If(t, `Math.cos(${x})`),
     tanh: (x, t) => f32If(t, `Math.tanh(${x})`),
     sigmoid: (x, t) => f32If(t, `(1 / (1 + Math.exp(-${x})))`),
-    // float32: |x| < 0.5, the Taylor series to x^11 (keeps erf(0) = 0 and the relative error small); else
-    // Numerical Recipes' erfc (fractional error < 1.2e-7). float64: ERF64 (full double precision).
-    erf: (x, t) => (t === 'float64' ? `${ERF64}(${x})` : f32(`((x) => { const z = Math.abs(x); if (z < 0.5) { const s = x * x; return 1.1283791670955126 * x * (1 + s * (-1 / 3 + s * (0.1 + s * (-1 / 42 + s * (1 / 216 - s / 1320))))); } const t = 1 / (1 + 0.5 * z); const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))); return x >= 0 ? 1 - r : r - 1; })(${x})`)),
+    erf: (x, t) => (t === 'float64' ? `(${erf64.toString()})(${x})` : f32(`(${erf32.toString()})(${x})`)),
     relu: (x) => `(${x} < 0 ? 0 : ${x})`,
     copy: (x) => x,
   },
@@ -85,7 +121,16 @@ export const jsSpelling: Spelling = {
  * pcg(seed) + counter (Jarzynski & Olano, "Hash Functions for GPU Rendering"); 24 bits.
  * The WGSL backend computes the same numbers (spelling-wgsl.ts, k_rnd).
  */
-export const JS_RANDOM = `function rnd(seed, i) {
-  const pcg = (x) => { const s = (Math.imul(x, 747796405) + 2891336453) >>> 0; const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0; return ((w >>> 22) ^ w) >>> 0; };
-  return (pcg((pcg(seed >>> 0) + i) >>> 0) >>> 8) / 16777216;
-}`;
+function uniformHash(seed: number, i: number): number {
+  let x = seed >>> 0;
+  for (let round = 0; round < 2; round++) { // pcg(pcg(seed) + i)
+    const s = (Math.imul(x, 747796405) + 2891336453) >>> 0;
+    const w = Math.imul((s >>> ((s >>> 28) + 4)) ^ s, 277803737) >>> 0;
+    x = ((w >>> 22) ^ w) >>> 0;
+    if (round === 0) x = (x + i) >>> 0;
+  }
+  return (x >>> 8) / 16777216;
+}
+
+/** The declaration a kernel that draws random numbers starts with: `rnd(seed, i)` (see `random` above). */
+export const JS_RANDOM = `const rnd = ${uniformHash.toString()};`;

@@ -163,7 +163,7 @@ export const wgslSpelling: Spelling = {
   cast: (x, from, to) => (to !== 'bool' ? conv(x, from, to) : from === 'float32' ? `select(0i, 1i, ${x} != 0 || k_isnan(${x}))` : `select(0i, 1i, ${x} != 0)`),
   literal,
   param: (index, dtype) => (dtype === 'float32' ? `U.pf[${index >> 2}][${index & 3}]` : `U.pi[${index >> 2}][${index & 3}]`),
-  // the same hash as spelling-js.ts's JS_RANDOM (PCG twice: keep k_pcg/k_rnd in step with it)
+  // the same hash as spelling-js.ts's uniformHash (PCG twice: keep k_pcg/k_rnd in step with it)
   random: (seed, counter) => `k_rnd(${seed}, ${counter})`,
   declare: (name, code) => `let ${name} = ${code};`,
   // a `let`, not an inline literal: an expression of literals only would be a WGSL const-expression,

@@ -10,7 +10,8 @@
 //  - A kernel never binds more buffers than the device allows: if it would, a producer is realized.
 
 import type { Graph, Node } from '../../ir/graph.ts';
-import { exprLoads, kernelArgs, mapKernelArgs, mapLoads, postorder, type Expr, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
+import { kernelArgs, mapKernelArgs } from '../../ir/kernel-args.ts';
+import { exprLoads, mapLoads, postorder, type Expr, type Kernel, type KernelOutput, type KernelSpec, type LoadExpr } from '../../ir/kernel.ts';
 import { isBarrier, isElementwise, isView, type PrimAttrs, type Primitive } from '../../ir/primitives.ts';
 import { numel, sameShape } from '../../ir/shape.ts';
 import { contiguousView, isContiguous, reshapeView, type View } from '../../ir/view.ts';

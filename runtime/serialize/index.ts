@@ -7,10 +7,9 @@
 // `kiln.tree`.
 
 import { fmt } from '../../ir/shape.ts';
-import { tensor } from '../creation.ts';
 import type { DeviceName } from '../device.ts';
 import { nodeFs, requireNode } from '../node.ts';
-import { Tensor } from '../tensor.ts';
+import { Tensor, tensor } from '../tensor.ts';
 import type { RawTensor } from './dtypes.ts';
 import { fromTorchName, toTorchName } from './names.ts';
 import { decodeSafetensors, encodeSafetensors } from './safetensors.ts';

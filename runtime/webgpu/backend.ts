@@ -39,7 +39,7 @@ import type { KernelSpec } from '../../ir/kernel.ts';
 import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
@@ -129,6 +129,21 @@ const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map()
 /** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
 const bufferIds = new WeakMap<GPUBuffer, number>();
 let nextBufferId = 0;
+/** A program that runs one prepared launcher per kernel, binding each from the table (WebGPU has no fused program). */
+function launcherProgram(prepare: (spec: KernelSpec) => Launch, specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): Program {
+  const launches = specs.map((spec, k) => ({
+    run: prepare(spec),
+    slots: bindings[k],
+    bound: bindings[k].map((): { storage: Storage | null; offset: number } => ({ storage: null, offset: 0 })),
+  }));
+  return (table) => {
+    for (const l of launches) {
+      for (let i = 0; i < l.slots.length; i++) l.bound[i].storage = table[l.slots[i]];
+      l.run(l.bound as BoundArg[]);
+    }
+  };
+}
+
 function bufferId(b: GPUBuffer): number {
   let id = bufferIds.get(b);
   if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
