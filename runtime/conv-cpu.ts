@@ -10,7 +10,7 @@
 import { convGeometry, type ConvAttrs } from '../ir/conv.ts';
 import { numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
-import { gemm as wasmGemm, type Gemm, type Unfolding } from './gemm-wasm.ts';
+import type { Gemm, Unfolding } from './gemm-wasm.ts';
 
 /** Floats in one block of the unfolded input (4 MiB: big enough to amortise packing the weight block). */
 const BLOCK = 1 << 20;
@@ -44,7 +44,7 @@ function positionTables(a: ConvAttrs, inSize: number[], kernel: number[], outSiz
  * [G, Og, Cg, ...K]) as a contiguous [N, G, Og, ...O] array. The array is a scratch reused by the next
  * call: copy it out before convolving again.
  */
-export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null = wasmGemm): Float32Array {
+export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null): Float32Array {
   const geo = convGeometry(xv.shape, wv.shape, a);
   const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
   const nd = kernel.length;

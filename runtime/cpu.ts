@@ -6,11 +6,14 @@
 // with the first kiln.memory() call, or from the start with KILN_TRACK_MEMORY=1.
 
 import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import type { ConvAttrs } from '../ir/conv.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
+import type { View } from '../ir/view.ts';
 import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
 import { convCpu } from './conv-cpu.ts';
-import { gemm } from './gemm-wasm.ts';
+import { loadGemm } from '#gemm';
+import type { Gemm } from './gemm-wasm.ts';
 import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
 import { env } from './node.ts';
 
@@ -102,5 +105,12 @@ export const cpuBackend: Backend = {
   settle: () => null, // kernels run synchronously: nothing is ever queued
 };
 
-setJsKernelEnv({ gemm, conv: convCpu });
+// The WebAssembly gemm: at once in Node; in a browser build a chunk of its own, fetched as kiln loads.
+// Kernels generated before it arrives keep their JavaScript loops; later ones (the cache is cleared) use it.
+const loading = loadGemm();
+const useGemm = (gemm: Gemm | null): void => setJsKernelEnv({ gemm, conv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View) => convCpu(a, x, xv, w, wv, gemm) });
+if (loading instanceof Promise) {
+  useGemm(null);
+  loading.then((g) => { useGemm(g); cache.clear(); }, (e: unknown) => console.info(`kiln: CPU products run as JavaScript loops: the WebAssembly gemm did not load (${e instanceof Error ? e.message : String(e)}).`));
+} else useGemm(loading);
 registerBackend(cpuBackend);

@@ -7,6 +7,7 @@ import { convParams, convShape, naturalOrder, type ConvAttrs, type ConvOptions }
 import { numel } from '../ir/shape.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { convCpu } from '../runtime/conv-cpu.ts';
+import { gemm } from '../runtime/gemm-wasm.ts';
 import { convVjp } from '../runtime/conv-vjp.ts';
 import type { Tensor } from '../runtime/tensor.ts';
 import { describeMismatch, loadGolden, type GTensor, type OpCase } from './golden.ts';
@@ -30,7 +31,7 @@ class Arr {
 }
 const arr = (g: GTensor) => new Arr(Float32Array.from(g.data), contiguousView(g.shape));
 const call = (gemmOn: boolean) => (x: Arr, w: Arr, a: ConvAttrs): Arr => {
-  const out = convCpu(a, x.data, x.view, w.data, w.view, gemmOn ? undefined : null);
+  const out = convCpu(a, x.data, x.view, w.data, w.view, gemmOn ? gemm : null);
   const natural = convShape(x.shape, w.shape, { ...a, outPerm: naturalOrder(x.ndim - 3) });
   return new Arr(out.slice(0, numel(natural)), contiguousView(natural)).permute(a.outPerm);
 };
