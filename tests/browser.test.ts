@@ -46,6 +46,8 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
   /** the paths each page requested, in order */
   const requested = new Map<Page, string[]>();
   /** kiln's files among them */
+  /** the CPU gemm's chunk and what it imports (package.json's #gemm: fetched as kiln loads) */
+  const gemmChunks = (): string[] => staticClosure(kiln.chunks, chunkFor(kiln.chunks, 'runtime/gemm-wasm.ts'));
   const kilnFiles = (p: Page): string[] => [...new Set(requested.get(p)!.filter((u) => /^\/kiln[\w-]*\.js$/.test(u)).map((u) => u.slice(1)))].sort();
 
   const page = async (path: string, hideWebGPU = false): Promise<Page> => {
@@ -89,8 +91,10 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
 
   it('the bundle loads as an ES module and the page has a WebGPU adapter', async () => {
     const p = await page('/tests/');
-    // at load, the first module and its static imports only; WebGPU's chunk comes with available()
-    expect(kilnFiles(p)).toEqual([...kiln.atLoad].sort());
+    // at load, the first module and its static imports, then the CPU gemm's chunk (fetched as kiln
+    // loads, not awaited: wait for the network to settle); WebGPU's chunk comes with available()
+    await p.waitForLoadState('networkidle');
+    expect(kilnFiles(p)).toEqual([...new Set([...kiln.atLoad, ...gemmChunks()])].sort());
     const got = await p.evaluate(async () => {
       const { kiln } = (window as unknown as TestWindow).kilnTests;
       return { exports: Object.keys(kiln), webgpu: await kiln.webgpu.available(), sum: await kiln.tensor([1, 2, 3]).sum().item() };
@@ -142,7 +146,7 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     expect(errors).toEqual([]);
     expect(got).toEqual({ isolated: true, published: expect.any(Number), same: true });
     expect(got.published).toBeGreaterThan(0);
-    expect(kilnFiles(p)).toEqual([...kiln.atLoad, chunkFor(kiln.chunks, 'runtime/thread-workers.ts')].sort());
+    expect(kilnFiles(p)).toEqual([...new Set([...kiln.atLoad, ...gemmChunks(), chunkFor(kiln.chunks, 'runtime/thread-workers.ts')])].sort());
     await p.close();
   });
 
@@ -194,7 +198,7 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     // what a page that trains on WebGPU loads: the first module, then the WebGPU backend, the compiler
     // and the data readers (it reads MNIST from URLs) with what they import -- never the file formats
     const chunks = kiln.chunks;
-    const training = new Set([...kiln.atLoad, ...['runtime/webgpu/index.ts', 'jit/compile.ts', 'data/read.ts'].flatMap((m) => staticClosure(chunks, chunkFor(chunks, m)))]);
+    const training = new Set([...kiln.atLoad, ...gemmChunks(), ...['runtime/webgpu/index.ts', 'jit/compile.ts', 'data/read.ts'].flatMap((m) => staticClosure(chunks, chunkFor(chunks, m)))]);
     expect(kilnFiles(p)).toEqual([...training].sort());
     await p.close();
   });
