@@ -66,6 +66,24 @@ export async function runDose(): Promise<Table> {
       }),
     );
 
+  // the same epoch batched: the three samples as one [3] tensor, one summed loss, one backward
+  if (!compiledMissing)
+    rows.push(
+      await tryRow('kiln compiled, batched (cpu)', async () => {
+        const kiln = load.kiln!;
+        const { inputs, labels, opt, forward } = kilnDose(kiln);
+        const epoch = kiln.compile!((xs: KTensor, ys: KTensor) => {
+          const loss = forward(xs).sub(ys).pow(2).sum();
+          loss.backward();
+          opt.step();
+          opt.zeroGrad();
+          return loss;
+        });
+        const run = async () => ((await epoch(inputs, labels)) as KTensor).item();
+        return rowFrom('kiln compiled, batched (cpu)', await measure(run, OPTS), 'the 3 samples as one [3] tensor, one backward call');
+      }),
+    );
+
   const eagerMissing = kilnMissing(load, 'eager');
   if (eagerMissing) rows.push(skipped('kiln eager (cpu)', eagerMissing));
   else
