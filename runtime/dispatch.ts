@@ -106,6 +106,11 @@ function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAtt
     return Tensor._fromStorage(copy._storage!, lowering.view(copy._view, attrs, out)!, out.dtype);
   }
   const backend = backendFor(device);
+  if ('expr' in lowering && backend.deferElementwise) {
+    // recorded now (checked, allocated), launched fused with its neighbours (runtime/eager-fusion.ts)
+    const deferred = backend.deferElementwise(prim, attrs, inputs.map((t) => ({ storage: t._storage!, view: t._view, dtype: t.dtype })), out);
+    if (deferred) return Tensor._fromStorage(deferred, contiguousView(out.shape), out.dtype);
+  }
   const storage = backend.alloc(out.dtype, numel(out.shape));
   eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
   return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);

@@ -39,7 +39,10 @@ import type { KernelSpec } from '../../ir/kernel.ts';
 import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
+import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type EagerOperand, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
+import { ElementwiseGroup } from '../eager-fusion.ts';
+import type { AVal, PrimAttrs, Primitive } from '../../ir/primitives.ts';
+import { numel } from '../../ir/shape.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
@@ -82,8 +85,11 @@ interface Overrides {
   reduce: 'serial' | 'tree' | null;
   /** the matmul variant of every matmul (null: tuned or untuned default) */
   matmul: MatmulVariant | null;
+  /** whether eager elementwise ops are recorded and launched fused (KILN_EAGER_FUSION=0: off) */
+  eagerFusion: boolean;
 }
-const overrides: Overrides = { shaderTransform: null, gridCap: null, reduce: null, matmul: null };
+const envFusion = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.KILN_EAGER_FUSION;
+const overrides: Overrides = { shaderTransform: null, gridCap: null, reduce: null, matmul: null, eagerFusion: envFusion !== '0' };
 function override<K extends keyof Overrides>(key: K, value: Overrides[K]): void {
   overrides[key] = value;
   active?.invalidate();
@@ -96,6 +102,11 @@ export const setGridCap = (cap: number | null): void => override('gridCap', cap)
 export const setReduceStrategy = (strategy: 'serial' | 'tree' | null): void => override('reduce', strategy);
 /** Test hook: every matmul uses this variant (null: the tuned or default one). */
 export const setMatmulVariant = (v: MatmulVariant | null): void => override('matmul', v);
+/** Test and benchmark hook: whether eager elementwise ops are fused (default on; KILN_EAGER_FUSION=0: off). */
+export function setEagerFusion(on: boolean): void {
+  active?.flushEager();
+  overrides.eagerFusion = on;
+}
 
 // ---- one device ----------------------------------------------------------------------------------
 
@@ -198,6 +209,8 @@ export class WebGPUBackend implements Backend {
   private readonly freeChunks: GPUBuffer[] = [];
   /** unmapped MAP_READ buffers of past reads, by size class */
   private readonly freeStaging: GPUBuffer[] = [];
+  /** eager elementwise ops recorded and not yet launched (launched before any other use of the device) */
+  private readonly eager = new ElementwiseGroup(this);
   /** a collected storage's buffer goes back to the pool */
   private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
     this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
@@ -269,6 +282,7 @@ export class WebGPUBackend implements Backend {
 
   write(s: Storage, data: TypedArray): void {
     const st = asStorage(s);
+    this.eager.flush();
     // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
     if (this.pendingBuffers.has(st.buffer)) this.flush();
     const src = deviceData(data, st.dtype);
@@ -310,6 +324,24 @@ export class WebGPUBackend implements Backend {
     return launcherProgram((spec) => this.prepare(spec), specs, bindings);
   }
 
+  /**
+   * Records an eager elementwise op (runtime/eager-fusion.ts) unless fusion is off, the result is empty,
+   * or a buffer is too big to bind (then launching it now raises the error at the op).
+   */
+  deferElementwise<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage | null {
+    if (!overrides.eagerFusion) return null;
+    const n = numel(out.shape);
+    if (n === 0 || align4(n * 4) > this.maxBinding) return null;
+    for (const x of inputs) if (asStorage(x.storage).buffer.size > this.maxBinding) return null;
+    return this.eager.record(prim, attrs, inputs, out);
+  }
+
+  /** Launches the recorded eager ops (encoded, not submitted). */
+  flushEager(): void { this.eager.flush(); }
+
+  /** Eager fusion counters: ops recorded, kernels launched for them, group structures compiled, flushes. */
+  eagerStats(): ElementwiseGroup['stats'] { return { ...this.eager.stats }; }
+
   memory(): DeviceMemory {
     const s = this.pool.stats;
     return { storages: s.liveBuffers, bytes: s.liveBytes, cachedBytes: s.freeBytes + s.waitingBytes, tracked: true };
@@ -317,6 +349,7 @@ export class WebGPUBackend implements Backend {
 
   async read(s: Storage, offset: number, size: number): Promise<TypedArray> {
     const st = asStorage(s);
+    this.eager.flush();
     const d = this.device;
     const out = (n: number): TypedArray => (st.dtype === 'float32' ? new Float32Array(n) : st.dtype === 'int32' ? new Int32Array(n) : new Uint8Array(n));
     if (size <= 0) {
@@ -366,6 +399,7 @@ export class WebGPUBackend implements Backend {
 
   /** Submits the pending launches (without waiting for them). */
   flush(): void {
+    this.eager.flush();
     const { encoder, device: d } = this;
     if (!encoder) return;
     this.pass?.end();
@@ -620,6 +654,7 @@ export class WebGPUBackend implements Backend {
 
   /** Encodes one kernel launch into the pending command encoder. */
   private launch(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], pick: PickPipeline, cache?: LaunchCache): void {
+    this.eager.flush(); // recorded eager ops come first (this launch may read or overwrite their buffers)
     const n = spec.args.length;
     if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
     // Arguments bound to the same buffer share one binding when the kernel writes one of them
@@ -770,6 +805,7 @@ export const webgpuBackend: Backend = {
   precompile: (specs, firstRun) => current().precompile(specs, firstRun),
   finish: () => current().sync(),
   profileProgram: (specs, bindings, table) => current().profileProgram(specs, bindings, table, profileMethod ?? undefined),
+  deferElementwise: (prim, attrs, inputs, out) => current().deferElementwise(prim, attrs, inputs, out),
 };
 
 let profileMethod: 'wall' | null = null;
@@ -792,6 +828,9 @@ export async function settle(): Promise<void> {
 export async function sync(): Promise<void> {
   if (isInitialized()) await current().sync();
 }
+
+/** The current device's eager fusion counters (tests and benchmarks); null before the device is used. */
+export function eagerFusionStats(): ElementwiseGroup['stats'] | null { return active?.eagerStats() ?? null; }
 
 /** The current device's buffer pool counters (tests and diagnostics); null before the device is used. */
 export function poolStats(): PoolStats | null { return active?.poolStats() ?? null; }

@@ -23,11 +23,15 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(bytes / q) * q;
 }
 
-interface Waiting { buffer: GPUBuffer; bytes: number; epoch: number }
 
 export class BufferPool {
   private free = new Map<number, GPUBuffer[]>();
-  private waiting: Waiting[] = [];
+  /**
+   * Returned buffers by the submission they wait for. Buckets, not one list: collected tensors come
+   * back in bursts of thousands (one garbage collection), and each return must not rescan the others.
+   */
+  private waiting = new Map<number, GPUBuffer[]>();
+  private waitingCount = 0;
   private freeBytes = 0;
   /** the submission count reached by completed work */
   private completed = 0;
@@ -37,7 +41,6 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` bytes (its size class; exactly `bytes` when the class would pass `maxBytes`). */
   acquire(bytes: number, maxBytes: number): GPUBuffer {
-    this.drain();
     let size = sizeClass(bytes);
     if (size > maxBytes) size = bytes;
     const list = this.free.get(size);
@@ -61,9 +64,16 @@ export class BufferPool {
   release(buffer: GPUBuffer, epoch: number): void {
     this.stats.liveBytes -= buffer.size;
     this.stats.liveBuffers--;
-    this.stats.waitingBytes += buffer.size;
-    this.waiting.push({ buffer, bytes: buffer.size, epoch });
-    this.drain();
+    if (epoch <= this.completed) {
+      this.keep(buffer);
+    } else {
+      this.stats.waitingBytes += buffer.size;
+      let bucket = this.waiting.get(epoch);
+      if (!bucket) this.waiting.set(epoch, (bucket = []));
+      bucket.push(buffer);
+      this.waitingCount++;
+    }
+    this.sync();
   }
 
   /** Work up to submission `epoch` has completed. */
@@ -73,29 +83,35 @@ export class BufferPool {
   }
 
   private drain(): void {
-    if (this.waiting.length) {
-      const still: Waiting[] = [];
-      for (const w of this.waiting) {
-        if (w.epoch > this.completed) { still.push(w); continue; }
-        this.stats.waitingBytes -= w.bytes;
-        if (this.freeBytes + w.bytes > this.capBytes) {
-          w.buffer.destroy();
-          this.stats.destroyed++;
-          continue;
-        }
-        let list = this.free.get(w.bytes);
-        if (!list) this.free.set(w.bytes, (list = []));
-        list.push(w.buffer);
-        this.freeBytes += w.bytes;
+    for (const [epoch, bucket] of this.waiting) {
+      if (epoch > this.completed) continue;
+      this.waiting.delete(epoch);
+      this.waitingCount -= bucket.length;
+      for (const b of bucket) {
+        this.stats.waitingBytes -= b.size;
+        this.keep(b);
       }
-      this.waiting = still;
     }
     this.sync();
   }
 
+  /** A buffer no work uses any more: free for reuse, or destroyed past the cap. */
+  private keep(buffer: GPUBuffer): void {
+    const bytes = buffer.size;
+    if (this.freeBytes + bytes > this.capBytes) {
+      buffer.destroy();
+      this.stats.destroyed++;
+      return;
+    }
+    let list = this.free.get(bytes);
+    if (!list) this.free.set(bytes, (list = []));
+    list.push(buffer);
+    this.freeBytes += bytes;
+  }
+
   private sync(): void {
     this.stats.freeBytes = this.freeBytes;
-    this.stats.waiting = this.waiting.length;
+    this.stats.waiting = this.waitingCount;
   }
 
   /** Destroys every idle free buffer (buffers still waiting for their work are kept). */

@@ -1,0 +1,212 @@
+// Eager elementwise fusion: a backend whose launches are expensive (WebGPU: ~15 us of driver time per
+// dispatch on lavapipe, however small the kernel) records eager elementwise ops instead of launching
+// them, and launches the recorded chain as a few multi-output map kernels when anything else touches the
+// device (another kernel, a read, a write, a flush).
+//
+// Eager semantics are kept: the dispatcher has already checked shapes and dtypes and allocated the
+// result's storage when an op is recorded (errors are raised at the op, kiln.memory() counts the
+// storage at once), every recorded result is written to its storage at the flush (nothing is skipped:
+// which tensors are still referenced is unknowable until the garbage collector runs), and the group
+// holds its operands' storages until then, so their buffers cannot be reused under it. Each op is
+// computed by its entry of the lowering table (compiler/lower.ts), as one-op eager kernels are; a value
+// a later op of the same kernel uses is recomputed in registers instead of being read back.
+//
+// A flush costs little once warm: the group's structure (ops, attributes, operand layouts and dtypes)
+// is spelled as a string while ops are recorded, and the kernels and prepared launchers are cached by
+// it, so a training loop builds expressions and compiles shaders in its first iteration only.
+
+import { lowerings, mapKernel } from '../compiler/lower.ts';
+import { maxKernelArgs, type Target } from '../compiler/target.ts';
+import type { DType } from '../ir/dtype.ts';
+import type { Expr, KernelArg, KernelOutput, KernelSpec } from '../ir/kernel.ts';
+import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
+import { numel } from '../ir/shape.ts';
+import { structuralKey } from '../ir/key.ts';
+import { contiguousView, isContiguous, type View } from '../ir/view.ts';
+import type { BoundArg, EagerOperand, Launch, Storage } from './device.ts';
+
+/** What the group needs of its backend. */
+export interface FusionHost {
+  readonly target: Target;
+  alloc(dtype: DType, size: number): Storage;
+  prepare(spec: KernelSpec): Launch;
+}
+
+/** Recorded ops a group holds at most before it launches them (bounds kernel size and latency). */
+const MAX_OPS = 64;
+/** Group structures whose kernels are kept (cleared when full: a loop reuses a handful). */
+const MAX_CACHED = 256;
+
+/** An operand of a recorded op: a group argument (a storage already computed) or an earlier op. */
+type Ref = { arg: number } | { node: number };
+
+interface Node { prim: Primitive; attrs: PrimAttrs[Primitive]; refs: Ref[]; out: AVal }
+
+/** The kernels of one group structure: `bindings[k][a]` is the slot (group args, then op results) kernel k's argument a binds. */
+interface Compiled { launches: Launch[]; bindings: number[][]; ops: number }
+
+export class ElementwiseGroup {
+  /** the common shape of the recorded ops (one map kernel iterates over it) */
+  private shape: readonly number[] | null = null;
+  private args: { storage: Storage; offset: number; view: View; dtype: DType }[] = [];
+  private nodes: Node[] = [];
+  private outputs: Storage[] = [];
+  /** recorded results by storage (a later op reads them as a node) */
+  private byStorage = new Map<Storage, number>();
+  private key = '';
+  private readonly cache = new Map<string, Compiled>();
+  /** counters for tests and benchmarks: ops recorded, kernels launched, groups compiled */
+  readonly stats = { ops: 0, kernels: 0, compiled: 0, flushes: 0 };
+
+  constructor(private readonly host: FusionHost) {}
+
+  /** Whether ops are waiting to be launched. */
+  get pending(): boolean { return this.nodes.length > 0; }
+
+  /**
+   * Records `prim` (an elementwise lowering) over `inputs`; returns the storage its result will be
+   * written to, allocated now.
+   */
+  record<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage {
+    if (this.shape && !sameShape(this.shape, out.shape)) this.flush();
+    // an earlier result read through anything but its own layout (a broadcast, a slice) is read from memory
+    for (const x of inputs) {
+      const n = this.byStorage.get(x.storage);
+      if (n !== undefined && !this.readsWhole(x, n)) { this.flush(); break; }
+    }
+    if (this.nodes.length >= MAX_OPS) this.flush();
+    this.shape ??= out.shape;
+    const refs: Ref[] = [];
+    let key = `${prim}${structuralKey(attrs)}${out.dtype}(`;
+    for (const x of inputs) {
+      const n = this.byStorage.get(x.storage);
+      if (n !== undefined) {
+        refs.push({ node: n });
+        key += `n${n},`;
+      } else {
+        const a = this.argOf(x);
+        refs.push({ arg: a });
+        key += `a${a},`;
+      }
+    }
+    this.key += key + ')';
+    const storage = this.host.alloc(out.dtype, numel(out.shape));
+    this.byStorage.set(storage, this.nodes.length);
+    this.nodes.push({ prim, attrs, refs, out });
+    this.outputs.push(storage);
+    this.stats.ops++;
+    return storage;
+  }
+
+  /** Launches the recorded ops (their kernels are encoded in order, before anything launched after). */
+  flush(): void {
+    if (!this.nodes.length) return;
+    const { args, outputs, nodes } = this;
+    const key = `${this.shape!.join(',')}|${this.key}`;
+    this.shape = null;
+    this.args = [];
+    this.nodes = [];
+    this.outputs = [];
+    this.byStorage = new Map();
+    this.key = '';
+    let c = this.cache.get(key);
+    if (!c) {
+      if (this.cache.size >= MAX_CACHED) this.cache.clear();
+      c = this.compile(args, nodes);
+      this.cache.set(key, c);
+      this.stats.compiled++;
+    }
+    const table: BoundArg[] = [...args.map((a) => ({ storage: a.storage, offset: a.offset })), ...outputs.map((storage) => ({ storage, offset: 0 }))];
+    for (let k = 0; k < c.launches.length; k++) c.launches[k](c.bindings[k].map((slot) => table[slot]));
+    this.stats.kernels += c.launches.length;
+    this.stats.flushes++;
+  }
+
+  /** Whether operand `x` reads result `n` whole: its contiguous layout at offset 0 (then it fuses). */
+  private readsWhole(x: EagerOperand, n: number): boolean {
+    const shape = this.nodes[n].out.shape;
+    return x.view.offset === 0 && isContiguous(x.view) && sameShape(x.view.shape, shape);
+  }
+
+  /** The group argument reading `x` (one per storage, offset, layout and dtype). */
+  private argOf(x: EagerOperand): number {
+    const { view } = x;
+    for (let i = 0; i < this.args.length; i++) {
+      const a = this.args[i];
+      if (a.storage === x.storage && a.offset === view.offset && a.dtype === x.dtype && sameShape(a.view.shape, view.shape) && sameShape(a.view.strides, view.strides)) return i;
+    }
+    this.args.push({ storage: x.storage, offset: view.offset, view: { ...view, offset: 0 }, dtype: x.dtype });
+    this.key += `[${x.dtype}:${view.shape.join(',')}:${view.strides.join(',')}]`;
+    return this.args.length - 1;
+  }
+
+  /**
+   * Splits the ops, in order, into map kernels of at most maxKernelArgs buffers each: an op joins the
+   * current kernel when the buffers it adds (its result, the arguments of the ops it inlines, and the
+   * results of earlier kernels it reads) still fit.
+   */
+  private compile(args: ElementwiseGroup['args'], nodes: readonly Node[]): Compiled {
+    const maxArgs = maxKernelArgs(this.host.target);
+    const nArgs = args.length;
+    const kernelOf: number[] = [];
+    const groups: { nodes: number[]; slots: Set<number> }[] = [];
+    // the slots op i reads when placed in kernel k (earlier ops of k are inlined)
+    const slotsFor = (i: number, k: number, into: Set<number>, seen = new Set<number>()): void => {
+      for (const r of nodes[i].refs) {
+        if ('arg' in r) into.add(r.arg);
+        else if (kernelOf[r.node] !== k) into.add(nArgs + r.node);
+        else if (!seen.has(r.node)) { seen.add(r.node); slotsFor(r.node, k, into, seen); }
+      }
+    };
+    for (let i = 0; i < nodes.length; i++) {
+      let k = groups.length - 1;
+      let need = new Set<number>([nArgs + i]);
+      if (k >= 0) {
+        slotsFor(i, k, need);
+        const union = new Set([...groups[k].slots, ...need]);
+        if (union.size <= maxArgs) { groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
+      }
+      k = groups.length;
+      need = new Set<number>([nArgs + i]);
+      slotsFor(i, k, need);
+      groups.push({ nodes: [i], slots: need });
+      kernelOf[i] = k;
+    }
+    const slotDType = (s: number): DType => (s < nArgs ? args[s].dtype : nodes[s - nArgs].out.dtype);
+    const shape = nodes[0].out.shape;
+    const launches: Launch[] = [];
+    const bindings: number[][] = [];
+    groups.forEach((g, k) => {
+      const slots = [...g.slots].sort((a, b) => a - b);
+      const argIndex = new Map(slots.map((s, i) => [s, i]));
+      const exprs = new Map<number, Expr>();
+      const exprOf = (i: number): Expr => {
+        const done = exprs.get(i);
+        if (done) return done;
+        const operands = nodes[i].refs.map((r): Expr => {
+          if ('arg' in r) return { kind: 'load', arg: argIndex.get(r.arg)!, view: args[r.arg].view, dtype: args[r.arg].dtype };
+          if (kernelOf[r.node] === k) return exprOf(r.node);
+          return { kind: 'load', arg: argIndex.get(nArgs + r.node)!, view: contiguousView(shape), dtype: nodes[r.node].out.dtype };
+        });
+        const l = lowerings[nodes[i].prim];
+        if (!('expr' in l)) throw new Error(`kiln: eager fusion recorded ${nodes[i].prim}, which is not elementwise`);
+        const e = (l.expr as (xs: readonly Expr[], attrs: PrimAttrs[Primitive], out: AVal) => Expr)(operands, nodes[i].attrs, nodes[i].out);
+        exprs.set(i, e);
+        return e;
+      };
+      const outs: KernelOutput[] = g.nodes.map((i) => ({ arg: argIndex.get(nArgs + i)!, view: contiguousView(shape), dtype: nodes[i].out.dtype }));
+      const kernel = { ...mapKernel(shape, exprOf(g.nodes[0]), outs[0]), exprs: g.nodes.map(exprOf), outputs: outs };
+      const specArgs: KernelArg[] = slots.map((s) => ({ dtype: slotDType(s), size: s >= nArgs && g.nodes.includes(s - nArgs) ? numel(shape) : 0 }));
+      const name = `eager_${g.nodes.map((i) => nodes[i].prim).join('_').slice(0, 48)}_${shape.join('x') || 'scalar'}`;
+      launches.push(this.host.prepare({ name, args: specArgs, kernel, params: 0 }));
+      bindings.push(slots);
+    });
+    return { launches, bindings, ops: nodes.length };
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
