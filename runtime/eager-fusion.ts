@@ -27,7 +27,7 @@ import type { BoundArg, EagerOperand, Launch, Storage } from './device.ts';
 
 /** What the group needs of its backend. */
 export interface FusionHost {
-  readonly target: Target;
+  target(): Target;
   alloc(dtype: DType, size: number): Storage;
   prepare(spec: KernelSpec): Launch;
 }
@@ -146,7 +146,7 @@ export class ElementwiseGroup {
    * results of earlier kernels it reads) still fit.
    */
   private compile(args: ElementwiseGroup['args'], nodes: readonly Node[]): Compiled {
-    const maxArgs = maxKernelArgs(this.host.target);
+    const maxArgs = maxKernelArgs(this.host.target());
     const nArgs = args.length;
     const kernelOf: number[] = [];
     const groups: { nodes: number[]; slots: Set<number> }[] = [];

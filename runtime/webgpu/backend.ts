@@ -45,11 +45,18 @@ import type { AVal, PrimAttrs, Primitive } from '../../ir/primitives.ts';
 import { numel } from '../../ir/shape.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
-import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
+import { BufferPool, SLOT_MAX, sizeClass, type Block, type PoolStats } from './pool.ts';
 
+/** A storage: a whole buffer, or a slot of an arena buffer starting at element `base` (pool.ts). */
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
-  constructor(readonly dtype: DType, readonly size: number, readonly buffer: GPUBuffer) {}
+  readonly buffer: GPUBuffer;
+  /** the storage's first element in `buffer`: every offset bound, read or written is relative to it */
+  readonly base: number;
+  constructor(readonly dtype: DType, readonly size: number, readonly block: Block) {
+    this.buffer = block.buffer;
+    this.base = block.base;
+  }
 }
 
 /** Bytes of free buffers the pool keeps; buffers returned past this are destroyed. */
@@ -135,6 +142,8 @@ interface LaunchCache {
 /** Per prepared launcher: uniforms kept (other offsets use the shared ring) and bind groups kept (LRU). */
 const UNIFORMS_PER_LAUNCHER = 4;
 const GROUPS_PER_LAUNCHER = 16;
+/** Bind groups kept per pipeline layout for launches through the shared uniform ring (LRU). */
+const RING_GROUPS_PER_LAYOUT = 32;
 const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map(), groups: new Map() });
 
 /** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
@@ -209,11 +218,13 @@ export class WebGPUBackend implements Backend {
   private readonly freeChunks: GPUBuffer[] = [];
   /** unmapped MAP_READ buffers of past reads, by size class */
   private readonly freeStaging: GPUBuffer[] = [];
+  /** bind groups of launches through the uniform ring, by layout, then chunk + buffers (LRU) */
+  private readonly ringGroups = new WeakMap<GPUBindGroupLayout, Map<string, GPUBindGroup>>();
   /** eager elementwise ops recorded and not yet launched (launched before any other use of the device) */
-  private readonly eager = new ElementwiseGroup(this);
+  private readonly eager = new ElementwiseGroup({ target: () => this.target, alloc: (dtype, size) => this.allocEager(dtype, size), prepare: (spec) => this.prepare(spec) });
   /** a collected storage's buffer goes back to the pool */
-  private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
-    this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
+  private readonly reclaim = new FinalizationRegistry<Block>((block) => {
+    this.pool.release(block, this.pendingBuffers.has(block.buffer) ? this.submitCount + 1 : this.submitCount);
   });
 
   constructor(readonly device: GPUDevice) {
@@ -263,10 +274,20 @@ export class WebGPUBackend implements Backend {
       throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
     }
     // a size class never pushes a buffer past what may be bound or allocated
-    const buffer = this.pool.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= this.maxBinding ? this.maxBinding : Infinity));
-    const s = new WebGPUStorage(dtype, size, buffer);
-    this.reclaim.register(s, buffer);
-    if (inNode && buffer.size >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(buffer.size));
+    const block = this.pool.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= this.maxBinding ? this.maxBinding : Infinity));
+    const s = new WebGPUStorage(dtype, size, block);
+    this.reclaim.register(s, block);
+    if (inNode && block.bytes >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(block.bytes));
+    return s;
+  }
+
+  /** A storage for an eager elementwise result: an arena slot when tiny (pool.ts), else a buffer of its own. */
+  allocEager(dtype: DType, size: number): WebGPUStorage {
+    const bytes = align4(size * 4);
+    if (bytes > SLOT_MAX) return this.alloc(dtype, size);
+    const block = this.pool.acquireSlot(dtype, bytes);
+    const s = new WebGPUStorage(dtype, size, block);
+    this.reclaim.register(s, block);
     return s;
   }
 
@@ -275,7 +296,7 @@ export class WebGPUBackend implements Backend {
     const st = this.alloc(dtype, data.length);
     if (data.length > 0) {
       const src = deviceData(data, dtype);
-      this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+      this.device.queue.writeBuffer(st.buffer, st.base * 4, src.buffer, src.byteOffset, src.byteLength);
     }
     return st;
   }
@@ -286,8 +307,8 @@ export class WebGPUBackend implements Backend {
     // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
     if (this.pendingBuffers.has(st.buffer)) this.flush();
     const src = deviceData(data, st.dtype);
-    const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
-    if (bytes > 0) this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
+    const bytes = Math.min(src.byteLength, st.block.bytes) & ~3;
+    if (bytes > 0) this.device.queue.writeBuffer(st.buffer, st.base * 4, src.buffer, src.byteOffset, bytes);
   }
 
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []): void {
@@ -363,7 +384,7 @@ export class WebGPUBackend implements Backend {
     this.encoder ??= d.createCommandEncoder({ label: 'kiln read' });
     this.pass?.end();
     this.pass = null;
-    this.encoder.copyBufferToBuffer(st.buffer, offset * 4, staging, 0, bytes);
+    this.encoder.copyBufferToBuffer(st.buffer, (st.base + offset) * 4, staging, 0, bytes);
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
@@ -591,7 +612,8 @@ export class WebGPUBackend implements Backend {
     return this.device.createBindGroupLayout({
       label,
       entries: [
-        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+        // a dynamic offset: launches through the shared uniform ring reuse one group per buffer set
+        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } },
         ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
       ],
     });
@@ -672,8 +694,11 @@ export class WebGPUBackend implements Backend {
         }
       }
     }
+    // offsets in the buffers: an arena slot starts at its base (pool.ts)
+    const offs: number[] = [];
+    for (let i = 0; i < n; i++) offs.push(args[i].offset + storages[i].base);
     // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
-    const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
+    const aligned = spec.kernel.kind === 'matmul' ? offs.map((o) => o % 4 === 0) : undefined;
     const p = pick(alias, aligned);
     if (p.error) throw p.error;
     for (const b of p.kernel.bindings) {
@@ -684,19 +709,31 @@ export class WebGPUBackend implements Backend {
     }
     const wg = p.kernel.workgroups;
     if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
-    if (cache && this.launchCached(spec, args, storages, params, p, cache)) return;
+    if (cache && this.launchCached(spec, offs, storages, params, p, cache)) return;
     const cp = this.encoderFor(p.kernel.uniformBytes);
     const at = this.uniformUsed;
-    packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
+    packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, offs, params);
     this.uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniformChunk!, offset: at, size: p.kernel.uniformBytes } }];
-    for (const b of p.kernel.bindings) {
-      const buffer = storages[b.arg].buffer;
-      entries.push({ binding: b.binding, resource: { buffer } });
-      this.pendingBuffers.add(buffer);
+    // The slot is chosen by a dynamic offset, so the group (chunk + buffers) is reused while the same
+    // buffers are bound: eager kernels over arena slots bind the same arena launch after launch.
+    const chunk = this.uniformChunk!;
+    let groups = this.ringGroups.get(p.layout);
+    if (!groups) this.ringGroups.set(p.layout, (groups = new Map()));
+    let key = `${bufferId(chunk)}:${p.kernel.uniformBytes}#`;
+    for (const b of p.kernel.bindings) key += `${bufferId(storages[b.arg].buffer)},`;
+    let group = groups.get(key);
+    if (group) {
+      groups.delete(key); // most recently used last
+    } else {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: chunk, offset: 0, size: p.kernel.uniformBytes } }];
+      for (const b of p.kernel.bindings) entries.push({ binding: b.binding, resource: { buffer: storages[b.arg].buffer } });
+      group = this.device.createBindGroup({ layout: p.layout, entries });
+      if (groups.size >= RING_GROUPS_PER_LAYOUT) groups.delete(groups.keys().next().value!);
     }
+    groups.set(key, group);
+    for (const b of p.kernel.bindings) this.pendingBuffers.add(storages[b.arg].buffer);
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, this.device.createBindGroup({ layout: p.layout, entries }));
+    cp.setBindGroup(0, group, [at]);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
@@ -708,17 +745,17 @@ export class WebGPUBackend implements Backend {
    * more than the rest of an eager launch, so a launcher keeps the groups of the last few buffer sets
    * it bound: compiled steps bind the same buffers every call, and eager loops get pooled buffers back.
    */
-  private launchCached(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
+  private launchCached(spec: KernelSpec, offs: readonly number[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
     const d = this.device;
     const n = spec.args.length;
     let key = '';
-    for (let i = 0; i < n; i++) key += `${args[i].offset},`;
+    for (let i = 0; i < n; i++) key += `${offs[i]},`;
     key += `|${params.join(',')}`;
     let uniform = cache.uniforms.get(key);
     if (!uniform) {
       if (cache.uniforms.size >= UNIFORMS_PER_LAUNCHER) return false;
       const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
-      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, args.slice(0, n).map((a) => a.offset), params);
+      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offs, params);
       uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
       d.queue.writeBuffer(uniform, 0, bytes);
       cache.uniforms.set(key, uniform);
@@ -745,7 +782,7 @@ export class WebGPUBackend implements Backend {
     const cp = this.encoderFor(0);
     const wg = p.kernel.workgroups;
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, group);
+    cp.setBindGroup(0, group, [0]);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
