@@ -70,6 +70,8 @@ export interface Backend {
    * (runtime/eager-fusion.ts). Returns the result's storage (allocated now), or null to launch as usual.
    */
   deferElementwise?<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage | null;
+  /** The same for an eager in-place write of `value` into `target` (writeInto); false to launch it as usual. */
+  deferWrite?(target: EagerOperand, value: EagerOperand): boolean;
 }
 
 /** What `precompile` did: shaders compiled (deduplicated by source), their size, and the wall time. */

@@ -149,6 +149,7 @@ export function writeInto(target: Tensor, value: Tensor): void {
   if (tracer) return tracer.assign(target, value);
   forgetValues(target._storage!);
   const backend = backendFor(target.device);
+  if (backend.deferWrite?.({ storage: target._storage!, view: target._view, dtype: target.dtype }, { storage: value._storage!, view: value._view, dtype: value.dtype })) return;
   const spec = copyKernel({ view: { ...value._view, offset: 0 }, dtype: value.dtype }, { view: { ...target._view, offset: 0 }, dtype: target.dtype });
   backend.run([spec], [{ storage: value._storage!, offset: value._view.offset }, { storage: target._storage!, offset: target._view.offset }]);
 }

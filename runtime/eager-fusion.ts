@@ -9,7 +9,8 @@
 // which tensors are still referenced is unknowable until the garbage collector runs), and the group
 // holds its operands' storages until then, so their buffers cannot be reused under it. Each op is
 // computed by its entry of the lowering table (compiler/lower.ts), as one-op eager kernels are; a value
-// a later op of the same kernel uses is recomputed in registers instead of being read back.
+// a later op of the same kernel uses is recomputed in registers instead of being read back. In-place
+// writes (an optimizer's `p.sub_(...)`) join the group as copies into the target's storage.
 //
 // A flush costs little once warm: the group's structure (ops, attributes, operand layouts and dtypes)
 // is spelled as a string while ops are recorded, and the kernels and prepared launchers are cached by
@@ -68,14 +69,45 @@ export class ElementwiseGroup {
    * written to, allocated now.
    */
   record<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage {
-    if (this.shape && !sameShape(this.shape, out.shape)) this.flush();
+    this.prepareFor(out.shape, inputs);
+    const storage = this.host.alloc(out.dtype, numel(out.shape));
+    this.add(prim, attrs, inputs, out, storage);
+    return storage;
+  }
+
+  /**
+   * Records an in-place write of `value` into `target` (an eager `writeInto`) when it can be fused: the
+   * same dtype, and the target written whole (contiguous from offset 0). The write becomes a copy op
+   * whose result is the target's storage: ops recorded before it read the old value (each invocation
+   * computes every value before it stores any), ops recorded after it read the new one. False: the
+   * caller launches the copy itself (this group launches first, as before any launch).
+   */
+  recordWrite(target: EagerOperand, value: EagerOperand): boolean {
+    const shape = target.view.shape;
+    if (target.dtype !== value.dtype || target.view.offset !== 0 || !isContiguous(target.view) || !sameShape(value.view.shape, shape)) return false;
+    this.prepareFor(shape, [value]);
+    // an earlier read of the target through another layout (a broadcast, a transpose) may run in another
+    // invocation than the one writing that element: those reads are launched first
+    if (this.args.some((a) => a.storage === target.storage && !(a.offset === 0 && isContiguous(a.view) && sameShape(a.view.shape, shape)))) this.flush();
+    this.shape ??= shape;
+    this.add('copy', {}, [value], { shape, dtype: target.dtype }, target.storage);
+    return true;
+  }
+
+  /** Launches what an op of `shape` over `inputs` cannot join (another shape, a result read through another layout, a full group). */
+  private prepareFor(shape: readonly number[], inputs: readonly EagerOperand[]): void {
+    if (this.shape && !sameShape(this.shape, shape)) this.flush();
     // an earlier result read through anything but its own layout (a broadcast, a slice) is read from memory
     for (const x of inputs) {
       const n = this.byStorage.get(x.storage);
       if (n !== undefined && !this.readsWhole(x, n)) { this.flush(); break; }
     }
     if (this.nodes.length >= MAX_OPS) this.flush();
-    this.shape ??= out.shape;
+    this.shape ??= shape;
+  }
+
+  /** Appends an op whose result goes to `storage` (later ops reading that storage whole read the op). */
+  private add(prim: Primitive, attrs: PrimAttrs[Primitive], inputs: readonly EagerOperand[], out: AVal, storage: Storage): void {
     const refs: Ref[] = [];
     let key = `${prim}${structuralKey(attrs)}${out.dtype}(`;
     for (const x of inputs) {
@@ -90,12 +122,10 @@ export class ElementwiseGroup {
       }
     }
     this.key += key + ')';
-    const storage = this.host.alloc(out.dtype, numel(out.shape));
     this.byStorage.set(storage, this.nodes.length);
     this.nodes.push({ prim, attrs, refs, out });
     this.outputs.push(storage);
     this.stats.ops++;
-    return storage;
   }
 
   /** Launches the recorded ops (their kernels are encoded in order, before anything launched after). */

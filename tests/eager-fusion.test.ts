@@ -152,6 +152,15 @@ describe.runIf(hasWebGPU)('eager fusion on webgpu', () => {
         kiln.noGrad(() => { p.sub_(g.mul(0.1)); });
         return [q, p, p.add(q)];
       }],
+      ['in-place writes read before through another layout, and after', () => {
+        const p = t([[1, 2], [3, 4]]), q = t([[0.5, 0.5], [2, 2]]);
+        const before = p.T.mul(q).add(p); // reads p transposed: the write below must not overtake it
+        kiln.noGrad(() => { p.add_(10); q.mul_(p); });
+        const after = p.mul(2).add(q);
+        const r = kiln.zeros([2, 2], dev);
+        kiln.noGrad(() => { r.copy_(after); r.add_(before.T); });
+        return [before, p, q, after, r];
+      }],
       ['more inputs than one kernel may bind', () => {
         const xs = Array.from({ length: 24 }, (_, k) => t([k + 1, -k, k * 0.5]));
         let acc = xs[0];

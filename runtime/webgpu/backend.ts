@@ -357,6 +357,14 @@ export class WebGPUBackend implements Backend {
     return this.eager.record(prim, attrs, inputs, out);
   }
 
+  /** Records an eager in-place write (runtime/eager-fusion.ts) under the same conditions. */
+  deferWrite(target: EagerOperand, value: EagerOperand): boolean {
+    if (!overrides.eagerFusion) return false;
+    const n = numel(target.view.shape);
+    if (n === 0 || asStorage(target.storage).buffer.size > this.maxBinding || asStorage(value.storage).buffer.size > this.maxBinding) return false;
+    return this.eager.recordWrite(target, value);
+  }
+
   /** Launches the recorded eager ops (encoded, not submitted). */
   flushEager(): void { this.eager.flush(); }
 
@@ -843,6 +851,7 @@ export const webgpuBackend: Backend = {
   finish: () => current().sync(),
   profileProgram: (specs, bindings, table) => current().profileProgram(specs, bindings, table, profileMethod ?? undefined),
   deferElementwise: (prim, attrs, inputs, out) => current().deferElementwise(prim, attrs, inputs, out),
+  deferWrite: (target, value) => current().deferWrite(target, value),
 };
 
 let profileMethod: 'wall' | null = null;
