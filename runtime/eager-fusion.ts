@@ -31,6 +31,10 @@ export interface FusionHost {
   target(): Target;
   alloc(dtype: DType, size: number): Storage;
   prepare(spec: KernelSpec): Launch;
+  /** The buffer a storage lives in where storages share buffers (WebGPU arena slots); default: its own. */
+  bufferOf?(storage: Storage): object;
+  /** The bindings a kernel over `buffers` takes (`written[i]`: argument i is written); default: one per argument. */
+  bindings?(buffers: readonly object[], written: readonly boolean[]): number;
 }
 
 /** Recorded ops a group holds at most before it launches them (bounds kernel size and latency). */
@@ -132,7 +136,17 @@ export class ElementwiseGroup {
   flush(): void {
     if (!this.nodes.length) return;
     const { args, outputs, nodes } = this;
-    const key = `${this.shape!.join(',')}|${this.key}`;
+    // which arguments share a buffer decides how many bindings a kernel takes: part of the structure
+    const table: BoundArg[] = [...args.map((a) => ({ storage: a.storage, offset: a.offset })), ...outputs.map((storage) => ({ storage, offset: 0 }))];
+    const buffers = table.map((b) => this.host.bufferOf?.(b.storage) ?? b.storage);
+    const first = new Map<object, number>();
+    let share = '';
+    buffers.forEach((b, i) => {
+      const j = first.get(b);
+      if (j === undefined) first.set(b, i);
+      else share += `${i}=${j},`;
+    });
+    const key = `${this.shape!.join(',')}|${this.key}|${share}`;
     this.shape = null;
     this.args = [];
     this.nodes = [];
@@ -142,11 +156,10 @@ export class ElementwiseGroup {
     let c = this.cache.get(key);
     if (!c) {
       if (this.cache.size >= MAX_CACHED) this.cache.clear();
-      c = this.compile(args, nodes);
+      c = this.compile(args, nodes, buffers);
       this.cache.set(key, c);
       this.stats.compiled++;
     }
-    const table: BoundArg[] = [...args.map((a) => ({ storage: a.storage, offset: a.offset })), ...outputs.map((storage) => ({ storage, offset: 0 }))];
     for (let k = 0; k < c.launches.length; k++) c.launches[k](c.bindings[k].map((slot) => table[slot]));
     this.stats.kernels += c.launches.length;
     this.stats.flushes++;
@@ -171,15 +184,21 @@ export class ElementwiseGroup {
   }
 
   /**
-   * Splits the ops, in order, into map kernels of at most maxKernelArgs buffers each: an op joins the
+   * Splits the ops, in order, into map kernels of at most maxKernelArgs bindings each: an op joins the
    * current kernel when the buffers it adds (its result, the arguments of the ops it inlines, and the
-   * results of earlier kernels it reads) still fit.
+   * results of earlier kernels it reads) still fit. `buffers[slot]`: the buffer each slot lives in.
    */
-  private compile(args: ElementwiseGroup['args'], nodes: readonly Node[]): Compiled {
+  private compile(args: ElementwiseGroup['args'], nodes: readonly Node[], buffers: readonly object[]): Compiled {
     const maxArgs = maxKernelArgs(this.host.target());
     const nArgs = args.length;
     const kernelOf: number[] = [];
     const groups: { nodes: number[]; slots: Set<number> }[] = [];
+    const fits = (slots: Set<number>, k: number, extra: number): boolean => {
+      if (slots.size <= maxArgs || !this.host.bindings) return slots.size <= maxArgs;
+      const list = [...slots];
+      const written = list.map((s) => s >= nArgs && (s - nArgs === extra || kernelOf[s - nArgs] === k));
+      return this.host.bindings(list.map((s) => buffers[s]), written) <= maxArgs;
+    };
     // the slots op i reads when placed in kernel k (earlier ops of k are inlined)
     const slotsFor = (i: number, k: number, into: Set<number>, seen = new Set<number>()): void => {
       for (const r of nodes[i].refs) {
@@ -194,7 +213,7 @@ export class ElementwiseGroup {
       if (k >= 0) {
         slotsFor(i, k, need);
         const union = new Set([...groups[k].slots, ...need]);
-        if (union.size <= maxArgs) { groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
+        if (fits(union, k, i)) { groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
       }
       k = groups.length;
       need = new Set<number>([nArgs + i]);

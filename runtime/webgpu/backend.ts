@@ -168,6 +168,17 @@ function asStorage(s: Storage): WebGPUStorage {
   return s;
 }
 
+/**
+ * Arguments bound to the same buffer share one binding when the kernel writes one of them (WebGPU
+ * forbids a buffer bound both read-only and writable in one dispatch): for each argument, the first
+ * argument of its buffer; undefined when no binding is shared.
+ */
+function sharedBindings(buffers: readonly GPUBuffer[], written: (arg: number) => boolean): number[] | undefined {
+  const all = buffers.map((b) => buffers.indexOf(b));
+  const conflict = all.some((a, k) => a !== k && (written(k) || written(a) || all.some((b, m) => b === a && written(m))));
+  return conflict ? all : undefined;
+}
+
 function writtenArgs(spec: KernelSpec): Set<number> {
   const k = spec.kernel;
   return new Set(k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
@@ -221,7 +232,17 @@ export class WebGPUBackend implements Backend {
   /** bind groups of launches through the uniform ring, by layout, then chunk + buffers (LRU) */
   private readonly ringGroups = new WeakMap<GPUBindGroupLayout, Map<string, GPUBindGroup>>();
   /** eager elementwise ops recorded and not yet launched (launched before any other use of the device) */
-  private readonly eager = new ElementwiseGroup({ target: () => this.target, alloc: (dtype, size) => this.allocEager(dtype, size), prepare: (spec) => this.prepare(spec) });
+  private readonly eager = new ElementwiseGroup({
+    target: () => this.target,
+    alloc: (dtype, size) => this.allocEager(dtype, size),
+    prepare: (spec) => this.prepare(spec),
+    // arena slots share their arena's buffer, and a kernel writing one binds it once (sharedBindings)
+    bufferOf: (s) => asStorage(s).buffer,
+    bindings: (buffers, written) => {
+      const shared = sharedBindings(buffers as GPUBuffer[], (k) => written[k]);
+      return shared ? new Set(shared).size : buffers.length;
+    },
+  });
   /** a collected storage's buffer goes back to the pool */
   private readonly reclaim = new FinalizationRegistry<Block>((block) => {
     this.pool.release(block, this.pendingBuffers.has(block.buffer) ? this.submitCount + 1 : this.submitCount);
@@ -687,16 +708,12 @@ export class WebGPUBackend implements Backend {
     this.eager.flush(); // recorded eager ops come first (this launch may read or overwrite their buffers)
     const n = spec.args.length;
     if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
-    // Arguments bound to the same buffer share one binding when the kernel writes one of them
-    // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
     let alias: number[] | undefined;
     for (let i = 1; i < n && !alias; i++) {
       for (let j = 0; j < i; j++) {
         if (storages[i].buffer === storages[j].buffer) {
-          const all = storages.slice(0, n).map((s) => storages.findIndex((t) => t.buffer === s.buffer));
           const written = writtenArgs(spec);
-          const conflict = all.some((a, k) => a !== k && (written.has(k) || written.has(a) || all.some((b, m) => b === a && written.has(m))));
-          alias = conflict ? all : undefined;
+          alias = sharedBindings(storages.slice(0, n).map((s) => s.buffer), (k) => written.has(k));
           i = n; // decided
           break;
         }
