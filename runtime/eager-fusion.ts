@@ -113,7 +113,7 @@ export class ElementwiseGroup {
   /** Appends an op whose result goes to `storage` (later ops reading that storage whole read the op). */
   private add(prim: Primitive, attrs: PrimAttrs[Primitive], inputs: readonly EagerOperand[], out: AVal, storage: Storage): void {
     const refs: Ref[] = [];
-    let key = `${prim}${structuralKey(attrs)}${out.dtype}(`;
+    let key = `${prim}${attrsKey(attrs)}${out.dtype}(`;
     for (const x of inputs) {
       const n = this.byStorage.get(x.storage);
       if (n !== undefined) {
@@ -252,6 +252,11 @@ export class ElementwiseGroup {
     });
     return { launches, bindings, ops: nodes.length };
   }
+}
+
+/** structuralKey of an op's attributes; most elementwise ops have none (the common case, without JSON). */
+function attrsKey(attrs: object): string {
+  return Object.keys(attrs).length === 0 ? '{}' : structuralKey(attrs);
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

@@ -222,9 +222,10 @@ export class WebGPUBackend implements Backend {
   private completed = 0;
   // the uniform chunk the pending launches' slots are packed into
   private uniformChunk: GPUBuffer | null = null;
-  private uniformHost: ArrayBuffer | null = null;
-  private uniformI32 = new Int32Array(0);
-  private uniformF32 = new Float32Array(0);
+  // host copy of the pending launches' slots: one for the instance (queue.writeBuffer copies it at flush)
+  private readonly uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
+  private readonly uniformI32 = new Int32Array(this.uniformHost);
+  private readonly uniformF32 = new Float32Array(this.uniformHost);
   private uniformUsed = 0;
   private readonly freeChunks: GPUBuffer[] = [];
   /** unmapped MAP_READ buffers of past reads, by size class */
@@ -454,7 +455,7 @@ export class WebGPUBackend implements Backend {
     if (!encoder) return;
     this.pass?.end();
     this.pass = null;
-    if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost!, 0, this.uniformUsed);
+    if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost, 0, this.uniformUsed);
     d.pushErrorScope('validation');
     d.queue.submit([encoder.finish()]);
     this.pendingChecks.push(d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null)));
@@ -467,7 +468,6 @@ export class WebGPUBackend implements Backend {
     });
     this.encoder = null;
     this.uniformChunk = null;
-    this.uniformHost = null;
     this.uniformUsed = 0;
     this.pendingLaunches = 0;
     this.pendingBuffers = new Set();
@@ -686,9 +686,6 @@ export class WebGPUBackend implements Backend {
 
   private takeChunk(): void {
     this.uniformChunk = this.freeChunks.pop() ?? this.device.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
-    this.uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
-    this.uniformI32 = new Int32Array(this.uniformHost);
-    this.uniformF32 = new Float32Array(this.uniformHost);
     this.uniformUsed = 0;
   }
 
