@@ -14,7 +14,9 @@
 //
 // A flush costs little once warm: the group's structure (ops, attributes, operand layouts and dtypes)
 // is spelled as a string while ops are recorded, and the kernels and prepared launchers are cached by
-// it, so a training loop builds expressions and compiles shaders in its first iteration only.
+// it. A structure seen for the first time runs one kernel per op (the shaders eager ops share, so code
+// that runs once compiles nothing new); from its second time on it runs fused, so a training loop
+// compiles its fused shaders in its second iteration only.
 
 import { lowerings, mapKernel } from '../compiler/lower.ts';
 import { maxKernelArgs, type Target } from '../compiler/target.ts';
@@ -47,8 +49,10 @@ type Ref = { arg: number } | { node: number };
 
 interface Node { prim: Primitive; attrs: PrimAttrs[Primitive]; refs: Ref[]; out: AVal }
 
-/** The kernels of one group structure: `bindings[k][a]` is the slot (group args, then op results) kernel k's argument a binds. */
-interface Compiled { launches: Launch[]; bindings: number[][]; ops: number }
+/** Kernels of one group structure: `bindings[k][a]` is the slot (group args, then op results) kernel k's argument a binds. */
+interface Compiled { launches: Launch[]; bindings: number[][] }
+/** A structure's kernels: one per op the first time it is seen, fused from the second time on. */
+interface Cached { single: Compiled; fused?: Compiled }
 
 export class ElementwiseGroup {
   /** the common shape of the recorded ops (one map kernel iterates over it) */
@@ -59,8 +63,8 @@ export class ElementwiseGroup {
   /** recorded results by storage (a later op reads them as a node) */
   private byStorage = new Map<Storage, number>();
   private key = '';
-  private readonly cache = new Map<string, Compiled>();
-  /** counters for tests and benchmarks: ops recorded, kernels launched, groups compiled */
+  private readonly cache = new Map<string, Cached>();
+  /** counters for tests and benchmarks: ops recorded, kernels launched, fused structures compiled, flushes */
   readonly stats = { ops: 0, kernels: 0, compiled: 0, flushes: 0 };
 
   constructor(private readonly host: FusionHost) {}
@@ -153,12 +157,18 @@ export class ElementwiseGroup {
     this.outputs = [];
     this.byStorage = new Map();
     this.key = '';
-    let c = this.cache.get(key);
-    if (!c) {
+    let c: Compiled;
+    const cached = this.cache.get(key);
+    if (!cached) {
       if (this.cache.size >= MAX_CACHED) this.cache.clear();
-      c = this.compile(args, nodes, buffers);
-      this.cache.set(key, c);
-      this.stats.compiled++;
+      c = this.compile(args, nodes, buffers, false);
+      this.cache.set(key, { single: c });
+    } else {
+      if (!cached.fused) {
+        cached.fused = this.compile(args, nodes, buffers, true);
+        this.stats.compiled++;
+      }
+      c = cached.fused;
     }
     for (let k = 0; k < c.launches.length; k++) c.launches[k](c.bindings[k].map((slot) => table[slot]));
     this.stats.kernels += c.launches.length;
@@ -187,8 +197,9 @@ export class ElementwiseGroup {
    * Splits the ops, in order, into map kernels of at most maxKernelArgs bindings each: an op joins the
    * current kernel when the buffers it adds (its result, the arguments of the ops it inlines, and the
    * results of earlier kernels it reads) still fit. `buffers[slot]`: the buffer each slot lives in.
+   * Unless `fuse`: then every op is a kernel of its own.
    */
-  private compile(args: ElementwiseGroup['args'], nodes: readonly Node[], buffers: readonly object[]): Compiled {
+  private compile(args: ElementwiseGroup['args'], nodes: readonly Node[], buffers: readonly object[], fuse: boolean): Compiled {
     const maxArgs = maxKernelArgs(this.host.target());
     const nArgs = args.length;
     const kernelOf: number[] = [];
@@ -210,7 +221,7 @@ export class ElementwiseGroup {
     for (let i = 0; i < nodes.length; i++) {
       let k = groups.length - 1;
       let need = new Set<number>([nArgs + i]);
-      if (k >= 0) {
+      if (k >= 0 && fuse) {
         slotsFor(i, k, need);
         const union = new Set([...groups[k].slots, ...need]);
         if (fits(union, k, i)) { groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
@@ -225,8 +236,14 @@ export class ElementwiseGroup {
     const shape = nodes[0].out.shape;
     const launches: Launch[] = [];
     const bindings: number[][] = [];
+    const dims = shape.join('x') || 'scalar';
     groups.forEach((g, k) => {
-      const slots = [...g.slots].sort((a, b) => a - b);
+      // a kernel of one op: operands in order, then the result, named as lowerPrimitive names it, so that
+      // it is the shader the op would launch unfused (one source, one pipeline)
+      const single = g.nodes.length === 1 ? nodes[g.nodes[0]] : null;
+      const slots = single
+        ? [...new Set(single.refs.map((r) => ('arg' in r ? r.arg : nArgs + r.node))), nArgs + g.nodes[0]]
+        : [...g.slots].sort((a, b) => a - b);
       const argIndex = new Map(slots.map((s, i) => [s, i]));
       const exprs = new Map<number, Expr>();
       const exprOf = (i: number): Expr => {
@@ -246,11 +263,11 @@ export class ElementwiseGroup {
       const outs: KernelOutput[] = g.nodes.map((i) => ({ arg: argIndex.get(nArgs + i)!, view: contiguousView(shape), dtype: nodes[i].out.dtype }));
       const kernel = { ...mapKernel(shape, exprOf(g.nodes[0]), outs[0]), exprs: g.nodes.map(exprOf), outputs: outs };
       const specArgs: KernelArg[] = slots.map((s) => ({ dtype: slotDType(s), size: s >= nArgs && g.nodes.includes(s - nArgs) ? numel(shape) : 0 }));
-      const name = `eager_${g.nodes.map((i) => nodes[i].prim).join('_').slice(0, 48)}_${shape.join('x') || 'scalar'}`;
+      const name = single ? `${single.prim}_${dims}` : `eager_${g.nodes.map((i) => nodes[i].prim).join('_').slice(0, 48)}_${dims}`;
       launches.push(this.host.prepare({ name, args: specArgs, kernel, params: 0 }));
       bindings.push(slots);
     });
-    return { launches, bindings, ops: nodes.length };
+    return { launches, bindings };
   }
 }
 
