@@ -41,6 +41,8 @@ export interface FusionHost {
 
 /** Recorded ops a group holds at most before it launches them (bounds kernel size and latency). */
 const MAX_OPS = 64;
+/** The largest expression tree (shared operands counted per use) one fused op may have; past it, a new kernel. */
+const MAX_TREE = 256;
 /** Group structures whose kernels are kept (cleared when full: a loop reuses a handful). */
 const MAX_CACHED = 256;
 
@@ -218,19 +220,24 @@ export class ElementwiseGroup {
         else if (!seen.has(r.node)) { seen.add(r.node); slotsFor(r.node, k, into, seen); }
       }
     };
+    // an op's expression written out as a tree (shared operands counted each time they are used): what
+    // the kernel's structural key spells, so it must stay small (x = x * x + x doubles it per op)
+    const tree: number[] = [];
+    const treeIn = (i: number, k: number): number => nodes[i].refs.reduce((n, r) => n + ('node' in r && kernelOf[r.node] === k ? tree[r.node] : 1), 1);
     for (let i = 0; i < nodes.length; i++) {
       let k = groups.length - 1;
       let need = new Set<number>([nArgs + i]);
-      if (k >= 0 && fuse) {
+      if (k >= 0 && fuse && treeIn(i, k) <= MAX_TREE) {
         slotsFor(i, k, need);
         const union = new Set([...groups[k].slots, ...need]);
-        if (fits(union, k, i)) { groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
+        if (fits(union, k, i)) { tree[i] = treeIn(i, k); groups[k].slots = union; groups[k].nodes.push(i); kernelOf[i] = k; continue; }
       }
       k = groups.length;
       need = new Set<number>([nArgs + i]);
       slotsFor(i, k, need);
       groups.push({ nodes: [i], slots: need });
       kernelOf[i] = k;
+      tree[i] = treeIn(i, k);
     }
     const slotDType = (s: number): DType => (s < nArgs ? args[s].dtype : nodes[s - nArgs].out.dtype);
     const shape = nodes[0].out.shape;

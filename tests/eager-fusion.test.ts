@@ -168,6 +168,11 @@ describe.runIf(hasWebGPU)('eager fusion on webgpu', () => {
         kiln.noGrad(() => { r.copy_(after); r.add_(before.T); });
         return [before, p, q, after, r];
       }],
+      ['a chain using each result twice (x = (x * x + x) / 2): expression trees stay bounded', () => {
+        let x = t([0.5, 0.25, 0.9]);
+        for (let i = 0; i < 40; i++) x = x.mul(x).add(x).mul(0.5);
+        return [x];
+      }],
       ['more inputs than one kernel may bind', () => {
         const xs = Array.from({ length: 24 }, (_, k) => t([k + 1, -k, k * 0.5]));
         let acc = xs[0];
