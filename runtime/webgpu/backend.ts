@@ -10,7 +10,10 @@
 // Launches are encoded into one pending command encoder that is submitted when a value is read, when
 // data is uploaded into a buffer the pending work may still use, or after MAX_PENDING launches; nothing
 // waits for the GPU until a read. Each launch gets its own slot of a per-batch uniform buffer holding the
-// arguments' element offsets and the launch params, so slicing and new params never compile a shader.
+// arguments' element offsets and the launch params, so slicing and new params never compile a shader
+// (bound at a dynamic offset, so the bind group is reused while the same buffers are bound). Eager
+// elementwise ops and in-place writes are recorded instead of launched, and launched fused before any
+// other launch, read or write (runtime/eager-fusion.ts).
 //
 // Errors: WebGPU reports shader and validation errors asynchronously. Every new pipeline is created
 // inside a 'validation' error scope and its compilation info is collected; every submit is wrapped the
@@ -27,7 +30,9 @@
 // Buffers are pooled (pool.ts): when a storage is garbage-collected (FinalizationRegistry), its GPUBuffer
 // goes back to its device's pool by size class, to be handed out again only after the submissions that
 // may use it have completed (the pending encoder's buffers wait for the next submit). Free buffers past
-// a cap are destroyed. Compiled steps allocate their temporaries once per signature (executor.ts).
+// a cap are destroyed. Compiled steps allocate their temporaries once per signature (executor.ts). Tiny
+// fused eager results take slots of per-dtype arena buffers instead (a storage's `base` is its first
+// element there, added to every offset bound, read or written).
 //
 // What codegen needs of the device is its description (`target`, compiler/target.ts): the limits, and
 // the adapter's codegen choices, which autotune.ts decides (workgroup cap, untuned matmul variants).
@@ -173,7 +178,7 @@ function asStorage(s: Storage): WebGPUStorage {
  * forbids a buffer bound both read-only and writable in one dispatch): for each argument, the first
  * argument of its buffer; undefined when no binding is shared.
  */
-function sharedBindings(buffers: readonly GPUBuffer[], written: (arg: number) => boolean): number[] | undefined {
+function sharedBindings<B>(buffers: readonly B[], written: (arg: number) => boolean): number[] | undefined {
   const all = buffers.map((b) => buffers.indexOf(b));
   const conflict = all.some((a, k) => a !== k && (written(k) || written(a) || all.some((b, m) => b === a && written(m))));
   return conflict ? all : undefined;
@@ -240,7 +245,7 @@ export class WebGPUBackend implements Backend {
     // arena slots share their arena's buffer, and a kernel writing one binds it once (sharedBindings)
     bufferOf: (s) => asStorage(s).buffer,
     bindings: (buffers, written) => {
-      const shared = sharedBindings(buffers as GPUBuffer[], (k) => written[k]);
+      const shared = sharedBindings(buffers, (k) => written[k]);
       return shared ? new Set(shared).size : buffers.length;
     },
   });
