@@ -11,7 +11,7 @@
 // data is uploaded into a buffer the pending work may still use, or after MAX_PENDING launches; nothing
 // waits for the GPU until a read. Each launch gets its own slot of a per-batch uniform buffer holding the
 // arguments' element offsets and the launch params, so slicing and new params never compile a shader
-// (bound at a dynamic offset, so the bind group is reused while the same buffers are bound). Eager
+// (its bind group is reused when a loop's launch comes back to the same slot with the same buffers). Eager
 // elementwise ops and in-place writes are recorded instead of launched, and launched fused before any
 // other launch, read or write (runtime/eager-fusion.ts).
 //
@@ -148,7 +148,7 @@ interface LaunchCache {
 const UNIFORMS_PER_LAUNCHER = 4;
 const GROUPS_PER_LAUNCHER = 16;
 /** Bind groups kept per pipeline layout for launches through the shared uniform ring (LRU). */
-const RING_GROUPS_PER_LAYOUT = 32;
+const RING_GROUPS_PER_LAYOUT = 64;
 const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map(), groups: new Map() });
 
 /** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
@@ -235,7 +235,7 @@ export class WebGPUBackend implements Backend {
   private readonly freeChunks: GPUBuffer[] = [];
   /** unmapped MAP_READ buffers of past reads, by size class */
   private readonly freeStaging: GPUBuffer[] = [];
-  /** bind groups of launches through the uniform ring, by layout, then chunk + buffers (LRU) */
+  /** bind groups of launches through the uniform ring, by layout, then chunk, slot and buffers (LRU) */
   private readonly ringGroups = new WeakMap<GPUBindGroupLayout, Map<string, GPUBindGroup>>();
   /** eager elementwise ops recorded and not yet launched (launched before any other use of the device) */
   private readonly eager = new ElementwiseGroup({
@@ -646,8 +646,7 @@ export class WebGPUBackend implements Backend {
     return this.device.createBindGroupLayout({
       label,
       entries: [
-        // a dynamic offset: launches through the shared uniform ring reuse one group per buffer set
-        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } },
+        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
         ...kernel.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.access === 'read' ? 'read-only-storage' as const : 'storage' as const } })),
       ],
     });
@@ -741,18 +740,20 @@ export class WebGPUBackend implements Backend {
     const at = this.uniformUsed;
     packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, offs, params);
     this.uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-    // The slot is chosen by a dynamic offset, so the group (chunk + buffers) is reused while the same
-    // buffers are bound: eager kernels over arena slots bind the same arena launch after launch.
+    // The group (chunk, slot, buffers) is reused when a launch comes back to the same slot of a chunk
+    // with the same buffers: a loop's launches take the same slots of the few chunks that take turns,
+    // and eager kernels over arena slots bind the same arena launch after launch. (Not a dynamic offset:
+    // on lavapipe one costs more per dispatch than creating the group.)
     const chunk = this.uniformChunk!;
     let groups = this.ringGroups.get(p.layout);
     if (!groups) this.ringGroups.set(p.layout, (groups = new Map()));
-    let key = `${bufferId(chunk)}:${p.kernel.uniformBytes}#`;
+    let key = `${bufferId(chunk)}:${at}:${p.kernel.uniformBytes}#`;
     for (const b of p.kernel.bindings) key += `${bufferId(storages[b.arg].buffer)},`;
     let group = groups.get(key);
     if (group) {
       groups.delete(key); // most recently used last
     } else {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: chunk, offset: 0, size: p.kernel.uniformBytes } }];
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: chunk, offset: at, size: p.kernel.uniformBytes } }];
       for (const b of p.kernel.bindings) entries.push({ binding: b.binding, resource: { buffer: storages[b.arg].buffer } });
       group = this.device.createBindGroup({ layout: p.layout, entries });
       if (groups.size >= RING_GROUPS_PER_LAYOUT) groups.delete(groups.keys().next().value!);
@@ -760,7 +761,7 @@ export class WebGPUBackend implements Backend {
     groups.set(key, group);
     for (const b of p.kernel.bindings) this.pendingBuffers.add(storages[b.arg].buffer);
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, group, [at]);
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
@@ -809,7 +810,7 @@ export class WebGPUBackend implements Backend {
     const cp = this.encoderFor(0);
     const wg = p.kernel.workgroups;
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, group, [0]);
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
