@@ -1,4 +1,4 @@
-// A pool of storage memory by size class, for one device: whole GPUBuffers, and slots of a shared arena
+// A pool of storage memory by size class, for one device: whole GPUBuffers, and slots of shared arena
 // buffers for tiny storages.
 //
 // A storage's memory comes back to the pool when the storage is garbage-collected (the backend registers
@@ -21,6 +21,8 @@
 // Another arena is made only when one is full. Arenas are kept for the device's lifetime (their
 // slots are reused: at most the peak of live tiny storages).
 
+import type { DType } from '../../ir/dtype.ts';
+
 export interface PoolStats {
   created: number; reused: number; destroyed: number; freeBytes: number; waiting: number; liveBytes: number;
   /** storages' blocks held (kiln.memory()), and bytes of returned blocks still waiting for their work */
@@ -36,8 +38,6 @@ export interface Block { readonly buffer: GPUBuffer; readonly base: number; read
 export const SLOT_MAX = 256;
 const ARENA_BYTES = 2 * 1024 * 1024;
 const PAGE_BYTES = 64 * 1024;
-
-import type { DType } from '../../ir/dtype.ts';
 
 export function sizeClass(bytes: number): number {
   if (bytes <= 4096) return Math.max(16, Math.ceil(bytes / 16) * 16);
