@@ -4,12 +4,17 @@
 import type { DType, TypedArray } from '../ir/dtype.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
 import type { Target } from '../compiler/target.ts';
+import type { AVal, PrimAttrs, Primitive } from '../ir/primitives.ts';
+import type { View } from '../ir/view.ts';
 
 export type DeviceName = 'cpu' | 'webgpu';
 export const DEVICES: readonly DeviceName[] = ['cpu', 'webgpu'];
 
 /** Device memory. `size` counts elements. */
 export interface Storage { readonly device: DeviceName; readonly dtype: DType; readonly size: number }
+
+/** An operand of an eager op: its storage and the view (with offset) the op reads it through. */
+export interface EagerOperand { storage: Storage; view: View; dtype: DType }
 
 /** A storage bound to a kernel argument, starting `offset` elements in. */
 export interface BoundArg { storage: Storage; offset: number }
@@ -59,6 +64,14 @@ export interface Backend {
   finish(): Promise<void>;
   /** Runs a program once, one kernel at a time, and measures each (compiled steps' `profile`). */
   profileProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], table: readonly Storage[]): Promise<KernelTimes>;
+  /**
+   * Devices whose launches cost more than small kernels' work (WebGPU) record eager elementwise ops
+   * instead of launching each, and launch them fused before anything else touches the device
+   * (runtime/eager-fusion.ts). Returns the result's storage (allocated now), or null to launch as usual.
+   */
+  deferElementwise?<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage | null;
+  /** The same for an eager in-place write of `value` into `target` (writeInto); false to launch it as usual. */
+  deferWrite?(target: EagerOperand, value: EagerOperand): boolean;
 }
 
 /** What `precompile` did: shaders compiled (deduplicated by source), their size, and the wall time. */

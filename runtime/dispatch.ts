@@ -106,6 +106,11 @@ function runEager<P extends Primitive>(prim: P, inputs: Tensor[], attrs: PrimAtt
     return Tensor._fromStorage(copy._storage!, lowering.view(copy._view, attrs, out)!, out.dtype);
   }
   const backend = backendFor(device);
+  if ('expr' in lowering && backend.deferElementwise) {
+    // recorded now (checked, allocated), launched fused with its neighbours (runtime/eager-fusion.ts)
+    const deferred = backend.deferElementwise(prim, attrs, inputs.map((t) => ({ storage: t._storage!, view: t._view, dtype: t.dtype })), out);
+    if (deferred) return Tensor._fromStorage(deferred, contiguousView(out.shape), out.dtype);
+  }
   const storage = backend.alloc(out.dtype, numel(out.shape));
   eagerLaunch(backend, prim, attrs, inputs, out)([...inputs.map((t) => ({ storage: t._storage!, offset: t._view.offset })), { storage, offset: 0 }]);
   return Tensor._fromStorage(storage, contiguousView(out.shape), out.dtype);
@@ -144,6 +149,7 @@ export function writeInto(target: Tensor, value: Tensor): void {
   if (tracer) return tracer.assign(target, value);
   forgetValues(target._storage!);
   const backend = backendFor(target.device);
+  if (backend.deferWrite?.({ storage: target._storage!, view: target._view, dtype: target.dtype }, { storage: value._storage!, view: value._view, dtype: value.dtype })) return;
   const spec = copyKernel({ view: { ...value._view, offset: 0 }, dtype: value.dtype }, { view: { ...target._view, offset: 0 }, dtype: target.dtype });
   backend.run([spec], [{ storage: value._storage!, offset: value._view.offset }, { storage: target._storage!, offset: target._view.offset }]);
 }

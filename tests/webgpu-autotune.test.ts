@@ -20,7 +20,7 @@ import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type M
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
 import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
-import { BufferPool, sizeClass } from '../runtime/webgpu/pool.ts';
+import { BufferPool, sizeClass, type Block } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
 import * as kiln from '../index.ts';
@@ -167,13 +167,14 @@ describe('buffer pool (unit)', () => {
   });
   it('a returned buffer is reused only after its submission completed, and buffers past the cap are destroyed', () => {
     const pool = new BufferPool(fakeDevice(), 10_000, 0);
-    const a = pool.acquire(4000, Infinity) as unknown as { id: number; destroyed: boolean };
-    pool.release(a as unknown as GPUBuffer, 1); // used by submission 1 (e.g. the pending encoder)
-    const b = pool.acquire(4000, Infinity) as unknown as { id: number };
-    expect(b.id).not.toBe(a.id); // submission 1 has not completed
+    const id = (b: Block): number => (b.buffer as unknown as { id: number }).id;
+    const a = pool.acquire(4000, Infinity);
+    pool.release(a, 1); // used by submission 1 (e.g. the pending encoder)
+    const b = pool.acquire(4000, Infinity);
+    expect(id(b)).not.toBe(id(a)); // submission 1 has not completed
     pool.completedUpTo(1);
-    const c = pool.acquire(4000, Infinity) as unknown as { id: number };
-    expect(c.id).toBe(a.id);
+    const c = pool.acquire(4000, Infinity);
+    expect(id(c)).toBe(id(a));
     expect(pool.stats.reused).toBe(1);
     // cap: 10 000 bytes of free buffers
     const bufs = [0, 1, 2].map(() => pool.acquire(4000, Infinity));

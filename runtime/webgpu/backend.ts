@@ -10,7 +10,10 @@
 // Launches are encoded into one pending command encoder that is submitted when a value is read, when
 // data is uploaded into a buffer the pending work may still use, or after MAX_PENDING launches; nothing
 // waits for the GPU until a read. Each launch gets its own slot of a per-batch uniform buffer holding the
-// arguments' element offsets and the launch params, so slicing and new params never compile a shader.
+// arguments' element offsets and the launch params, so slicing and new params never compile a shader
+// (its bind group is reused when a loop's launch comes back to the same slot with the same buffers). Eager
+// elementwise ops and in-place writes are recorded instead of launched, and launched fused before any
+// other launch, read or write (runtime/eager-fusion.ts).
 //
 // Errors: WebGPU reports shader and validation errors asynchronously. Every new pipeline is created
 // inside a 'validation' error scope and its compilation info is collected; every submit is wrapped the
@@ -27,7 +30,9 @@
 // Buffers are pooled (pool.ts): when a storage is garbage-collected (FinalizationRegistry), its GPUBuffer
 // goes back to its device's pool by size class, to be handed out again only after the submissions that
 // may use it have completed (the pending encoder's buffers wait for the next submit). Free buffers past
-// a cap are destroyed. Compiled steps allocate their temporaries once per signature (executor.ts).
+// a cap are destroyed. Compiled steps allocate their temporaries once per signature (executor.ts). Tiny
+// fused eager results take slots of per-dtype arena buffers instead (a storage's `base` is its first
+// element there, added to every offset bound, read or written).
 //
 // What codegen needs of the device is its description (`target`, compiler/target.ts): the limits, and
 // the adapter's codegen choices, which autotune.ts decides (workgroup cap, untuned matmul variants).
@@ -39,14 +44,24 @@ import type { KernelSpec } from '../../ir/kernel.ts';
 import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
-import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type EagerOperand, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
+import { ElementwiseGroup } from '../eager-fusion.ts';
+import type { AVal, PrimAttrs, Primitive } from '../../ir/primitives.ts';
+import { numel } from '../../ir/shape.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
-import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
+import { BufferPool, SLOT_MAX, sizeClass, type Block, type PoolStats } from './pool.ts';
 
+/** A storage: a whole buffer, or a slot of an arena buffer starting at element `base` (pool.ts). */
 export class WebGPUStorage implements Storage {
   readonly device = 'webgpu' as const;
-  constructor(readonly dtype: DType, readonly size: number, readonly buffer: GPUBuffer) {}
+  readonly buffer: GPUBuffer;
+  /** the storage's first element in `buffer`: every offset bound, read or written is relative to it */
+  readonly base: number;
+  constructor(readonly dtype: DType, readonly size: number, readonly block: Block) {
+    this.buffer = block.buffer;
+    this.base = block.base;
+  }
 }
 
 /** Bytes of free buffers the pool keeps; buffers returned past this are destroyed. */
@@ -82,8 +97,11 @@ interface Overrides {
   reduce: 'serial' | 'tree' | null;
   /** the matmul variant of every matmul (null: tuned or untuned default) */
   matmul: MatmulVariant | null;
+  /** whether eager elementwise ops are recorded and launched fused (KILN_EAGER_FUSION=0: off) */
+  eagerFusion: boolean;
 }
-const overrides: Overrides = { shaderTransform: null, gridCap: null, reduce: null, matmul: null };
+const envFusion = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.KILN_EAGER_FUSION;
+const overrides: Overrides = { shaderTransform: null, gridCap: null, reduce: null, matmul: null, eagerFusion: envFusion !== '0' };
 function override<K extends keyof Overrides>(key: K, value: Overrides[K]): void {
   overrides[key] = value;
   active?.invalidate();
@@ -96,6 +114,11 @@ export const setGridCap = (cap: number | null): void => override('gridCap', cap)
 export const setReduceStrategy = (strategy: 'serial' | 'tree' | null): void => override('reduce', strategy);
 /** Test hook: every matmul uses this variant (null: the tuned or default one). */
 export const setMatmulVariant = (v: MatmulVariant | null): void => override('matmul', v);
+/** Test and benchmark hook: whether eager elementwise ops are fused (default on; KILN_EAGER_FUSION=0: off). */
+export function setEagerFusion(on: boolean): void {
+  active?.flushEager();
+  overrides.eagerFusion = on;
+}
 
 // ---- one device ----------------------------------------------------------------------------------
 
@@ -124,6 +147,8 @@ interface LaunchCache {
 /** Per prepared launcher: uniforms kept (other offsets use the shared ring) and bind groups kept (LRU). */
 const UNIFORMS_PER_LAUNCHER = 4;
 const GROUPS_PER_LAUNCHER = 16;
+/** Bind groups kept per pipeline layout for launches through the shared uniform ring (LRU). */
+const RING_GROUPS_PER_LAYOUT = 64;
 const newLaunchCache = (): LaunchCache => ({ pipeline: null, uniforms: new Map(), groups: new Map() });
 
 /** Small ids of buffers (bind-group cache keys); a destroyed buffer is never bound again, so its entries simply age out. */
@@ -161,6 +186,17 @@ const storageUsage = (): number => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_
 function asStorage(s: Storage): WebGPUStorage {
   if (!(s instanceof WebGPUStorage)) throw new Error(`kiln: webgpu backend got a storage on device '${s.device}'`);
   return s;
+}
+
+/**
+ * Arguments bound to the same buffer share one binding when the kernel writes one of them (WebGPU
+ * forbids a buffer bound both read-only and writable in one dispatch): for each argument, the first
+ * argument of its buffer; undefined when no binding is shared.
+ */
+function sharedBindings<B>(buffers: readonly B[], written: (arg: number) => boolean): number[] | undefined {
+  const all = buffers.map((b) => buffers.indexOf(b));
+  const conflict = all.some((a, k) => a !== k && (written(k) || written(a) || all.some((b, m) => b === a && written(m))));
+  return conflict ? all : undefined;
 }
 
 function writtenArgs(spec: KernelSpec): Set<number> {
@@ -206,16 +242,31 @@ export class WebGPUBackend implements Backend {
   private completed = 0;
   // the uniform chunk the pending launches' slots are packed into
   private uniformChunk: GPUBuffer | null = null;
-  private uniformHost: ArrayBuffer | null = null;
-  private uniformI32 = new Int32Array(0);
-  private uniformF32 = new Float32Array(0);
+  // host copy of the pending launches' slots: one for the instance (queue.writeBuffer copies it at flush)
+  private readonly uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
+  private readonly uniformI32 = new Int32Array(this.uniformHost);
+  private readonly uniformF32 = new Float32Array(this.uniformHost);
   private uniformUsed = 0;
   private readonly freeChunks: GPUBuffer[] = [];
   /** unmapped MAP_READ buffers of past reads, by size class */
   private readonly freeStaging: GPUBuffer[] = [];
+  /** bind groups of launches through the uniform ring, by layout, then chunk, slot and buffers (LRU) */
+  private readonly ringGroups = new WeakMap<GPUBindGroupLayout, Map<string, GPUBindGroup>>();
+  /** eager elementwise ops recorded and not yet launched (launched before any other use of the device) */
+  private readonly eager = new ElementwiseGroup({
+    target: () => this.target,
+    alloc: (dtype, size) => this.allocEager(dtype, size),
+    prepare: (spec) => this.prepare(spec),
+    // arena slots share their arena's buffer, and a kernel writing one binds it once (sharedBindings)
+    bufferOf: (s) => asStorage(s).buffer,
+    bindings: (buffers, written) => {
+      const shared = sharedBindings(buffers, (k) => written[k]);
+      return shared ? new Set(shared).size : buffers.length;
+    },
+  });
   /** a collected storage's buffer goes back to the pool */
-  private readonly reclaim = new FinalizationRegistry<GPUBuffer>((buffer) => {
-    this.pool.release(buffer, this.pendingBuffers.has(buffer) ? this.submitCount + 1 : this.submitCount);
+  private readonly reclaim = new FinalizationRegistry<Block>((block) => {
+    this.pool.release(block, this.pendingBuffers.has(block.buffer) ? this.submitCount + 1 : this.submitCount);
   });
 
   constructor(readonly device: GPUDevice) {
@@ -265,10 +316,20 @@ export class WebGPUBackend implements Backend {
       throw new Error(`kiln: cannot allocate a WebGPU buffer of ${size} elements (${bytes} bytes): this device's maxBufferSize is ${d.limits.maxBufferSize} bytes`);
     }
     // a size class never pushes a buffer past what may be bound or allocated
-    const buffer = this.pool.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= this.maxBinding ? this.maxBinding : Infinity));
-    const s = new WebGPUStorage(dtype, size, buffer);
-    this.reclaim.register(s, buffer);
-    if (inNode && buffer.size >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(buffer.size));
+    const block = this.pool.acquire(bytes, Math.min(d.limits.maxBufferSize, bytes <= this.maxBinding ? this.maxBinding : Infinity));
+    const s = new WebGPUStorage(dtype, size, block);
+    this.reclaim.register(s, block);
+    if (inNode && block.bytes >= BALLAST_MIN) ballast.set(s, new ArrayBuffer(block.bytes));
+    return s;
+  }
+
+  /** A storage for an eager elementwise result: an arena slot when tiny (pool.ts), else a buffer of its own. */
+  allocEager(dtype: DType, size: number): WebGPUStorage {
+    const bytes = align4(size * 4);
+    if (bytes > SLOT_MAX) return this.alloc(dtype, size);
+    const block = this.pool.acquireSlot(dtype, bytes);
+    const s = new WebGPUStorage(dtype, size, block);
+    this.reclaim.register(s, block);
     return s;
   }
 
@@ -277,18 +338,19 @@ export class WebGPUBackend implements Backend {
     const st = this.alloc(dtype, data.length);
     if (data.length > 0) {
       const src = deviceData(data, dtype);
-      this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, src.byteLength);
+      this.device.queue.writeBuffer(st.buffer, st.base * 4, src.buffer, src.byteOffset, src.byteLength);
     }
     return st;
   }
 
   write(s: Storage, data: TypedArray): void {
     const st = asStorage(s);
+    this.eager.flush();
     // queue.writeBuffer runs before the pending (unsubmitted) launches: submit those first if they use the buffer
     if (this.pendingBuffers.has(st.buffer)) this.flush();
     const src = deviceData(data, st.dtype);
-    const bytes = Math.min(src.byteLength, st.buffer.size) & ~3;
-    if (bytes > 0) this.device.queue.writeBuffer(st.buffer, 0, src.buffer, src.byteOffset, bytes);
+    const bytes = Math.min(src.byteLength, st.block.bytes) & ~3;
+    if (bytes > 0) this.device.queue.writeBuffer(st.buffer, st.base * 4, src.buffer, src.byteOffset, bytes);
   }
 
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []): void {
@@ -325,6 +387,32 @@ export class WebGPUBackend implements Backend {
     return launcherProgram((spec) => this.prepare(spec), specs, bindings);
   }
 
+  /**
+   * Records an eager elementwise op (runtime/eager-fusion.ts) unless fusion is off, the result is empty,
+   * or a buffer is too big to bind (then launching it now raises the error at the op).
+   */
+  deferElementwise<P extends Primitive>(prim: P, attrs: PrimAttrs[P], inputs: readonly EagerOperand[], out: AVal): Storage | null {
+    if (!overrides.eagerFusion) return null;
+    const n = numel(out.shape);
+    if (n === 0 || align4(n * 4) > this.maxBinding) return null;
+    for (const x of inputs) if (asStorage(x.storage).buffer.size > this.maxBinding) return null;
+    return this.eager.record(prim, attrs, inputs, out);
+  }
+
+  /** Records an eager in-place write (runtime/eager-fusion.ts) under the same conditions. */
+  deferWrite(target: EagerOperand, value: EagerOperand): boolean {
+    if (!overrides.eagerFusion) return false;
+    const n = numel(target.view.shape);
+    if (n === 0 || asStorage(target.storage).buffer.size > this.maxBinding || asStorage(value.storage).buffer.size > this.maxBinding) return false;
+    return this.eager.recordWrite(target, value);
+  }
+
+  /** Launches the recorded eager ops (encoded, not submitted). */
+  flushEager(): void { this.eager.flush(); }
+
+  /** Eager fusion counters: ops recorded, kernels launched for them, group structures compiled, flushes. */
+  eagerStats(): ElementwiseGroup['stats'] { return { ...this.eager.stats }; }
+
   memory(): DeviceMemory {
     const s = this.pool.stats;
     return { storages: s.liveBuffers, bytes: s.liveBytes, cachedBytes: s.freeBytes + s.waitingBytes, tracked: true };
@@ -332,6 +420,7 @@ export class WebGPUBackend implements Backend {
 
   async read(s: Storage, offset: number, size: number): Promise<TypedArray> {
     const st = asStorage(s);
+    this.eager.flush();
     const d = this.device;
     const out = (n: number): TypedArray => (st.dtype === 'float32' ? new Float32Array(n) : st.dtype === 'int32' ? new Int32Array(n) : new Uint8Array(n));
     if (size <= 0) {
@@ -345,7 +434,7 @@ export class WebGPUBackend implements Backend {
     this.encoder ??= d.createCommandEncoder({ label: 'kiln read' });
     this.pass?.end();
     this.pass = null;
-    this.encoder.copyBufferToBuffer(st.buffer, offset * 4, staging, 0, bytes);
+    this.encoder.copyBufferToBuffer(st.buffer, (st.base + offset) * 4, staging, 0, bytes);
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
@@ -381,11 +470,12 @@ export class WebGPUBackend implements Backend {
 
   /** Submits the pending launches (without waiting for them). */
   flush(): void {
+    this.eager.flush();
     const { encoder, device: d } = this;
     if (!encoder) return;
     this.pass?.end();
     this.pass = null;
-    if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost!, 0, this.uniformUsed);
+    if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost, 0, this.uniformUsed);
     d.pushErrorScope('validation');
     d.queue.submit([encoder.finish()]);
     this.pendingChecks.push(d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null)));
@@ -398,7 +488,6 @@ export class WebGPUBackend implements Backend {
     });
     this.encoder = null;
     this.uniformChunk = null;
-    this.uniformHost = null;
     this.uniformUsed = 0;
     this.pendingLaunches = 0;
     this.pendingBuffers = new Set();
@@ -616,9 +705,6 @@ export class WebGPUBackend implements Backend {
 
   private takeChunk(): void {
     this.uniformChunk = this.freeChunks.pop() ?? this.device.createBuffer({ size: UNIFORM_CHUNK, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'kiln uniforms' });
-    this.uniformHost = new ArrayBuffer(UNIFORM_CHUNK);
-    this.uniformI32 = new Int32Array(this.uniformHost);
-    this.uniformF32 = new Float32Array(this.uniformHost);
     this.uniformUsed = 0;
   }
 
@@ -635,25 +721,25 @@ export class WebGPUBackend implements Backend {
 
   /** Encodes one kernel launch into the pending command encoder. */
   private launch(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], pick: PickPipeline, cache?: LaunchCache): void {
+    this.eager.flush(); // recorded eager ops come first (this launch may read or overwrite their buffers)
     const n = spec.args.length;
     if (n > args.length) throw new Error(`kiln: kernel '${spec.name}' takes ${n} arguments, got ${args.length}`);
-    // Arguments bound to the same buffer share one binding when the kernel writes one of them
-    // (WebGPU forbids a buffer bound both read-only and writable in one dispatch).
     let alias: number[] | undefined;
     for (let i = 1; i < n && !alias; i++) {
       for (let j = 0; j < i; j++) {
         if (storages[i].buffer === storages[j].buffer) {
-          const all = storages.slice(0, n).map((s) => storages.findIndex((t) => t.buffer === s.buffer));
           const written = writtenArgs(spec);
-          const conflict = all.some((a, k) => a !== k && (written.has(k) || written.has(a) || all.some((b, m) => b === a && written.has(m))));
-          alias = conflict ? all : undefined;
+          alias = sharedBindings(storages.slice(0, n).map((s) => s.buffer), (k) => written.has(k));
           i = n; // decided
           break;
         }
       }
     }
+    // offsets in the buffers: an arena slot starts at its base (pool.ts)
+    const offs: number[] = [];
+    for (let i = 0; i < n; i++) offs.push(args[i].offset + storages[i].base);
     // matmul reads aligned operands as vec4: which offsets are multiples of 4 is part of its shader
-    const aligned = spec.kernel.kind === 'matmul' ? args.slice(0, n).map((a) => a.offset % 4 === 0) : undefined;
+    const aligned = spec.kernel.kind === 'matmul' ? offs.map((o) => o % 4 === 0) : undefined;
     const p = pick(alias, aligned);
     if (p.error) throw p.error;
     for (const b of p.kernel.bindings) {
@@ -664,19 +750,33 @@ export class WebGPUBackend implements Backend {
     }
     const wg = p.kernel.workgroups;
     if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
-    if (cache && this.launchCached(spec, args, storages, params, p, cache)) return;
+    if (cache && this.launchCached(spec, offs, storages, params, p, cache)) return;
     const cp = this.encoderFor(p.kernel.uniformBytes);
     const at = this.uniformUsed;
-    packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, args.map((a) => a.offset), params);
+    packUniform(this.uniformI32, this.uniformF32, at / 4, n, spec.params, offs, params);
     this.uniformUsed += Math.ceil(p.kernel.uniformBytes / UNIFORM_ALIGN) * UNIFORM_ALIGN;
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniformChunk!, offset: at, size: p.kernel.uniformBytes } }];
-    for (const b of p.kernel.bindings) {
-      const buffer = storages[b.arg].buffer;
-      entries.push({ binding: b.binding, resource: { buffer } });
-      this.pendingBuffers.add(buffer);
+    // The group (chunk, slot, buffers) is reused when a launch comes back to the same slot of a chunk
+    // with the same buffers: a loop's launches take the same slots of the few chunks that take turns,
+    // and eager kernels over arena slots bind the same arena launch after launch. (Not a dynamic offset:
+    // on lavapipe one costs more per dispatch than creating the group.)
+    const chunk = this.uniformChunk!;
+    let groups = this.ringGroups.get(p.layout);
+    if (!groups) this.ringGroups.set(p.layout, (groups = new Map()));
+    let key = `${bufferId(chunk)}:${at}:${p.kernel.uniformBytes}#`;
+    for (const b of p.kernel.bindings) key += `${bufferId(storages[b.arg].buffer)},`;
+    let group = groups.get(key);
+    if (group) {
+      groups.delete(key); // most recently used last
+    } else {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: chunk, offset: at, size: p.kernel.uniformBytes } }];
+      for (const b of p.kernel.bindings) entries.push({ binding: b.binding, resource: { buffer: storages[b.arg].buffer } });
+      group = this.device.createBindGroup({ layout: p.layout, entries });
+      if (groups.size >= RING_GROUPS_PER_LAYOUT) groups.delete(groups.keys().next().value!);
     }
+    groups.set(key, group);
+    for (const b of p.kernel.bindings) this.pendingBuffers.add(storages[b.arg].buffer);
     cp.setPipeline(p.pipeline);
-    cp.setBindGroup(0, this.device.createBindGroup({ layout: p.layout, entries }));
+    cp.setBindGroup(0, group);
     cp.dispatchWorkgroups(wg[0], wg[1], wg[2]);
     this.pendingLaunches++;
     this.launched++;
@@ -688,17 +788,17 @@ export class WebGPUBackend implements Backend {
    * more than the rest of an eager launch, so a launcher keeps the groups of the last few buffer sets
    * it bound: compiled steps bind the same buffers every call, and eager loops get pooled buffers back.
    */
-  private launchCached(spec: KernelSpec, args: readonly BoundArg[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
+  private launchCached(spec: KernelSpec, offs: readonly number[], storages: readonly WebGPUStorage[], params: readonly number[], p: Pipeline, cache: LaunchCache): boolean {
     const d = this.device;
     const n = spec.args.length;
     let key = '';
-    for (let i = 0; i < n; i++) key += `${args[i].offset},`;
+    for (let i = 0; i < n; i++) key += `${offs[i]},`;
     key += `|${params.join(',')}`;
     let uniform = cache.uniforms.get(key);
     if (!uniform) {
       if (cache.uniforms.size >= UNIFORMS_PER_LAUNCHER) return false;
       const bytes = new ArrayBuffer(Math.max(16, p.kernel.uniformBytes));
-      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, args.slice(0, n).map((a) => a.offset), params);
+      packUniform(new Int32Array(bytes), new Float32Array(bytes), 0, n, spec.params, offs, params);
       uniform = d.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `${spec.name} uniforms` });
       d.queue.writeBuffer(uniform, 0, bytes);
       cache.uniforms.set(key, uniform);
@@ -785,6 +885,8 @@ export const webgpuBackend: Backend = {
   precompile: (specs, firstRun) => current().precompile(specs, firstRun),
   finish: () => current().sync(),
   profileProgram: (specs, bindings, table) => current().profileProgram(specs, bindings, table, profileMethod ?? undefined),
+  deferElementwise: (prim, attrs, inputs, out) => current().deferElementwise(prim, attrs, inputs, out),
+  deferWrite: (target, value) => current().deferWrite(target, value),
 };
 
 let profileMethod: 'wall' | null = null;
@@ -807,6 +909,9 @@ export async function settle(): Promise<void> {
 export async function sync(): Promise<void> {
   if (isInitialized()) await current().sync();
 }
+
+/** The current device's eager fusion counters (tests and benchmarks); null before the device is used. */
+export function eagerFusionStats(): ElementwiseGroup['stats'] | null { return active?.eagerStats() ?? null; }
 
 /** The current device's buffer pool counters (tests and diagnostics); null before the device is used. */
 export function poolStats(): PoolStats | null { return active?.poolStats() ?? null; }
