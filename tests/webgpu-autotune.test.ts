@@ -2,7 +2,8 @@
 //
 // Every matmul variant the tuner may pick (and a few it would not) must match the CPU backend on odd
 // shapes, every operand layout, batches, aligned and unaligned offsets, int32 and an epilogue. The
-// tuner must cache per adapter + shape and persist to its JSON file; KILN_AUTOTUNE=0 must turn it off.
+// tuner must cache per adapter + shape and persist to its JSON file, yield to the program's work, and
+// KILN_AUTOTUNE=0 must turn it off.
 // The pool must reuse buffers of collected tensors, never while queued work may still use them.
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -19,7 +20,7 @@ import { lowerPrimitive } from '../compiler/lower.ts';
 import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
@@ -147,6 +148,22 @@ describe('matmul variants (codegen only)', () => {
     expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '' })).toBe(true);
     expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' })).toBe(false);
     expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
+  });
+
+  it('a tune step waits for a quiet queue, and for at most its cap when the program keeps submitting', async () => {
+    // a queue whose work finishes at once: quiet
+    let drains = 0;
+    const idle = { onSubmittedWorkDone: async () => { drains++; } };
+    expect(await quietQueue(idle, 1000)).toBe(true);
+    expect(drains).toBe(1);
+    // the program submits again whenever its work has finished (a busy loop): not quiet, so the wait
+    // retries until its cap and then lets the step run
+    drains = 0;
+    const busy = { onSubmittedWorkDone: async () => { drains++; noteUserSubmit(); } };
+    const t0 = performance.now();
+    expect(await quietQueue(busy, 40)).toBe(false);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(40);
+    expect(drains).toBeGreaterThan(1);
   });
 });
 

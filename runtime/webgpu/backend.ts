@@ -41,7 +41,7 @@ import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '..
 import type { WgslTarget } from '../../compiler/target.ts';
 import { launcherProgram, registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Launch, type PrecompileReport, type Program, type Storage } from '../device.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
-import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, noteUserSubmit, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, sizeClass, type PoolStats } from './pool.ts';
 
 export class WebGPUStorage implements Storage {
@@ -373,6 +373,7 @@ export class WebGPUBackend implements Backend {
     if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost!, 0, this.uniformUsed);
     d.pushErrorScope('validation');
     d.queue.submit([encoder.finish()]);
+    noteUserSubmit(); // tunes wait for a quiet queue (autotune.ts)
     this.pendingChecks.push(d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null)));
     const chunk = this.uniformChunk;
     const epoch = ++this.submitCount;
