@@ -346,15 +346,19 @@ export function clearAutotuneCache(alsoFile = true): void {
 // fresh process measured 56% of a reference kernel), and the loop's queued work made its own timings
 // noise. So each step of a tune (compiling and warming up one variant, or one timed sample) first
 // waits for a quiet queue: everything submitted has run and the backend (noteUserSubmit) submitted
-// nothing for QUIET_MS. A program that never leaves the queue quiet still gets its tune: a step waits
-// at most YIELD_FACTOR times the previous step's duration (at least MIN_YIELD_MS), so under continuous
-// load tuning takes about 1 / (1 + YIELD_FACTOR) of the time, and a timed sample that overlapped the
-// program's work is counted by GPU timestamps where the device has them (else it is retaken).
+// nothing for QUIET_MS. A program that never leaves the queue quiet still gets its tune, but not in its
+// first seconds: the first step waits up to FIRST_WAIT_MS, each later one at most YIELD_FACTOR times
+// the previous step's duration (at least MIN_YIELD_MS), so under continuous load tuning takes about
+// 1 / (1 + YIELD_FACTOR) of the time once it has started, and a timed sample that overlapped the
+// program's work is counted by GPU timestamps where the device has them (else it is retaken). (On a
+// busy 2-core machine a forced first step, compiling a variant while the program ran, still cost a
+// fresh process's 1024^3 loop a third of its speed over its first 3 s.)
 
 let userSubmits = 0;
 /** The backend calls this for every submission of the program's own work. */
 export function noteUserSubmit(): void { userSubmits++; }
 const QUIET_MS = 4;
+const FIRST_WAIT_MS = 5000;
 const YIELD_FACTOR = 4;
 const MIN_YIELD_MS = 50;
 
@@ -497,8 +501,8 @@ export function proxySpec(spec: KernelSpec): { spec: KernelSpec; rows: number } 
 class TuneSession {
   /** ms spent compiling and running this tune's work (waits for the program's work excluded) */
   own = 0;
-  /** the last step's duration, and whether it found a quiet queue */
-  private lastStep = 0;
+  /** the last step's duration (null before the first step), and whether it found a quiet queue */
+  private lastStep: number | null = null;
   private quiet = true;
   private readonly owned: { destroy(): void }[] = [];
 
@@ -522,7 +526,7 @@ class TuneSession {
 
   /** Runs `f` once the queue is quiet (or the wait hit its cap); see "yielding" above. */
   private async step<T>(f: () => Promise<T>): Promise<T> {
-    this.quiet = await quietQueue(this.d.queue, Math.max(MIN_YIELD_MS, YIELD_FACTOR * this.lastStep));
+    this.quiet = await quietQueue(this.d.queue, this.lastStep === null ? FIRST_WAIT_MS : Math.max(MIN_YIELD_MS, YIELD_FACTOR * this.lastStep));
     const s = performance.now();
     try { return await f(); } finally { this.lastStep = performance.now() - s; }
   }
