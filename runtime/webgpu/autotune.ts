@@ -347,9 +347,10 @@ export function clearAutotuneCache(alsoFile = true): void {
 // noise. So each step of a tune (compiling and warming up one variant, or one timed sample) first
 // waits for a quiet queue: everything submitted has run and the backend (noteUserSubmit) submitted
 // nothing for QUIET_MS. A program that never leaves the queue quiet still gets its tune, but not in its
-// first seconds: the first step waits up to FIRST_WAIT_MS, each later one at most YIELD_FACTOR times
-// the previous step's duration (at least MIN_YIELD_MS), so under continuous load tuning takes about
-// 1 / (1 + YIELD_FACTOR) of the time once it has started, and a timed sample that overlapped the
+// first seconds: until FIRST_WAIT_MS after the process's first tune step, steps wait for quiet; later
+// a step waits at most YIELD_FACTOR times the previous step's duration (at least MIN_YIELD_MS), so
+// under continuous load tuning takes about 1 / (1 + YIELD_FACTOR) of the time once it has started, and
+// a timed sample that overlapped the
 // program's work is counted by GPU timestamps where the device has them (else it is retaken). (On a
 // busy 2-core machine a forced first step, compiling a variant while the program ran, still cost a
 // fresh process's 1024^3 loop a third of its speed over its first 3 s.)
@@ -359,6 +360,8 @@ let userSubmits = 0;
 export function noteUserSubmit(): void { userSubmits++; }
 const QUIET_MS = 4;
 const FIRST_WAIT_MS = 5000;
+/** When this process's first tune step came (FIRST_WAIT_MS counts from it). */
+let firstTuneAt: number | null = null;
 const YIELD_FACTOR = 4;
 const MIN_YIELD_MS = 50;
 
@@ -526,7 +529,9 @@ class TuneSession {
 
   /** Runs `f` once the queue is quiet (or the wait hit its cap); see "yielding" above. */
   private async step<T>(f: () => Promise<T>): Promise<T> {
-    this.quiet = await quietQueue(this.d.queue, this.lastStep === null ? FIRST_WAIT_MS : Math.max(MIN_YIELD_MS, YIELD_FACTOR * this.lastStep));
+    firstTuneAt ??= performance.now();
+    const protectedFor = FIRST_WAIT_MS - (performance.now() - firstTuneAt);
+    this.quiet = await quietQueue(this.d.queue, Math.max(MIN_YIELD_MS, protectedFor, YIELD_FACTOR * (this.lastStep ?? 0)));
     const s = performance.now();
     try { return await f(); } finally { this.lastStep = performance.now() - s; }
   }
