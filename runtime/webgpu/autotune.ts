@@ -358,7 +358,12 @@ export function clearAutotuneCache(alsoFile = true): void {
 let userSubmits = 0;
 /** The backend calls this for every submission of the program's own work. */
 export function noteUserSubmit(): void { userSubmits++; }
-const QUIET_MS = 4;
+/**
+ * A queue counts as quiet once the program has submitted nothing for this long after its work ran:
+ * longer than a loop's turn between reading a result and launching again, even on a loaded machine
+ * (with 4 ms, a busy 2-core machine's scheduling gaps let compiles in between a loop's products).
+ */
+const QUIET_MS = 50;
 const FIRST_WAIT_MS = 5000;
 /** When this process's first tune step came (FIRST_WAIT_MS counts from it). */
 let firstTuneAt: number | null = null;
