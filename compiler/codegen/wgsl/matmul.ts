@@ -187,5 +187,5 @@ function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars
   const epi = emitter(args, (v, arg) => indexOf(v, outVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
   const result = epi.emit(k.epilogue);
   const st = store(args, k.output, indexOf(k.output.view, outVars, args.off(k.output.arg)), result, k.epilogue.dtype);
-  return blockEpilogue(BM, BN, wtype(accType), 'i', k.m, k.n, [...epi.lines, st]);
+  return blockEpilogue(BM, BN, 'i', k.m, k.n, `min(${args.off(k.output.arg)}, 0)`, [...epi.lines, st]);
 }
