@@ -104,10 +104,10 @@ export async function runWebgpu(): Promise<Table[]> {
   };
 
   // kiln in two fresh processes sharing a new tuning cache file: the first starts with no tuned
-  // choice (it launches the adapter's untuned default while the tuner runs in the background), the
-  // second reads what the first persisted.
+  // choice (it launches the adapter's untuned default; the tuner only uses quiet moments of the
+  // queue in a process's first seconds), the second reads whatever the first persisted.
   const cacheFile = path.join(os.tmpdir(), `kiln-bench-autotune-${process.pid}.json`);
-  for (const [name, note] of [['kiln matmul (webgpu), fresh process, no tuning cache', 'empty cache file: untuned default while the tuner runs'], ['kiln matmul (webgpu), fresh process, warm tuning cache', 'the cache file the run above wrote']]) {
+  for (const [name, note] of [['kiln matmul (webgpu), fresh process, no tuning cache', 'empty cache file: untuned default; the tuner waits for a quiet queue'], ['kiln matmul (webgpu), fresh process, warm tuning cache', 'the cache file the run above wrote']]) {
     if (kilnGpu) { rows.push(skipped(name, kilnGpu)); continue; }
     rows.push(
       await tryRow(name, async () => {
