@@ -14,15 +14,18 @@ const operands = (n: number) => {
   return { a: uniformArray(n * n, -1, 1, next), b: uniformArray(n * n, -1, 1, next) };
 };
 
-/** kiln's eager matmul (one element read back per product, as kiln-matmul-process.ts does). */
-async function kilnMatmul(n: number): Promise<PageResult> {
+/**
+ * kiln's eager matmul: one element read back per product, as kiln-matmul-process.ts does, or (`sync`)
+ * waiting for the queue as the references do.
+ */
+async function kilnMatmul(n: number, sync = false): Promise<PageResult> {
   await kiln.webgpu.init();
   const { a, b } = operands(n);
   const A = kiln.tensor(a, { shape: [n, n], device: 'webgpu' }), B = kiln.tensor(b, { shape: [n, n], device: 'webgpu' });
   const t0 = performance.now();
   const c = (await A.matmul(B).data()) as Float32Array;
   const firstMs = performance.now() - t0;
-  const m = await measure(() => A.matmul(B).index(n - 1, n - 1).item(), MM_OPTS);
+  const m = await measure(sync ? () => { A.matmul(B); return kiln.webgpu.sync(); } : () => A.matmul(B).index(n - 1, n - 1).item(), MM_OPTS);
   return { ...m, firstCallMs: firstMs, err: checkMatmul(c, a, b, n), note: JSON.stringify(kiln.webgpu.adapterInfo()) };
 }
 
