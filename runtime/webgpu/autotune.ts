@@ -349,11 +349,12 @@ export function clearAutotuneCache(alsoFile = true): void {
 // nothing for QUIET_MS. A program that never leaves the queue quiet still gets its tune, but not in its
 // first seconds: until FIRST_WAIT_MS after the process's first tune step, steps wait for quiet; later
 // a step waits at most YIELD_FACTOR times the previous step's duration (at least MIN_YIELD_MS), so
-// under continuous load tuning takes about 1 / (1 + YIELD_FACTOR) of the time once it has started, and
-// a timed sample that overlapped the
-// program's work is counted by GPU timestamps where the device has them (else it is retaken). (On a
-// busy 2-core machine a forced first step, compiling a variant while the program ran, still cost a
-// fresh process's 1024^3 loop a third of its speed over its first 3 s.)
+// under continuous load tuning takes about 1 / (1 + YIELD_FACTOR) of the time once it has started.
+// A timed sample that overlapped the program's work is counted by GPU timestamps where the device has
+// them (else it is retaken). (On a busy 2-core machine a forced first step, compiling a variant while
+// the program ran, still cost a fresh process's 1024^3 loop a third of its speed over its first 3 s.)
+// A pending tune keeps Node's event loop alive, so a script's tune runs, and is persisted, after its
+// own work ends.
 
 let userSubmits = 0;
 /** The backend calls this for every submission of the program's own work. */
