@@ -81,6 +81,7 @@ function cases(): Case[] {
     matmulCase('int32 batched [2] 9x11x6', [2], 9, 11, 6, contiguousView([2, 9, 11]), contiguousView([2, 11, 6]), 0, 0, 'int32'),
     matmulCase('1x1x1', [], 1, 1, 1, contiguousView([1, 1]), contiguousView([1, 1])),
     matmulCase('NN 70x64x66 (several tiles)', [], 70, 64, 66, contiguousView([70, 64]), contiguousView([64, 66])),
+    matmulCase('batched [2] NN 7x12x20 (vec4 stores, rows past m, a last half vec4 block)', [2], 7, 12, 20, contiguousView([2, 7, 12]), contiguousView([2, 12, 20])),
     epilogueCase(),
   ];
 }

@@ -29,11 +29,11 @@ export class Args {
   private vec = new Set<number>(); // canonical args read as array<vec4<T>>
   readonly offs = new Set<number>();
   constructor(private spec: KernelSpec, private alias: readonly number[] | undefined, readonly aligned: readonly boolean[] | undefined) {}
-  /** the buffer of `arg` typed as array<vec4<T>> (read only) */
-  bufVec4(arg: number): string {
+  /** the buffer of `arg` typed as array<vec4<T>> */
+  bufVec4(arg: number, write = false): string {
     const c = this.canon(arg);
     if (this.used.has(c) && !this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
-    this.used.set(c, this.used.get(c) ?? false);
+    this.used.set(c, (this.used.get(c) ?? false) || write);
     this.vec.add(c);
     this.offs.add(arg);
     return `b${c}`;
