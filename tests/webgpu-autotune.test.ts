@@ -17,10 +17,11 @@ import type { DType, TypedArray } from '../ir/dtype.ts';
 import type { Expr, KernelSpec } from '../ir/kernel.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { lowerPrimitive } from '../compiler/lower.ts';
+import { untunedMatmul } from '../compiler/target.ts';
 import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
@@ -305,7 +306,7 @@ describe.runIf(hasWebGPU)('autotune', () => {
     }
   });
 
-  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters', () => {
+  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters (4x8 @ 8x1 for large products)', () => {
     process.env.KILN_AUTOTUNE = '0';
     try {
       const info = adapterInfo();
@@ -313,7 +314,11 @@ describe.runIf(hasWebGPU)('autotune', () => {
       const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
       const v = chooseMatmul({ device: getDeviceSync(), adapter: adapterKey(info), software: isSoftwareAdapter(info), target, spec, aligned: [true, true, true], mayTune: true });
       expect(v).toEqual(isSoftwareAdapter(info) ? SOFTWARE_MATMUL : DEFAULT_MATMUL);
-      expect(adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul.at(-1)!.variant).toEqual(SOFTWARE_MATMUL);
+      const lavapipe = adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul;
+      expect(untunedMatmul(lavapipe, 256 ** 3)).toEqual(SOFTWARE_MATMUL);
+      // large products (1024^3): 4x8 blocks in one row of 8 invocations
+      expect(untunedMatmul(lavapipe, 1024 ** 3)).toEqual(SOFTWARE_LARGE_MATMUL);
+      expect(defaultMatmul(true, 1024 ** 3)).toEqual(SOFTWARE_LARGE_MATMUL);
     } finally {
       delete process.env.KILN_AUTOTUNE;
     }

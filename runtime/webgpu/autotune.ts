@@ -52,8 +52,8 @@ export function autotuneEnabled(): boolean {
   return env('KILN_AUTOTUNE') !== '0';
 }
 
-/** Bump when codegen, the candidate lists or the timing change what a cached choice means (old entries are ignored; v4: GPU-timestamp samples, proxy winners confirmed). */
-const CACHE_VERSION = 4;
+/** Bump when codegen, the candidate lists or the timing change what a cached choice means (old entries are ignored; v4: GPU-timestamp samples, proxy winners confirmed; v5: 4x8 @ 8x1). */
+const CACHE_VERSION = 5;
 export const adapterKey = (i: AdapterInfo): string => `v${CACHE_VERSION}:` + [i.vendor, i.architecture, i.device, i.description].join('/');
 
 /** The key of a matmul spec's tuning decision: shape, operand layouts, dtypes, alignment (not the epilogue). */
@@ -103,12 +103,23 @@ export function adapterPolicy(i: AdapterInfo): Pick<WgslTarget, 'options' | 'mat
 export const SOFTWARE_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 1], vec4: true, tiled: false };
 
 /**
+ * Software adapters' untuned choice for large products (from LARGE_WORK multiply-adds): 4x8 blocks in
+ * one row of 8 invocations. lavapipe, 1024^3, full products interleaved in one process (2026-11-30,
+ * three runs, load 1.5-2.8 on 2 cores): median 160-178 ms against 172-211 ms for 4x4 @ 8x1, which is
+ * the 8x1 reference kernel's shape. Below LARGE_WORK (the MLP's products) 4x4 stays: it compiles faster
+ * (the cold first call) and the proxy timings there showed no consistent winner.
+ */
+export const SOFTWARE_LARGE_MATMUL: MatmulVariant = { bm: 4, bn: 8, wg: [8, 1], vec4: true, tiled: false };
+const LARGE_WORK = 2 ** 27;
+
+/**
  * The untuned matmul variants of an adapter by size: 4x4 blocks (codegen's DEFAULT_MATMUL), and on
- * software adapters SOFTWARE_MATMUL for products worth tuning (KILN_AUTOTUNE=0 launches exactly these).
+ * software adapters SOFTWARE_MATMUL for products worth tuning and SOFTWARE_LARGE_MATMUL for large ones
+ * (KILN_AUTOTUNE=0 launches exactly these).
  */
 export function matmulDefaults(software: boolean): MatmulDefault[] {
   const all = [{ minWork: 0, variant: DEFAULT_MATMUL }];
-  return software ? [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_MATMUL }] : all;
+  return software ? [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_MATMUL }, { minWork: LARGE_WORK, variant: SOFTWARE_LARGE_MATMUL }] : all;
 }
 
 /** The untuned choice for a product of `work` multiply-adds on an adapter. */
@@ -121,8 +132,9 @@ export function matmulCandidates(software: boolean): MatmulVariant[] {
   // Software adapters (lavapipe, SwiftShader) compile each shader for hundreds of ms, so they get a
   // short list of register-blocked shapes that won somewhere on lavapipe, best first (a tune cut short
   // tries these first): one row of invocations per workgroup (wg [x, 1]) makes a's loads uniform across
-  // the workgroup; 8x8 blocks in 8x8 invocations won on some MLP products; 4x16 on narrow ones.
-  if (software) return [r(4, 4, 8, 1), r(8, 8, 8, 8), r(8, 4, 8, 1), r(8, 8, 8, 1), r(4, 4, 4, 16)];
+  // the workgroup (4x8 blocks so won 1024^3); 8x8 blocks in 8x8 invocations won on some MLP products; 4x16
+  // on narrow ones.
+  if (software) return [r(4, 4, 8, 1), r(4, 8, 8, 1), r(8, 8, 8, 8), r(8, 4, 8, 1), r(8, 8, 8, 1), r(4, 4, 4, 16)];
   return [
     t(4, 4, 16, 16), t(8, 4, 16, 16), t(4, 8, 16, 16), t(8, 8, 8, 8), t(4, 4, 8, 8), t(4, 8, 16, 8),
     r(4, 4, 16, 16), r(8, 4, 16, 8), r(4, 8, 16, 8), r(8, 8, 16, 16), r(2, 8, 16, 16), r(1, 8, 32, 8), r(8, 4, 64, 1),
