@@ -2,7 +2,8 @@
 //
 // Every matmul variant the tuner may pick (and a few it would not) must match the CPU backend on odd
 // shapes, every operand layout, batches, aligned and unaligned offsets, int32 and an epilogue. The
-// tuner must cache per adapter + shape and persist to its JSON file; KILN_AUTOTUNE=0 must turn it off.
+// tuner must cache per adapter + shape and persist to its JSON file, yield to the program's work, and
+// KILN_AUTOTUNE=0 must turn it off.
 // The pool must reuse buffers of collected tensors, never while queued work may still use them.
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -16,10 +17,11 @@ import type { DType, TypedArray } from '../ir/dtype.ts';
 import type { Expr, KernelSpec } from '../ir/kernel.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { lowerPrimitive } from '../compiler/lower.ts';
+import { untunedMatmul } from '../compiler/target.ts';
 import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, requestTune, shapeKey, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass, type Block } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
@@ -80,6 +82,7 @@ function cases(): Case[] {
     matmulCase('int32 batched [2] 9x11x6', [2], 9, 11, 6, contiguousView([2, 9, 11]), contiguousView([2, 11, 6]), 0, 0, 'int32'),
     matmulCase('1x1x1', [], 1, 1, 1, contiguousView([1, 1]), contiguousView([1, 1])),
     matmulCase('NN 70x64x66 (several tiles)', [], 70, 64, 66, contiguousView([70, 64]), contiguousView([64, 66])),
+    matmulCase('batched [2] NN 7x12x20 (vec4 stores, rows past m, a last half vec4 block)', [2], 7, 12, 20, contiguousView([2, 7, 12]), contiguousView([2, 12, 20])),
     epilogueCase(),
   ];
 }
@@ -147,6 +150,22 @@ describe('matmul variants (codegen only)', () => {
     expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '' })).toBe(true);
     expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' })).toBe(false);
     expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
+  });
+
+  it('a tune step waits for a quiet queue, and for at most its cap when the program keeps submitting', async () => {
+    // a queue whose work finishes at once: quiet
+    let drains = 0;
+    const idle = { onSubmittedWorkDone: async () => { drains++; } };
+    expect(await quietQueue(idle, 1000)).toBe(true);
+    expect(drains).toBe(1);
+    // the program submits again whenever its work has finished (a busy loop): not quiet, so the wait
+    // retries until its cap and then lets the step run
+    drains = 0;
+    const busy = { onSubmittedWorkDone: async () => { drains++; noteUserSubmit(); } };
+    const t0 = performance.now();
+    expect(await quietQueue(busy, 120)).toBe(false);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(120);
+    expect(drains).toBeGreaterThan(1);
   });
 });
 
@@ -288,7 +307,7 @@ describe.runIf(hasWebGPU)('autotune', () => {
     }
   });
 
-  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters', () => {
+  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters (4x8 @ 8x1 for large products)', () => {
     process.env.KILN_AUTOTUNE = '0';
     try {
       const info = adapterInfo();
@@ -296,7 +315,11 @@ describe.runIf(hasWebGPU)('autotune', () => {
       const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
       const v = chooseMatmul({ device: getDeviceSync(), adapter: adapterKey(info), software: isSoftwareAdapter(info), target, spec, aligned: [true, true, true], mayTune: true });
       expect(v).toEqual(isSoftwareAdapter(info) ? SOFTWARE_MATMUL : DEFAULT_MATMUL);
-      expect(adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul.at(-1)!.variant).toEqual(SOFTWARE_MATMUL);
+      const lavapipe = adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul;
+      expect(untunedMatmul(lavapipe, 256 ** 3)).toEqual(SOFTWARE_MATMUL);
+      // large products (1024^3): 4x8 blocks in one row of 8 invocations
+      expect(untunedMatmul(lavapipe, 1024 ** 3)).toEqual(SOFTWARE_LARGE_MATMUL);
+      expect(defaultMatmul(true, 1024 ** 3)).toEqual(SOFTWARE_LARGE_MATMUL);
     } finally {
       delete process.env.KILN_AUTOTUNE;
     }

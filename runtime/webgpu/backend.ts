@@ -49,7 +49,7 @@ import { ElementwiseGroup } from '../eager-fusion.ts';
 import type { AVal, PrimAttrs, Primitive } from '../../ir/primitives.ts';
 import { numel } from '../../ir/shape.ts';
 import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
-import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, onTuned, tunesPending } from './autotune.ts';
+import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, noteUserSubmit, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, SLOT_MAX, sizeClass, type Block, type PoolStats } from './pool.ts';
 
 /** A storage: a whole buffer, or a slot of an arena buffer starting at element `base` (pool.ts). */
@@ -478,6 +478,7 @@ export class WebGPUBackend implements Backend {
     if (this.uniformChunk && this.uniformUsed > 0) d.queue.writeBuffer(this.uniformChunk, 0, this.uniformHost, 0, this.uniformUsed);
     d.pushErrorScope('validation');
     d.queue.submit([encoder.finish()]);
+    noteUserSubmit(); // tunes wait for a quiet queue (autotune.ts)
     this.pendingChecks.push(d.popErrorScope().then((e) => (e ? new Error(`kiln: WebGPU launch failed: ${e.message}`) : null)));
     const chunk = this.uniformChunk;
     const epoch = ++this.submitCount;

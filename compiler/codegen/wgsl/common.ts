@@ -29,11 +29,11 @@ export class Args {
   private vec = new Set<number>(); // canonical args read as array<vec4<T>>
   readonly offs = new Set<number>();
   constructor(private spec: KernelSpec, private alias: readonly number[] | undefined, readonly aligned: readonly boolean[] | undefined) {}
-  /** the buffer of `arg` typed as array<vec4<T>> (read only) */
-  bufVec4(arg: number): string {
+  /** the buffer of `arg` typed as array<vec4<T>> */
+  bufVec4(arg: number, write = false): string {
     const c = this.canon(arg);
     if (this.used.has(c) && !this.vec.has(c)) throw new Error(`wgsl codegen: kernel '${this.spec.name}': argument ${arg} read both as vec4 and as scalars`);
-    this.used.set(c, this.used.get(c) ?? false);
+    this.used.set(c, (this.used.get(c) ?? false) || write);
     this.vec.add(c);
     this.offs.add(arg);
     return `b${c}`;
@@ -136,19 +136,30 @@ export function tiledKLoop(kTotal: number, tk: number, tm: number, tn: number, b
 }
 
 /**
- * The epilogue of a bm x bn register block held in vec4s c{r}_{cv} (columns 4cv..4cv+3): the block is
- * copied into a private array and one copy of `body` runs in a loop over its elements, with `acc` the
- * element at row `row` (i0 + ..) and column `j` (j0 + ..), where `row < rows && j < cols` (unrolling it
- * bm x bn times made shader compilation several times slower on software adapters).
+ * The epilogue of a bm x bn register block held in vec4s c{r}_{cv} (columns 4cv..4cv+3): a loop over
+ * the block's rows, each picking its row's vec4s with selects, and one copy of `body` per column, with
+ * `acc` the element at row `row` (i0 + ..) and column `j` (j0 + ..), where `row < rows && j < cols`.
+ * Software adapters compile slowly what they unroll: all bm x bn copies made a 4x4 matmul shader cost
+ * lavapipe 0.9-1.2 s of CPU, and a loop with a constant trip count is unrolled by LLVM as well, so
+ * `zero`, an expression that is 0 at run time (the min of an element offset and 0), hides the count.
+ * (One loop over all elements through a private array compiled fastest, 0.3-0.4 s, but ran the MLP's
+ * k = 128 weight-gradient products 1.5-2x slower.)
  */
-export function blockEpilogue(bm: number, bn: number, at: string, row: string, rows: number, cols: number, body: string[]): string[] {
+export function blockEpilogue(bm: number, bn: number, row: string, rows: number, cols: number, zero: string, body: string[]): string[] {
   const nv = bn / 4;
+  const pick = (cv: number) => Array.from({ length: bm - 1 }, (_, r) => r + 1).reduce((e, r) => `select(${e}, c${r}_${cv}, qr == ${r})`, `c0_${cv}`);
   return [
-    `var res: array<vec4<${at}>, ${bm * nv}>;`,
-    ...Array.from({ length: bm * nv }, (_, v) => `res[${v}] = c${Math.floor(v / nv)}_${v % nv};`),
-    `for (var qe = 0; qe < ${bm * bn}; qe = qe + 1) {`,
-    ...indent([`let ${row} = i0 + qe / ${bn};`, `let j = j0 + qe % ${bn};`, `if (${row} < ${rows} && j < ${cols}) {`,
-      ...indent([`let acc = res[qe / 4][qe % 4];`, ...body]), '}']),
+    `for (var qr = 0; qr < ${bm} + ${zero}; qr = qr + 1) {`,
+    ...indent([
+      `let ${row} = i0 + qr;`,
+      `if (${row} >= ${rows}) { break; }`,
+      ...Array.from({ length: nv }, (_, cv) => `let rv${cv} = ${pick(cv)};`),
+      ...Array.from({ length: bn }, (_, c) => [
+        '{',
+        ...indent([`let j = j0 + ${c};`, `if (j < ${cols}) {`, ...indent([`let acc = rv${c >> 2}.${'xyzw'[c & 3]};`, ...body]), '}']),
+        '}',
+      ]).flat(),
+    ]),
     '}',
   ];
 }

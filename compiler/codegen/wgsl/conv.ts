@@ -99,7 +99,7 @@ export function convKernel(k: ConvKernel, args: Args, lim: WgslLimits, name: str
     ...blockCoords(WX, TM, TN, BM, BN),
     ...R.map((r) => `var c${r}_0 = vec4<f32>(0.0);`),
     ...tiledKLoop(Kc, TK, TM, TN, BM, BN, 'f32', [...loadA, ...loadB]),
-    ...blockEpilogue(BM, BN, 'f32', 'o', Og, cols, [
+    ...blockEpilogue(BM, BN, 'o', Og, cols, `min(${args.off(k.x.arg)}, 0)`, [
       `let n = j / ${P};`,
       ...split(`(j % ${P})`, O, ov),
       ...epilogue(a.outPerm.map((d) => ['n', 'g', 'o', ...ov][d])),

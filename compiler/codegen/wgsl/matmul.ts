@@ -2,6 +2,7 @@
 // the autotuner (runtime/webgpu/autotune.ts) picks per adapter and shape; the epilogue runs per element.
 
 import type { DType } from '../../../ir/dtype.ts';
+import { isContiguous } from '../../../ir/view.ts';
 import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
@@ -75,9 +76,8 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   ];
   const accs: string[] = [];
   for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) accs.push(`var c${r}_${cv} = vec4<${at}>(0);`);
-  const stores = blockStores(k, args, [...bv, 'i', 'j'], accType, BM, BN);
-
   if (v.tiled) {
+    const stores = blockStores(k, args, [...bv, 'i', 'j'], accType, BM, BN);
     // Workgroup-memory tiles: TM x TILE_K of a and TILE_K x TN of b, loaded by all invocations with
     // bounds-checked scalar loads (zeros outside), then each invocation accumulates its BM x BN block.
     const TM = WY * BM, TN = WX * BN, NT = WX * WY;
@@ -178,8 +178,32 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   // The trip count is hidden from the shader compiler (an element offset is never negative, so the
   // min is 0): software drivers fully unroll constant short loops, which made lavapipe spend seconds
   // compiling small-k matmuls at their first dispatch.
+  // a plain product into a contiguous, 4-aligned float32 output whose rows hold whole vec4s: the block's
+  // rows are stored as vec4s (per-element stores and bounds checks cost small-k products ~10% on
+  // software adapters)
+  const o = k.output;
+  const vecOut = vecBase && k.epilogue.kind === 'acc' && accType === 'float32' && args.storage(o.arg) === 'float32' && k.n % 4 === 0
+    && args.aligned?.[o.arg] === true && o.view.offset % 4 === 0 && isContiguous(o.view) && !epiArgs.has(args.canon(o.arg));
+  const stores = vecOut ? vec4Stores(k, args, bv, BM, BN) : blockStores(k, args, [...bv, 'i', 'j'], accType, BM, BN);
   main.push(...accs, `let kn = ${k.k / KS} + min(${args.off(a.arg)}, 0);`, `for (var kk = 0; kk < kn; kk = kk + 1) {`, ...indent(body), '}', ...stores);
   return { decls: [], wg: [WX, WY], main, workgroups };
+}
+
+/** Stores of a BM x BN block c<r>_<cv> as vec4s, row by row (a loop with a hidden trip count, as blockEpilogue). */
+function vec4Stores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, bv: string[], BM: number, BN: number): string[] {
+  const out = args.bufVec4(k.output.arg, true);
+  const pick = (cv: number) => Array.from({ length: BM - 1 }, (_, r) => r + 1).reduce((e, r) => `select(${e}, c${r}_${cv}, qr == ${r})`, `c0_${cv}`);
+  return [
+    `for (var qr = 0; qr < ${BM} + min(${args.off(k.output.arg)}, 0); qr = qr + 1) {`,
+    ...indent([
+      'let i = i0 + qr;',
+      `if (i >= ${k.m}) { break; }`,
+      `let q = (${indexOf(k.output.view, [...bv, 'i', 'j0'], args.off(k.output.arg))}) / 4;`,
+      // n % 4 == 0 and j0 % 4 == 0: each vec4 of columns is wholly inside or wholly outside
+      ...Array.from({ length: BN / 4 }, (_, cv) => (cv === 0 ? `${out}[q] = ${pick(0)};` : `if (j0 + ${4 * cv} < ${k.n}) { ${out}[q + ${cv}] = ${pick(cv)}; }`)),
+    ]),
+    '}',
+  ];
 }
 
 /** The epilogue stores of a BM x BN register block held in vec4s c<r>_<cv> (common.ts blockEpilogue). */
@@ -187,5 +211,5 @@ function blockStores(k: Extract<Kernel, { kind: 'matmul' }>, args: Args, outVars
   const epi = emitter(args, (v, arg) => indexOf(v, outVars, args.off(arg)), 'e', { name: 'acc', dtype: accType });
   const result = epi.emit(k.epilogue);
   const st = store(args, k.output, indexOf(k.output.view, outVars, args.off(k.output.arg)), result, k.epilogue.dtype);
-  return blockEpilogue(BM, BN, wtype(accType), 'i', k.m, k.n, [...epi.lines, st]);
+  return blockEpilogue(BM, BN, 'i', k.m, k.n, `min(${args.off(k.output.arg)}, 0)`, [...epi.lines, st]);
 }
