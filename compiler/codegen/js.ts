@@ -7,7 +7,7 @@ import { exprChildren, exprLoads, postorder, unreachable, type Expr, type Kernel
 import { contiguousStrides } from '../../ir/shape.ts';
 import { contiguousView, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
-import { JS_RANDOM, jsSpelling } from './spelling-js.ts';
+import { JS_RANDOM, JS_SELECT, jsSpelling } from './spelling-js.ts';
 
 /** An emitter of JS kernel expressions: loads read `b<arg>` at `index(view)`. */
 function emitter(index: (view: View) => string, acc?: { name: string; dtype: DType }, counter?: string, prefix?: string): Emitter {
@@ -269,7 +269,7 @@ export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
-  const fn = new Function('env', `"use strict";\n${jsProgramSource(specs, bindings)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
+  const fn = new Function('env', `"use strict";\n${JS_SELECT}\n${jsProgramSource(specs, bindings)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
   const noParams: number[] = [];
   return (buffers) => fn(buffers, noParams);
 }
@@ -283,5 +283,5 @@ export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
 
 export function compileJs(spec: KernelSpec): JsKernelFn {
   const src = jsSource(spec);
-  return new Function('env', `"use strict"; return (${src});`)(kernelEnv) as JsKernelFn;
+  return new Function('env', `"use strict"; ${JS_SELECT} return (${src});`)(kernelEnv) as JsKernelFn;
 }

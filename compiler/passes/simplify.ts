@@ -5,7 +5,7 @@ import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
 import { isElementwise, isUnary, isView, type BinaryOp, type CompareOp } from '../../ir/primitives.ts';
 import { sameShape } from '../../ir/shape.ts';
-import { jsSpelling } from '../codegen/spelling-js.ts';
+import { JS_SELECT, jsSpelling } from '../codegen/spelling-js.ts';
 import { rewrite, type NodeInit } from './rewrite.ts';
 
 const evaluators = new Map<string, (...xs: number[]) => number>();
@@ -17,7 +17,7 @@ function evaluate(op: string, xs: number[], dtype: DType): number {
     // `dtype` is the result's: the compute type of arithmetic (float32 rounds as generated code does, float64
     // keeps every digit); comparisons ignore it
     const body = isUnary(op) ? jsSpelling.unary[op]('a', dtype) : op === 'where' ? jsSpelling.where('a', 'b', 'c') : jsSpelling.binary[op as BinaryOp | CompareOp]('a', 'b', dtype);
-    f = new Function('a', 'b', 'c', `return ${body};`) as (...xs: number[]) => number;
+    f = new Function('a', 'b', 'c', `${JS_SELECT} return ${body};`) as (...xs: number[]) => number;
     evaluators.set(key, f);
   }
   return f(...xs);
