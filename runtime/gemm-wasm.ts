@@ -146,10 +146,23 @@ function packBody(W: number): number[] {
     get(kk); i32(1); e(op.i32Add); set(kk);
     e(op.br, 0, op.end, op.end);
   };
-  // a whole block: (b + 1) * W <= count
+  // a whole block: (b + 1) * W <= count; its elements adjacent in memory (sElem = 1, e.g. B's rows of a
+  // row-major B): W / 4 vector copies per k-step, else one scalar copy per element
   get(b); i32(1); e(op.i32Add); i32(W); e(op.i32Mul); get(COUNT); e(op.i32LeU);
   e(op.if, 0x40);
+  get(SE); i32(1); e(op.i32Eq);
+  e(op.if, 0x40);
+  i32(0); set(kk);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  for (let v = 0; v < W / 4; v++) { get(d); get(src(0)); e(op.simd, ...simd.load, 0, ...uleb(16 * v)); e(op.simd, ...simd.store, 0, ...uleb(16 * v)); }
+  get(src(0)); get(skB); e(op.i32Add); set(src(0));
+  get(d); i32(4 * W); e(op.i32Add); set(d);
+  get(kk); i32(1); e(op.i32Add); set(kk);
+  e(op.br, 0, op.end, op.end);
+  e(op.else);
   kLoop((i) => { get(src(i)); e(op.f32Load, 2, 0); });
+  e(op.end);
   e(op.else);
   kLoop((i) => {
     get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); get(COUNT); e(op.i32LtU);
