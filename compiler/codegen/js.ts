@@ -173,6 +173,12 @@ function flatLoop(shape: readonly number[], body: (at: (strides: readonly number
 /** A gemm's epilogue over its result when the rows are packed (ldc = n): one flat loop over [m, n]. */
 function flatEpilogue(k: Extract<Kernel, { kind: 'matmul' }>, bv: readonly string[]): string[] {
   const nb = k.batch.length;
+  const out = k.output.view, [om, on] = out.strides.slice(nb);
+  if (k.epilogue.kind === 'acc' && k.output.dtype === 'float32' && on === 1 && (om === k.n || k.m === 1)) {
+    // a plain product into rows laid out as the result's: one native copy
+    const at = indexOf({ shape: k.batch, strides: out.strides.slice(0, nb), offset: out.offset }, bv);
+    return [`b${k.output.arg}.set(cc.subarray(0, ${k.m * k.n}), ${at});`];
+  }
   let epi: Emitter | undefined;
   const loop = flatLoop([k.m, k.n], (at) => {
     const index = (v: View): string => {
