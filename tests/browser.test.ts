@@ -50,13 +50,18 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
   const gemmChunks = (): string[] => staticClosure(kiln.chunks, chunkFor(kiln.chunks, 'runtime/gemm-wasm.ts'));
   const kilnFiles = (p: Page): string[] => [...new Set(requested.get(p)!.filter((u) => /^\/kiln[\w-]*\.js$/.test(u)).map((u) => u.slice(1)))].sort();
 
-  const page = async (path: string, hideWebGPU = false): Promise<Page> => {
+  /** A new page whose uncaught errors (returned) and requested paths (`requested`) are recorded. */
+  const watchedPage = async (): Promise<{ p: Page; errors: string[] }> => {
     const p = await context.newPage();
     const errors: string[] = [];
     p.on('pageerror', (e) => errors.push(e.message));
     const urls: string[] = [];
     requested.set(p, urls);
     p.on('request', (r) => urls.push(new URL(r.url()).pathname));
+    return { p, errors };
+  };
+  const page = async (path: string, hideWebGPU = false): Promise<Page> => {
+    const { p, errors } = await watchedPage();
     // Like a browser without WebGPU: navigator.gpu is undefined.
     if (hideWebGPU) await p.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
     await p.goto(server.url + path.replace(/^\//, ''));
@@ -106,12 +111,7 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
   });
 
   it('cross-origin isolated, split CPU products run on Web Workers once their chunk has loaded, with the bits of one thread', async () => {
-    const p = await context.newPage();
-    const errors: string[] = [];
-    p.on('pageerror', (e) => errors.push(e.message));
-    const urls: string[] = [];
-    requested.set(p, urls);
-    p.on('request', (r) => urls.push(new URL(r.url()).pathname));
+    const { p, errors } = await watchedPage();
     // (the pool's shared memory, kept for the check below: its control block counts the jobs published to workers)
     await p.addInitScript(() => {
       const Memory = WebAssembly.Memory;
