@@ -8,7 +8,7 @@
 // the same path.
 
 import { convGeometry, type ConvAttrs } from '../ir/conv.ts';
-import { numel } from '../ir/shape.ts';
+import { contiguousStrides, numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
 import type { Gemm, Unfolding } from './gemm-wasm.ts';
 
@@ -108,9 +108,14 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
 function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: number, Cg: number, kernel: number[], flip: boolean, kIdx: Int32Array): void {
   const nd = kernel.length, KP = numel(kernel);
   const s = wv.strides;
+  // A window stored contiguously (a weight; a weight gradient's "window", the output gradient) is one
+  // run of KP floats per (o, c), reversed when flipped: no per-element index arithmetic.
+  const runs = contiguousStrides(kernel).every((st, d) => st === s[3 + d] || kernel[d] === 1);
   for (let o = 0; o < Og; o++) {
     for (let c = 0; c < Cg; c++) {
-      const base = wv.offset + g * s[0] + o * s[1] + c * s[2];
+      const base = wv.offset + g * s[0] + o * s[1] + c * s[2], dst = (o * Cg + c) * KP;
+      if (runs && !flip) { wp.set(w.subarray(base, base + KP), dst); continue; }
+      if (runs) { for (let kf = 0; kf < KP; kf++) wp[dst + kf] = w[base + KP - 1 - kf]; continue; }
       kIdx.fill(0);
       for (let kf = 0; kf < KP; kf++) {
         let off = base;

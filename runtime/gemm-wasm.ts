@@ -190,7 +190,7 @@ function unfoldBody(W: number): number[] {
   let next = UNFOLD_PARAMS;
   const local = () => next++;
   const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), dh = local(), dw = local();
-  const j = local(), bi = local(), rem = local(), y = local(), P = local();
+  const j = local(), bi = local(), rem = local(), y = local(), P = local(), fast = local();
   const base = Array.from({ length: W }, local), ih = Array.from({ length: W }, local), iw = Array.from({ length: W }, local);
   const code: number[] = [];
   const e = (...xs: number[]) => code.push(...xs);
@@ -219,6 +219,13 @@ function unfoldBody(W: number): number[] {
     i32(-(2 ** 30)); set(ih[i]); // never inside the input: a zero column
     e(op.end);
   }
+  // A panel whose W columns are W adjacent positions of one output row reading adjacent inputs (stride
+  // and input column stride 1): where a k-step's window row and both end columns fall inside the input,
+  // its W values are W adjacent floats, copied as vectors.
+  get(ih[W - 1]); get(ih[0]); e(op.i32Eq);
+  get(iw[W - 1]); get(iw[0]); e(op.i32Sub); i32(W - 1); e(op.i32Eq, op.i32And);
+  get(base[W - 1]); get(base[0]); e(op.i32Sub); i32(4 * (W - 1)); e(op.i32Eq, op.i32And);
+  set(fast);
   // the window position of k-step K0: channel c, row ki, column kj
   get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
   get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
@@ -230,6 +237,13 @@ function unfoldBody(W: number): number[] {
   get(ki); get(DLH); e(op.i32Mul); set(dh);
   get(kj); get(DLW); e(op.i32Mul); set(dw);
   get(c); get(SC); e(op.i32Mul); get(dh); get(SH); e(op.i32Mul, op.i32Add); get(dw); get(SW); e(op.i32Mul, op.i32Add); i32(4); e(op.i32Mul); set(row);
+  get(fast);
+  get(ih[0]); get(dh); e(op.i32Add); get(H); e(op.i32LtU, op.i32And);
+  get(iw[0]); get(dw); e(op.i32Add); get(WI); e(op.i32LtU, op.i32And);
+  get(iw[W - 1]); get(dw); e(op.i32Add); get(WI); e(op.i32LtU, op.i32And);
+  e(op.if, 0x40);
+  for (let v = 0; v < W / 4; v++) { get(d); get(base[0]); get(row); e(op.i32Add); e(op.simd, ...simd.load, 0, ...uleb(16 * v)); e(op.simd, ...simd.store, 0, ...uleb(16 * v)); }
+  e(op.else);
   for (let i = 0; i < W; i++) {
     get(d);
     get(ih[i]); get(dh); e(op.i32Add); get(H); e(op.i32LtU);
@@ -238,6 +252,7 @@ function unfoldBody(W: number): number[] {
     e(op.if, op.f32); get(base[i]); get(row); e(op.i32Add, op.f32Load, 2, 0); e(op.else, op.f32Const, 0, 0, 0, 0, op.end);
     e(op.f32Store, 2, ...uleb(4 * i));
   }
+  e(op.end);
   get(d); i32(4 * W); e(op.i32Add); set(d);
   // next window position
   inc(kj);
