@@ -50,14 +50,13 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const nd = kernel.length;
   const KP = numel(kernel), P = numel(outSize), Kc = Cg * KP;
   const out = (outScratch = grow(outScratch, N * G * Og * P));
-  const tables = positionTables(a, geo.inSize, kernel, outSize);
-  // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
-  // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
-  // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
   // For 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's packer
   // unfolds the input itself, each thread into its own panels: no im2col block is written here, and a
   // block is bounded only by the packed operand's size (UNFOLDED floats).
   const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
+  // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
+  // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
+  // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
   const budget = unfoldable ? UNFOLDED : BLOCK;
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
   const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
@@ -65,7 +64,9 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const wp = (wScratch = grow(wScratch, Og * Kc));
   const col = unfoldable ? colScratch : (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd);
-  const rel = leadOffsets(tables, kernel, outSize, xv.strides);
+  // the im2col blocks' input positions (the unfolding packer computes its own)
+  const tables = unfoldable ? [] : positionTables(a, geo.inSize, kernel, outSize);
+  const rel = unfoldable ? new Int32Array(0) : leadOffsets(tables, kernel, outSize, xv.strides);
   // An im2col block is written along whichever of the window and the output is longer in the last
   // dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
@@ -77,13 +78,7 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
         let prod: { c: Float32Array; ldc: number };
         if (gemm && unfoldable) {
-          const s = xv.strides;
-          const u: Unfolding = nd === 1
-            ? { x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: 0, sW: s[3], kh: 1, kw: kernel[0], oh: 1, ow: outSize[0], h: 1, w: geo.inSize[0],
-              strideH: 1, strideW: a.stride[0], dilationH: 1, dilationW: a.dilation[0], padH: 0, padW: a.padLo[0] }
-            : { x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: s[3], sW: s[4], kh: kernel[0], kw: kernel[1], oh: outSize[0], ow: outSize[1],
-              h: geo.inSize[0], w: geo.inSize[1], strideH: a.stride[0], strideW: a.stride[1], dilationH: a.dilation[0], dilationW: a.dilation[1], padH: a.padLo[0], padW: a.padLo[1] };
-          prod = gemm.unfolded(wp, c0 * KP, Kc, 1, u, Og, cols, rows);
+          prod = gemm.unfolded(wp, c0 * KP, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, b0, g, c0), Og, cols, rows);
         } else {
           if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
           else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
@@ -102,6 +97,20 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
     }
   }
   return out;
+}
+
+/**
+ * The input block of images b0.., group g, channels c0.. as the gemm's unfolding packer reads it
+ * (gemm-wasm.ts Unfolding): a 1-d convolution is a 2-d one with a single row.
+ */
+function unfolding(a: ConvAttrs, x: Float32Array, xv: View, inSize: number[], kernel: number[], outSize: number[], b0: number, g: number, c0: number): Unfolding {
+  const s = xv.strides, two = kernel.length === 2;
+  const h = (v: readonly number[], one: number) => (two ? v[0] : one), w = (v: readonly number[]) => v[kernel.length - 1];
+  return {
+    x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: two ? s[3] : 0, sW: w(s.slice(3)),
+    kh: h(kernel, 1), kw: w(kernel), oh: h(outSize, 1), ow: w(outSize), h: h(inSize, 1), w: w(inSize),
+    strideH: h(a.stride, 1), strideW: w(a.stride), dilationH: h(a.dilation, 1), dilationW: w(a.dilation), padH: h(a.padLo, 0), padW: w(a.padLo),
+  };
 }
 
 /** wp[o, c * KP + k] = w[g, o, c, k] (window reversed when `flip`), read through the weight's view. */

@@ -68,19 +68,20 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
   // row blocks of A) just before multiplying it, so the packed chunk is still in cache.
   for (let k0 = 0; k0 < k; k0 += kc) {
     const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
-    const aAt = (c0: number) => pa + (mb * rb * k0 + c0 * kb * rb) * 4, bAt = (q0: number) => pb + ((ldc / 4) * k0 + q0 * kb * nr) * 4;
+    // this block of k: A's row blocks (kb * rb floats each) from aK, B's panels (kb * nr floats each) from bK
+    const aK = pa + mb * rb * k0 * 4, bK = pb + ldc * k0, aBlock = kb * rb * 4, bPanel = kb * nr * 4;
     if (axis === 0) {
       for (let q0 = p0; q0 < p1; q0 += 32) {
         const q1 = Math.min(p1, q0 + 32);
-        if (packOwn === 2) fns.packUnfolded(pb + ldc * k0, kb * nr * 4, q0, q1, kb, k0, n, ...job.slice(20));
-        else if (packOwn) fns.packB(pb + ldc * k0, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
-        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aAt(c0), bAt(q0), pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
+        if (packOwn === 2) fns.packUnfolded(bK, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
+        else if (packOwn) fns.packB(bK, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bK + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
       }
     } else {
       for (let c0 = i0; c0 < i1; c0 += 32) {
         const c1 = Math.min(i1, c0 + 32);
-        if (packOwn) fns.packA(pa + mb * rb * k0 * 4, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
-        fns.kernel(aAt(c0), bAt(p0), pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
+        if (packOwn) fns.packA(aK, aBlock, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
+        fns.kernel(aK + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
       }
     }
   }
