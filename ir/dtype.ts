@@ -5,7 +5,12 @@ export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'bool'];
 
 export type TypedArray = Float32Array | Float64Array | Int32Array | Uint8Array;
 
-export function typedArrayFor(dtype: DType, length: number): TypedArray {
+/** A zeroed host array of `length` elements; with `shared`, over a SharedArrayBuffer (which worker threads can see). */
+export function typedArrayFor(dtype: DType, length: number, shared = false): TypedArray {
+  if (shared) {
+    const C = typedArrayFor(dtype, 0).constructor as { new (buffer: SharedArrayBuffer): TypedArray; BYTES_PER_ELEMENT: number };
+    return new C(new SharedArrayBuffer(length * C.BYTES_PER_ELEMENT));
+  }
   switch (dtype) {
     case 'float32': return new Float32Array(length);
     case 'float64': return new Float64Array(length);

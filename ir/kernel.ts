@@ -44,6 +44,9 @@ export type Kernel =
 
 export interface KernelArg { dtype: DType; size: number }
 
+/** The arguments a kernel writes. */
+export const writtenArgs = (k: Kernel): number[] => (k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
+
 /** A kernel with its argument list: buffers are arguments 0..n-1 (inputs and outputs alike). */
 export interface KernelSpec {
   name: string;

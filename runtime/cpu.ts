@@ -5,7 +5,7 @@
 // slower (the dose epoch, all scalars: ~135 -> ~210 us), so the count starts only when asked for:
 // with the first kiln.memory() call, or from the start with KILN_TRACK_MEMORY=1.
 
-import { dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import { bytesPerElement, dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { ConvAttrs } from '../ir/conv.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
 import type { View } from '../ir/view.ts';
@@ -14,6 +14,7 @@ import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '..
 import { convCpu } from './conv-cpu.ts';
 import { loadGemm } from '#gemm';
 import type { Gemm } from './gemm-wasm.ts';
+import type { Pool } from './pool.ts';
 import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
 import { env } from './node.ts';
 
@@ -57,13 +58,28 @@ const arrayOf = (a: BoundArg): TypedArray => {
   return a.offset === 0 ? d : d.subarray(a.offset);
 };
 
+/**
+ * The thread pool split kernels run on (the gemm's; null until it loads, or without threads). Storages of
+ * SHARED_MIN_BYTES and more are then allocated in shared memory, so that compiled programs can run their
+ * big elementwise kernels and reductions in parts on it (codegen/js.ts jsProgramSource). Smaller ones
+ * (scalars: a shared buffer costs 2.5x as much to make) stay private; the pool copies those a split
+ * kernel reads.
+ */
+let threads: Pool | null = null;
+const SHARED_MIN_BYTES = 64;
+const shares = (dtype: DType, size: number): boolean => threads !== null && threads.splitsKernels && size * (dtype === 'bool' ? 1 : bytesPerElement(dtype)) >= SHARED_MIN_BYTES;
+
 export const cpuBackend: Backend = {
   name: 'cpu',
   target: { language: 'js' },
-  alloc: (dtype, size) => wrap(typedArrayFor(dtype, size), dtype),
+  alloc: (dtype, size) => wrap(typedArrayFor(dtype, size, shares(dtype, size)), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
-    return wrap(data, dtypeOfArray(data));
+    const dtype = dtypeOfArray(data);
+    if (!shares(dtype, data.length) || data.buffer instanceof SharedArrayBuffer) return wrap(data, dtype);
+    const copy = typedArrayFor(dtype, data.length, true);
+    copy.set(data);
+    return wrap(copy, dtype);
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const arrays = args.map(arrayOf);
@@ -108,7 +124,10 @@ export const cpuBackend: Backend = {
 // The WebAssembly gemm: at once in Node; in a browser build a chunk of its own, fetched as kiln loads.
 // Kernels generated before it arrives keep their JavaScript loops; later ones (the cache is cleared) use it.
 const loading = loadGemm();
-const useGemm = (gemm: Gemm | null): void => setJsKernelEnv({ gemm, conv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View) => convCpu(a, x, xv, w, wv, gemm) });
+const useGemm = (gemm: Gemm | null): void => {
+  threads = gemm?.threads ?? null;
+  setJsKernelEnv({ gemm, conv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View) => convCpu(a, x, xv, w, wv, gemm), parallel: threads?.splitter() ?? null });
+};
 if (loading instanceof Promise) {
   useGemm(null);
   loading.then((g) => { useGemm(g); cache.clear(); }, (e: unknown) => console.info(`kiln: CPU products run as JavaScript loops: the WebAssembly gemm did not load (${e instanceof Error ? e.message : String(e)}).`));

@@ -6,7 +6,7 @@
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
-import { MAX_PAGES, pool, runPart, type GemmFns, type GemmJob, type Pool } from './threads.ts';
+import { MAX_PAGES, pool, runPart, type GemmFns, type GemmJob, type Pool } from './pool.ts';
 
 const I32 = 0x7f, V128 = 0x7b;
 const op = {
@@ -277,6 +277,8 @@ function unfoldBody(W: number): number[] {
 export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
   /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
   unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean): { c: Float32Array; ldc: number };
+  /** the pool big products are split over (null: one thread), which split JavaScript kernels share */
+  readonly threads: Pool | null;
 };
 
 /**
@@ -378,6 +380,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   return Object.assign(gemm, {
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
       run(a, offA, sam, sak, { u }, m, n, k, split),
+    threads,
   });
 }
 

@@ -79,7 +79,7 @@ describe('WebAssembly gemm', () => {
     kiln.manualSeed(2);
     const x = kiln.randn([67, 90]), w = kiln.randn([90, 70]);
     const want = x.matmul(w).relu().dataSync();
-    setJsKernelEnv({ gemm: null, conv: null });
+    setJsKernelEnv({ gemm: null, conv: null, parallel: null });
     try {
       const step = kiln.compile((t: kiln.Tensor) => t.matmul(w).relu());
       const l = await step.lower(x);
@@ -87,7 +87,7 @@ describe('WebAssembly gemm', () => {
       const got = await (await step(x)).data();
       want.forEach((v, i) => expect(Math.abs(got[i] - v)).toBeLessThanOrEqual(1e-4 * (1 + Math.abs(v))));
     } finally {
-      setJsKernelEnv({ gemm, conv: null });
+      setJsKernelEnv({ gemm, conv: null, parallel: null });
     }
   });
 });

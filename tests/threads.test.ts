@@ -7,7 +7,7 @@ import v8 from 'node:v8';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { gemm, makeGemm, PLAIN, RELAXED, kernelSupported } from '../runtime/gemm-wasm.ts';
-import { pool } from '../runtime/threads.ts';
+import { pool } from '../runtime/pool.ts';
 
 function reference(a: Float32Array, sam: number, sak: number, b: Float32Array, sbk: number, sbn: number, m: number, n: number, k: number): Float64Array {
   const c = new Float64Array(m * n);
@@ -141,6 +141,46 @@ describe('thread pool', () => {
       }
       expect(Math.abs(outs[0][((n * O + o) * OH + y) * OW + xo] - want), `out[${n}, ${o}, ${y}, ${xo}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)));
     }
+  });
+
+  it("a compiled step's big elementwise kernels, reductions and gathers run in ranges on both threads, with the same bits as on one", async () => {
+    // dropout (counter-based random numbers), a ReLU, a reduction keeping a dim, a gather and an in-place
+    // update reading a 0-d learning rate (a private scalar the pool copies into shared memory)
+    const run = async (threads: number) => {
+      kiln.setNumThreads(threads);
+      kiln.manualSeed(5);
+      const w = kiln.randn([300, 600]).requiresGrad_(), table = kiln.randn([1000, 300]);
+      const lr = kiln.tensor(0.05);
+      const idx = kiln.randint(0, 1000, [600]);
+      const step = kiln.compile((x: kiln.Tensor) => {
+        const h = kiln.F.dropout(x.matmul(w).relu(), 0.3, true);
+        const loss = h.sum(1).mul(table.index(idx).sum(0).mean()).mean();
+        loss.backward();
+        kiln.noGrad(() => w.sub_(w.grad!.mul(lr)));
+        w.grad = null;
+        return loss;
+      });
+      const x = kiln.randn([400, 300]);
+      const before = pool()!.splitRuns;
+      const losses: number[] = [];
+      for (let i = 0; i < 2; i++) losses.push(await (await step(x)).item());
+      return { losses, w: w.dataSync(), split: pool()!.splitRuns - before };
+    };
+    const one = await run(1), two = await run(2);
+    expect(one.split).toBe(0);
+    expect(two.split).toBeGreaterThanOrEqual(4);
+    expect(two.losses).toEqual(one.losses);
+    expect(two.w).toEqual(one.w);
+  });
+
+  it('a worker that dies in a split kernel is an Error naming it, and the next call runs on a restarted pool', async () => {
+    kiln.setNumThreads(2);
+    const x = kiln.randn([512, 1024]);
+    const step = kiln.compile((t: kiln.Tensor) => t.mul(3).relu().sum(1));
+    const want = await (await step(x)).data();
+    pool()!.injectFault(1);
+    await expect(step(x)).rejects.toThrow(/kiln thread pool: worker 1 of 2 died \(exited with code 70\).*pool has restarted/);
+    expect(await (await step(x)).data()).toEqual(want);
   });
 
   it('shrinking and growing the pool between calls keeps the results and blames no stopped worker', () => {

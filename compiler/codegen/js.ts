@@ -3,7 +3,7 @@
 
 import type { DType } from '../../ir/dtype.ts';
 import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
-import { exprChildren, exprLoads, postorder, unreachable, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
+import { exprChildren, exprLoads, postorder, unreachable, writtenArgs, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { contiguousStrides } from '../../ir/shape.ts';
 import { contiguousView, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
@@ -19,7 +19,7 @@ const constantView = (v: View): boolean => v.strides.every((s, d) => s === 0 || 
 
 const usesRandom = (e: Expr): boolean => postorder([e], exprChildren).some((x) => x.kind === 'random');
 
-function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
+function genMap(k: Extract<Kernel, { kind: 'map' }>, ranged: boolean): Body {
   const random = k.exprs.some(usesRandom);
   // `lin` (the row-major position in the iteration space) is what random numbers are counted by.
   const linear = contiguousView(k.shape);
@@ -32,18 +32,35 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>): string {
   const values = k.exprs.map((e) => em.emit(e));
   const body = [...em.lines, ...k.outputs.map((o, j) => `b${o.arg}[${indexOf(collapsed.get(o.view)!, vars)}] = ${values[j]};`)];
   if (random) body.unshift(`const lin = ${indexOf(collapsed.get(linear)!, vars)};`);
-  return [...(random ? [JS_RANDOM] : []), ...em.hoisted, ...nest(shape, vars, body)].join('\n');
+  return loopBody([...(random ? [JS_RANDOM] : []), ...em.hoisted], shape, vars, body, ranged);
 }
 
-function nest(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
+/**
+ * A kernel's statements. A kernel whose outermost loop runs over outputs only (a map, a reduction keeping
+ * some dim, a gather) can run in parts, each a range [lo, hi) of that loop writing only its own outputs
+ * (the runtime's thread pool runs them, env.parallel): `extent` is that loop's trip count (0 for kernels
+ * that cannot be split) and `work` the iterations of the whole nest.
+ */
+interface Body { text: string; extent: number; work: number }
+
+/** A kernel's body: `prelude` (hoisted values), then loops over `shape` around `inner`, the outermost ranged when asked. */
+function loopBody(prelude: readonly string[], shape: readonly number[], vars: readonly string[], inner: string[], ranged: boolean, work = shape.reduce((a, b) => a * b, 1)): Body {
+  const extent = shape.length > 0 && shape[0] > 1 ? shape[0] : 0;
+  return { text: [...prelude, ...nest(shape, vars, inner, ranged && extent > 0)].join('\n'), extent, work };
+}
+
+/** Loops over `shape`; with `ranged`, the outermost runs over [lo, hi) (a part of a split kernel, see Part). */
+function nest(shape: readonly number[], vars: readonly string[], body: string[], ranged = false): string[] {
   let lines = body;
   for (let d = shape.length - 1; d >= 0; d--) {
-    lines = [`for (let ${vars[d]} = 0; ${vars[d]} < ${shape[d]}; ${vars[d]}++) {`, ...lines.map((l) => '  ' + l), '}'];
+    // A range's bounds are made int32 (`| 0`): untyped, V8 ran such loops ~1.5x slower.
+    const head = ranged && d === 0 ? `let ${vars[d]} = lo | 0, end = hi | 0; ${vars[d]} < end;` : `let ${vars[d]} = 0; ${vars[d]} < ${shape[d]};`;
+    lines = [`for (${head} ${vars[d]}++) {`, ...lines.map((l) => '  ' + l), '}'];
   }
   return lines;
 }
 
-function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
+function genReduce(k: Extract<Kernel, { kind: 'reduce' }>, ranged: boolean): Body {
   const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
   const vars = k.inShape.map((d, i) => (d === 1 ? null : `i${i}`));
@@ -60,7 +77,7 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>): string {
   // loop body is a block even with no loop (only size-1 extents reduced): its names shadow none of the epilogue's.
   const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), ['{', ...inner.lines, ...update, '}']), ...outer.lines,
     `b${k.output.arg}[${indexOf(k.output.view, keptVars)}] = ${result};`];
-  return [...inner.hoisted, ...outer.hoisted, ...nest(kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body)].join('\n');
+  return loopBody([...inner.hoisted, ...outer.hoisted], kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body, ranged, k.inShape.reduce((a, b) => a * b, 1));
 }
 
 /**
@@ -197,14 +214,14 @@ export function gemmSplitPays(m: number, n: number, k: number): boolean {
   return m * n * k >= 1 << 21;
 }
 
-function genGather(k: Extract<Kernel, { kind: 'gather' }>): string {
+function genGather(k: Extract<Kernel, { kind: 'gather' }>, ranged: boolean): Body {
   const vars = k.shape.map((_, i) => `i${i}`);
   const em = emitter((v) => indexOf(v, vars));
   const idx = em.emit(k.index);
   const srcVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const body = [...em.lines, `const g = ${idx};`,
     `b${k.output.arg}[${indexOf(k.output.view, vars)}] = b${k.src.arg}[${indexOf(axisIndexedView(k.src.view, k.shape, k.axis), srcVars)}];`];
-  return [...em.hoisted, ...nest(k.shape, vars, body)].join('\n');
+  return loopBody(em.hoisted, k.shape, vars, body, ranged);
 }
 
 function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
@@ -239,15 +256,16 @@ function genConv(k: ConvKernel): string {
     ...epi!.hoisted, ...loop].join('\n');
 }
 
-function jsBody(spec: KernelSpec): string {
+function jsBody(spec: KernelSpec, ranged = false): Body {
   const k = spec.kernel;
+  const whole = (text: string): Body => ({ text, extent: 0, work: 0 });
   switch (k.kind) {
-    case 'map': return genMap(k);
-    case 'reduce': return genReduce(k);
-    case 'matmul': return genMatmul(k, spec.name);
-    case 'gather': return genGather(k);
-    case 'scatterAdd': return genScatterAdd(k);
-    case 'conv': return genConv(k);
+    case 'map': return genMap(k, ranged);
+    case 'reduce': return genReduce(k, ranged);
+    case 'matmul': return whole(genMatmul(k, spec.name));
+    case 'gather': return genGather(k, ranged);
+    case 'scatterAdd': return whole(genScatterAdd(k));
+    case 'conv': return whole(genConv(k));
     default: return unreachable(k, 'kernel');
   }
 }
@@ -256,35 +274,62 @@ const indent = (text: string, by = '  '): string => text.split('\n').map((l) => 
 
 export function jsSource(spec: KernelSpec): string {
   const args = spec.args.map((_, i) => `b${i}`).join(', ');
-  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${indent(jsBody(spec))}\n}`;
+  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${indent(jsBody(spec).text)}\n}`;
 }
+
+/** Kernels with fewer iterations than this run whole on the calling thread: waking the pool (10-50 µs) would cost more than half of them saves. */
+const PART_MIN_WORK = 1 << 17;
 
 /**
  * A whole list of kernels run in order (a compiled step on the CPU): one function per kernel, whose
  * `b0, b1, ...` name entries of the buffer table `B`, and `program` calling them in turn. One function per
  * kernel (not one function for the step) keeps each small enough for V8's optimizing compiler, which
  * gives up on functions with too much bytecode (a 2-layer transformer step as one function ran 2.7x
- * slower than eagerly); the calls cost nanoseconds.
+ * slower than eagerly); the calls cost nanoseconds. A big kernel that can run in parts (Body) is called
+ * through `env.parallel` (the thread pool), which runs ranges of its outermost loop here and on the workers.
  */
-export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): string {
+export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], parallel: JsParallel | null = null): string {
+  const calls: string[] = [];
   const fns = specs.map((spec, i) => {
     const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
-    return `// ${spec.name}\nfunction k${i}(B, p) {\n${indent((names ? `const ${names};\n` : '') + jsBody(spec))}\n}`;
+    const body = jsBody(spec, true);
+    const fn = `function k${i}(B, p, lo, hi) {\n${indent((names ? `const ${names};\n` : '') + body.text)}\n}`;
+    const id = parallel && body.extent > 1 && body.work >= PART_MIN_WORK
+      ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, bindings[i], writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
+    calls.push(id < 0 ? `  k${i}(B, p, 0, ${body.extent});` : `  env.parallel.run(${id}, B, ${body.extent}, (lo, hi) => k${i}(B, p, lo, hi));`);
+    return `// ${spec.name}\n${fn}`;
   });
-  return [...fns, `return function program(B, p) {\n${specs.map((_, i) => `  k${i}(B, p);`).join('\n')}\n};`].join('\n');
+  return [...fns, `return function program(B, p) {\n${calls.join('\n')}\n};`].join('\n');
 }
 
 export function compileJsProgram(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[]): (buffers: unknown[]) => void {
-  const fn = new Function('env', `"use strict";\n${JS_SELECT}\n${jsProgramSource(specs, bindings)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
+  const fn = new Function('env', `"use strict";\n${JS_SELECT}\n${jsProgramSource(specs, bindings, kernelEnv.parallel)}`)(kernelEnv) as (B: unknown[], p: number[]) => void;
   const noParams: number[] = [];
   return (buffers) => fn(buffers, noParams);
 }
 
 export type JsKernelFn = (...args: unknown[]) => void;
 
-/** Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD; `env.conv`, runtime/conv-cpu.ts); the CPU runtime provides them before any kernel is generated. */
-export interface JsKernelEnv { gemm: unknown; conv: unknown }
-let kernelEnv: JsKernelEnv = { gemm: null, conv: null };
+/**
+ * The thread pool as split kernels use it. `kernel(module, slots, written)` keeps a kernel where the workers
+ * can compile it -- a module returning its function of (B, p, lo, hi), B the buffer table, of which it
+ * reads `slots` and writes `written` -- and gives its id. `run(id, B, extent, local)` runs it in ranges
+ * [lo, hi) of [0, extent): `local` on this thread, the others on the workers, or all of it locally when
+ * they cannot take it (no workers, or a buffer they cannot share). Ranges write disjoint outputs in the
+ * same order as one call would: the result is the same bits.
+ */
+export interface JsParallel {
+  kernel(module: string, slots: readonly number[], written: readonly number[]): number;
+  run(id: number, table: readonly unknown[], extent: number, local: (lo: number, hi: number) => void): void;
+}
+
+/**
+ * Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD; `env.conv`,
+ * runtime/conv-cpu.ts; `env.parallel`, null without a thread pool); the CPU runtime provides them before
+ * any kernel is generated.
+ */
+export interface JsKernelEnv { gemm: unknown; conv: unknown; parallel: JsParallel | null }
+let kernelEnv: JsKernelEnv = { gemm: null, conv: null, parallel: null };
 export function setJsKernelEnv(env: JsKernelEnv): void { kernelEnv = env; }
 
 export function compileJs(spec: KernelSpec): JsKernelFn {

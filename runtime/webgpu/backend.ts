@@ -40,7 +40,7 @@
 // first use (KILN_AUTOTUNE=0: off) and the next launch picks the winner.
 
 import type { DType, TypedArray } from '../../ir/dtype.ts';
-import type { KernelSpec } from '../../ir/kernel.ts';
+import { writtenArgs, type KernelSpec } from '../../ir/kernel.ts';
 import { structuralKey } from '../../ir/key.ts';
 import { packUniform, wgslSource, type MatmulVariant, type WgslKernel } from '../../compiler/codegen/wgsl.ts';
 import type { WgslTarget } from '../../compiler/target.ts';
@@ -197,11 +197,6 @@ function sharedBindings<B>(buffers: readonly B[], written: (arg: number) => bool
   const all = buffers.map((b) => buffers.indexOf(b));
   const conflict = all.some((a, k) => a !== k && (written(k) || written(a) || all.some((b, m) => b === a && written(m))));
   return conflict ? all : undefined;
-}
-
-function writtenArgs(spec: KernelSpec): Set<number> {
-  const k = spec.kernel;
-  return new Set(k.kind === 'map' ? k.outputs.map((o) => o.arg) : [k.output.arg]);
 }
 
 /** Host data as the device stores it (bool widened to i32). */
@@ -729,7 +724,7 @@ export class WebGPUBackend implements Backend {
     for (let i = 1; i < n && !alias; i++) {
       for (let j = 0; j < i; j++) {
         if (storages[i].buffer === storages[j].buffer) {
-          const written = writtenArgs(spec);
+          const written = new Set(writtenArgs(spec.kernel));
           alias = sharedBindings(storages.slice(0, n).map((s) => s.buffer), (k) => written.has(k));
           i = n; // decided
           break;

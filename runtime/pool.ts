@@ -1,0 +1,187 @@
+// The CPU thread pool: threads sharing one WebAssembly.Memory with the calling thread, which run
+// WebAssembly kernels over parts of a job (a product split by column panels or row blocks; runPart), and
+// ranges of compiled programs' big JavaScript kernels over arrays in shared memory (codegen/js.ts
+// JsParallel). Calls stay synchronous. This module is the pool as gemm-wasm.ts uses it -- its memory, its
+// kernels, its size, run() -- and the process's pool(); the workers themselves (starting them, their
+// program, handing out parts) are ./thread-workers.ts, which a browser build loads on the pool's first
+// use: until it is there, split jobs run on this thread alone (with the same result: each part writes
+// its own tiles of C in the same k order as one thread would). How many threads there are is
+// ./threads.ts's setting; a browser build loads this module with the gemm (gemm-load.browser.ts).
+
+import { loadWorkers } from '#thread-workers';
+import type { JsParallel } from '../compiler/codegen/js.ts';
+import type { Crew } from './thread-workers.ts';
+import { MAX_WORKERS, poolMade, requestedThreads, threadsUnavailable, type Builtin } from './threads.ts';
+
+/** Largest size (64 KiB pages) the shared memory may grow to: 1 GiB. */
+export const MAX_PAGES = 16384;
+/** Bytes of the first page reserved for the control block; kernels' scratch starts here. */
+export const SCRATCH_START = 65536;
+
+/** Bytes of the first page where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
+const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
+/** The memory map a pool hands its workers' module (./thread-workers.ts lays out the control block below SLOT). */
+const MEMORY_MAP = { SCRATCH_START, SLOT, SLOT_BYTES, MAX_WORKERS };
+export type MemoryMap = typeof MEMORY_MAP;
+
+/**
+ * A product (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k, ldcBytes, kc, RB, NR,
+ * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, ...unfolding]. A and B are packed per block of kc
+ * values of k: A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn,
+ * each part packs its own slice of the operand it splits (B's panels on axis 0, A's row blocks on
+ * axis 1), a block of k just before using it, from the raw copy at srcA / srcB (element strides sam,
+ * sak / sbk, sbn) or, when packOwn is 2, B by unfolding a convolution's input (the 17 numbers of
+ * `unfolding`, UnfoldFn's from src on); the other operand is packed before the job starts.
+ */
+export type GemmJob = readonly number[] & { length: 37 };
+/** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
+export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
+/**
+ * A packer: pack(dst, dstBlockBytes, src, sElem, sK, count, b0, b1, kb) writes blocks b0..b1 of W
+ * elements (rows of A, W = RB; columns of B, W = NR) interleaved over kb values of k, block b at
+ * dst + b * dstBlockBytes, reading element e of k-step kk at src + (e * sElem + kk * sK) * 4; elements
+ * past `count` are zeros.
+ */
+export type PackFn = (dst: number, dstBlockBytes: number, src: number, sElem: number, sK: number, count: number, b0: number, b1: number, kb: number) => void;
+/**
+ * The unfolding packer: packUnfolded(dst, dstBlockBytes, b0, b1, kb, k0, n, src, sN, sC, sH, sW, kh, kw,
+ * oh, ow, h, w, strideH, strideW, dilationH, dilationW, padH, padW) writes panels b0..b1 of B for k-steps
+ * k0..k0 + kb, B[(c, i, j), (image, y, x)] = input[src + image sN + c sC + (y strideH + i dilationH - padH) sH
+ * + (x strideW + j dilationW - padW) sW] (zero outside the h x w input): im2col, straight into panels.
+ */
+export type UnfoldFn = (...args: number[]) => void;
+/** A gemm module's exports. */
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn }
+
+/**
+ * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
+ * block of k. Shared by the caller and the workers (spliced into their source), so both agree on the
+ * tiling without messages; each part writes its own tiles of C, in the same k order as one thread would.
+ */
+export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number): void {
+  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn] = job;
+  let i0 = 0, i1 = mb, p0 = 0, p1 = np;
+  if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
+  else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
+  if (i1 <= i0 || p1 <= p0) return;
+  // Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level cache while
+  // the panels of B pass over it. A part packs its own operand a chunk at a time (32 panels of B, or 32
+  // row blocks of A) just before multiplying it, so the packed chunk is still in cache.
+  for (let k0 = 0; k0 < k; k0 += kc) {
+    const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
+    // this block of k: A's row blocks (kb * rb floats each) from aK, B's panels (kb * nr floats each) from bK
+    const aK = pa + mb * rb * k0 * 4, bK = pb + ldc * k0, aBlock = kb * rb * 4, bPanel = kb * nr * 4;
+    if (axis === 0) {
+      for (let q0 = p0; q0 < p1; q0 += 32) {
+        const q1 = Math.min(p1, q0 + 32);
+        if (packOwn === 2) fns.packUnfolded(bK, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
+        else if (packOwn) fns.packB(bK, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bK + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
+      }
+    } else {
+      for (let c0 = i0; c0 < i1; c0 += 32) {
+        const c1 = Math.min(i1, c0 + 32);
+        if (packOwn) fns.packA(aK, aBlock, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
+        fns.kernel(aK + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
+      }
+    }
+  }
+}
+
+/** Threads sharing `memory`: the caller plus up to size - 1 workers. */
+export class Pool {
+  readonly memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true });
+  readonly scratchStart = SCRATCH_START;
+  /** the kernel modules' bytes, by id (the workers compile each once) */
+  readonly kernels: Uint8Array[] = [];
+  private readonly ids = new Map<string, number>();
+  private wanted: number;
+  /** the workers, once ./thread-workers.ts has loaded (at once in Node) */
+  private crew: Crew | null = null;
+  /** settles once the workers' module is in place, or failed to load (then split jobs stay on one thread) */
+  readonly ready: Promise<void>;
+  /**
+   * Whether split JavaScript kernels can run on the workers: in Node, whose workers read the arrays and
+   * modules posted to them synchronously (receiveMessageOnPort). A browser's workers cannot while they
+   * wait on the memory, so there those kernels run on the calling thread.
+   */
+  readonly splitsKernels = Boolean((globalThis as { process?: { getBuiltinModule?: Builtin } }).process?.getBuiltinModule?.('node:worker_threads'));
+
+  constructor(size: number) {
+    this.wanted = size;
+    const workers = loadWorkers();
+    if (!(workers instanceof Promise)) this.crew = new workers.Crew(this, MEMORY_MAP, runPart);
+    this.ready = Promise.resolve(workers).then(
+      (m) => { this.crew ??= new m.Crew(this, MEMORY_MAP, runPart); },
+      (e: unknown) => console.info(`kiln: running on one thread: the thread pool's workers did not load (${e instanceof Error ? e.message : String(e)}).`),
+    );
+  }
+
+  /** Threads a split job runs on (this one included). */
+  get size(): number { return this.wanted; }
+
+  /** Use n threads from now on (workers are started on the next split job, stopped here). */
+  resize(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS + 1) throw new Error(`setNumThreads: n must be an integer from 1 to ${MAX_WORKERS + 1}, got ${n}`);
+    this.wanted = n;
+    this.crew?.shrink(n - 1);
+  }
+
+  /** Keeps a kernel module's bytes where every worker can compile it (once per distinct module); returns its id. */
+  addKernel(bytes: Uint8Array): number {
+    const key = bytes.join(',');
+    const known = this.ids.get(key);
+    if (known !== undefined) return known;
+    if (this.kernels.length >= MAX_KERNELS) throw new Error(`thread pool: at most ${MAX_KERNELS} distinct kernels`);
+    if (bytes.length > SLOT_BYTES - 4) throw new Error(`thread pool: a kernel module of ${bytes.length} bytes exceeds ${SLOT_BYTES - 4}`);
+    this.ids.set(key, this.kernels.length);
+    this.kernels.push(bytes);
+    return this.kernels.length - 1;
+  }
+
+  /**
+   * The pool as compiled programs' split JavaScript kernels use it (codegen/js.ts JsParallel), or null where
+   * they stay on the calling thread (see splitsKernels).
+   */
+  splitter(): JsParallel | null { return this.splitsKernels ? (this.crew?.splitter ?? null) : null; }
+
+  /** How many split kernels have run on more than one thread (for tests and profiles). */
+  get splitRuns(): number { return this.crew?.splitRuns ?? 0; }
+
+  /** Runs a job split into one part per ready thread (this one included); returns when every part is done. */
+  run(id: number, fns: GemmFns, job: GemmJob): void {
+    if (this.crew) this.crew.run(id, fns, job);
+    else runPart(fns, job, 0, 1);
+  }
+
+  /** For tests: worker `w` (1-based, as errors name it) exits, as if it crashed, in the middle of its next job. */
+  injectFault(w: number): void {
+    if (!Number.isInteger(w) || w < 1 || w >= this.wanted) throw new Error(`thread pool: no worker ${w} (workers are 1..${this.wanted - 1})`);
+    if (!this.crew) throw new Error("thread pool: the workers' module has not loaded yet");
+    this.crew.injectFault(w);
+  }
+}
+
+let shared: Pool | null | undefined;
+
+/** The process's pool, or null where threads are unavailable (then one thread, with one console note saying why). */
+export function pool(): Pool | null {
+  if (shared === undefined) {
+    const size = requestedThreads();
+    let why = threadsUnavailable();
+    if (!why) {
+      try {
+        shared = new Pool(size);
+      } catch (e) {
+        why = `no shared WebAssembly memory (${e instanceof Error ? e.message : String(e)})`; // e.g. no address space for 1 GiB
+      }
+    }
+    if (why) {
+      if (size > 1) console.info(`kiln: running on one thread: ${why}.`);
+      shared = null;
+    }
+    poolMade(shared ?? null);
+  }
+  return shared ?? null;
+}
+
