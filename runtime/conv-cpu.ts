@@ -49,11 +49,12 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
   const nd = kernel.length;
   const KP = numel(kernel), P = numel(outSize), Kc = Cg * KP;
-  const out = (outScratch = grow(outScratch, N * G * Og * P));
   // For 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's packer
   // unfolds the input itself, each thread into its own panels: no im2col block is written here, and a
   // block is bounded only by the packed operand's size (UNFOLDED floats).
   const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
+  if (unfoldable && transposes(a, kernel)) return transposedConv(a, x, xv, w, wv, gemm!, geo);
+  const out = (outScratch = grow(outScratch, N * G * Og * P));
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
@@ -96,6 +97,63 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
       }
     }
   }
+  return out;
+}
+
+/**
+ * Whether a convolution is the transpose of a stride-1 one -- an input gradient: stride 1, full padding
+ * dilation * (k - 1) on both sides, a window of more than one element. Such a convolution reads each
+ * input element with every window position: computed directly, its unfolded input is KP times the
+ * input, padding included, and its product has only Og rows to amortise packing that over (an input
+ * gradient's Og is the forward's input channels, often few).
+ */
+function transposes(a: ConvAttrs, kernel: number[]): boolean {
+  return kernel.some((k) => k > 1) && kernel.every((k, d) => a.stride[d] === 1 && a.padLo[d] === a.dilation[d] * (k - 1) && a.padHi[d] === a.padLo[d]);
+}
+
+/** Floats of the product (Og * KP rows, a block of images' input positions) transposedConv scatters from at a time (16 MiB). */
+const SCATTERED = 1 << 22;
+
+/**
+ * A transposed convolution (see transposes) as the transpose it is: cols = V @ x, a product of Og * KP
+ * rows (output channel o, window position t: the weight, window reversed) by the input's positions over
+ * its Cg channels, then col2im: each product row added into the output shifted by its window position.
+ * The same sums as the direct form, in another order.
+ */
+function transposedConv(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm, geo: ReturnType<typeof convGeometry>): Float32Array {
+  const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize, inSize } = geo;
+  const two = kernel.length === 2;
+  const [kh, kw] = two ? kernel : [1, kernel[0]], [dh, dw] = two ? a.dilation : [1, a.dilation[0]];
+  const [H, W] = two ? outSize : [1, outSize[0]], [h, wi] = two ? inSize : [1, inSize[0]];
+  const KP = kh * kw, Kc = Cg * KP, P = H * W, p = h * wi, M = Og * KP, total = N * G * Og * P;
+  const wp = (wScratch = grow(wScratch, Og * Kc));
+  const v = (colScratch = grow(colScratch, M * Cg));
+  // the input read as a 1 x 1 window: B[c, (image, y, x)] = x[image, g, c, y, x]
+  const ones = kernel.map(() => 1), zeros = kernel.map(() => 0);
+  const unit: ConvAttrs = { ...a, stride: ones, dilation: ones, padLo: zeros, padHi: zeros };
+  const nb = Math.max(1, Math.min(N, Math.floor(SCATTERED / (M * p))));
+  // The output lives in the gemm's memory, where its rows are added to with SIMD (gemm.addRows).
+  let out = gemm.region(total);
+  out.fill(0);
+  for (let g = 0; g < G; g++) {
+    packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, new Int32Array(kernel.length));
+    // V[o * KP + t, c] = wp[o, c * KP + KP - 1 - t]: window position t of the output reads input t before it
+    for (let o = 0; o < Og; o++) for (let t = 0; t < KP; t++) for (let c = 0; c < Cg; c++) v[(o * KP + t) * Cg + c] = wp[o * Kc + c * KP + KP - 1 - t];
+    for (let b0 = 0; b0 < N; b0 += nb) {
+      const nbc = Math.min(nb, N - b0);
+      const { c: cols, ldc } = gemm.unfolded(v, 0, Cg, 1, unfolding(unit, x, xv, inSize, ones, inSize, b0, g, 0), M, nbc * p, Cg);
+      out = gemm.region(total); // the same floats (the product may have grown the memory under the old view)
+      for (let o = 0; o < Og; o++) {
+        for (let t = 0; t < KP; t++) {
+          const i = Math.floor(t / kw), j = t - i * kw, src = (o * KP + t) * ldc;
+          for (let bi = 0; bi < nbc; bi++) {
+            gemm.addRows(out, (((b0 + bi) * G + g) * Og + o) * P + i * dh * W + j * dw, W, cols, src + bi * p, wi, wi, h);
+          }
+        }
+      }
+    }
+  }
+  gemm.region(0);
   return out;
 }
 

@@ -13,7 +13,7 @@ const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
   i32Const: 0x41, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32And: 0x71, i32LtU: 0x49, i32LeU: 0x4d, i32Eq: 0x46, i32Eqz: 0x45,
-  f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d,
+  f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d, f32Add: 0x92, i32GeU: 0x4f,
   simd: 0xfd,
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
@@ -103,13 +103,14 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
-  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR)].map((b) => [...uleb(b.length), ...b]);
+  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody()].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00]])),
+    ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00],
+      [0x60, ...vec(new Array(6).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00], [0x01], [0x01], [0x02]])),
-    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03]])),
+    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03]])),
+    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03], [...str('addRows'), 0x00, 0x04]])),
     ...section(10, vec(functions)),
   ]);
 }
@@ -269,6 +270,49 @@ function unfoldBody(W: number): number[] {
 }
 
 /**
+ * The body of addRows(dst, dstRowBytes, src, srcRowBytes, width, rows) (threads.ts AddRowsFn): for each
+ * of `rows` rows, dst[x] += src[x] for x < width, four floats at a time, then the rest one by one.
+ */
+function addRowsBody(): number[] {
+  const [DST, DROW, SRC, SROW, WIDTH, ROWS] = [0, 1, 2, 3, 4, 5];
+  const y = 6, x = 7, vecEnd = 8;
+  const code: number[] = [];
+  const e = (...xs: number[]) => code.push(...xs);
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  // byte offset of the last whole vector's end: width rounded down to 4 floats
+  get(WIDTH); i32(-4); e(op.i32And); i32(4); e(op.i32Mul); set(vecEnd);
+  get(WIDTH); i32(4); e(op.i32Mul); set(WIDTH);
+  i32(0); set(y);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(y); get(ROWS); e(op.i32GeU, op.brIf, 1);
+  i32(0); set(x);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(x); get(vecEnd); e(op.i32GeU, op.brIf, 1);
+  get(DST); get(x); e(op.i32Add);
+  get(DST); get(x); e(op.i32Add); e(op.simd, ...simd.load, 2, 0);
+  get(SRC); get(x); e(op.i32Add); e(op.simd, ...simd.load, 2, 0);
+  e(op.simd, ...simd.add);
+  e(op.simd, ...simd.store, 2, 0);
+  get(x); i32(16); e(op.i32Add); set(x);
+  e(op.br, 0, op.end, op.end);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(x); get(WIDTH); e(op.i32GeU, op.brIf, 1);
+  get(DST); get(x); e(op.i32Add);
+  get(DST); get(x); e(op.i32Add, op.f32Load, 2, 0);
+  get(SRC); get(x); e(op.i32Add, op.f32Load, 2, 0);
+  e(op.f32Add, op.f32Store, 2, 0);
+  get(x); i32(4); e(op.i32Add); set(x);
+  e(op.br, 0, op.end, op.end);
+  get(DST); get(DROW); e(op.i32Add); set(DST);
+  get(SRC); get(SROW); e(op.i32Add); set(SRC);
+  get(y); i32(1); e(op.i32Add); set(y);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  return [...vec([[3, I32]]), ...code];
+}
+
+/**
  * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
  * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
  * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
@@ -279,6 +323,13 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean): { c: Float32Array; ldc: number };
   /** the pool big products are split over (null: one thread), which split JavaScript kernels share */
   readonly threads: Pool | null;
+  /**
+   * An array of `floats` in the WebAssembly memory that later products leave alone (their scratch starts
+   * after it) until region(0) gives it back: what addRows adds into (conv-cpu.ts's col2im).
+   */
+  region(floats: number): Float32Array;
+  /** rows of `width` floats added from a product's result into the region: dst[d + y * dRow + x] += src[s + y * sRow + x] (indices into either's array). */
+  addRows(dst: Float32Array, d: number, dRow: number, src: Float32Array, s: number, sRow: number, width: number, rows: number): void;
 };
 
 /**
@@ -325,6 +376,21 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const fns = new WebAssembly.Instance(mod, { env: { mem } }).exports as unknown as GemmFns;
   const kernelId = threads ? threads.addKernel(bytes) : -1;
   let heap = new Float32Array(mem.buffer);
+  /** where the scratch starts (floats), and how much of it region() keeps */
+  const start = threads ? threads.scratchStart / 4 : 0;
+  let reserved = 0;
+  /** Grows the memory to hold `need` floats (what: the product, why: what it holds). */
+  const fit = (need: number, what: string, why: string): void => {
+    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
+    if (need <= heap.length) return;
+    const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
+    try {
+      mem.grow(pages);
+    } catch {
+      throw new Error(`gemm: ${what} needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for ${why}, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
+    }
+    heap = new Float32Array(mem.buffer);
+  };
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
@@ -332,18 +398,8 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
     // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
-    const base = threads ? threads.scratchStart / 4 : 0;
-    const need = base + mp * k + k * ldc + mp * ldc + (raw ? spanA.hi - spanA.lo + spanB.hi - spanB.lo : 0);
-    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
-    if (need > heap.length) {
-      const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
-      try {
-        mem.grow(pages);
-      } catch {
-        throw new Error(`gemm: a ${m}x${k} @ ${k}x${n} product needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for its packed operands, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
-      }
-      heap = new Float32Array(mem.buffer);
-    }
+    const base = start + reserved;
+    fit(base + mp * k + k * ldc + mp * ldc + (raw ? spanA.hi - spanA.lo + spanB.hi - spanB.lo : 0), `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands');
     const pa = base, pb = pa + mp * k, pc = pb + k * ldc;
     // Split over column panels when there are at least as many as row blocks, else over row blocks.
     const axis = np >= mb ? 0 : 1;
@@ -381,6 +437,13 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
       run(a, offA, sam, sak, { u }, m, n, k, split),
     threads,
+    region: (floats: number) => {
+      fit(start + floats, `a region of ${floats} floats`, 'it');
+      reserved = floats;
+      return heap.subarray(start, start + floats);
+    },
+    addRows: (dst: Float32Array, d: number, dRow: number, src: Float32Array, s0: number, sRow: number, width: number, rows: number) =>
+      fns.addRows(dst.byteOffset + d * 4, dRow * 4, src.byteOffset + s0 * 4, sRow * 4, width, rows),
   });
 }
 

@@ -50,8 +50,10 @@ export type PackFn = (dst: number, dstBlockBytes: number, src: number, sElem: nu
  * + (x strideW + j dilationW - padW) sW] (zero outside the h x w input): im2col, straight into panels.
  */
 export type UnfoldFn = (...args: number[]) => void;
+/** addRows(dst, dstRowBytes, src, srcRowBytes, width, rows): for each row, width floats of src added into dst (byte pointers). */
+export type AddRowsFn = (dst: number, dstRow: number, src: number, srcRow: number, width: number, rows: number) => void;
 /** A gemm module's exports. */
-export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn }
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; addRows: AddRowsFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every

@@ -85,6 +85,29 @@ for (const gemmOn of [true, false]) {
   });
 }
 
+describe('an input gradient (stride 1, full padding) computed as the transpose it is: col2im of a product', () => {
+  // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] weight, dilation: against the im2col blocks of the
+  // JavaScript fallback (checked against PyTorch above), 2-d and 1-d, grouped, dilated, flipped or not
+  const configs = [
+    { x: [3, 1, 5, 6, 7], w: [1, 4, 5, 3, 3], d: [1, 1], flip: true },
+    { x: [2, 2, 3, 5, 9], w: [2, 3, 3, 2, 3], d: [2, 1], flip: false },
+    { x: [2, 1, 4, 11], w: [1, 6, 4, 3], d: [3], flip: true },
+    { x: [1, 1, 9, 4, 4], w: [1, 2, 9, 3, 1], d: [1, 1], flip: true },
+  ];
+  for (const { x: xs, w: ws, d, flip } of configs) {
+    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, dilation ${JSON.stringify(d)}${flip ? ', flipped' : ''}`, () => {
+      const k = ws.slice(3), pad = k.map((kk, i) => d[i] * (kk - 1));
+      const a: ConvAttrs = { stride: k.map(() => 1), lhsDilation: k.map(() => 1), dilation: d, padLo: pad, padHi: pad, flip, outPerm: naturalOrder(k.length) };
+      const x = Float32Array.from({ length: numel(xs) }, (_, i) => Math.sin(i * 0.7)), w = Float32Array.from({ length: numel(ws) }, (_, i) => Math.cos(i * 0.3));
+      const n = numel(convShape(xs, ws, a));
+      const got = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), gemm).slice(0, n);
+      const want = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), null).slice(0, n);
+      const worst = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]) / (1 + Math.abs(want[i]))));
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    });
+  }
+});
+
 describe('conv options: bad input is a clear error naming the op and the shapes', () => {
   const p = (x: number[], w: number[], o: ConvOptions = {}, nd = 2) => () => convParams(`conv${nd}d`, x, w, o, nd);
   it('channels that do not match the weight', () => {
