@@ -18,7 +18,7 @@ const op = {
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
 // f32x4.add 228, f32x4.mul 230; relaxed SIMD: f32x4.relaxed_madd 261 (a * b + c, fused where the CPU can).
-const simd = { load: [0x00], splat32: [0x09], store: [0x0b], const: [0x0c], add: [0xe4, 0x01], mul: [0xe6, 0x01], madd: [0x85, 0x02] } as const;
+const simd = { load: [0x00], shuffle: [0x0d], splat32: [0x09], store: [0x0b], const: [0x0c], add: [0xe4, 0x01], mul: [0xe6, 0x01], madd: [0x85, 0x02] } as const;
 
 function uleb(n: number): number[] {
   const out: number[] = [];
@@ -103,14 +103,15 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
-  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody()].map((b) => [...uleb(b.length), ...b]);
+  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody(), unfoldRowsBody(NR)].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00],
       [0x60, ...vec(new Array(6).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03]])),
-    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03], [...str('addRows'), 0x00, 0x04]])),
+    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03], [0x02]])),
+    ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03], [...str('addRows'), 0x00, 0x04],
+      [...str('packUnfoldedRows'), 0x00, 0x05]])),
     ...section(10, vec(functions)),
   ]);
 }
@@ -313,6 +314,96 @@ function addRowsBody(): number[] {
 }
 
 /**
+ * The body of packUnfoldedRows (threads.ts UnfoldFn, the same arguments as packUnfolded) for an
+ * unfolding without padding whose window rows are adjacent floats (input column stride and dilation 1)
+ * -- a weight gradient's, whose "window" is the whole output gradient: every column's window lies inside
+ * the input, so nothing is checked, and four k-steps of a window row are four adjacent floats per column,
+ * loaded as one vector each and transposed in registers, 4 x 4 (transpose4). Columns past n repeat the
+ * last one: the gemm's result columns past n are never read.
+ */
+function unfoldRowsBody(W: number): number[] {
+  const [DST, DBS, B0, B1, KB, K0, N, SRC, SN, SC, SH, SW, KH, KW, OH, OW, , , STH, STW, DLH] = Array.from({ length: UNFOLD_PARAMS }, (_, i) => i);
+  let next = UNFOLD_PARAMS;
+  const local = () => next++;
+  const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), j = local(), bi = local(), rem = local(), y = local(), P = local();
+  const base = Array.from({ length: W }, local);
+  const v0 = next; // the v128 locals: W loaded, 4 shuffled
+  const code: number[] = [];
+  const e = (...xs: number[]) => code.push(...xs);
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const add = (l: number, v: number) => { get(l); i32(v); e(op.i32Add); set(l); };
+  get(OH); get(OW); e(op.i32Mul); set(P);
+  get(B0); set(b);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(b); get(B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(DST); get(b); get(DBS); e(op.i32Mul, op.i32Add); set(d);
+  for (let i = 0; i < W; i++) {
+    // column j = min(b * W + i, n - 1): image bi, output row y, column x = rem - y * OW
+    get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); set(j);
+    get(j); get(N); e(op.i32GeU); e(op.if, 0x40); get(N); i32(1); e(op.i32Sub); set(j); e(op.end);
+    get(j); get(P); e(op.i32DivU); set(bi);
+    get(j); get(bi); get(P); e(op.i32Mul, op.i32Sub); set(rem);
+    get(rem); get(OW); e(op.i32DivU); set(y);
+    // base = SRC + (bi * sN + y * strideH * sH + x * strideW * sW) * 4
+    get(bi); get(SN); e(op.i32Mul);
+    get(y); get(STH); e(op.i32Mul); get(SH); e(op.i32Mul, op.i32Add);
+    get(rem); get(y); get(OW); e(op.i32Mul, op.i32Sub); get(STW); e(op.i32Mul); get(SW); e(op.i32Mul, op.i32Add);
+    i32(4); e(op.i32Mul); get(SRC); e(op.i32Add); set(base[i]);
+  }
+  // the window position of k-step K0: channel c, row ki, column kj
+  get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
+  get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
+  get(rem); get(KW); e(op.i32DivU); set(ki);
+  get(rem); get(ki); get(KW); e(op.i32Mul, op.i32Sub); set(kj);
+  i32(0); set(kk);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(c); get(SC); e(op.i32Mul); get(ki); get(DLH); e(op.i32Mul); get(SH); e(op.i32Mul, op.i32Add); get(kj); e(op.i32Add); i32(4); e(op.i32Mul); set(row);
+  get(kj); i32(4); e(op.i32Add); get(KW); e(op.i32LeU);
+  get(kk); i32(4); e(op.i32Add); get(KB); e(op.i32LeU, op.i32And);
+  e(op.if, 0x40);
+  for (let i = 0; i < W; i++) { get(base[i]); get(row); e(op.i32Add); e(op.simd, ...simd.load, 0, 0); set(v0 + i); }
+  transpose4(W, d, (i) => v0 + i, (i) => v0 + W + i, e);
+  add(d, 16 * W); add(kk, 4); add(kj, 4);
+  e(op.else);
+  for (let i = 0; i < W; i++) { get(d); get(base[i]); get(row); e(op.i32Add, op.f32Load, 2, 0, op.f32Store, 2, ...uleb(4 * i)); }
+  add(d, 4 * W); add(kk, 1); add(kj, 1);
+  e(op.end);
+  // next window row
+  get(kj); get(KW); e(op.i32Eq); e(op.if, 0x40);
+  i32(0); set(kj); add(ki, 1);
+  get(ki); get(KH); e(op.i32Eq); e(op.if, 0x40); i32(0); set(ki); add(c, 1); e(op.end);
+  e(op.end);
+  e(op.br, 0, op.end, op.end);
+  add(b, 1);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  return [...vec([[...uleb(next - UNFOLD_PARAMS), I32], [...uleb(W + 4), V128]]), ...code];
+}
+
+/** i8x16.shuffle's 16 byte lanes for four 32-bit lanes (0-3 of the first operand, 4-7 of the second). */
+const lanes = (...l: number[]): number[] => l.flatMap((x) => [4 * x, 4 * x + 1, 4 * x + 2, 4 * x + 3]);
+
+/**
+ * Stores four k-steps of W columns from W vectors, vec(i) holding column i's four values: per four
+ * columns a 4 x 4 transpose (tmp: four scratch vectors), k-step s of columns q.. at d + (s * W + q) * 4.
+ */
+function transpose4(W: number, d: number, vec: (i: number) => number, tmp: (i: number) => number, e: (...xs: number[]) => void): void {
+  const shuffle = (a: number, b: number, ls: number[]) => e(op.get, a, op.get, b, op.simd, ...simd.shuffle, ...lanes(...ls));
+  for (let q = 0; q < W; q += 4) {
+    const r = (i: number) => vec(q + i);
+    shuffle(r(0), r(1), [0, 4, 1, 5]); e(op.set, tmp(0));
+    shuffle(r(0), r(1), [2, 6, 3, 7]); e(op.set, tmp(1));
+    shuffle(r(2), r(3), [0, 4, 1, 5]); e(op.set, tmp(2));
+    shuffle(r(2), r(3), [2, 6, 3, 7]); e(op.set, tmp(3));
+    const store = (a: number, b: number, ls: number[], s: number) => { e(op.get, d); shuffle(a, b, ls); e(op.simd, ...simd.store, 0, ...uleb((s * W + q) * 4)); };
+    store(tmp(0), tmp(2), [0, 1, 4, 5], 0); store(tmp(0), tmp(2), [2, 3, 6, 7], 1);
+    store(tmp(1), tmp(3), [0, 1, 4, 5], 2); store(tmp(1), tmp(3), [2, 3, 6, 7], 3);
+  }
+}
+
+/**
  * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
  * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
  * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
@@ -411,13 +502,14 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       const srcA = (rawA + offA - spanA.lo) * 4;
       const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [(rawB + src.offB - spanB.lo) * 4, src.sbk, src.sbn];
       const u = 'u' in src ? unfoldingArgs(src.u, rawB * 4) : new Array<number>(17).fill(0);
+      const rows = 'u' in src && byRows(src.u);
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0);
         if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
-        else if ('u' in src) fns.packUnfolded((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
+        else if ('u' in src) (rows ? fns.packUnfoldedRows : fns.packUnfolded)((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? 2 : 1, ...u] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1, ...u] as unknown as GemmJob;
     } else {
       const { b, offB, sbk, sbn } = src;
       for (let k0 = 0; k0 < k; k0 += kc) {
@@ -452,6 +544,9 @@ function unfoldedSpan(u: Unfolding, n: number, k: number): { lo: number; hi: num
   const images = n / (u.oh * u.ow), channels = k / (u.kh * u.kw);
   return { lo: u.off, hi: u.off + (images - 1) * u.sN + (channels - 1) * u.sC + (u.h - 1) * u.sH + (u.w - 1) * u.sW + 1 };
 }
+
+/** Whether an unfolding packs by window rows (packUnfoldedRows): no padding, window rows of 4 or more adjacent floats. */
+const byRows = (u: Unfolding): boolean => u.padH === 0 && u.padW === 0 && u.sW === 1 && u.dilationW === 1 && u.kw >= 4;
 
 /** UnfoldFn's arguments from src on, for an input copied to byte `at`. */
 const unfoldingArgs = (u: Unfolding, at: number): number[] =>

@@ -15,11 +15,11 @@ import { MAX_WORKERS, poolMade, requestedThreads, threadsUnavailable, type Built
 
 /** Largest size (64 KiB pages) the shared memory may grow to: 1 GiB. */
 export const MAX_PAGES = 16384;
-/** Bytes of the first page reserved for the control block; kernels' scratch starts here. */
-export const SCRATCH_START = 65536;
+/** Bytes of the first two pages reserved for the control block and the kernels' modules; kernels' scratch starts here. */
+export const SCRATCH_START = 131072;
 
-/** Bytes of the first page where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
-const SLOT = 12288, SLOT_BYTES = 4096, MAX_KERNELS = (SCRATCH_START - SLOT) / SLOT_BYTES;
+/** Bytes where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
+const SLOT = 12288, SLOT_BYTES = 8192, MAX_KERNELS = Math.floor((SCRATCH_START - SLOT) / SLOT_BYTES);
 /** The memory map a pool hands its workers' module (./thread-workers.ts lays out the control block below SLOT). */
 const MEMORY_MAP = { SCRATCH_START, SLOT, SLOT_BYTES, MAX_WORKERS };
 export type MemoryMap = typeof MEMORY_MAP;
@@ -30,8 +30,9 @@ export type MemoryMap = typeof MEMORY_MAP;
  * values of k: A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn,
  * each part packs its own slice of the operand it splits (B's panels on axis 0, A's row blocks on
  * axis 1), a block of k just before using it, from the raw copy at srcA / srcB (element strides sam,
- * sak / sbk, sbn) or, when packOwn is 2, B by unfolding a convolution's input (the 17 numbers of
- * `unfolding`, UnfoldFn's from src on); the other operand is packed before the job starts.
+ * sak / sbk, sbn) or, when packOwn is 2 or 3, B by unfolding a convolution's input (the 17 numbers of
+ * `unfolding`, UnfoldFn's from src on; 3: by window rows, packUnfoldedRows); the other operand is packed
+ * before the job starts.
  */
 export type GemmJob = readonly number[] & { length: 37 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
@@ -53,7 +54,7 @@ export type UnfoldFn = (...args: number[]) => void;
 /** addRows(dst, dstRowBytes, src, srcRowBytes, width, rows): for each row, width floats of src added into dst (byte pointers). */
 export type AddRowsFn = (dst: number, dstRow: number, src: number, srcRow: number, width: number, rows: number) => void;
 /** A gemm module's exports. */
-export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; addRows: AddRowsFn }
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
@@ -76,7 +77,7 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
     if (axis === 0) {
       for (let q0 = p0; q0 < p1; q0 += 32) {
         const q1 = Math.min(p1, q0 + 32);
-        if (packOwn === 2) fns.packUnfolded(bK, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
+        if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bK, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
         else if (packOwn) fns.packB(bK, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
         for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bK + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
       }

@@ -108,6 +108,29 @@ describe('an input gradient (stride 1, full padding) computed as the transpose i
   }
 });
 
+describe("a weight gradient's unfolding (no padding, window rows of 4 or more floats) packed by window rows", () => {
+  // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] "weight" (an output gradient), stride and dilation as a
+  // weight gradient has them: against the JavaScript fallback's im2col blocks (checked against PyTorch
+  // above). Blocks of k (256) start inside window rows; the last panel of 8 columns is partial.
+  const configs = [
+    { x: [5, 1, 7, 12, 13], w: [1, 6, 7, 9, 10], stride: [1, 1], dilation: [1, 1] },
+    { x: [3, 1, 4, 11, 17], w: [1, 5, 4, 5, 7], stride: [1, 2], dilation: [2, 1] },
+    { x: [2, 1, 6, 29], w: [1, 3, 6, 23], stride: [1], dilation: [1] },
+  ];
+  for (const { x: xs, w: ws, stride, dilation } of configs) {
+    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
+      const zeros = stride.map(() => 0);
+      const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
+      const x = Float32Array.from({ length: numel(xs) }, (_, i) => Math.sin(i * 0.7)), w = Float32Array.from({ length: numel(ws) }, (_, i) => Math.cos(i * 0.3));
+      const n = numel(convShape(xs, ws, a));
+      const got = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), gemm).slice(0, n);
+      const want = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), null).slice(0, n);
+      const worst = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]) / (1 + Math.abs(want[i]))));
+      expect(worst).toBeLessThanOrEqual(1e-5);
+    });
+  }
+});
+
 describe('conv options: bad input is a clear error naming the op and the shapes', () => {
   const p = (x: number[], w: number[], o: ConvOptions = {}, nd = 2) => () => convParams(`conv${nd}d`, x, w, o, nd);
   it('channels that do not match the weight', () => {
