@@ -5,8 +5,14 @@
 //  - An elementwise producer fuses into the reduction (or gather/scatter) that consumes it.
 //  - A reduction's or matmul's elementwise consumer fuses into its epilogue when it is the only
 //    consumer and the shapes line up (bias + activation; an optimizer update of a gradient).
-//  - An elementwise kernel that is the only reader of another elementwise kernel of the same shape
-//    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel).
+//  - An elementwise value with several consumers gets a buffer, unless it is cheap to recompute: a
+//    few ops over buffers at most half its size (a mask broadcast from a small index), which each
+//    consumer then computes itself instead of reading a buffer as large as the value.
+//  - An elementwise kernel that is the only reader of another elementwise kernel of the same size
+//    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel); it
+//    iterates in the producer's shape, so a reshape between the two does not keep them apart.
+//  - A kernel stores only what the step outputs or a later kernel reads: a multi-output kernel drops
+//    the writes of intermediates it now computes itself.
 //  - A kernel never binds more buffers than the device allows: if it would, a producer is realized.
 
 import type { Graph, Node } from '../../ir/graph.ts';
@@ -141,7 +147,37 @@ function buildKernel(g: Graph, realized: Set<number>, opts: FusionOptions, id: n
   });
 }
 
-/** Nodes that must own a buffer before any fusion decision. */
+/** At most this many elementwise ops are recomputed per consumer instead of storing their value. */
+const RECOMPUTE_MAX_OPS = 8;
+
+/**
+ * Whether node `id` (elementwise, several consumers) is cheap enough to compute in each consumer:
+ * its expression, up to the nodes that own buffers, has at most RECOMPUTE_MAX_OPS ops and loads only
+ * buffers at most half its size. Storing it would cost a write and a read per consumer of a buffer
+ * its own size; recomputing reads the smaller ones, which broadcasting mostly keeps in cache.
+ */
+function cheapToRecompute(g: Graph, realized: ReadonlySet<number>, id: number): boolean {
+  const size = numel(g.node(id).shape);
+  let ops = 0;
+  const seen = new Set<number>();
+  const stack = [...g.node(id).inputs];
+  while (stack.length) {
+    const i = stack.pop()!;
+    if (seen.has(i)) continue;
+    seen.add(i);
+    const n = g.node(i);
+    if (n.op === 'input' || realized.has(i)) {
+      if (2 * numel(n.shape) > size) return false;
+    } else if (isElementwise(n.op)) {
+      if (++ops > RECOMPUTE_MAX_OPS) return false;
+      stack.push(...n.inputs);
+    } else if (isView(n.op)) stack.push(...n.inputs);
+    // constants fold into the expression
+  }
+  return true;
+}
+
+/** Nodes that must own a buffer before any fusion decision (nodes come in topological order). */
 function initialRealized(g: Graph, fuse: boolean): Set<number> {
   const users = g.users();
   const realized = new Set<number>();
@@ -150,7 +186,7 @@ function initialRealized(g: Graph, fuse: boolean): Set<number> {
     if (n.op === 'input') continue;
     if (isBarrier(n.op)) realized.add(n.id);
     else if (!fuse && !isView(n.op)) realized.add(n.id);
-    else if (isElementwise(n.op) && users[n.id].length > 1) realized.add(n.id);
+    else if (isElementwise(n.op) && users[n.id].length > 1 && !cheapToRecompute(g, realized, n.id)) realized.add(n.id);
   }
   return realized;
 }
@@ -161,7 +197,7 @@ export function schedule(g: Graph, opts: FusionOptions): Schedule {
     try {
       let kernels: ScheduledKernel[] = [];
       for (const n of g.nodes) if (realized.has(n.id)) kernels.push(...buildKernel(g, realized, opts, n.id));
-      if (opts.fuse) kernels = fuseEpilogues(g, kernels, opts.maxArgs);
+      if (opts.fuse) kernels = dropDeadWrites(g, fuseEpilogues(g, kernels, opts.maxArgs));
       return { kernels, realized };
     } catch (e) {
       if (!(e instanceof NeedRealize)) throw e;
@@ -187,13 +223,16 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     if (!producer || producer === consumer || removed.has(producer) || consumer.writes.includes(rid)) return null;
     const pk = producer.spec.kernel;
     const rShape = g.node(rid).shape;
-    if (numel(rShape) !== numel(cmap.shape)) return null;
-    // Re-express the consumer over the producer's iteration shape (they differ by size-1 dims at most).
-    const exprs = sameShape(rShape, cmap.shape) ? cmap.exprs : cmap.exprs.map((e) => moveLoads(e, (v) => reshapeView(v, rShape)));
+    // The merged kernel iterates in the producer's shape: its output's (an epilogue), or its own (a
+    // map kernel, whose outputs all have its size).
+    const shape = pk.kind === 'map' ? pk.shape : rShape;
+    if (numel(rShape) !== numel(cmap.shape) || numel(shape) !== numel(cmap.shape)) return null;
+    // Re-express the consumer over that shape (a reshape of the producer's value, or size-1 dims).
+    const exprs = sameShape(shape, cmap.shape) ? cmap.exprs : cmap.exprs.map((e) => moveLoads(e, (v) => reshapeView(v, shape)));
     if (exprs.some((e) => e === null)) return null;
     // Every output of the producer that the consumer reads must be read at the same position.
     const producedArgs = new Set(consumer.args.flatMap((a, i) => (producer.writes.includes(a) ? [i] : [])));
-    const identity = (l: LoadExpr) => !producedArgs.has(l.arg) || (isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, rShape));
+    const identity = (l: LoadExpr) => !producedArgs.has(l.arg) || (isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, shape));
     if (!exprs.every((e) => exprLoads(e!).every(identity))) return null;
     const merged = mergeArgs(producer, consumer);
     const rArg = merged.producerMap[producer.args.indexOf(rid)];
@@ -214,7 +253,7 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
         : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
       return { producer, merged: dropArg({ spec: { ...producer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: consumer.writes, nodes }, rArg) };
     }
-    if (pk.kind === 'map' && sameShape(pk.shape, cmap.shape) && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
+    if (pk.kind === 'map' && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
       // Multi-output fusion: compute the producer inside the consumer and write both. Its outputs
       // are then written later, so nothing in between may read them.
       const between = kernels.slice(kernels.indexOf(producer) + 1, pos);
@@ -222,8 +261,10 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
       const pExprs = pk.exprs.map((e) => remapArgs(e, merged.producerMap));
       const pOut = pk.outputs.map((o) => ({ ...o, arg: merged.producerMap[o.arg] }));
       const exprOfArg = new Map(pOut.map((o, i) => [o.arg, pExprs[i]]));
-      const cExprs = cmap.exprs.map((e) => mapLoads(remapArgs(e, merged.consumerMap), (l) => exprOfArg.get(l.arg) ?? l)!);
-      const kernel: Kernel = { kind: 'map', shape: cmap.shape, exprs: [...pExprs, ...cExprs], outputs: [...pOut, ...cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg] }))] };
+      const cExprs = exprs.map((e) => mapLoads(remapArgs(e!, merged.consumerMap), (l) => exprOfArg.get(l.arg) ?? l)!);
+      // the consumer's outputs are contiguous: the same positions in the producer's shape
+      const cOut = cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg], view: contiguousView(shape) }));
+      const kernel: Kernel = { kind: 'map', shape: [...shape], exprs: [...pExprs, ...cExprs], outputs: [...pOut, ...cOut] };
       return { producer, merged: { spec: { ...consumer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: [...producer.writes, ...consumer.writes], nodes } };
     }
     return null;
@@ -248,6 +289,31 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     }
   }
   return kernels.filter((k) => !removed.has(k));
+}
+
+/**
+ * Removes the writes that nothing reads from multi-output kernels: a value that is neither a step
+ * output nor bound by another kernel (an intermediate that the kernel now computes where it is used).
+ */
+function dropDeadWrites(g: Graph, kernels: ScheduledKernel[]): ScheduledKernel[] {
+  const outputs = new Set(g.outputs.flatMap((o) => (o.node === null ? [] : [o.node])));
+  const binders = new Map<number, number>();
+  for (const k of kernels) for (const a of k.args) binders.set(a, (binders.get(a) ?? 0) + 1);
+  return kernels.map((k) => {
+    const kern = k.spec.kernel;
+    if (kern.kind !== 'map' || kern.outputs.length < 2) return k;
+    const loaded = new Set(kern.exprs.flatMap((e) => exprLoads(e).map((l) => l.arg)));
+    const live = kern.outputs.map((o) => outputs.has(k.args[o.arg]) || binders.get(k.args[o.arg])! > 1 || loaded.has(o.arg));
+    if (live.every(Boolean) || !live.some(Boolean)) return k;
+    const kept: Kernel = { ...kern, exprs: kern.exprs.filter((_, i) => live[i]), outputs: kern.outputs.filter((_, i) => live[i]) };
+    const used = kernelArgs(kept);
+    return {
+      ...k,
+      spec: { ...k.spec, args: used.map((a) => k.spec.args[a]), kernel: mapKernelArgs(kept, (a) => used.indexOf(a)) },
+      args: used.map((a) => k.args[a]),
+      writes: kept.outputs.map((o) => k.args[o.arg]),
+    };
+  });
 }
 
 /** The union of two kernels' arguments, with index maps from each kernel's numbering. */
