@@ -92,7 +92,7 @@ describeEachDevice('fusion: recomputed and merged values give eager results', (d
       const e = v.exp();
       return [picked.sum(1), back, e.add(1).mul(e), kiln.where(mask, 0, v)];
     };
-    const args = [kiln.tensor([[0], [3], [1]], { dtype: 'int32', device }), kiln.randn([3, 4], { device }), kiln.randn([3], { device })];
+    const args: [Tensor, Tensor, Tensor] = [kiln.tensor([[0], [3], [1]], { dtype: 'int32', device }), kiln.randn([3, 4], { device }), kiln.randn([3], { device })];
     const compiled = (await kiln.compile(f)(...args)) as unknown as Tensor[];
     const eager = f(...args);
     for (let i = 0; i < eager.length; i++) expectValues(await values(compiled[i]), await values(eager[i]), { rtol: 1e-6, atol: 1e-6 }, `output ${i}`);
