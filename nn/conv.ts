@@ -5,15 +5,18 @@
 //  - maxPool2d: the window positions are k*k strided slices of the (padded) input, or, when the windows
 //    tile the input, one [N, C, Ho, kh, Wo, kw] view; the maximum is selected with a mask that keeps
 //    PyTorch's rule for ties (the gradient goes to the first maximum of the window), so forward and
-//    backward are elementwise kernels and reductions that fuse;
+//    backward are elementwise kernels and reductions that fuse. Tiling windows take the first maximum's
+//    position with one argmax over the window (fusion recomputes the mask from it in each consumer,
+//    so the forward pass reads the input twice and the mask is never stored); without a gradient
+//    the output is just the window's maximum;
 //  - avgPool2d: a convolution of every channel with a constant 1/(kh*kw) window (padding counted, as
 //    PyTorch's default), channels folded into the batch;
 //  - adaptiveAvgPool2d: two products with averaging matrices (PyTorch's windows, overlapping or not).
 
 import { convParams, expandTuple, naturalOrder, type ConvOptions, type IntOrTuple } from '../ir/conv.ts';
 import { fmt } from '../ir/shape.ts';
-import { convGrouped, zeroPad } from '../runtime/conv.ts';
-import { arange, full, noGrad, tensor, Tensor, where } from '../runtime/index.ts';
+import { argmaxOver, convGrouped, zeroPad } from '../runtime/conv.ts';
+import { arange, full, isGradEnabled, noGrad, tensor, Tensor, where } from '../runtime/index.ts';
 import { checkTensor } from '../runtime/tensor.ts';
 
 /** Runs `f` on a batched input, accepting an unbatched one ([C, ...S]) as PyTorch does. */
@@ -76,10 +79,12 @@ export function maxPool2d(x: Tensor, kernelSize: IntOrTuple, opts: PoolOptions =
     if (p.every((pp) => pp === 0) && k.every((kk, d) => kk === s[d])) {
       // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw], reductions over the window.
       const v = xb.index(null, null, [0, out[0] * k[0]], [0, out[1] * k[1]]).reshape([n, c, out[0], k[0], out[1], k[1]]);
-      const pos = noGrad(() => arange(0, k[0] * k[1], 1, { dtype: 'float32', device: xb.device }).reshape([k[0], 1, k[1]]));
-      const m = v.detach().max([3, 5], true);
-      const first = where(v.detach().eq(m), pos, k[0] * k[1]).min([3, 5], true);
-      return v.mul(pos.eq(first).float()).sum([3, 5]);
+      if (!isGradEnabled() || !xb.requiresGrad) return v.max([3, 5]);
+      // The first maximum (a NaN first) selected by position: `where`, not a product with a 0/1 mask,
+      // so that an infinity elsewhere in the window does not turn the sum into NaN.
+      const first = noGrad(() => argmaxOver(v, [3, 5]));
+      const pos = noGrad(() => arange(0, k[0] * k[1], 1, { dtype: 'int32', device: xb.device }).reshape([k[0], 1, k[1]]));
+      return where(pos.eq(first), v, 0).sum([3, 5]);
     }
     // Padding with -inf, then one strided view per window position.
     let xp = xb;
