@@ -5,10 +5,10 @@
 //  - maxPool2d: the window positions are k*k strided slices of the (padded) input, or, when the windows
 //    tile the input, one [N, C, Ho, kh, Wo, kw] view; the maximum is selected with a mask that keeps
 //    PyTorch's rule for ties (the gradient goes to the first maximum of the window), so forward and
-//    backward are elementwise kernels and reductions that fuse. Tiling windows take the first maximum's
-//    position with one argmax over the window (fusion recomputes the mask from it in each consumer,
-//    so the forward pass reads the input twice and the mask is never stored); without a gradient
-//    the output is just the window's maximum;
+//    backward are elementwise kernels and reductions that fuse. Tiling windows instead take the first
+//    maximum's position with one argmax over the window and gather the value there, so the gradient
+//    is one scatter (PyTorch's own backward) and the window is read once; without a gradient the
+//    output is just the window's maximum;
 //  - avgPool2d: a convolution of every channel with a constant 1/(kh*kw) window (padding counted, as
 //    PyTorch's default), channels folded into the batch;
 //  - adaptiveAvgPool2d: two products with averaging matrices (PyTorch's windows, overlapping or not).
@@ -80,11 +80,18 @@ export function maxPool2d(x: Tensor, kernelSize: IntOrTuple, opts: PoolOptions =
       // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw], reductions over the window.
       const v = xb.index(null, null, [0, out[0] * k[0]], [0, out[1] * k[1]]).reshape([n, c, out[0], k[0], out[1], k[1]]);
       if (!isGradEnabled() || !xb.requiresGrad) return v.max([3, 5]);
-      // The first maximum (a NaN first) selected by position: `where`, not a product with a 0/1 mask,
-      // so that an infinity elsewhere in the window does not turn the sum into NaN.
-      const first = noGrad(() => argmaxOver(v, [3, 5]));
-      const pos = noGrad(() => arange(0, k[0] * k[1], 1, { dtype: 'int32', device: xb.device }).reshape([k[0], 1, k[1]]));
-      return where(pos.eq(first), v, 0).sum([3, 5]);
+      // A band of kh input rows is one contiguous row of kh·W values, in which the window's first
+      // maximum (a NaN first) at (i, j) = (first div kw, first mod kw) sits at i·W + wo·kw + j. Gathering
+      // it copies the value, and its gradient is a scatter to exactly that position (PyTorch's rule).
+      const idx = noGrad(() => {
+        const first = argmaxOver(v, [3, 5]).reshape([n, c, out[0], out[1]]);
+        let row = first.ge(k[1]).int(); // first div kw, without a division
+        for (let r = 2; r < k[0]; r++) row = row.add(first.ge(r * k[1]).int());
+        const col = arange(0, out[1] * k[1], k[1], { dtype: 'int32', device: xb.device });
+        return first.add(row.mul(w - k[1])).add(col);
+      });
+      const bands = (out[0] * k[0] === h ? xb : xb.index(null, null, [0, out[0] * k[0]])).reshape([n, c, out[0], k[0] * w]);
+      return bands.gather(3, idx);
     }
     // Padding with -inf, then one strided view per window position.
     let xp = xb;
