@@ -179,18 +179,6 @@ describe('simplify', () => {
     expect(full.shape).toEqual([2, 3]);
   });
 
-  it('where(c.logicalNot(), x, y) is where(c, y, x) (no negation computed); a non-bool condition is left alone', () => {
-    const c = kiln.tensor([true, false, true]), x = kiln.tensor([1, 2, 3]), y = kiln.tensor([4, 5, 6]);
-    const t = trace((cc: Tensor, a: Tensor, b: Tensor) => kiln.where(cc.logicalNot(), a, b), [c, x, y]);
-    const g = clean(t.graph);
-    expect(ops(g).sort()).toEqual(['input', 'input', 'input', 'where']);
-    expect(outNode(g).inputs).toEqual([0, 2, 1]);
-    expect(Array.from(kiln.where(c.logicalNot(), x, y).dataSync())).toEqual([4, 2, 6]);
-    const n = kiln.tensor([1, 0, 2], { dtype: 'int32' });
-    const kept = clean(trace((m: Tensor, a: Tensor, b: Tensor) => kiln.where(m.eq(0), a, b), [n, x, y]).graph);
-    expect(ops(kept)).toContain('eq');
-  });
-
   it('keeps outputs and node metadata (source lines) intact', () => {
     const x = kiln.randn([4]);
     const t = trace((a: Tensor) => a.exp().mul(1), [x]);

@@ -5,12 +5,8 @@
 //  - An elementwise producer fuses into the reduction (or gather/scatter) that consumes it.
 //  - A reduction's or matmul's elementwise consumer fuses into its epilogue when it is the only
 //    consumer and the shapes line up (bias + activation; an optimizer update of a gradient).
-//  - An elementwise value with several consumers gets a buffer, unless it is cheap to recompute: a
-//    few ops over buffers at most half its size (a mask broadcast from a small index), which each
-//    consumer then computes itself instead of reading a buffer as large as the value.
-//  - An elementwise kernel that is the only reader of another elementwise kernel of the same size
-//    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel); it
-//    iterates in the producer's shape, so a reshape between the two does not keep them apart.
+//  - An elementwise kernel that is the only reader of another elementwise kernel of the same shape
+//    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel).
 //  - A kernel stores only what the step outputs or a later kernel reads: a multi-output kernel drops
 //    the writes of intermediates it now computes itself.
 //  - A kernel never binds more buffers than the device allows: if it would, a producer is realized.
@@ -147,37 +143,7 @@ function buildKernel(g: Graph, realized: Set<number>, opts: FusionOptions, id: n
   });
 }
 
-/** At most this many elementwise ops are recomputed per consumer instead of storing their value. */
-const RECOMPUTE_MAX_OPS = 8;
-
-/**
- * Whether node `id` (elementwise, several consumers) is cheap enough to compute in each consumer:
- * its expression, up to the nodes that own buffers, has at most RECOMPUTE_MAX_OPS ops and loads only
- * buffers at most half its size. Storing it would cost a write and a read per consumer of a buffer
- * its own size; recomputing reads the smaller ones, which broadcasting mostly keeps in cache.
- */
-function cheapToRecompute(g: Graph, realized: ReadonlySet<number>, id: number): boolean {
-  const size = numel(g.node(id).shape);
-  let ops = 0;
-  const seen = new Set<number>();
-  const stack = [...g.node(id).inputs];
-  while (stack.length) {
-    const i = stack.pop()!;
-    if (seen.has(i)) continue;
-    seen.add(i);
-    const n = g.node(i);
-    if (n.op === 'input' || realized.has(i)) {
-      if (2 * numel(n.shape) > size) return false;
-    } else if (isElementwise(n.op)) {
-      if (++ops > RECOMPUTE_MAX_OPS) return false;
-      stack.push(...n.inputs);
-    } else if (isView(n.op)) stack.push(...n.inputs);
-    // constants fold into the expression
-  }
-  return true;
-}
-
-/** Nodes that must own a buffer before any fusion decision (nodes come in topological order). */
+/** Nodes that must own a buffer before any fusion decision. */
 function initialRealized(g: Graph, fuse: boolean): Set<number> {
   const users = g.users();
   const realized = new Set<number>();
@@ -186,7 +152,7 @@ function initialRealized(g: Graph, fuse: boolean): Set<number> {
     if (n.op === 'input') continue;
     if (isBarrier(n.op)) realized.add(n.id);
     else if (!fuse && !isView(n.op)) realized.add(n.id);
-    else if (isElementwise(n.op) && users[n.id].length > 1 && !cheapToRecompute(g, realized, n.id)) realized.add(n.id);
+    else if (isElementwise(n.op) && users[n.id].length > 1) realized.add(n.id);
   }
   return realized;
 }
@@ -223,16 +189,13 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     if (!producer || producer === consumer || removed.has(producer) || consumer.writes.includes(rid)) return null;
     const pk = producer.spec.kernel;
     const rShape = g.node(rid).shape;
-    // The merged kernel iterates in the producer's shape: its output's (an epilogue), or its own (a
-    // map kernel, whose outputs all have its size).
-    const shape = pk.kind === 'map' ? pk.shape : rShape;
-    if (numel(rShape) !== numel(cmap.shape) || numel(shape) !== numel(cmap.shape)) return null;
-    // Re-express the consumer over that shape (a reshape of the producer's value, or size-1 dims).
-    const exprs = sameShape(shape, cmap.shape) ? cmap.exprs : cmap.exprs.map((e) => moveLoads(e, (v) => reshapeView(v, shape)));
+    if (numel(rShape) !== numel(cmap.shape)) return null;
+    // Re-express the consumer over the producer's iteration shape (they differ by size-1 dims at most).
+    const exprs = sameShape(rShape, cmap.shape) ? cmap.exprs : cmap.exprs.map((e) => moveLoads(e, (v) => reshapeView(v, rShape)));
     if (exprs.some((e) => e === null)) return null;
     // Every output of the producer that the consumer reads must be read at the same position.
     const producedArgs = new Set(consumer.args.flatMap((a, i) => (producer.writes.includes(a) ? [i] : [])));
-    const identity = (l: LoadExpr) => !producedArgs.has(l.arg) || (isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, shape));
+    const identity = (l: LoadExpr) => !producedArgs.has(l.arg) || (isContiguous(l.view) && l.view.offset === 0 && sameShape(l.view.shape, rShape));
     if (!exprs.every((e) => exprLoads(e!).every(identity))) return null;
     const merged = mergeArgs(producer, consumer);
     const rArg = merged.producerMap[producer.args.indexOf(rid)];
@@ -253,7 +216,7 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
         : { ...pk, a: remap(pk.a), b: remap(pk.b), epilogue, output };
       return { producer, merged: dropArg({ spec: { ...producer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: consumer.writes, nodes }, rArg) };
     }
-    if (pk.kind === 'map' && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
+    if (pk.kind === 'map' && sameShape(pk.shape, cmap.shape) && pk.outputs.every((o) => isContiguous(o.view) && o.view.offset === 0)) {
       // Multi-output fusion: compute the producer inside the consumer and write both. Its outputs
       // are then written later, so nothing in between may read them.
       const between = kernels.slice(kernels.indexOf(producer) + 1, pos);
@@ -261,10 +224,8 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
       const pExprs = pk.exprs.map((e) => remapArgs(e, merged.producerMap));
       const pOut = pk.outputs.map((o) => ({ ...o, arg: merged.producerMap[o.arg] }));
       const exprOfArg = new Map(pOut.map((o, i) => [o.arg, pExprs[i]]));
-      const cExprs = exprs.map((e) => mapLoads(remapArgs(e!, merged.consumerMap), (l) => exprOfArg.get(l.arg) ?? l)!);
-      // the consumer's outputs are contiguous: the same positions in the producer's shape
-      const cOut = cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg], view: contiguousView(shape) }));
-      const kernel: Kernel = { kind: 'map', shape: [...shape], exprs: [...pExprs, ...cExprs], outputs: [...pOut, ...cOut] };
+      const cExprs = cmap.exprs.map((e) => mapLoads(remapArgs(e, merged.consumerMap), (l) => exprOfArg.get(l.arg) ?? l)!);
+      const kernel: Kernel = { kind: 'map', shape: cmap.shape, exprs: [...pExprs, ...cExprs], outputs: [...pOut, ...cmap.outputs.map((o) => ({ ...o, arg: merged.consumerMap[o.arg] }))] };
       return { producer, merged: { spec: { ...consumer.spec, name, args: argsOf(merged.args), kernel }, args: merged.args, writes: [...producer.writes, ...consumer.writes], nodes } };
     }
     return null;

@@ -1,6 +1,5 @@
 // Constant folding and algebraic simplification: x*1, x+0, x-0, x/1, x^1, neg(neg x), copies and
-// identity casts/views disappear; ops on constants and broadcasts of constants become constants; a
-// `where` on a negated condition swaps its branches instead.
+// identity casts/views disappear; ops on constants and broadcasts of constants become constants.
 
 import type { Graph, Node } from '../../ir/graph.ts';
 import type { DType } from '../../ir/dtype.ts';
@@ -85,13 +84,7 @@ export function simplify(g: Graph): Graph {
         case 'div': if (vb === 1 && same(a)) return a.id; break;
         case 'pow': if (vb === 1 && same(a)) return a.id; break;
         case 'neg': if (a.op === 'neg' && same(out.node(a.inputs[0]))) return a.inputs[0]; break;
-        case 'where': {
-          if (va !== null) { const pick = va !== 0 ? xs[1] : xs[2]; if (same(pick)) return pick.id; }
-          // where(c == false, x, y) = where(c, y, x): the negation (autodiff's logicalNot) is not computed
-          const c = a.op === 'eq' ? out.node(a.inputs[0]) : null;
-          if (c && c.dtype === 'bool' && sameShape(c.shape, n.shape) && fullValue(out.node(a.inputs[1])) === 0) return out.add({ ...n, inputs: [c.id, n.inputs[2], n.inputs[1]] }).id;
-          break;
-        }
+        case 'where': if (va !== null) { const pick = va !== 0 ? xs[1] : xs[2]; if (same(pick)) return pick.id; } break;
       }
     }
     return out.add(n as NodeInit).id;
