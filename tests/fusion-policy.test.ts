@@ -1,7 +1,9 @@
-// What a compiled step stores (compiler/passes/fusion.ts): no kernel writes a value that neither the
-// step outputs nor another kernel reads -- a multi-output kernel drops the writes of intermediates it
-// computes where they are used (Adadelta's delta, dropout's uniform numbers). Checked on the schedules
-// of traced functions (the real pipeline) and, for results, against eager execution on every device.
+// Fusion rules of compiler/passes/fusion.ts beyond fusion.test.ts: no kernel writes a value that
+// neither the step outputs nor another kernel reads (a multi-output kernel drops the writes of
+// intermediates it computes where they are used: Adadelta's delta, dropout's uniform numbers), and an
+// argmax's elementwise consumer runs in its epilogue (max pooling's gather index). Checked on the
+// schedules of traced functions (the real pipeline) and, for results, against eager execution on
+// every device.
 import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import type { Graph } from '../ir/graph.ts';
@@ -48,8 +50,28 @@ describe('fusion: what a kernel stores', () => {
   });
 });
 
-describeEachDevice('fusion: a dropped write gives eager results', (device) => {
-  it('(e + 1) * e and Adam-style state updates, compiled and eager', async () => {
+describe('fusion: argmax epilogues', () => {
+  it("an argmax's only elementwise consumer (an int index and a float value) runs in its kernel", () => {
+    const p = pipeline((a: Tensor) => [a.argmax(1).mul(3).add(1), a.argmax(0).float().mul(0.5)], [kiln.randn([4, 6])]);
+    expect(p.schedule.kernels).toHaveLength(2);
+    for (const k of p.schedule.kernels) expect(k.spec.kernel.kind === 'reduce' && k.spec.kernel.op).toBe('argmax');
+  });
+});
+
+describeEachDevice('fusion: argmax epilogues and dropped writes give eager results', (device) => {
+  it('argmax with an int and a float epilogue: ties, NaN and -Infinity, short and long rows (both WGSL strategies)', async () => {
+    const f = (x: Tensor): Tensor[] => [x.argmax(1).mul(3).add(1), x.argmax(0).float().mul(0.5).add(x.sum(0))];
+    for (const [r, c] of [[5, 300], [300, 5]]) {
+      const data = Float32Array.from({ length: r * c }, (_, i) => (i % 97 === 5 ? NaN : i % 89 === 3 ? -Infinity : Math.round(Math.sin(i * 0.7) * 3)));
+      const x = kiln.tensor(data, { shape: [r, c], device });
+      const compiled = (await kiln.compile(f)(x)) as unknown as Tensor[];
+      const eager = f(x);
+      for (let i = 0; i < eager.length; i++) expectValues(await values(compiled[i]), await values(eager[i]), { rtol: 1e-6, atol: 1e-6 }, `[${r}, ${c}] output ${i}`);
+    }
+  });
+
+
+  it('dropped writes: (e + 1) * e and Adam-style state updates, compiled and eager', async () => {
     const f = (v: Tensor, m: Tensor, g: Tensor): Tensor[] => {
       const e = v.exp();
       const m2 = m.mul(0.9).add(g.mul(0.1));

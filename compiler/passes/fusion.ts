@@ -202,7 +202,7 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     const nodes = [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y);
     const name = `${producer.spec.name}_${consumer.spec.name}`;
 
-    if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul' || pk.kind === 'conv') {
+    if (pk.kind === 'reduce' || pk.kind === 'matmul' || pk.kind === 'conv') {
       // Epilogue fusion: the producer's value is needed by this one-output consumer alone.
       if (consumer.writes.length !== 1 || producer.writes.length !== 1 || pk.epilogue.kind !== 'acc' || outputs.has(rid)) return null;
       const readers = kernels.filter((k) => !removed.has(k) && k !== producer && k.args.includes(rid));
