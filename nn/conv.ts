@@ -2,13 +2,11 @@
 // (ir/conv.ts) on a grouped layout; these functions reshape PyTorch's [N, C, ...] layout into it (views)
 // and back. Pooling is not a primitive: windows are views folded into the consumers' indexing
 // (README.md, "Convolution and the pooling decision", says why):
-//  - maxPool2d: the window positions are k*k strided slices of the (padded) input, or, when the windows
-//    tile the input, one [N, C, Ho, kh, Wo, kw] view; the maximum is selected with a mask that keeps
-//    PyTorch's rule for ties (the gradient goes to the first maximum of the window), so forward and
-//    backward are elementwise kernels and reductions that fuse. Tiling windows instead take the first
-//    maximum's position with one argmax over the window and gather the value there, so the gradient
-//    is one scatter (PyTorch's own backward) and the window is read once; without a gradient the
-//    output is just the window's maximum;
+//  - maxPool2d: when the windows tile the input, one [N, C, Ho, kh, Wo, kw] view: the window maximum
+//    without a gradient; with one, an argmax over the window finds the first maximum (PyTorch's rule
+//    for ties) and a gather copies it, so the window is read once and the gradient is one scatter
+//    (PyTorch's own backward). Otherwise k*k strided slices of the (padded) input, the first maximum
+//    selected with a mask, so forward and backward are elementwise kernels that fuse;
 //  - avgPool2d: a convolution of every channel with a constant 1/(kh*kw) window (padding counted, as
 //    PyTorch's default), channels folded into the batch;
 //  - adaptiveAvgPool2d: two products with averaging matrices (PyTorch's windows, overlapping or not).
@@ -77,7 +75,7 @@ export function maxPool2d(x: Tensor, kernelSize: IntOrTuple, opts: PoolOptions =
     const { k, s, p, out } = poolParams('maxPool2d', xb, kernelSize, opts);
     const [n, c, h, w] = xb.shape;
     if (p.every((pp) => pp === 0) && k.every((kk, d) => kk === s[d])) {
-      // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw], reductions over the window.
+      // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw].
       const v = xb.index(null, null, [0, out[0] * k[0]], [0, out[1] * k[1]]).reshape([n, c, out[0], k[0], out[1], k[1]]);
       if (!isGradEnabled() || !xb.requiresGrad) return v.max([3, 5]);
       // A band of kh input rows is one contiguous row of kh·W values, in which the window's first
