@@ -17,7 +17,8 @@ export interface PrimAttrs {
   // reductions keep reduced axes as size 1 (the frontend reshapes them away)
   sum: { axes: number[] };
   max: { axes: number[] };
-  argmax: { axis: number };
+  /** the first maximum's position over `axes`, counted row-major over them (a NaN counts as the maximum) */
+  argmax: { axes: number[] };
   // movement (views; no data is copied unless a consumer needs it contiguous)
   reshape: { shape: number[] };
   permute: { perm: number[] };
@@ -143,7 +144,7 @@ export const shapeRules: { [P in Primitive]: ShapeRule<P> } = {
   cast: (x, a) => ({ shape: x[0].shape, dtype: a.dtype }),
   sum: (x, a) => ({ ...reduce(x, a), dtype: isFloat(x[0].dtype) ? x[0].dtype : 'int32' }),
   max: reduce,
-  argmax: (x, a) => ({ shape: x[0].shape.map((d, i) => (i === a.axis ? 1 : d)), dtype: 'int32' }),
+  argmax: (x, a) => ({ ...reduce(x, a), dtype: 'int32' }),
   reshape: (x, a) => {
     if (numel(a.shape) !== numel(x[0].shape)) throw new Error(`reshape: shape ${fmt(a.shape)} is invalid for input of size ${numel(x[0].shape)}`);
     return { shape: a.shape, dtype: x[0].dtype };

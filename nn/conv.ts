@@ -2,18 +2,19 @@
 // (ir/conv.ts) on a grouped layout; these functions reshape PyTorch's [N, C, ...] layout into it (views)
 // and back. Pooling is not a primitive: windows are views folded into the consumers' indexing
 // (README.md, "Convolution and the pooling decision", says why):
-//  - maxPool2d: the window positions are k*k strided slices of the (padded) input, or, when the windows
-//    tile the input, one [N, C, Ho, kh, Wo, kw] view; the maximum is selected with a mask that keeps
-//    PyTorch's rule for ties (the gradient goes to the first maximum of the window), so forward and
-//    backward are elementwise kernels and reductions that fuse;
+//  - maxPool2d: when the windows tile the input, one [N, C, Ho, kh, Wo, kw] view: the window maximum
+//    without a gradient; with one, an argmax over the window finds the first maximum (PyTorch's rule
+//    for ties) and a gather copies it, so the window is read once and the gradient is one scatter
+//    (PyTorch's own backward). Otherwise k*k strided slices of the (padded) input, the first maximum
+//    selected with a mask, so forward and backward are elementwise kernels that fuse;
 //  - avgPool2d: a convolution of every channel with a constant 1/(kh*kw) window (padding counted, as
 //    PyTorch's default), channels folded into the batch;
 //  - adaptiveAvgPool2d: two products with averaging matrices (PyTorch's windows, overlapping or not).
 
 import { convParams, expandTuple, naturalOrder, type ConvOptions, type IntOrTuple } from '../ir/conv.ts';
 import { fmt } from '../ir/shape.ts';
-import { convGrouped, zeroPad } from '../runtime/conv.ts';
-import { arange, full, noGrad, tensor, Tensor, where } from '../runtime/index.ts';
+import { argmaxOver, convGrouped, zeroPad } from '../runtime/conv.ts';
+import { arange, full, isGradEnabled, noGrad, tensor, Tensor, where } from '../runtime/index.ts';
 import { checkTensor } from '../runtime/tensor.ts';
 
 /** Runs `f` on a batched input, accepting an unbatched one ([C, ...S]) as PyTorch does. */
@@ -74,12 +75,21 @@ export function maxPool2d(x: Tensor, kernelSize: IntOrTuple, opts: PoolOptions =
     const { k, s, p, out } = poolParams('maxPool2d', xb, kernelSize, opts);
     const [n, c, h, w] = xb.shape;
     if (p.every((pp) => pp === 0) && k.every((kk, d) => kk === s[d])) {
-      // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw], reductions over the window.
+      // Windows tile the (cropped) input: one view [N, C, Ho, kh, Wo, kw].
       const v = xb.index(null, null, [0, out[0] * k[0]], [0, out[1] * k[1]]).reshape([n, c, out[0], k[0], out[1], k[1]]);
-      const pos = noGrad(() => arange(0, k[0] * k[1], 1, { dtype: 'float32', device: xb.device }).reshape([k[0], 1, k[1]]));
-      const m = v.detach().max([3, 5], true);
-      const first = where(v.detach().eq(m), pos, k[0] * k[1]).min([3, 5], true);
-      return v.mul(pos.eq(first).float()).sum([3, 5]);
+      if (!isGradEnabled() || !xb.requiresGrad) return v.max([3, 5]);
+      // A band of kh input rows is one contiguous row of kh·W values, in which the window's first
+      // maximum (a NaN first) at (i, j) = (first div kw, first mod kw) sits at i·W + wo·kw + j. Gathering
+      // it copies the value, and its gradient is a scatter to exactly that position (PyTorch's rule).
+      const idx = noGrad(() => {
+        const first = argmaxOver(v, [3, 5]).reshape([n, c, out[0], out[1]]);
+        let row = first.ge(k[1]).int(); // first div kw, without a division
+        for (let r = 2; r < k[0]; r++) row = row.add(first.ge(r * k[1]).int());
+        const col = arange(0, out[1] * k[1], k[1], { dtype: 'int32', device: xb.device });
+        return first.add(row.mul(w - k[1])).add(col);
+      });
+      const bands = (out[0] * k[0] === h ? xb : xb.index(null, null, [0, out[0] * k[0]])).reshape([n, c, out[0], k[0] * w]);
+      return bands.gather(3, idx);
     }
     // Padding with -inf, then one strided view per window position.
     let xp = xb;

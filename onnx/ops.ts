@@ -131,8 +131,11 @@ export const onnxLowerings: { [P in Primitive]: Lowering<P> } = {
     return e.cast(reduceAxes(e, 'ReduceMax', e.cast(x, from, t), n.attrs.axes, e.opset >= 18), t, n.dtype);
   },
   argmax: (e, n, [x]) => {
+    // Tensor.argmax takes one dim; several axes come only from max pooling's gradient (nn/conv.ts),
+    // which an export (traced without gradients) never contains.
+    if (n.attrs.axes.length !== 1) e.unsupported(`argmax over several axes ${JSON.stringify(n.attrs.axes)} has no ONNX ArgMax`);
     const from = e.dtypeOf(n.inputs[0]);
-    const arg = e.node('ArgMax', [e.cast(x, from, from === 'bool' ? 'int32' : from)], { axis: int(n.attrs.axis), keepdims: int(1), select_last_index: int(0) });
+    const arg = e.node('ArgMax', [e.cast(x, from, from === 'bool' ? 'int32' : from)], { axis: int(n.attrs.axes[0]), keepdims: int(1), select_last_index: int(0) });
     return e.node('Cast', [arg], { to: int(ONNX_ELEM.int32) });
   },
   reshape: (e, n, [x]) => {

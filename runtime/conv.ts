@@ -1,4 +1,5 @@
-// The door from the library (nn/conv.ts) to the `conv` primitive: one dispatch on the grouped layout.
+// The door from the library (nn/conv.ts) to the primitives it calls directly: `conv` on the grouped
+// layout, `pad` with zeros, and `argmax` over a pooling window's axes.
 
 import type { ConvAttrs } from '../ir/conv.ts';
 import { dispatch } from './dispatch.ts';
@@ -14,3 +15,10 @@ export function zeroPad(x: Tensor, lo: readonly number[], hi: readonly number[] 
   const shape = x.shape.map((s, i) => (i < lead ? s : s + lo[i - lead] + hi[i - lead]));
   return dispatch('pad', [x], { starts, steps: shape.map(() => 1), shape });
 }
+
+/**
+ * The position of the first maximum of `x` over `axes` (a NaN counts as the maximum), counted row-major
+ * over them, as int32 with the axes kept at size 1: the `argmax` primitive over several axes at once
+ * (a pooling window, which no reshape can merge into one axis without a copy).
+ */
+export const argmaxOver = (x: Tensor, axes: number[]): Tensor => dispatch('argmax', [x], { axes });

@@ -237,12 +237,12 @@ export class Tensor {
   private _argmax(op: string, x: Tensor, dim: number | undefined, keepdim: boolean): Tensor {
     if (dim === undefined) {
       if (x.numel() === 0) throw new Error(`${op}: cannot take the ${op} of an empty tensor (shape ${fmt(x.shape)}) without a dim`);
-      return dispatch('argmax', [x.reshape([-1])], { axis: 0 }).reshape([]);
+      return dispatch('argmax', [x.reshape([-1])], { axes: [0] }).reshape([]);
     }
     const axis = normDim(op, dim, x.ndim);
     if (x.ndim === 0) return full([], 0, { dtype: 'int32', device: x.device });
     checkNonEmptyReduction(op, x, [axis]);
-    return dropAxes(dispatch('argmax', [x], { axis }), [axis], keepdim);
+    return dropAxes(dispatch('argmax', [x], { axes: [axis] }), [axis], keepdim);
   }
   logsumexp(dim: Dims, keepdim = false): Tensor {
     const axes = normAxes('logsumexp', dim, this.ndim);

@@ -289,7 +289,7 @@ describe.runIf(hasWebGPU)('wgsl codegen on webgpu vs cpu', () => {
     const reduce = async (op: 'sum' | 'max' | 'argmax', shp: number[], axes: number[], data: TypedArray, dtype: DType = 'float32') => {
       const outShape = shp.map((d, i) => (axes.includes(i) ? 1 : d));
       const outDtype: DType = op === 'argmax' ? 'int32' : op === 'sum' && dtype !== 'float32' ? 'int32' : dtype;
-      const specs = op === 'argmax' ? lowerOne('argmax', { axis: axes[0] }, [inp(shp, dtype)], { shape: outShape, dtype: outDtype })
+      const specs = op === 'argmax' ? lowerOne('argmax', { axes }, [inp(shp, dtype)], { shape: outShape, dtype: outDtype })
         : lowerOne(op, { axes }, [inp(shp, dtype)], { shape: outShape, dtype: outDtype });
       const out = outDtype === 'float32' ? new Float32Array(numel(outShape)) : new Int32Array(numel(outShape));
       return (await runBoth(specs, [{ data }, { data: out }]))[0];

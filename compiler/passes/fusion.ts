@@ -7,6 +7,8 @@
 //    consumer and the shapes line up (bias + activation; an optimizer update of a gradient).
 //  - An elementwise kernel that is the only reader of another elementwise kernel of the same shape
 //    absorbs it and writes both outputs (multi-output kernels: Adam's m, v and p in one kernel).
+//  - A kernel stores only what the step outputs or a later kernel reads: a multi-output kernel drops
+//    the writes of intermediates it now computes itself.
 //  - A kernel never binds more buffers than the device allows: if it would, a producer is realized.
 
 import type { Graph, Node } from '../../ir/graph.ts';
@@ -161,7 +163,7 @@ export function schedule(g: Graph, opts: FusionOptions): Schedule {
     try {
       let kernels: ScheduledKernel[] = [];
       for (const n of g.nodes) if (realized.has(n.id)) kernels.push(...buildKernel(g, realized, opts, n.id));
-      if (opts.fuse) kernels = fuseEpilogues(g, kernels, opts.maxArgs);
+      if (opts.fuse) kernels = dropDeadWrites(g, fuseEpilogues(g, kernels, opts.maxArgs));
       return { kernels, realized };
     } catch (e) {
       if (!(e instanceof NeedRealize)) throw e;
@@ -200,7 +202,7 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     const nodes = [...producer.nodes, ...consumer.nodes].sort((x, y) => x - y);
     const name = `${producer.spec.name}_${consumer.spec.name}`;
 
-    if ((pk.kind === 'reduce' && pk.op !== 'argmax') || pk.kind === 'matmul' || pk.kind === 'conv') {
+    if (pk.kind === 'reduce' || pk.kind === 'matmul' || pk.kind === 'conv') {
       // Epilogue fusion: the producer's value is needed by this one-output consumer alone.
       if (consumer.writes.length !== 1 || producer.writes.length !== 1 || pk.epilogue.kind !== 'acc' || outputs.has(rid)) return null;
       const readers = kernels.filter((k) => !removed.has(k) && k !== producer && k.args.includes(rid));
@@ -248,6 +250,31 @@ function fuseEpilogues(g: Graph, kernels: ScheduledKernel[], maxArgs: number): S
     }
   }
   return kernels.filter((k) => !removed.has(k));
+}
+
+/**
+ * Removes the writes that nothing reads from multi-output kernels: a value that is neither a step
+ * output nor bound by another kernel (an intermediate that the kernel now computes where it is used).
+ */
+function dropDeadWrites(g: Graph, kernels: ScheduledKernel[]): ScheduledKernel[] {
+  const outputs = new Set(g.outputs.flatMap((o) => (o.node === null ? [] : [o.node])));
+  const binders = new Map<number, number>();
+  for (const k of kernels) for (const a of k.args) binders.set(a, (binders.get(a) ?? 0) + 1);
+  return kernels.map((k) => {
+    const kern = k.spec.kernel;
+    if (kern.kind !== 'map' || kern.outputs.length < 2) return k;
+    const loaded = new Set(kern.exprs.flatMap((e) => exprLoads(e).map((l) => l.arg)));
+    const live = kern.outputs.map((o) => outputs.has(k.args[o.arg]) || binders.get(k.args[o.arg])! > 1 || loaded.has(o.arg));
+    if (live.every(Boolean) || !live.some(Boolean)) return k;
+    const kept: Kernel = { ...kern, exprs: kern.exprs.filter((_, i) => live[i]), outputs: kern.outputs.filter((_, i) => live[i]) };
+    const used = kernelArgs(kept);
+    return {
+      ...k,
+      spec: { ...k.spec, args: used.map((a) => k.spec.args[a]), kernel: mapKernelArgs(kept, (a) => used.indexOf(a)) },
+      args: used.map((a) => k.args[a]),
+      writes: kept.outputs.map((o) => k.args[o.arg]),
+    };
+  });
 }
 
 /** The union of two kernels' arguments, with index maps from each kernel's numbering. */
