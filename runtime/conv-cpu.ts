@@ -19,7 +19,11 @@ const UNFOLDED = 1 << 23;
 
 type F32 = Float32Array<ArrayBuffer>;
 let colScratch: F32 = new Float32Array(0), wScratch: F32 = new Float32Array(0), outScratch: F32 = new Float32Array(0);
-const grow = (a: F32, n: number): F32 => (a.length >= n ? a : new Float32Array(Math.max(n, a.length * 2)));
+const grow = (a: F32, n: number, shared = false): F32 => {
+  if (a.length >= n && (!shared || a.buffer instanceof SharedArrayBuffer)) return a;
+  const length = Math.max(n, a.length * 2);
+  return (shared ? new Float32Array(new SharedArrayBuffer(length * 4)) : new Float32Array(length)) as F32;
+};
 
 /**
  * For each spatial dim, the input index that output position o and window position k read
@@ -54,7 +58,8 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // block is bounded only by the packed operand's size (UNFOLDED floats).
   const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
   if (unfoldable && transposes(a, kernel)) return transposedConv(a, x, xv, w, wv, gemm!, geo);
-  const out = (outScratch = grow(outScratch, N * G * Og * P));
+  // in shared memory where the thread pool runs split kernels: the epilogue reads it in ranges there
+  const out = (outScratch = grow(outScratch, N * G * Og * P, gemm?.threads?.splitsKernels));
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.

@@ -469,7 +469,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   let heap = new Float32Array(mem.buffer);
   /** where the scratch starts (floats), and how much of it region() keeps */
   const start = threads ? threads.scratchStart / 4 : 0;
-  let reserved = 0;
+  let reserved = 0, regionView = heap.subarray(0, 0);
   /** Grows the memory to hold `need` floats (what: the product, why: what it holds). */
   const fit = (need: number, what: string, why: string): void => {
     if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
@@ -532,7 +532,9 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     region: (floats: number) => {
       fit(start + floats, `a region of ${floats} floats`, 'it');
       reserved = floats;
-      return heap.subarray(start, start + floats);
+      // the same array while the memory and the size stay (split kernels' workers know it by identity)
+      if (regionView.buffer !== heap.buffer || regionView.length !== floats) regionView = heap.subarray(start, start + floats);
+      return regionView;
     },
     addRows: (dst: Float32Array, d: number, dRow: number, src: Float32Array, s0: number, sRow: number, width: number, rows: number) =>
       fns.addRows(dst.byteOffset + d * 4, dRow * 4, src.byteOffset + s0 * 4, sRow * 4, width, rows),

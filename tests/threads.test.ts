@@ -143,34 +143,38 @@ describe('thread pool', () => {
     }
   });
 
-  it("a compiled step's big elementwise kernels, reductions and gathers run in ranges on both threads, with the same bits as on one", async () => {
-    // dropout (counter-based random numbers), a ReLU, a reduction keeping a dim, a gather and an in-place
-    // update reading a 0-d learning rate (a private scalar the pool copies into shared memory)
+  it("a compiled step's big elementwise kernels, reductions, gathers and convolution epilogues run in ranges on both threads, with the same bits as on one", async () => {
+    // dropout (counter-based random numbers), a ReLU, a reduction keeping a dim, a gather, a convolution
+    // with its bias and ReLU (and both gradients), and an in-place update reading a 0-d learning rate
+    // (a private scalar the pool copies into shared memory)
     const run = async (threads: number) => {
       kiln.setNumThreads(threads);
       kiln.manualSeed(5);
       const w = kiln.randn([300, 600]).requiresGrad_(), table = kiln.randn([1000, 300]);
+      const cw = kiln.randn([32, 16, 3, 3]).mul(0.1).requiresGrad_(), cb = kiln.randn([32]).requiresGrad_(), img = kiln.randn([8, 16, 34, 34]);
       const lr = kiln.tensor(0.05);
       const idx = kiln.randint(0, 1000, [600]);
       const step = kiln.compile((x: kiln.Tensor) => {
         const h = kiln.F.dropout(x.matmul(w).relu(), 0.3, true);
-        const loss = h.sum(1).mul(table.index(idx).sum(0).mean()).mean();
+        const c = kiln.F.conv2d(img, cw, cb).relu();
+        const loss = h.sum(1).mul(table.index(idx).sum(0).mean()).mean().add(c.square().mean());
         loss.backward();
-        kiln.noGrad(() => w.sub_(w.grad!.mul(lr)));
-        w.grad = null;
+        kiln.noGrad(() => { w.sub_(w.grad!.mul(lr)); cw.sub_(cw.grad!.mul(lr)); cb.sub_(cb.grad!.mul(lr)); });
+        w.grad = null; cw.grad = null; cb.grad = null;
         return loss;
       });
       const x = kiln.randn([400, 300]);
       const before = pool()!.splitRuns;
       const losses: number[] = [];
       for (let i = 0; i < 2; i++) losses.push(await (await step(x)).item());
-      return { losses, w: w.dataSync(), split: pool()!.splitRuns - before };
+      return { losses, w: w.dataSync(), cw: cw.dataSync(), split: pool()!.splitRuns - before };
     };
     const one = await run(1), two = await run(2);
     expect(one.split).toBe(0);
     expect(two.split).toBeGreaterThanOrEqual(4);
     expect(two.losses).toEqual(one.losses);
     expect(two.w).toEqual(one.w);
+    expect(two.cw).toEqual(one.cw);
   });
 
   it('a worker that dies in a split kernel is an Error naming it, and the next call runs on a restarted pool', async () => {

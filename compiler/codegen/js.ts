@@ -39,9 +39,10 @@ function genMap(k: Extract<Kernel, { kind: 'map' }>, ranged: boolean): Body {
  * A kernel's statements. A kernel whose outermost loop runs over outputs only (a map, a reduction keeping
  * some dim, a gather) can run in parts, each a range [lo, hi) of that loop writing only its own outputs
  * (the runtime's thread pool runs them, env.parallel): `extent` is that loop's trip count (0 for kernels
- * that cannot be split) and `work` the iterations of the whole nest.
+ * that cannot be split) and `work` the iterations of the whole nest. A `prologue` (a convolution's
+ * product) is an expression computed once, before any range, that the text reads as `r`.
  */
-interface Body { text: string; extent: number; work: number }
+interface Body { text: string; extent: number; work: number; prologue?: string }
 
 /** A kernel's body: `prelude` (hoisted values), then loops over `shape` around `inner`, the outermost ranged when asked. */
 function loopBody(prelude: readonly string[], shape: readonly number[], vars: readonly string[], inner: string[], ranged: boolean, work = shape.reduce((a, b) => a * b, 1)): Body {
@@ -153,17 +154,14 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
 const GEMM_MIN_WORK = 1 << 15;
 
 /**
- * Whether an m x k by k x n product is worth splitting over the CPU's threads: below ~2M multiply-adds
- * (~0.1 ms on one core) waking the workers (10-50 µs) and sharing caches costs more than it saves.
- */
-/**
  * A loop over `shape` in row-major order as one counter `t`: V8 runs one long loop 1.5-1.8x faster
  * than nests of short ones (measured on the MLP's update epilogues). `body` gets `at(strides)`, the
  * index term of a view with these strides over `shape`: `t` for a view that walks it contiguously,
  * else a sum over counters i<d>, which are kept (with a carry chain from the last dim) only for the
- * dims some view needs.
+ * dims some view needs. With `ranged`, `t` runs over [lo, hi) (a part of a split kernel), the counters
+ * starting where `lo` is.
  */
-function flatLoop(shape: readonly number[], body: (at: (strides: readonly number[]) => string) => string[]): string[] {
+function flatLoop(shape: readonly number[], body: (at: (strides: readonly number[]) => string) => string[], ranged = false): string[] {
   const contiguous = contiguousStrides(shape);
   let outer = shape.length; // the outermost dim whose counter a view reads
   const at = (strides: readonly number[]): string => {
@@ -179,8 +177,10 @@ function flatLoop(shape: readonly number[], body: (at: (strides: readonly number
   const counted = shape.map((_, d) => d).filter((d) => d >= outer && shape[d] !== 1);
   let carry = '';
   for (const d of counted) carry = `if (++i${d} === ${shape[d]}) { i${d} = 0;${carry ? ` ${carry}` : ''} }`;
+  const start = (d: number): string => (ranged ? `((t / ${contiguous[d]}) | 0) % ${shape[d]}` : '0');
+  const [from, to] = ranged ? ['lo | 0', 'end'] : ['0', String(shape.reduce((a, b) => a * b, 1))];
   return [
-    `for (let t = 0${counted.map((d) => `, i${d} = 0`).join('')}; t < ${shape.reduce((a, b) => a * b, 1)}; t++) {`,
+    `for (let t = ${from}${ranged ? ', end = hi | 0' : ''}${counted.map((d) => `, i${d} = ${start(d)}`).join('')}; t < ${to}; t++) {`,
     ...lines.map((l) => '  ' + l),
     ...(carry ? ['  ' + carry] : []),
     '}',
@@ -210,6 +210,10 @@ function flatEpilogue(k: Extract<Kernel, { kind: 'matmul' }>, bv: readonly strin
   return [...epi!.hoisted, ...loop];
 }
 
+/**
+ * Whether an m x k by k x n product is worth splitting over the CPU's threads: below ~2M multiply-adds
+ * (~0.1 ms on one core) waking the workers (10-50 µs) and sharing caches costs more than it saves.
+ */
 export function gemmSplitPays(m: number, n: number, k: number): boolean {
   return m * n * k >= 1 << 21;
 }
@@ -236,10 +240,10 @@ function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
 
 /**
  * Convolution: the runtime's `env.conv` (runtime/conv-cpu.ts: im2col blocks through the WebAssembly
- * gemm) computes the natural layout [N, G, Og, ...O] into a scratch; the epilogue runs per element
- * while copying it out.
+ * gemm) computes the natural layout [N, G, Og, ...O] into a scratch `r` (the body's prologue, run once
+ * before the loop); the epilogue runs per element while copying it out, in ranges when split.
  */
-function genConv(k: ConvKernel): string {
+function genConv(k: ConvKernel, ranged: boolean): Body {
   const geo = convGeometry(k.x.view.shape, k.w.view.shape, k.attrs);
   const shape = [geo.n, geo.groups, geo.cout, ...geo.outSize];
   // A view's dim i is the natural dim outPerm[i]: its strides over the natural loop, for flatLoop.
@@ -250,10 +254,11 @@ function genConv(k: ConvKernel): string {
     epi = emitter(index, { name: 'acc', dtype: 'float32' });
     const result = epi.emit(k.epilogue);
     return ['const acc = r[t];', ...epi.lines, `b${k.output.arg}[${index(k.output.view)}] = ${result};`];
-  });
+  }, ranged);
   const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
-  return [`const r = env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)});`,
-    ...epi!.hoisted, ...loop].join('\n');
+  const total = shape.reduce((a, b) => a * b, 1);
+  return { text: [...epi!.hoisted, ...loop].join('\n'), extent: ranged ? total : 0, work: total,
+    prologue: `env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)})` };
 }
 
 function jsBody(spec: KernelSpec, ranged = false): Body {
@@ -265,7 +270,7 @@ function jsBody(spec: KernelSpec, ranged = false): Body {
     case 'matmul': return whole(genMatmul(k, spec.name));
     case 'gather': return genGather(k, ranged);
     case 'scatterAdd': return whole(genScatterAdd(k));
-    case 'conv': return whole(genConv(k));
+    case 'conv': return genConv(k, ranged);
     default: return unreachable(k, 'kernel');
   }
 }
@@ -274,7 +279,8 @@ const indent = (text: string, by = '  '): string => text.split('\n').map((l) => 
 
 export function jsSource(spec: KernelSpec): string {
   const args = spec.args.map((_, i) => `b${i}`).join(', ');
-  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${indent(jsBody(spec).text)}\n}`;
+  const body = jsBody(spec);
+  return `function ${spec.name}(${args}${args ? ', ' : ''}p) {\n${indent((body.prologue ? `const r = ${body.prologue};\n` : '') + body.text)}\n}`;
 }
 
 /** Kernels with fewer iterations than this run whole on the calling thread: waking the pool (10-50 µs) would cost more than half of them saves. */
@@ -289,15 +295,25 @@ const PART_MIN_WORK = 1 << 17;
  * through `env.parallel` (the thread pool), which runs ranges of its outermost loop here and on the workers.
  */
 export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly (readonly number[])[], parallel: JsParallel | null = null): string {
+  // a prologue's result goes into the table past the planned slots (where a split kernel's ranges find it)
+  let scratch = Math.max(-1, ...bindings.flat()) + 1;
   const calls: string[] = [];
   const fns = specs.map((spec, i) => {
-    const names = bindings[i].map((slot, a) => `b${a} = B[${slot}]`).join(', ');
-    const body = jsBody(spec, true);
-    const fn = `function k${i}(B, p, lo, hi) {\n${indent((names ? `const ${names};\n` : '') + body.text)}\n}`;
+    const body = jsBody(spec, true), slots = [...bindings[i]];
+    const names = slots.map((slot, a) => `b${a} = B[${slot}]`);
+    let prologue = '';
+    if (body.prologue) {
+      const r = scratch++;
+      prologue = `function k${i}r(B) {\n${indent(`const ${names.join(', ')};\nB[${r}] = ${body.prologue};`)}\n}\n`;
+      calls.push(`  k${i}r(B);`);
+      names.push(`r = B[${r}]`);
+      slots.push(r);
+    }
+    const fn = `function k${i}(B, p, lo, hi) {\n${indent((names.length ? `const ${names.join(', ')};\n` : '') + body.text)}\n}`;
     const id = parallel && body.extent > 1 && body.work >= PART_MIN_WORK
-      ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, bindings[i], writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
+      ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, slots, writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
     calls.push(id < 0 ? `  k${i}(B, p, 0, ${body.extent});` : `  env.parallel.run(${id}, B, ${body.extent}, (lo, hi) => k${i}(B, p, lo, hi));`);
-    return `// ${spec.name}\n${fn}`;
+    return `// ${spec.name}\n${prologue}${fn}`;
   });
   return [...fns, `return function program(B, p) {\n${calls.join('\n')}\n};`].join('\n');
 }
