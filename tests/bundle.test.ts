@@ -3,7 +3,8 @@
 // kiln's own build (scripts/build.ts: code splitting) must keep the module a page loads first small:
 // the first module and the chunks it imports statically stay under a budget -- issue 9 asked for 40%
 // below the 269,667 B of the single bundle of 2026-11-29 (commit 3ca1fe1), i.e. at most 161.8 kB;
-// 160.2 kB measured 2026-11-30, with the layers, conv, float64, onnx and issue 13's checks in it --
+// 161.6 kB measured 2026-11-30 (with the layers, conv, float64, onnx and issue 13's checks, the CPU's
+// split kernels and transposed convolutions in it; the thread pool moved out to the gemm's chunk) --
 // while the WebGPU backend, the compiler, the file formats, the ONNX exporter, gradcheck, the data
 // readers (with the IDX parser) and, in a browser build, the thread pool's workers and the CPU's
 // WebAssembly gemm load on first use (the gemm as kiln loads), behind lazy facades, and acorn never. Bundled, kiln must still name the user's line, never a
@@ -20,8 +21,8 @@ const options: BuildOptions = { entryPoints: [join(root, 'index.ts')], bundle: t
 
 /** The minified single bundle at commit 3ca1fe1 (2026-11-29), acorn in it: what issue 9 measures against. */
 const BEFORE = 269_667;
-/** The most the first module and its static imports may weigh, minified (159,723 B measured 2026-11-30, after the pool moved into the gemm chunk). */
-const AT_LOAD_LIMIT = 161_500;
+/** The most the first module and its static imports may weigh, minified: issue 9's bound (161,580 B measured 2026-11-30). */
+const AT_LOAD_LIMIT = 161_800;
 
 it('index.ts bundles for the browser without Node built-ins', async () => {
   const result = await build(options);
@@ -38,7 +39,7 @@ describe("kiln's split build", () => {
   /** source files in the chunks a page loads first */
   const loadedInputs = (): string[] => kiln.atLoad.flatMap((n) => Object.keys(kiln.chunks.get(n)!.inputs));
 
-  it('the module a page loads first, with its static imports, is at most 161.5 kB minified (>= 40% below 2026-11-29)', async () => {
+  it('the module a page loads first, with its static imports, is at most 161.8 kB minified (>= 40% below 2026-11-29)', async () => {
     kiln = await buildKiln();
     const bytes = totalBytes(kiln.chunks, kiln.atLoad);
     expect(bytes).toBeLessThanOrEqual(AT_LOAD_LIMIT);
