@@ -257,7 +257,7 @@ function genConv(k: ConvKernel, ranged: boolean): Body {
   }, ranged);
   const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
   const total = shape.reduce((a, b) => a * b, 1);
-  return { text: [...epi!.hoisted, ...loop].join('\n'), extent: ranged ? total : 0, work: total,
+  return { text: [...epi!.hoisted, ...loop].join('\n'), extent: total, work: total,
     prologue: `env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)})` };
 }
 
@@ -299,7 +299,9 @@ export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly
   let scratch = Math.max(-1, ...bindings.flat()) + 1;
   const calls: string[] = [];
   const fns = specs.map((spec, i) => {
-    const body = jsBody(spec, true), slots = [...bindings[i]];
+    // Only a kernel that will be split gets ranged loops: a loop bound that is not a constant costs V8 ~5-10%.
+    const whole = jsBody(spec), split = parallel !== null && whole.extent > 1 && whole.work >= PART_MIN_WORK;
+    const body = split ? jsBody(spec, true) : whole, slots = [...bindings[i]];
     const names = slots.map((slot, a) => `b${a} = B[${slot}]`);
     let prologue = '';
     if (body.prologue) {
@@ -310,9 +312,8 @@ export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly
       slots.push(r);
     }
     const fn = `function k${i}(B, p, lo, hi) {\n${indent((names.length ? `const ${names.join(', ')};\n` : '') + body.text)}\n}`;
-    const id = parallel && body.extent > 1 && body.work >= PART_MIN_WORK
-      ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, slots, writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
-    calls.push(id < 0 ? `  k${i}(B, p, 0, ${body.extent});` : `  env.parallel.run(${id}, B, ${body.extent}, (lo, hi) => k${i}(B, p, lo, hi));`);
+    const id = split ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, slots, writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
+    calls.push(id < 0 ? `  k${i}(B, p);` : `  env.parallel.run(${id}, B, ${body.extent}, (lo, hi) => k${i}(B, p, lo, hi));`);
     return `// ${spec.name}\n${prologue}${fn}`;
   });
   return [...fns, `return function program(B, p) {\n${calls.join('\n')}\n};`].join('\n');
