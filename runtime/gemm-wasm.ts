@@ -405,8 +405,9 @@ function transpose4(W: number, d: number, vec: (i: number) => number, tmp: (i: n
 
 /**
  * C = A @ B with each operand as the generated kernel sees it: a typed array, an offset and strides
- * (elements). Returns C padded to whole register blocks, row stride `ldc`, in the gemm's scratch memory:
- * valid until the next call. `split` says whether the product may run on several threads: generated kernels pass the decision made
+ * (elements). Returns C's m rows, each padded to whole register blocks (row stride `ldc`, so the array
+ * holds m * ldc floats), in the gemm's scratch memory: valid until the next call, and the same array
+ * object for the same place and size. `split` says whether the product may run on several threads: generated kernels pass the decision made
  * at compile time (gemmSplitPays); left out, it is made here by the same rule.
  */
 export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
@@ -470,6 +471,16 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   /** where the scratch starts (floats), and how much of it region() keeps */
   const start = threads ? threads.scratchStart / 4 : 0;
   let reserved = 0, regionView = heap.subarray(0, 0);
+  // Results (m rows of ldc) as the same array object per place and size while the memory stays: split
+  // kernels' workers know arrays by identity (a new one is posted to them).
+  let views = new Map<string, Float32Array>(), viewsOf = heap.buffer;
+  const rowsOf = (at: number, length: number): Float32Array => {
+    if (viewsOf !== heap.buffer) { views = new Map(); viewsOf = heap.buffer; }
+    const key = `${at}:${length}`;
+    let v = views.get(key);
+    if (!v) views.set(key, (v = heap.subarray(at, at + length)));
+    return v;
+  };
   /** Grows the memory to hold `need` floats (what: the product, why: what it holds). */
   const fit = (need: number, what: string, why: string): void => {
     if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
@@ -521,7 +532,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     }
     if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
     else runPart(fns, job, 0, 1);
-    return { c: heap.subarray(pc, pc + mp * ldc), ldc };
+    return { c: rowsOf(pc, m * ldc), ldc };
   };
   const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
     run(a, offA, sam, sak, { b, offB, sbk, sbn }, m, n, k, split);

@@ -85,7 +85,7 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>, ranged: boolean): Bod
  * Matmul as 4x4 register blocks: each step of k loads 4 values of a and 4 of b and updates 16
  * accumulators (strides baked in), with scalar loops for the edges. The epilogue runs per element.
  */
-function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string {
+function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string, ranged: boolean): Body {
   const a = operandLoad(k.a, 'a', name), b = operandLoad(k.b, 'b', name);
   const nb = k.batch.length;
   const bv = k.batch.map((_, i) => `i${i}`);
@@ -123,17 +123,25 @@ function genMatmul(k: Extract<Kernel, { kind: 'matmul' }>, name: string): string
     // Big float products go to the runtime's WebAssembly SIMD gemm (env.gemm); the epilogue stays here.
     // Whether the product is split over threads is decided here, once, from its shape. (Without a gemm --
     // no WebAssembly SIMD -- the blocked loops below run instead; emitting only one keeps kernels small.)
-    return [...epi.hoisted, ...nest(k.batch, bv, [
-      `const prod = env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)});`,
+    const call = `env.gemm(${A}, ${baseA}, ${sam}, ${sak}, ${B}, ${baseB}, ${sbk}, ${sbn}, ${k.m}, ${k.n}, ${k.k}, ${gemmSplitPays(k.m, k.n, k.k)})`;
+    // An unbatched product whose epilogue computes (not a plain copy) can run its epilogue in ranges of
+    // rows: the product is the prologue, its rows `r` (m x ldc, in the gemm's shared memory).
+    const rows = nb === 0 && !plainCopy(k) ? { extent: k.m, work: k.m * k.n } : { extent: 0, work: 0 };
+    if (ranged && rows.extent) {
+      return { ...rows, prologue: `${call}.c`, text: [...epi.hoisted, `const ldc = r.length / ${k.m};`,
+        `for (let i = lo | 0, end = hi | 0; i < end; i++) for (let j = 0; j < ${k.n}; j++) ${store('r[i * ldc + j]', 0, 0)}`].join('\n') };
+    }
+    return { ...rows, text: [...epi.hoisted, ...nest(k.batch, bv, [
+      `const prod = ${call};`,
       'const cc = prod.c, ldc = prod.ldc;',
       `if (ldc === ${k.n}) {`,
       ...flatEpilogue(k, bv).map((l) => '  ' + l),
       '} else {',
       `  for (let i = 0; i < ${k.m}; i++) for (let j = 0; j < ${k.n}; j++) ${store('cc[i * ldc + j]', 0, 0)}`,
       '}',
-    ])].join('\n');
+    ])].join('\n') };
   }
-  return [...epi.hoisted, ...nest(k.batch, bv, blocked())].join('\n');
+  return { text: [...epi.hoisted, ...nest(k.batch, bv, blocked())].join('\n'), extent: 0, work: 0 };
 
   function blocked(): string[] {
   const m4 = k.m - (k.m % 4), n4 = k.n - (k.n % 4);
@@ -187,11 +195,17 @@ function flatLoop(shape: readonly number[], body: (at: (strides: readonly number
   ];
 }
 
+/** Whether a product's epilogue is a plain copy into rows laid out as its result's (one native copy). */
+function plainCopy(k: Extract<Kernel, { kind: 'matmul' }>): boolean {
+  const [om, on] = k.output.view.strides.slice(k.batch.length);
+  return k.epilogue.kind === 'acc' && k.output.dtype === 'float32' && on === 1 && (om === k.n || k.m === 1);
+}
+
 /** A gemm's epilogue over its result when the rows are packed (ldc = n): one flat loop over [m, n]. */
 function flatEpilogue(k: Extract<Kernel, { kind: 'matmul' }>, bv: readonly string[]): string[] {
   const nb = k.batch.length;
-  const out = k.output.view, [om, on] = out.strides.slice(nb);
-  if (k.epilogue.kind === 'acc' && k.output.dtype === 'float32' && on === 1 && (om === k.n || k.m === 1)) {
+  const out = k.output.view;
+  if (plainCopy(k)) {
     // a plain product into rows laid out as the result's: one native copy
     const at = indexOf({ shape: k.batch, strides: out.strides.slice(0, nb), offset: out.offset }, bv);
     return [`b${k.output.arg}.set(cc.subarray(0, ${k.m * k.n}), ${at});`];
@@ -267,7 +281,7 @@ function jsBody(spec: KernelSpec, ranged = false): Body {
   switch (k.kind) {
     case 'map': return genMap(k, ranged);
     case 'reduce': return genReduce(k, ranged);
-    case 'matmul': return whole(genMatmul(k, spec.name));
+    case 'matmul': return genMatmul(k, spec.name, ranged);
     case 'gather': return genGather(k, ranged);
     case 'scatterAdd': return whole(genScatterAdd(k));
     case 'conv': return genConv(k, ranged);
