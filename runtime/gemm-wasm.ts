@@ -37,6 +37,17 @@ const section = (id: number, body: number[]): number[] => [id, ...uleb(body.leng
 const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
 const str = (s: string): number[] => [...uleb(s.length), ...[...s].map((c) => c.charCodeAt(0))];
 
+/** A function body's code and its emitters: raw bytes, local.get / local.set, an i32 constant, local += v. */
+type Emitter = ReturnType<typeof emitter>;
+function emitter() {
+  const code: number[] = [];
+  const e = (...xs: number[]) => { code.push(...xs); };
+  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
+  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const add = (l: number, v: number) => { get(l); i32(v); e(op.i32Add); set(l); };
+  return { code, e, get, set, i32, add };
+}
+
 /** A micro-kernel's shape: RB rows x 4*CB columns of accumulators; relaxed uses f32x4.relaxed_madd. */
 export interface KernelShape { RB: number; CB: number; relaxed: boolean }
 
@@ -55,10 +66,7 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const bv = (c: number) => v0 + RB * CB + c, av = v0 + RB * CB + CB;
   const NR = 4 * CB;
   const rows = Array.from({ length: RB }, (_, i) => i), cols = Array.from({ length: CB }, (_, c) => c);
-  const code: number[] = [];
-  const e = (...xs: number[]) => code.push(...xs);
-  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
-  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const { code, e, get, set, i32 } = emitter();
   const memarg = (offset: number, align: number) => [align, ...uleb(offset)];
   // aStride = kc * RB * 4 (one packed row block), bStride = kc * NR * 4 (one packed panel)
   get(KC); i32(RB * 4); e(op.i32Mul); set(aStride);
@@ -124,10 +132,7 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
 function packBody(W: number): number[] {
   const [DST, DBS, SRC, SE, SK, COUNT, B0, B1, KB] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const b = 9, d = 10, kk = 11, seB = 12, skB = 13, src = (e: number) => 14 + e;
-  const code: number[] = [];
-  const e = (...xs: number[]) => code.push(...xs);
-  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
-  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const { code, e, get, set, i32 } = emitter();
   const elems = Array.from({ length: W }, (_, i) => i);
   get(SE); i32(4); e(op.i32Mul); set(seB);
   get(SK); i32(4); e(op.i32Mul); set(skB);
@@ -180,6 +185,33 @@ function packBody(W: number): number[] {
 /** Parameters of the unfolding packer (threads.ts UnfoldFn). */
 const UNFOLD_PARAMS = 24;
 
+/** An unfolding packer's loop over panels b of B0..B1 (P = OH * OW output positions per image), d at panel b's packed block. */
+function panelLoop({ e, get, set }: Emitter, l: { OH: number; OW: number; P: number; B0: number; B1: number; b: number; DST: number; DBS: number; d: number }): void {
+  get(l.OH); get(l.OW); e(op.i32Mul); set(l.P);
+  get(l.B0); set(l.b);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(l.b); get(l.B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  get(l.DST); get(l.b); get(l.DBS); e(op.i32Mul, op.i32Add); set(l.d);
+}
+
+/** From k-step K0 (channel c, window row ki, column kj), the loop over an unfolding's kk < KB k-steps. */
+function kStepLoop({ e, get, set, i32 }: Emitter, l: { K0: number; KH: number; KW: number; KB: number; c: number; ki: number; kj: number; kk: number; rem: number }): void {
+  get(l.K0); get(l.KH); get(l.KW); e(op.i32Mul); e(op.i32DivU); set(l.c);
+  get(l.K0); get(l.c); get(l.KH); get(l.KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(l.rem);
+  get(l.rem); get(l.KW); e(op.i32DivU); set(l.ki);
+  get(l.rem); get(l.ki); get(l.KW); e(op.i32Mul, op.i32Sub); set(l.kj);
+  i32(0); set(l.kk);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(l.kk); get(l.KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+}
+
+/** Column j of B as (image bi, output row y; rem = its position in the image, so its output column is rem - y * OW). */
+function decodeColumn({ e, get, set }: Emitter, l: { j: number; P: number; OW: number; bi: number; rem: number; y: number }): void {
+  get(l.j); get(l.P); e(op.i32DivU); set(l.bi);
+  get(l.j); get(l.bi); get(l.P); e(op.i32Mul, op.i32Sub); set(l.rem);
+  get(l.rem); get(l.OW); e(op.i32DivU); set(l.y);
+}
+
 /**
  * The body of the unfolding packer (threads.ts UnfoldFn): B of a convolution as im2col would write it,
  * packed straight from the input. Per panel, each of its W columns (image, output row y, column x)
@@ -194,24 +226,15 @@ function unfoldBody(W: number): number[] {
   const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), dh = local(), dw = local();
   const j = local(), bi = local(), rem = local(), y = local(), P = local(), fast = local();
   const base = Array.from({ length: W }, local), ih = Array.from({ length: W }, local), iw = Array.from({ length: W }, local);
-  const code: number[] = [];
-  const e = (...xs: number[]) => code.push(...xs);
-  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
-  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
-  const inc = (l: number) => { get(l); i32(1); e(op.i32Add); set(l); };
-  get(OH); get(OW); e(op.i32Mul); set(P);
-  get(B0); set(b);
-  e(op.block, 0x40, op.loop, 0x40);
-  get(b); get(B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
-  get(DST); get(b); get(DBS); e(op.i32Mul, op.i32Add); set(d);
+  const em = emitter(), { code, e, get, set, i32, add } = em;
+  const inc = (l: number) => add(l, 1);
+  panelLoop(em, { OH, OW, P, B0, B1, b, DST, DBS, d });
   for (let i = 0; i < W; i++) {
     // column j = b * W + i: image bi, output row y, column x = rem - y * OW
     get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); set(j);
     get(j); get(N); e(op.i32LtU);
     e(op.if, 0x40);
-    get(j); get(P); e(op.i32DivU); set(bi);
-    get(j); get(bi); get(P); e(op.i32Mul, op.i32Sub); set(rem);
-    get(rem); get(OW); e(op.i32DivU); set(y);
+    decodeColumn(em, { j, P, OW, bi, rem, y });
     get(y); get(STH); e(op.i32Mul); get(PDH); e(op.i32Sub); set(ih[i]);
     get(rem); get(y); get(OW); e(op.i32Mul, op.i32Sub); get(STW); e(op.i32Mul); get(PDW); e(op.i32Sub); set(iw[i]);
     // base = SRC + (bi * sN + ih * sH + iw * sW) * 4
@@ -228,14 +251,7 @@ function unfoldBody(W: number): number[] {
   get(iw[W - 1]); get(iw[0]); e(op.i32Sub); i32(W - 1); e(op.i32Eq, op.i32And);
   get(base[W - 1]); get(base[0]); e(op.i32Sub); i32(4 * (W - 1)); e(op.i32Eq, op.i32And);
   set(fast);
-  // the window position of k-step K0: channel c, row ki, column kj
-  get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
-  get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
-  get(rem); get(KW); e(op.i32DivU); set(ki);
-  get(rem); get(ki); get(KW); e(op.i32Mul, op.i32Sub); set(kj);
-  i32(0); set(kk);
-  e(op.block, 0x40, op.loop, 0x40);
-  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  kStepLoop(em, { K0, KH, KW, KB, c, ki, kj, kk, rem });
   get(ki); get(DLH); e(op.i32Mul); set(dh);
   get(kj); get(DLW); e(op.i32Mul); set(dw);
   get(c); get(SC); e(op.i32Mul); get(dh); get(SH); e(op.i32Mul, op.i32Add); get(dw); get(SW); e(op.i32Mul, op.i32Add); i32(4); e(op.i32Mul); set(row);
@@ -277,10 +293,7 @@ function unfoldBody(W: number): number[] {
 function addRowsBody(): number[] {
   const [DST, DROW, SRC, SROW, WIDTH, ROWS] = [0, 1, 2, 3, 4, 5];
   const y = 6, x = 7, vecEnd = 8;
-  const code: number[] = [];
-  const e = (...xs: number[]) => code.push(...xs);
-  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
-  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
+  const { code, e, get, set, i32 } = emitter();
   // byte offset of the last whole vector's end: width rounded down to 4 floats
   get(WIDTH); i32(-4); e(op.i32And); i32(4); e(op.i32Mul); set(vecEnd);
   get(WIDTH); i32(4); e(op.i32Mul); set(WIDTH);
@@ -328,37 +341,20 @@ function unfoldRowsBody(W: number): number[] {
   const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), j = local(), bi = local(), rem = local(), y = local(), P = local();
   const base = Array.from({ length: W }, local);
   const v0 = next; // the v128 locals: W loaded, 4 shuffled
-  const code: number[] = [];
-  const e = (...xs: number[]) => code.push(...xs);
-  const get = (l: number) => e(op.get, l), set = (l: number) => e(op.set, l);
-  const i32 = (v: number) => e(op.i32Const, ...sleb(v));
-  const add = (l: number, v: number) => { get(l); i32(v); e(op.i32Add); set(l); };
-  get(OH); get(OW); e(op.i32Mul); set(P);
-  get(B0); set(b);
-  e(op.block, 0x40, op.loop, 0x40);
-  get(b); get(B1); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
-  get(DST); get(b); get(DBS); e(op.i32Mul, op.i32Add); set(d);
+  const em = emitter(), { code, e, get, set, i32, add } = em;
+  panelLoop(em, { OH, OW, P, B0, B1, b, DST, DBS, d });
   for (let i = 0; i < W; i++) {
     // column j = min(b * W + i, n - 1): image bi, output row y, column x = rem - y * OW
     get(b); i32(W); e(op.i32Mul); i32(i); e(op.i32Add); set(j);
     get(j); get(N); e(op.i32GeU); e(op.if, 0x40); get(N); i32(1); e(op.i32Sub); set(j); e(op.end);
-    get(j); get(P); e(op.i32DivU); set(bi);
-    get(j); get(bi); get(P); e(op.i32Mul, op.i32Sub); set(rem);
-    get(rem); get(OW); e(op.i32DivU); set(y);
+    decodeColumn(em, { j, P, OW, bi, rem, y });
     // base = SRC + (bi * sN + y * strideH * sH + x * strideW * sW) * 4
     get(bi); get(SN); e(op.i32Mul);
     get(y); get(STH); e(op.i32Mul); get(SH); e(op.i32Mul, op.i32Add);
     get(rem); get(y); get(OW); e(op.i32Mul, op.i32Sub); get(STW); e(op.i32Mul); get(SW); e(op.i32Mul, op.i32Add);
     i32(4); e(op.i32Mul); get(SRC); e(op.i32Add); set(base[i]);
   }
-  // the window position of k-step K0: channel c, row ki, column kj
-  get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
-  get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
-  get(rem); get(KW); e(op.i32DivU); set(ki);
-  get(rem); get(ki); get(KW); e(op.i32Mul, op.i32Sub); set(kj);
-  i32(0); set(kk);
-  e(op.block, 0x40, op.loop, 0x40);
-  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  kStepLoop(em, { K0, KH, KW, KB, c, ki, kj, kk, rem });
   get(c); get(SC); e(op.i32Mul); get(ki); get(DLH); e(op.i32Mul); get(SH); e(op.i32Mul, op.i32Add); get(kj); e(op.i32Add); i32(4); e(op.i32Mul); set(row);
   get(kj); i32(4); e(op.i32Add); get(KW); e(op.i32LeU);
   get(kk); i32(4); e(op.i32Add); get(KB); e(op.i32LeU, op.i32And);

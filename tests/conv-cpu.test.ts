@@ -85,6 +85,15 @@ for (const gemmOn of [true, false]) {
   });
 }
 
+/** The worst relative difference between convCpu with the gemm and its JavaScript fallback, on made-up data. */
+function worstAgainstFallback(a: ConvAttrs, xs: number[], ws: number[]): number {
+  const x = Float32Array.from({ length: numel(xs) }, (_, i) => Math.sin(i * 0.7)), w = Float32Array.from({ length: numel(ws) }, (_, i) => Math.cos(i * 0.3));
+  const n = numel(convShape(xs, ws, a));
+  const got = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), gemm).slice(0, n);
+  const want = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), null).slice(0, n);
+  return Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]) / (1 + Math.abs(want[i]))));
+}
+
 describe('an input gradient (stride 1, full padding) computed as the transpose it is: col2im of a product', () => {
   // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] weight, dilation: against the im2col blocks of the
   // JavaScript fallback (checked against PyTorch above), 2-d and 1-d, grouped, dilated, flipped or not
@@ -98,12 +107,7 @@ describe('an input gradient (stride 1, full padding) computed as the transpose i
     it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, dilation ${JSON.stringify(d)}${flip ? ', flipped' : ''}`, () => {
       const k = ws.slice(3), pad = k.map((kk, i) => d[i] * (kk - 1));
       const a: ConvAttrs = { stride: k.map(() => 1), lhsDilation: k.map(() => 1), dilation: d, padLo: pad, padHi: pad, flip, outPerm: naturalOrder(k.length) };
-      const x = Float32Array.from({ length: numel(xs) }, (_, i) => Math.sin(i * 0.7)), w = Float32Array.from({ length: numel(ws) }, (_, i) => Math.cos(i * 0.3));
-      const n = numel(convShape(xs, ws, a));
-      const got = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), gemm).slice(0, n);
-      const want = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), null).slice(0, n);
-      const worst = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]) / (1 + Math.abs(want[i]))));
-      expect(worst).toBeLessThanOrEqual(1e-5);
+      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5);
     });
   }
 });
@@ -121,12 +125,7 @@ describe("a weight gradient's unfolding (no padding, window rows of 4 or more fl
     it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
       const zeros = stride.map(() => 0);
       const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
-      const x = Float32Array.from({ length: numel(xs) }, (_, i) => Math.sin(i * 0.7)), w = Float32Array.from({ length: numel(ws) }, (_, i) => Math.cos(i * 0.3));
-      const n = numel(convShape(xs, ws, a));
-      const got = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), gemm).slice(0, n);
-      const want = convCpu(a, x, contiguousView(xs), w, contiguousView(ws), null).slice(0, n);
-      const worst = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]) / (1 + Math.abs(want[i]))));
-      expect(worst).toBeLessThanOrEqual(1e-5);
+      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5);
     });
   }
 });
