@@ -17,9 +17,9 @@ const BLOCK = 1 << 20;
 /** Floats of packed B (the unfolded input) one gemm may take when its packer unfolds the input (32 MiB). */
 const UNFOLDED = 1 << 23;
 
-type F32 = Float32Array<ArrayBuffer>;
+export type F32 = Float32Array<ArrayBuffer>;
 let colScratch: F32 = new Float32Array(0), wScratch: F32 = new Float32Array(0), outScratch: F32 = new Float32Array(0);
-const grow = (a: F32, n: number, shared = false): F32 => {
+export const grow = (a: F32, n: number, shared = false): F32 => {
   if (a.length >= n && (!shared || a.buffer instanceof SharedArrayBuffer)) return a;
   const length = Math.max(n, a.length * 2);
   return (shared ? new Float32Array(new SharedArrayBuffer(length * 4)) : new Float32Array(length)) as F32;
@@ -57,7 +57,7 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // unfolds the input itself, each thread into its own panels: no im2col block is written here, and a
   // block is bounded only by the packed operand's size (UNFOLDED floats).
   const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
-  if (unfoldable && transposes(a, kernel)) return transposedConv(a, x, xv, w, wv, gemm!, geo);
+  if (unfoldable && transposes(a, kernel)) return gemm!.transposedConv(a, x, xv, w, wv, geo);
   // in shared memory where the thread pool runs split kernels: the epilogue reads it in ranges there
   const out = (outScratch = grow(outScratch, N * G * Og * P, gemm?.threads?.splitsKernels));
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
@@ -110,63 +110,17 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
  * dilation * (k - 1) on both sides, a window of more than one element. Such a convolution reads each
  * input element with every window position: computed directly, its unfolded input is KP times the
  * input, padding included, and its product has only Og rows to amortise packing that over (an input
- * gradient's Og is the forward's input channels, often few).
+ * gradient's Og is the forward's input channels, often few). The gemm computes it so (conv-transposed.ts).
  */
 function transposes(a: ConvAttrs, kernel: number[]): boolean {
   return kernel.some((k) => k > 1) && kernel.every((k, d) => a.stride[d] === 1 && a.padLo[d] === a.dilation[d] * (k - 1) && a.padHi[d] === a.padLo[d]);
-}
-
-/** Floats of the product (Og * KP rows, a block of images' input positions) transposedConv scatters from at a time (16 MiB). */
-const SCATTERED = 1 << 22;
-
-/**
- * A transposed convolution (see transposes) as the transpose it is: cols = V @ x, a product of Og * KP
- * rows (output channel o, window position t: the weight, window reversed) by the input's positions over
- * its Cg channels, then col2im: each product row added into the output shifted by its window position.
- * The same sums as the direct form, in another order.
- */
-function transposedConv(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm, geo: ReturnType<typeof convGeometry>): Float32Array {
-  const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize, inSize } = geo;
-  const two = kernel.length === 2;
-  const [kh, kw] = two ? kernel : [1, kernel[0]], [dh, dw] = two ? a.dilation : [1, a.dilation[0]];
-  const [H, W] = two ? outSize : [1, outSize[0]], [h, wi] = two ? inSize : [1, inSize[0]];
-  const KP = kh * kw, Kc = Cg * KP, P = H * W, p = h * wi, M = Og * KP, total = N * G * Og * P;
-  const wp = (wScratch = grow(wScratch, Og * Kc));
-  const v = (colScratch = grow(colScratch, M * Cg));
-  // the input read as a 1 x 1 window: B[c, (image, y, x)] = x[image, g, c, y, x]
-  const ones = kernel.map(() => 1), zeros = kernel.map(() => 0);
-  const unit: ConvAttrs = { ...a, stride: ones, dilation: ones, padLo: zeros, padHi: zeros };
-  const nb = Math.max(1, Math.min(N, Math.floor(SCATTERED / (M * p))));
-  // The output lives in the gemm's memory, where its rows are added to with SIMD (gemm.addRows).
-  let out = gemm.region(total);
-  out.fill(0);
-  for (let g = 0; g < G; g++) {
-    packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, new Int32Array(kernel.length));
-    // V[o * KP + t, c] = wp[o, c * KP + KP - 1 - t]: window position t of the output reads input t before it
-    for (let o = 0; o < Og; o++) for (let t = 0; t < KP; t++) for (let c = 0; c < Cg; c++) v[(o * KP + t) * Cg + c] = wp[o * Kc + c * KP + KP - 1 - t];
-    for (let b0 = 0; b0 < N; b0 += nb) {
-      const nbc = Math.min(nb, N - b0);
-      const { c: cols, ldc } = gemm.unfolded(v, 0, Cg, 1, unfolding(unit, x, xv, inSize, ones, inSize, b0, g, 0), M, nbc * p, Cg);
-      out = gemm.region(total); // the same floats (the product may have grown the memory under the old view)
-      for (let o = 0; o < Og; o++) {
-        for (let t = 0; t < KP; t++) {
-          const i = Math.floor(t / kw), j = t - i * kw, src = (o * KP + t) * ldc;
-          for (let bi = 0; bi < nbc; bi++) {
-            gemm.addRows(out, (((b0 + bi) * G + g) * Og + o) * P + i * dh * W + j * dw, W, cols, src + bi * p, wi, wi, h);
-          }
-        }
-      }
-    }
-  }
-  gemm.region(0);
-  return out;
 }
 
 /**
  * The input block of images b0.., group g, channels c0.. as the gemm's unfolding packer reads it
  * (gemm-wasm.ts Unfolding): a 1-d convolution is a 2-d one with a single row.
  */
-function unfolding(a: ConvAttrs, x: Float32Array, xv: View, inSize: number[], kernel: number[], outSize: number[], b0: number, g: number, c0: number): Unfolding {
+export function unfolding(a: ConvAttrs, x: Float32Array, xv: View, inSize: number[], kernel: number[], outSize: number[], b0: number, g: number, c0: number): Unfolding {
   const s = xv.strides, two = kernel.length === 2;
   const h = (v: readonly number[], one: number) => (two ? v[0] : one), w = (v: readonly number[]) => v[kernel.length - 1];
   return {
@@ -177,7 +131,7 @@ function unfolding(a: ConvAttrs, x: Float32Array, xv: View, inSize: number[], ke
 }
 
 /** wp[o, c * KP + k] = w[g, o, c, k] (window reversed when `flip`), read through the weight's view. */
-function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: number, Cg: number, kernel: number[], flip: boolean, kIdx: Int32Array): void {
+export function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: number, Cg: number, kernel: number[], flip: boolean, kIdx: Int32Array): void {
   const nd = kernel.length, KP = numel(kernel);
   const s = wv.strides;
   // A window stored contiguously (a weight; a weight gradient's "window", the output gradient) is one

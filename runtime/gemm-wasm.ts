@@ -7,6 +7,9 @@
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
 import { MAX_PAGES, pool, runPart, type GemmFns, type GemmJob, type Pool } from './pool.ts';
+import { transposedConv } from './conv-transposed.ts';
+import type { ConvAttrs, ConvGeometry } from '../ir/conv.ts';
+import type { View } from '../ir/view.ts';
 
 const I32 = 0x7f, V128 = 0x7b;
 const op = {
@@ -418,6 +421,8 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   region(floats: number): Float32Array;
   /** rows of `width` floats added from a product's result into the region: dst[d + y * dRow + x] += src[s + y * sRow + x] (indices into either's array). */
   addRows(dst: Float32Array, d: number, dRow: number, src: Float32Array, s: number, sRow: number, width: number, rows: number): void;
+  /** An input gradient of a stride-1 convolution, computed as a product and col2im (conv-transposed.ts); the result as convCpu's. */
+  transposedConv(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array;
 };
 
 /**
@@ -532,7 +537,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   };
   const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
     run(a, offA, sam, sak, { b, offB, sbk, sbn }, m, n, k, split);
-  return Object.assign(gemm, {
+  const self: Gemm = Object.assign(gemm, {
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
       run(a, offA, sam, sak, { u }, m, n, k, split),
     threads,
@@ -545,7 +550,9 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     },
     addRows: (dst: Float32Array, d: number, dRow: number, src: Float32Array, s0: number, sRow: number, width: number, rows: number) =>
       fns.addRows(dst.byteOffset + d * 4, dRow * 4, src.byteOffset + s0 * 4, sRow * 4, width, rows),
+    transposedConv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array => transposedConv(self, a, x, xv, w, wv, geo),
   });
+  return self;
 }
 
 /** The elements [lo, hi) of `u.x` an unfolded B of k x n reads (the block's images and channels). */

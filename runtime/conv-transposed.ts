@@ -1,0 +1,57 @@
+// An input gradient of a stride-1 convolution (conv-cpu.ts `transposes`) computed as the transpose it
+// is: a product of Og * KP rows by the input, then col2im in the gemm's memory. It comes with the gemm
+// (gemm-wasm.ts makes it the gemm's `transposedConv`): in a browser build, a chunk loaded as kiln loads,
+// not part of what a page loads first; until then convolutions take conv-cpu.ts's other paths.
+
+import type { ConvAttrs, ConvGeometry } from '../ir/conv.ts';
+import type { View } from '../ir/view.ts';
+import { grow, packWeight, unfolding, type F32 } from './conv-cpu.ts';
+import type { Gemm } from './gemm-wasm.ts';
+
+let wScratch: F32 = new Float32Array(0), vScratch: F32 = new Float32Array(0);
+
+/** Floats of the product (Og * KP rows, a block of images' input positions) transposedConv scatters from at a time (16 MiB). */
+const SCATTERED = 1 << 22;
+
+/**
+ * A transposed convolution (see transposes) as the transpose it is: cols = V @ x, a product of Og * KP
+ * rows (output channel o, window position t: the weight, window reversed) by the input's positions over
+ * its Cg channels, then col2im: each product row added into the output shifted by its window position.
+ * The same sums as the direct form, in another order.
+ */
+export function transposedConv(gemm: Gemm, a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array {
+  const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize, inSize } = geo;
+  const two = kernel.length === 2;
+  const [kh, kw] = two ? kernel : [1, kernel[0]], [dh, dw] = two ? a.dilation : [1, a.dilation[0]];
+  const [H, W] = two ? outSize : [1, outSize[0]], [h, wi] = two ? inSize : [1, inSize[0]];
+  const KP = kh * kw, Kc = Cg * KP, P = H * W, p = h * wi, M = Og * KP, total = N * G * Og * P;
+  const wp = (wScratch = grow(wScratch, Og * Kc));
+  const v = (vScratch = grow(vScratch, M * Cg));
+  // the input read as a 1 x 1 window: B[c, (image, y, x)] = x[image, g, c, y, x]
+  const ones = kernel.map(() => 1), zeros = kernel.map(() => 0);
+  const unit: ConvAttrs = { ...a, stride: ones, dilation: ones, padLo: zeros, padHi: zeros };
+  const nb = Math.max(1, Math.min(N, Math.floor(SCATTERED / (M * p))));
+  // The output lives in the gemm's memory, where its rows are added to with SIMD (gemm.addRows).
+  let out = gemm.region(total);
+  out.fill(0);
+  for (let g = 0; g < G; g++) {
+    packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, new Int32Array(kernel.length));
+    // V[o * KP + t, c] = wp[o, c * KP + KP - 1 - t]: window position t of the output reads input t before it
+    for (let o = 0; o < Og; o++) for (let t = 0; t < KP; t++) for (let c = 0; c < Cg; c++) v[(o * KP + t) * Cg + c] = wp[o * Kc + c * KP + KP - 1 - t];
+    for (let b0 = 0; b0 < N; b0 += nb) {
+      const nbc = Math.min(nb, N - b0);
+      const { c: cols, ldc } = gemm.unfolded(v, 0, Cg, 1, unfolding(unit, x, xv, inSize, ones, inSize, b0, g, 0), M, nbc * p, Cg);
+      out = gemm.region(total); // the same floats (the product may have grown the memory under the old view)
+      for (let o = 0; o < Og; o++) {
+        for (let t = 0; t < KP; t++) {
+          const i = Math.floor(t / kw), j = t - i * kw, src = (o * KP + t) * ldc;
+          for (let bi = 0; bi < nbc; bi++) {
+            gemm.addRows(out, (((b0 + bi) * G + g) * Og + o) * P + i * dh * W + j * dw, W, cols, src + bi * p, wi, wi, h);
+          }
+        }
+      }
+    }
+  }
+  gemm.region(0);
+  return out;
+}
