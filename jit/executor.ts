@@ -103,17 +103,19 @@ export class Executable {
       if (msg) throw new Error(msg);
     }
     if (!this.pooledReady) {
-      const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size));
+      const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size, true));
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
       this.pooledReady = true;
     }
     const inputs = args.map((a) => (a._view.offset === 0 && isContiguous(a._view) ? a : noGrad(() => contiguous(a))));
     for (const d of this.dynamic) {
       switch (d.kind) {
-        case 'arg': table[d.slot] = inputs[d.index]._storage!; break;
-        case 'capture': table[d.slot] = d.tensor._storage!; break;
-        case 'grad': table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!; break;
-        case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size); break;
+        // arguments, parameters, optimizer state and gradients: the program's split kernels read them
+        // (and update the latter in place) from every thread
+        case 'arg': backend.share((table[d.slot] = inputs[d.index]._storage!)); break;
+        case 'capture': backend.share((table[d.slot] = d.tensor._storage!)); break;
+        case 'grad': backend.share((table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!)); break;
+        case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size, true); break;
         case 'host': {
           d.value[0] = d.read();
           if (!d.storage) d.storage = backend.alloc(d.dtype, 1);

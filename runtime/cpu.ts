@@ -18,7 +18,8 @@ import type { Pool } from './pool.ts';
 import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
 import { env } from './node.ts';
 
-export interface CpuStorage extends Storage { readonly data: TypedArray }
+/** A CPU storage: its data, which `share` may move into shared memory (in place: every tensor on it follows). */
+export interface CpuStorage extends Storage { data: TypedArray }
 
 const cache = new Map<string, JsKernelFn>();
 
@@ -59,27 +60,33 @@ const arrayOf = (a: BoundArg): TypedArray => {
 };
 
 /**
- * The thread pool split kernels run on (the gemm's; null until it loads, or without threads). Storages of
- * SHARED_MIN_BYTES and more are then allocated in shared memory, so that compiled programs can run their
- * big elementwise kernels and reductions in parts on it (codegen/js.ts jsProgramSource). Smaller ones
- * (scalars: a shared buffer costs 2.5x as much to make) stay private; the pool copies those a split
- * kernel reads.
+ * The thread pool split kernels run on (the gemm's; null until it loads, or without threads). Compiled
+ * programs allocate their temporaries and outputs `shared` and `share` the storages they bind
+ * (arguments, captured parameters and state, gradients):
+ * those of SHARED_MIN_BYTES and more move into shared memory, once, so that the program's big
+ * elementwise kernels and reductions can run in parts on the pool (codegen/js.ts jsProgramSource).
+ * Allocations stay private otherwise: a fresh SharedArrayBuffer of 4 MiB costs ~1 ms more to make and
+ * touch than an ArrayBuffer, and eager code makes many. Smaller ones (scalars) stay private; the pool
+ * copies those a split kernel reads.
  */
 let threads: Pool | null = null;
 const SHARED_MIN_BYTES = 64;
-const shares = (dtype: DType, size: number): boolean => threads !== null && threads.splitsKernels && size * (dtype === 'bool' ? 1 : bytesPerElement(dtype)) >= SHARED_MIN_BYTES;
+const sharing = (bytes: number): boolean => threads !== null && threads.splitsKernels && bytes >= SHARED_MIN_BYTES;
 
 export const cpuBackend: Backend = {
   name: 'cpu',
   target: { language: 'js' },
-  alloc: (dtype, size) => wrap(typedArrayFor(dtype, size, shares(dtype, size)), dtype),
+  alloc: (dtype, size, shared = false) => wrap(typedArrayFor(dtype, size, shared && sharing(size * (dtype === 'bool' ? 1 : bytesPerElement(dtype)))), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
-    const dtype = dtypeOfArray(data);
-    if (!shares(dtype, data.length) || data.buffer instanceof SharedArrayBuffer) return wrap(data, dtype);
-    const copy = typedArrayFor(dtype, data.length, true);
-    copy.set(data);
-    return wrap(copy, dtype);
+    return wrap(data, dtypeOfArray(data));
+  },
+  share(s) {
+    const st = s as CpuStorage;
+    if (!sharing(st.data.byteLength) || st.data.buffer instanceof SharedArrayBuffer) return;
+    const copy = typedArrayFor(st.dtype, st.data.length, true);
+    copy.set(st.data);
+    st.data = copy;
   },
   run(specs: readonly KernelSpec[], args: readonly BoundArg[], params: readonly number[] = []) {
     const arrays = args.map(arrayOf);

@@ -33,8 +33,14 @@ export interface Backend {
   readonly name: DeviceName;
   /** the device as the compiler sees it: language, limits, codegen choices */
   readonly target: Target;
-  alloc(dtype: DType, size: number): Storage;
+  /** A zeroed storage; `shared`: one the device's worker threads can see (see `share`). */
+  alloc(dtype: DType, size: number, shared?: boolean): Storage;
   upload(data: TypedArray): Storage;
+  /**
+   * Lets the device's worker threads see a storage (the CPU: its data moved, in place and once, into a
+   * SharedArrayBuffer, for compiled programs' split kernels); nothing where that means nothing.
+   */
+  share(storage: Storage): void;
   /** Overwrites a storage from host data (host scalars of compiled steps). */
   write(storage: Storage, data: TypedArray): void;
   /** Runs kernels once, in order, over the bound arguments (indices as in each spec's args). */

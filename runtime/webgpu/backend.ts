@@ -328,6 +328,8 @@ export class WebGPUBackend implements Backend {
     return s;
   }
 
+  share(): void {} // GPU buffers: nothing to share
+
   upload(data: TypedArray): WebGPUStorage {
     const dtype: DType = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'bool';
     const st = this.alloc(dtype, data.length);
@@ -869,6 +871,7 @@ export const webgpuBackend: Backend = {
   get target() { return current().target; },
   alloc: (dtype, size) => current().alloc(dtype, size),
   upload: (data) => current().upload(data),
+  share: () => {}, // GPU buffers: nothing to share
   write: (s, data) => current().write(s, data),
   run: (specs, args, params) => current().run(specs, args, params),
   prepare: followingLaunch,
