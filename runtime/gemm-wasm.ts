@@ -2,7 +2,7 @@
 // (A in blocks of RB rows interleaved over k, B in panels of 4*CB columns, both per block of KC values
 // of k) so that the micro-kernel (4 x 8 accumulators) reads both with constant offsets from two pointers. The module is
 // encoded here (no toolchain); where WebAssembly SIMD is missing, `gemm` is null and generated
-// JavaScript loops run. Big products are split over the thread pool (threads.ts) by column panels or
+// JavaScript loops run. Big products are split over the thread pool (pool.ts) by column panels or
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
@@ -128,7 +128,7 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
 }
 
 /**
- * The body of a packer for blocks of W elements (threads.ts PackFn): per block, W source pointers walk
+ * The body of a packer for blocks of W elements (pool.ts PackFn): per block, W source pointers walk
  * k together and each k-step stores W floats contiguously; a block that runs past `count` (the last
  * one) stores zeros for the missing elements.
  */
@@ -185,7 +185,7 @@ function packBody(W: number): number[] {
   return [...vec([[...uleb(5 + W), I32]]), ...code];
 }
 
-/** Parameters of the unfolding packer (threads.ts UnfoldFn). */
+/** Parameters of the unfolding packer (pool.ts UnfoldFn). */
 const UNFOLD_PARAMS = 24;
 
 /** An unfolding packer's loop over panels b of B0..B1 (P = OH * OW output positions per image), d at panel b's packed block. */
@@ -216,7 +216,7 @@ function decodeColumn({ e, get, set }: Emitter, l: { j: number; P: number; OW: n
 }
 
 /**
- * The body of the unfolding packer (threads.ts UnfoldFn): B of a convolution as im2col would write it,
+ * The body of the unfolding packer (pool.ts UnfoldFn): B of a convolution as im2col would write it,
  * packed straight from the input. Per panel, each of its W columns (image, output row y, column x)
  * gets a base pointer and the input row/column its window starts at; per k-step (channel, window row
  * i, column j) one offset is added to every base, and a column whose input position falls outside the
@@ -290,7 +290,7 @@ function unfoldBody(W: number): number[] {
 }
 
 /**
- * The body of addRows(dst, dstRowBytes, src, srcRowBytes, width, rows) (threads.ts AddRowsFn): for each
+ * The body of addRows(dst, dstRowBytes, src, srcRowBytes, width, rows) (pool.ts AddRowsFn): for each
  * of `rows` rows, dst[x] += src[x] for x < width, four floats at a time, then the rest one by one.
  */
 function addRowsBody(): number[] {
@@ -330,7 +330,7 @@ function addRowsBody(): number[] {
 }
 
 /**
- * The body of packUnfoldedRows (threads.ts UnfoldFn, the same arguments as packUnfolded) for an
+ * The body of packUnfoldedRows (pool.ts UnfoldFn, the same arguments as packUnfolded) for an
  * unfolding without padding whose window rows are adjacent floats (input column stride and dilation 1)
  * -- a weight gradient's, whose "window" is the whole output gradient: every column's window lies inside
  * the input, so nothing is checked, and four k-steps of a window row are four adjacent floats per column,
@@ -426,7 +426,7 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
 };
 
 /**
- * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (threads.ts UnfoldFn): element
+ * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (pool.ts UnfoldFn): element
  * strides of `x` from `off` (image 0, channel 0 of the block), window, output and input sizes, stride,
  * dilation and low padding per spatial dim (a 1-d convolution has h = kh = oh = 1).
  */

@@ -1,23 +1,23 @@
-// The thread pool's workers (threads.ts is the pool): starting them (Node worker_threads, or Web
+// The thread pool's workers (pool.ts is the pool): starting them (Node worker_threads, or Web
 // Workers in a cross-origin-isolated page) on the pool's shared memory, their program, and handing
 // them parts of a job. A job lives in that memory's first page -- a control block (below), the WebAssembly
-// kernels' bytes (threads.ts keeps them; copied here into slots), flags -- so handing one out is a few
+// kernels' bytes (pool.ts keeps them; copied here into slots), flags -- so handing one out is a few
 // atomic stores and one notify. The caller runs its own part, then waits for the rest -- with
 // Atomics.wait in Node, spinning on Atomics.load in a browser's main thread (where Atomics.wait is not
 // allowed; the parts are equal, so the spin is short).
 //
-// Jobs are of two kinds: a product (threads.ts runPart: each thread its own panels or row blocks), and a
+// Jobs are of two kinds: a product (pool.ts runPart: each thread its own panels or row blocks), and a
 // split JavaScript kernel (a compiled program's elementwise kernel or reduction over arrays in shared
 // memory: the threads claim ranges of its outermost loop). What a split kernel needs beyond the memory
 // -- its source and its arrays -- is posted to each worker once, on a port the worker reads synchronously
 // when a job comes (Node's receiveMessageOnPort); a browser's workers have no such read, so there split
 // kernels stay on the calling thread.
 //
-// threads.ts gets this module through package.json's "#thread-workers": in Node a static import (the
+// pool.ts gets this module through package.json's "#thread-workers": in Node a static import (the
 // workers are there for the first split job, as they always were), in a browser build an import() on
 // the pool's first use, so that a page -- which starts its workers in the background anyway, and whose
 // split jobs run on one thread until they are up -- does not load it first (README.md, "In the browser").
-// The pool hands over its memory map and runPart; nothing of threads.ts is imported here but types.
+// The pool hands over its memory map and runPart; nothing of pool.ts or threads.ts is imported here but types.
 
 import type { TypedArray } from '../ir/dtype.ts';
 import type { JsParallel } from '../compiler/codegen/js.ts';
@@ -48,7 +48,7 @@ const layout = (map: MemoryMap) => ({ GEN, PENDING, KIND, GEMM, KERNEL, NEXT, CH
  */
 interface WorkerStart { mem: WebAssembly.Memory; index: number; epoch: number; layout: ReturnType<typeof layout>; port?: MessagePortLike; receive?: (port: MessagePortLike) => { message: Message } | undefined }
 
-/** What the pool tells a worker about split kernels: a kernel's part module (js.ts jsPartModule), an array over shared memory, an array no longer used. */
+/** What the pool tells a worker about split kernels: a kernel's module (returning its function of the buffer table: js.ts jsProgramSource) and the table slots it reads, an array over shared memory, an array no longer used. */
 type Message = { kind: 'kernel'; id: number; module: string; slots: readonly number[] } | { kind: 'array'; id: number; array: ArrayBufferView } | { kind: 'drop'; id: number };
 interface MessagePortLike { postMessage(m: Message): void; close(): void }
 /** A split kernel as a worker runs it: the buffer table (the slots it reads), params (none in compiled programs), and its range. */
@@ -196,7 +196,7 @@ function canBlock(): boolean {
 }
 
 
-/** A pool's workers: started on its memory, given parts of its jobs; threads.ts's Pool holds one once this module has loaded. */
+/** A pool's workers: started on its memory, given parts of its jobs; pool.ts's Pool holds one once this module has loaded. */
 export class Crew {
   private readonly ctrl: Int32Array;
   private workers: (WorkerHandle | null)[] = [];
@@ -204,7 +204,7 @@ export class Crew {
   private copied = 0;
   private readonly blocking = canBlock();
 
-  /** `map`: the pool's memory map; `part`: threads.ts's runPart (this thread runs part 0, and the workers get its source). */
+  /** `map`: the pool's memory map; `part`: pool.ts's runPart (this thread runs part 0, and the workers get its source). */
   constructor(private readonly pool: Pool, private readonly map: MemoryMap, private readonly part: typeof runPart) {
     this.ctrl = new Int32Array(pool.memory.buffer, 0, map.SCRATCH_START / 4);
     this.ctrl.fill(0);
@@ -327,7 +327,7 @@ export class Crew {
     while (this.workers.length > n) this.stop(this.workers.length - 1);
   }
 
-  /** Worker `w` (1-based) exits in the middle of its next job (threads.ts's Pool.injectFault). */
+  /** Worker `w` (1-based) exits in the middle of its next job (pool.ts's Pool.injectFault). */
   injectFault(w: number): void {
     Atomics.store(this.ctrl, FAULT + w - 1, 1);
   }
