@@ -143,20 +143,20 @@ describe('thread pool', () => {
     }
   });
 
-  it("a compiled step's big elementwise kernels, reductions, gathers and convolution epilogues run in ranges on both threads, with the same bits as on one", async () => {
+  it("a compiled step's big elementwise kernels, reductions, gathers, scatters and convolution epilogues run in ranges on both threads, with the same bits as on one", async () => {
     // dropout (counter-based random numbers), a ReLU, a reduction keeping a dim, a gather, a convolution
-    // with its bias and ReLU (and both gradients), and an in-place update reading a 0-d learning rate
-    // (a private scalar the pool copies into shared memory)
+    // with its bias and ReLU (and both gradients), max pooling (its gradient a scatter, split by rows),
+    // and an in-place update reading a 0-d learning rate (a private scalar the pool copies into shared memory)
     const run = async (threads: number) => {
       kiln.setNumThreads(threads);
       kiln.manualSeed(5);
       const w = kiln.randn([300, 600]).requiresGrad_(), table = kiln.randn([1000, 300]);
-      const cw = kiln.randn([32, 16, 3, 3]).mul(0.1).requiresGrad_(), cb = kiln.randn([32]).requiresGrad_(), img = kiln.randn([8, 16, 34, 34]);
+      const cw = kiln.randn([32, 16, 3, 3]).mul(0.1).requiresGrad_(), cb = kiln.randn([32]).requiresGrad_(), img = kiln.randn([8, 16, 66, 66]);
       const lr = kiln.tensor(0.05);
       const idx = kiln.randint(0, 1000, [600]);
       const step = kiln.compile((x: kiln.Tensor) => {
         const h = kiln.F.dropout(x.matmul(w).relu(), 0.3, true);
-        const c = kiln.F.conv2d(img, cw, cb).relu();
+        const c = kiln.F.maxPool2d(kiln.F.conv2d(img, cw, cb).relu(), 2); // max pooling's gradient: a scatter by rows
         const loss = h.sum(1).mul(table.index(idx).sum(0).mean()).mean().add(c.square().mean());
         loss.backward();
         kiln.noGrad(() => { w.sub_(w.grad!.mul(lr)); cw.sub_(cw.grad!.mul(lr)); cb.sub_(cb.grad!.mul(lr)); });

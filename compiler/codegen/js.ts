@@ -5,7 +5,7 @@ import type { DType } from '../../ir/dtype.ts';
 import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
 import { exprChildren, exprLoads, postorder, unreachable, writtenArgs, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
 import { contiguousStrides } from '../../ir/shape.ts';
-import { contiguousView, type View } from '../../ir/view.ts';
+import { contiguousView, isContiguous, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
 import { JS_RANDOM, JS_SELECT, jsSpelling } from './spelling-js.ts';
 
@@ -242,14 +242,23 @@ function genGather(k: Extract<Kernel, { kind: 'gather' }>, ranged: boolean): Bod
   return loopBody(em.hoisted, k.shape, vars, body, ranged);
 }
 
-function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>): string {
+/**
+ * out = zeros, then out[i with i[axis] = index(i)] += src(i). Scattering along any dim but the first keeps
+ * each source row's writes in its own output row: with a contiguous output it can run in ranges of rows
+ * (each range zeroing its own rows first).
+ */
+function genScatterAdd(k: Extract<Kernel, { kind: 'scatterAdd' }>, ranged: boolean): Body {
   const vars = k.srcShape.map((_, i) => `i${i}`);
   const em = emitter((v) => indexOf(v, vars));
   const idx = em.emit(k.index), src = em.emit(k.src);
   const outVars = vars.map((v, i) => (i === k.axis ? 'g' : v));
   const o = k.output;
   const body = [...em.lines, `const g = ${idx};`, `b${o.arg}[${indexOf(axisIndexedView(o.view, k.srcShape, k.axis), outVars)}] += ${src};`];
-  return [`b${o.arg}.fill(0);`, ...em.hoisted, ...nest(k.srcShape, vars, body)].join('\n');
+  const byRows = k.axis !== 0 && isContiguous(o.view) && k.srcShape.length > 1;
+  const row = o.view.shape.slice(1).reduce((a, b) => a * b, 1), off = o.view.offset;
+  const fill = ranged && byRows ? `b${o.arg}.fill(0, ${off} + lo * ${row}, ${off} + hi * ${row});` : `b${o.arg}.fill(0);`;
+  const loops = loopBody(em.hoisted, k.srcShape, vars, body, ranged && byRows);
+  return { ...loops, text: `${fill}\n${loops.text}`, ...(byRows ? {} : { extent: 0, work: 0 }) };
 }
 
 /**
@@ -277,13 +286,12 @@ function genConv(k: ConvKernel, ranged: boolean): Body {
 
 function jsBody(spec: KernelSpec, ranged = false): Body {
   const k = spec.kernel;
-  const whole = (text: string): Body => ({ text, extent: 0, work: 0 });
   switch (k.kind) {
     case 'map': return genMap(k, ranged);
     case 'reduce': return genReduce(k, ranged);
     case 'matmul': return genMatmul(k, spec.name, ranged);
     case 'gather': return genGather(k, ranged);
-    case 'scatterAdd': return whole(genScatterAdd(k));
+    case 'scatterAdd': return genScatterAdd(k, ranged);
     case 'conv': return genConv(k, ranged);
     default: return unreachable(k, 'kernel');
   }
