@@ -383,7 +383,8 @@ export function groupNorm(x: Tensor, numGroups: number, weight?: Tensor | null, 
 // ---- embeddings, padding, one-hot ----
 /**
  * Rows of `weight` (`[numEmbeddings, dim]`) picked by the int32 `indices`: shape `[...indices.shape, dim]`
- * (PyTorch's `C[X]`). An index out of range is an error (checked where the indices are readable: CPU, eager).
+ * (PyTorch's `C[X]`). An index out of range is an error (checked where the indices are known: on the CPU,
+ * uploaded from the host, and inside `compile` on every call for argument and captured indices).
  */
 export function embedding(indices: Tensor, weight: Tensor): Tensor {
   const op = 'embedding';
@@ -391,11 +392,8 @@ export function embedding(indices: Tensor, weight: Tensor): Tensor {
   checkTensor(op, 'weight', weight);
   if (weight.ndim !== 2) throw new Error(`${op}: expected a 2-D weight [numEmbeddings, embeddingDim], got ${fmt(weight.shape)}`);
   if (indices.dtype !== 'int32') throw new Error(`${op}: expected int32 indices, got ${indices.dtype} (shape ${fmt(indices.shape)})`);
-  if (indices._storage !== null && indices.device === 'cpu') {
-    const n = weight.shape[0];
-    const bad = Array.from(indices.dataSync()).find((v) => v < 0 || v >= n);
-    if (bad !== undefined) throw new Error(`${op}: index ${bad} is out of range for a weight of shape ${fmt(weight.shape)} (valid indices 0..${n - 1}; indices of shape ${fmt(indices.shape)})`);
-  }
+  const n = weight.shape[0];
+  checkIndexRange(op, indices, n, 0, undefined, (bad) => `${op}: index ${bad} is out of range for a weight of shape ${fmt(weight.shape)} (valid indices 0..${n - 1}; indices of shape ${fmt(indices.shape)})`);
   return weight.index(indices);
 }
 
@@ -446,10 +444,7 @@ export function oneHot(indices: Tensor, numClasses: number): Tensor {
   checkTensor(op, 'indices', indices);
   if (indices.dtype !== 'int32') throw new Error(`${op}: expected int32 class indices, got ${indices.dtype}`);
   if (!Number.isInteger(numClasses) || numClasses <= 0) throw new Error(`${op}: numClasses must be a positive integer, got ${String(numClasses)}`);
-  if (indices._storage !== null && indices.device === 'cpu') {
-    const bad = Array.from(indices.dataSync()).find((v) => v < 0 || v >= numClasses);
-    if (bad !== undefined) throw new Error(`${op}: class index ${bad} is out of range for numClasses ${numClasses} (indices of shape ${fmt(indices.shape)})`);
-  }
+  checkIndexRange(op, indices, numClasses, indices.ndim, undefined, (bad) => `${op}: class index ${bad} is out of range for numClasses ${numClasses} (indices of shape ${fmt(indices.shape)})`);
   const classes = arange(numClasses, undefined, 1, { device: indices.device });
   return indices.unsqueeze(-1).eq(classes).int();
 }

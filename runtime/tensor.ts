@@ -803,12 +803,14 @@ export function badIndex(t: Tensor, size: number, allowed?: number): number | nu
 /**
  * Index values must lie in [0, size) (or equal `allowed`): checked now for concrete tensors, and
  * inside `compile` on every call for indices that are arguments or captured tensors (the tracer
- * registers the check). Indices computed on WebGPU (never read back) are not checked.
+ * registers the check). Indices computed on WebGPU (never read back) are not checked. `says(bad)` is
+ * the error's text (default: the index, the dim and its size).
  */
-export function checkIndexRange(op: string, index: Tensor, size: number, dim: number, allowed?: number): void {
+export function checkIndexRange(op: string, index: Tensor, size: number, dim: number, allowed?: number,
+  says = (bad: number): string => `${op}: index ${bad} is out of bounds for dimension ${dim} with size ${size}`): void {
   const check = (t: Tensor): string | null => {
     const bad = badIndex(t, size, allowed);
-    return bad === null ? null : `${op}: index ${bad} is out of bounds for dimension ${dim} with size ${size}`;
+    return bad === null ? null : says(bad);
   };
   if (index._storage === null) {
     activeTracer()?.rangeCheck?.(index, check);

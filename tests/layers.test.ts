@@ -38,6 +38,15 @@ describe('bad input: a clear error, nothing changed', () => {
     expect(emb.weight.grad).toBeNull();
   });
 
+  it('embedding and oneHot check argument indices inside compile on every call, before anything runs', async () => {
+    const emb = new nn.Embedding(5, 2);
+    const before = vals(emb.weight);
+    const step = kiln.compile((i: kiln.Tensor) => emb.forward(i).sum().add(F.oneHot(i, 5).sum()));
+    expect(await (await step(kiln.tensor([0, 4], { dtype: 'int32' }))).item()).toBeTypeOf('number');
+    await expect(step(kiln.tensor([1, 5], { dtype: 'int32' }))).rejects.toThrow(/embedding: index 5 is out of range for a weight of shape \[5, 2\]/);
+    expect(vals(emb.weight)).toEqual(before);
+  });
+
   it('shape and option errors name the op and the shapes', () => {
     const x = kiln.randn([2, 3]);
     expect(() => F.layerNorm(x, [4])).toThrow(/layerNorm: normalizedShape \[4\] must match the last dims of the input \[2, 3\]/);
