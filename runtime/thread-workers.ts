@@ -20,7 +20,7 @@
 // The pool hands over its memory map and runPart; nothing of pool.ts or threads.ts is imported here but types.
 
 import type { TypedArray } from '../ir/dtype.ts';
-import type { JsParallel } from '../compiler/codegen/js.ts';
+import type { JsParallel, SplitFn } from '../compiler/codegen/js.ts';
 import type { GemmFns, GemmJob, MemoryMap, Pool, runPart } from './pool.ts';
 import type { Builtin } from './threads.ts';
 
@@ -51,8 +51,6 @@ interface WorkerStart { mem: WebAssembly.Memory; index: number; epoch: number; l
 /** What the pool tells a worker about split kernels: a kernel's module (returning its function of the buffer table: js.ts jsProgramSource) and the table slots it reads, an array over shared memory, an array no longer used. */
 type Message = { kind: 'kernel'; id: number; module: string; slots: readonly number[] } | { kind: 'array'; id: number; array: ArrayBufferView } | { kind: 'drop'; id: number };
 interface MessagePortLike { postMessage(m: Message): void; close(): void }
-/** A split kernel as a worker runs it: the buffer table (the slots it reads), params (none in compiled programs), and its range. */
-type PartFn = (table: readonly unknown[], p: readonly number[], lo: number, hi: number) => void;
 
 /** The globals of a worker that the program uses (Node's worker_threads, or a Web Worker). */
 type WorkerGlobals = { process?: { on?(ev: 'exit', f: (code: number) => void): void; exit?(code: number): void }; close?(): void };
@@ -76,12 +74,12 @@ function workerMain(run: typeof runPart, { mem, index, epoch, layout, port, rece
     }
     return kernels[id];
   };
-  const splitFns = new Map<number, { fn: PartFn; slots: readonly number[] }>(), arrays = new Map<number, ArrayBufferView>(), noParams: number[] = [];
+  const splitFns = new Map<number, { fn: SplitFn; slots: readonly number[] }>(), arrays = new Map<number, ArrayBufferView>(), noParams: number[] = [];
   /** Takes in what the pool posted for split kernels (posted before the job that needs it). */
   const drain = (): void => {
     for (let m = port && receive?.(port); m; m = receive!(port!)) {
       const msg = m.message;
-      if (msg.kind === 'kernel') splitFns.set(msg.id, { fn: new Function('env', msg.module)(null) as PartFn, slots: msg.slots });
+      if (msg.kind === 'kernel') splitFns.set(msg.id, { fn: new Function('env', msg.module)(null) as SplitFn, slots: msg.slots });
       else if (msg.kind === 'array') arrays.set(msg.id, msg.array);
       else arrays.delete(msg.id);
     }
@@ -234,9 +232,9 @@ export class Crew {
       }
       return id;
     },
-    run: (id, table, extent, local) => {
-      if (this.pool.size > 1 && this.runSplit(id, table, extent, local)) this.splitRuns++;
-      else local(0, extent);
+    run: (id, table, params, extent, fn) => {
+      if (this.pool.size > 1 && this.runSplit(id, table, params, extent, fn)) this.splitRuns++;
+      else fn(table, params, 0, extent);
     },
   };
 
@@ -248,13 +246,14 @@ export class Crew {
 
   /**
    * Runs split kernel `id` over buffer table `table` in ranges of [0, extent) that the ready workers and
-   * this thread (`local`) claim in turn, posting the workers the kernel and arrays they lack first.
+   * this thread (`fn`) claim in turn, posting the workers the kernel and arrays they lack first.
    * Returns false, having run nothing, where the workers cannot take it: none ready, no port (a
-   * browser's workers), or an array that is neither over shared memory nor small and only read.
+   * browser's workers), params, or an array that is neither over shared memory nor small and only read.
    */
-  private runSplit(id: number, table: readonly unknown[], extent: number, local: (lo: number, hi: number) => void): boolean {
+  private runSplit(id: number, table: readonly unknown[], params: readonly number[], extent: number, fn: SplitFn): boolean {
     const { module, slots, written } = this.parts[id];
-    if (slots.length > SPLIT_MAX_ARRAYS) return false;
+    // the workers run ranges without params (compiled programs pass none)
+    if (slots.length > SPLIT_MAX_ARRAYS || params.length > 0) return false;
     const shared: ArrayBufferView[] = [];
     for (const slot of slots) {
       const a = table[slot];
@@ -278,7 +277,7 @@ export class Crew {
     this.publish(ready);
     let error: unknown = null;
     try {
-      for (let k = Atomics.add(c, NEXT, 1); k < chunks; k = Atomics.add(c, NEXT, 1)) local(Math.floor((extent * k) / chunks), Math.floor((extent * (k + 1)) / chunks));
+      for (let k = Atomics.add(c, NEXT, 1); k < chunks; k = Atomics.add(c, NEXT, 1)) fn(table, params, Math.floor((extent * k) / chunks), Math.floor((extent * (k + 1)) / chunks));
     } catch (e) { error = e; }
     this.join(ready);
     if (error) throw error;

@@ -335,7 +335,7 @@ export function jsProgramSource(specs: readonly KernelSpec[], bindings: readonly
     }
     const fn = `function k${i}(B, p, lo, hi) {\n${indent((names.length ? `const ${names.join(', ')};\n` : '') + body.text)}\n}`;
     const id = split ? parallel.kernel(`"use strict";\n${JS_SELECT}\nreturn (${fn});`, slots, writtenArgs(spec.kernel).map((a) => bindings[i][a])) : -1;
-    calls.push(id < 0 ? `  k${i}(B, p);` : `  env.parallel.run(${id}, B, ${body.extent}, (lo, hi) => k${i}(B, p, lo, hi));`);
+    calls.push(id < 0 ? `  k${i}(B, p);` : `  env.parallel.run(${id}, B, p, ${body.extent}, k${i});`);
     return `// ${spec.name}\n${prologue}${fn}`;
   });
   return [...fns, `return function program(B, p) {\n${calls.join('\n')}\n};`].join('\n');
@@ -352,15 +352,18 @@ export type JsKernelFn = (...args: unknown[]) => void;
 /**
  * The thread pool as split kernels use it. `kernel(module, slots, written)` keeps a kernel where the workers
  * can compile it -- a module returning its function of (B, p, lo, hi), B the buffer table, of which it
- * reads `slots` and writes `written` -- and gives its id. `run(id, B, extent, local)` runs it in ranges
- * [lo, hi) of [0, extent): `local` on this thread, the others on the workers, or all of it locally when
- * they cannot take it (no workers, or a buffer they cannot share). Ranges write disjoint outputs in the
- * same order as one call would: the result is the same bits.
+ * reads `slots` and writes `written` -- and gives its id. `run(id, B, p, extent, fn)` runs it in ranges
+ * [lo, hi) of [0, extent): `fn` (the same function, compiled here) on this thread, the module on the
+ * workers, or all of it here when they cannot take it (no workers, or a buffer they cannot share).
+ * Ranges write disjoint outputs in the same order as one call would: the result is the same bits.
  */
 export interface JsParallel {
   kernel(module: string, slots: readonly number[], written: readonly number[]): number;
-  run(id: number, table: readonly unknown[], extent: number, local: (lo: number, hi: number) => void): void;
+  run(id: number, table: readonly unknown[], params: readonly number[], extent: number, fn: SplitFn): void;
 }
+
+/** A split kernel: its buffer table, params, and the range [lo, hi) of its outermost loop to run. */
+export type SplitFn = (table: readonly unknown[], params: readonly number[], lo: number, hi: number) => void;
 
 /**
  * Helpers generated kernels may call (`env.gemm`, null where the engine lacks WebAssembly SIMD; `env.conv`,
