@@ -123,9 +123,8 @@ export class Pool {
   /** Threads a split job runs on (this one included). */
   get size(): number { return this.wanted; }
 
-  /** Use n threads from now on (workers are started on the next split job, stopped here). */
+  /** Use n threads from now on (1..64, checked by setNumThreads; workers are started on the next split job, stopped here). */
   resize(n: number): void {
-    if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS + 1) throw new Error(`setNumThreads: n must be an integer from 1 to ${MAX_WORKERS + 1}, got ${n}`);
     this.wanted = n;
     this.crew?.shrink(n - 1);
   }
