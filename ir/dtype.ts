@@ -5,18 +5,20 @@ export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'bool'];
 
 export type TypedArray = Float32Array | Float64Array | Int32Array | Uint8Array;
 
+/** A typed array class: constructed with a length, or over a buffer from a byte offset. */
+export interface TypedArrayClass {
+  new (length: number): TypedArray;
+  new (buffer: ArrayBufferLike, byteOffset?: number, length?: number): TypedArray;
+  readonly BYTES_PER_ELEMENT: number;
+}
+
+/** The host array class of each dtype (bool: one byte per element). */
+export const arrayClassOf: Record<DType, TypedArrayClass> = { float32: Float32Array, float64: Float64Array, int32: Int32Array, bool: Uint8Array };
+
 /** A zeroed host array of `length` elements; with `shared`, over a SharedArrayBuffer (which worker threads can see). */
 export function typedArrayFor(dtype: DType, length: number, shared = false): TypedArray {
-  if (shared) {
-    const C = typedArrayFor(dtype, 0).constructor as { new (buffer: SharedArrayBuffer): TypedArray; BYTES_PER_ELEMENT: number };
-    return new C(new SharedArrayBuffer(length * C.BYTES_PER_ELEMENT));
-  }
-  switch (dtype) {
-    case 'float32': return new Float32Array(length);
-    case 'float64': return new Float64Array(length);
-    case 'int32': return new Int32Array(length);
-    case 'bool': return new Uint8Array(length);
-  }
+  const C = arrayClassOf[dtype];
+  return shared ? new C(new SharedArrayBuffer(length * C.BYTES_PER_ELEMENT)) : new C(length);
 }
 
 export function dtypeOfArray(a: TypedArray): DType {

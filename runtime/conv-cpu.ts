@@ -11,6 +11,7 @@ import { convGeometry, type ConvAttrs } from '../ir/conv.ts';
 import { contiguousStrides, numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
 import type { Gemm, Unfolding } from './gemm-wasm.ts';
+import type { Pool } from './pool.ts';
 
 /** Floats in one block of the unfolded input (4 MiB: big enough to amortise packing the weight block). */
 const BLOCK = 1 << 20;
@@ -19,10 +20,15 @@ const UNFOLDED = 1 << 23;
 
 export type F32 = Float32Array<ArrayBuffer>;
 let colScratch: F32 = new Float32Array(0), wScratch: F32 = new Float32Array(0), outScratch: F32 = new Float32Array(0);
-export const grow = (a: F32, n: number, shared = false): F32 => {
-  if (a.length >= n && (!shared || a.buffer instanceof SharedArrayBuffer)) return a;
+/**
+ * `a` when it holds n floats (and is in the pool's memory, given one), else a new array of at least n:
+ * in the pool's memory where there is one (its gemm reads operands there in place, and split epilogues
+ * read them from every thread), else private.
+ */
+export const grow = (a: F32, n: number, pool: Pool | null = null): F32 => {
+  if (a.length >= n && (!pool || pool.owns(a))) return a;
   const length = Math.max(n, a.length * 2);
-  return (shared ? new Float32Array(new SharedArrayBuffer(length * 4)) : new Float32Array(length)) as F32;
+  return (pool?.array(Float32Array, length) ?? new Float32Array(length)) as F32;
 };
 
 /**
@@ -58,8 +64,8 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // block is bounded only by the packed operand's size (UNFOLDED floats).
   const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
   if (unfoldable && transposes(a, kernel)) return gemm!.transposedConv(a, x, xv, w, wv, geo);
-  // in shared memory where the thread pool runs split kernels: the epilogue reads it in ranges there
-  const out = (outScratch = grow(outScratch, N * G * Og * P, gemm?.threads?.splitsKernels));
+  const pool = gemm?.threads ?? null;
+  const out = (outScratch = grow(outScratch, N * G * Og * P, pool)); // split epilogues read it on every thread
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
@@ -67,7 +73,7 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
   const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
   const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));
-  const wp = (wScratch = grow(wScratch, Og * Kc));
+  const wp = (wScratch = grow(wScratch, Og * Kc, pool));
   const col = unfoldable ? colScratch : (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd);
   // the im2col blocks' input positions (the unfolding packer computes its own)

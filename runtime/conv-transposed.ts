@@ -26,7 +26,7 @@ export function transposedConv(gemm: Gemm, a: ConvAttrs, x: Float32Array, xv: Vi
   const [H, W] = two ? outSize : [1, outSize[0]], [h, wi] = two ? inSize : [1, inSize[0]];
   const KP = kh * kw, Kc = Cg * KP, P = H * W, p = h * wi, M = Og * KP, total = N * G * Og * P;
   const wp = (wScratch = grow(wScratch, Og * Kc));
-  const v = (vScratch = grow(vScratch, M * Cg));
+  const v = (vScratch = grow(vScratch, M * Cg, gemm.threads)); // the product's A: read in place from the pool's memory
   // the input read as a 1 x 1 window: B[c, (image, y, x)] = x[image, g, c, y, x]
   const ones = kernel.map(() => 1), zeros = kernel.map(() => 0);
   const unit: ConvAttrs = { ...a, stride: ones, dilation: ones, padLo: zeros, padHi: zeros };

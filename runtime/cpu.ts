@@ -5,7 +5,7 @@
 // slower (the dose epoch, all scalars: ~135 -> ~210 us), so the count starts only when asked for:
 // with the first kiln.memory() call, or from the start with KILN_TRACK_MEMORY=1.
 
-import { bytesPerElement, dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
+import { arrayClassOf, dtypeOfArray, typedArrayFor, type DType, type TypedArray } from '../ir/dtype.ts';
 import type { ConvAttrs } from '../ir/conv.ts';
 import type { KernelSpec } from '../ir/kernel.ts';
 import type { View } from '../ir/view.ts';
@@ -62,21 +62,29 @@ const arrayOf = (a: BoundArg): TypedArray => {
 /**
  * The thread pool split kernels run on (the gemm's; null until it loads, or without threads). Compiled
  * programs allocate their temporaries and outputs `shared` and `share` the storages they bind
- * (arguments, captured parameters and state, gradients):
- * those of SHARED_MIN_BYTES and more move into shared memory, once, so that the program's big
- * elementwise kernels and reductions can run in parts on the pool (codegen/js.ts jsProgramSource).
- * Allocations stay private otherwise: a fresh SharedArrayBuffer of 4 MiB costs ~1 ms more to make and
- * touch than an ArrayBuffer, and eager code makes many. Smaller ones (scalars) stay private; the pool
- * copies those a split kernel reads.
+ * (arguments, captured parameters and state, gradients): those of SHARED_MIN_BYTES and more move, once,
+ * into the pool's memory (Pool.array; a SharedArrayBuffer of their own when it is full), so that the
+ * program's big elementwise kernels and reductions can run in parts on the pool (codegen/js.ts
+ * jsProgramSource), and its products read their operands where they are instead of copying them into
+ * the gemm's memory. Allocations stay private otherwise: shared memory costs more to make and touch
+ * (a fresh 4 MiB SharedArrayBuffer ~1 ms more than an ArrayBuffer), and eager code makes many. Smaller
+ * ones (scalars) stay private; the pool copies those a split kernel reads.
  */
 let threads: Pool | null = null;
 const SHARED_MIN_BYTES = 64;
 const sharing = (bytes: number): boolean => threads !== null && threads.splitsKernels && bytes >= SHARED_MIN_BYTES;
 
+/** A zeroed array of `size` elements: with `shared`, where the pool's threads see it (see `threads`). */
+function hostArray(dtype: DType, size: number, shared: boolean): TypedArray {
+  const C = arrayClassOf[dtype];
+  if (!shared || !sharing(size * C.BYTES_PER_ELEMENT)) return new C(size);
+  return threads!.array(C, size) ?? typedArrayFor(dtype, size, true);
+}
+
 export const cpuBackend: Backend = {
   name: 'cpu',
   target: { language: 'js' },
-  alloc: (dtype, size, shared = false) => wrap(typedArrayFor(dtype, size, shared && sharing(size * (dtype === 'bool' ? 1 : bytesPerElement(dtype)))), dtype),
+  alloc: (dtype, size, shared = false) => wrap(hostArray(dtype, size, shared), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
     return wrap(data, dtypeOfArray(data));
@@ -84,7 +92,7 @@ export const cpuBackend: Backend = {
   share(s) {
     const st = s as CpuStorage;
     if (!sharing(st.data.byteLength) || st.data.buffer instanceof SharedArrayBuffer) return;
-    const copy = typedArrayFor(st.dtype, st.data.length, true);
+    const copy = hostArray(st.dtype, st.data.length, true);
     copy.set(st.data);
     st.data = copy;
   },

@@ -469,8 +469,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const fns = new WebAssembly.Instance(mod, { env: { mem } }).exports as unknown as GemmFns;
   const kernelId = threads ? threads.addKernel(bytes) : -1;
   let heap = new Float32Array(mem.buffer);
-  /** where the scratch starts (floats), and how much of it region() keeps */
-  const start = threads ? threads.scratchStart / 4 : 0;
+  /** how many floats at the scratch's start region() keeps, and its view */
   let reserved = 0, regionView = heap.subarray(0, 0);
   // Results (m rows of ldc) as the same array object per place and size while the memory stays: split
   // kernels' workers know arrays by identity (a new one is posted to them).
@@ -482,18 +481,22 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     if (!v) views.set(key, (v = heap.subarray(at, at + length)));
     return v;
   };
-  /** Grows the memory to hold `need` floats (what: the product, why: what it holds). */
-  const fit = (need: number, what: string, why: string): void => {
-    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // another gemm on this memory grew it
-    if (need <= heap.length) return;
-    const pages = Math.ceil((need * 4 - mem.buffer.byteLength) / 65536);
-    try {
-      mem.grow(pages);
-    } catch {
-      throw new Error(`gemm: ${what} needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for ${why}, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
+  /**
+   * The scratch's start (floats) once it holds `need` floats, region()'s kept (what: the product, why:
+   * what it holds): the pool's scratch block, which may move, or this gemm's own memory from 0.
+   */
+  const scratch = (need: number, what: string, why: string): number => {
+    let at: number | null = 0;
+    if (threads) at = threads.scratch(need * 4, reserved * 4);
+    else if (need * 4 > mem.buffer.byteLength) {
+      try { mem.grow(Math.ceil((need * 4 - mem.buffer.byteLength) / 65536)); } catch { at = null; }
     }
-    heap = new Float32Array(mem.buffer);
+    if (at === null) throw new Error(`gemm: ${what} needs ${Math.ceil((need * 4) / 2 ** 20)} MiB of WebAssembly memory for ${why}, more than this engine gives${threads ? ` (the thread pool's memory holds at most ${MAX_PAGES / 16} MiB)` : ''}`);
+    if (heap.buffer !== mem.buffer) heap = new Float32Array(mem.buffer); // grown, here or by another gemm on this memory
+    return at / 4;
   };
+  /** Whether the gemm reads `x` where it is: an array in the pool's memory (Pool.array), which needs no copy in. */
+  const inPlace = (x: Float32Array): boolean => threads !== null && threads.owns(x);
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
@@ -501,19 +504,22 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
     // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
-    const base = start + reserved;
-    fit(base + mp * k + k * ldc + mp * ldc + (raw ? spanA.hi - spanA.lo + spanB.hi - spanB.lo : 0), `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands');
-    const pa = base, pb = pa + mp * k, pc = pb + k * ldc;
+    const b = 'u' in src ? src.u.x : src.b, aIn = raw && inPlace(a), bIn = raw && inPlace(b);
+    const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) : 0;
+    const pa = scratch(reserved + mp * k + k * ldc + mp * ldc + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
+    const pb = pa + mp * k, pc = pb + k * ldc;
     // Split over column panels when there are at least as many as row blocks, else over row blocks.
     const axis = np >= mb ? 0 : 1;
     let job: GemmJob;
     if (raw) {
-      const rawA = pc + mp * ldc, rawB = rawA + spanA.hi - spanA.lo;
-      heap.set(a.subarray(spanA.lo, spanA.hi), rawA);
-      heap.set(('u' in src ? src.u.x : src.b).subarray(spanB.lo, spanB.hi), rawB);
-      const srcA = (rawA + offA - spanA.lo) * 4;
-      const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [(rawB + src.offB - spanB.lo) * 4, src.sbk, src.sbn];
-      const u = 'u' in src ? unfoldingArgs(src.u, rawB * 4) : new Array<number>(17).fill(0);
+      // Each operand's span where it is, or copied raw after C: byte addresses of elements lo.
+      const rawA = pc + mp * ldc, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
+      if (!aIn) heap.set(a.subarray(spanA.lo, spanA.hi), rawA);
+      if (!bIn) heap.set(b.subarray(spanB.lo, spanB.hi), rawB);
+      const loA = aIn ? a.byteOffset + spanA.lo * 4 : rawA * 4, loB = bIn ? b.byteOffset + spanB.lo * 4 : rawB * 4;
+      const srcA = loA + (offA - spanA.lo) * 4;
+      const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [loB + (src.offB - spanB.lo) * 4, src.sbk, src.sbn];
+      const u = 'u' in src ? unfoldingArgs(src.u, loB) : new Array<number>(17).fill(0);
       const rows = 'u' in src && byRows(src.u);
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0);
@@ -542,10 +548,10 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       run(a, offA, sam, sak, { u }, m, n, k, split),
     threads,
     region: (floats: number) => {
-      fit(start + floats, `a region of ${floats} floats`, 'it');
+      const at = scratch(floats, `a region of ${floats} floats`, 'it');
       reserved = floats;
-      // the same array while the memory and the size stay (split kernels' workers know it by identity)
-      if (regionView.buffer !== heap.buffer || regionView.length !== floats) regionView = heap.subarray(start, start + floats);
+      // the same array while the memory, the place and the size stay (split kernels' workers know it by identity)
+      if (regionView.buffer !== heap.buffer || regionView.byteOffset !== at * 4 || regionView.length !== floats) regionView = heap.subarray(at, at + floats);
       return regionView;
     },
     addRows: (dst: Float32Array, d: number, dRow: number, src: Float32Array, s0: number, sRow: number, width: number, rows: number) =>

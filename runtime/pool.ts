@@ -10,12 +10,14 @@
 
 import { loadWorkers } from '#thread-workers';
 import type { JsParallel } from '../compiler/codegen/js.ts';
+import type { TypedArray, TypedArrayClass } from '../ir/dtype.ts';
+import { Arena } from './arena.ts';
 import type { Crew } from './thread-workers.ts';
 import { MAX_WORKERS, poolMade, requestedThreads, threadsUnavailable, type Builtin } from './threads.ts';
 
 /** Largest size (64 KiB pages) the shared memory may grow to: 1 GiB. */
 export const MAX_PAGES = 16384;
-/** Bytes of the first two pages reserved for the control block and the kernels' modules; kernels' scratch starts here. */
+/** Bytes of the first two pages reserved for the control block and the kernels' modules; the arena (arrays, scratch) starts here. */
 export const SCRATCH_START = 131072;
 
 /** Bytes where kernel modules' bytes are kept for the workers: slots from SLOT on, SLOT_BYTES each (the control block is below). */
@@ -94,7 +96,14 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
 /** Threads sharing `memory`: the caller plus up to size - 1 workers. */
 export class Pool {
   readonly memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true });
-  readonly scratchStart = SCRATCH_START;
+  /** the memory above the control block: compiled programs' arrays (array()) and the kernels' scratch */
+  private readonly arena = new Arena(this.memory, SCRATCH_START, MAX_PAGES);
+  /** every SharedArrayBuffer the memory has been seen as (each growth makes a new one; old views stay valid) */
+  private readonly buffers = new WeakSet<ArrayBufferLike>();
+  /** the scratch block [scratchAt, scratchAt + scratchBytes) every gemm on this memory packs into */
+  private scratchAt = 0;
+  private scratchBytes = 0;
+  private readonly given = new FinalizationRegistry<number>((at) => this.arena.give(at));
   /** the kernel modules' bytes, by id (the workers compile each once) */
   readonly kernels: Uint8Array[] = [];
   private readonly ids = new Map<string, number>();
@@ -127,6 +136,50 @@ export class Pool {
   resize(n: number): void {
     this.wanted = n;
     this.crew?.shrink(n - 1);
+  }
+
+  /**
+   * A zeroed array of `length` elements in the pool's memory, its block given back once the array is
+   * garbage; null when the memory is full (then callers use a SharedArrayBuffer of their own). A gemm
+   * reads such an array in place (owns) where it copies any other operand in.
+   */
+  array(ctor: TypedArrayClass, length: number): TypedArray | null {
+    const at = this.arena.take(length * ctor.BYTES_PER_ELEMENT);
+    if (at === null) return null;
+    const buffer = this.memory.buffer;
+    this.buffers.add(buffer);
+    const a = new ctor(buffer, at, length);
+    a.fill(0); // a block given back holds its last owner's values
+    this.given.register(a, at);
+    return a;
+  }
+
+  /** Whether `a` lies in a block of array()'s (in the memory, outside the scratch): a gemm may read it where it is. */
+  owns(a: ArrayBufferView): boolean {
+    if (!this.buffers.has(a.buffer)) return false;
+    const lo = a.byteOffset, hi = lo + a.byteLength;
+    return hi <= this.scratchAt || lo >= this.scratchAt + this.scratchBytes;
+  }
+
+  /**
+   * The byte address of the scratch, at least `bytes` long, its first `keep` bytes as they were (they
+   * move with it when it must grow); null when the memory cannot hold it. Every gemm on the memory
+   * shares it: calls are synchronous, one at a time.
+   */
+  scratch(bytes: number, keep: number): number | null {
+    if (bytes <= this.scratchBytes) return this.scratchAt;
+    const old = this.scratchAt;
+    // Give the old block back first: the new one may overlap it (nothing is taken in between, so its
+    // bytes are still there to move). A quarter more than asked: growing products grow it rarely.
+    if (this.scratchBytes) this.arena.give(old);
+    let size = Math.max(bytes, Math.ceil(this.scratchBytes * 1.25));
+    let at = this.arena.take(size);
+    if (at === null) at = this.arena.take((size = bytes));
+    if (at === null && this.scratchBytes > 0) at = this.arena.take((size = this.scratchBytes)); // too big: keep the old size (it was free a moment ago)
+    if (at !== null && keep > 0 && at !== old) new Uint8Array(this.memory.buffer).copyWithin(at, old, old + keep);
+    this.scratchAt = at ?? 0;
+    this.scratchBytes = at === null ? 0 : size;
+    return size >= bytes ? at : null;
   }
 
   /** Keeps a kernel module's bytes where every worker can compile it (once per distinct module); returns its id. */
