@@ -69,7 +69,9 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
-  const budget = unfoldable ? UNFOLDED : BLOCK;
+  // Where the gemm packs an unfolded input a chunk of panels at a time, each thread into a buffer of its
+  // own, a product takes the whole input (one product: the weight packed once, one job).
+  const budget = unfoldable && gemm!.streamsUnfolded(Og, N * P) ? Infinity : unfoldable ? UNFOLDED : BLOCK;
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
   const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
   const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));

@@ -6,7 +6,7 @@
 // row blocks; every thread runs the same micro-kernel over the same shared memory.
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
-import { MAX_PAGES, pool, runPart, type GemmFns, type GemmJob, type Pool } from './pool.ts';
+import { MAX_PAGES, packedFloats, pool, runPart, type GemmFns, type GemmJob, type Pool } from './pool.ts';
 import { transposedConv } from './conv-transposed.ts';
 import type { ConvAttrs, ConvGeometry } from '../ir/conv.ts';
 import type { View } from '../ir/view.ts';
@@ -15,7 +15,7 @@ const I32 = 0x7f, V128 = 0x7b;
 const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
-  i32Const: 0x41, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32And: 0x71, i32LtU: 0x49, i32LeU: 0x4d, i32Eq: 0x46, i32Eqz: 0x45,
+  i32Const: 0x41, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32And: 0x71, i32Or: 0x72, i32LtU: 0x49, i32LeU: 0x4d, i32Eq: 0x46, i32Eqz: 0x45,
   f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d, f32Add: 0x92, i32GeU: 0x4f,
   simd: 0xfd,
 } as const;
@@ -228,6 +228,7 @@ function unfoldBody(W: number): number[] {
   const local = () => next++;
   const b = local(), d = local(), kk = local(), c = local(), ki = local(), kj = local(), row = local(), dh = local(), dw = local();
   const j = local(), bi = local(), rem = local(), y = local(), P = local(), fast = local();
+  const stepJ = local(), stepI = local(), stepC = local();
   const base = Array.from({ length: W }, local), ih = Array.from({ length: W }, local), iw = Array.from({ length: W }, local);
   const em = emitter(), { code, e, get, set, i32, add } = em;
   const inc = (l: number) => add(l, 1);
@@ -254,6 +255,34 @@ function unfoldBody(W: number): number[] {
   get(iw[W - 1]); get(iw[0]); e(op.i32Sub); i32(W - 1); e(op.i32Eq, op.i32And);
   get(base[W - 1]); get(base[0]); e(op.i32Sub); i32(4 * (W - 1)); e(op.i32Eq, op.i32And);
   set(fast);
+  // Without padding every window lies inside the input: a fast panel's k-steps are then all vector
+  // copies, from an offset stepped along (window column, row, channel) instead of recomputed.
+  get(fast); get(PDH); get(PDW); e(op.i32Or, op.i32Eqz, op.i32And);
+  e(op.if, 0x40);
+  get(K0); get(KH); get(KW); e(op.i32Mul); e(op.i32DivU); set(c);
+  get(K0); get(c); get(KH); get(KW); e(op.i32Mul, op.i32Mul, op.i32Sub); set(rem);
+  get(rem); get(KW); e(op.i32DivU); set(ki);
+  get(rem); get(ki); get(KW); e(op.i32Mul, op.i32Sub); set(kj);
+  // byte steps: to the next window column; from a row's last column to the next row's first; from a channel's last row to the next channel
+  get(DLW); get(SW); e(op.i32Mul); i32(4); e(op.i32Mul); set(stepJ);
+  get(DLH); get(SH); e(op.i32Mul); i32(4); e(op.i32Mul); get(KW); get(stepJ); e(op.i32Mul, op.i32Sub); set(stepI);
+  get(SC); i32(4); e(op.i32Mul); get(KH); get(DLH); get(SH); e(op.i32Mul, op.i32Mul); i32(4); e(op.i32Mul, op.i32Sub); set(stepC);
+  get(c); get(SC); e(op.i32Mul); get(ki); get(DLH); e(op.i32Mul); get(SH); e(op.i32Mul, op.i32Add); i32(4); e(op.i32Mul);
+  get(kj); get(stepJ); e(op.i32Mul, op.i32Add); get(base[0]); e(op.i32Add); set(row);
+  i32(0); set(kk);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(kk); get(KB); e(op.i32LtU, op.i32Eqz, op.brIf, 1);
+  for (let v = 0; v < W / 4; v++) { get(d); get(row); e(op.simd, ...simd.load, 0, ...uleb(16 * v)); e(op.simd, ...simd.store, 0, ...uleb(16 * v)); }
+  add(d, 4 * W);
+  get(row); get(stepJ); e(op.i32Add); set(row);
+  inc(kj);
+  get(kj); get(KW); e(op.i32Eq); e(op.if, 0x40);
+  i32(0); set(kj); inc(ki); get(row); get(stepI); e(op.i32Add); set(row);
+  get(ki); get(KH); e(op.i32Eq); e(op.if, 0x40); i32(0); set(ki); get(row); get(stepC); e(op.i32Add); set(row); e(op.end);
+  e(op.end);
+  inc(kk);
+  e(op.br, 0, op.end, op.end);
+  e(op.else);
   kStepLoop(em, { K0, KH, KW, KB, c, ki, kj, kk, rem });
   get(ki); get(DLH); e(op.i32Mul); set(dh);
   get(kj); get(DLW); e(op.i32Mul); set(dw);
@@ -283,6 +312,7 @@ function unfoldBody(W: number): number[] {
   e(op.end);
   inc(kk);
   e(op.br, 0, op.end, op.end);
+  e(op.end); // the padded case
   inc(b);
   e(op.br, 0, op.end, op.end);
   e(op.end);
@@ -412,6 +442,11 @@ function transpose4(W: number, d: number, vec: (i: number) => number, tmp: (i: n
 export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
   /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
   unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean): { c: Float32Array; ldc: number };
+  /**
+   * Whether an unfolded product of m rows by n columns packs its B a chunk of panels at a time (it splits
+   * by columns): then B's size needs no bound; else B is packed whole before the product.
+   */
+  streamsUnfolded(m: number, n: number): boolean;
   /** the pool big products are split over (null: one thread), which split JavaScript kernels share */
   readonly threads: Pool | null;
   /**
@@ -497,6 +532,8 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   };
   /** Whether the gemm reads `x` where it is: an array in the pool's memory (Pool.array), which needs no copy in. */
   const inPlace = (x: Float32Array): boolean => threads !== null && threads.owns(x);
+  /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
+  const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
@@ -506,10 +543,11 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
     const b = 'u' in src ? src.u.x : src.b, aIn = raw && inPlace(a), bIn = raw && inPlace(b);
     const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) : 0;
-    const pa = scratch(reserved + mp * k + k * ldc + mp * ldc + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
-    const pb = pa + mp * k, pc = pb + k * ldc;
-    // Split over column panels when there are at least as many as row blocks, else over row blocks.
-    const axis = np >= mb ? 0 : 1;
+    const axis = splitAxis(m, n);
+    // the parts pack their own operand (from a raw one) into a buffer each (pool.ts runPart)
+    const packed = packedFloats(mp, ldc, k, kc, RB, NR, axis, raw, split && threads ? threads.size : 1);
+    const pa = scratch(reserved + packed.a + packed.b + mp * ldc + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
+    const pb = pa + packed.a, pc = pb + packed.b;
     let job: GemmJob;
     if (raw) {
       // Each operand's span where it is, or copied raw after C: byte addresses of elements lo.
@@ -546,6 +584,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const self: Gemm = Object.assign(gemm, {
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
       run(a, offA, sam, sak, { u }, m, n, k, split),
+    streamsUnfolded: (m: number, n: number) => splitAxis(m, n) === 0,
     threads,
     region: (floats: number) => {
       const at = scratch(floats, `a region of ${floats} floats`, 'it');

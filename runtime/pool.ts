@@ -71,7 +71,10 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
   if (i1 <= i0 || p1 <= p0) return;
   // Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level cache while
   // the panels of B pass over it. A part packs its own operand a chunk at a time (32 panels of B, or 32
-  // row blocks of A) just before multiplying it, so the packed chunk is still in cache.
+  // row blocks of A) just before multiplying it, into its own chunk-sized buffer (at pb, or pa, plus
+  // part x that buffer's size; see packedFloats): reused, it stays in cache instead of being written
+  // back to memory.
+  const own = packOwn ? (axis === 0 ? pb + part * 32 * kc * nr * 4 : pa + part * 32 * kc * rb * 4) : 0;
   for (let k0 = 0; k0 < k; k0 += kc) {
     const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
     // this block of k: A's row blocks (kb * rb floats each) from aK, B's panels (kb * nr floats each) from bK
@@ -79,18 +82,30 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
     if (axis === 0) {
       for (let q0 = p0; q0 < p1; q0 += 32) {
         const q1 = Math.min(p1, q0 + 32);
-        if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bK, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
-        else if (packOwn) fns.packB(bK, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
-        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bK + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
+        // panel q at bq + q * bPanel: in the shared packed B, or (packOwn) from the start of this part's buffer
+        const bq = packOwn ? own - q0 * bPanel : bK;
+        if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bq, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
+        else if (packOwn) fns.packB(bq, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bq + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
       }
     } else {
       for (let c0 = i0; c0 < i1; c0 += 32) {
         const c1 = Math.min(i1, c0 + 32);
-        if (packOwn) fns.packA(aK, aBlock, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
-        fns.kernel(aK + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
+        const ac = packOwn ? own - c0 * aBlock : aK;
+        if (packOwn) fns.packA(ac, aBlock, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
+        fns.kernel(ac + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
       }
     }
   }
+}
+
+/**
+ * Floats a job's packed A and B take (pa, pb in runPart): in full, the operand packed before the job
+ * (mp x k, k x ldc); the one the parts pack themselves (packOwn), a buffer of one chunk per part.
+ */
+export function packedFloats(mp: number, ldc: number, k: number, kc: number, rb: number, nr: number, axis: number, packOwn: boolean, parts: number): { a: number; b: number } {
+  const chunks = (w: number) => parts * 32 * kc * w; // runPart's per-part buffers: 32 blocks of kc steps
+  return { a: packOwn && axis === 1 ? chunks(rb) : mp * k, b: packOwn && axis === 0 ? chunks(nr) : k * ldc };
 }
 
 /** Threads sharing `memory`: the caller plus up to size - 1 workers. */

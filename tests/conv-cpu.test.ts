@@ -112,6 +112,23 @@ describe('an input gradient (stride 1, full padding) computed as the transpose i
   }
 });
 
+describe('a convolution without padding: the unfolding packer copies whole panels, stepping its offset', () => {
+  // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] weight: more than one block of k (256) per product, a
+  // block starting inside a window, strides and dilations in either dim, panels inside one output row and across two
+  const configs = [
+    { x: [2, 1, 40, 10, 18], w: [1, 5, 40, 3, 3], stride: [1, 1], dilation: [1, 1] },
+    { x: [2, 1, 7, 12, 20], w: [1, 6, 7, 2, 3], stride: [2, 1], dilation: [2, 2] },
+    { x: [3, 1, 30, 21], w: [1, 4, 30, 5], stride: [1], dilation: [1] },
+  ];
+  for (const { x: xs, w: ws, stride, dilation } of configs) {
+    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
+      const zeros = stride.map(() => 0);
+      const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
+      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5);
+    });
+  }
+});
+
 describe("a weight gradient's unfolding (no padding, window rows of 4 or more floats) packed by window rows", () => {
   // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] "weight" (an output gradient), stride and dilation as a
   // weight gradient has them: against the JavaScript fallback's im2col blocks (checked against PyTorch
