@@ -71,11 +71,15 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
   // Where the gemm packs an unfolded input a chunk of panels at a time, each thread into a buffer of its
   // own, a product takes the whole input (one product: the weight packed once, one job).
-  const budget = unfoldable && gemm!.streamsUnfolded(Og, N * P) ? Infinity : unfoldable ? UNFOLDED : BLOCK;
+  const whole = unfoldable && gemm!.streamsUnfolded(Og, N * P);
+  const budget = whole ? Infinity : unfoldable ? UNFOLDED : BLOCK;
+  // Such a product reads the weight where it is when it can (in the pool's memory, a run of KP floats
+  // per output and input channel, not flipped): no packed copy of it (a weight gradient's is the output gradient).
+  const direct = whole && !a.flip && gemm!.readsInPlace(w) && windowIsRun(wv.strides, kernel);
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
   const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
   const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));
-  const wp = (wScratch = grow(wScratch, Og * Kc, pool));
+  const wp = direct ? wScratch : (wScratch = grow(wScratch, Og * Kc, pool));
   const col = unfoldable ? colScratch : (colScratch = grow(colScratch, icb * KP * nb * P));
   const kIdx = new Int32Array(nd);
   // the im2col blocks' input positions (the unfolding packer computes its own)
@@ -85,14 +89,16 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
   for (let g = 0; g < G; g++) {
-    packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
+    if (!direct) packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {
       const nbc = Math.min(nb, N - b0), cols = nbc * P;
       for (let c0 = 0; c0 < Cg; c0 += icb) {
         const icc = Math.min(icb, Cg - c0), rows = icc * KP;
         let prod: { c: Float32Array; ldc: number };
         if (gemm && unfoldable) {
-          prod = gemm.unfolded(wp, c0 * KP, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, b0, g, c0), Og, cols, rows);
+          const u = unfolding(a, x, xv, geo.inSize, kernel, outSize, b0, g, c0), ws = wv.strides;
+          prod = direct ? gemm.unfolded(w, wv.offset + g * ws[0] + c0 * ws[2], ws[1], 1, u, Og, cols, rows, undefined, { length: KP, stride: ws[2] })
+            : gemm.unfolded(wp, c0 * KP, Kc, 1, u, Og, cols, rows);
         } else {
           if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
           else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
@@ -144,7 +150,7 @@ export function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: numbe
   const s = wv.strides;
   // A window stored contiguously (a weight; a weight gradient's "window", the output gradient) is one
   // run of KP floats per (o, c), reversed when flipped: no per-element index arithmetic.
-  const runs = contiguousStrides(kernel).every((st, d) => st === s[3 + d] || kernel[d] === 1);
+  const runs = windowIsRun(s, kernel);
   for (let o = 0; o < Og; o++) {
     for (let c = 0; c < Cg; c++) {
       const base = wv.offset + g * s[0] + o * s[1] + c * s[2], dst = (o * Cg + c) * KP;
@@ -160,6 +166,9 @@ export function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: numbe
     }
   }
 }
+
+/** Whether a weight of strides `s` ([G, Og, Cg, ...K]) stores each window as one run of KP adjacent floats. */
+const windowIsRun = (s: readonly number[], kernel: number[]): boolean => contiguousStrides(kernel).every((st, d) => st === s[3 + d] || kernel[d] === 1);
 
 /**
  * For the leading spatial dims (all but the last): the offset, within one image's channel plane, of

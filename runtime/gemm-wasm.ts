@@ -441,7 +441,9 @@ function transpose4(W: number, d: number, vec: (i: number) => number, tmp: (i: n
  */
 export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
   /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
-  unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean): { c: Float32Array; ldc: number };
+  unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean, aRuns?: Runs): { c: Float32Array; ldc: number };
+  /** Whether `x` is read where it is (an array in the pool's memory, Pool.array), not copied in. */
+  readsInPlace(x: Float32Array): boolean;
   /**
    * Whether an unfolded product of m rows by n columns packs its B a chunk of panels at a time (it splits
    * by columns): then B's size needs no bound; else B is packed whole before the product.
@@ -459,6 +461,14 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   /** An input gradient of a stride-1 convolution, computed as a product and col2im (conv-transposed.ts); the result as convCpu's. */
   transposedConv(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array;
 };
+
+/**
+ * A's k index in runs (unfolded's aRuns): k-step kk is element kk mod `length` (stride sak) of run
+ * floor(kk / length), runs `stride` elements apart -- a convolution's weight, one run per input channel,
+ * read where it is. Only for A read in place by a product split by columns (streamsUnfolded), which
+ * packs A before the job.
+ */
+export interface Runs { length: number; stride: number }
 
 /**
  * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (pool.ts UnfoldFn): element
@@ -535,9 +545,10 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
   const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
-  const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean) => {
+  const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean, aRuns?: Runs) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
-    const spanA = span(offA, m, sam, k, sak);
+    if (aRuns && !(inPlace(a) && splitAxis(m, n) === 0)) throw new Error('gemm: A in runs must be read in place by a product split by columns');
+    const spanA = aRuns ? { lo: offA, hi: offA + 1 } : span(offA, m, sam, k, sak); // in place: only its start matters
     const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
     // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
@@ -561,7 +572,14 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       const rows = 'u' in src && byRows(src.u);
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0);
-        if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
+        if (axis === 0 && aRuns) {
+          // the block's k-steps run by run: each segment is packed at its k-steps' place in the block
+          for (let s0 = k0; s0 < k0 + kb;) {
+            const r = Math.floor(s0 / aRuns.length), s1 = Math.min(k0 + kb, (r + 1) * aRuns.length);
+            fns.packA((pa + mp * k0 + (s0 - k0) * RB) * 4, kb * RB * 4, srcA + (r * aRuns.stride + (s0 - r * aRuns.length) * sak) * 4, sam, sak, m, 0, mb, s1 - s0);
+            s0 = s1;
+          }
+        } else if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
         else if ('u' in src) (rows ? fns.packUnfoldedRows : fns.packUnfolded)((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
@@ -582,8 +600,9 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
     run(a, offA, sam, sak, { b, offB, sbk, sbn }, m, n, k, split);
   const self: Gemm = Object.assign(gemm, {
-    unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
-      run(a, offA, sam, sak, { u }, m, n, k, split),
+    unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k), aRuns?: Runs) =>
+      run(a, offA, sam, sak, { u }, m, n, k, split, aRuns),
+    readsInPlace: inPlace,
     streamsUnfolded: (m: number, n: number) => splitAxis(m, n) === 0,
     threads,
     region: (floats: number) => {

@@ -7,6 +7,8 @@ import { Arena } from '../runtime/arena.ts';
 import { gemm } from '../runtime/gemm-wasm.ts';
 import { pool } from '../runtime/pool.ts';
 import type { CpuStorage } from '../runtime/cpu.ts';
+import { convCpu } from '../runtime/conv-cpu.ts';
+import type { ConvAttrs } from '../ir/conv.ts';
 
 const PAGE = 65536;
 
@@ -68,6 +70,24 @@ describe("the pool's memory", () => {
     expect(after[999]).toBe(999);
     expect(blocker.every((v) => v === 7), 'an array next to the scratch is never written by a product').toBe(true);
     gemm!.region(0);
+  });
+
+  it.runIf(p !== null)("a convolution reads its weight in place, channel by channel (a weight gradient's layout), with the same bits as from a packed copy", () => {
+    // input [N, 1, Cg, 14, 20]; "weight" [1, Og, Cg, 9, 12] stored as [Cg, Og, 9, 12] (an output gradient
+    // permuted): runs of 108 floats, 8 * 108 apart, crossing the gemm's blocks of 256 k-steps
+    const N = 2, Cg = 5, Og = 8, kh = 9, kw = 12, H = 14, W = 20, KP = kh * kw;
+    const a: ConvAttrs = { stride: [1, 1], lhsDilation: [1, 1], dilation: [1, 1], padLo: [0, 0], padHi: [0, 0], flip: false, outPerm: [0, 1, 2, 3, 4] };
+    const x = p!.array(Float32Array, N * Cg * H * W) as Float32Array, w = p!.array(Float32Array, Cg * Og * KP) as Float32Array;
+    x.forEach((_, i) => (x[i] = Math.sin(i * 0.7)));
+    w.forEach((_, i) => (w[i] = Math.cos(i * 0.3)));
+    const xv = { shape: [N, 1, Cg, H, W], strides: [Cg * H * W, Cg * H * W, H * W, W, 1], offset: 0 };
+    const wv = { shape: [1, Og, Cg, kh, kw], strides: [Og * Cg * KP, KP, Og * KP, kw, 1], offset: 0 };
+    const size = N * Og * (H - kh + 1) * (W - kw + 1);
+    const inPlace = convCpu(a, x, xv, w, wv, gemm).slice(0, size);
+    const packed = convCpu(a, x, xv, Float32Array.from(w), wv, gemm).slice(0, size);
+    expect(Array.from(inPlace)).toEqual(Array.from(packed));
+    const reference = convCpu(a, x, xv, w, wv, null);
+    expect(Math.max(...Array.from(inPlace, (v, i) => Math.abs(v - reference[i])))).toBeLessThan(1e-4);
   });
 
   it.runIf(p !== null && p.splitsKernels)("a compiled program's arguments and parameters move into it", async () => {
