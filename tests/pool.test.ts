@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import * as kiln from '../index.ts';
 import { runPipeline } from '../compiler/pipeline.ts';
 import type { PoolOptions } from '../nn/conv.ts';
+import { jsSource } from '../compiler/codegen/js.ts';
 import { numel } from '../ir/shape.ts';
 import { trace } from '../jit/trace.ts';
 import { describeEachDevice } from './devices.ts';
@@ -89,5 +90,14 @@ describe('maxPool2d in a compiled training step', () => {
     // window-sized buffers: the ReLU output, the scattered gradient and ReLU's backward (x.grad)
     const written = p.schedule.kernels.flatMap((k) => k.writes.filter((w) => numel(p.graph.node(w).shape) === size).map(() => k.spec.kernel.kind));
     expect(written).toEqual(['map', 'scatterAdd', 'map']);
+  });
+
+  it('the reduction over a 2 x 2 window is unrolled on the CPU, each copy with its window indices as constants', () => {
+    // without a gradient, pooling is the window's maximum
+    const p = runPipeline(trace((x: Tensor) => F.maxPool2d(x, 2), [kiln.randn([2, 3, 8, 12])]).graph, { fuse: true, maxArgs: Infinity, splitReductions: false, verify: true });
+    const max = p.schedule.kernels.find((k) => k.spec.kernel.kind === 'reduce' && k.spec.kernel.op === 'max')!;
+    const src = jsSource(max.spec);
+    for (const window of ['0, i5 = 0', '0, i5 = 1', '1, i5 = 0', '1, i5 = 1']) expect(src).toContain(`const i3 = ${window};`);
+    expect(src).not.toMatch(/for \(let i[35] /);
   });
 });

@@ -61,6 +61,24 @@ function nest(shape: readonly number[], vars: readonly string[], body: string[],
   return lines;
 }
 
+/** Windows of at most this many elements (a 2 x 2 pooling window) are reduced unrolled. */
+const UNROLLED_WINDOW = 9;
+
+/**
+ * The loops of a reduction over `shape`, each pass a block of `body`; a window of up to UNROLLED_WINDOW
+ * elements unrolled, each copy with its indices as constants (V8 folds them): a loop of two
+ * iterations costs more in branches than its body.
+ */
+function reductionLoops(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (size <= 1 || size > UNROLLED_WINDOW) return nest(shape, vars, ['{', ...body, '}']);
+  return Array.from({ length: size }, (_, flat) => {
+    let rest = flat;
+    const values = shape.map((_, d) => { const stride = shape.slice(d + 1).reduce((a, b) => a * b, 1), v = Math.floor(rest / stride); rest -= v * stride; return v; });
+    return ['{', `  const ${vars.map((v, d) => `${v} = ${values[d]}`).join(', ')};`, ...body.map((l) => '  ' + l), '}'];
+  }).flat();
+}
+
 function genReduce(k: Extract<Kernel, { kind: 'reduce' }>, ranged: boolean): Body {
   const kept = k.inShape.map((_, i) => i).filter((i) => !k.axes.includes(i) && k.inShape[i] !== 1);
   const red = k.axes.filter((i) => k.inShape[i] !== 1);
@@ -76,7 +94,8 @@ function genReduce(k: Extract<Kernel, { kind: 'reduce' }>, ranged: boolean): Bod
     : [`if (${value} > best || (${value} !== ${value} && best === best)) { best = ${value}; acc = n; }`, 'n++;'];
   // argmax counts positions along its single axis; `n` runs over the flattened reduced loops. The
   // loop body is a block even with no loop (only size-1 extents reduced): its names shadow none of the epilogue's.
-  const body = [init, ...nest(red.map((d) => k.inShape[d]), red.map((d) => vars[d]!), ['{', ...inner.lines, ...update, '}']), ...outer.lines,
+  const redShape = red.map((d) => k.inShape[d]), redVars = red.map((d) => vars[d]!);
+  const body = [init, ...reductionLoops(redShape, redVars, [...inner.lines, ...update]), ...outer.lines,
     `b${k.output.arg}[${indexOf(k.output.view, keptVars)}] = ${result};`];
   return loopBody([...inner.hoisted, ...outer.hoisted], kept.map((d) => k.inShape[d]), kept.map((d) => vars[d]!), body, ranged, k.inShape.reduce((a, b) => a * b, 1));
 }
