@@ -71,11 +71,12 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
   // Where the gemm packs an unfolded input a chunk of panels at a time, each thread into a buffer of its
   // own, a product takes the whole input (one product: the weight packed once, one job).
-  const whole = unfoldable && gemm!.streamsUnfolded(Og, N * P);
+  const whole = unfoldable && gemm!.streamsUnfolded(Og, N * P, Kc);
   const budget = whole ? Infinity : unfoldable ? UNFOLDED : BLOCK;
-  // Such a product reads the weight where it is when it can (in the pool's memory, a run of KP floats
-  // per output and input channel, not flipped): no packed copy of it (a weight gradient's is the output gradient).
-  const direct = whole && !a.flip && gemm!.readsInPlace(w) && windowIsRun(wv.strides, kernel);
+  // A product split along k reads the weight where it is when it can (in the pool's memory, a run of KP
+  // floats per output and input channel, not flipped): no packed copy of it (a weight gradient's "weight"
+  // is the output gradient).
+  const direct = whole && gemm!.splitsK(Og, N * P, Kc) && !a.flip && gemm!.readsInPlace(w) && windowIsRun(wv.strides, kernel);
   const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
   const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
   const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));

@@ -445,10 +445,12 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   /** Whether `x` is read where it is (an array in the pool's memory, Pool.array), not copied in. */
   readsInPlace(x: Float32Array): boolean;
   /**
-   * Whether an unfolded product of m rows by n columns packs its B a chunk of panels at a time (it splits
-   * by columns): then B's size needs no bound; else B is packed whole before the product.
+   * Whether an unfolded product of m rows by n columns over k packs its B a chunk of panels at a time (it
+   * splits by columns or along k): then B's size needs no bound; else B is packed whole before the product.
    */
-  streamsUnfolded(m: number, n: number): boolean;
+  streamsUnfolded(m: number, n: number, k: number): boolean;
+  /** Whether the product splits along k (pool.ts runPart axis 2): then its A may be read in runs (unfolded's aRuns). */
+  splitsK(m: number, n: number, k: number): boolean;
   /** the pool big products are split over (null: one thread), which split JavaScript kernels share */
   readonly threads: Pool | null;
   /**
@@ -465,8 +467,7 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
 /**
  * A's k index in runs (unfolded's aRuns): k-step kk is element kk mod `length` (stride sak) of run
  * floor(kk / length), runs `stride` elements apart -- a convolution's weight, one run per input channel,
- * read where it is. Only for A read in place by a product split by columns (streamsUnfolded), which
- * packs A before the job.
+ * read where it is. Only for A read in place by a product split along k (splitsK), whose parts pack it.
  */
 export interface Runs { length: number; stride: number }
 
@@ -489,6 +490,10 @@ export const PLAIN: KernelShape = { RB: 4, CB: 2, relaxed: false };
 export const RELAXED: KernelShape = { RB: 4, CB: 2, relaxed: true };
 /** Values of k per block: a row block (RB x KC) and a panel (KC x 4CB) stay in the first-level cache. */
 export const KC = 256;
+/** Products split along k: C of at most this many floats (its segments' Cs stay in the second-level cache) ... */
+const SPLIT_K_C = 1 << 15;
+/** ... over at least this many blocks of k (two segments of four blocks). */
+const SPLIT_K_BLOCKS = 8;
 
 /** Whether this engine accepts a module with `shape` (relaxed SIMD needs Chrome/Firefox, or Node with a flag). */
 export function kernelSupported(shape: KernelShape): boolean {
@@ -542,27 +547,35 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   };
   /** Whether the gemm reads `x` where it is: an array in the pool's memory (Pool.array), which needs no copy in. */
   const inPlace = (x: Float32Array): boolean => threads !== null && threads.owns(x);
+  /**
+   * Whether a product splits along k (axis 2, pool.ts runPart): a small C (at most SPLIT_K_C floats) over a
+   * long k (SPLIT_K_BLOCKS blocks or more) -- a weight gradient's shape, whose few rows and columns give
+   * too few parts to split, and whose packing before the job would run on one thread.
+   */
+  const splitsK = (m: number, n: number, k: number): boolean => Math.ceil(m / RB) * RB * Math.ceil(n / NR) * NR <= SPLIT_K_C && k >= SPLIT_K_BLOCKS * kc;
+  /** k's segments on axis 2: from the shape alone, so that any number of threads adds the same partial sums in the same order. */
+  const kSegments = (k: number): number => Math.min(8, Math.floor(Math.ceil(k / kc) / 4));
   /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
   const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean, aRuns?: Runs) => {
     const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
-    if (aRuns && !(inPlace(a) && splitAxis(m, n) === 0)) throw new Error('gemm: A in runs must be read in place by a product split by columns');
+    if (aRuns && !(inPlace(a) && splitsK(m, n, k))) throw new Error('gemm: A in runs must be read in place by a product split along k');
     const spanA = aRuns ? { lo: offA, hi: offA + 1 } : span(offA, m, sam, k, sak); // in place: only its start matters
     const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
     // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
     const b = 'u' in src ? src.u.x : src.b, aIn = raw && inPlace(a), bIn = raw && inPlace(b);
     const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) : 0;
-    const axis = splitAxis(m, n);
-    // the parts pack their own operand (from a raw one) into a buffer each (pool.ts runPart)
-    const packed = packedFloats(mp, ldc, k, kc, RB, NR, axis, raw, split && threads ? threads.size : 1);
-    const pa = scratch(reserved + packed.a + packed.b + mp * ldc + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
+    // the parts pack their own operand (from a raw one) into a buffer each, or (axis 2) both (pool.ts runPart)
+    const axis = raw && splitsK(m, n, k) ? 2 : splitAxis(m, n), segments = axis === 2 ? kSegments(k) : 1;
+    const packed = packedFloats(mp, ldc, k, kc, RB, NR, axis, raw, split && threads ? threads.size : 1, segments);
+    const pa = scratch(reserved + packed.a + packed.b + packed.c + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
     const pb = pa + packed.a, pc = pb + packed.b;
     let job: GemmJob;
     if (raw) {
       // Each operand's span where it is, or copied raw after C: byte addresses of elements lo.
-      const rawA = pc + mp * ldc, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
+      const rawA = pc + packed.c, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
       if (!aIn) heap.set(a.subarray(spanA.lo, spanA.hi), rawA);
       if (!bIn) heap.set(b.subarray(spanB.lo, spanB.hi), rawB);
       const loA = aIn ? a.byteOffset + spanA.lo * 4 : rawA * 4, loB = bIn ? b.byteOffset + spanB.lo * 4 : rawB * 4;
@@ -570,20 +583,14 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [loB + (src.offB - spanB.lo) * 4, src.sbk, src.sbn];
       const u = 'u' in src ? unfoldingArgs(src.u, loB) : new Array<number>(17).fill(0);
       const rows = 'u' in src && byRows(src.u);
-      for (let k0 = 0; k0 < k; k0 += kc) {
+      for (let k0 = 0; k0 < k && axis < 2; k0 += kc) {
         const kb = Math.min(kc, k - k0);
-        if (axis === 0 && aRuns) {
-          // the block's k-steps run by run: each segment is packed at its k-steps' place in the block
-          for (let s0 = k0; s0 < k0 + kb;) {
-            const r = Math.floor(s0 / aRuns.length), s1 = Math.min(k0 + kb, (r + 1) * aRuns.length);
-            fns.packA((pa + mp * k0 + (s0 - k0) * RB) * 4, kb * RB * 4, srcA + (r * aRuns.stride + (s0 - r * aRuns.length) * sak) * 4, sam, sak, m, 0, mb, s1 - s0);
-            s0 = s1;
-          }
-        } else if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
+        if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
         else if ('u' in src) (rows ? fns.packUnfoldedRows : fns.packUnfolded)((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1, ...u] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1,
+        aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u] as unknown as GemmJob;
     } else {
       const { b, offB, sbk, sbn } = src;
       for (let k0 = 0; k0 < k; k0 += kc) {
@@ -591,10 +598,12 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
         packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, ...new Array<number>(17).fill(0)] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, 0, 0, 1, ...new Array<number>(17).fill(0)] as unknown as GemmJob;
     }
     if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
     else runPart(fns, job, 0, 1);
+    // the segments' Cs added up in order into the first (SIMD)
+    for (let s = 1; s < segments; s++) fns.addRows(pc * 4, 0, (pc + s * mp * ldc) * 4, 0, m * ldc, 1);
     return { c: rowsOf(pc, m * ldc), ldc };
   };
   const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
@@ -603,7 +612,8 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k), aRuns?: Runs) =>
       run(a, offA, sam, sak, { u }, m, n, k, split, aRuns),
     readsInPlace: inPlace,
-    streamsUnfolded: (m: number, n: number) => splitAxis(m, n) === 0,
+    streamsUnfolded: (m: number, n: number, k: number) => splitsK(m, n, k) || splitAxis(m, n) === 0,
+    splitsK,
     threads,
     region: (floats: number) => {
       const at = scratch(floats, `a region of ${floats} floats`, 'it');

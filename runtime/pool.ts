@@ -28,15 +28,16 @@ export type MemoryMap = typeof MEMORY_MAP;
 
 /**
  * A product (byte pointers; see gemm-wasm.ts): [pa, pb, pc, mBlocks, nPanels, k, ldcBytes, kc, RB, NR,
- * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, ...unfolding]. A and B are packed per block of kc
- * values of k: A's block at pa + k0 * mBlocks * RB floats, B's at pb + k0 * ldc floats. With packOwn,
- * each part packs its own slice of the operand it splits (B's panels on axis 0, A's row blocks on
- * axis 1), a block of k just before using it, from the raw copy at srcA / srcB (element strides sam,
- * sak / sbk, sbn) or, when packOwn is 2 or 3, B by unfolding a convolution's input (the 17 numbers of
- * `unfolding`, UnfoldFn's from src on; 3: by window rows, packUnfoldedRows); the other operand is packed
- * before the job starts.
+ * axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, runLength, runStride, segments, ...unfolding].
+ * A and B are packed per block of kc values of k: A's block at pa + k0 * mBlocks * RB floats, B's at
+ * pb + k0 * ldc floats. With packOwn, each part packs its own slice of the operand it splits (B's panels
+ * on axis 0, A's row blocks on axis 1; both on axis 2), a block of k just before using it, from the raw
+ * copy at srcA / srcB (element strides sam, sak / sbk, sbn) or, when packOwn is 2 or 3, B by unfolding
+ * a convolution's input (the 17 numbers of `unfolding`, UnfoldFn's from src on; 3: by window rows,
+ * packUnfoldedRows); the other operand is packed before the job starts. A with runLength > 0 is read in
+ * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart).
  */
-export type GemmJob = readonly number[] & { length: 37 };
+export type GemmJob = readonly number[] & { length: 40 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
 export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
 /**
@@ -64,7 +65,39 @@ export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packU
  * tiling without messages; each part writes its own tiles of C, in the same k order as one thread would.
  */
 export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number): void {
-  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn] = job;
+  const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, runLength, runStride, segments] = job;
+  const unfolded = job.slice(23);
+  /** Packs A's row blocks c0..c1 for k-steps k0..k0 + kb at dst (row block c at dst + c * kb * rb floats), a run at a time when A is in runs. */
+  const packA = (dst: number, k0: number, kb: number, c0: number, c1: number): void => {
+    if (!runLength) { fns.packA(dst, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb); return; }
+    for (let s0 = k0; s0 < k0 + kb;) {
+      const r = Math.floor(s0 / runLength), s1 = Math.min(k0 + kb, (r + 1) * runLength);
+      fns.packA(dst + (s0 - k0) * rb * 4, kb * rb * 4, srcA + (r * runStride + (s0 - r * runLength) * sak) * 4, sam, sak, m, c0, c1, s1 - s0);
+      s0 = s1;
+    }
+  };
+  /** Packs B's panels q0..q1 for k-steps k0..k0 + kb (panel q at dst + q * kb * nr floats). */
+  const packB = (dst: number, k0: number, kb: number, q0: number, q1: number): void => {
+    if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(dst, kb * nr * 4, q0, q1, kb, k0, n, ...unfolded);
+    else fns.packB(dst, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+  };
+  if (axis === 2) {
+    // k in `segments` runs of whole blocks, fixed by the shape: part p takes segments p, p + parts, ...
+    // and for each block of k packs all of A and B into buffers of its own, accumulating the segment's
+    // own C (pc + s * mBlocks * rb * ldc); the caller adds the segments' Cs up in order. The same bits on
+    // any number of threads.
+    const blocks = Math.ceil(k / kc), aOwn = pa + part * mb * rb * kc * 4, bOwn = pb + part * kc * ldc;
+    for (let s = part; s < segments; s += parts) {
+      const b0 = Math.floor((blocks * s) / segments), b1 = Math.floor((blocks * (s + 1)) / segments);
+      for (let blk = b0; blk < b1; blk++) {
+        const k0 = blk * kc, kb = Math.min(kc, k - k0);
+        packA(aOwn, k0, kb, 0, mb);
+        packB(bOwn, k0, kb, 0, np);
+        fns.kernel(aOwn, bOwn, pc + s * mb * rb * ldc, mb, np, kb, ldc, blk > b0 ? 1 : 0);
+      }
+    }
+    return;
+  }
   let i0 = 0, i1 = mb, p0 = 0, p1 = np;
   if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
   else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
@@ -84,15 +117,14 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
         const q1 = Math.min(p1, q0 + 32);
         // panel q at bq + q * bPanel: in the shared packed B, or (packOwn) from the start of this part's buffer
         const bq = packOwn ? own - q0 * bPanel : bK;
-        if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bq, bPanel, q0, q1, kb, k0, n, ...job.slice(20));
-        else if (packOwn) fns.packB(bq, bPanel, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
+        if (packOwn) packB(bq, k0, kb, q0, q1);
         for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bq + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
       }
     } else {
       for (let c0 = i0; c0 < i1; c0 += 32) {
         const c1 = Math.min(i1, c0 + 32);
         const ac = packOwn ? own - c0 * aBlock : aK;
-        if (packOwn) fns.packA(ac, aBlock, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb);
+        if (packOwn) packA(ac, k0, kb, c0, c1);
         fns.kernel(ac + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
       }
     }
@@ -100,12 +132,14 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
 }
 
 /**
- * Floats a job's packed A and B take (pa, pb in runPart): in full, the operand packed before the job
- * (mp x k, k x ldc); the one the parts pack themselves (packOwn), a buffer of one chunk per part.
+ * Floats a job's packed A, packed B and C take (pa, pb, pc in runPart): in full, the operand packed
+ * before the job (mp x k, k x ldc); the one the parts pack themselves (packOwn), a buffer of one chunk
+ * per part; on axis 2, a block of k of each per part, and a C per segment.
  */
-export function packedFloats(mp: number, ldc: number, k: number, kc: number, rb: number, nr: number, axis: number, packOwn: boolean, parts: number): { a: number; b: number } {
+export function packedFloats(mp: number, ldc: number, k: number, kc: number, rb: number, nr: number, axis: number, packOwn: boolean, parts: number, segments: number): { a: number; b: number; c: number } {
+  if (axis === 2) return { a: parts * mp * kc, b: parts * kc * ldc, c: segments * mp * ldc };
   const chunks = (w: number) => parts * 32 * kc * w; // runPart's per-part buffers: 32 blocks of kc steps
-  return { a: packOwn && axis === 1 ? chunks(rb) : mp * k, b: packOwn && axis === 0 ? chunks(nr) : k * ldc };
+  return { a: packOwn && axis === 1 ? chunks(rb) : mp * k, b: packOwn && axis === 0 ? chunks(nr) : k * ldc, c: mp * ldc };
 }
 
 /** Threads sharing `memory`: the caller plus up to size - 1 workers. */

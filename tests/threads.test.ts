@@ -61,11 +61,13 @@ describe('thread pool', () => {
     expect(bad.stderr).toContain("KILN_NUM_THREADS must be an integer from 1 to 64, got 'two'");
   });
 
-  // Panels split (wide), row blocks split (a single panel), a transposed weight, ragged edges.
+  // Panels split (wide), row blocks split (a single panel), a transposed weight, ragged edges, k split
+  // into segments (a small C over a long k: a weight gradient's shape; segments of uneven blocks).
   const cases: [string, number, number, number, boolean][] = [
     ['MLP layer, transposed weight', 128, 512, 784, true],
     ['tall, one panel: split by rows', 1030, 10, 300, false],
     ['ragged edges', 131, 257, 67, false],
+    ['small C, long k: split along k', 30, 9, 9000, true],
   ];
   for (const [name, m, n, k, tb] of cases) {
     it(`gemm on 1 and 2 threads matches float64 and itself: ${name} (${m}x${k} @ ${k}x${n})`, () => {
