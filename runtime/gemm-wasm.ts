@@ -442,6 +442,12 @@ function transpose4(W: number, d: number, vec: (i: number) => number, tmp: (i: n
 export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split?: boolean) => { c: Float32Array; ldc: number }) & {
   /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
   unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean, aRuns?: Runs): { c: Float32Array; ldc: number };
+  /**
+   * A transposed convolution's product and col2im in one job (conv-transposed.ts): per image of B (an
+   * input read as a 1 x 1 window, u.h x u.w columns each), C = A @ B, then each row of C (channel o,
+   * window position t) added into the region (which must be taken) at `into`'s place for o, shifted by t.
+   */
+  scattered(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Scatter): void;
   /** Whether `x` is read where it is (an array in the pool's memory, Pool.array), not copied in. */
   readsInPlace(x: Float32Array): boolean;
   /**
@@ -470,6 +476,13 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
  * read where it is. Only for A read in place by a product split along k (splitsK), whose parts pack it.
  */
 export interface Runs { length: number; stride: number }
+
+/**
+ * Where a scattered product's rows go (Gemm.scattered): C's row o * kh * kw + t, for image i, is added
+ * into the region from float `at + i * image + o * channel`, shifted by window position t = (ti, tj)
+ * to ti * dh rows of `outWidth` floats and tj * dw floats; `channels` rows' worth of channels o.
+ */
+export interface Scatter { at: number; image: number; channel: number; channels: number; images: number; kh: number; kw: number; dh: number; dw: number; outWidth: number }
 
 /**
  * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (pool.ts UnfoldFn): element
@@ -557,9 +570,11 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const kSegments = (k: number): number => Math.min(8, Math.floor(Math.ceil(k / kc) / 4));
   /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
   const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
-  type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding };
+  type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding; into?: Scatter };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean, aRuns?: Runs) => {
-    const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = np * NR;
+    const into = 'into' in src ? src.into : undefined, p = into ? n / into.images : n; // p: a scattered product's columns per image
+    // C's row stride: a scattered product keeps one image's columns per part
+    const mb = Math.ceil(m / RB), np = Math.ceil(n / NR), mp = mb * RB, ldc = Math.ceil(p / NR) * NR;
     if (aRuns && !(inPlace(a) && splitsK(m, n, k))) throw new Error('gemm: A in runs must be read in place by a product split along k');
     const spanA = aRuns ? { lo: offA, hi: offA + 1 } : span(offA, m, sam, k, sak); // in place: only its start matters
     const spanB = 'u' in src ? unfoldedSpan(src.u, n, k) : span(src.offB, k, src.sbk, n, src.sbn);
@@ -568,7 +583,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     const b = 'u' in src ? src.u.x : src.b, aIn = raw && inPlace(a), bIn = raw && inPlace(b);
     const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) : 0;
     // the parts pack their own operand (from a raw one) into a buffer each, or (axis 2) both (pool.ts runPart)
-    const axis = raw && splitsK(m, n, k) ? 2 : splitAxis(m, n), segments = axis === 2 ? kSegments(k) : 1;
+    const axis = into ? 3 : raw && splitsK(m, n, k) ? 2 : splitAxis(m, n), segments = axis === 2 ? kSegments(k) : 1;
     const packed = packedFloats(mp, ldc, k, kc, RB, NR, axis, raw, split && threads ? threads.size : 1, segments);
     const pa = scratch(reserved + packed.a + packed.b + packed.c + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its packed operands') + reserved;
     const pb = pa + packed.a, pc = pb + packed.b;
@@ -583,14 +598,17 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       const [srcB, sbk, sbn] = 'u' in src ? [0, 0, 0] : [loB + (src.offB - spanB.lo) * 4, src.sbk, src.sbn];
       const u = 'u' in src ? unfoldingArgs(src.u, loB) : new Array<number>(17).fill(0);
       const rows = 'u' in src && byRows(src.u);
-      for (let k0 = 0; k0 < k && axis < 2; k0 += kc) {
+      for (let k0 = 0; k0 < k && axis !== 2; k0 += kc) {
         const kb = Math.min(kc, k - k0);
-        if (axis === 0) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
+        if (axis === 0 || axis === 3) fns.packA((pa + mp * k0) * 4, kb * RB * 4, srcA + k0 * sak * 4, sam, sak, m, 0, mb, kb);
         else if ('u' in src) (rows ? fns.packUnfoldedRows : fns.packUnfolded)((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
+      // a scattered product's output is in the region, at the scratch's start (where the scratch is now)
+      const scattering = into && 'u' in src ? [(pa - reserved + into.at) * 4, into.image * 4, into.channel * 4, into.channels, into.kh * into.kw, into.kw,
+        into.dh * into.outWidth * 4, into.dw * 4, into.outWidth * 4, src.u.w, src.u.h, p, into.images, src.u.sN * 4] : new Array<number>(14).fill(0);
       job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1,
-        aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u] as unknown as GemmJob;
+        aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u, ...scattering] as unknown as GemmJob;
     } else {
       const { b, offB, sbk, sbn } = src;
       for (let k0 = 0; k0 < k; k0 += kc) {
@@ -598,7 +616,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
         packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, 0, 0, 1, ...new Array<number>(17).fill(0)] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, 0, 0, 1, ...new Array<number>(31).fill(0)] as unknown as GemmJob;
     }
     if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
     else runPart(fns, job, 0, 1);
@@ -611,6 +629,11 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const self: Gemm = Object.assign(gemm, {
     unfolded: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split = gemmSplitPays(m, n, k), aRuns?: Runs) =>
       run(a, offA, sam, sak, { u }, m, n, k, split, aRuns),
+    scattered: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Scatter) => {
+      if (u.kh !== 1 || u.kw !== 1 || n !== into.images * u.h * u.w) throw new Error('gemm: a scattered product reads its images as a 1 x 1 window, h x w columns each');
+      if (reserved === 0) throw new Error('gemm: a scattered product adds into the region: take one first');
+      run(a, offA, sam, sak, { u, into }, m, n, k, gemmSplitPays(m, n, k));
+    },
     readsInPlace: inPlace,
     streamsUnfolded: (m: number, n: number, k: number) => splitsK(m, n, k) || splitAxis(m, n) === 0,
     splitsK,

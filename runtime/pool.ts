@@ -35,9 +35,12 @@ export type MemoryMap = typeof MEMORY_MAP;
  * copy at srcA / srcB (element strides sam, sak / sbk, sbn) or, when packOwn is 2 or 3, B by unfolding
  * a convolution's input (the 17 numbers of `unfolding`, UnfoldFn's from src on; 3: by window rows,
  * packUnfoldedRows); the other operand is packed before the job starts. A with runLength > 0 is read in
- * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart).
+ * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart). Axis 3, a
+ * transposed convolution (conv-transposed.ts), splits B's images and adds each image's C into an
+ * output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h,
+ * p, images, srcImage] (byte addresses and strides; see runPart).
  */
-export type GemmJob = readonly number[] & { length: 40 };
+export type GemmJob = readonly number[] & { length: 54 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
 export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
 /**
@@ -66,7 +69,7 @@ export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packU
  */
 export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number): void {
   const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, runLength, runStride, segments] = job;
-  const unfolded = job.slice(23);
+  const unfolded = job.slice(23, 40);
   /** Packs A's row blocks c0..c1 for k-steps k0..k0 + kb at dst (row block c at dst + c * kb * rb floats), a run at a time when A is in runs. */
   const packA = (dst: number, k0: number, kb: number, c0: number, c1: number): void => {
     if (!runLength) { fns.packA(dst, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb); return; }
@@ -94,6 +97,30 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
         packA(aOwn, k0, kb, 0, mb);
         packB(bOwn, k0, kb, 0, np);
         fns.kernel(aOwn, bOwn, pc + s * mb * rb * ldc, mb, np, kb, ldc, blk > b0 ? 1 : 0);
+      }
+    }
+    return;
+  }
+  if (axis === 3) {
+    // A transposed convolution: each part takes whole images of B (unfolded as a 1 x 1 window from the
+    // image's input, p columns). Per image, C = A @ B into the part's own C, then col2im: C's row
+    // (channel o, window position t) added into `out`'s channel o shifted by t -- while C is in cache.
+    // An output element's sums come from one image, in window order: the same bits on any number of threads.
+    const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage] = job.slice(40);
+    const ppi = Math.ceil(p / nr), ldcI = ppi * nr * 4, bOwn = pb + part * kc * ppi * nr * 4, cOwn = pc + part * mb * rb * ldcI;
+    const img0 = Math.floor((images * part) / parts), img1 = Math.floor((images * (part + 1)) / parts), args = unfolded.slice();
+    for (let img = img0; img < img1; img++) {
+      args[0] = unfolded[0] + img * srcImage;
+      for (let k0 = 0; k0 < k; k0 += kc) {
+        const kb = Math.min(kc, k - k0), aK = pa + mb * rb * k0 * 4, aBlock = kb * rb * 4;
+        (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bOwn, kb * nr * 4, 0, ppi, kb, k0, p, ...args);
+        for (let c0 = 0; c0 < mb; c0 += 32) fns.kernel(aK + c0 * aBlock, bOwn, cOwn + c0 * rb * ldcI, Math.min(32, mb - c0), ppi, kb, ldcI, k0 > 0 ? 1 : 0);
+      }
+      for (let o = 0; o < channels; o++) {
+        for (let t = 0; t < KP; t++) {
+          const i = Math.floor(t / kw), j = t - i * kw;
+          fns.addRows(out + img * outImage + o * outChannel + i * dhRow + j * dwBytes, outRow, cOwn + (o * KP + t) * ldcI, wi * 4, wi, h);
+        }
       }
     }
     return;
@@ -134,10 +161,12 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
 /**
  * Floats a job's packed A, packed B and C take (pa, pb, pc in runPart): in full, the operand packed
  * before the job (mp x k, k x ldc); the one the parts pack themselves (packOwn), a buffer of one chunk
- * per part; on axis 2, a block of k of each per part, and a C per segment.
+ * per part; on axis 2, a block of k of each per part, and a C per segment; on axis 3, a block of k of
+ * one image's B and that image's C per part.
  */
 export function packedFloats(mp: number, ldc: number, k: number, kc: number, rb: number, nr: number, axis: number, packOwn: boolean, parts: number, segments: number): { a: number; b: number; c: number } {
   if (axis === 2) return { a: parts * mp * kc, b: parts * kc * ldc, c: segments * mp * ldc };
+  if (axis === 3) return { a: mp * k, b: parts * kc * ldc, c: parts * mp * ldc }; // ldc: one image's columns
   const chunks = (w: number) => parts * 32 * kc * w; // runPart's per-part buffers: 32 blocks of kc steps
   return { a: packOwn && axis === 1 ? chunks(rb) : mp * k, b: packOwn && axis === 0 ? chunks(nr) : k * ldc, c: mp * ldc };
 }

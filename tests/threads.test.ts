@@ -145,6 +145,35 @@ describe('thread pool', () => {
     }
   });
 
+  it("a convolution's gradients (the input's: a product scattered image by image; the weight's: split along k) give the same bits on 1 and 2 threads, and match float64", () => {
+    // conv2 of PyTorch's MNIST Net on 9 images of 18 x 18 (an odd number: the threads get unequal
+    // images; 9 blocks of k for the weight's gradient)
+    const [N, C, H, W, O] = [9, 32, 18, 18, 64], OH = 16, OW = 16;
+    const x = kiln.tensor(Float32Array.from({ length: N * C * H * W }, (_, i) => Math.sin(i * 0.37)), { shape: [N, C, H, W], requiresGrad: true });
+    const w = kiln.tensor(Float32Array.from({ length: O * C * 9 }, (_, i) => Math.cos(i * 0.11) * 0.1), { shape: [O, C, 3, 3], requiresGrad: true });
+    const g = kiln.tensor(Float32Array.from({ length: N * O * OH * OW }, (_, i) => Math.cos(i * 0.53)), { shape: [N, O, OH, OW] });
+    const grads = threadCounts.map((t) => {
+      kiln.setNumThreads(t);
+      x.grad = null; w.grad = null;
+      kiln.F.conv2d(x, w).backward(g);
+      return [x.grad!.dataSync(), w.grad!.dataSync()];
+    });
+    expect(grads[1][0]).toEqual(grads[0][0]);
+    expect(grads[1][1]).toEqual(grads[0][1]);
+    const xs = x.dataSync(), ws = w.dataSync(), gs = g.dataSync();
+    const gAt = (n: number, o: number, y: number, xo: number) => (y >= 0 && y < OH && xo >= 0 && xo < OW ? gs[((n * O + o) * OH + y) * OW + xo] : 0);
+    for (const [n, c, y, xi] of [[0, 0, 0, 0], [8, 31, 17, 17], [2, 7, 5, 4], [4, 20, 0, 17]]) {
+      let want = 0;
+      for (let o = 0; o < O; o++) for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) want += gAt(n, o, y - i, xi - j) * ws[((o * C + c) * 3 + i) * 3 + j];
+      expect(Math.abs(grads[0][0][((n * C + c) * H + y) * W + xi] - want), `x.grad[${n}, ${c}, ${y}, ${xi}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)) * 8);
+    }
+    for (const [o, c, i, j] of [[0, 0, 0, 0], [63, 31, 2, 2], [17, 5, 1, 2]]) {
+      let want = 0;
+      for (let n = 0; n < N; n++) for (let y = 0; y < OH; y++) for (let xo = 0; xo < OW; xo++) want += gAt(n, o, y, xo) * xs[((n * C + c) * H + y + i) * W + xo + j];
+      expect(Math.abs(grads[0][1][((o * C + c) * 3 + i) * 3 + j] - want), `w.grad[${o}, ${c}, ${i}, ${j}]`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)) * 20);
+    }
+  });
+
   it("a compiled step's big elementwise kernels, reductions, gathers, scatters and convolution epilogues run in ranges on both threads, with the same bits as on one", async () => {
     // dropout (counter-based random numbers), a ReLU, a reduction keeping a dim, a gather, a convolution
     // with its bias and ReLU (and both gradients), max pooling (its gradient a scatter, split by rows),
