@@ -66,6 +66,16 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   if (unfoldable && transposes(a, kernel)) return gemm!.transposedConv(a, x, xv, w, wv, geo);
   const pool = gemm?.threads ?? null;
   const out = (outScratch = grow(outScratch, N * G * Og * P, pool)); // split epilogues read it on every thread
+  if (unfoldable && gemm!.placesImages(Og, P) && gemm!.readsInPlace(out)) {
+    // whole row blocks and panels per image: the gemm writes each image's product straight into the
+    // output's layout, one job for all images (no copy, no blocks)
+    const wp = (wScratch = grow(wScratch, Og * Kc, pool)), kIdx = new Int32Array(nd);
+    for (let g = 0; g < G; g++) {
+      packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
+      gemm!.placed(wp, 0, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0), Og, N * P, Kc, { out, at: g * Og * P, image: G * Og * P, images: N });
+    }
+    return out;
+  }
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
   // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.

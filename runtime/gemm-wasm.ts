@@ -448,6 +448,14 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
    * window position t) added into the region (which must be taken) at `into`'s place for o, shifted by t.
    */
   scattered(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Scatter): void;
+  /**
+   * A convolution image by image (B unfolded, n / into.images columns per image): each image's C written
+   * straight into `into.out` (an array in the pool's memory) from float `at + i * image`, its rows p
+   * floats apart -- the convolution's output layout, with no copy. Only where placesImages(m, p).
+   */
+  placed(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Placement): void;
+  /** Whether a product of m rows by p columns per image can be placed (whole row blocks and panels; a pool's memory). */
+  placesImages(m: number, p: number): boolean;
   /** Whether `x` is read where it is (an array in the pool's memory, Pool.array), not copied in. */
   readsInPlace(x: Float32Array): boolean;
   /**
@@ -483,6 +491,9 @@ export interface Runs { length: number; stride: number }
  * to ti * dh rows of `outWidth` floats and tj * dw floats; `channels` rows' worth of channels o.
  */
 export interface Scatter { at: number; image: number; channel: number; channels: number; images: number; kh: number; kw: number; dh: number; dw: number; outWidth: number }
+
+/** Where a placed product's images go (Gemm.placed): image i's C from float `at + i * image` of `out`. */
+export interface Placement { out: Float32Array; at: number; image: number; images: number }
 
 /**
  * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (pool.ts UnfoldFn): element
@@ -568,9 +579,11 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   const splitsK = (m: number, n: number, k: number): boolean => Math.ceil(m / RB) * RB * Math.ceil(n / NR) * NR <= SPLIT_K_C && k >= SPLIT_K_BLOCKS * kc;
   /** k's segments on axis 2: from the shape alone, so that any number of threads adds the same partial sums in the same order. */
   const kSegments = (k: number): number => Math.min(8, Math.floor(Math.ceil(k / kc) / 4));
+  /** Whether a product of m rows by p columns per image is written in place image by image (Gemm.placed): whole row blocks and panels. */
+  const placesImages = (m: number, p: number): boolean => threads !== null && m % RB === 0 && p % NR === 0;
   /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
   const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
-  type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding; into?: Scatter };
+  type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding; into?: Scatter | Placement };
   const run = (a: Float32Array, offA: number, sam: number, sak: number, src: BSource, m: number, n: number, k: number, split: boolean, aRuns?: Runs) => {
     const into = 'into' in src ? src.into : undefined, p = into ? n / into.images : n; // p: a scattered product's columns per image
     // C's row stride: a scattered product keeps one image's columns per part
@@ -605,10 +618,12 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
       // a scattered product's output is in the region, at the scratch's start (where the scratch is now)
-      const scattering = into && 'u' in src ? [(pa - reserved + into.at) * 4, into.image * 4, into.channel * 4, into.channels, into.kh * into.kw, into.kw,
-        into.dh * into.outWidth * 4, into.dw * 4, into.outWidth * 4, src.u.w, src.u.h, p, into.images, src.u.sN * 4] : new Array<number>(14).fill(0);
+      const imagewise = !into || !('u' in src) ? new Array<number>(14).fill(0)
+        : 'out' in into ? [into.out.byteOffset + into.at * 4, into.image * 4, p * 4, 0, 0, 0, 0, 0, 0, 0, 0, p, into.images, src.u.sN * 4]
+        : [(pa - reserved + into.at) * 4, into.image * 4, into.channel * 4, into.channels, into.kh * into.kw, into.kw, into.dh * into.outWidth * 4, into.dw * 4,
+          into.outWidth * 4, src.u.w, src.u.h, p, into.images, src.u.sN * 4];
       job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1,
-        aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u, ...scattering] as unknown as GemmJob;
+        aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u, ...imagewise] as unknown as GemmJob;
     } else {
       const { b, offB, sbk, sbn } = src;
       for (let k0 = 0; k0 < k; k0 += kc) {
@@ -634,6 +649,11 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       if (reserved === 0) throw new Error('gemm: a scattered product adds into the region: take one first');
       run(a, offA, sam, sak, { u, into }, m, n, k, gemmSplitPays(m, n, k));
     },
+    placed: (a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Placement) => {
+      if (!placesImages(m, n / into.images) || !inPlace(into.out)) throw new Error('gemm: a placed product writes whole panels and row blocks into an array in the pool\'s memory');
+      run(a, offA, sam, sak, { u, into }, m, n, k, gemmSplitPays(m, n, k));
+    },
+    placesImages,
     readsInPlace: inPlace,
     streamsUnfolded: (m: number, n: number, k: number) => splitsK(m, n, k) || splitAxis(m, n) === 0,
     splitsK,

@@ -36,9 +36,9 @@ export type MemoryMap = typeof MEMORY_MAP;
  * a convolution's input (the 17 numbers of `unfolding`, UnfoldFn's from src on; 3: by window rows,
  * packUnfoldedRows); the other operand is packed before the job starts. A with runLength > 0 is read in
  * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart). Axis 3, a
- * transposed convolution (conv-transposed.ts), splits B's images and adds each image's C into an
- * output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h,
- * p, images, srcImage] (byte addresses and strides; see runPart).
+ * convolution (a transposed one: conv-transposed.ts), splits B's images and writes (adds) each image's C
+ * into an output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
+ * wi, h, p, images, srcImage] (byte addresses and strides; KP = 0: written in place; see runPart).
  */
 export type GemmJob = readonly number[] & { length: 54 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
@@ -102,21 +102,25 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
     return;
   }
   if (axis === 3) {
-    // A transposed convolution: each part takes whole images of B (unfolded as a 1 x 1 window from the
-    // image's input, p columns). Per image, C = A @ B into the part's own C, then col2im: C's row
-    // (channel o, window position t) added into `out`'s channel o shifted by t -- while C is in cache.
-    // An output element's sums come from one image, in window order: the same bits on any number of threads.
+    // A convolution image by image: each part takes whole images of B (a convolution's input unfolded,
+    // p columns each). Per image, C = A @ B: with KP = 0, straight into `out` (its rows are out's
+    // channels, p floats each); else (a transposed convolution, B read as a 1 x 1 window) into the part's
+    // own C, then col2im: C's row (channel o, window position t) added into `out`'s channel o shifted by
+    // t, while C is in cache. An output element's sums come from one image, in window order: the same
+    // bits on any number of threads.
     const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage] = job.slice(40);
-    const ppi = Math.ceil(p / nr), ldcI = ppi * nr * 4, bOwn = pb + part * kc * ppi * nr * 4, cOwn = pc + part * mb * rb * ldcI;
+    const ppi = Math.ceil(p / nr), own = ppi * nr * 4, bOwn = pb + part * kc * ppi * nr * 4, cOwn = pc + part * mb * rb * own;
+    const ldcI = KP ? own : outChannel;
     const img0 = Math.floor((images * part) / parts), img1 = Math.floor((images * (part + 1)) / parts), args = unfolded.slice();
     for (let img = img0; img < img1; img++) {
       args[0] = unfolded[0] + img * srcImage;
+      const cI = KP ? cOwn : out + img * outImage;
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0), aK = pa + mb * rb * k0 * 4, aBlock = kb * rb * 4;
         (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bOwn, kb * nr * 4, 0, ppi, kb, k0, p, ...args);
-        for (let c0 = 0; c0 < mb; c0 += 32) fns.kernel(aK + c0 * aBlock, bOwn, cOwn + c0 * rb * ldcI, Math.min(32, mb - c0), ppi, kb, ldcI, k0 > 0 ? 1 : 0);
+        for (let c0 = 0; c0 < mb; c0 += 32) fns.kernel(aK + c0 * aBlock, bOwn, cI + c0 * rb * ldcI, Math.min(32, mb - c0), ppi, kb, ldcI, k0 > 0 ? 1 : 0);
       }
-      for (let o = 0; o < channels; o++) {
+      for (let o = 0; o < channels && KP; o++) {
         for (let t = 0; t < KP; t++) {
           const i = Math.floor(t / kw), j = t - i * kw;
           fns.addRows(out + img * outImage + o * outChannel + i * dhRow + j * dwBytes, outRow, cOwn + (o * KP + t) * ldcI, wi * 4, wi, h);

@@ -119,6 +119,9 @@ describe('a convolution without padding: the unfolding packer copies whole panel
     { x: [2, 1, 40, 10, 18], w: [1, 5, 40, 3, 3], stride: [1, 1], dilation: [1, 1] },
     { x: [2, 1, 7, 12, 20], w: [1, 6, 7, 2, 3], stride: [2, 1], dilation: [2, 2] },
     { x: [3, 1, 30, 21], w: [1, 4, 30, 5], stride: [1], dilation: [1] },
+    // whole row blocks and panels per image (8 channels, 4 x 8 positions), two groups: each image's
+    // product written straight into the output (Gemm.placed)
+    { x: [3, 2, 4, 6, 10], w: [2, 8, 4, 3, 3], stride: [1, 1], dilation: [1, 1] },
   ];
   for (const { x: xs, w: ws, stride, dilation } of configs) {
     it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
