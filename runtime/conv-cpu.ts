@@ -66,6 +66,19 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   if (unfoldable && transposes(a, kernel)) return gemm!.transposedConv(a, x, xv, w, wv, geo);
   const pool = gemm?.threads ?? null;
   const out = (outScratch = grow(outScratch, N * G * Og * P, pool)); // split epilogues read it on every thread
+  const ws = wv.strides, last = ws.length - 1;
+  if (unfoldable && !a.flip && ws[last] === 1) {
+    // A weight gradient's shape (unpadded window rows of whole vectors, a small C over a long k): the
+    // gemm's dot kernel reads both operands where they are, with no packing
+    const u0 = unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, 0, 0);
+    if (gemm!.dots(u0, Og, N * P, Kc)) {
+      for (let g = 0; g < G; g++) {
+        const aw = { a: w, off: wv.offset + g * ws[0], sRow: ws[1], sImage: ws[2], sRun: nd === 2 ? ws[3] : 0 };
+        gemm!.dotted(aw, g ? unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0) : u0, Og, N * P, Kc, { out, at: g * Og * P, image: G * Og * P, images: N });
+      }
+      return out;
+    }
+  }
   if (unfoldable && gemm!.placesImages(Og, P) && gemm!.readsInPlace(out)) {
     // whole row blocks and panels per image: the gemm writes each image's product straight into the
     // output's layout, one job for all images (no copy, no blocks)

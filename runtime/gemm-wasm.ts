@@ -16,7 +16,7 @@ const op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, br: 0x0c, brIf: 0x0d, end: 0x0b,
   get: 0x20, set: 0x21, tee: 0x22,
   i32Const: 0x41, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32And: 0x71, i32Or: 0x72, i32LtU: 0x49, i32LeU: 0x4d, i32Eq: 0x46, i32Eqz: 0x45,
-  f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d, f32Add: 0x92, i32GeU: 0x4f,
+  i32Load: 0x28, f32Load: 0x2a, f32Store: 0x38, f32Const: 0x43, f32: 0x7d, f32Add: 0x92, i32GeU: 0x4f,
   simd: 0xfd,
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
@@ -114,15 +114,15 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
-  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody(), unfoldRowsBody(NR)].map((b) => [...uleb(b.length), ...b]);
+  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody(), unfoldRowsBody(NR), dotBody(relaxed)].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00],
-      [0x60, ...vec(new Array(6).fill([I32])), 0x00]])),
+      [0x60, ...vec(new Array(6).fill([I32])), 0x00], [0x60, ...vec(new Array(DOT_PARAMS).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03], [0x02]])),
+    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03], [0x02], [0x04]])),
     ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03], [...str('addRows'), 0x00, 0x04],
-      [...str('packUnfoldedRows'), 0x00, 0x05]])),
+      [...str('packUnfoldedRows'), 0x00, 0x05], [...str('dot'), 0x00, 0x06]])),
     ...section(10, vec(functions)),
   ]);
 }
@@ -411,6 +411,84 @@ function unfoldRowsBody(W: number): number[] {
   return [...vec([[...uleb(next - UNFOLD_PARAMS), I32], [...uleb(W + 4), V128]]), ...code];
 }
 
+/** Parameters of the dot kernel (pool.ts DotFn). */
+const DOT_PARAMS = 17;
+
+/**
+ * The body of dot (pool.ts DotFn): C = A @ B with k read where the operands are, four k-steps per
+ * vector, no packing -- a weight gradient's product, whose k (an image's window positions, in rows of
+ * L adjacent floats in both operands) is long and whose C is small. Per image (a block of k that stays
+ * in cache), per tile of 4 rows x 2 columns: its 8 accumulators (vectors of partial sums, one per k-step
+ * mod 4) loaded (zero for the first image), then per window row r and 4 k-steps j: 4 rows of A and 2
+ * columns of B loaded as vectors and multiplied lane by lane; stored back. Rows past M read row M - 1;
+ * the caller sums each accumulator's lanes.
+ */
+function dotBody(relaxed: boolean): number[] {
+  const [ACC, A0, SAO, SAN, ARUN, BT, SBN, BRUN, RB0, RB1, CP0, CP1, NP, IMAGES, R, L, M] = Array.from({ length: DOT_PARAMS }, (_, i) => i);
+  let next = DOT_PARAMS;
+  const local = () => next++;
+  const img = local(), rb = local(), cp = local(), r = local(), jb = local(), aN = local(), bOff = local(), accp = local(), ra = local(), rbb = local(), lb = local(), row = local();
+  const a = [local(), local(), local(), local()], b = [local(), local()], qa = [local(), local(), local(), local()], pb = [local(), local()];
+  const nI32 = next - DOT_PARAMS;
+  const v0 = next, acc = (i: number, c: number) => v0 + 2 * i + c, vb = (c: number) => v0 + 8 + c, va = v0 + 10;
+  const { code, e, get, set, i32, add } = emitter();
+  const loop = (counter: number, from: number | null, to: number, body: () => void) => {
+    if (from === null) i32(0); else get(from);
+    set(counter);
+    e(op.block, 0x40, op.loop, 0x40);
+    get(counter); get(to); e(op.i32GeU, op.brIf, 1);
+    body();
+    add(counter, 1);
+    e(op.br, 0, op.end, op.end);
+  };
+  get(L); i32(4); e(op.i32Mul); set(lb);
+  loop(img, null, IMAGES, () => {
+    get(A0); get(img); get(SAN); e(op.i32Mul, op.i32Add); set(aN);
+    get(img); get(SBN); e(op.i32Mul); set(bOff);
+    loop(rb, RB0, RB1, () => {
+      for (let i = 0; i < 4; i++) {
+        // row rb * 4 + i, or the last row past M
+        get(rb); i32(4); e(op.i32Mul); i32(i); e(op.i32Add); set(row);
+        get(row); get(M); e(op.i32GeU); e(op.if, 0x40); get(M); i32(1); e(op.i32Sub); set(row); e(op.end);
+        get(aN); get(row); get(SAO); e(op.i32Mul, op.i32Add); set(a[i]);
+      }
+      loop(cp, CP0, CP1, () => {
+        for (let c = 0; c < 2; c++) { get(BT); get(cp); i32(8); e(op.i32Mul, op.i32Add); e(op.i32Load, 2, ...uleb(4 * c)); get(bOff); e(op.i32Add); set(b[c]); }
+        get(ACC); get(rb); get(NP); e(op.i32Mul); get(cp); e(op.i32Add); i32(128); e(op.i32Mul, op.i32Add); set(accp);
+        get(img); e(op.i32Eqz); e(op.if, 0x40);
+        for (let t = 0; t < 8; t++) { e(op.simd, ...simd.const, ...new Array(16).fill(0)); set(v0 + t); }
+        e(op.else);
+        for (let t = 0; t < 8; t++) { get(accp); e(op.simd, ...simd.load, 4, ...uleb(16 * t)); set(v0 + t); }
+        e(op.end);
+        i32(0); set(ra); i32(0); set(rbb);
+        loop(r, null, R, () => {
+          for (let i = 0; i < 4; i++) { get(a[i]); get(ra); e(op.i32Add); set(qa[i]); }
+          for (let c = 0; c < 2; c++) { get(b[c]); get(rbb); e(op.i32Add); set(pb[c]); }
+          i32(0); set(jb);
+          e(op.block, 0x40, op.loop, 0x40);
+          get(jb); get(lb); e(op.i32GeU, op.brIf, 1);
+          for (let c = 0; c < 2; c++) { get(pb[c]); get(jb); e(op.i32Add); e(op.simd, ...simd.load, 0, 0); set(vb(c)); }
+          for (let i = 0; i < 4; i++) {
+            get(qa[i]); get(jb); e(op.i32Add); e(op.simd, ...simd.load, 0, 0); set(va);
+            for (let c = 0; c < 2; c++) {
+              if (relaxed) { get(va); get(vb(c)); get(acc(i, c)); e(op.simd, ...simd.madd); }
+              else { get(acc(i, c)); get(va); get(vb(c)); e(op.simd, ...simd.mul, op.simd, ...simd.add); }
+              set(acc(i, c));
+            }
+          }
+          add(jb, 16);
+          e(op.br, 0, op.end, op.end);
+          get(ra); get(ARUN); e(op.i32Add); set(ra);
+          get(rbb); get(BRUN); e(op.i32Add); set(rbb);
+        });
+        for (let t = 0; t < 8; t++) { get(accp); get(v0 + t); e(op.simd, ...simd.store, 4, ...uleb(16 * t)); }
+      });
+    });
+  });
+  e(op.end);
+  return [...vec([[...uleb(nI32), I32], [...uleb(11), V128]]), ...code];
+}
+
 /** i8x16.shuffle's 16 byte lanes for four 32-bit lanes (0-3 of the first operand, 4-7 of the second). */
 const lanes = (...l: number[]): number[] => l.flatMap((x) => [4 * x, 4 * x + 1, 4 * x + 2, 4 * x + 3]);
 
@@ -456,6 +534,18 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   placed(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Placement): void;
   /** Whether a product of m rows by p columns per image can be placed (whole row blocks and panels; a pool's memory). */
   placesImages(m: number, p: number): boolean;
+  /**
+   * Whether an unfolded product can be dotted (Gemm.dotted): unpadded window rows of whole vectors
+   * (kw a multiple of 4, adjacent floats), a small C over a long k (splitsK) -- a weight gradient's.
+   */
+  dots(u: Unfolding, m: number, n: number, k: number): boolean;
+  /**
+   * C = A @ B for a convolution's unfolded B (`dots`), with no packing: the dot kernel (pool.ts DotFn)
+   * reads both where they are, four k-steps per vector, each C element's sums in one thread; image i's
+   * C rows (m channels, n / into.images floats each) written into `into.out` from `at + i * image`.
+   * A is the weight as `aw` reads it (its window rows adjacent floats, as B's).
+   */
+  dotted(aw: Windowed, u: Unfolding, m: number, n: number, k: number, into: Placement): void;
   /** Whether `x` is read where it is (an array in the pool's memory, Pool.array), not copied in. */
   readsInPlace(x: Float32Array): boolean;
   /**
@@ -491,6 +581,12 @@ export interface Runs { length: number; stride: number }
  * to ti * dh rows of `outWidth` floats and tj * dw floats; `channels` rows' worth of channels o.
  */
 export interface Scatter { at: number; image: number; channel: number; channels: number; images: number; kh: number; kw: number; dh: number; dw: number; outWidth: number }
+
+/**
+ * A convolution's weight as a dotted product reads it (Gemm.dotted): row o (output channel), channel c,
+ * window row i and column j at `off + o * sRow + c * sImage + i * sRun + j`.
+ */
+export interface Windowed { a: Float32Array; off: number; sRow: number; sImage: number; sRun: number }
 
 /** Where a placed product's images go (Gemm.placed): image i's C from float `at + i * image` of `out`. */
 export interface Placement { out: Float32Array; at: number; image: number; images: number }
@@ -654,6 +750,39 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
       run(a, offA, sam, sak, { u, into }, m, n, k, gemmSplitPays(m, n, k));
     },
     placesImages,
+    dots: (u: Unfolding, m: number, n: number, k: number) => byRows(u) && u.kw % 4 === 0 && splitsK(m, n, k),
+    dotted: (aw: Windowed, u: Unfolding, m: number, n: number, k: number, into: Placement) => {
+      if (!(byRows(u) && u.kw % 4 === 0)) throw new Error('gemm: a dotted product reads window rows of whole vectors, unpadded');
+      const mb = Math.ceil(m / RB), pairs = Math.ceil(n / 2), channels = k / (u.kh * u.kw), P = n / into.images;
+      // A's and B's spans where they are, or copied in raw after the accumulators and B's column table
+      const spanA = spanOf(aw.off, [[m, aw.sRow], [channels, aw.sImage], [u.kh, aw.sRun], [u.kw, 1]]), spanB = unfoldedSpan(u, n, k);
+      const aIn = inPlace(aw.a), bIn = inPlace(u.x);
+      const accFloats = mb * pairs * 32, copied = (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo);
+      const at = scratch(reserved + accFloats + 2 * pairs + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its accumulators') + reserved;
+      const table = at + accFloats, rawA = table + 2 * pairs, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
+      if (!aIn) heap.set(aw.a.subarray(spanA.lo, spanA.hi), rawA);
+      if (!bIn) heap.set(u.x.subarray(spanB.lo, spanB.hi), rawB);
+      const a0 = (aIn ? aw.a.byteOffset + spanA.lo * 4 : rawA * 4) + (aw.off - spanA.lo) * 4, b0 = bIn ? u.x.byteOffset + spanB.lo * 4 : rawB * 4;
+      // column j = (image, y, x): where its window starts (a last odd column's pair repeats it)
+      const columns = new Int32Array(heap.buffer, table * 4, 2 * pairs), per = u.oh * u.ow;
+      for (let j = 0; j < 2 * pairs; j++) {
+        const col = Math.min(j, n - 1), image = Math.floor(col / per), y = Math.floor((col - image * per) / u.ow), x = col - image * per - y * u.ow;
+        columns[j] = b0 + (image * u.sN + y * u.strideH * u.sH + x * u.strideW * u.sW) * 4;
+      }
+      const job = [0, 0, 0, mb, 0, k, 0, kc, RB, NR, 4, ...new Array<number>(29).fill(0),
+        at * 4, a0, aw.sRow * 4, aw.sImage * 4, aw.sRun * 4, table * 4, u.sC * 4, u.dilationH * u.sH * 4, pairs, channels, u.kh, u.kw, m, 0] as unknown as GemmJob;
+      if (gemmSplitPays(m, n, k) && threads && threads.size > 1) threads.run(kernelId, fns, job);
+      else runPart(fns, job, 0, 1);
+      // each accumulator's four partial sums, in lane order, into the output's layout
+      const acc = heap.subarray(at, at + accFloats), out = into.out;
+      for (let o = 0; o < m; o++) {
+        const rb = Math.floor(o / RB), i = o - rb * RB;
+        for (let j = 0; j < n; j++) {
+          const t = ((rb * pairs + (j >> 1)) * 8 + i * 2 + (j & 1)) * 4, image = Math.floor(j / P);
+          out[into.at + image * into.image + o * P + (j - image * P)] = Math.fround(Math.fround(Math.fround(acc[t] + acc[t + 1]) + acc[t + 2]) + acc[t + 3]);
+        }
+      }
+    },
     readsInPlace: inPlace,
     streamsUnfolded: (m: number, n: number, k: number) => splitsK(m, n, k) || splitAxis(m, n) === 0,
     splitsK,
@@ -685,11 +814,15 @@ const byRows = (u: Unfolding): boolean => u.padH === 0 && u.padW === 0 && u.sW =
 const unfoldingArgs = (u: Unfolding, at: number): number[] =>
   [at, u.sN, u.sC, u.sH, u.sW, u.kh, u.kw, u.oh, u.ow, u.h, u.w, u.strideH, u.strideW, u.dilationH, u.dilationW, u.padH, u.padW];
 
-/** The elements [lo, hi) an operand of rows x cols read at off + r * sr + c * sc occupies. */
-function span(off: number, rows: number, sr: number, cols: number, sc: number): { lo: number; hi: number } {
-  const ends = [(rows - 1) * sr, (cols - 1) * sc];
-  return { lo: off + Math.min(0, ends[0]) + Math.min(0, ends[1]), hi: off + Math.max(0, ends[0]) + Math.max(0, ends[1]) + 1 };
+/** The elements [lo, hi) read at off + sum of i_d * stride_d for i_d < count_d. */
+function spanOf(off: number, dims: [count: number, stride: number][]): { lo: number; hi: number } {
+  let lo = off, hi = off;
+  for (const [count, stride] of dims) { const end = (count - 1) * stride; lo += Math.min(0, end); hi += Math.max(0, end); }
+  return { lo, hi: hi + 1 };
 }
+
+/** The elements [lo, hi) an operand of rows x cols read at off + r * sr + c * sc occupies. */
+const span = (off: number, rows: number, sr: number, cols: number, sc: number): { lo: number; hi: number } => spanOf(off, [[rows, sr], [cols, sc]]);
 
 // Packing in JavaScript (operands spread wider than their elements; see makeGemm) is written for V8:
 // k outer with one contiguous write stream, and the 4-row / 8-column blocks of the 4 x 8 kernels

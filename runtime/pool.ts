@@ -39,6 +39,8 @@ export type MemoryMap = typeof MEMORY_MAP;
  * convolution (a transposed one: conv-transposed.ts), splits B's images and writes (adds) each image's C
  * into an output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
  * wi, h, p, images, srcImage] (byte addresses and strides; KP = 0: written in place; see runPart).
+ * Axis 4 runs the dot kernel instead (no packing): [acc, a0, sao, san, arun, bt, sbn, brun, pairs,
+ * images, runs, run, rows] (DotFn's), split by column pairs.
  */
 export type GemmJob = readonly number[] & { length: 54 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
@@ -59,8 +61,16 @@ export type PackFn = (dst: number, dstBlockBytes: number, src: number, sElem: nu
 export type UnfoldFn = (...args: number[]) => void;
 /** addRows(dst, dstRowBytes, src, srcRowBytes, width, rows): for each row, width floats of src added into dst (byte pointers). */
 export type AddRowsFn = (dst: number, dstRow: number, src: number, srcRow: number, width: number, rows: number) => void;
+/**
+ * The dot kernel: dot(acc, a0, sao, san, arun, bt, sbn, brun, rb0, rb1, cp0, cp1, np, images, r, l, m)
+ * accumulates tiles of 4 rows x 2 columns (rows rb0 * 4.., column pairs cp0..) of C = A @ B over
+ * `images` blocks of k, each r runs of l floats (l a multiple of 4), read where the operands are: row i of
+ * A from a0 + i sao + image san + run arun, column j of B from the i32 table bt[j] + image sbn + run brun
+ * (byte pointers and strides). Tile (rb, cp)'s 8 vectors of partial sums at acc + (rb np + cp) 128.
+ */
+export type DotFn = (...args: number[]) => void;
 /** A gemm module's exports. */
-export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn }
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn; dot: DotFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
@@ -99,6 +109,13 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
         fns.kernel(aOwn, bOwn, pc + s * mb * rb * ldc, mb, np, kb, ldc, blk > b0 ? 1 : 0);
       }
     }
+    return;
+  }
+  if (axis === 4) {
+    // the dot kernel (gemm-wasm.ts Gemm.dotted): each part its column pairs, every row block
+    const [acc, a0, sao, san, arun, bt, sbn, brun, pairs, images, runs, run, rows] = job.slice(40);
+    const cp0 = Math.floor((pairs * part) / parts), cp1 = Math.floor((pairs * (part + 1)) / parts);
+    if (cp1 > cp0) fns.dot(acc, a0, sao, san, arun, bt, sbn, brun, 0, mb, cp0, cp1, pairs, images, runs, run, rows);
     return;
   }
   if (axis === 3) {

@@ -72,10 +72,11 @@ describe("the pool's memory", () => {
     gemm!.region(0);
   });
 
-  it.runIf(p !== null)("a convolution reads its weight in place, channel by channel (a weight gradient's layout), with the same bits as from a packed copy", () => {
-    // input [N, 1, Cg, 14, 20]; "weight" [1, Og, Cg, 9, 12] stored as [Cg, Og, 9, 12] (an output gradient
-    // permuted): runs of 108 floats, 8 * 108 apart, crossing the gemm's blocks of 256 k-steps
-    const N = 2, Cg = 20, Og = 8, kh = 9, kw = 12, H = 14, W = 20, KP = kh * kw;
+  // window rows of 12 floats: the dot kernel; of 13: a product split along k, its weight read in runs
+  it.runIf(p !== null).each([12, 13])("a weight gradient (window rows of %i) reads its operands in place, with the same bits as from copies", (kw) => {
+    // input [N, 1, Cg, 14, W]; "weight" [1, Og, Cg, 9, kw] stored as [Cg, Og, 9, kw] (an output gradient
+    // permuted): runs of 9 * kw floats, Og runs apart, crossing the gemm's blocks of 256 k-steps
+    const N = 2, Cg = 20, Og = 8, kh = 9, H = 14, W = kw + 8, KP = kh * kw;
     const a: ConvAttrs = { stride: [1, 1], lhsDilation: [1, 1], dilation: [1, 1], padLo: [0, 0], padHi: [0, 0], flip: false, outPerm: [0, 1, 2, 3, 4] };
     const x = p!.array(Float32Array, N * Cg * H * W) as Float32Array, w = p!.array(Float32Array, Cg * Og * KP) as Float32Array;
     x.forEach((_, i) => (x[i] = Math.sin(i * 0.7)));
