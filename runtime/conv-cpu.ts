@@ -50,11 +50,21 @@ function positionTables(a: ConvAttrs, inSize: number[], kernel: number[], outSiz
 }
 
 /**
+ * A convolution's epilogue the gemm may apply itself (compiler/codegen/js.ts gemmEpilogue): its output
+ * `out` from float `at` in the natural layout, the bias along output channels (`bias[biasAt + channel]`),
+ * ReLU.
+ */
+export interface ConvEpilogue { out: Float32Array; at: number; bias: Float32Array | null; biasAt: number; relu: boolean }
+
+/**
  * The convolution of `x` (read through view `xv`, shape [N, G, Cg, ...S]) with `w` (view `wv`,
  * [G, Og, Cg, ...K]) as a contiguous [N, G, Og, ...O] array. The array is a scratch reused by the next
- * call: copy it out before convolving again.
+ * call: copy it out before convolving again. Given `epi`, null when the gemm wrote the output with its
+ * epilogue itself (Gemm.placed), else the array for the caller to apply it while copying.
  */
-export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null): Float32Array {
+export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null): Float32Array;
+export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null, epi: ConvEpilogue | undefined): Float32Array | null;
+export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null, epi?: ConvEpilogue): Float32Array | null {
   const geo = convGeometry(xv.shape, wv.shape, a);
   const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
   const nd = kernel.length;
@@ -79,15 +89,19 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
       return out;
     }
   }
-  if (unfoldable && gemm!.placesImages(Og, P) && gemm!.readsInPlace(out)) {
+  // the caller's output and epilogue, where the gemm can write it
+  const into = epi && gemm?.readsInPlace(epi.out) ? epi : null;
+  const target = into?.out ?? out;
+  if (unfoldable && gemm!.placesImages(Og, P) && gemm!.readsInPlace(target)) {
     // whole row blocks and panels per image: the gemm writes each image's product straight into the
-    // output's layout, one job for all images (no copy, no blocks)
-    const wp = (wScratch = grow(wScratch, Og * Kc, pool)), kIdx = new Int32Array(nd);
+    // output's layout, one job for all images (no copy, no blocks), and applies the epilogue there
+    const wp = (wScratch = grow(wScratch, Og * Kc, pool)), kIdx = new Int32Array(nd), at = into?.at ?? 0;
     for (let g = 0; g < G; g++) {
       packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
-      gemm!.placed(wp, 0, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0), Og, N * P, Kc, { out, at: g * Og * P, image: G * Og * P, images: N });
+      const bias = into?.bias ? { b: into.bias, at: into.biasAt + g * Og } : undefined;
+      gemm!.placed(wp, 0, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0), Og, N * P, Kc, { out: target, at: at + g * Og * P, image: G * Og * P, images: N, bias, relu: into?.relu });
     }
-    return out;
+    return into ? null : out;
   }
   // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
   // channels as fit the block budget, then, with every channel in, as many images as fit: each block is

@@ -11,7 +11,7 @@ import type { KernelSpec } from '../ir/kernel.ts';
 import type { View } from '../ir/view.ts';
 import { structuralKey } from '../ir/key.ts';
 import { compileJs, compileJsProgram, setJsKernelEnv, type JsKernelFn } from '../compiler/codegen/js.ts';
-import { convCpu } from './conv-cpu.ts';
+import { convCpu, type ConvEpilogue } from './conv-cpu.ts';
 import { loadGemm } from '#gemm';
 import type { Gemm } from './gemm-wasm.ts';
 import type { Pool } from './pool.ts';
@@ -141,7 +141,7 @@ export const cpuBackend: Backend = {
 const loading = loadGemm();
 const useGemm = (gemm: Gemm | null): void => {
   threads = gemm?.threads ?? null;
-  setJsKernelEnv({ gemm, conv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View) => convCpu(a, x, xv, w, wv, gemm), parallel: threads?.splitter() ?? null });
+  setJsKernelEnv({ gemm, conv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, epi?: ConvEpilogue) => convCpu(a, x, xv, w, wv, gemm, epi), parallel: threads?.splitter() ?? null });
 };
 if (loading instanceof Promise) {
   useGemm(null);

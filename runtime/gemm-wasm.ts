@@ -20,8 +20,9 @@ const op = {
   simd: 0xfd,
 } as const;
 // SIMD opcodes after 0xfd (LEB128): v128.load 0, v128.load32_splat 9, v128.store 11, v128.const 12,
-// f32x4.add 228, f32x4.mul 230; relaxed SIMD: f32x4.relaxed_madd 261 (a * b + c, fused where the CPU can).
-const simd = { load: [0x00], shuffle: [0x0d], splat32: [0x09], store: [0x0b], const: [0x0c], add: [0xe4, 0x01], mul: [0xe6, 0x01], madd: [0x85, 0x02] } as const;
+// f32x4.add 228, f32x4.mul 230, f32x4.pmax 235 (pmax(a, b) = a < b ? b : a); relaxed SIMD: f32x4.relaxed_madd 261
+// (a * b + c, fused where the CPU can).
+const simd = { load: [0x00], shuffle: [0x0d], splat32: [0x09], store: [0x0b], const: [0x0c], add: [0xe4, 0x01], mul: [0xe6, 0x01], pmax: [0xeb, 0x01], madd: [0x85, 0x02] } as const;
 
 function uleb(n: number): number[] {
   const out: number[] = [];
@@ -114,15 +115,15 @@ export function gemmModule({ RB, CB, relaxed }: KernelShape, shared: boolean): U
   const locals = vec([[...uleb(nI32), I32], [...uleb(RB * CB + CB + 1), V128]]);
   const body = [...locals, ...code];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
-  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody(), unfoldRowsBody(NR), dotBody(relaxed)].map((b) => [...uleb(b.length), ...b]);
+  const functions = [body, packBody(RB), packBody(NR), unfoldBody(NR), addRowsBody(), unfoldRowsBody(NR), dotBody(relaxed), biasReluBody()].map((b) => [...uleb(b.length), ...b]);
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([[0x60, ...vec(new Array(8).fill([I32])), 0x00], [0x60, ...vec(new Array(9).fill([I32])), 0x00], [0x60, ...vec(new Array(UNFOLD_PARAMS).fill([I32])), 0x00],
       [0x60, ...vec(new Array(6).fill([I32])), 0x00], [0x60, ...vec(new Array(DOT_PARAMS).fill([I32])), 0x00]])),
     ...section(2, vec([[...str('env'), ...str('mem'), 0x02, ...limits]])),
-    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03], [0x02], [0x04]])),
+    ...section(3, vec([[0x00], [0x01], [0x01], [0x02], [0x03], [0x02], [0x04], [0x03]])),
     ...section(7, vec([[...str('kernel'), 0x00, 0x00], [...str('packA'), 0x00, 0x01], [...str('packB'), 0x00, 0x02], [...str('packUnfolded'), 0x00, 0x03], [...str('addRows'), 0x00, 0x04],
-      [...str('packUnfoldedRows'), 0x00, 0x05], [...str('dot'), 0x00, 0x06]])),
+      [...str('packUnfoldedRows'), 0x00, 0x05], [...str('dot'), 0x00, 0x06], [...str('biasRelu'), 0x00, 0x07]])),
     ...section(10, vec(functions)),
   ]);
 }
@@ -411,6 +412,37 @@ function unfoldRowsBody(W: number): number[] {
   return [...vec([[...uleb(next - UNFOLD_PARAMS), I32], [...uleb(W + 4), V128]]), ...code];
 }
 
+/**
+ * The body of biasRelu(dst, rows, rowBytes, vectors, bias, relu) (pool.ts BiasReluFn): each of `rows`
+ * rows of `vectors` float vectors from dst gets its row's bias added (bias: byte pointer to one float
+ * per row; 0: none) and, with relu, x < 0 replaced by 0 (f32x4.pmax: a NaN and -0 stay, as the
+ * JavaScript epilogue's select leaves them).
+ */
+function biasReluBody(): number[] {
+  const [DST, ROWS, ROWB, VECS, BIAS, RELU] = [0, 1, 2, 3, 4, 5];
+  const y = 6, v = 7, at = 8, x = 9, b = 10, zero = 11;
+  const { code, e, get, set, i32, add } = emitter();
+  e(op.simd, ...simd.const, ...new Array(16).fill(0)); set(zero);
+  i32(0); set(y);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(y); get(ROWS); e(op.i32GeU, op.brIf, 1);
+  get(BIAS); e(op.if, 0x40); get(BIAS); get(y); i32(4); e(op.i32Mul, op.i32Add); e(op.simd, ...simd.splat32, 2, 0); set(b); e(op.end);
+  get(DST); get(y); get(ROWB); e(op.i32Mul, op.i32Add); set(at);
+  i32(0); set(v);
+  e(op.block, 0x40, op.loop, 0x40);
+  get(v); get(VECS); e(op.i32GeU, op.brIf, 1);
+  get(at); e(op.simd, ...simd.load, 0, 0); set(x);
+  get(BIAS); e(op.if, 0x40); get(x); get(b); e(op.simd, ...simd.add); set(x); e(op.end);
+  get(RELU); e(op.if, 0x40); get(x); get(zero); e(op.simd, ...simd.pmax); set(x); e(op.end); // pmax(x, 0) = x < 0 ? 0 : x
+  get(at); get(x); e(op.simd, ...simd.store, 0, 0);
+  add(at, 16); add(v, 1);
+  e(op.br, 0, op.end, op.end);
+  add(y, 1);
+  e(op.br, 0, op.end, op.end);
+  e(op.end);
+  return [...vec([[3, I32], [3, V128]]), ...code];
+}
+
 /** Parameters of the dot kernel (pool.ts DotFn). */
 const DOT_PARAMS = 17;
 
@@ -588,8 +620,12 @@ export interface Scatter { at: number; image: number; channel: number; channels:
  */
 export interface Windowed { a: Float32Array; off: number; sRow: number; sImage: number; sRun: number }
 
-/** Where a placed product's images go (Gemm.placed): image i's C from float `at + i * image` of `out`. */
-export interface Placement { out: Float32Array; at: number; image: number; images: number }
+/**
+ * Where a placed product's images go (Gemm.placed): image i's C from float `at + i * image` of `out`;
+ * then, given, row o's bias (`bias.b[bias.at + o]`) added to it and ReLU applied (a convolution's
+ * epilogue, js.ts gemmEpilogue).
+ */
+export interface Placement { out: Float32Array; at: number; image: number; images: number; bias?: { b: Float32Array; at: number }; relu?: boolean }
 
 /**
  * A block of a 2-d convolution's input read as B[(c, i, j), (image, y, x)] (pool.ts UnfoldFn): element
@@ -690,7 +726,9 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     // an unfolded B is always read raw; a strided one when it is not spread far wider than its elements
     const raw = 'u' in src || (spanA.hi - spanA.lo <= 2 * m * k + 64 && spanB.hi - spanB.lo <= 2 * k * n + 64);
     const b = 'u' in src ? src.u.x : src.b, aIn = raw && inPlace(a), bIn = raw && inPlace(b);
-    const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) : 0;
+    // a placed product's bias (one float per row) where it is, or copied in after the operands
+    const bias = into && 'out' in into ? into.bias : undefined, biasIn = !bias || inPlace(bias.b);
+    const copied = raw ? (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo) + (biasIn ? 0 : m) : 0;
     // the parts pack their own operand (from a raw one) into a buffer each, or (axis 2) both (pool.ts runPart)
     const axis = into ? 3 : raw && splitsK(m, n, k) ? 2 : splitAxis(m, n), segments = axis === 2 ? kSegments(k) : 1;
     const packed = packedFloats(mp, ldc, k, kc, RB, NR, axis, raw, split && threads ? threads.size : 1, segments);
@@ -713,11 +751,17 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         else if ('u' in src) (rows ? fns.packUnfoldedRows : fns.packUnfolded)((pb + ldc * k0) * 4, kb * NR * 4, 0, np, kb, k0, n, ...u);
         else fns.packB((pb + ldc * k0) * 4, kb * NR * 4, srcB + k0 * sbk * 4, sbn, sbk, n, 0, np, kb);
       }
+      let biasAt = 0;
+      if (bias) {
+        const rawBias = rawB + (bIn ? 0 : spanB.hi - spanB.lo);
+        if (!biasIn) heap.set(bias.b.subarray(bias.at, bias.at + m), rawBias);
+        biasAt = biasIn ? bias.b.byteOffset + bias.at * 4 : rawBias * 4;
+      }
       // a scattered product's output is in the region, at the scratch's start (where the scratch is now)
-      const imagewise = !into || !('u' in src) ? new Array<number>(14).fill(0)
-        : 'out' in into ? [into.out.byteOffset + into.at * 4, into.image * 4, p * 4, 0, 0, 0, 0, 0, 0, 0, 0, p, into.images, src.u.sN * 4]
+      const imagewise = !into || !('u' in src) ? new Array<number>(16).fill(0)
+        : 'out' in into ? [into.out.byteOffset + into.at * 4, into.image * 4, p * 4, 0, 0, 0, 0, 0, 0, 0, 0, p, into.images, src.u.sN * 4, biasAt, into.relu ? 1 : 0]
         : [(pa - reserved + into.at) * 4, into.image * 4, into.channel * 4, into.channels, into.kh * into.kw, into.kw, into.dh * into.outWidth * 4, into.dw * 4,
-          into.outWidth * 4, src.u.w, src.u.h, p, into.images, src.u.sN * 4];
+          into.outWidth * 4, src.u.w, src.u.h, p, into.images, src.u.sN * 4, 0, 0];
       job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, 'u' in src ? (rows ? 3 : 2) : 1,
         aRuns?.length ?? 0, aRuns?.stride ?? 0, segments, ...u, ...imagewise] as unknown as GemmJob;
     } else {
@@ -727,7 +771,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         packA(heap, pa + mp * k0, a, offA + k0 * sak, sam, sak, m, mp, kb, RB);
         packB(heap, pb + ldc * k0, b, offB + k0 * sbk, sbk, sbn, n, np, kb, NR);
       }
-      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, 0, 0, 1, ...new Array<number>(31).fill(0)] as unknown as GemmJob;
+      job = [pa * 4, pb * 4, pc * 4, mb, np, k, ldc * 4, kc, RB, NR, axis, ...new Array<number>(6).fill(0), m, n, 0, 0, 0, 1, ...new Array<number>(33).fill(0)] as unknown as GemmJob;
     }
     if (split && threads && threads.size > 1) threads.run(kernelId, fns, job);
     else runPart(fns, job, 0, 1);
@@ -770,7 +814,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
         columns[j] = b0 + (image * u.sN + y * u.strideH * u.sH + x * u.strideW * u.sW) * 4;
       }
       const job = [0, 0, 0, mb, 0, k, 0, kc, RB, NR, 4, ...new Array<number>(29).fill(0),
-        at * 4, a0, aw.sRow * 4, aw.sImage * 4, aw.sRun * 4, table * 4, u.sC * 4, u.dilationH * u.sH * 4, pairs, channels, u.kh, u.kw, m, 0] as unknown as GemmJob;
+        at * 4, a0, aw.sRow * 4, aw.sImage * 4, aw.sRun * 4, table * 4, u.sC * 4, u.dilationH * u.sH * 4, pairs, channels, u.kh, u.kw, m, 0, 0, 0] as unknown as GemmJob;
       if (gemmSplitPays(m, n, k) && threads && threads.size > 1) threads.run(kernelId, fns, job);
       else runPart(fns, job, 0, 1);
       // each accumulator's four partial sums, in lane order, into the output's layout

@@ -38,11 +38,12 @@ export type MemoryMap = typeof MEMORY_MAP;
  * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart). Axis 3, a
  * convolution (a transposed one: conv-transposed.ts), splits B's images and writes (adds) each image's C
  * into an output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
- * wi, h, p, images, srcImage] (byte addresses and strides; KP = 0: written in place; see runPart).
+ * wi, h, p, images, srcImage, bias, relu] (byte addresses and strides; KP = 0: written in place, then
+ * its bias added and ReLU applied where asked (bias 0: none); see runPart).
  * Axis 4 runs the dot kernel instead (no packing): [acc, a0, sao, san, arun, bt, sbn, brun, pairs,
  * images, runs, run, rows] (DotFn's), split by column pairs.
  */
-export type GemmJob = readonly number[] & { length: 54 };
+export type GemmJob = readonly number[] & { length: 56 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
 export type KernelFn = (pa: number, pb: number, pc: number, mBlocks: number, nPanels: number, kc: number, ldc: number, accumulate: number) => void;
 /**
@@ -69,8 +70,10 @@ export type AddRowsFn = (dst: number, dstRow: number, src: number, srcRow: numbe
  * (byte pointers and strides). Tile (rb, cp)'s 8 vectors of partial sums at acc + (rb np + cp) 128.
  */
 export type DotFn = (...args: number[]) => void;
+/** biasRelu(dst, rows, rowBytes, vectors, bias, relu): per row, its bias (bias: one float per row; 0: none) added, then, with relu, max(x, 0) (NaN and -0 kept). */
+export type BiasReluFn = (dst: number, rows: number, rowBytes: number, vectors: number, bias: number, relu: number) => void;
 /** A gemm module's exports. */
-export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn; dot: DotFn }
+export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn; dot: DotFn; biasRelu: BiasReluFn }
 
 /**
  * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
@@ -125,7 +128,7 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
     // own C, then col2im: C's row (channel o, window position t) added into `out`'s channel o shifted by
     // t, while C is in cache. An output element's sums come from one image, in window order: the same
     // bits on any number of threads.
-    const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage] = job.slice(40);
+    const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage, bias, relu] = job.slice(40);
     const ppi = Math.ceil(p / nr), own = ppi * nr * 4, bOwn = pb + part * kc * ppi * nr * 4, cOwn = pc + part * mb * rb * own;
     const ldcI = KP ? own : outChannel;
     const img0 = Math.floor((images * part) / parts), img1 = Math.floor((images * (part + 1)) / parts), args = unfolded.slice();
@@ -137,6 +140,7 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
         (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bOwn, kb * nr * 4, 0, ppi, kb, k0, p, ...args);
         for (let c0 = 0; c0 < mb; c0 += 32) fns.kernel(aK + c0 * aBlock, bOwn, cI + c0 * rb * ldcI, Math.min(32, mb - c0), ppi, kb, ldcI, k0 > 0 ? 1 : 0);
       }
+      if (!KP && (bias || relu)) fns.biasRelu(cI, m, ldcI, p / 4, bias, relu); // the convolution's epilogue, while its image is in cache
       for (let o = 0; o < channels && KP; o++) {
         for (let t = 0; t < KP; t++) {
           const i = Math.floor(t / kw), j = t - i * kw;

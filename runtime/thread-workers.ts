@@ -28,7 +28,7 @@ import type { Builtin } from './threads.ts';
 // split JavaScript kernel (SPLIT: JOB holds [n, ...n array ids, extent]), whose CHUNKS ranges every
 // thread claims one at a time (NEXT counts them out), so that a late or slow thread takes fewer.
 const GEN = 0, PENDING = 1, KIND = 2, KERNEL = 3, NEXT = 4, CHUNKS = 5, PARTS = 15;
-const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, JOB = 384, JOB_LENGTH = 54;
+const PART = 64, READY = 128, DEAD = 192, FAULT = 256, EPOCH = 320, JOB = 384, JOB_LENGTH = 56;
 const MESSAGE = 2048, MESSAGE_BYTES = 128; // byte offsets: a dead worker's last words
 const GEMM = 0, SPLIT = 1;
 /** The most arrays a split kernel may take (its ids fill JOB, with the count and the extent). */

@@ -148,6 +148,26 @@ describeEachDevice('conv', (device) => {
   });
 });
 
+describe('a convolution whose gemm applies its epilogue (CPU)', () => {
+  it('bias and ReLU written by the gemm as it places each image: the same bits as eager, NaN kept', async () => {
+    // 8 output channels of 4 x 8 positions: whole row blocks and panels, so the gemm writes the output
+    kiln.manualSeed(3);
+    const conv = new nn.Conv2d(3, 8, 3);
+    const x = kiln.randn([2, 3, 6, 10]);
+    const xs = x.dataSync();
+    xs[5] = NaN; // image 0, channel 0: a NaN reaches a few outputs of every output channel
+    const xz = kiln.tensor(xs, { shape: [2, 3, 6, 10] });
+    const step = kiln.compile((t: Tensor) => F.relu(conv.forward(t)));
+    const l = await kiln.noGrad(() => step.lower(xz));
+    expect(l.kernels).toHaveLength(1);
+    expect(l.kernels[0].source).toContain('relu: true');
+    const got = new Uint32Array((await kiln.noGrad(() => step(xz))).dataSync().buffer);
+    const want = new Uint32Array(kiln.noGrad(() => F.relu(conv.forward(xz))).dataSync().buffer);
+    expect(Array.from(got)).toEqual(Array.from(want));
+    expect(Array.from(got).some((b) => b === 0x7fc00000 || (b & 0x7f800000) === 0x7f800000), 'a NaN came through').toBe(true);
+  });
+});
+
 describe('examples/mnist-cnn.ts', () => {
   it("PyTorch's MNIST Net with Adadelta: 20 compiled steps give the same losses, test loss and accuracy as eager (CPU)", async () => {
     const o = { limit: 160, testLimit: 100, batchSize: 8, logInterval: 1, log: false };

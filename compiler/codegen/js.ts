@@ -290,6 +290,7 @@ function genConv(k: ConvKernel, ranged: boolean): Body {
   const shape = [geo.n, geo.groups, geo.cout, ...geo.outSize];
   // A view's dim i is the natural dim outPerm[i]: its strides over the natural loop, for flatLoop.
   const natural = (v: View): number[] => { const st = shape.map(() => 0); k.attrs.outPerm.forEach((d, i) => (st[d] = v.strides[i])); return st; };
+  const fused = gemmEpilogue(k, shape, natural);
   let epi: Emitter | undefined;
   const loop = flatLoop(shape, (at) => {
     const index = (v: View): string => (v.offset ? `${v.offset} + ${at(natural(v))}` : at(natural(v)));
@@ -299,8 +300,28 @@ function genConv(k: ConvKernel, ranged: boolean): Body {
   }, ranged);
   const view = (v: View): string => JSON.stringify({ shape: v.shape, strides: v.strides, offset: v.offset });
   const total = shape.reduce((a, b) => a * b, 1);
-  return { text: [...epi!.hoisted, ...loop].join('\n'), extent: total, work: total,
-    prologue: `env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)})` };
+  // With an epilogue the runtime can apply itself, `r` is null when it did (and wrote the output).
+  const runtimeEpilogue = fused ? `, { out: b${k.output.arg}, at: ${k.output.view.offset}, bias: ${fused.bias ? `b${fused.bias.arg}` : 'null'}, biasAt: ${fused.bias?.view.offset ?? 0}, relu: ${fused.relu} }` : '';
+  return { text: [...(fused ? ['if (r === null) return;'] : []), ...epi!.hoisted, ...loop].join('\n'), extent: total, work: total,
+    prologue: `env.conv(${JSON.stringify(k.attrs)}, b${k.x.arg}, ${view(k.x.view)}, b${k.w.arg}, ${view(k.w.view)}${runtimeEpilogue})` };
+}
+
+/**
+ * A convolution's epilogue that the runtime's gemm can apply as it writes the output (runtime/conv-cpu.ts
+ * ConvEpilogue): acc, plus a float32 bias along output channels, then maybe ReLU -- a Conv2d's bias and
+ * the ReLU after it -- into a float32 output in the natural layout. Null for any other epilogue.
+ */
+function gemmEpilogue(k: ConvKernel, shape: readonly number[], natural: (v: View) => number[]): { bias: Extract<Expr, { kind: 'load' }> | null; relu: boolean } | null {
+  const same = (st: readonly number[], want: readonly number[]): boolean => st.every((s, d) => s === want[d] || shape[d] === 1);
+  if (k.output.dtype !== 'float32' || !same(natural(k.output.view), contiguousStrides(shape))) return null;
+  let e = k.epilogue, relu = false;
+  if (e.kind === 'unary' && e.op === 'relu') { relu = true; e = e.x; }
+  if (e.kind === 'acc') return { bias: null, relu };
+  if (e.kind !== 'binary' || e.op !== 'add') return null;
+  const bias = e.a.kind === 'acc' ? e.b : e.b.kind === 'acc' ? e.a : null;
+  // [N, G, Og, ...O]: the bias walks the channels, g * Og + o
+  const alongChannels = shape.map((_, d) => (d === 1 ? shape[2] : d === 2 ? 1 : 0));
+  return bias?.kind === 'load' && bias.dtype === 'float32' && same(natural(bias.view), alongChannels) ? { bias, relu } : null;
 }
 
 function jsBody(spec: KernelSpec, ranged = false): Body {
