@@ -5,18 +5,17 @@
 // materialised: a block is about BLOCK floats. The result is the natural layout [N, G, Og, ...O];
 // generated kernels (compiler/codegen/js.ts) apply the fused epilogue (bias, activation, an optimizer
 // update) while copying it out. The gradients are convolutions too (runtime/conv-vjp.ts), so they take
-// the same path.
+// the same path. 1-d and 2-d convolutions whose input the gemm's packers can unfold go to the gemm's
+// own chunk instead (runtime/conv-gemm.ts), which reuses this file's blocks (convBlocks).
 
-import { convGeometry, type ConvAttrs } from '../ir/conv.ts';
+import { convGeometry, type ConvAttrs, type ConvGeometry } from '../ir/conv.ts';
 import { contiguousStrides, numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
-import type { Gemm, Unfolding } from './gemm-wasm.ts';
+import type { Gemm } from './gemm-wasm.ts';
 import type { Pool } from './pool.ts';
 
 /** Floats in one block of the unfolded input (4 MiB: big enough to amortise packing the weight block). */
 const BLOCK = 1 << 20;
-/** Floats of packed B (the unfolded input) one gemm may take when its packer unfolds the input (32 MiB). */
-const UNFOLDED = 1 << 23;
 
 export type F32 = Float32Array<ArrayBuffer>;
 let colScratch: F32 = new Float32Array(0), wScratch: F32 = new Float32Array(0), outScratch: F32 = new Float32Array(0);
@@ -67,83 +66,51 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
 export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, gemm: Gemm | null, epi?: ConvEpilogue): Float32Array | null {
   const geo = convGeometry(xv.shape, wv.shape, a);
   const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
-  const nd = kernel.length;
-  const KP = numel(kernel), P = numel(outSize), Kc = Cg * KP;
-  // For 1-d and 2-d inputs without zeros between their elements (lhsDilation 1), the gemm's packer
-  // unfolds the input itself, each thread into its own panels: no im2col block is written here, and a
-  // block is bounded only by the packed operand's size (UNFOLDED floats).
-  const unfoldable = gemm !== null && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0);
-  if (unfoldable && transposes(a, kernel)) return gemm!.transposedConv(a, x, xv, w, wv, geo);
-  const pool = gemm?.threads ?? null;
-  const out = (outScratch = grow(outScratch, N * G * Og * P, pool)); // split epilogues read it on every thread
-  const ws = wv.strides, last = ws.length - 1;
-  if (unfoldable && !a.flip && ws[last] === 1) {
-    // A weight gradient's shape (unpadded window rows of whole vectors, a small C over a long k): the
-    // gemm's dot kernel reads both operands where they are, with no packing
-    const u0 = unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, 0, 0);
-    if (gemm!.dots(u0, Og, N * P, Kc)) {
-      for (let g = 0; g < G; g++) {
-        const aw = { a: w, off: wv.offset + g * ws[0], sRow: ws[1], sImage: ws[2], sRun: nd === 2 ? ws[3] : 0 };
-        gemm!.dotted(aw, g ? unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0) : u0, Og, N * P, Kc, { out, at: g * Og * P, image: G * Og * P, images: N });
-      }
-      return out;
-    }
-  }
-  // the caller's output and epilogue, where the gemm can write it
-  const into = epi && gemm?.readsInPlace(epi.out) ? epi : null;
-  const target = into?.out ?? out;
-  if (unfoldable && gemm!.placesImages(Og, P) && gemm!.readsInPlace(target)) {
-    // whole row blocks and panels per image: the gemm writes each image's product straight into the
-    // output's layout, one job for all images (no copy, no blocks), and applies the epilogue there
-    const wp = (wScratch = grow(wScratch, Og * Kc, pool)), kIdx = new Int32Array(nd), at = into?.at ?? 0;
-    for (let g = 0; g < G; g++) {
-      packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
-      const bias = into?.bias ? { b: into.bias, at: into.biasAt + g * Og } : undefined;
-      gemm!.placed(wp, 0, Kc, 1, unfolding(a, x, xv, geo.inSize, kernel, outSize, 0, g, 0), Og, N * P, Kc, { out: target, at: at + g * Og * P, image: G * Og * P, images: N, bias, relu: into?.relu });
-    }
-    return into ? null : out;
-  }
-  // Blocks: enough columns to amortise packing the weight block (>= 256, >= 2 Og), then as many input
-  // channels as fit the block budget, then, with every channel in, as many images as fit: each block is
-  // one gemm (a job for every thread), so fewer, bigger blocks cost fewer hand-offs.
-  // Where the gemm packs an unfolded input a chunk of panels at a time, each thread into a buffer of its
-  // own, a product takes the whole input (one product: the weight packed once, one job).
-  const whole = unfoldable && gemm!.streamsUnfolded(Og, N * P, Kc);
-  const budget = whole ? Infinity : unfoldable ? UNFOLDED : BLOCK;
-  // A product split along k reads the weight where it is when it can (in the pool's memory, a run of KP
-  // floats per output and input channel, not flipped): no packed copy of it (a weight gradient's "weight"
-  // is the output gradient).
-  const direct = whole && gemm!.splitsK(Og, N * P, Kc) && !a.flip && gemm!.readsInPlace(w) && windowIsRun(wv.strides, kernel);
-  const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
-  const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
-  const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));
-  const wp = direct ? wScratch : (wScratch = grow(wScratch, Og * Kc, pool));
-  const col = unfoldable ? colScratch : (colScratch = grow(colScratch, icb * KP * nb * P));
-  const kIdx = new Int32Array(nd);
-  // the im2col blocks' input positions (the unfolding packer computes its own)
-  const tables = unfoldable ? [] : positionTables(a, geo.inSize, kernel, outSize);
-  const rel = unfoldable ? new Int32Array(0) : leadOffsets(tables, kernel, outSize, xv.strides);
+  const nd = kernel.length, KP = numel(kernel), P = numel(outSize);
+  const out = (outScratch = grow(outScratch, N * G * Og * P, gemm?.threads)); // split epilogues read it on every thread
+  // 1-d and 2-d inputs without zeros between their elements (lhsDilation 1): the gemm's packers unfold them
+  if (gemm && nd <= 2 && a.lhsDilation.every((l) => l === 1) && xv.strides.every((st) => st >= 0)) return gemm.convolve(a, x, xv, w, wv, geo, out, epi);
+  const tables = positionTables(a, geo.inSize, kernel, outSize);
+  const rel = leadOffsets(tables, kernel, outSize, xv.strides);
   // An im2col block is written along whichever of the window and the output is longer in the last
   // dim: a weight gradient's "window" is the whole output (24 x 24) and its output the kernel (3 x 3).
   const byWindow = kernel[nd - 1] > outSize[nd - 1];
+  return convBlocks(a, geo, w, wv, out, BLOCK, gemm?.threads ?? null, true, (wp, g, b0, nbc, c0, icc) => {
+    const rows = icc * KP, cols = nbc * P, col = (colScratch = grow(colScratch, rows * cols));
+    if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
+    else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
+    const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
+    return gemm ? gemm(wp!, c0 * KP, Cg * KP, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp!, c0 * KP, Cg * KP, col, sbk, sbn, cols, Og, rows);
+  });
+}
+
+/**
+ * A block's product: C (Og rows, `ldc` apart) = the packed weight's columns for channels c0.. (`wp`;
+ * null when the product reads the weight itself) times the unfolded input's block of images b0..b0 + nbc
+ * and channels c0..c0 + icc.
+ */
+export type BlockProduct = (wp: Float32Array | null, g: number, b0: number, nbc: number, c0: number, icc: number) => { c: Float32Array; ldc: number };
+
+/**
+ * A convolution in blocks into `out` ([N, G, Og, ...O]): enough columns to amortise packing the weight
+ * block (>= 256, >= 2 Og), then as many input channels as fit `budget` floats of unfolded input, then,
+ * with every channel in, as many images as fit. Each block is one product (a job for every thread), so
+ * fewer, bigger blocks cost fewer hand-offs; products over channel blocks are added up. Per group the
+ * weight is packed once (unless `packs` is false: the product reads it where it is).
+ */
+export function convBlocks(a: ConvAttrs, geo: ConvGeometry, w: Float32Array, wv: View, out: Float32Array, budget: number, pool: Pool | null, packs: boolean, product: BlockProduct): Float32Array {
+  const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
+  const KP = numel(kernel), P = numel(outSize), Kc = Cg * KP;
+  const minImages = Math.min(N, Math.max(1, Math.ceil(Math.max(256, 2 * Og) / P)));
+  const icb = Math.min(Cg, Math.max(1, Math.floor(budget / (KP * minImages * P))));
+  const nb = icb < Cg ? minImages : Math.min(N, Math.max(minImages, Math.floor(budget / (Kc * P))));
+  const wp = packs ? (wScratch = grow(wScratch, Og * Kc, pool)) : null, kIdx = new Int32Array(kernel.length);
   for (let g = 0; g < G; g++) {
-    if (!direct) packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
+    if (wp) packWeight(wp, w, wv, g, Og, Cg, kernel, a.flip, kIdx);
     for (let b0 = 0; b0 < N; b0 += nb) {
-      const nbc = Math.min(nb, N - b0), cols = nbc * P;
+      const nbc = Math.min(nb, N - b0);
       for (let c0 = 0; c0 < Cg; c0 += icb) {
-        const icc = Math.min(icb, Cg - c0), rows = icc * KP;
-        let prod: { c: Float32Array; ldc: number };
-        if (gemm && unfoldable) {
-          const u = unfolding(a, x, xv, geo.inSize, kernel, outSize, b0, g, c0), ws = wv.strides;
-          prod = direct ? gemm.unfolded(w, wv.offset + g * ws[0] + c0 * ws[2], ws[1], 1, u, Og, cols, rows, undefined, { length: KP, stride: ws[2] })
-            : gemm.unfolded(wp, c0 * KP, Kc, 1, u, Og, cols, rows);
-        } else {
-          if (byWindow) im2colT(col, rows, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
-          else im2col(a, col, cols, x, xv, tables, rel, g, b0, nbc, c0, icc, kernel, outSize);
-          const [sbk, sbn] = byWindow ? [1, rows] : [cols, 1];
-          prod = gemm ? gemm(wp, c0 * KP, Kc, 1, col, 0, sbk, sbn, Og, cols, rows) : jsGemm(wp, c0 * KP, Kc, col, sbk, sbn, cols, Og, rows);
-        }
-        const c = prod.c, ldc = prod.ldc;
+        const { c, ldc } = product(wp, g, b0, nbc, c0, Math.min(icb, Cg - c0));
         for (let bi = 0; bi < nbc; bi++) {
           for (let o = 0; o < Og; o++) {
             const dst = (((b0 + bi) * G + g) * Og + o) * P, src = o * ldc + bi * P;
@@ -157,30 +124,7 @@ export function convCpu(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array
   return out;
 }
 
-/**
- * Whether a convolution is the transpose of a stride-1 one -- an input gradient: stride 1, full padding
- * dilation * (k - 1) on both sides, a window of more than one element. Such a convolution reads each
- * input element with every window position: computed directly, its unfolded input is KP times the
- * input, padding included, and its product has only Og rows to amortise packing that over (an input
- * gradient's Og is the forward's input channels, often few). The gemm computes it so (conv-transposed.ts).
- */
-function transposes(a: ConvAttrs, kernel: number[]): boolean {
-  return kernel.some((k) => k > 1) && kernel.every((k, d) => a.stride[d] === 1 && a.padLo[d] === a.dilation[d] * (k - 1) && a.padHi[d] === a.padLo[d]);
-}
 
-/**
- * The input block of images b0.., group g, channels c0.. as the gemm's unfolding packer reads it
- * (gemm-wasm.ts Unfolding): a 1-d convolution is a 2-d one with a single row.
- */
-export function unfolding(a: ConvAttrs, x: Float32Array, xv: View, inSize: number[], kernel: number[], outSize: number[], b0: number, g: number, c0: number): Unfolding {
-  const s = xv.strides, two = kernel.length === 2;
-  const h = (v: readonly number[], one: number) => (two ? v[0] : one), w = (v: readonly number[]) => v[kernel.length - 1];
-  return {
-    x, off: xv.offset + b0 * s[0] + g * s[1] + c0 * s[2], sN: s[0], sC: s[2], sH: two ? s[3] : 0, sW: w(s.slice(3)),
-    kh: h(kernel, 1), kw: w(kernel), oh: h(outSize, 1), ow: w(outSize), h: h(inSize, 1), w: w(inSize),
-    strideH: h(a.stride, 1), strideW: w(a.stride), dilationH: h(a.dilation, 1), dilationW: w(a.dilation), padH: h(a.padLo, 0), padW: w(a.padLo),
-  };
-}
 
 /** wp[o, c * KP + k] = w[g, o, c, k] (window reversed when `flip`), read through the weight's view. */
 export function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: number, Og: number, Cg: number, kernel: number[], flip: boolean, kIdx: Int32Array): void {
@@ -206,7 +150,7 @@ export function packWeight(wp: Float32Array, w: Float32Array, wv: View, g: numbe
 }
 
 /** Whether a weight of strides `s` ([G, Og, Cg, ...K]) stores each window as one run of KP adjacent floats. */
-const windowIsRun = (s: readonly number[], kernel: number[]): boolean => contiguousStrides(kernel).every((st, d) => st === s[3 + d] || kernel[d] === 1);
+export const windowIsRun = (s: readonly number[], kernel: number[]): boolean => contiguousStrides(kernel).every((st, d) => st === s[3 + d] || kernel[d] === 1);
 
 /**
  * For the leading spatial dims (all but the last): the offset, within one image's channel plane, of

@@ -7,7 +7,8 @@
 
 import { gemmSplitPays } from '../compiler/codegen/js.ts';
 import { MAX_PAGES, packedFloats, pool, runPart, type GemmFns, type GemmJob, type Pool } from './pool.ts';
-import { transposedConv } from './conv-transposed.ts';
+import { convolveUnfolded } from './conv-gemm.ts';
+import type { ConvEpilogue } from './conv-cpu.ts';
 import type { ConvAttrs, ConvGeometry } from '../ir/conv.ts';
 import type { View } from '../ir/view.ts';
 
@@ -553,7 +554,7 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   /** C = A @ B where B is a convolution's input unfolded as im2col would (k = channels x window, n = images x output positions). */
   unfolded(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, split?: boolean, aRuns?: Runs): { c: Float32Array; ldc: number };
   /**
-   * A transposed convolution's product and col2im in one job (conv-transposed.ts): per image of B (an
+   * A transposed convolution's product and col2im in one job (conv-gemm.ts): per image of B (an
    * input read as a 1 x 1 window, u.h x u.w columns each), C = A @ B, then each row of C (channel o,
    * window position t) added into the region (which must be taken) at `into`'s place for o, shifted by t.
    */
@@ -596,8 +597,11 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
   region(floats: number): Float32Array;
   /** rows of `width` floats added from a product's result into the region: dst[d + y * dRow + x] += src[s + y * sRow + x] (indices into either's array). */
   addRows(dst: Float32Array, d: number, dRow: number, src: Float32Array, s: number, sRow: number, width: number, rows: number): void;
-  /** An input gradient of a stride-1 convolution, computed as a product and col2im (conv-transposed.ts); the result as convCpu's. */
-  transposedConv(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array;
+  /**
+   * A convolution whose input the gemm's packers unfold (conv-gemm.ts), as convCpu's result: into `out`,
+   * or (with `epi`) the caller's output with its epilogue, then null.
+   */
+  convolve(a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry, out: Float32Array, epi?: ConvEpilogue): Float32Array | null;
 };
 
 /**
@@ -840,7 +844,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     },
     addRows: (dst: Float32Array, d: number, dRow: number, src: Float32Array, s0: number, sRow: number, width: number, rows: number) =>
       fns.addRows(dst.byteOffset + d * 4, dRow * 4, src.byteOffset + s0 * 4, sRow * 4, width, rows),
-    transposedConv: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry): Float32Array => transposedConv(self, a, x, xv, w, wv, geo),
+    convolve: (a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry, out: Float32Array, epi?: ConvEpilogue) => convolveUnfolded(self, a, x, xv, w, wv, geo, out, epi),
   });
   return self;
 }

@@ -36,7 +36,7 @@ export type MemoryMap = typeof MEMORY_MAP;
  * a convolution's input (the 17 numbers of `unfolding`, UnfoldFn's from src on; 3: by window rows,
  * packUnfoldedRows); the other operand is packed before the job starts. A with runLength > 0 is read in
  * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart). Axis 3, a
- * convolution (a transposed one: conv-transposed.ts), splits B's images and writes (adds) each image's C
+ * convolution (a transposed one: conv-gemm.ts), splits B's images and writes (adds) each image's C
  * into an output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
  * wi, h, p, images, srcImage, bias, relu] (byte addresses and strides; KP = 0: written in place, then
  * its bias added and ReLU applied where asked (bias 0: none); see runPart).

@@ -70,13 +70,9 @@ const UNROLLED_WINDOW = 9;
  * iterations costs more in branches than its body.
  */
 function reductionLoops(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
-  const size = shape.reduce((a, b) => a * b, 1);
+  const size = shape.reduce((a, b) => a * b, 1), st = contiguousStrides(shape);
   if (size <= 1 || size > UNROLLED_WINDOW) return nest(shape, vars, ['{', ...body, '}']);
-  return Array.from({ length: size }, (_, flat) => {
-    let rest = flat;
-    const values = shape.map((_, d) => { const stride = shape.slice(d + 1).reduce((a, b) => a * b, 1), v = Math.floor(rest / stride); rest -= v * stride; return v; });
-    return ['{', `  const ${vars.map((v, d) => `${v} = ${values[d]}`).join(', ')};`, ...body.map((l) => '  ' + l), '}'];
-  }).flat();
+  return Array.from({ length: size }, (_, flat) => ['{', `  const ${vars.map((v, d) => `${v} = ${Math.floor(flat / st[d]) % shape[d]}`).join(', ')};`, ...body.map((l) => '  ' + l), '}']).flat();
 }
 
 function genReduce(k: Extract<Kernel, { kind: 'reduce' }>, ranged: boolean): Body {
@@ -312,16 +308,16 @@ function genConv(k: ConvKernel, ranged: boolean): Body {
  * the ReLU after it -- into a float32 output in the natural layout. Null for any other epilogue.
  */
 function gemmEpilogue(k: ConvKernel, shape: readonly number[], natural: (v: View) => number[]): { bias: Extract<Expr, { kind: 'load' }> | null; relu: boolean } | null {
-  const same = (st: readonly number[], want: readonly number[]): boolean => st.every((s, d) => s === want[d] || shape[d] === 1);
-  if (k.output.dtype !== 'float32' || !same(natural(k.output.view), contiguousStrides(shape))) return null;
+  const laid = (v: View, want: readonly number[]): boolean => natural(v).every((s, d) => s === want[d] || shape[d] === 1);
+  if (k.output.dtype !== 'float32' || !laid(k.output.view, contiguousStrides(shape))) return null;
   let e = k.epilogue, relu = false;
-  if (e.kind === 'unary' && e.op === 'relu') { relu = true; e = e.x; }
+  if (e.kind === 'unary' && e.op === 'relu') [e, relu] = [e.x, true];
   if (e.kind === 'acc') return { bias: null, relu };
   if (e.kind !== 'binary' || e.op !== 'add') return null;
   const bias = e.a.kind === 'acc' ? e.b : e.b.kind === 'acc' ? e.a : null;
-  // [N, G, Og, ...O]: the bias walks the channels, g * Og + o
-  const alongChannels = shape.map((_, d) => (d === 1 ? shape[2] : d === 2 ? 1 : 0));
-  return bias?.kind === 'load' && bias.dtype === 'float32' && same(natural(bias.view), alongChannels) ? { bias, relu } : null;
+  // [N, G, Og, ...O]: the bias walks the channels (g * Og + o)
+  const along = shape.map((_, d) => (d === 1 ? shape[2] : +(d === 2)));
+  return bias?.kind === 'load' && bias.dtype === 'float32' && laid(bias.view, along) ? { bias, relu } : null;
 }
 
 function jsBody(spec: KernelSpec, ranged = false): Body {
