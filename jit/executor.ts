@@ -107,7 +107,8 @@ export class Executable {
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
       this.pooledReady = true;
     }
-    const inputs = args.map((a) => (a._view.offset === 0 && isContiguous(a._view) ? a : noGrad(() => contiguous(a))));
+    const inputs: Tensor[] = [];
+    for (const a of args) inputs.push(a._view.offset === 0 && isContiguous(a._view) ? a : noGrad(() => contiguous(a)));
     for (const d of this.dynamic) {
       switch (d.kind) {
         // arguments, parameters, optimizer state and gradients: the program's split kernels read them
@@ -142,18 +143,17 @@ export class Executable {
   /** Write-backs (in-place updates, .grad) after the kernels, and the returned values. */
   private finish(args: readonly Tensor[], early: Map<number, Tensor> | null): unknown {
     const { g, plan, backend } = this;
-    const source = (node: number): Storage => early?.get(node)?._storage ?? this.storageOf(node);
     for (const o of g.outputs) {
       if (o.kind === 'write' && o.node !== null) {
         if (o.ref instanceof Tensor) {
-          if (!plan.inPlace.has(o.node)) this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: o.ref._storage!, offset: 0 }]);
+          if (!plan.inPlace.has(o.node)) this.copyLaunch(o.node)([{ storage: this.sourceOf(o.node, early), offset: 0 }, { storage: o.ref._storage!, offset: 0 }]);
           forgetValues(o.ref._storage!);
           o.ref._version++;
         } else {
           // An argument written in place: into the caller's tensor, through its view.
           const target = args[(o.ref as { arg: number }).arg];
           const n = g.node(o.node);
-          noGrad(() => writeInto(target, Tensor._fromStorage(source(o.node!), contiguousView(n.shape), n.dtype)));
+          noGrad(() => writeInto(target, Tensor._fromStorage(this.sourceOf(o.node!, early), contiguousView(n.shape), n.dtype)));
           target._version++;
         }
       } else if (o.kind === 'grad') {
@@ -161,28 +161,33 @@ export class Executable {
         if (o.node === null) { target._grad = null; continue; }
         const old = target._grad;
         if (old && old._storage && old._view.offset === 0 && old._storage.size === old.numel() && old.device === target.device) {
-          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: old._storage, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: this.sourceOf(o.node, early), offset: 0 }, { storage: old._storage, offset: 0 }]);
         } else {
           const n = g.node(o.node);
           const fresh = backend.alloc(n.dtype, target.numel());
-          this.copyLaunch(o.node)([{ storage: source(o.node), offset: 0 }, { storage: fresh, offset: 0 }]);
+          this.copyLaunch(o.node)([{ storage: this.sourceOf(o.node, early), offset: 0 }, { storage: fresh, offset: 0 }]);
           target._grad = Tensor._fromStorage(fresh, contiguousView(n.shape), n.dtype);
         }
       }
     }
-    const build = (t: ReturnTree): unknown => {
-      if (t === null) return undefined;
-      if (typeof t === 'number') {
-        const node = g.outputs[t].node!;
-        return early?.get(node) ?? this.tensorOf(node);
-      }
-      if (Array.isArray(t)) return t.map(build);
-      return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, build(v)]));
-    };
-    return build(this.returns);
+    return this.build(this.returns, early);
+  }
+
+  /** The returned tree's tensors: outputs' storages, or the early copies of returned inputs. */
+  private build(t: ReturnTree, early: Map<number, Tensor> | null): unknown {
+    if (t === null) return undefined;
+    if (typeof t === 'number') {
+      const node = this.g.outputs[t].node!;
+      return early?.get(node) ?? this.tensorOf(node);
+    }
+    if (Array.isArray(t)) return t.map((v) => this.build(v, early));
+    return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, this.build(v, early)]));
   }
 
   private storageOf(node: number): Storage { return this.table[this.slotOfNode.get(node)!]; }
+
+  /** What a write-back copies from: an output's storage, or the early copy of a returned input. */
+  private sourceOf(node: number, early: Map<number, Tensor> | null): Storage { return early?.get(node)?._storage ?? this.storageOf(node); }
 
   private tensorOf(node: number): Tensor {
     const n = this.g.node(node);
