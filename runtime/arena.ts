@@ -12,6 +12,8 @@ export class Arena {
   private readonly free: { at: number; bytes: number }[] = [];
   /** bytes of each block handed out, by address */
   private readonly taken = new Map<number, number>();
+  /** Bytes handed out and not given back. */
+  takenBytes = 0;
 
   /** Manages `memory` from byte `base` (below it: not the arena's) up to `maxPages` pages. */
   constructor(private readonly memory: WebAssembly.Memory, base: number, private readonly maxPages: number) {
@@ -29,6 +31,7 @@ export class Arena {
     if (r.bytes === size) this.free.splice(i, 1);
     else { r.at += size; r.bytes -= size; }
     this.taken.set(at, size);
+    this.takenBytes += size;
     return at;
   }
 
@@ -37,6 +40,7 @@ export class Arena {
     const size = this.taken.get(at);
     if (size === undefined) throw new Error(`arena: no block at ${at}`);
     this.taken.delete(at);
+    this.takenBytes -= size;
     let i = this.free.findIndex((r) => r.at > at);
     if (i < 0) i = this.free.length;
     this.free.splice(i, 0, { at, bytes: size });
@@ -44,13 +48,6 @@ export class Arena {
     if (next && at + size === next.at) { this.free[i].bytes += next.bytes; this.free.splice(i + 1, 1); }
     const prev = this.free[i - 1];
     if (prev && prev.at + prev.bytes === at) { prev.bytes += this.free[i].bytes; this.free.splice(i, 1); }
-  }
-
-  /** Bytes handed out and not given back. */
-  get takenBytes(): number {
-    let n = 0;
-    for (const b of this.taken.values()) n += b;
-    return n;
   }
 
   /** Grows the memory so that its last free range holds `size` bytes; false where it cannot grow that far. */

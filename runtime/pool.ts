@@ -17,6 +17,8 @@ import { MAX_WORKERS, poolMade, requestedThreads, threadsUnavailable, type Built
 
 /** Largest size (64 KiB pages) the shared memory may grow to: 1 GiB. */
 export const MAX_PAGES = 16384;
+/** Bytes of the memory compiled programs' arrays may take (Pool.array): three quarters; the rest stays for the gemm's scratch. */
+const ARRAYS_MAX_BYTES = (MAX_PAGES / 4) * 3 * 65536;
 /** Bytes of the first two pages reserved for the control block and the kernels' modules; the arena (arrays, scratch) starts here. */
 export const SCRATCH_START = 131072;
 
@@ -206,7 +208,7 @@ export class Pool {
   /** the scratch block [scratchAt, scratchAt + scratchBytes) every gemm on this memory packs into */
   private scratchAt = 0;
   private scratchBytes = 0;
-  private readonly given = new FinalizationRegistry<number>((at) => this.arena.give(at));
+  private readonly given = new FinalizationRegistry<{ at: number; bytes: number }>(({ at, bytes }) => { this.arena.give(at); this.arrayBytes -= bytes; });
   /** the kernel modules' bytes, by id (the workers compile each once) */
   readonly kernels: Uint8Array[] = [];
   private readonly ids = new Map<string, number>();
@@ -247,15 +249,21 @@ export class Pool {
    * reads such an array in place (owns) where it copies any other operand in.
    */
   array(ctor: TypedArrayClass, length: number): TypedArray | null {
-    const at = this.arena.take(length * ctor.BYTES_PER_ELEMENT);
+    const bytes = length * ctor.BYTES_PER_ELEMENT;
+    if (this.arrayBytes + bytes > ARRAYS_MAX_BYTES) return null; // the rest stays for the gemm's scratch
+    const at = this.arena.take(bytes);
     if (at === null) return null;
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     const a = new ctor(buffer, at, length);
     a.fill(0); // a block given back holds its last owner's values
-    this.given.register(a, at);
+    this.arrayBytes += bytes;
+    this.given.register(a, { at, bytes });
     return a;
   }
+
+  /** bytes of array()'s blocks not yet given back */
+  private arrayBytes = 0;
 
   /** Whether `a` lies in a block of array()'s (in the memory, outside the scratch): a gemm may read it where it is. */
   owns(a: ArrayBufferView): boolean {

@@ -56,6 +56,10 @@ describe("the pool's memory", () => {
     expect(Array.from(copied.c.subarray(0, m * ldc))).toEqual(Array.from(result));
   });
 
+  it.runIf(p !== null)("gives arrays at most three quarters of its gigabyte (the rest stays for the gemm's scratch): past that, null", () => {
+    expect(p!.array(Float32Array, (3 * 2 ** 30) / 16 + 1)).toBeNull();
+  });
+
   it.runIf(p !== null)('moves the scratch past arrays when a product outgrows it, keeping what a region holds', () => {
     const region = gemm!.region(1000);
     region.forEach((_, i) => (region[i] = i));
