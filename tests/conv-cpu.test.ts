@@ -112,6 +112,22 @@ describe('an input gradient (stride 1, full padding) computed as the transpose i
   }
 });
 
+/**
+ * Unpadded convolutions ([N, G, Cg, ...S] input, [G, Og, Cg, ...K] weight, stride, dilation) against the
+ * JavaScript fallback's im2col blocks (checked against PyTorch above).
+ */
+function itMatchesFallbackUnpadded(configs: { x: number[]; w: number[]; stride: number[]; dilation: number[] }[]): void {
+  for (const { x: xs, w: ws, stride, dilation } of configs) {
+    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
+      const zeros = stride.map(() => 0);
+      const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
+      // the fallback adds in float32, one term at a time: its own error grows with k (channels x window)
+      const k = ws[2] * ws.slice(3).reduce((p, q) => p * q, 1);
+      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.sqrt(k / 256)));
+    });
+  }
+}
+
 describe('a convolution without padding: the unfolding packer copies whole panels, stepping its offset', () => {
   // [N, G, Cg, ...S] input, [G, Og, Cg, ...K] weight: more than one block of k (256) per product, a
   // block starting inside a window, strides and dilations in either dim, panels inside one output row and across two
@@ -123,13 +139,7 @@ describe('a convolution without padding: the unfolding packer copies whole panel
     // product written straight into the output (Gemm.placed)
     { x: [3, 2, 4, 6, 10], w: [2, 8, 4, 3, 3], stride: [1, 1], dilation: [1, 1] },
   ];
-  for (const { x: xs, w: ws, stride, dilation } of configs) {
-    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
-      const zeros = stride.map(() => 0);
-      const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
-      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5);
-    });
-  }
+  itMatchesFallbackUnpadded(configs);
 });
 
 describe("a weight gradient's unfolding (no padding, window rows of 4 or more floats) packed by window rows", () => {
@@ -144,15 +154,7 @@ describe("a weight gradient's unfolding (no padding, window rows of 4 or more fl
     { x: [3, 1, 8, 18, 19], w: [1, 6, 8, 16, 16], stride: [1, 1], dilation: [1, 1] },
     { x: [2, 1, 24, 40, 21], w: [1, 5, 24, 12, 8], stride: [1, 2], dilation: [2, 1] },
   ];
-  for (const { x: xs, w: ws, stride, dilation } of configs) {
-    it(`x ${JSON.stringify(xs)}, w ${JSON.stringify(ws)}, stride ${JSON.stringify(stride)}, dilation ${JSON.stringify(dilation)}`, () => {
-      const zeros = stride.map(() => 0);
-      const a: ConvAttrs = { stride, lhsDilation: stride.map(() => 1), dilation, padLo: zeros, padHi: zeros, flip: false, outPerm: naturalOrder(stride.length) };
-      // the fallback adds in float32, one term at a time: its own error grows with k (channels x window)
-      const k = ws[2] * ws.slice(3).reduce((p, q) => p * q, 1);
-      expect(worstAgainstFallback(a, xs, ws)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.sqrt(k / 256)));
-    });
-  }
+  itMatchesFallbackUnpadded(configs);
 });
 
 describe('conv options: bad input is a clear error naming the op and the shapes', () => {
