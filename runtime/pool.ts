@@ -39,11 +39,11 @@ export type MemoryMap = typeof MEMORY_MAP;
  * packUnfoldedRows); the other operand is packed before the job starts. A with runLength > 0 is read in
  * runs (gemm-wasm.ts Runs; axis 2 only). Axis 2 splits k into `segments` (see runPart). Axis 3, a
  * convolution (a transposed one: conv-gemm.ts), splits B's images and writes (adds) each image's C
- * into an output: 14 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
+ * into an output: 16 numbers more, [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow,
  * wi, h, p, images, srcImage, bias, relu] (byte addresses and strides; KP = 0: written in place, then
  * its bias added and ReLU applied where asked (bias 0: none); see runPart).
  * Axis 4 runs the dot kernel instead (no packing): [acc, a0, sao, san, arun, bt, sbn, brun, pairs,
- * images, runs, run, rows] (DotFn's), split by column pairs.
+ * images, runs, run, rows] (DotFn's; 3 unused), split by column pairs.
  */
 export type GemmJob = readonly number[] & { length: 56 };
 /** The micro-kernel: kernel(pa, pb, pc, mBlocks, nPanels, kc, ldcBytes, accumulate) over one block of k. */
@@ -78,13 +78,18 @@ export type BiasReluFn = (dst: number, rows: number, rowBytes: number, vectors: 
 export interface GemmFns { kernel: KernelFn; packA: PackFn; packB: PackFn; packUnfolded: UnfoldFn; packUnfoldedRows: UnfoldFn; addRows: AddRowsFn; dot: DotFn; biasRelu: BiasReluFn }
 
 /**
- * Runs part `part` of `parts` of a job: its column panels (axis 0) or row blocks (axis 1), over every
- * block of k. Shared by the caller and the workers (spliced into their source), so both agree on the
- * tiling without messages; each part writes its own tiles of C, in the same k order as one thread would.
+ * Runs part `part` of `parts` of a job (GemmJob; its `axis` says how it is split): column panels (0), row
+ * blocks (1), segments of k (2), whole images of a convolution (3), or column pairs of the dot kernel
+ * (4). Shared by the caller and the workers (spliced into their source, so everything it uses is inside
+ * it), so both agree on the tiling without messages. Each part writes its own tiles of C, or its own
+ * images, with the same arithmetic in the same order as one thread would: the same bits on any number
+ * of threads.
  */
 export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number): void {
   const [pa, pb, pc, mb, np, k, ldc, kc, rb, nr, axis, srcA, sam, sak, srcB, sbk, sbn, m, n, packOwn, runLength, runStride, segments] = job;
-  const unfolded = job.slice(23, 40);
+  const unfolded = job.slice(23, 40), extra = job.slice(40);
+  /** The range [lo, hi) of `count` things that is this part's. */
+  const mine = (count: number): [number, number] => [Math.floor((count * part) / parts), Math.floor((count * (part + 1)) / parts)];
   /** Packs A's row blocks c0..c1 for k-steps k0..k0 + kb at dst (row block c at dst + c * kb * rb floats), a run at a time when A is in runs. */
   const packA = (dst: number, k0: number, kb: number, c0: number, c1: number): void => {
     if (!runLength) { fns.packA(dst, kb * rb * 4, srcA + k0 * sak * 4, sam, sak, m, c0, c1, kb); return; }
@@ -94,16 +99,52 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
       s0 = s1;
     }
   };
-  /** Packs B's panels q0..q1 for k-steps k0..k0 + kb (panel q at dst + q * kb * nr floats). */
-  const packB = (dst: number, k0: number, kb: number, q0: number, q1: number): void => {
-    if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(dst, kb * nr * 4, q0, q1, kb, k0, n, ...unfolded);
+  /** Packs B's panels q0..q1 for k-steps k0..k0 + kb (panel q at dst + q * kb * nr floats), from `src` (UnfoldFn's arguments) when unfolded. */
+  const packB = (dst: number, k0: number, kb: number, q0: number, q1: number, cols = n, src = unfolded): void => {
+    if (packOwn >= 2) (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(dst, kb * nr * 4, q0, q1, kb, k0, cols, ...src);
     else fns.packB(dst, kb * nr * 4, srcB + k0 * sbk * 4, sbn, sbk, n, q0, q1, kb);
   };
-  if (axis === 2) {
-    // k in `segments` runs of whole blocks, fixed by the shape: part p takes segments p, p + parts, ...
-    // and for each block of k packs all of A and B into buffers of its own, accumulating the segment's
-    // own C (pc + s * mBlocks * rb * ldc); the caller adds the segments' Cs up in order. The same bits on
-    // any number of threads.
+
+  /**
+   * Axes 0 and 1. Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level
+   * cache while the panels of B pass over it. A part packs its own operand a chunk at a time (32 panels
+   * of B, or 32 row blocks of A) just before multiplying it, into its own chunk-sized buffer (at pb, or
+   * pa, plus part x that buffer's size; see packedFloats): reused, it stays in cache instead of being
+   * written back to memory.
+   */
+  const byPanelsOrRows = (): void => {
+    const [p0, p1] = axis === 0 ? mine(np) : [0, np], [i0, i1] = axis === 1 ? mine(mb) : [0, mb];
+    if (i1 <= i0 || p1 <= p0) return;
+    const own = packOwn ? (axis === 0 ? pb + part * 32 * kc * nr * 4 : pa + part * 32 * kc * rb * 4) : 0;
+    for (let k0 = 0; k0 < k; k0 += kc) {
+      const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
+      // this block of k: A's row blocks (kb * rb floats each) from aK, B's panels (kb * nr floats each) from bK
+      const aK = pa + mb * rb * k0 * 4, bK = pb + ldc * k0, aBlock = kb * rb * 4, bPanel = kb * nr * 4;
+      if (axis === 0) {
+        for (let q0 = p0; q0 < p1; q0 += 32) {
+          const q1 = Math.min(p1, q0 + 32);
+          // panel q at bq + q * bPanel: in the shared packed B, or (packOwn) from the start of this part's buffer
+          const bq = packOwn ? own - q0 * bPanel : bK;
+          if (packOwn) packB(bq, k0, kb, q0, q1);
+          for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bq + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
+        }
+      } else {
+        for (let c0 = i0; c0 < i1; c0 += 32) {
+          const c1 = Math.min(i1, c0 + 32);
+          const ac = packOwn ? own - c0 * aBlock : aK;
+          if (packOwn) packA(ac, k0, kb, c0, c1);
+          fns.kernel(ac + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
+        }
+      }
+    }
+  };
+
+  /**
+   * Axis 2: k in `segments` runs of whole blocks, fixed by the shape; part p takes segments p, p + parts,
+   * ... and for each block of k packs all of A and B into buffers of its own, accumulating the segment's
+   * own C (pc + s * mBlocks * rb * ldc). The caller adds the segments' Cs up in order.
+   */
+  const byKSegments = (): void => {
     const blocks = Math.ceil(k / kc), aOwn = pa + part * mb * rb * kc * 4, bOwn = pb + part * kc * ldc;
     for (let s = part; s < segments; s += parts) {
       const b0 = Math.floor((blocks * s) / segments), b1 = Math.floor((blocks * (s + 1)) / segments);
@@ -114,75 +155,49 @@ export function runPart(fns: GemmFns, job: GemmJob, part: number, parts: number)
         fns.kernel(aOwn, bOwn, pc + s * mb * rb * ldc, mb, np, kb, ldc, blk > b0 ? 1 : 0);
       }
     }
-    return;
-  }
-  if (axis === 4) {
-    // the dot kernel (gemm-wasm.ts Gemm.dotted): each part its column pairs, every row block
-    const [acc, a0, sao, san, arun, bt, sbn, brun, pairs, images, runs, run, rows] = job.slice(40);
-    const cp0 = Math.floor((pairs * part) / parts), cp1 = Math.floor((pairs * (part + 1)) / parts);
-    if (cp1 > cp0) fns.dot(acc, a0, sao, san, arun, bt, sbn, brun, 0, mb, cp0, cp1, pairs, images, runs, run, rows);
-    return;
-  }
-  if (axis === 3) {
-    // A convolution image by image: each part takes whole images of B (a convolution's input unfolded,
-    // p columns each). Per image, C = A @ B: with KP = 0, straight into `out` (its rows are out's
-    // channels, p floats each); else (a transposed convolution, B read as a 1 x 1 window) into the part's
-    // own C, then col2im: C's row (channel o, window position t) added into `out`'s channel o shifted by
-    // t, while C is in cache. An output element's sums come from one image, in window order: the same
-    // bits on any number of threads.
-    const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage, bias, relu] = job.slice(40);
+  };
+
+  /**
+   * Axis 3: a convolution image by image, each part whole images of B (a convolution's input unfolded, p
+   * columns each). Per image, C = A @ B: with KP = 0, straight into `out` (its rows are out's channels, p
+   * floats each), then its bias and ReLU while the image is in cache; else (a transposed convolution, B
+   * read as a 1 x 1 window) into the part's own C, then col2im: C's row (channel o, window position t)
+   * added into `out`'s channel o shifted by t, while C is in cache. An output element's sums come from
+   * one image, in window order.
+   */
+  const byImages = (): void => {
+    const [out, outImage, outChannel, channels, KP, kw, dhRow, dwBytes, outRow, wi, h, p, images, srcImage, bias, relu] = extra;
     const ppi = Math.ceil(p / nr), own = ppi * nr * 4, bOwn = pb + part * kc * ppi * nr * 4, cOwn = pc + part * mb * rb * own;
-    const ldcI = KP ? own : outChannel;
-    const img0 = Math.floor((images * part) / parts), img1 = Math.floor((images * (part + 1)) / parts), args = unfolded.slice();
+    const ldcI = KP ? own : outChannel, [img0, img1] = mine(images), src = unfolded.slice();
     for (let img = img0; img < img1; img++) {
-      args[0] = unfolded[0] + img * srcImage;
+      src[0] = unfolded[0] + img * srcImage;
       const cI = KP ? cOwn : out + img * outImage;
       for (let k0 = 0; k0 < k; k0 += kc) {
         const kb = Math.min(kc, k - k0), aK = pa + mb * rb * k0 * 4, aBlock = kb * rb * 4;
-        (packOwn === 3 ? fns.packUnfoldedRows : fns.packUnfolded)(bOwn, kb * nr * 4, 0, ppi, kb, k0, p, ...args);
+        packB(bOwn, k0, kb, 0, ppi, p, src);
         for (let c0 = 0; c0 < mb; c0 += 32) fns.kernel(aK + c0 * aBlock, bOwn, cI + c0 * rb * ldcI, Math.min(32, mb - c0), ppi, kb, ldcI, k0 > 0 ? 1 : 0);
       }
-      if (!KP && (bias || relu)) fns.biasRelu(cI, m, ldcI, p / 4, bias, relu); // the convolution's epilogue, while its image is in cache
-      for (let o = 0; o < channels && KP; o++) {
+      if (!KP) {
+        if (bias || relu) fns.biasRelu(cI, m, ldcI, p / 4, bias, relu);
+        continue;
+      }
+      for (let o = 0; o < channels; o++) {
         for (let t = 0; t < KP; t++) {
           const i = Math.floor(t / kw), j = t - i * kw;
           fns.addRows(out + img * outImage + o * outChannel + i * dhRow + j * dwBytes, outRow, cOwn + (o * KP + t) * ldcI, wi * 4, wi, h);
         }
       }
     }
-    return;
-  }
-  let i0 = 0, i1 = mb, p0 = 0, p1 = np;
-  if (axis === 0) { p0 = Math.floor((np * part) / parts); p1 = Math.floor((np * (part + 1)) / parts); }
-  else { i0 = Math.floor((mb * part) / parts); i1 = Math.floor((mb * (part + 1)) / parts); }
-  if (i1 <= i0 || p1 <= p0) return;
-  // Chunks of 32 row blocks: a chunk of packed A (128 rows x kc) stays in the second-level cache while
-  // the panels of B pass over it. A part packs its own operand a chunk at a time (32 panels of B, or 32
-  // row blocks of A) just before multiplying it, into its own chunk-sized buffer (at pb, or pa, plus
-  // part x that buffer's size; see packedFloats): reused, it stays in cache instead of being written
-  // back to memory.
-  const own = packOwn ? (axis === 0 ? pb + part * 32 * kc * nr * 4 : pa + part * 32 * kc * rb * 4) : 0;
-  for (let k0 = 0; k0 < k; k0 += kc) {
-    const kb = Math.min(kc, k - k0), acc = k0 > 0 ? 1 : 0;
-    // this block of k: A's row blocks (kb * rb floats each) from aK, B's panels (kb * nr floats each) from bK
-    const aK = pa + mb * rb * k0 * 4, bK = pb + ldc * k0, aBlock = kb * rb * 4, bPanel = kb * nr * 4;
-    if (axis === 0) {
-      for (let q0 = p0; q0 < p1; q0 += 32) {
-        const q1 = Math.min(p1, q0 + 32);
-        // panel q at bq + q * bPanel: in the shared packed B, or (packOwn) from the start of this part's buffer
-        const bq = packOwn ? own - q0 * bPanel : bK;
-        if (packOwn) packB(bq, k0, kb, q0, q1);
-        for (let c0 = i0; c0 < i1; c0 += 32) fns.kernel(aK + c0 * aBlock, bq + q0 * bPanel, pc + c0 * rb * ldc + q0 * nr * 4, Math.min(32, i1 - c0), q1 - q0, kb, ldc, acc);
-      }
-    } else {
-      for (let c0 = i0; c0 < i1; c0 += 32) {
-        const c1 = Math.min(i1, c0 + 32);
-        const ac = packOwn ? own - c0 * aBlock : aK;
-        if (packOwn) packA(ac, k0, kb, c0, c1);
-        fns.kernel(ac + c0 * aBlock, bK + p0 * bPanel, pc + c0 * rb * ldc + p0 * nr * 4, c1 - c0, p1 - p0, kb, ldc, acc);
-      }
-    }
-  }
+  };
+
+  /** Axis 4: the dot kernel (gemm-wasm.ts Gemm.dotted), each part its column pairs over every row block. */
+  const dotted = (): void => {
+    const [acc, a0, sao, san, arun, bt, sbnB, brun, pairs, images, runs, run, rows] = extra;
+    const [cp0, cp1] = mine(pairs);
+    if (cp1 > cp0) fns.dot(acc, a0, sao, san, arun, bt, sbnB, brun, 0, mb, cp0, cp1, pairs, images, runs, run, rows);
+  };
+
+  [byPanelsOrRows, byPanelsOrRows, byKSegments, byImages, dotted][axis]();
 }
 
 /**
