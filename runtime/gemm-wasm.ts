@@ -665,10 +665,11 @@ export function kernelSupported(shape: KernelShape): boolean {
 }
 
 /**
- * A gemm over a given kernel shape. `threads` is the pool to split big products over (null: one thread).
- * Each operand is copied raw into the WebAssembly memory (one memcpy of the span it occupies) and packed
- * there by the module's packers: the operand the parts share before the job, the one they split by each
- * part for itself, in parallel. An operand spread far wider than its elements is packed here instead.
+ * A gemm over a given kernel shape. `threads` is the pool to split big products over (null: one thread,
+ * with a memory of its own). The module's packers pack each operand from where it is in the pool's memory
+ * (Pool.array: a compiled program's arrays) or from a raw copy of the span it occupies: the operand the
+ * parts share before the job, the one they split by each part for itself, in parallel (pool.ts runPart).
+ * An operand spread far wider than its elements is packed here instead.
  */
 export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Pool | null = pool()): Gemm | null {
   if (!kernelSupported(shape)) return null;
@@ -783,6 +784,43 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     for (let s = 1; s < segments; s++) fns.addRows(pc * 4, 0, (pc + s * mp * ldc) * 4, 0, m * ldc, 1);
     return { c: rowsOf(pc, m * ldc), ldc };
   };
+  /**
+   * A dotted product (Gemm.dotted): the dot kernel's job (pool.ts runPart axis 4) over accumulators and a
+   * table of B's column starts in the scratch, then each accumulator's four partial sums, in lane order,
+   * into the output's layout.
+   */
+  const dotted = (aw: Windowed, u: Unfolding, m: number, n: number, k: number, into: Placement): void => {
+    if (!(byRows(u) && u.kw % 4 === 0)) throw new Error('gemm: a dotted product reads window rows of whole vectors, unpadded');
+    const mb = Math.ceil(m / RB), pairs = Math.ceil(n / 2), channels = k / (u.kh * u.kw), P = n / into.images;
+    // A's and B's spans where they are, or copied in raw after the accumulators and B's column table
+    const spanA = spanOf(aw.off, [[m, aw.sRow], [channels, aw.sImage], [u.kh, aw.sRun], [u.kw, 1]]), spanB = unfoldedSpan(u, n, k);
+    const aIn = inPlace(aw.a), bIn = inPlace(u.x);
+    const accFloats = mb * pairs * 32, copied = (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo);
+    const at = scratch(reserved + accFloats + 2 * pairs + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its accumulators') + reserved;
+    const table = at + accFloats, rawA = table + 2 * pairs, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
+    if (!aIn) heap.set(aw.a.subarray(spanA.lo, spanA.hi), rawA);
+    if (!bIn) heap.set(u.x.subarray(spanB.lo, spanB.hi), rawB);
+    const a0 = (aIn ? aw.a.byteOffset + spanA.lo * 4 : rawA * 4) + (aw.off - spanA.lo) * 4, b0 = bIn ? u.x.byteOffset + spanB.lo * 4 : rawB * 4;
+    // column j = (image, y, x): where its window starts (a last odd column's pair repeats it)
+    const columns = new Int32Array(heap.buffer, table * 4, 2 * pairs), per = u.oh * u.ow;
+    for (let j = 0; j < 2 * pairs; j++) {
+      const col = Math.min(j, n - 1), image = Math.floor(col / per), y = Math.floor((col - image * per) / u.ow), x = col - image * per - y * u.ow;
+      columns[j] = b0 + (image * u.sN + y * u.strideH * u.sH + x * u.strideW * u.sW) * 4;
+    }
+    // axis 4 reads mBlocks and its own 13 numbers (DotFn's) only
+    const job = [0, 0, 0, mb, 0, k, 0, kc, RB, NR, 4, ...new Array<number>(29).fill(0),
+      at * 4, a0, aw.sRow * 4, aw.sImage * 4, aw.sRun * 4, table * 4, u.sC * 4, u.dilationH * u.sH * 4, pairs, channels, u.kh, u.kw, m, 0, 0, 0] as unknown as GemmJob;
+    if (gemmSplitPays(m, n, k) && threads && threads.size > 1) threads.run(kernelId, fns, job);
+    else runPart(fns, job, 0, 1);
+    const acc = heap.subarray(at, at + accFloats), out = into.out;
+    for (let o = 0; o < m; o++) {
+      const rb = Math.floor(o / RB), i = o - rb * RB;
+      for (let j = 0; j < n; j++) {
+        const t = ((rb * pairs + (j >> 1)) * 8 + i * 2 + (j & 1)) * 4, image = Math.floor(j / P);
+        out[into.at + image * into.image + o * P + (j - image * P)] = Math.fround(Math.fround(Math.fround(acc[t] + acc[t + 1]) + acc[t + 2]) + acc[t + 3]);
+      }
+    }
+  };
   const gemm = (a: Float32Array, offA: number, sam: number, sak: number, b: Float32Array, offB: number, sbk: number, sbn: number, m: number, n: number, k: number, split = gemmSplitPays(m, n, k)) =>
     run(a, offA, sam, sak, { b, offB, sbk, sbn }, m, n, k, split);
   const self: Gemm = Object.assign(gemm, {
@@ -799,38 +837,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
     },
     placesImages,
     dots: (u: Unfolding, m: number, n: number, k: number) => byRows(u) && u.kw % 4 === 0 && splitsK(m, n, k),
-    dotted: (aw: Windowed, u: Unfolding, m: number, n: number, k: number, into: Placement) => {
-      if (!(byRows(u) && u.kw % 4 === 0)) throw new Error('gemm: a dotted product reads window rows of whole vectors, unpadded');
-      const mb = Math.ceil(m / RB), pairs = Math.ceil(n / 2), channels = k / (u.kh * u.kw), P = n / into.images;
-      // A's and B's spans where they are, or copied in raw after the accumulators and B's column table
-      const spanA = spanOf(aw.off, [[m, aw.sRow], [channels, aw.sImage], [u.kh, aw.sRun], [u.kw, 1]]), spanB = unfoldedSpan(u, n, k);
-      const aIn = inPlace(aw.a), bIn = inPlace(u.x);
-      const accFloats = mb * pairs * 32, copied = (aIn ? 0 : spanA.hi - spanA.lo) + (bIn ? 0 : spanB.hi - spanB.lo);
-      const at = scratch(reserved + accFloats + 2 * pairs + copied, `a ${m}x${k} @ ${k}x${n} product`, 'its accumulators') + reserved;
-      const table = at + accFloats, rawA = table + 2 * pairs, rawB = rawA + (aIn ? 0 : spanA.hi - spanA.lo);
-      if (!aIn) heap.set(aw.a.subarray(spanA.lo, spanA.hi), rawA);
-      if (!bIn) heap.set(u.x.subarray(spanB.lo, spanB.hi), rawB);
-      const a0 = (aIn ? aw.a.byteOffset + spanA.lo * 4 : rawA * 4) + (aw.off - spanA.lo) * 4, b0 = bIn ? u.x.byteOffset + spanB.lo * 4 : rawB * 4;
-      // column j = (image, y, x): where its window starts (a last odd column's pair repeats it)
-      const columns = new Int32Array(heap.buffer, table * 4, 2 * pairs), per = u.oh * u.ow;
-      for (let j = 0; j < 2 * pairs; j++) {
-        const col = Math.min(j, n - 1), image = Math.floor(col / per), y = Math.floor((col - image * per) / u.ow), x = col - image * per - y * u.ow;
-        columns[j] = b0 + (image * u.sN + y * u.strideH * u.sH + x * u.strideW * u.sW) * 4;
-      }
-      const job = [0, 0, 0, mb, 0, k, 0, kc, RB, NR, 4, ...new Array<number>(29).fill(0),
-        at * 4, a0, aw.sRow * 4, aw.sImage * 4, aw.sRun * 4, table * 4, u.sC * 4, u.dilationH * u.sH * 4, pairs, channels, u.kh, u.kw, m, 0, 0, 0] as unknown as GemmJob;
-      if (gemmSplitPays(m, n, k) && threads && threads.size > 1) threads.run(kernelId, fns, job);
-      else runPart(fns, job, 0, 1);
-      // each accumulator's four partial sums, in lane order, into the output's layout
-      const acc = heap.subarray(at, at + accFloats), out = into.out;
-      for (let o = 0; o < m; o++) {
-        const rb = Math.floor(o / RB), i = o - rb * RB;
-        for (let j = 0; j < n; j++) {
-          const t = ((rb * pairs + (j >> 1)) * 8 + i * 2 + (j & 1)) * 4, image = Math.floor(j / P);
-          out[into.at + image * into.image + o * P + (j - image * P)] = Math.fround(Math.fround(Math.fround(acc[t] + acc[t + 1]) + acc[t + 2]) + acc[t + 3]);
-        }
-      }
-    },
+    dotted,
     readsInPlace: inPlace,
     streamsUnfolded: (m: number, n: number, k: number) => splitsK(m, n, k) || splitAxis(m, n) === 0,
     splitsK,
