@@ -8,6 +8,7 @@
 // part of what a page loads first; until then convolutions take conv-cpu.ts's im2col blocks.
 
 import type { ConvAttrs, ConvGeometry } from '../ir/conv.ts';
+import { numel } from '../ir/shape.ts';
 import type { View } from '../ir/view.ts';
 import { convBlocks, grow, packWeight, windowIsRun, type ConvEpilogue, type F32 } from './conv-cpu.ts';
 import type { Gemm, Unfolding } from './gemm-wasm.ts';
@@ -22,7 +23,7 @@ const UNFOLDED = 1 << 23;
  */
 export function convolveUnfolded(gemm: Gemm, a: ConvAttrs, x: Float32Array, xv: View, w: Float32Array, wv: View, geo: ConvGeometry, out: Float32Array, epi?: ConvEpilogue): Float32Array | null {
   const { n: N, groups: G, cin: Cg, cout: Og, kernel, outSize } = geo;
-  const nd = kernel.length, KP = kernel.reduce((p, q) => p * q, 1), P = outSize.reduce((p, q) => p * q, 1), Kc = Cg * KP;
+  const nd = kernel.length, KP = numel(kernel), P = numel(outSize), Kc = Cg * KP;
   if (transposes(a, kernel)) return transposedConv(gemm, a, x, xv, w, wv, geo);
   const ws = wv.strides, last = ws.length - 1;
   if (!a.flip && ws[last] === 1) {
