@@ -103,7 +103,7 @@ export class Executable {
       if (msg) throw new Error(msg);
     }
     if (!this.pooledReady) {
-      const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size, true));
+      const pooled = plan.slots.map((s) => backend.alloc(s.dtype, s.size, 'held'));
       for (const [node, slot] of plan.slotOf) table[this.slotOfNode.get(node)!] = pooled[slot];
       this.pooledReady = true;
     }
@@ -113,10 +113,10 @@ export class Executable {
       switch (d.kind) {
         // arguments, parameters, optimizer state and gradients: the program's split kernels read them
         // (and update the latter in place) from every thread
-        case 'arg': backend.share((table[d.slot] = inputs[d.index]._storage!)); break;
-        case 'capture': backend.share((table[d.slot] = d.tensor._storage!)); break;
-        case 'grad': backend.share((table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!)); break;
-        case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size, true); break;
+        case 'arg': backend.share((table[d.slot] = inputs[d.index]._storage!), 'call'); break;
+        case 'capture': backend.share((table[d.slot] = d.tensor._storage!), 'held'); break;
+        case 'grad': backend.share((table[d.slot] = (d.tensor instanceof Tensor ? d.tensor : args[d.tensor.arg])._grad!._storage!), 'held'); break;
+        case 'fresh': table[d.slot] = backend.alloc(d.dtype, d.size, 'call'); break;
         case 'host': {
           d.value[0] = d.read();
           if (!d.storage) d.storage = backend.alloc(d.dtype, 1);

@@ -15,7 +15,7 @@ import { convCpu, type ConvEpilogue } from './conv-cpu.ts';
 import { loadGemm } from '#gemm';
 import type { Gemm } from './gemm-wasm.ts';
 import type { Pool } from './pool.ts';
-import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Storage } from './device.ts';
+import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type KernelTimes, type Sharing, type Storage } from './device.ts';
 import { env } from './node.ts';
 
 /** A CPU storage: its data, which `share` may move into shared memory (in place: every tensor on it follows). */
@@ -63,10 +63,11 @@ const arrayOf = (a: BoundArg): TypedArray => {
  * The thread pool split kernels run on (the gemm's; null until it loads, or without threads). Compiled
  * programs allocate their temporaries and outputs `shared` and `share` the storages they bind
  * (arguments, captured parameters and state, gradients): those of SHARED_MIN_BYTES and more move, once,
- * into the pool's memory (Pool.array; a SharedArrayBuffer of their own when it is full), so that the
- * program's big elementwise kernels and reductions can run in parts on the pool (codegen/js.ts
- * jsProgramSource), and its products read their operands where they are instead of copying them into
- * the gemm's memory. Allocations stay private otherwise: shared memory costs more to make and touch
+ * into shared memory, so that the program's big elementwise kernels and reductions can run in parts on
+ * the pool (codegen/js.ts jsProgramSource). Those the program holds ('held': temporaries, parameters,
+ * state) go into the pool's memory (Pool.array; a SharedArrayBuffer of their own when it is full), where
+ * its products read them in place instead of copying them into the gemm's memory; a call's (arguments,
+ * fresh outputs) get SharedArrayBuffers of their own (device.ts Sharing). Allocations stay private otherwise: shared memory costs more to make and touch
  * (a fresh 4 MiB SharedArrayBuffer ~1 ms more than an ArrayBuffer), and eager code makes many. Smaller
  * ones (scalars) stay private; the pool copies those a split kernel reads.
  */
@@ -74,26 +75,26 @@ let threads: Pool | null = null;
 const SHARED_MIN_BYTES = 64;
 const sharing = (bytes: number): boolean => threads !== null && threads.splitsKernels && bytes >= SHARED_MIN_BYTES;
 
-/** A zeroed array of `size` elements: with `shared`, where the pool's threads see it (see `threads`). */
-function hostArray(dtype: DType, size: number, shared: boolean): TypedArray {
+/** A zeroed array of `size` elements: with `shared`, where the pool's threads see it (see `threads`, Sharing). */
+function hostArray(dtype: DType, size: number, shared: Sharing | undefined): TypedArray {
   const C = arrayClassOf[dtype];
   // private: typedArrayFor's one constructor per dtype (a `new C` over every dtype costs the dose epoch ~10%)
   if (!shared || !sharing(size * C.BYTES_PER_ELEMENT)) return typedArrayFor(dtype, size);
-  return threads!.array(C, size) ?? typedArrayFor(dtype, size, true);
+  return (shared === 'held' ? threads!.array(C, size) : null) ?? typedArrayFor(dtype, size, true);
 }
 
 export const cpuBackend: Backend = {
   name: 'cpu',
   target: { language: 'js' },
-  alloc: (dtype, size, shared = false) => wrap(hostArray(dtype, size, shared), dtype),
+  alloc: (dtype, size, shared) => wrap(hostArray(dtype, size, shared), dtype),
   write(s, data) { (s as CpuStorage).data.set(data); },
   upload(data) {
     return wrap(data, dtypeOfArray(data));
   },
-  share(s) {
+  share(s, how) {
     const st = s as CpuStorage;
     if (!sharing(st.data.byteLength) || st.data.buffer instanceof SharedArrayBuffer) return;
-    const copy = hostArray(st.dtype, st.data.length, true);
+    const copy = hostArray(st.dtype, st.data.length, how);
     copy.set(st.data);
     st.data = copy;
   },

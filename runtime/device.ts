@@ -29,18 +29,28 @@ export type Program = (table: readonly Storage[]) => void;
  * what a device can do. What the compiler needs to know of a device is `target`: plain data
  * (compiler/target.ts), read once per compilation; the compiler never sees this object.
  */
+/**
+ * How long a compiled program holds a storage its device's worker threads must see: 'held' as long as
+ * the program (its temporaries; the parameters, state and gradients it captures), or for one 'call' (its
+ * arguments and fresh outputs). The CPU puts held storages in its thread pool's memory, where the gemm
+ * reads them in place, and gives a call's its own SharedArrayBuffers, which the garbage collector frees
+ * unaided (a pool block comes back only when a FinalizationRegistry callback runs, and a tight `await`
+ * loop postpones those).
+ */
+export type Sharing = 'held' | 'call';
+
 export interface Backend {
   readonly name: DeviceName;
   /** the device as the compiler sees it: language, limits, codegen choices */
   readonly target: Target;
-  /** A zeroed storage; `shared`: one the device's worker threads can see (see `share`). */
-  alloc(dtype: DType, size: number, shared?: boolean): Storage;
+  /** A zeroed storage; `shared`: one the device's worker threads can see, held as it says (see `share`). */
+  alloc(dtype: DType, size: number, shared?: Sharing): Storage;
   upload(data: TypedArray): Storage;
   /**
-   * Lets the device's worker threads see a storage (the CPU: its data moved, in place and once, into a
-   * SharedArrayBuffer, for compiled programs' split kernels); nothing where that means nothing.
+   * Lets the device's worker threads see a storage (the CPU: its data moved, in place and once, into
+   * shared memory, for compiled programs' split kernels); nothing where that means nothing.
    */
-  share(storage: Storage): void;
+  share(storage: Storage, how: Sharing): void;
   /** Overwrites a storage from host data (host scalars of compiled steps). */
   write(storage: Storage, data: TypedArray): void;
   /** Runs kernels once, in order, over the bound arguments (indices as in each spec's args). */
