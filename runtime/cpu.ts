@@ -67,9 +67,10 @@ const arrayOf = (a: BoundArg): TypedArray => {
  * the pool (codegen/js.ts jsProgramSource). Those the program holds ('held': temporaries, parameters,
  * state) go into the pool's memory (Pool.array; a SharedArrayBuffer of their own when it is full), where
  * its products read them in place instead of copying them into the gemm's memory; a call's (arguments,
- * fresh outputs) get SharedArrayBuffers of their own (device.ts Sharing). Allocations stay private otherwise: shared memory costs more to make and touch
- * (a fresh 4 MiB SharedArrayBuffer ~1 ms more than an ArrayBuffer), and eager code makes many. Smaller
- * ones (scalars) stay private; the pool copies those a split kernel reads.
+ * fresh outputs) get SharedArrayBuffers of their own (device.ts Sharing). Allocations stay private
+ * otherwise: shared memory costs more to make and touch (a fresh 4 MiB SharedArrayBuffer ~1 ms more than
+ * an ArrayBuffer), and eager code makes many. Smaller ones (scalars) stay private; the pool copies those
+ * a split kernel reads.
  */
 let threads: Pool | null = null;
 const SHARED_MIN_BYTES = 64;

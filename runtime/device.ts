@@ -25,11 +25,6 @@ export type Launch = (args: readonly BoundArg[]) => void;
 export type Program = (table: readonly Storage[]) => void;
 
 /**
- * Every device implements every method (the CPU's versions are trivial), so callers never branch on
- * what a device can do. What the compiler needs to know of a device is `target`: plain data
- * (compiler/target.ts), read once per compilation; the compiler never sees this object.
- */
-/**
  * How long a compiled program holds a storage its device's worker threads must see: 'held' as long as
  * the program (its temporaries; the parameters, state and gradients it captures), or for one 'call' (its
  * arguments and fresh outputs). The CPU puts held storages in its thread pool's memory, where the gemm
@@ -39,6 +34,11 @@ export type Program = (table: readonly Storage[]) => void;
  */
 export type Sharing = 'held' | 'call';
 
+/**
+ * Every device implements every method (the CPU's versions are trivial), so callers never branch on
+ * what a device can do. What the compiler needs to know of a device is `target`: plain data
+ * (compiler/target.ts), read once per compilation; the compiler never sees this object.
+ */
 export interface Backend {
   readonly name: DeviceName;
   /** the device as the compiler sees it: language, limits, codegen choices */

@@ -565,7 +565,7 @@ export type Gemm = ((a: Float32Array, offA: number, sam: number, sak: number, b:
    * floats apart -- the convolution's output layout, with no copy. Only where placesImages(m, p).
    */
   placed(a: Float32Array, offA: number, sam: number, sak: number, u: Unfolding, m: number, n: number, k: number, into: Placement): void;
-  /** Whether a product of m rows by p columns per image can be placed (whole row blocks and panels; a pool's memory). */
+  /** Whether a product of m rows by p columns per image has whole row blocks and panels, as Gemm.placed needs (its output in the pool's memory too: readsInPlace). */
   placesImages(m: number, p: number): boolean;
   /**
    * Whether an unfolded product can be dotted (Gemm.dotted): unpadded window rows of whole vectors
@@ -717,7 +717,7 @@ export function makeGemm(shape: KernelShape = bestShape(), kc = KC, threads: Poo
   /** k's segments on axis 2: from the shape alone, so that any number of threads adds the same partial sums in the same order. */
   const kSegments = (k: number): number => Math.min(8, Math.floor(Math.ceil(k / kc) / 4));
   /** Whether a product of m rows by p columns per image is written in place image by image (Gemm.placed): whole row blocks and panels. */
-  const placesImages = (m: number, p: number): boolean => threads !== null && m % RB === 0 && p % NR === 0;
+  const placesImages = (m: number, p: number): boolean => m % RB === 0 && p % NR === 0;
   /** Split over column panels (0) when there are at least as many as row blocks, else over row blocks (1). */
   const splitAxis = (m: number, n: number): number => (Math.ceil(n / NR) >= Math.ceil(m / RB) ? 0 : 1);
   type BSource = { b: Float32Array; offB: number; sbk: number; sbn: number } | { u: Unfolding; into?: Scatter | Placement };

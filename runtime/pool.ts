@@ -223,7 +223,7 @@ export class Pool {
   /** the scratch block [scratchAt, scratchAt + scratchBytes) every gemm on this memory packs into */
   private scratchAt = 0;
   private scratchBytes = 0;
-  private readonly given = new FinalizationRegistry<{ at: number; bytes: number }>(({ at, bytes }) => { this.arena.give(at); this.arrayBytes -= bytes; });
+  private readonly given = new FinalizationRegistry<number>((at) => this.arena.give(at));
   /** the kernel modules' bytes, by id (the workers compile each once) */
   readonly kernels: Uint8Array[] = [];
   private readonly ids = new Map<string, number>();
@@ -265,20 +265,17 @@ export class Pool {
    */
   array(ctor: TypedArrayClass, length: number): TypedArray | null {
     const bytes = length * ctor.BYTES_PER_ELEMENT;
-    if (this.arrayBytes + bytes > ARRAYS_MAX_BYTES) return null; // the rest stays for the gemm's scratch
+    // what the arena holds besides the scratch is arrays: the rest stays for the gemm's scratch
+    if (this.arena.takenBytes - this.scratchBytes + bytes > ARRAYS_MAX_BYTES) return null;
     const at = this.arena.take(bytes);
     if (at === null) return null;
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     const a = new ctor(buffer, at, length);
     a.fill(0); // a block given back holds its last owner's values
-    this.arrayBytes += bytes;
-    this.given.register(a, { at, bytes });
+    this.given.register(a, at);
     return a;
   }
-
-  /** bytes of array()'s blocks not yet given back */
-  private arrayBytes = 0;
 
   /** Whether `a` lies in a block of array()'s (in the memory, outside the scratch): a gemm may read it where it is. */
   owns(a: ArrayBufferView): boolean {

@@ -4,7 +4,7 @@
 import type { DType } from '../../ir/dtype.ts';
 import { convGeometry, type ConvKernel } from '../../ir/conv.ts';
 import { exprChildren, exprLoads, postorder, unreachable, writtenArgs, type Expr, type Kernel, type KernelSpec } from '../../ir/kernel.ts';
-import { contiguousStrides } from '../../ir/shape.ts';
+import { contiguousStrides, numel } from '../../ir/shape.ts';
 import { contiguousView, isContiguous, type View } from '../../ir/view.ts';
 import { axisIndexedView, Emitter, collapseDims, indexOf, operandLoad } from './emit.ts';
 import { JS_RANDOM, JS_SELECT, jsSpelling } from './spelling-js.ts';
@@ -70,7 +70,7 @@ const UNROLLED_WINDOW = 9;
  * iterations costs more in branches than its body.
  */
 function reductionLoops(shape: readonly number[], vars: readonly string[], body: string[]): string[] {
-  const size = shape.reduce((a, b) => a * b, 1), st = contiguousStrides(shape);
+  const size = numel(shape), st = contiguousStrides(shape);
   if (size <= 1 || size > UNROLLED_WINDOW) return nest(shape, vars, ['{', ...body, '}']);
   return Array.from({ length: size }, (_, flat) => ['{', `  const ${vars.map((v, d) => `${v} = ${Math.floor(flat / st[d]) % shape[d]}`).join(', ')};`, ...body.map((l) => '  ' + l), '}']).flat();
 }
