@@ -32,7 +32,7 @@ async function collect(): Promise<void> {
 /** A WebGPU-like target allowing `maxArgs` buffers per kernel (only the limit matters to the group). */
 const limitedTarget = (maxArgs: number): Target => ({
   language: 'wgsl',
-  limits: { maxStorageBuffersPerShaderStage: maxArgs, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535 },
+  limits: { maxStorageBuffersPerShaderStage: maxArgs, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupStorageSize: 16384, maxComputeWorkgroupsPerDimension: 65535, subgroupMinSize: 0 },
   options: {},
   matmul: [],
 });

@@ -18,12 +18,12 @@ import type { Expr, KernelSpec } from '../ir/kernel.ts';
 import { contiguousView, permuteView, type View } from '../ir/view.ts';
 import { lowerPrimitive } from '../compiler/lower.ts';
 import { untunedMatmul } from '../compiler/target.ts';
-import { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
+import { DEFAULT_LIMITS, DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LANES_MATMUL, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass, type Block } from '../runtime/webgpu/pool.ts';
-import { adapterInfo, getDeviceSync, limits } from '../runtime/webgpu/device.ts';
+import { adapterInfo, getDeviceSync, limits, subgroupMinSize } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
 import * as kiln from '../index.ts';
 
@@ -122,13 +122,39 @@ describe('matmul variants (codegen only)', () => {
     expect(r.code).toContain('let i0 = i32(wid.y) * 8;');
     expect(r.workgroups).toEqual([1, 8, 1]);
   });
+  it('a lanes variant loads a once per subgroup and broadcasts it; it needs subgroups that hold its workgroup', () => {
+    const odd = lowerPrimitive('matmul', {}, [{ view: contiguousView([64, 21]), dtype: 'float32' }, { view: contiguousView([21, 64]), dtype: 'float32' }], { shape: [64, 64], dtype: 'float32' })[0];
+    const s = wgslSource(odd, { aligned: [true, true, true], matmul: SOFTWARE_LANES_MATMUL });
+    expect(s.code).toMatch(/^enable subgroups;$/m);
+    expect(s.code).toContain('@builtin(subgroup_invocation_id) sgl: u32');
+    expect(s.code).toContain('let ka = kr * 8 + i32(sgl);');
+    expect(s.code).toContain('subgroupBroadcast(av7, 7u)');
+    // 21 = 2 rounds of 8 and a last one of 5 steps, whose lanes past k load a clamped step
+    expect(s.code).toContain('let kn = 2 + min(ofs0, 0);');
+    expect(s.code).toContain('let ka = min(16 + i32(sgl), 20);');
+    const last = s.code.slice(s.code.indexOf('let ka = min('));
+    expect(last).toContain('subgroupBroadcast(av0, 4u)');
+    expect(last).not.toContain('subgroupBroadcast(av0, 5u)');
+    // every lane takes part in the loads: only rows (uniform) return early, columns past n after the loop
+    expect(s.code).toContain('if (i0 >= 64) { return; }');
+    expect(s.code.indexOf('if (j0 >= 64) { return; }')).toBeGreaterThan(s.code.indexOf('for (var kr'));
+    expect(s.workgroups).toEqual([2, 8, 1]);
+    expect(wgslSource(spec, { aligned: [true, true, true] }).code).not.toContain('subgroups');
+    const lim = { ...DEFAULT_LIMITS, subgroupMinSize: 4 };
+    expect(matmulVariantFits(SOFTWARE_LANES_MATMUL, lim)).toBe(false);
+    expect(matmulVariantFits(SOFTWARE_LANES_MATMUL, { ...lim, subgroupMinSize: 8 })).toBe(true);
+    expect(matmulVariantFits(SOFTWARE_LANES_MATMUL, { ...lim, subgroupMinSize: 32 })).toBe(true);
+    expect(matmulVariantKey(SOFTWARE_LANES_MATMUL)).toBe('r8x4@8x1v+sg8');
+    expect(() => wgslSource(spec, { matmul: { ...SOFTWARE_LANES_MATMUL, wg: [8, 2] } })).toThrow(/unsupported matmul variant/);
+    expect(() => wgslSource(spec, { matmul: { ...SOFTWARE_LANES_MATMUL, tiled: true } })).toThrow(/unsupported matmul variant/);
+  });
   it('vec4: false reads scalars; unsupported block shapes are rejected', () => {
     const s = wgslSource(spec, { aligned: [true, true, true], matmul: { ...DEFAULT_MATMUL, vec4: false } });
     expect(s.code).not.toMatch(/array<vec4<f32>>/);
     expect(() => wgslSource(spec, { matmul: { ...DEFAULT_MATMUL, bn: 3 } })).toThrow(/unsupported matmul variant/);
   });
   it('variants that do not fit the limits are filtered out', () => {
-    const lim = { maxStorageBuffersPerShaderStage: 8, maxComputeInvocationsPerWorkgroup: 128, maxComputeWorkgroupStorageSize: 4096, maxComputeWorkgroupsPerDimension: 65535 };
+    const lim = { maxStorageBuffersPerShaderStage: 8, maxComputeInvocationsPerWorkgroup: 128, maxComputeWorkgroupStorageSize: 4096, maxComputeWorkgroupsPerDimension: 65535, subgroupMinSize: 0 };
     expect(matmulVariantFits({ bm: 4, bn: 4, wg: [16, 16], vec4: true, tiled: false }, lim)).toBe(false);
     expect(matmulVariantFits({ bm: 8, bn: 8, wg: [8, 8], vec4: true, tiled: true }, lim)).toBe(false);
     expect(matmulVariantFits(DEFAULT_MATMUL, lim)).toBe(true);
@@ -143,12 +169,17 @@ describe('matmul variants (codegen only)', () => {
     expect(applicableVariants(spec, {}, false)[0]).toBe(DEFAULT_MATMUL);
     // software adapters: 4x4 blocks in one row of 8 invocations for products worth tuning, the default below
     expect(applicableVariants(spec, {}, true)[0]).toEqual({ bm: 4, bn: 4, wg: [8, 1], vec4: true, tiled: false });
-    expect(matmulCandidates(true)[0]).toEqual(SOFTWARE_MATMUL);
+    expect(matmulCandidates(true).filter((v) => !v.lanes)[0]).toEqual(SOFTWARE_MATMUL);
+    // with subgroups of 8 lanes or more: 8x4 blocks whose subgroup loads a's values together, first
+    expect(applicableVariants(spec, { limits: { subgroupMinSize: 8 } }, true)[0]).toEqual(SOFTWARE_LANES_MATMUL);
+    expect(matmulCandidates(true)[0]).toEqual(SOFTWARE_LANES_MATMUL);
+    expect(applicableVariants(spec, { limits: { subgroupMinSize: 4 } }, true).some((v) => (v.lanes ?? 0) > 4)).toBe(false);
     expect(defaultMatmul(true, 1000)).toBe(DEFAULT_MATMUL);
+    expect(defaultMatmul(true, 1000, 8)).toBe(DEFAULT_MATMUL);
     // adapters as Dawn/lavapipe and Chromium/SwiftShader describe themselves
-    expect(isSoftwareAdapter({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe-llvm-15', description: 'llvmpipe' })).toBe(true);
-    expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '' })).toBe(true);
-    expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200' })).toBe(false);
+    expect(isSoftwareAdapter({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe-llvm-15', description: 'llvmpipe', subgroupMinSize: 8 })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader', device: '', description: '', subgroupMinSize: 4 })).toBe(true);
+    expect(isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', device: '', description: 'NVIDIA H200', subgroupMinSize: 32 })).toBe(false);
     expect(defaultMatmul(false, 2 ** 30)).toBe(DEFAULT_MATMUL);
   });
 
@@ -210,7 +241,7 @@ describe.runIf(hasWebGPU)('matmul variants on webgpu vs cpu', () => {
   // pick get one case per load mode, and the rest (the GPU list, tiled ones included) get two or three.
   const lim = () => {
     const l = limits();
-    return { maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage, maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize, maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension };
+    return { maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage, maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup, maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize, maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension, subgroupMinSize: subgroupMinSize() };
   };
   const all = cases();
   const pick = (...labels: string[]) => all.filter((c) => labels.some((l) => c.label.startsWith(l)));
@@ -222,8 +253,8 @@ describe.runIf(hasWebGPU)('matmul variants on webgpu vs cpu', () => {
       for (const c of cs) expectMatch(`${matmulVariantKey(v)}: ${c.label}`, await runCase(c), c.exact ?? false);
     }
   };
-  it('the defaults (4x4 @ 8x8, and 4x4 @ 8x1 for software adapters; and a scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
-    await check([DEFAULT_MATMUL, defaultMatmul(true, 2 ** 30), { ...DEFAULT_MATMUL, vec4: false }], all);
+  it('the defaults (4x4 @ 8x8; for software adapters 4x8 @ 8x1, and 8x4 @ 8x1 with subgroup loads where the device has them; and a scalar-load twin) on every layout, batch, odd size, offset, int32 and an epilogue', async () => {
+    await check([DEFAULT_MATMUL, defaultMatmul(true, 2 ** 30), defaultMatmul(true, 2 ** 30, subgroupMinSize()), { ...DEFAULT_MATMUL, vec4: false }], all);
   }, 300_000);
   it('the software candidates on every load mode (a along k / m / scalar x b along n / k / scalar)', async () => {
     await check(matmulCandidates(true), pick('NN 33x20x20', 'NT 33x20x18', 'TN 24x9x20', 'TN 21x13x11', 'NN 13x16x12', 'batched'));
@@ -307,15 +338,19 @@ describe.runIf(hasWebGPU)('autotune', () => {
     }
   });
 
-  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: 4x4 @ 8x1 on software adapters (4x8 @ 8x1 for large products)', () => {
+  it('KILN_AUTOTUNE=0 launches the adapter\'s deterministic default: on software adapters 8x4 @ 8x1 with subgroup loads, else 4x4 @ 8x1 (4x8 @ 8x1 for large products)', () => {
     process.env.KILN_AUTOTUNE = '0';
     try {
       const info = adapterInfo();
       const spec = lowerPrimitive('matmul', {}, [{ view: contiguousView([256, 256]), dtype: 'float32' }, { view: contiguousView([256, 256]), dtype: 'float32' }], { shape: [256, 256], dtype: 'float32' })[0];
       const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
       const v = chooseMatmul({ device: getDeviceSync(), adapter: adapterKey(info), software: isSoftwareAdapter(info), target, spec, aligned: [true, true, true], mayTune: true });
-      expect(v).toEqual(isSoftwareAdapter(info) ? SOFTWARE_MATMUL : DEFAULT_MATMUL);
-      const lavapipe = adapterPolicy({ vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '' }).matmul;
+      expect(v).toEqual(!isSoftwareAdapter(info) ? DEFAULT_MATMUL : subgroupMinSize() >= 8 ? SOFTWARE_LANES_MATMUL : SOFTWARE_MATMUL);
+      const llvmpipe = { vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '', subgroupMinSize: 8 };
+      expect(untunedMatmul(adapterPolicy(llvmpipe, 8).matmul, 256 ** 3)).toEqual(SOFTWARE_LANES_MATMUL);
+      expect(untunedMatmul(adapterPolicy(llvmpipe, 8).matmul, 1024 ** 3)).toEqual(SOFTWARE_LANES_MATMUL);
+      // a device without the subgroups feature
+      const lavapipe = adapterPolicy(llvmpipe).matmul;
       expect(untunedMatmul(lavapipe, 256 ** 3)).toEqual(SOFTWARE_MATMUL);
       // large products (1024^3): 4x8 blocks in one row of 8 invocations
       expect(untunedMatmul(lavapipe, 1024 ** 3)).toEqual(SOFTWARE_LARGE_MATMUL);
@@ -376,6 +411,11 @@ describe.runIf(hasWebGPU)('autotune', () => {
       expect(cachedVariant(adapter, shape)).toEqual(DEFAULT_MATMUL);
       expect(cachedVariant(adapter, 'bad')).toBeUndefined();
       expect(String(warn.mock.calls.at(-1)![0])).toMatch(/ignoring 3 malformed entries/);
+      // a lanes variant is read back with its lanes; one with a lane count kiln never writes is malformed
+      fs.writeFileSync(file, JSON.stringify({ [adapter]: { [shape]: { variant: SOFTWARE_LANES_MATMUL }, odd: { variant: { ...SOFTWARE_LANES_MATMUL, lanes: 3 } } } }));
+      clearAutotuneCache();
+      expect(cachedVariant(adapter, shape)).toEqual(SOFTWARE_LANES_MATMUL);
+      expect(cachedVariant(adapter, 'odd')).toBeUndefined();
       fs.writeFileSync(file, '[1, 2]');
       clearAutotuneCache();
       expect(cachedVariant(adapter, shape)).toBeUndefined();

@@ -28,7 +28,9 @@
 //   matmul     variants (MatmulVariant, picked per adapter and shape by runtime/webgpu/autotune.ts):
 //              register blocking, each invocation computing a bm x bn block (default 4x4, 8x8
 //              invocations per workgroup, no workgroup memory), or a workgroup-memory tiled kernel
-//              (real GPUs). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
+//              (real GPUs), or register blocking whose a values one subgroup loads together, each
+//              lane one k step, and broadcasts (software adapters: lavapipe loads every value lane by
+//              lane). Float operands whose layout allows it are read as vec4s: a along k (k % 4 == 0) or
 //              along m (a transposed a), b along n or along k (a transposed b; k % 4 == 0); every base
 //              offset must be a multiple of 4. The epilogue runs once per element in a loop over the
 //              block (not unrolled: compile time). Every variant sums in increasing k order, one product
@@ -145,13 +147,14 @@ export function wgslSource(spec: KernelSpec, opts: WgslOptions = {}): WgslKernel
   const mainLines = [...offLines, ...body.main];
   const code = [
     `// kiln kernel ${spec.name} (${k.kind})`,
+    ...(body.subgroups ? ['enable subgroups;'] : []),
     `struct Launch { off: array<vec4<i32>, ${a4}>, pf: array<vec4<f32>, ${p4}>, pi: array<vec4<i32>, ${p4}> };`,
     `@group(0) @binding(0) var<uniform> U: Launch;`,
     ...bindings.map((b) => `@group(0) @binding(${b.binding}) var<storage, ${b.access}> b${b.arg}: array<${b.vec4 ? `vec4<${wtype(spec.args[b.arg].dtype)}>` : wtype(spec.args[b.arg].dtype)}>;`),
     ...body.decls,
     ...preludeFor([...body.decls, ...mainLines].join('\n')),
     `@compute @workgroup_size(${wg[0]}, ${wg[1]})`,
-    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(global_invocation_id) gid: vec3<u32>) {`,
+    `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(global_invocation_id) gid: vec3<u32>${body.subgroups ? ', @builtin(subgroup_invocation_id) sgl: u32' : ''}) {`,
     ...indent(mainLines),
     '}',
     '',

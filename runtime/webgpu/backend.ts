@@ -48,7 +48,7 @@ import { registerBackend, type Backend, type BoundArg, type DeviceMemory, type E
 import { ElementwiseGroup } from '../eager-fusion.ts';
 import type { AVal, PrimAttrs, Primitive } from '../../ir/primitives.ts';
 import { numel } from '../../ir/shape.ts';
-import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError } from './device.ts';
+import { adapterInfo, getDeviceSync, init as deviceInit, isInitialized, onUncapturedError, subgroupMinSize } from './device.ts';
 import { adapterKey, adapterPolicy, chooseMatmul, isSoftwareAdapter, holdTunesUntil, loadAutotuneCache, noteUserSubmit, onTuned, tunesPending } from './autotune.ts';
 import { BufferPool, SLOT_MAX, sizeClass, type Block, type PoolStats } from './pool.ts';
 
@@ -289,7 +289,7 @@ export class WebGPUBackend implements Backend {
   get target(): WgslTarget {
     if (this.described) return this.described;
     const l = this.device.limits;
-    const policy = adapterPolicy(adapterInfo());
+    const policy = adapterPolicy(adapterInfo(), subgroupMinSize());
     const options = { ...policy.options, ...(overrides.gridCap !== null && { maxWorkgroups: overrides.gridCap }), ...(overrides.reduce !== null && { reduce: overrides.reduce }) };
     return (this.described = {
       language: 'wgsl',
@@ -298,6 +298,7 @@ export class WebGPUBackend implements Backend {
         maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        subgroupMinSize: subgroupMinSize(),
       },
       options,
       matmul: overrides.matmul ? [{ minWork: 0, variant: overrides.matmul }] : policy.matmul,

@@ -33,6 +33,8 @@ export interface AdapterInfo {
   architecture: string;
   device: string;
   description: string;
+  /** the smallest subgroup size the adapter may use (0 when it does not say) */
+  subgroupMinSize: number;
 }
 
 /** Limits we raise to the adapter's maximum when requesting the device. */
@@ -115,7 +117,8 @@ async function getGPU(): Promise<GPU> {
 function readInfo(adapter: GPUAdapter): AdapterInfo {
   const i = (adapter as { info?: GPUAdapterInfo }).info;
   const s = (v: unknown) => (typeof v === 'string' ? v : '');
-  return { vendor: s(i?.vendor), architecture: s(i?.architecture), device: s(i?.device), description: s(i?.description) };
+  const min = (i as { subgroupMinSize?: unknown } | undefined)?.subgroupMinSize;
+  return { vendor: s(i?.vendor), architecture: s(i?.architecture), device: s(i?.device), description: s(i?.description), subgroupMinSize: typeof min === 'number' ? min : 0 };
 }
 
 async function acquire(): Promise<State> {
@@ -245,6 +248,11 @@ export function adapterInfo(): AdapterInfo {
 export function limits(): GPUSupportedLimits {
   if (!state) throw notInitialized('limits()');
   return state.device.limits;
+}
+
+/** The subgroup size kernels may count on: the adapter's smallest where the device has 'subgroups', else 0. */
+export function subgroupMinSize(): number {
+  return state && state.device.features.has('subgroups') ? state.info.subgroupMinSize : 0;
 }
 
 /** Whether the acquired device has an optional feature enabled ('timestamp-query', 'shader-f16', 'subgroups'). */

@@ -12,6 +12,8 @@ export interface WgslLimits {
   maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupStorageSize: number;
   maxComputeWorkgroupsPerDimension: number;
+  /** the adapter's smallest subgroup size where the device has the 'subgroups' feature, else 0 */
+  subgroupMinSize: number;
 }
 
 export const DEFAULT_LIMITS: WgslLimits = {
@@ -19,6 +21,7 @@ export const DEFAULT_LIMITS: WgslLimits = {
   maxComputeInvocationsPerWorkgroup: 256,
   maxComputeWorkgroupStorageSize: 16384,
   maxComputeWorkgroupsPerDimension: 65535,
+  subgroupMinSize: 0,
 };
 
 export interface WgslBinding { binding: number; arg: number; access: 'read' | 'read_write'; vec4: boolean }
@@ -188,4 +191,11 @@ export function perElement(total: number, wg: number, cap: number, lim: WgslLimi
   };
 }
 
-export interface Body { decls: string[]; wg: number | [number, number]; main: string[]; workgroups: [number, number, number] }
+export interface Body {
+  decls: string[];
+  wg: number | [number, number];
+  main: string[];
+  workgroups: [number, number, number];
+  /** the body calls subgroup builtins and reads the invocation's lane as `sgl` (needs `enable subgroups`) */
+  subgroups?: boolean;
+}

@@ -24,6 +24,14 @@ export interface MatmulVariant {
   vec4: boolean;
   /** stage [TM x 16] / [16 x TN] slices of a and b in workgroup memory (real GPUs); else registers only */
   tiled: boolean;
+  /**
+   * Register blocks whose a values a subgroup of this many lanes (the whole workgroup: wg [lanes, 1])
+   * loads together, each lane one k step, and broadcasts (`subgroupBroadcast`); absent or 0: each
+   * invocation loads its own. lavapipe (Mesa 25.0) loads every value of every lane one lane at a time,
+   * with a bounds check, however uniform the address, so this cuts what the kernel spends on a's loads
+   * by the lane count: 1024^3 at 22.6 GFLOP/s against 11.4 for the 8x1 reference kernel (2026-11-30).
+   */
+  lanes?: number;
 }
 
 /**
@@ -34,18 +42,21 @@ export interface MatmulVariant {
 export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
 const TILE_K = 16;
 
-export const matmulVariantKey = (v: MatmulVariant): string => `${v.tiled ? 't' : 'r'}${v.bm}x${v.bn}@${v.wg[0]}x${v.wg[1]}${v.vec4 ? 'v' : 's'}`;
+export const matmulVariantKey = (v: MatmulVariant): string => `${v.tiled ? 't' : 'r'}${v.bm}x${v.bn}@${v.wg[0]}x${v.wg[1]}${v.vec4 ? 'v' : 's'}${v.lanes ? `+sg${v.lanes}` : ''}`;
 
 /** Whether `v` fits a device's limits. */
 export function matmulVariantFits(v: MatmulVariant, lim: WgslLimits): boolean {
   const inv = v.wg[0] * v.wg[1];
   if (inv > lim.maxComputeInvocationsPerWorkgroup) return false;
   if (v.tiled && 4 * TILE_K * (v.wg[0] * v.bn + v.wg[1] * v.bm) > lim.maxComputeWorkgroupStorageSize) return false;
+  // the workgroup must lie in one subgroup, whatever size the driver picks
+  if (v.lanes && lim.subgroupMinSize < v.lanes) return false;
   return true;
 }
 
 function checkVariant(v: MatmulVariant, name: string): void {
-  if (![1, 2, 4, 8].includes(v.bm) || ![4, 8].includes(v.bn) || !(v.wg[0] >= 1 && v.wg[1] >= 1 && Number.isInteger(v.wg[0]) && Number.isInteger(v.wg[1]))) {
+  const lanesOk = !v.lanes || ([4, 8].includes(v.lanes) && !v.tiled && v.wg[0] === v.lanes && v.wg[1] === 1);
+  if (![1, 2, 4, 8].includes(v.bm) || ![4, 8].includes(v.bn) || !lanesOk || !(v.wg[0] >= 1 && v.wg[1] >= 1 && Number.isInteger(v.wg[0]) && Number.isInteger(v.wg[1]))) {
     throw new Error(`wgsl codegen: kernel '${name}': unsupported matmul variant ${JSON.stringify(v)}`);
   }
 }
@@ -110,7 +121,8 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   }
 
   // Register blocking. How each operand is read:
-  //   a: 'k4' vec4 along k (row-major a; k % 4 == 0), 'm4' vec4 along m (a transposed a), 'scalar'
+  //   a: 'k4' vec4 along k (row-major a; k % 4 == 0), 'm4' vec4 along m (a transposed a), 'scalar',
+  //      'lanes' one scalar per lane and k step, broadcast to the subgroup (v.lanes)
   //   b: 'n4' vec4 along n (row-major b), 'k4' vec4 along k (a transposed b, e.g. w.T; k % 4 == 0), 'scalar'
   const epiArgs = new Set(exprLoads(k.epilogue).map((l) => args.canon(l.arg)));
   const four = (xs: readonly number[]) => xs.every((x) => x % 4 === 0);
@@ -119,67 +131,101 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
     && !epiArgs.has(args.canon(a.arg)) && !epiArgs.has(args.canon(b.arg)) && args.canon(k.output.arg) !== args.canon(a.arg) && args.canon(k.output.arg) !== args.canon(b.arg);
   const vecA = vecBase && args.aligned?.[a.arg] === true && four([a.view.offset, ...a.view.strides.slice(0, nb)]);
   const vecB = vecBase && args.aligned?.[b.arg] === true && four([b.view.offset, ...b.view.strides.slice(0, nb)]);
-  const modeA = vecA && sak === 1 && k.k % 4 === 0 && four([sam]) ? 'k4' : vecA && sam === 1 && four([sak]) && BM % 4 === 0 ? 'm4' : 'scalar';
+  const S = v.lanes ?? 0;
+  const modeA = S ? 'lanes' : vecA && sak === 1 && k.k % 4 === 0 && four([sam]) ? 'k4' : vecA && sam === 1 && four([sak]) && BM % 4 === 0 ? 'm4' : 'scalar';
   const modeB = vecB && sbn === 1 && four([sbk]) ? 'n4' : vecB && sbk === 1 && k.k % 4 === 0 && four([sbn]) ? 'k4' : 'scalar';
   const KS = modeA === 'k4' || modeB === 'k4' ? 4 : 1;
-  const A = modeA === 'scalar' ? args.buf(a.arg) : args.bufVec4(a.arg);
+  const A = modeA === 'scalar' || modeA === 'lanes' ? args.buf(a.arg) : args.bufVec4(a.arg);
   const B = modeB === 'scalar' ? args.buf(b.arg) : args.bufVec4(b.arg);
   const main = [
     `let j0 = i32(gid.x) * ${BN};`,
     // one row of invocations per workgroup: the rows come from the workgroup id, so a's loads are the same
     // for every invocation of the workgroup (software drivers load them once instead of per invocation)
     `let i0 = i32(${WY === 1 ? 'wid.y' : 'gid.y'}) * ${BM};`,
-    `if (i0 >= ${k.m} || j0 >= ${k.n}) { return; }`,
+    // a subgroup's lanes share a's loads, so lanes past n stay to the end (they read clamped or
+    // robust-access values and store nothing)
+    S ? `if (i0 >= ${k.m}) { return; }` : `if (i0 >= ${k.m} || j0 >= ${k.n}) { return; }`,
     ...head,
   ];
-  const body: string[] = [];
+  // One k step's (KS steps') loads, at `kk` (in units of KS steps), and their products.
+  const loads: string[] = [];
   // Operands are indexed from the k loop's counter (fixed row/column bases times kk), not by pointers
   // advanced every step: SwiftShader ran a 256^3 product ~10% faster so (10.0-10.5 -> 8.9-9.4 ms).
-  // a value of row r at k step q (a scalar expression)
-  let aval: (r: number, q: number) => string;
+  // a value of row r at k step q (a scalar expression); with lanes, of the t-th KS steps of a round
+  let aval: (r: number, q: number, t: number) => string;
   if (modeA === 'k4') {
     for (let r = 0; r < BM; r++) main.push(`let pa${r} = (pa + min(i0 + ${r}, ${k.m - 1}) * ${sam}) / 4;`);
-    for (let r = 0; r < BM; r++) body.push(`let xa${r} = ${A}[pa${r} + kk];`);
+    for (let r = 0; r < BM; r++) loads.push(`let xa${r} = ${A}[pa${r} + kk];`);
     aval = (r, q) => `xa${r}.${'xyzw'[q]}`;
   } else if (modeA === 'm4') {
     // rows past m read whatever lies there (robust access); their results are never stored
     for (let g = 0; g < BM / 4; g++) main.push(`let pa${g} = (pa + i0 + ${4 * g}) / 4;`);
-    body.push(`let pak = kk * ${(KS * sak) / 4};`);
-    for (let q = 0; q < KS; q++) for (let g = 0; g < BM / 4; g++) body.push(`let xa${g}_${q} = ${A}[pa${g} + pak${q ? ` + ${(q * sak) / 4}` : ''}];`);
+    loads.push(`let pak = kk * ${(KS * sak) / 4};`);
+    for (let q = 0; q < KS; q++) for (let g = 0; g < BM / 4; g++) loads.push(`let xa${g}_${q} = ${A}[pa${g} + pak${q ? ` + ${(q * sak) / 4}` : ''}];`);
     aval = (r, q) => `xa${r >> 2}_${q}.${'xyzw'[r & 3]}`;
   } else {
     for (let r = 0; r < BM; r++) main.push(`let pa${r} = pa + min(i0 + ${r}, ${k.m - 1}) * ${sam};`);
-    body.push(`let pak = kk * ${KS * sak};`);
-    for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) body.push(`let xa${r}_${q} = ${ld(A, a.arg, a.dtype, `pa${r} + pak${q ? ` + ${q * sak}` : ''}`)};`);
-    aval = (r, q) => `xa${r}_${q}`;
+    if (modeA === 'lanes') {
+      aval = (r, q, t) => `subgroupBroadcast(av${r}, ${t * KS + q}u)`;
+    } else {
+      loads.push(`let pak = kk * ${KS * sak};`);
+      for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) loads.push(`let xa${r}_${q} = ${ld(A, a.arg, a.dtype, `pa${r} + pak${q ? ` + ${q * sak}` : ''}`)};`);
+      aval = (r, q) => `xa${r}_${q}`;
+    }
   }
   // b values of columns 4cv..4cv+3 at k step q (a vec4 expression)
   let bvec: (q: number, cv: number) => string;
   if (modeB === 'n4') {
     // columns past n: as rows past m above
     main.push(`let pb0 = (pb + j0) / 4;`);
-    body.push(`let pbk = pb0 + kk * ${(KS * sbk) / 4};`);
-    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) body.push(`let yb${q}_${cv} = ${B}[pbk + ${(q * sbk) / 4 + cv}];`);
+    loads.push(`let pbk = pb0 + kk * ${(KS * sbk) / 4};`);
+    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) loads.push(`let yb${q}_${cv} = ${B}[pbk + ${(q * sbk) / 4 + cv}];`);
     bvec = (q, cv) => `yb${q}_${cv}`;
   } else if (modeB === 'k4') {
     for (let c = 0; c < BN; c++) main.push(`let pb${c} = (pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn}) / 4;`);
-    for (let c = 0; c < BN; c++) body.push(`let yb${c} = ${B}[pb${c} + kk];`);
-    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) body.push(`let yv${q}_${cv} = vec4<f32>(${[0, 1, 2, 3].map((e) => `yb${4 * cv + e}.${'xyzw'[q]}`).join(', ')});`);
+    for (let c = 0; c < BN; c++) loads.push(`let yb${c} = ${B}[pb${c} + kk];`);
+    for (let q = 0; q < KS; q++) for (let cv = 0; cv < BN / 4; cv++) loads.push(`let yv${q}_${cv} = vec4<f32>(${[0, 1, 2, 3].map((e) => `yb${4 * cv + e}.${'xyzw'[q]}`).join(', ')});`);
     bvec = (q, cv) => `yv${q}_${cv}`;
   } else {
     for (let c = 0; c < BN; c++) main.push(`let pb${c} = pb + min(j0 + ${c}, ${k.n - 1}) * ${sbn};`);
-    body.push(`let pbk = kk * ${KS * sbk};`);
+    loads.push(`let pbk = kk * ${KS * sbk};`);
     for (let q = 0; q < KS; q++) {
       for (let cv = 0; cv < BN / 4; cv++) {
-        body.push(`let yv${q}_${cv} = vec4<${at}>(${[0, 1, 2, 3].map((e) => ld(B, b.arg, b.dtype, `pb${4 * cv + e} + pbk${q ? ` + ${q * sbk}` : ''}`)).join(', ')});`);
+        loads.push(`let yv${q}_${cv} = vec4<${at}>(${[0, 1, 2, 3].map((e) => ld(B, b.arg, b.dtype, `pb${4 * cv + e} + pbk${q ? ` + ${q * sbk}` : ''}`)).join(', ')});`);
       }
     }
     bvec = (q, cv) => `yv${q}_${cv}`;
   }
-  for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) body.push(`c${r}_${cv} = c${r}_${cv} + ${aval(r, q)} * ${bvec(q, cv)};`);
+  const step = (t: number): string[] => {
+    const out = [...loads];
+    for (let q = 0; q < KS; q++) for (let r = 0; r < BM; r++) for (let cv = 0; cv < BN / 4; cv++) out.push(`c${r}_${cv} = c${r}_${cv} + ${aval(r, q, t)} * ${bvec(q, cv)};`);
+    return out;
+  };
   // The trip count is hidden from the shader compiler (an element offset is never negative, so the
   // min is 0): software drivers fully unroll constant short loops, which made lavapipe spend seconds
   // compiling small-k matmuls at their first dispatch.
+  const zero = `min(${args.off(a.arg)}, 0)`;
+  let kLoop: string[];
+  if (modeA === 'lanes') {
+    // Rounds of S k steps: lane l loads a's rows at step l, then S / KS blocks of KS steps each
+    // broadcast the steps they need; the last round (k % S steps) loads clamped steps it never uses.
+    const round = (first: string, ka: string, steps: number): string[] => [
+      `let ka = ${ka};`,
+      ...Array.from({ length: BM }, (_, r) => `let av${r} = ${ld(A, a.arg, a.dtype, `pa${r} + ka * ${sak}`)};`),
+      ...Array.from({ length: steps / KS }, (_, t) => ['{', ...indent([`let kk = ${first} + ${t};`, ...step(t)]), '}']).flat(),
+    ];
+    const full = Math.floor(k.k / S) * S;
+    kLoop = [
+      `let kn = ${full / S} + ${zero};`,
+      `for (var kr = 0; kr < kn; kr = kr + 1) {`,
+      ...indent(round(`kr * ${S / KS}`, `kr * ${S} + i32(sgl)`, S)),
+      '}',
+      ...(k.k > full ? ['{', ...indent(round(`${full / KS}`, `min(${full} + i32(sgl), ${k.k - 1})`, k.k - full)), '}'] : []),
+      `if (j0 >= ${k.n}) { return; }`,
+    ];
+  } else {
+    kLoop = [`let kn = ${k.k / KS} + ${zero};`, `for (var kk = 0; kk < kn; kk = kk + 1) {`, ...indent(step(0)), '}'];
+  }
   // a plain product into a contiguous, 4-aligned float32 output whose rows hold whole vec4s: the block's
   // rows are stored as vec4s (per-element stores and bounds checks cost small-k products ~10% on
   // software adapters)
@@ -187,8 +233,8 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   const vecOut = vecBase && k.epilogue.kind === 'acc' && accType === 'float32' && args.storage(o.arg) === 'float32' && k.n % 4 === 0
     && args.aligned?.[o.arg] === true && o.view.offset % 4 === 0 && isContiguous(o.view) && !epiArgs.has(args.canon(o.arg));
   const stores = vecOut ? vec4Stores(k, args, bv, BM, BN) : blockStores(k, args, [...bv, 'i', 'j'], accType, BM, BN);
-  main.push(...accs, `let kn = ${k.k / KS} + min(${args.off(a.arg)}, 0);`, `for (var kk = 0; kk < kn; kk = kk + 1) {`, ...indent(body), '}', ...stores);
-  return { decls: [], wg: [WX, WY], main, workgroups };
+  main.push(...accs, ...kLoop, ...stores);
+  return { decls: [], wg: [WX, WY], main, workgroups, subgroups: S > 0 };
 }
 
 /** Stores of a BM x BN block c<r>_<cv> as vec4s, row by row (a loop with a hidden trip count, as blockEpilogue). */
