@@ -21,7 +21,7 @@ import { untunedMatmul } from '../compiler/target.ts';
 import { DEFAULT_LIMITS, DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, wgslSource, type MatmulVariant } from '../compiler/codegen/wgsl.ts';
 import { cpuBackend } from '../runtime/cpu.ts';
 import { poolStats, setMatmulVariant, sync, webgpuBackend } from '../runtime/webgpu/backend.ts';
-import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LANES_MATMUL, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
+import { adapterKey, adapterPolicy, applicableVariants, cachedEntry, cachedVariant, chooseMatmul, clearAutotuneCache, defaultMatmul, isSoftwareAdapter, matmulCandidates, noteUserSubmit, quietQueue, requestTune, shapeKey, SOFTWARE_LANES4_MATMUL, SOFTWARE_LANES_MATMUL, SOFTWARE_LARGE_MATMUL, SOFTWARE_MATMUL, tunesSettled, tuneReports, worthTuning } from '../runtime/webgpu/autotune.ts';
 import { BufferPool, sizeClass, type Block } from '../runtime/webgpu/pool.ts';
 import { adapterInfo, getDeviceSync, limits, subgroupMinSize } from '../runtime/webgpu/device.ts';
 import type { Storage } from '../runtime/device.ts';
@@ -173,6 +173,8 @@ describe('matmul variants (codegen only)', () => {
     // with subgroups of 8 lanes or more: 8x4 blocks whose subgroup loads a's values together, first
     expect(applicableVariants(spec, { limits: { subgroupMinSize: 8 } }, true)[0]).toEqual(SOFTWARE_LANES_MATMUL);
     expect(matmulCandidates(true)[0]).toEqual(SOFTWARE_LANES_MATMUL);
+    // SwiftShader's subgroups hold 4 lanes
+    expect(applicableVariants(spec, { limits: { subgroupMinSize: 4 } }, true)[0]).toEqual(SOFTWARE_LANES4_MATMUL);
     expect(applicableVariants(spec, { limits: { subgroupMinSize: 4 } }, true).some((v) => (v.lanes ?? 0) > 4)).toBe(false);
     expect(defaultMatmul(true, 1000)).toBe(DEFAULT_MATMUL);
     expect(defaultMatmul(true, 1000, 8)).toBe(DEFAULT_MATMUL);
@@ -345,10 +347,12 @@ describe.runIf(hasWebGPU)('autotune', () => {
       const spec = lowerPrimitive('matmul', {}, [{ view: contiguousView([256, 256]), dtype: 'float32' }, { view: contiguousView([256, 256]), dtype: 'float32' }], { shape: [256, 256], dtype: 'float32' })[0];
       const target = webgpuBackend.target as Extract<typeof webgpuBackend.target, { language: 'wgsl' }>;
       const v = chooseMatmul({ device: getDeviceSync(), adapter: adapterKey(info), software: isSoftwareAdapter(info), target, spec, aligned: [true, true, true], mayTune: true });
-      expect(v).toEqual(!isSoftwareAdapter(info) ? DEFAULT_MATMUL : subgroupMinSize() >= 8 ? SOFTWARE_LANES_MATMUL : SOFTWARE_MATMUL);
+      expect(v).toEqual(!isSoftwareAdapter(info) ? DEFAULT_MATMUL : subgroupMinSize() >= 8 ? SOFTWARE_LANES_MATMUL : subgroupMinSize() >= 4 ? SOFTWARE_LANES4_MATMUL : SOFTWARE_MATMUL);
       const llvmpipe = { vendor: 'mesa', architecture: 'software', device: 'llvmpipe', description: '', subgroupMinSize: 8 };
       expect(untunedMatmul(adapterPolicy(llvmpipe, 8).matmul, 256 ** 3)).toEqual(SOFTWARE_LANES_MATMUL);
       expect(untunedMatmul(adapterPolicy(llvmpipe, 8).matmul, 1024 ** 3)).toEqual(SOFTWARE_LANES_MATMUL);
+      const swiftshader = { vendor: 'google', architecture: 'swiftshader', device: '', description: '', subgroupMinSize: 4 };
+      expect(untunedMatmul(adapterPolicy(swiftshader, 4).matmul, 256 ** 3)).toEqual(SOFTWARE_LANES4_MATMUL);
       // a device without the subgroups feature
       const lavapipe = adapterPolicy(llvmpipe).matmul;
       expect(untunedMatmul(lavapipe, 256 ** 3)).toEqual(SOFTWARE_MATMUL);

@@ -113,13 +113,17 @@ export const SOFTWARE_LARGE_MATMUL: MatmulVariant = { bm: 4, bn: 8, wg: [8, 1], 
 const LARGE_WORK = 2 ** 27;
 
 /**
- * Software adapters' untuned choice for products worth tuning where the device has subgroups of at
- * least 8 lanes: 8x4 blocks in one subgroup of 8 invocations that loads a's values together
- * (MatmulVariant.lanes). lavapipe (Mesa 25.0), one process, 2026-11-30: 1024^3 at 22.6 GFLOP/s against
- * 11.4 for the 8x1 reference kernel; 512^3 18.2 against 8.2, where 4x4 blocks so reached 11.9, 4x8 6.8,
- * 8x8 9.3 and 16x4 12.1.
+ * Software adapters' untuned choice for products worth tuning where the device has subgroups: 8x4
+ * blocks in one subgroup of 8 invocations (4 where subgroups are smaller: SwiftShader's hold 4) that
+ * loads a's values together (MatmulVariant.lanes).
+ * - lavapipe (Mesa 25.0), hand-written kernels in one process, 2026-11-30: 1024^3 at 22.6 GFLOP/s against
+ *   11.4 for the 8x1 reference kernel; 512^3 18.2 against 8.2, where 4x4 blocks so reached 11.9, 4x8 6.8,
+ *   8x8 9.3 and 16x4 12.1.
+ * - SwiftShader in Chromium 156, 256^3, kiln's kernel: 7.0-7.2 ms against 10.0-10.2 for the references;
+ *   4x4 blocks 9.3-9.8, 8x8 8.1-8.3.
  */
 export const SOFTWARE_LANES_MATMUL: MatmulVariant = { bm: 8, bn: 4, wg: [8, 1], vec4: true, tiled: false, lanes: 8 };
+export const SOFTWARE_LANES4_MATMUL: MatmulVariant = { bm: 8, bn: 4, wg: [4, 1], vec4: true, tiled: false, lanes: 4 };
 
 /**
  * The untuned matmul variants of an adapter by size: 4x4 blocks (codegen's DEFAULT_MATMUL), and on
@@ -128,7 +132,7 @@ export const SOFTWARE_LANES_MATMUL: MatmulVariant = { bm: 8, bn: 4, wg: [8, 1], 
  */
 export function matmulDefaults(software: boolean, subgroupMinSize = 0): MatmulDefault[] {
   const all = [{ minWork: 0, variant: DEFAULT_MATMUL }];
-  if (software && subgroupMinSize >= 8) return [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_LANES_MATMUL }];
+  if (software && subgroupMinSize >= 4) return [...all, { minWork: TUNE_MIN_WORK, variant: subgroupMinSize >= 8 ? SOFTWARE_LANES_MATMUL : SOFTWARE_LANES4_MATMUL }];
   return software ? [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_MATMUL }, { minWork: LARGE_WORK, variant: SOFTWARE_LARGE_MATMUL }] : all;
 }
 
