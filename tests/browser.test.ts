@@ -17,6 +17,7 @@ import { bundlePage, startPlayground, type Asset, type Playground } from '../pla
 import { buildKiln, chunkFor, staticClosure, type KilnBuild } from '../scripts/build.ts';
 import type { KilnTests } from './browser/page.ts';
 import { trainSmall } from './browser/small-mlp.ts';
+import type { Tensor } from '../index.ts';
 
 const executablePath = process.env.KILN_CHROMIUM ?? '/usr/bin/chromium';
 const required = process.env.KILN_REQUIRE_WEBGPU === '1';
@@ -157,6 +158,32 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     expect(inPage).toHaveLength(inNode.length);
     inPage.forEach((l, i) => expect(Math.abs(l - inNode[i])).toBeLessThan(1e-4 + 1e-4 * Math.abs(inNode[i])));
     expect(inNode[inNode.length - 1]).toBeLessThan(inNode[0]); // it learns
+    await p.close();
+  });
+
+  it('on SwiftShader, products worth tuning launch the subgroup lanes variant and match the CPU on every layout and a k tail', async () => {
+    const p = await page('/tests/');
+    const got = await p.evaluate(async () => {
+      const { kiln } = (window as unknown as TestWindow).kilnTests;
+      await kiln.webgpu.init();
+      kiln.manualSeed(3);
+      const worst: number[] = [];
+      // [m, k, n, a transposed, b transposed]: m * k * n >= 2^18 (worth tuning: the untuned default is the lanes variant)
+      for (const [m, k, n, ta, tb] of [[64, 70, 72, false, false], [64, 66, 64, false, true], [72, 61, 64, true, false]] as const) {
+        const a = kiln.randn(ta ? [k, m] : [m, k]), b = kiln.randn(tb ? [n, k] : [k, n]);
+        const f = (x: Tensor, y: Tensor) => (ta ? x.transpose(0, 1) : x).matmul(tb ? y.transpose(0, 1) : y);
+        const cpu = (await f(a, b).data()) as Float32Array;
+        const gpu = (await f(a.to('webgpu'), b.to('webgpu')).data()) as Float32Array;
+        // rounding differs where the driver fuses multiply-adds; a lost or repeated k step would be ~1e-1
+        const scale = Math.max(...cpu.map(Math.abs));
+        worst.push(Math.max(...cpu.map((v, i) => Math.abs(v - gpu[i]))) / scale);
+      }
+      const listing = await kiln.compile((x: Tensor, y: Tensor) => x.matmul(y)).lower(kiln.randn([64, 64], { device: 'webgpu' }), kiln.randn([64, 64], { device: 'webgpu' }));
+      return { worst, subgroups: listing.kernels[0].source.includes('subgroupBroadcast'), min: kiln.webgpu.adapterInfo().subgroupMinSize };
+    });
+    expect(got.min).toBe(4);
+    expect(got.subgroups).toBe(true);
+    for (const w of got.worst) expect(w).toBeLessThan(1e-5);
     await p.close();
   });
 

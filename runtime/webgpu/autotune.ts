@@ -52,8 +52,8 @@ export function autotuneEnabled(): boolean {
   return env('KILN_AUTOTUNE') !== '0';
 }
 
-/** Bump when codegen, the candidate lists or the timing change what a cached choice means (old entries are ignored; v4: GPU-timestamp samples, proxy winners confirmed; v5: 4x8 @ 8x1). */
-const CACHE_VERSION = 5;
+/** Bump when codegen, the candidate lists or the timing change what a cached choice means (old entries are ignored; v4: GPU-timestamp samples, proxy winners confirmed; v5: 4x8 @ 8x1; v6: subgroup lanes variants). */
+const CACHE_VERSION = 6;
 export const adapterKey = (i: AdapterInfo): string => `v${CACHE_VERSION}:` + [i.vendor, i.architecture, i.device, i.description].join('/');
 
 /** The key of a matmul spec's tuning decision: shape, operand layouts, dtypes, alignment (not the epilogue). */
