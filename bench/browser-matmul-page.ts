@@ -33,9 +33,9 @@ async function kilnMatmul(n: number, sync = false): Promise<PageResult> {
 async function reference(n: number, kind: RefKernel): Promise<PageResult> {
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) throw new Error('no WebGPU adapter');
-  const device = await adapter.requestDevice();
+  const device = await adapter.requestDevice({ requiredFeatures: adapter.features.has('subgroups') ? ['subgroups' as GPUFeatureName] : [] });
   const { a, b } = operands(n);
-  const mm = await referenceMatmul(device, kind, n, a, b);
+  const mm = await referenceMatmul(device, kind, n, a, b, adapter.info.subgroupMinSize ?? 0);
   const err = checkMatmul(await mm.result(), a, b, n);
   const m = await measure(() => mm.run(), MM_OPTS);
   mm.destroy();

@@ -45,7 +45,7 @@ try {
   rows.push({ name: 'kiln, 1st page load (no tuning cache)', r: await inPage(null) });
   rows.push({ name: 'kiln, 2nd page load (IndexedDB cache)', r: await inPage(null) });
   rows.push({ name: 'kiln, 3rd page load, webgpu.sync() per product', r: await inPage(null, true) });
-  for (const kind of ['register-blocked', 'register-blocked-8x1', 'tiled'] as RefKernel[]) rows.push({ name: `reference WGSL ${kind}`, r: await inPage(kind) });
+  for (const kind of ['register-blocked', 'register-blocked-8x1', 'tiled', 'register-blocked-subgroup'] as RefKernel[]) rows.push({ name: `reference WGSL ${kind}`, r: await inPage(kind) });
 } finally {
   await context.close();
   await server.close();

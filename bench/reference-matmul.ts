@@ -12,8 +12,14 @@
 //   tiled: 16×16 invocations per workgroup compute a 64×64 tile of C; the
 //     64×16 slice of A and the 16×64 slice of B are staged in workgroup memory
 //     (8 KiB) each k-step, and every invocation accumulates a 4×4 block.
+//   register-blocked-subgroup: one subgroup per workgroup (as many invocations
+//     as the adapter's subgroupMinSize: 8 on lavapipe, 4 on SwiftShader), each
+//     computing an 8×4 block of C; lane l loads A's 8 values at k0 + l and
+//     subgroupBroadcast hands them to every lane (software adapters load each
+//     lane's values one lane at a time, so the subgroup loads A once, not per lane).
+//     Needs the 'subgroups' feature: referenceMatmul throws without it.
 
-export type RefKernel = 'register-blocked' | 'register-blocked-8x1' | 'tiled';
+export type RefKernel = 'register-blocked' | 'register-blocked-8x1' | 'tiled' | 'register-blocked-subgroup';
 
 const registerBlocked = (wy: number): string => /* wgsl */ `
 struct Dims { n: u32 };
@@ -110,7 +116,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }
 `;
 
-export const REFERENCE_WGSL: Record<RefKernel, string> = { 'register-blocked': registerBlocked(8), 'register-blocked-8x1': registerBlocked(1), tiled: TILED };
+// Written out (registers, not arrays: SwiftShader keeps a private array in memory) for `lanes` lanes:
+// the k steps of one round are unrolled (subgroupBroadcast takes a constant lane).
+const ROWS8 = [0, 1, 2, 3, 4, 5, 6, 7];
+const registerBlockedSubgroup = (lanes: number): string => /* wgsl */ `
+enable subgroups;
+struct Dims { n: u32 };
+@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> C: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> dims: Dims;
+
+@compute @workgroup_size(${lanes}, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let n = dims.n;
+  let n4 = n / 4u;
+  let col4 = gid.x;           // which vec4 column of C
+  let row = wg.y * 8u;        // first of 8 rows of C
+${ROWS8.map((i) => `  var acc${i} = vec4<f32>(0.0);`).join('\n')}
+  for (var k0 = 0u; k0 < n; k0 = k0 + ${lanes}u) {
+    // this lane's k step of rows row .. row + 7
+${ROWS8.map((i) => `    let a${i} = A[(row + ${i}u) * n + k0 + lane];`).join('\n')}
+${Array.from({ length: lanes }, (_, q) => `    {
+      let b = B[(k0 + ${q}u) * n4 + col4];
+${ROWS8.map((i) => `      acc${i} = acc${i} + subgroupBroadcast(a${i}, ${q}u) * b;`).join('\n')}
+    }`).join('\n')}
+  }
+${ROWS8.map((i) => `  C[(row + ${i}u) * n4 + col4] = acc${i};`).join('\n')}
+}
+`;
+
+/** A reference kernel's source; `lanes`: the adapter's subgroupMinSize (the subgroup kernel only). */
+export const referenceWgsl = (kind: RefKernel, lanes: number): string =>
+  kind === 'register-blocked' ? registerBlocked(8) : kind === 'register-blocked-8x1' ? registerBlocked(1) : kind === 'tiled' ? TILED : registerBlockedSubgroup(lanes);
 
 export interface RefMatmul {
   /** Runs one matmul and waits for the queue. */
@@ -120,8 +158,12 @@ export interface RefMatmul {
   destroy(): void;
 }
 
-export async function referenceMatmul(device: GPUDevice, kind: RefKernel, n: number, a: Float32Array, b: Float32Array): Promise<RefMatmul> {
+/** `lanes`: the adapter's subgroupMinSize, for the subgroup kernel (whose device must have the 'subgroups' feature). */
+export async function referenceMatmul(device: GPUDevice, kind: RefKernel, n: number, a: Float32Array, b: Float32Array, lanes = 0): Promise<RefMatmul> {
   if (n % 64 !== 0) throw new Error(`reference matmul needs n % 64 == 0, got ${n}`);
+  if (kind === 'register-blocked-subgroup' && !(device.features.has('subgroups') && (lanes === 4 || lanes === 8 || lanes === 16 || lanes === 32))) {
+    throw new Error(`the subgroup reference kernel needs the 'subgroups' feature and 4 to 32 lanes (device: ${device.features.has('subgroups') ? `${lanes} lanes` : 'no subgroups'})`);
+  }
   const bytes = n * n * 4;
   const mk = (usage: number, data?: Float32Array) => {
     const buf = device.createBuffer({ size: bytes, usage, mappedAtCreation: !!data });
@@ -139,7 +181,7 @@ export async function referenceMatmul(device: GPUDevice, kind: RefKernel, n: num
   device.queue.writeBuffer(dims, 0, new Uint32Array([n, 0, 0, 0]));
 
   device.pushErrorScope('validation');
-  const module = device.createShaderModule({ code: REFERENCE_WGSL[kind] });
+  const module = device.createShaderModule({ code: referenceWgsl(kind, lanes) });
   const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
   const err = await device.popErrorScope();
   if (err) throw new Error(`reference ${kind} kernel: ${err.message}`);
@@ -147,7 +189,7 @@ export async function referenceMatmul(device: GPUDevice, kind: RefKernel, n: num
     layout: pipeline.getBindGroupLayout(0),
     entries: [A, B, C, dims].map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
-  const groups: [number, number] = kind === 'tiled' ? [n / 64, n / 64] : kind === 'register-blocked' ? [n / 4 / 8, n / 4 / 8] : [n / 4 / 8, n / 4];
+  const groups: [number, number] = kind === 'tiled' ? [n / 64, n / 64] : kind === 'register-blocked' ? [n / 4 / 8, n / 4 / 8] : kind === 'register-blocked-8x1' ? [n / 4 / 8, n / 4] : [n / 4 / lanes, n / 8];
 
   const encode = (withCopy: boolean) => {
     const enc = device.createCommandEncoder();

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** kiln's matmul measured in a child process (kiln-matmul-process.ts) with KILN_AUTOTUNE_CACHE=cacheFile. */
-function kilnMatmulProcess(cacheFile: string): Promise<Measurement & { err: number }> {
+function kilnMatmulProcess(cacheFile: string): Promise<Measurement & { err: number; readBackMs: number }> {
   const script = fileURLToPath(new URL('./kiln-matmul-process.ts', import.meta.url));
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [...process.execArgv, script, String(N)], { env: { ...process.env, KILN_AUTOTUNE_CACHE: cacheFile }, timeout: 300_000 }, (e, stdout) => {
@@ -26,7 +26,7 @@ function kilnMatmulProcess(cacheFile: string): Promise<Measurement & { err: numb
       let out: Out | null = null;
       try { out = JSON.parse(line) as Out; } catch { /* reported below */ }
       if (out?.error !== undefined) reject(new Error(out.error));
-      else if (out && typeof out.medianMs === 'number') resolve(out as Measurement & { err: number });
+      else if (out && typeof out.medianMs === 'number') resolve(out as Measurement & { err: number; readBackMs: number });
       else reject(new Error(`the child process printed no result${e ? ` (${e.message})` : ''}`));
     });
   });
@@ -35,8 +35,8 @@ function kilnMatmulProcess(cacheFile: string): Promise<Measurement & { err: numb
 /** The matmul variants a tuning cache file holds (e.g. 'r4x4@8x1'), for the row's note. */
 function tunedChoice(cacheFile: string): string {
   try {
-    const data = JSON.parse(fs.readFileSync(cacheFile, 'utf8')) as Record<string, Record<string, { variant?: { bm: number; bn: number; wg: number[]; tiled: boolean }; tried?: string[] }>>;
-    return Object.values(data).flatMap((shapes) => Object.values(shapes)).map((e) => e.variant ? `${e.variant.tiled ? 't' : 'r'}${e.variant.bm}x${e.variant.bn}@${e.variant.wg.join('x')}${e.tried ? ` (tune incomplete: ${e.tried.length} timed)` : ''}` : '?').join(', ');
+    const data = JSON.parse(fs.readFileSync(cacheFile, 'utf8')) as Record<string, Record<string, { variant?: { bm: number; bn: number; wg: number[]; tiled: boolean; lanes?: number }; tried?: string[] }>>;
+    return Object.values(data).flatMap((shapes) => Object.values(shapes)).map((e) => e.variant ? `${e.variant.tiled ? 't' : 'r'}${e.variant.bm}x${e.variant.bn}@${e.variant.wg.join('x')}${e.variant.lanes ? `+sg${e.variant.lanes}` : ''}${e.tried ? ` (tune incomplete: ${e.tried.length} timed)` : ''}` : '?').join(', ');
   } catch {
     return '';
   }
@@ -113,19 +113,22 @@ export async function runWebgpu(): Promise<Table[]> {
       await tryRow(name, async () => {
         const r = await kilnMatmulProcess(cacheFile);
         const chosen = tunedChoice(cacheFile);
-        return withGflops({ ...rowFrom(name, r, `${note}; eager matmul, one element read back${chosen ? `; cache: ${chosen}` : ''}`), firstCallMs: r.firstCallMs }, r.err);
+        return withGflops({ ...rowFrom(name, r, `${note}; eager matmul, webgpu.sync() per product (${r.readBackMs.toFixed(0)} ms with one element read back)${chosen ? `; cache: ${chosen}` : ''}`), firstCallMs: r.firstCallMs }, r.err);
       }),
     );
   }
   try { fs.unlinkSync(cacheFile); } catch { /* not written */ }
 
-  for (const kind of ['register-blocked', 'register-blocked-8x1', 'tiled'] as RefKernel[]) {
+  const lanes = env.adapter.info.subgroupMinSize ?? 0;
+  for (const kind of ['register-blocked', 'register-blocked-8x1', 'tiled', 'register-blocked-subgroup'] as RefKernel[]) {
     const name = `reference WGSL ${kind}`;
     rows.push(
       await tryRow(name, async () => {
-        const m = await referenceMatmul(env.device, kind, N, a, b);
+        const m = await referenceMatmul(env.device, kind, N, a, b, lanes);
         const err = checkMatmul(await m.result(), a, b, N);
-        const what = kind === 'tiled' ? '64×64 tile, 16-deep k slices in workgroup memory, 4×4 per invocation' : `4×4 per invocation, vec4 loads, no workgroup memory, ${kind === 'register-blocked' ? '8×8' : '8×1'} invocations`;
+        const what = kind === 'tiled' ? '64×64 tile, 16-deep k slices in workgroup memory, 4×4 per invocation'
+          : kind === 'register-blocked-subgroup' ? `8×4 per invocation, one subgroup of ${lanes} lanes per workgroup loads A once and broadcasts it`
+          : `4×4 per invocation, vec4 loads, no workgroup memory, ${kind === 'register-blocked' ? '8×8' : '8×1'} invocations`;
         const r = rowFrom(name, await measure(() => m.run(), MM_OPTS), what);
         m.destroy();
         return withGflops(r, err);

@@ -15,6 +15,7 @@ export interface KTensor {
   mul(o: KTensor | number): KTensor;
   pow(o: KTensor | number): KTensor;
   relu(): KTensor;
+  sum(): KTensor;
   matmul(o: KTensor): KTensor;
   index(...idx: (number | null | [number?, number?, number?])[]): KTensor;
   backward(): void;
@@ -67,7 +68,7 @@ export interface Kiln {
   };
   noGrad<T>(fn: () => T): T;
   compile?: (fn: (...args: KTensor[]) => unknown, options?: { device?: Device; fuse?: boolean }) => KCompiled;
-  webgpu?: { available(): Promise<boolean> };
+  webgpu?: { available(): Promise<boolean>; sync?(): Promise<void> };
   matmul?: (a: KTensor, b: KTensor) => KTensor;
 }
 

@@ -39,6 +39,8 @@ export function webgpuEnv(): Promise<GpuEnv | string> {
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) return 'no WebGPU adapter (on a CPU-only machine install lavapipe: scripts/install-lavapipe.sh)';
     const device = await adapter.requestDevice({
+      // the subgroup reference kernel needs it (kiln's own device asks for it too)
+      requiredFeatures: adapter.features.has('subgroups') ? ['subgroups' as GPUFeatureName] : [],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
         maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
