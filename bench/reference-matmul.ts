@@ -8,7 +8,8 @@
 //     tile of C per workgroup).
 //   register-blocked-8x1: the same kernel in one row of 8 invocations (a 4×32
 //     tile of C per workgroup): every invocation of a workgroup loads the same
-//     A values, which software adapters (lavapipe, SwiftShader) load once.
+//     A values (Mesa 25.0's lavapipe still loads them lane by lane, as it loads
+//     every value whose address is not a constant or a push constant).
 //   tiled: 16×16 invocations per workgroup compute a 64×64 tile of C; the
 //     64×16 slice of A and the 16×64 slice of B are staged in workgroup memory
 //     (8 KiB) each k-step, and every invocation accumulates a 4×4 block.

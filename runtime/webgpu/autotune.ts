@@ -94,8 +94,8 @@ export function adapterPolicy(i: AdapterInfo, subgroupMinSize = 0): Pick<WgslTar
 }
 
 /**
- * Software adapters' untuned choice for products worth tuning: 4x4 blocks in one row of 8 invocations
- * (a's loads are uniform across the workgroup, so the driver loads them once per workgroup). On
+ * Software adapters' untuned choice for products worth tuning where the device has no subgroups: 4x4
+ * blocks in one row of 8 invocations (every invocation of a workgroup reads the same a values). On
  * lavapipe (2026-11-30, 1024^3, one 64-row proxy, busy 2-core machine): 7.7 GFLOP/s, against 5.6 for
  * 8x4 blocks @ 8x1, 5.3 for 8x8 @ 8x1, 2.6 for the 4x4 @ 8x8 default and 2.2 for 8x8 @ 8x8. It compiles
  * as fast as the 4x4 default (8x8 blocks take about twice as long).

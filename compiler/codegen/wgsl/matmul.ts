@@ -28,8 +28,11 @@ export interface MatmulVariant {
    * Register blocks whose a values a subgroup of this many lanes (the whole workgroup: wg [lanes, 1])
    * loads together, each lane one k step, and broadcasts (`subgroupBroadcast`); absent or 0: each
    * invocation loads its own. lavapipe (Mesa 25.0) loads every value of every lane one lane at a time,
-   * with a bounds check, however uniform the address, so this cuts what the kernel spends on a's loads
-   * by the lane count: 1024^3 at 22.6 GFLOP/s against 11.4 for the 8x1 reference kernel (2026-11-30).
+   * with a bounds check, however uniform the address (its x86 listing, GALLIVM_DEBUG=asm), so this cuts
+   * what the kernel spends on a's loads by the lane count: 1024^3 at 22.6 GFLOP/s against 11.4 for the
+   * 8x1 reference kernel (2026-11-30). It assumes a workgroup of `lanes` invocations is one subgroup
+   * whose lanes are numbered from 0, as on software adapters (the only ones the tuner offers it to)
+   * whose subgroups hold at least `lanes`.
    */
   lanes?: number;
 }
@@ -139,8 +142,8 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   const B = modeB === 'scalar' ? args.buf(b.arg) : args.bufVec4(b.arg);
   const main = [
     `let j0 = i32(gid.x) * ${BN};`,
-    // one row of invocations per workgroup: the rows come from the workgroup id, so a's loads are the same
-    // for every invocation of the workgroup (software drivers load them once instead of per invocation)
+    // one row of invocations per workgroup: the rows come from the workgroup id, so every invocation of
+    // the workgroup reads the same a values (lavapipe still loads them lane by lane: see `lanes`)
     `let i0 = i32(${WY === 1 ? 'wid.y' : 'gid.y'}) * ${BM};`,
     // a subgroup's lanes share a's loads, so lanes past n stay to the end (they read clamped or
     // robust-access values and store nothing)
