@@ -187,6 +187,30 @@ describe.skipIf(!haveChromium && !required)('in Chromium (WebGPU on SwiftShader)
     await p.close();
   });
 
+  it('on SwiftShader, convolutions run in subgroup rounds and match the CPU: forward, input and weight gradients', async () => {
+    const p = await page('/tests/');
+    const got = await p.evaluate(async () => {
+      const { kiln } = (window as unknown as TestWindow).kilnTests;
+      await kiln.webgpu.init();
+      kiln.manualSeed(4);
+      const x0 = kiln.randn([2, 3, 9, 9]), w0 = kiln.randn([10, 3, 3, 3]), b0 = kiln.randn([10]);
+      // stride 2 and padding 1: the input gradient is a transposed convolution with gaps (lhsDilation)
+      const run = async (device: 'cpu' | 'webgpu') => {
+        const [x, w, b] = [x0, w0, b0].map((t) => { const d = t.to(device); d.requiresGrad = true; return d; });
+        const y = kiln.F.conv2d(x, w, b, { stride: 2, padding: 1 });
+        y.mul(y).sum().backward();
+        return Promise.all([y, x.grad!, w.grad!].map(async (t) => (await t.data()) as Float32Array));
+      };
+      const [cpu, gpu] = [await run('cpu'), await run('webgpu')];
+      const worst = cpu.map((c, t) => Math.max(...c.map((v, i) => Math.abs(v - gpu[t][i]))) / Math.max(...c.map(Math.abs)));
+      const listing = await kiln.compile((x: Tensor, w: Tensor) => kiln.F.conv2d(x, w)).lower(x0.to('webgpu'), w0.to('webgpu'));
+      return { worst, subgroups: listing.kernels[0].source.includes('subgroupBroadcast') };
+    });
+    expect(got.subgroups).toBe(true);
+    for (const w of got.worst) expect(w).toBeLessThan(1e-5);
+    await p.close();
+  });
+
   it('a TraceError names the user file:line (a URL) and the expression; listings carry the source lines', async () => {
     const p = await page('/tests/');
     const got = await p.evaluate(() => (window as unknown as TestWindow).kilnTests.traceError());

@@ -353,6 +353,9 @@ describe.runIf(hasWebGPU)('autotune', () => {
       expect(untunedMatmul(adapterPolicy(llvmpipe, 8).matmul, 1024 ** 3)).toEqual(SOFTWARE_LANES_MATMUL);
       const swiftshader = { vendor: 'google', architecture: 'swiftshader', device: '', description: '', subgroupMinSize: 4 };
       expect(untunedMatmul(adapterPolicy(swiftshader, 4).matmul, 256 ** 3)).toEqual(SOFTWARE_LANES4_MATMUL);
+      // convolutions in subgroup rounds too, on software adapters only
+      expect([adapterPolicy(llvmpipe, 8), adapterPolicy(swiftshader, 4), adapterPolicy(llvmpipe)].map((p) => p.options.convLanes)).toEqual([8, 4, 0]);
+      expect(adapterPolicy({ vendor: 'nvidia', architecture: 'hopper', device: '', description: '', subgroupMinSize: 32 }, 32).options.convLanes).toBe(0);
       // a device without the subgroups feature
       const lavapipe = adapterPolicy(llvmpipe).matmul;
       expect(untunedMatmul(lavapipe, 256 ** 3)).toEqual(SOFTWARE_MATMUL);

@@ -548,4 +548,26 @@ describe('wgsl codegen (no device needed)', () => {
     expect(defined(wgslSource(lowerOne('pow', {}, [inp([3]), inp([3])], { shape: [3], dtype: 'float32' })[0]).code)).toEqual(['k_inf', 'k_isnan', 'k_nan', 'k_pow']);
     expect(defined(wgslSource(lowerOne('maximum', {}, [inp([3]), inp([3])], { shape: [3], dtype: 'float32' })[0]).code)).toEqual(['k_isnan', 'k_max', 'k_nan']);
   });
+  it('a convolution runs in subgroup rounds where convLanes asks and the subgroups allow, else in workgroup-memory tiles', () => {
+    // x [2, 1, 3, 9, 9] (grouped layout), w [1, 10, 3, 3, 3], stride 2, padding 1: out [2, 1, 10, 5, 5]
+    const attrs = { stride: [2, 2], padLo: [1, 1], padHi: [1, 1], dilation: [1, 1], lhsDilation: [1, 1], flip: false, outPerm: [0, 1, 2, 3, 4] };
+    const [spec] = lowerOne('conv', attrs, [inp([2, 1, 3, 9, 9]), inp([1, 10, 3, 3, 3])], { shape: [2, 1, 10, 5, 5], dtype: 'float32' });
+    const lanes = wgslSource(spec, { convLanes: 4, limits: { subgroupMinSize: 4 } });
+    expect(lanes.code).toMatch(/^enable subgroups;$/m);
+    expect(lanes.code).toContain('@workgroup_size(4, 1)');
+    expect(lanes.code).not.toContain('var<workgroup>');
+    // 8 output channels x 4 columns per lane: 50 columns in blocks of 16, 10 channels in blocks of 8
+    expect(lanes.workgroups).toEqual([4, 2, 1]);
+    // 27 reduction steps (3 channels x 3 x 3): 6 rounds of 4, then a last one of 3 whose fourth lane loads a clamped step
+    expect(lanes.code).toContain('let kn = 6 + min(ofs0, 0);');
+    expect(lanes.code).toContain('let ka = min(24 + i32(sgl), 26);');
+    expect(lanes.code).toContain('subgroupBroadcast(av7, 3u)');
+    // padding conditions are joined with `&` (no branches: SwiftShader compiles unrolled branches for seconds)
+    expect(lanes.code).not.toContain('&&');
+    expect(lanes.code).toContain('let ok0_0 = (y0_0 >= 0) & (y0_0 < 9);');
+    for (const tiled of [wgslSource(spec, { convLanes: 4 }), wgslSource(spec, { convLanes: 8, limits: { subgroupMinSize: 4 } }), wgslSource(spec)]) {
+      expect(tiled.code).toContain('var<workgroup> tA');
+      expect(tiled.code).not.toContain('subgroup');
+    }
+  });
 });

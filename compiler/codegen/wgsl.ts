@@ -37,7 +37,8 @@
 //              at a time.
 //   conv       an implicit GEMM (wgsl/conv.ts): per group, 32 x 32 output tiles of [Og, N * P], 16-deep slices
 //              of the weight and of the never-stored unfolded input staged in workgroup memory, 4 x 4 blocks
-//              per invocation, the epilogue per element.
+//              per invocation, the epilogue per element; on software adapters (convLanes) 8 x 4 blocks in
+//              one subgroup per workgroup sharing the weight's loads, as the matmul's lanes variant.
 //   gather     one invocation per output element.
 //   scatterAdd deterministic, no atomics: one invocation per OUTPUT element, looping over the source
 //              positions along the axis that could land on it, in increasing order (so the float32
@@ -102,6 +103,11 @@ export interface WgslOptions {
   treeMaxOutputs?: number;
   /** the matmul variant (default DEFAULT_MATMUL); an autotuner picks one per adapter and shape */
   matmul?: MatmulVariant;
+  /**
+   * Convolutions in subgroup rounds of this many lanes instead of workgroup-memory tiles (software
+   * adapters; wgsl/conv.ts), where the device's subgroups hold that many; 0 or absent: tiles.
+   */
+  convLanes?: number;
 }
 
 export interface WgslKernel {
@@ -122,7 +128,7 @@ function kernelBody(k: Kernel, args: Args, lim: WgslLimits, name: string, cap: n
     case 'matmul': return matmulKernel(k, args, lim, name, opts.matmul ?? DEFAULT_MATMUL);
     case 'gather': return gatherKernel(k, args, lim, name, cap);
     case 'scatterAdd': return scatterAddKernel(k, args, lim, name, cap);
-    case 'conv': return convKernel(k, args, lim, name);
+    case 'conv': return convKernel(k, args, lim, name, opts.convLanes ?? 0);
     default: return unreachable(k, 'kernel');
   }
 }

@@ -90,7 +90,9 @@ export function isSoftwareAdapter(i: AdapterInfo): boolean {
  */
 export function adapterPolicy(i: AdapterInfo, subgroupMinSize = 0): Pick<WgslTarget, 'options' | 'matmul'> {
   const software = isSoftwareAdapter(i);
-  return { options: { maxWorkgroups: software ? 256 : 4096, treeMaxOutputs: software ? 16 : 16384 }, matmul: matmulDefaults(software, subgroupMinSize) };
+  // convolutions as the matmul: subgroup rounds where a software adapter's device has subgroups
+  const convLanes = software && subgroupMinSize >= 4 ? (subgroupMinSize >= 8 ? 8 : 4) : 0;
+  return { options: { maxWorkgroups: software ? 256 : 4096, treeMaxOutputs: software ? 16 : 16384, convLanes }, matmul: matmulDefaults(software, subgroupMinSize) };
 }
 
 /**
