@@ -562,9 +562,16 @@ describe('wgsl codegen (no device needed)', () => {
     expect(lanes.code).toContain('let kn = 6 + min(ofs0, 0);');
     expect(lanes.code).toContain('let ka = min(24 + i32(sgl), 26);');
     expect(lanes.code).toContain('subgroupBroadcast(av7, 3u)');
-    // padding conditions are joined with `&` (no branches: SwiftShader compiles unrolled branches for seconds)
+    // padding conditions are joined with `&` (no branches: SwiftShader compiles unrolled branches for
+    // seconds); without gaps in the input, a column's position is its base plus the step's offset
     expect(lanes.code).not.toContain('&&');
-    expect(lanes.code).toContain('let ok0_0 = (y0_0 >= 0) & (y0_0 < 9);');
+    expect(lanes.code).toContain('let q0_0 = p0_0 * 2 - 1;');
+    expect(lanes.code).toContain('let in0 = (u32(q0_0 + kd0) < 9u) & (u32(q1_0 + kd1) < 9u);');
+    // with gaps (a strided convolution's input gradient: lhsDilation 2) each step works out the full position
+    const gaps = lowerOne('conv', { ...attrs, stride: [1, 1], lhsDilation: [2, 2] }, [inp([2, 1, 3, 9, 9]), inp([1, 10, 3, 3, 3])], { shape: [2, 1, 10, 17, 17], dtype: 'float32' })[0];
+    const gapped = wgslSource(gaps, { convLanes: 4, limits: { subgroupMinSize: 4 } }).code;
+    expect(gapped).toContain('let ok0_0 = (t0_0 >= 0) & (t0_0 % 2 == 0) & (y0_0 < 9);');
+    expect(gapped).not.toContain('&&');
     for (const tiled of [wgslSource(spec, { convLanes: 4 }), wgslSource(spec, { convLanes: 8, limits: { subgroupMinSize: 4 } }), wgslSource(spec)]) {
       expect(tiled.code).toContain('var<workgroup> tA');
       expect(tiled.code).not.toContain('subgroup');
