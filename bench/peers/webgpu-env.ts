@@ -3,6 +3,13 @@
 // (`navigator.gpu`, `GPUBufferUsage`, ...). On a machine without a GPU, Dawn
 // finds Mesa's lavapipe (Vulkan on the CPU) if it is installed
 // (scripts/install-lavapipe.sh).
+//
+// Every row waits for the GPU the way kiln does in Node: dawn.node polls in a
+// setImmediate loop that takes a core from a software adapter, and kiln hands a
+// long poll to a 1 ms timer (runtime/webgpu/dawn-poll.ts). It is installed here,
+// before any peer runs, so that the rows compare kernels and runtimes, not wait
+// loops (the peers gain from it too).
+import { throttleDawnPolling } from '../../runtime/webgpu/dawn-poll.ts';
 
 export interface GpuEnv {
   gpu: GPU;
@@ -24,6 +31,7 @@ export function webgpuEnv(): Promise<GpuEnv | string> {
       return `the webgpu npm package did not load: ${e instanceof Error ? e.message : String(e)}`;
     }
     Object.assign(globalThis, mod.globals);
+    throttleDawnPolling();
     const gpu = mod.create([]);
     const g = globalThis as unknown as { navigator?: Record<string, unknown> };
     if (g.navigator) {

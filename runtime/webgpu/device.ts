@@ -25,6 +25,7 @@
 // The global WebGPU types (GPUDevice, GPUBufferUsage, ...) come from
 // @webgpu/types, which the `webgpu` package's own typings import.
 import type {} from 'webgpu';
+import { throttleDawnPolling } from './dawn-poll.ts';
 import { notAcquired } from './not-acquired.ts';
 
 /** String fields of the acquired adapter's GPUAdapterInfo (empty strings where the platform hides them). */
@@ -89,6 +90,9 @@ function noWebGPUError(what: string, cause?: unknown): Error {
 }
 
 async function getGPU(): Promise<GPU> {
+  // dawn.node waits for the GPU in a setImmediate loop (dawn-poll.ts), also where a program has put
+  // its GPU object on navigator.gpu
+  if (isNode) throttleDawnPolling();
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
   if (!isNode) throw noWebGPUError('navigator.gpu does not exist in this browser');
