@@ -27,6 +27,7 @@
 import type {} from 'webgpu';
 import { throttleDawnPolling } from './dawn-poll.ts';
 import { notAcquired } from './not-acquired.ts';
+import { probeLanes, probeSubgroupLanes } from './subgroup-probe.ts';
 
 /** String fields of the acquired adapter's GPUAdapterInfo (empty strings where the platform hides them). */
 export interface AdapterInfo {
@@ -63,6 +64,8 @@ interface State {
   adapter: GPUAdapter;
   device: GPUDevice;
   info: AdapterInfo;
+  /** the adapter's smallest subgroup size where the lanes probe held (subgroup-probe.ts), else 0 */
+  subgroupLanes: number;
 }
 
 let state: State | null = null;
@@ -183,7 +186,10 @@ async function acquire(): Promise<State> {
       }
     }
   });
-  return { gpu, adapter, device, info: readInfo(adapter) };
+  const info = readInfo(adapter);
+  const lanes = requiredFeatures.includes('subgroups') ? probeLanes(info.subgroupMinSize) : 0;
+  const subgroupLanes = lanes > 0 && (await probeSubgroupLanes(device, lanes)) ? info.subgroupMinSize : 0;
+  return { gpu, adapter, device, info, subgroupLanes };
 }
 
 /** Acquires the device (once; later calls return the same one). Throws a clear Error when WebGPU is not available. */
@@ -254,9 +260,12 @@ export function limits(): GPUSupportedLimits {
   return state.device.limits;
 }
 
-/** The subgroup size kernels may count on: the adapter's smallest where the device has 'subgroups', else 0. */
+/**
+ * The subgroup size kernels may count on: the adapter's smallest where the device has 'subgroups' and
+ * a workgroup of 4 or 8 invocations proved to be one subgroup numbered from 0 (subgroup-probe.ts), else 0.
+ */
 export function subgroupMinSize(): number {
-  return state && state.device.features.has('subgroups') ? state.info.subgroupMinSize : 0;
+  return state ? state.subgroupLanes : 0;
 }
 
 /** Whether the acquired device has an optional feature enabled ('timestamp-query', 'shader-f16', 'subgroups'). */

@@ -30,9 +30,9 @@ export interface MatmulVariant {
    * invocation loads its own. lavapipe (Mesa 25.0) loads every value of every lane one lane at a time,
    * with a bounds check, however uniform the address (its x86 listing, GALLIVM_DEBUG=asm), so this cuts
    * what the kernel spends on a's loads by the lane count: 1024^3 at 22.6 GFLOP/s against 11.4 for the
-   * 8x1 reference kernel (2026-11-30). It assumes a workgroup of `lanes` invocations is one subgroup
-   * whose lanes are numbered from 0, as on software adapters (the only ones the tuner offers it to)
-   * whose subgroups hold at least `lanes`.
+   * 8x1 reference kernel (2026-11-30). It counts on a workgroup of `lanes` invocations being one
+   * subgroup whose lanes are numbered from 0, which WebGPU does not promise: the runtime checks it once
+   * per device (runtime/webgpu/subgroup-probe.ts) and otherwise reports no subgroups to codegen.
    */
   lanes?: number;
 }
