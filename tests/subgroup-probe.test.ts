@@ -2,7 +2,8 @@
 
 import { describe, expect, it } from 'vitest';
 import { testDevices } from './devices.ts';
-import { lanesHold, probeLanes, probeSource } from '../runtime/webgpu/subgroup-probe.ts';
+import { lanesHold, probeSource } from '../runtime/webgpu/subgroup-probe.ts';
+import { subgroupLanes } from '../compiler/codegen/wgsl.ts';
 import { adapterInfo, hasFeature, subgroupMinSize } from '../runtime/webgpu/device.ts';
 import { isSoftwareAdapter } from '../runtime/webgpu/autotune.ts';
 
@@ -28,7 +29,7 @@ describe('subgroup lanes probe', () => {
     expect(lanesHold(probeOutput(4, 4, (li) => li, (q) => (q + 1) % 4), 4)).toBe(false);
   });
   it('probes 8 lanes from subgroups of 8 up, 4 from 4, none below', () => {
-    expect([2, 4, 8, 32].map(probeLanes)).toEqual([0, 4, 8, 8]);
+    expect([2, 4, 8, 32].map(subgroupLanes)).toEqual([0, 4, 8, 8]);
     expect(probeSource(4)).toContain('@workgroup_size(4, 1)');
     expect(probeSource(4)).toContain('subgroupBroadcast(li, 3u)');
   });

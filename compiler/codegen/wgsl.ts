@@ -84,7 +84,7 @@ import { reduceKernel } from './wgsl/reduce.ts';
 export { wtype, type WType } from './spelling-wgsl.ts';
 export { DEFAULT_LIMITS, type WgslBinding, type WgslLimits } from './wgsl/common.ts';
 export { packUniform, uniformLayout } from './wgsl/launch.ts';
-export { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, type MatmulVariant } from './wgsl/matmul.ts';
+export { DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, subgroupLanes, type MatmulVariant } from './wgsl/matmul.ts';
 
 export interface WgslOptions {
   limits?: Partial<WgslLimits>;

@@ -30,7 +30,7 @@
 // more than 5% (15% on software adapters), over at least two samples, to be chosen.
 
 import type { Kernel, KernelSpec } from '../../ir/kernel.ts';
-import { DEFAULT_LIMITS, DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, packUniform, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
+import { DEFAULT_LIMITS, DEFAULT_MATMUL, matmulVariantFits, matmulVariantKey, packUniform, subgroupLanes, uniformLayout, wgslSource, type MatmulVariant, type WgslKernel, type WgslOptions } from '../../compiler/codegen/wgsl.ts';
 import { untunedMatmul, workOf, type MatmulDefault, type WgslTarget } from '../../compiler/target.ts';
 import { env, nodeFs, nodePath } from '../node.ts';
 import type { AdapterInfo } from './device.ts';
@@ -91,7 +91,7 @@ export function isSoftwareAdapter(i: AdapterInfo): boolean {
 export function adapterPolicy(i: AdapterInfo, subgroupMinSize = 0): Pick<WgslTarget, 'options' | 'matmul'> {
   const software = isSoftwareAdapter(i);
   // convolutions as the matmul: subgroup rounds where a software adapter's device has subgroups
-  const convLanes = software && subgroupMinSize >= 4 ? (subgroupMinSize >= 8 ? 8 : 4) : 0;
+  const convLanes = software ? subgroupLanes(subgroupMinSize) : 0;
   return { options: { maxWorkgroups: software ? 256 : 4096, treeMaxOutputs: software ? 16 : 16384, convLanes }, matmul: matmulDefaults(software, subgroupMinSize) };
 }
 
@@ -134,7 +134,8 @@ export const SOFTWARE_LANES4_MATMUL: MatmulVariant = { bm: 8, bn: 4, wg: [4, 1],
  */
 export function matmulDefaults(software: boolean, subgroupMinSize = 0): MatmulDefault[] {
   const all = [{ minWork: 0, variant: DEFAULT_MATMUL }];
-  if (software && subgroupMinSize >= 4) return [...all, { minWork: TUNE_MIN_WORK, variant: subgroupMinSize >= 8 ? SOFTWARE_LANES_MATMUL : SOFTWARE_LANES4_MATMUL }];
+  const lanes = software ? subgroupLanes(subgroupMinSize) : 0;
+  if (lanes) return [...all, { minWork: TUNE_MIN_WORK, variant: lanes === 8 ? SOFTWARE_LANES_MATMUL : SOFTWARE_LANES4_MATMUL }];
   return software ? [...all, { minWork: TUNE_MIN_WORK, variant: SOFTWARE_MATMUL }, { minWork: LARGE_WORK, variant: SOFTWARE_LARGE_MATMUL }] : all;
 }
 

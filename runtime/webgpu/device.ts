@@ -26,8 +26,9 @@
 // @webgpu/types, which the `webgpu` package's own typings import.
 import type {} from 'webgpu';
 import { throttleDawnPolling } from './dawn-poll.ts';
+import { subgroupLanes } from '../../compiler/codegen/wgsl.ts';
 import { notAcquired } from './not-acquired.ts';
-import { probeLanes, probeSubgroupLanes } from './subgroup-probe.ts';
+import { probeSubgroupLanes } from './subgroup-probe.ts';
 
 /** String fields of the acquired adapter's GPUAdapterInfo (empty strings where the platform hides them). */
 export interface AdapterInfo {
@@ -187,9 +188,9 @@ async function acquire(): Promise<State> {
     }
   });
   const info = readInfo(adapter);
-  const lanes = requiredFeatures.includes('subgroups') ? probeLanes(info.subgroupMinSize) : 0;
-  const subgroupLanes = lanes > 0 && (await probeSubgroupLanes(device, lanes)) ? info.subgroupMinSize : 0;
-  return { gpu, adapter, device, info, subgroupLanes };
+  const lanes = requiredFeatures.includes('subgroups') ? subgroupLanes(info.subgroupMinSize) : 0;
+  const held = lanes > 0 && (await probeSubgroupLanes(device, lanes));
+  return { gpu, adapter, device, info, subgroupLanes: held ? info.subgroupMinSize : 0 };
 }
 
 /** Acquires the device (once; later calls return the same one). Throws a clear Error when WebGPU is not available. */

@@ -1,9 +1,7 @@
 // Whether a workgroup of a few invocations is one subgroup whose lanes are numbered from 0: what the
 // matmul's and convolution's lanes variants count on (compiler/codegen/wgsl/matmul.ts). WebGPU does
-// not promise it, so kiln checks it once per device with a tiny kernel before offering the variants.
-
-/** The probe's lane count for a subgroup size: 4 or 8, or 0 where kiln never uses lanes. */
-export const probeLanes = (subgroupMinSize: number): number => (subgroupMinSize >= 8 ? 8 : subgroupMinSize >= 4 ? 4 : 0);
+// not promise it, so kiln checks it once per device with a tiny kernel before offering the variants,
+// at the lane count they would use (subgroupLanes).
 
 const GROUPS = 4;
 

@@ -139,6 +139,24 @@ export function tiledKLoop(kTotal: number, tk: number, tm: number, tn: number, b
 }
 
 /**
+ * The reduction loop of a subgroup variant (matmul and convolution `lanes`): rounds of `lanes` steps
+ * over `total` steps, and a shorter last round where `lanes` does not divide it. `round(first, ka,
+ * steps)` writes one round: `first(per)` is its first step in units of `per` steps, `ka` this lane's
+ * step (the lane's own share of the round's loads; clamped in the last round, whose extra lanes load
+ * steps nothing uses), `steps` how many steps it has. `zero` hides the trip count (blockEpilogue).
+ */
+export function laneRounds(total: number, lanes: number, zero: string, round: (first: (per: number) => string, ka: string, steps: number) => string[]): string[] {
+  const full = Math.floor(total / lanes) * lanes;
+  return [
+    `let kn = ${full / lanes} + ${zero};`,
+    `for (var kr = 0; kr < kn; kr = kr + 1) {`,
+    ...indent(round((per) => `kr * ${lanes / per}`, `kr * ${lanes} + i32(sgl)`, lanes)),
+    '}',
+    ...(total > full ? ['{', ...indent(round((per) => `${full / per}`, `min(${full} + i32(sgl), ${total - 1})`, total - full)), '}'] : []),
+  ];
+}
+
+/**
  * The epilogue of a bm x bn register block held in vec4s c{r}_{cv} (columns 4cv..4cv+3): a loop over
  * the block's rows, each picking its row's vec4s with selects, and one copy of `body` per column, with
  * `acc` the element at row `row` (i0 + ..) and column `j` (j0 + ..), where `row < rows && j < cols`.

@@ -18,7 +18,7 @@ import { convGeometry, type ConvKernel } from '../../../ir/conv.ts';
 import { numel } from '../../../ir/shape.ts';
 import { indexOf } from '../emit.ts';
 import { conv } from '../spelling-wgsl.ts';
-import { blockCoords, blockEpilogue, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, blockEpilogue, emitter, indent, laneRounds, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 const BM = 4, BN = 4, WX = 8, WY = 8, TK = 16;
 const TM = BM * WY, TN = BN * WX, NT = WX * WY;
@@ -196,15 +196,15 @@ function lanesConv(parts: ConvParts, lanes: number): Body {
     const inside = S.map((s, d) => `(u32(q${d}_${col} + kd${d}) < ${s}u)`).join(' & ');
     return [`let in${col} = ${inside};`, `let v${col} = select(0.0, ${read(k.x.arg, `select(${x0}, xb_${col} + kx, in${col})`)}, in${col});`];
   };
-  // A round of `steps` reduction steps from `first`: the lane's weight values at its step `ka`, then for
-  // each step the lane's 4 columns of the unfolded input times each row's broadcast weight.
-  const round = (first: string, ka: string, steps: number): string[] => [
+  // A round of reduction steps (laneRounds): the lane's weight values at its step `ka`, then for each
+  // step the lane's 4 columns of the unfolded input times each row's broadcast weight.
+  const round = (first: (per: number) => string, ka: string, steps: number): string[] => [
     `let ka = ${ka};`,
     `let ca = ka / ${KP};`,
     ...split(`(ka % ${KP})`, K, kva),
     ...rows.map((r) => `let av${r} = ${read(k.w.arg, parts.wIdx(`min(i0 + ${r}, ${Og - 1})`, 'ca', kva))};`),
     ...Array.from({ length: steps }, (_, t) => ['{', ...indent([
-      `let gk = ${first} + ${t};`,
+      `let gk = ${first(1)} + ${t};`,
       `let c = gk / ${KP};`,
       ...split(`(gk % ${KP})`, K, kv),
       ...stepLets,
@@ -213,7 +213,6 @@ function lanesConv(parts: ConvParts, lanes: number): Body {
       ...rows.map((r) => `c${r}_0 = c${r}_0 + subgroupBroadcast(av${r}, ${t}u) * yb;`),
     ]), '}']).flat(),
   ];
-  const full = Math.floor(Kc / lanes) * lanes;
   const main = [
     `let g = i32(wid.z);`,
     `let i0 = i32(wid.y) * ${LM};`,
@@ -222,11 +221,7 @@ function lanesConv(parts: ConvParts, lanes: number): Body {
     `if (i0 >= ${Og}) { return; }`,
     ...columns.flatMap((col) => [`let gj_${col} = min(j0 + ${col}, ${cols - 1});`, `let b_${col} = gj_${col} / ${P};`, ...split(`(gj_${col} % ${P})`, O, ov.map((v) => `${v}_${col}`)), ...columnLets(col)]),
     ...rows.map((r) => `var c${r}_0 = vec4<f32>(0.0);`),
-    `let kn = ${full / lanes} + ${parts.zero};`,
-    `for (var kr = 0; kr < kn; kr = kr + 1) {`,
-    ...indent(round(`kr * ${lanes}`, `kr * ${lanes} + i32(sgl)`, lanes)),
-    '}',
-    ...(Kc > full ? ['{', ...indent(round(`${full}`, `min(${full} + i32(sgl), ${Kc - 1})`, Kc - full)), '}'] : []),
+    ...laneRounds(Kc, lanes, parts.zero, round),
     `if (j0 >= ${cols}) { return; }`,
     ...parts.blockEnd(LM),
   ];

@@ -6,7 +6,7 @@ import { isContiguous } from '../../../ir/view.ts';
 import { exprLoads, type Kernel, type LoadExpr } from '../../../ir/kernel.ts';
 import { indexOf, operandLoad } from '../emit.ts';
 import { conv, wtype } from '../spelling-wgsl.ts';
-import { blockCoords, blockEpilogue, decompose, emitter, indent, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
+import { blockCoords, blockEpilogue, decompose, emitter, indent, laneRounds, store, tiledKLoop, type Args, type Body, type WgslLimits } from './common.ts';
 
 /**
  * A matmul kernel variant (what the autotuner picks per adapter and shape). Every variant sums each
@@ -44,6 +44,12 @@ export interface MatmulVariant {
  */
 export const DEFAULT_MATMUL: MatmulVariant = { bm: 4, bn: 4, wg: [8, 8], vec4: true, tiled: false };
 const TILE_K = 16;
+
+/**
+ * The lane count of kiln's subgroup variants (`lanes`: matmul and convolution) on a device whose
+ * subgroups hold at least `subgroupMinSize` invocations: 8, else 4, else 0 (none).
+ */
+export const subgroupLanes = (subgroupMinSize: number): number => (subgroupMinSize >= 8 ? 8 : subgroupMinSize >= 4 ? 4 : 0);
 
 export const matmulVariantKey = (v: MatmulVariant): string => `${v.tiled ? 't' : 'r'}${v.bm}x${v.bn}@${v.wg[0]}x${v.wg[1]}${v.vec4 ? 'v' : 's'}${v.lanes ? `+sg${v.lanes}` : ''}`;
 
@@ -211,19 +217,13 @@ export function matmulKernel(k: Extract<Kernel, { kind: 'matmul' }>, args: Args,
   let kLoop: string[];
   if (modeA === 'lanes') {
     // Rounds of S k steps: lane l loads a's rows at step l, then S / KS blocks of KS steps each
-    // broadcast the steps they need; the last round (k % S steps) loads clamped steps it never uses.
-    const round = (first: string, ka: string, steps: number): string[] => [
-      `let ka = ${ka};`,
-      ...Array.from({ length: BM }, (_, r) => `let av${r} = ${ld(A, a.arg, a.dtype, `pa${r} + ka * ${sak}`)};`),
-      ...Array.from({ length: steps / KS }, (_, t) => ['{', ...indent([`let kk = ${first} + ${t};`, ...step(t)]), '}']).flat(),
-    ];
-    const full = Math.floor(k.k / S) * S;
+    // broadcast the steps they need.
     kLoop = [
-      `let kn = ${full / S} + ${zero};`,
-      `for (var kr = 0; kr < kn; kr = kr + 1) {`,
-      ...indent(round(`kr * ${S / KS}`, `kr * ${S} + i32(sgl)`, S)),
-      '}',
-      ...(k.k > full ? ['{', ...indent(round(`${full / KS}`, `min(${full} + i32(sgl), ${k.k - 1})`, k.k - full)), '}'] : []),
+      ...laneRounds(k.k, S, zero, (first, ka, steps) => [
+        `let ka = ${ka};`,
+        ...Array.from({ length: BM }, (_, r) => `let av${r} = ${ld(A, a.arg, a.dtype, `pa${r} + ka * ${sak}`)};`),
+        ...Array.from({ length: steps / KS }, (_, t) => ['{', ...indent([`let kk = ${first(KS)} + ${t};`, ...step(t)]), '}']).flat(),
+      ]),
       `if (j0 >= ${k.n}) { return; }`,
     ];
   } else {
